@@ -301,7 +301,8 @@ def _detect(path: str, text: str, fmt: str) -> _Layout:
         labels = {v: k for k, v in _MT5_TAGS.items() if v in index}
         labels["time"] = "<DATE>+<TIME>" if "clock" in index else "<DATE>"
         if "clock" in index:
-            clock = (second or "").split(delim)[index["clock"]] if second else "00:00:00"
+            cells = second.split(delim) if second else []
+            clock = cells[index["clock"]] if len(cells) > index["clock"] else "00:00:00"
             time_fmt = "%Y.%m.%d %H:%M:%S" if clock.strip().count(":") == 2 else "%Y.%m.%d %H:%M"
         else:
             index["time"] = index.pop("date")
@@ -681,25 +682,25 @@ def _validate(raw: _Raw, labels: dict[str, str], path: str, unit: str) -> tuple[
             continue
         v = c[col]
         add(np.isnan(v), col, "nan", lambda i: "NaN value", _REPAIR_HINT)
-        add(np.isinf(v), col, "inf", lambda i, v=v: f"infinite value ({v[i]})", _REPAIR_HINT)
+        add(np.isinf(v), col, "inf", lambda i, v=v: f"infinite value ({float(v[i])})", _REPAIR_HINT)
     finite = np.ones(n, dtype=bool)
     for col in ("open", "high", "low", "close"):
         finite &= np.isfinite(c[col])
     for col in ("open", "high", "low", "close"):
         v = c[col]
-        add(finite & (v <= 0), col, "nonpositive_price", lambda i, v=v: f"price {v[i]!r} is not positive",
+        add(finite & (v <= 0), col, "nonpositive_price", lambda i, v=v: f"price {float(v[i])!r} is not positive",
             _REPAIR_HINT)
     o, h, lo, cl = c["open"], c["high"], c["low"], c["close"]
     top = np.maximum(o, cl)
     bottom = np.minimum(o, cl)
     add(finite & (h < top), "high", "high_below_body",
-        lambda i: f"high {h[i]!r} is below max(open, close) = {top[i]!r}", _REPAIR_HINT)
+        lambda i: f"high {float(h[i])!r} is below max(open, close) = {float(top[i])!r}", _REPAIR_HINT)
     add(finite & (lo > bottom), "low", "low_above_body",
-        lambda i: f"low {lo[i]!r} is above min(open, close) = {bottom[i]!r}", _REPAIR_HINT)
+        lambda i: f"low {float(lo[i])!r} is above min(open, close) = {float(bottom[i])!r}", _REPAIR_HINT)
     for col in ("volume", "spread"):
         if col in c:
             v = c[col]
-            add(np.isfinite(v) & (v < 0), col, f"negative_{col}", lambda i, v=v: f"negative {col} {v[i]!r}",
+            add(np.isfinite(v) & (v < 0), col, f"negative_{col}", lambda i, v=v: f"negative {col} {float(v[i])!r}",
                 _REPAIR_HINT)
     probs.sort(key=lambda t: t[0])
     return [p for _, p in probs], bad

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 DATA = Path(__file__).parent / "data"
 SEED = int(os.environ.get("FXGATE_TEST_SEED", "20261128"))
+
+# Property tests: 200 examples in CI; HYPOTHESIS_PROFILE=thorough for a long local run.
+_HC = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+settings.register_profile("default", max_examples=200, deadline=None, suppress_health_check=_HC)
+settings.register_profile("thorough", max_examples=20_000, deadline=None, suppress_health_check=_HC)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -28,7 +28,7 @@ def random_walk_bars(rng: np.random.Generator, start: str, periods: int, freq: s
     idx = pd.date_range(start, periods=periods, freq=freq, tz="UTC")
     if fx_hours_only:
         loc = idx.tz_convert(NY).tz_localize(None) + pd.Timedelta(hours=7)
-        keep = loc.dayofweek < 5  # FX-day Monday..Friday
+        keep = loc.day_of_week < 5  # FX-day Monday..Friday
         idx = idx[keep]
     n = len(idx)
     close = 1.1 + np.cumsum(rng.normal(0, 2e-4, n))
