@@ -17,7 +17,6 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-
     from fxgate.engine.loader import LoadReport
 
 __all__ = ["Bar", "Bars", "TIMEFRAMES", "timeframe_seconds", "infer_timeframe"]
@@ -42,7 +41,7 @@ COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 
 
 def timeframe_seconds(timeframe: str) -> int:
-    """Length of a timeframe in seconds: a MetaTrader name (``"H1"``) or ``"<n>s"`` as :func:`infer_timeframe` writes."""
+    """Length of a timeframe in seconds: a MetaTrader name (``"H1"``) or ``"<n>s"`` (as infer_timeframe writes)."""
     tf = timeframe.strip().upper()
     if tf in TIMEFRAMES:
         return TIMEFRAMES[tf]
@@ -91,8 +90,8 @@ class Bar:
         return np.datetime64(self.ts, "ns")
 
 
-def _column(name: str, values: Any, dtype: type, n: int | None) -> np.ndarray:
-    arr = np.array(values, dtype=dtype, copy=True)
+def _column(name: str, values: Any, dtype: type, n: int | None, copy: bool = True) -> np.ndarray:
+    arr = np.array(values, dtype=dtype, copy=True) if copy else np.ascontiguousarray(values, dtype=dtype)
     if arr.ndim != 1:
         raise ValueError(f"Bars column '{name}' must be 1-dimensional, got shape {arr.shape}")
     if n is not None and len(arr) != n:
@@ -127,18 +126,20 @@ class Bars:
         symbol: str = "",
         timeframe: str | None = None,
         report: LoadReport | None = None,
+        _copy: bool = True,
     ) -> None:
         ts_arr = np.asarray(ts)
         if ts_arr.dtype.kind == "M":
             ts_arr = ts_arr.astype("datetime64[ns]").astype(np.int64)
-        self.ts = _column("ts", ts_arr, np.int64, None)
+        # _copy=False: the caller (the loader) hands over arrays nobody else references
+        self.ts = _column("ts", ts_arr, np.int64, None, _copy)
         n = len(self.ts)
-        self.open = _column("open", open, np.float64, n)
-        self.high = _column("high", high, np.float64, n)
-        self.low = _column("low", low, np.float64, n)
-        self.close = _column("close", close, np.float64, n)
-        self.volume = _column("volume", volume, np.float64, n)
-        self.spread = None if spread is None else _column("spread", spread, np.float64, n)
+        self.open = _column("open", open, np.float64, n, _copy)
+        self.high = _column("high", high, np.float64, n, _copy)
+        self.low = _column("low", low, np.float64, n, _copy)
+        self.close = _column("close", close, np.float64, n, _copy)
+        self.volume = _column("volume", volume, np.float64, n, _copy)
+        self.spread = None if spread is None else _column("spread", spread, np.float64, n, _copy)
         self.symbol = str(symbol)
         self.timeframe = infer_timeframe(self.ts) if timeframe is None else str(timeframe)
         #: What the loader read and changed (see :class:`fxgate.engine.loader.LoadReport`); None if built in code.
@@ -248,8 +249,10 @@ class Bars:
         ``Z``). Floats are written with Python's shortest round-trip repr, so :func:`load_bars` reads back the
         exact same values."""
         df = self.to_pandas()
-        df.index = df.index.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if (self.ts % NS).any() else df.index.strftime(
-            "%Y-%m-%dT%H:%M:%SZ"
+        df.index = (
+            df.index.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            if (self.ts % NS).any()
+            else df.index.strftime("%Y-%m-%dT%H:%M:%SZ")
         )
         df.to_csv(path, index_label="time", float_format=None, lineterminator="\n")
 

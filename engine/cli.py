@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from fxgate.engine._version import __version__
 from fxgate.engine.errors import FxgateError
 
@@ -36,14 +35,27 @@ def data() -> None:
 
 
 _LOAD_OPTIONS = [
-    click.option("--format", "fmt", default="auto", show_default=True,
-                 type=click.Choice(["auto", "generic", "mt4", "mt5", "histdata", "dukascopy", "parquet"]),
-                 help="File format; auto sniffs it."),
-    click.option("--tz", default=None, help="Zone of times without one (mt4/mt5/generic), e.g. Europe/Athens. "
-                 "Default UTC."),
+    click.option(
+        "--format",
+        "fmt",
+        default="auto",
+        show_default=True,
+        type=click.Choice(["auto", "generic", "mt4", "mt5", "histdata", "dukascopy", "parquet"]),
+        help="File format; auto sniffs it.",
+    ),
+    click.option(
+        "--tz",
+        default=None,
+        help="Zone of times without one (mt4/mt5/generic), e.g. Europe/Athens. Default UTC.",
+    ),
     click.option("--symbol", default=None, help="Instrument name (default: from the file name)."),
-    click.option("--policy", default="strict", show_default=True, type=click.Choice(["strict", "repair"]),
-                 help="strict: fail on any bad row; repair: drop/sort and report every change."),
+    click.option(
+        "--policy",
+        default="strict",
+        show_default=True,
+        type=click.Choice(["strict", "repair"]),
+        help="strict: fail on any bad row; repair: drop/sort and report every change.",
+    ),
 ]
 
 
@@ -73,12 +85,18 @@ def data_check(files: tuple[Path, ...], fmt: str, tz: str | None, symbol: str | 
 
 @data.command("convert")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Output file: .csv (generic format) or .parquet.")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output file: .csv (generic format) or .parquet.",
+)
 @click.option("--to", "to", default=None, help="Resample to this timeframe first (M5 M15 M30 H1 H4 D1).")
 @_load_options
-def data_convert(file: Path, out: Path, to: str | None, fmt: str, tz: str | None, symbol: str | None,
-                 policy: str) -> None:
+def data_convert(
+    file: Path, out: Path, to: str | None, fmt: str, tz: str | None, symbol: str | None, policy: str
+) -> None:
     """Load FILE (any supported format), optionally resample it, and write it as CSV or Parquet."""
     from fxgate.engine.loader import load_bars
     from fxgate.engine.resample import resample

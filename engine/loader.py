@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-
 from fxgate.engine import _calendar as cal
 from fxgate.engine import _timeparse as tp
+from fxgate.engine._jit import kernel
 from fxgate.engine.bars import NS, Bars, infer_timeframe, timeframe_seconds
 from fxgate.engine.errors import BarDataError, Problem
 
@@ -47,6 +47,8 @@ __all__ = ["load_bars", "LoadReport", "Change", "Gap", "FORMATS", "sample_bars",
 FORMATS = ("generic", "mt4", "mt5", "histdata", "dukascopy", "parquet")
 Policy = Literal["strict", "repair"]
 _VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "spread")
+#: Bytes read to sniff the format; the rest of the file goes straight to the CSV reader.
+_HEAD_BYTES = 1 << 16
 _REPAIR_HINT = "correct or delete the row, or load with policy='repair' to drop it"
 
 
@@ -130,6 +132,7 @@ class _Layout:
     utc_offset_ns: int = 0  # added to naive times of formats with a fixed zone (HistData EST -> +5 h)
     fixed_zone: bool = False  # the format defines its zone; `tz` must not be given
     spread_in_points: bool = False
+    time_aware: bool = False  # ISO times carry a zone suffix (Z, +02:00): read them as UTC instants
 
 
 _EXAMPLES = {
@@ -141,6 +144,7 @@ _EXAMPLES = {
     "parquet": "a Parquet file (starts with the bytes PAR1)",
 }
 
+_ZONE_RE = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 _MT4_RE = re.compile(r"^\d{4}\.\d{2}\.\d{2},\d{1,2}:\d{2}(:\d{2})?,")
 _HISTDATA_RE = re.compile(r"^\d{8} \d{6};")
 _TIME_NAMES = ("time", "timestamp", "datetime", "date_time", "date time", "gmt time", "utc time", "date")
@@ -277,7 +281,10 @@ def _generic_layout(path: str, header_no: int, header: str, first_row: str | Non
                 ]
             )
         time_fmt = sniffed
-    return _Layout(fmt_name, delim, header_no, len(names), index, labels, time_fmt)
+        aware = sniffed == "iso" and bool(_ZONE_RE.search(sample.strip()))
+    else:
+        aware = False
+    return _Layout(fmt_name, delim, header_no, len(names), index, labels, time_fmt, time_aware=aware)
 
 
 def _detect(path: str, text: str, fmt: str) -> _Layout:
@@ -312,13 +319,27 @@ def _detect(path: str, text: str, fmt: str) -> _Layout:
         clock = head.split(",")[1]
         time_fmt = "%Y.%m.%d %H:%M:%S" if clock.count(":") == 2 else "%Y.%m.%d %H:%M"
         names = ("date", "clock", "open", "high", "low", "close", "volume")
-        return _Layout("mt4", ",", 0, 7, {n: i for i, n in enumerate(names)}, {n: n for n in names} | {
-            "time": "date+time"}, time_fmt)
+        return _Layout(
+            "mt4",
+            ",",
+            0,
+            7,
+            {n: i for i, n in enumerate(names)},
+            {n: n for n in names} | {"time": "date+time"},
+            time_fmt,
+        )
     if want("histdata") and _HISTDATA_RE.match(head):
         names = ("time", "open", "high", "low", "close", "volume")
         return _Layout(
-            "histdata", ";", 0, 6, {n: i for i, n in enumerate(names)}, {n: n for n in names}, "%Y%m%d %H%M%S",
-            utc_offset_ns=5 * cal.HOUR, fixed_zone=True,
+            "histdata",
+            ";",
+            0,
+            6,
+            {n: i for i, n in enumerate(names)},
+            {n: n for n in names},
+            "%Y%m%d %H%M%S",
+            utc_offset_ns=5 * cal.HOUR,
+            fixed_zone=True,
         )
     low = head.lower()
     if want("dukascopy") and (low.startswith("gmt time") or low.startswith('"gmt time')):
@@ -327,8 +348,11 @@ def _detect(path: str, text: str, fmt: str) -> _Layout:
         return lay
     if fmt in ("auto", "generic"):
         if tp.sniff_time_format(re.split(r"[,;\t]", head)[0]) is not None:
-            raise _unknown(path, f"line {no} {head[:60]!r} looks like data without a header; add a header such as "
-                           "'time,open,high,low,close,volume'")
+            raise _unknown(
+                path,
+                f"line {no} {head[:60]!r} looks like data without a header; add a header such as "
+                "'time,open,high,low,close,volume'",
+            )
         if any(ch.isalpha() for ch in head) or head.startswith((",", ";", "\t")):
             return _generic_layout(path, no, head, second, "generic")
         raise _unknown(path, f"line {no} {head[:60]!r} is neither a known headerless layout nor a header")
@@ -338,93 +362,119 @@ def _detect(path: str, text: str, fmt: str) -> _Layout:
 # ----------------------------------------------------------------------------------------------------------------
 # Parsing: a fast columnar path and a line-by-line path with exact diagnostics
 # ----------------------------------------------------------------------------------------------------------------
-@dataclass(slots=True)
 class _Raw:
-    ts: np.ndarray  # naive ns (before zone handling)
-    cols: dict[str, np.ndarray]
-    lines: np.ndarray
-    problems: list[Problem]
-    aware: bool = False  # ts already UTC (ISO with a zone suffix, epoch)
+    """Parsed columns before checks. ``lines`` maps each row to its file line; on the fast path it is built only
+    when a problem needs it (row i is line ``base + i``)."""
+
+    __slots__ = ("ts", "cols", "_lines", "_base", "problems", "aware")
+
+    def __init__(
+        self,
+        ts: np.ndarray,
+        cols: dict[str, np.ndarray],
+        lines: np.ndarray | int,
+        problems: list[Problem],
+        aware: bool = False,
+    ) -> None:
+        self.ts = ts  # naive ns (before zone handling) unless aware
+        self.cols = cols
+        self._lines = None if isinstance(lines, int) else lines
+        self._base = lines if isinstance(lines, int) else 0
+        self.problems = problems
+        self.aware = aware  # ts already UTC (ISO with a zone suffix, epoch)
+
+    @property
+    def lines(self) -> np.ndarray:
+        if self._lines is None:
+            self._lines = np.arange(self._base, self._base + len(self.ts), dtype=np.int64)
+        return self._lines
+
+    @lines.setter
+    def lines(self, value: np.ndarray) -> None:
+        self._lines = value
 
 
 class _Irregular(Exception):
     """The fast path met something it does not handle; the slow path decides."""
 
 
-def _uniform_chars(arr: object) -> np.ndarray | None:
-    """Arrow string array -> (n, width) uint8 matrix when every value has the same byte length, else None."""
-    import pyarrow as pa
-
-    a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-    if a.type != pa.string() or a.null_count:
-        return None
-    n = len(a)
-    if n == 0:
-        return np.zeros((0, 0), np.uint8)
-    offsets = np.frombuffer(a.buffers()[1], dtype=np.int32, count=n + 1, offset=a.offset * 4)
-    width = int(offsets[1] - offsets[0])
-    if width <= 0 or int(offsets[-1] - offsets[0]) != width * n:
-        return None
-    if not np.all(np.diff(offsets) == width):
-        return None
-    data = np.frombuffer(a.buffers()[2], dtype=np.uint8)
-    return data[offsets[0] : offsets[0] + width * n].reshape(n, width)
-
-
-def _fast_times(tcol: object, lay: _Layout) -> tuple[np.ndarray, bool]:
+def _times_from_strings(col: object, lay: _Layout) -> tuple[np.ndarray, bool]:
+    """Naive (or UTC, when zone-suffixed) ns from an Arrow string column laid out as ``lay.time_format``."""
     import pandas as pd
 
     fmt = lay.time_format
-    if fmt == "epoch":
-        import pyarrow.compute as pc
-
-        try:
-            vals = pc.cast(tcol, "int64").to_numpy()
-        except Exception as exc:  # noqa: BLE001 - any Arrow failure means "irregular"
-            raise _Irregular from exc
-        return tp.epoch_to_ns(vals), True
-    chars = _uniform_chars(tcol)
-    if chars is not None and len(chars):
-        first = bytes(chars[0]).decode("ascii", "replace")
-        fixed = tp.iso_fixed_format(first) if fmt == "iso" else fmt
-        if fixed is not None and tp.fixed_width(fixed) is not None and (
-            "%f" in fixed or tp.fixed_width(fixed) == chars.shape[1]
-        ):
-            ns, ok = tp.parse_fixed(chars, fixed)
-            if not ok.all():
-                raise _Irregular
+    if len(col) == 0:
+        return np.zeros(0, np.int64), False
+    first = str(col[0])
+    fixed = tp.iso_fixed_format(first) if fmt == "iso" else fmt
+    if fixed is not None and fixed != "epoch" and tp.fixed_width(fixed) is not None:
+        ns, ok = tp.parse_fixed(col, fixed)
+        if ok.all():
             return ns, fixed.endswith("Z")
-    values = tcol.to_numpy(zero_copy_only=False)
+    # not fixed-width (e.g. '9:00' next to '10:00'): pandas, strict, vectorized
+    values = col.to_numpy(zero_copy_only=False)
     try:
         if fmt == "iso":
-            has_zone = pd.Series(values).str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True)
+            has_zone = pd.Series(values).str.contains(_ZONE_RE.pattern, regex=True)
             if has_zone.any() and not has_zone.all():
                 raise _Irregular
-            idx = pd.to_datetime(values, format="ISO8601", utc=bool(has_zone.all()))
+            idx = pd.DatetimeIndex(pd.to_datetime(values, format="ISO8601", utc=bool(has_zone.all())))
             if idx.tz is not None:
                 idx = idx.tz_convert("UTC").tz_localize(None)
             return idx.as_unit("ns").asi8, bool(has_zone.all())
-        idx = pd.to_datetime(values, format=fmt)
-        return pd.DatetimeIndex(idx).as_unit("ns").asi8, False
+        return pd.DatetimeIndex(pd.to_datetime(values, format=fmt)).as_unit("ns").asi8, False
     except _Irregular:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any parse failure sends the file to the line-by-line path
         raise _Irregular from exc
+
+
+def _fast_times(table: object, names: list[str], lay: _Layout) -> tuple[np.ndarray, bool]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if "date" in lay.index:
+        d = table.column(names[lay.index["date"]])
+        c = table.column(names[lay.index["clock"]])
+        if d.null_count or c.null_count:
+            raise _Irregular
+        if lay.time_format not in ("iso", "epoch") and " " in lay.time_format:
+            date_fmt, clock_fmt = lay.time_format.split(" ", 1)
+            nd, okd = tp.parse_fixed(d, date_fmt)
+            nc, okc = tp.parse_fixed(c, clock_fmt)
+            if okd.all() and okc.all():
+                return nd + nc, False
+        joined = pc.binary_join_element_wise(pc.utf8_trim_whitespace(d), pc.utf8_trim_whitespace(c), " ")
+        return _times_from_strings(joined, lay)
+    col = table.column(names[lay.index["time"]])
+    if col.null_count:
+        raise _Irregular
+    if pa.types.is_timestamp(col.type):
+        return col.cast(pa.int64()).to_numpy(), col.type.tz is not None
+    if pa.types.is_integer(col.type):
+        return tp.epoch_to_ns(col.to_numpy()), True
+    return _times_from_strings(col, lay)
 
 
 def _parse_fast(source: str | bytes, lay: _Layout) -> _Raw:
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pcsv
 
     names = [f"c{i}" for i in range(lay.ncols)]
     types: dict[str, object] = {}
     for canon, i in lay.index.items():
-        types[names[i]] = pa.string() if canon in ("time", "date", "clock") else pa.float64()
+        if canon == "time" and lay.time_format == "iso":
+            types[names[i]] = pa.timestamp("ns", tz="UTC") if lay.time_aware else pa.timestamp("ns")
+        elif canon == "time" and lay.time_format == "epoch":
+            types[names[i]] = pa.int64()
+        elif canon in ("time", "date", "clock"):
+            types[names[i]] = pa.string()
+        else:
+            types[names[i]] = pa.float64()
     try:
         table = pcsv.read_csv(
             io.BytesIO(source) if isinstance(source, bytes) else source,
-            read_options=pcsv.ReadOptions(skip_rows=lay.header_lines, column_names=names, block_size=1 << 24),
+            read_options=pcsv.ReadOptions(skip_rows=lay.header_lines, column_names=names, block_size=1 << 22),
             parse_options=pcsv.ParseOptions(delimiter=lay.delimiter, ignore_empty_lines=False),
             convert_options=pcsv.ConvertOptions(
                 column_types=types,
@@ -444,18 +494,10 @@ def _parse_fast(source: str | bytes, lay: _Layout) -> _Raw:
             if col.null_count:
                 raise _Irregular
             cols[canon] = col.to_numpy()
-    if "date" in lay.index:
-        d, c = table.column(names[lay.index["date"]]), table.column(names[lay.index["clock"]])
-        if d.null_count or c.null_count:
-            raise _Irregular
-        tcol = pc.binary_join_element_wise(pc.utf8_trim_whitespace(d), pc.utf8_trim_whitespace(c), " ")
-    else:
-        tcol = table.column(names[lay.index["time"]])
-        if tcol.null_count:
-            raise _Irregular
-    ts, aware = _fast_times(tcol, lay)
-    lines = np.arange(lay.header_lines + 1, lay.header_lines + 1 + n, dtype=np.int64)
-    return _Raw(ts + lay.utc_offset_ns, cols, lines, [], aware)
+    ts, aware = _fast_times(table, names, lay)
+    if len(ts) != n:  # pragma: no cover - Arrow guarantees equal column lengths
+        raise _Irregular
+    return _Raw(ts + lay.utc_offset_ns, cols, lay.header_lines + 1, [], aware)
 
 
 def _parse_slow(path: str, text: str, lay: _Layout) -> _Raw:
@@ -493,8 +535,14 @@ def _parse_slow(path: str, text: str, lay: _Layout) -> _Raw:
             continue
         if len(cells) > lay.ncols:
             problems.append(
-                Problem(path, no, None, "bad_row", f"{len(cells)} fields where the header has {lay.ncols}",
-                        "check the delimiter and quoting of this row; " + _REPAIR_HINT)
+                Problem(
+                    path,
+                    no,
+                    None,
+                    "bad_row",
+                    f"{len(cells)} fields where the header has {lay.ncols}",
+                    "check the delimiter and quoting of this row; " + _REPAIR_HINT,
+                )
             )
             continue
         bad = False
@@ -523,8 +571,14 @@ def _parse_slow(path: str, text: str, lay: _Layout) -> _Raw:
         except (ValueError, OverflowError):
             shown = "ISO 8601" if lay.time_format == "iso" else lay.time_format
             problems.append(
-                Problem(path, no, lay.labels["time"], "bad_time", f"unparsable time {ttext!r} (expected {shown})",
-                        _REPAIR_HINT)
+                Problem(
+                    path,
+                    no,
+                    lay.labels["time"],
+                    "bad_time",
+                    f"unparsable time {ttext!r} (expected {shown})",
+                    _REPAIR_HINT,
+                )
             )
             bad = True
         if bad:
@@ -536,12 +590,23 @@ def _parse_slow(path: str, text: str, lay: _Layout) -> _Raw:
     aware = lay.time_format == "epoch" or aware_seen == {True}
     if aware_seen == {True, False}:
         problems.append(
-            Problem(path, None, lay.labels["time"], "mixed_zones",
-                    "some times carry a zone offset and some do not", "write every time with its offset, or none")
+            Problem(
+                path,
+                None,
+                lay.labels["time"],
+                "mixed_zones",
+                "some times carry a zone offset and some do not",
+                "write every time with its offset, or none",
+            )
         )
     cols = {c: np.array(v, dtype=np.float64) for c, v in out_vals.items()}
-    return _Raw(np.array(out_ts, dtype=np.int64) + lay.utc_offset_ns, cols, np.array(out_lines, np.int64),
-                problems, aware)
+    return _Raw(
+        np.array(out_ts, dtype=np.int64) + lay.utc_offset_ns,
+        cols,
+        np.array(out_lines, np.int64),
+        problems,
+        aware,
+    )
 
 
 def _read_text(raw: bytes, path: str) -> tuple[str, bytes | None]:
@@ -550,8 +615,18 @@ def _read_text(raw: bytes, path: str) -> tuple[str, bytes | None]:
         try:
             text = raw.decode("utf-16")
         except UnicodeDecodeError as exc:
-            raise BarDataError([Problem(path, None, None, "encoding", f"broken UTF-16 text ({exc})",
-                                        "re-export the file as UTF-8 or ANSI")]) from exc
+            raise BarDataError(
+                [
+                    Problem(
+                        path,
+                        None,
+                        None,
+                        "encoding",
+                        f"broken UTF-16 text ({exc})",
+                        "re-export the file as UTF-8 or ANSI",
+                    )
+                ]
+            ) from exc
         return text, text.encode("utf-8")
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
@@ -563,8 +638,16 @@ def _read_text(raw: bytes, path: str) -> tuple[str, bytes | None]:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise BarDataError(
-            [Problem(path, line, None, "encoding", f"byte {raw[exc.start]:#04x} is not UTF-8 text",
-                     "a bar file is text: check that this is the exported CSV and not another file")]
+            [
+                Problem(
+                    path,
+                    line,
+                    None,
+                    "encoding",
+                    f"byte {raw[exc.start]:#04x} is not UTF-8 text",
+                    "a bar file is text: check that this is the exported CSV and not another file",
+                )
+            ]
         ) from exc
 
 
@@ -575,8 +658,18 @@ def _read_parquet(path: str) -> tuple[_Raw, dict[str, str], str]:
     try:
         table = pq.read_table(path)
     except Exception as exc:  # noqa: BLE001
-        raise BarDataError([Problem(path, None, None, "bad_parquet", f"unreadable Parquet ({exc})",
-                                    "re-write the file, e.g. with Bars.to_parquet or DataFrame.to_parquet")]) from exc
+        raise BarDataError(
+            [
+                Problem(
+                    path,
+                    None,
+                    None,
+                    "bad_parquet",
+                    f"unreadable Parquet ({exc})",
+                    "re-write the file, e.g. with Bars.to_parquet or DataFrame.to_parquet",
+                )
+            ]
+        ) from exc
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items() if k.startswith(b"fxgate.")}
     df = table.to_pandas()
     lower = {str(c).lower(): c for c in df.columns}
@@ -589,8 +682,18 @@ def _read_parquet(path: str) -> tuple[_Raw, dict[str, str], str]:
         times = df.index
         labels["time"] = str(df.index.name or "<index>")
     else:
-        raise BarDataError([Problem(path, None, None, "missing_column", f"no time column among {list(df.columns)}",
-                                    "add a 'time' column of timestamps (or a DatetimeIndex)")])
+        raise BarDataError(
+            [
+                Problem(
+                    path,
+                    None,
+                    None,
+                    "missing_column",
+                    f"no time column among {list(df.columns)}",
+                    "add a 'time' column of timestamps (or a DatetimeIndex)",
+                )
+            ]
+        )
     aware = times.tz is not None
     if aware:
         times = times.tz_convert("UTC").tz_localize(None)
@@ -604,16 +707,36 @@ def _read_parquet(path: str) -> tuple[_Raw, dict[str, str], str]:
         try:
             cols[canon] = df[src].to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError) as exc:
-            raise BarDataError([Problem(path, None, str(src), "bad_number", f"non-numeric column ({exc})",
-                                        "store prices and volume as numbers")]) from exc
+            raise BarDataError(
+                [
+                    Problem(
+                        path,
+                        None,
+                        str(src),
+                        "bad_number",
+                        f"non-numeric column ({exc})",
+                        "store prices and volume as numbers",
+                    )
+                ]
+            ) from exc
     missing = [c for c in ("open", "high", "low", "close") if c not in cols]
     if missing:
-        raise BarDataError([Problem(path, None, None, "missing_column", f"no {'/'.join(missing)} column among "
-                                    f"{list(df.columns)}", "name the columns open, high, low, close (any case)")])
+        raise BarDataError(
+            [
+                Problem(
+                    path,
+                    None,
+                    None,
+                    "missing_column",
+                    f"no {'/'.join(missing)} column among {list(df.columns)}",
+                    "name the columns open, high, low, close (any case)",
+                )
+            ]
+        )
     if times.isna().any():
         bad = int(np.flatnonzero(times.isna())[0]) + 1
         raise BarDataError([Problem(path, bad, labels["time"], "bad_time", "missing time", _REPAIR_HINT, "row")])
-    raw = _Raw(times.as_unit("ns").asi8, cols, np.arange(1, len(df) + 1, dtype=np.int64), [], aware)
+    raw = _Raw(times.as_unit("ns").asi8, cols, 1, [], aware)
     return raw, labels, meta.get("fxgate.symbol", "")
 
 
@@ -643,8 +766,7 @@ def _localize(raw: _Raw, tz: str | None, path: str, unit: str, label: str) -> No
     idx = pd.DatetimeIndex(raw.ts.view("datetime64[ns]"))
     for ambiguous in ("raise", "infer"):
         try:
-            raw.ts = idx.tz_localize(tz, ambiguous=ambiguous, nonexistent="raise").tz_convert("UTC").as_unit(
-                "ns").asi8
+            raw.ts = idx.tz_localize(tz, ambiguous=ambiguous, nonexistent="raise").tz_convert("UTC").as_unit("ns").asi8
             return
         except Exception:  # noqa: BLE001 - pytz/zoneinfo raise different types
             continue
@@ -652,19 +774,77 @@ def _localize(raw: _Raw, tz: str | None, path: str, unit: str, label: str) -> No
     bad = np.asarray(loc.isna())
     for i in np.flatnonzero(bad):
         t = np.datetime_as_string(raw.ts[i].astype("datetime64[ns]"), unit="s")
-        raw.problems.append(Problem(
-            path, int(raw.lines[i]), label, "dst_time",
-            f"time {t} does not exist or is ambiguous in {tz} (daylight-saving change)",
-            "export in UTC, or delete the row (policy='repair' drops it)", unit,
-        ))
+        raw.problems.append(
+            Problem(
+                path,
+                int(raw.lines[i]),
+                label,
+                "dst_time",
+                f"time {t} does not exist or is ambiguous in {tz} (daylight-saving change)",
+                "export in UTC, or delete the row (policy='repair' drops it)",
+                unit,
+            )
+        )
     keep = ~bad
     raw.ts = loc[keep].tz_convert("UTC").as_unit("ns").asi8
     raw.cols = {k: v[keep] for k, v in raw.cols.items()}
     raw.lines = raw.lines[keep]
 
 
+def _bad_rows_py(o, h, lo, c, v, sp, out):  # type: ignore[no-untyped-def]
+    """Twin of the row-check kernel: ``out[i]`` is True when row i fails any value check of :func:`_validate`
+    (non-finite value, price <= 0, high below max(open, close), low above min(open, close), negative volume or
+    spread). ``sp`` is empty when the file has no spread column."""
+    has_sp = len(sp) > 0
+    for i in range(len(o)):
+        oi = o[i]
+        hi = h[i]
+        li = lo[i]
+        ci = c[i]
+        vi = v[i]
+        ok = (
+            np.isfinite(oi)
+            and np.isfinite(hi)
+            and np.isfinite(li)
+            and np.isfinite(ci)
+            and np.isfinite(vi)
+            and oi > 0
+            and hi > 0
+            and li > 0
+            and ci > 0
+            and vi >= 0
+            and hi >= max(oi, ci)
+            and li <= min(oi, ci)
+        )
+        if ok and has_sp:
+            ok = np.isfinite(sp[i]) and sp[i] >= 0
+        out[i] = not ok
+
+
+_bad_rows = kernel(_bad_rows_py, fastmath=False)
+
+
 def _validate(raw: _Raw, labels: dict[str, str], path: str, unit: str) -> tuple[list[Problem], np.ndarray]:
-    """Vectorized value checks. Returns problems and a per-row 'bad value' mask (order/duplicates not included)."""
+    """Value checks. Returns problems and a per-row 'bad value' mask (order/duplicates not included).
+
+    A compiled pass flags bad rows; only those are examined column by column to say what is wrong.
+    """
+    n = len(raw.ts)
+    c = raw.cols
+    flagged = np.zeros(n, dtype=np.bool_)
+    _bad_rows(c["open"], c["high"], c["low"], c["close"], c["volume"], c.get("spread", np.zeros(0)), flagged)
+    if not flagged.any():
+        return [], flagged
+    rows = np.flatnonzero(flagged)
+    sub = _Raw(raw.ts[rows], {k: v[rows] for k, v in c.items()}, raw.lines[rows], [])
+    probs_sub, bad_sub = _explain(sub, labels, path, unit)
+    bad = np.zeros(n, dtype=bool)
+    bad[rows[bad_sub]] = True
+    return probs_sub, bad
+
+
+def _explain(raw: _Raw, labels: dict[str, str], path: str, unit: str) -> tuple[list[Problem], np.ndarray]:
+    """Column-by-column value checks (vectorized numpy) that name each problem."""
     n = len(raw.ts)
     probs: list[tuple[int, Problem]] = []
     bad = np.zeros(n, dtype=bool)
@@ -688,34 +868,55 @@ def _validate(raw: _Raw, labels: dict[str, str], path: str, unit: str) -> tuple[
         finite &= np.isfinite(c[col])
     for col in ("open", "high", "low", "close"):
         v = c[col]
-        add(finite & (v <= 0), col, "nonpositive_price", lambda i, v=v: f"price {float(v[i])!r} is not positive",
-            _REPAIR_HINT)
+        add(
+            finite & (v <= 0),
+            col,
+            "nonpositive_price",
+            lambda i, v=v: f"price {float(v[i])!r} is not positive",
+            _REPAIR_HINT,
+        )
     o, h, lo, cl = c["open"], c["high"], c["low"], c["close"]
     top = np.maximum(o, cl)
     bottom = np.minimum(o, cl)
-    add(finite & (h < top), "high", "high_below_body",
-        lambda i: f"high {float(h[i])!r} is below max(open, close) = {float(top[i])!r}", _REPAIR_HINT)
-    add(finite & (lo > bottom), "low", "low_above_body",
-        lambda i: f"low {float(lo[i])!r} is above min(open, close) = {float(bottom[i])!r}", _REPAIR_HINT)
+    add(
+        finite & (h < top),
+        "high",
+        "high_below_body",
+        lambda i: f"high {float(h[i])!r} is below max(open, close) = {float(top[i])!r}",
+        _REPAIR_HINT,
+    )
+    add(
+        finite & (lo > bottom),
+        "low",
+        "low_above_body",
+        lambda i: f"low {float(lo[i])!r} is above min(open, close) = {float(bottom[i])!r}",
+        _REPAIR_HINT,
+    )
     for col in ("volume", "spread"):
         if col in c:
             v = c[col]
-            add(np.isfinite(v) & (v < 0), col, f"negative_{col}", lambda i, v=v: f"negative {col} {float(v[i])!r}",
-                _REPAIR_HINT)
+            add(
+                np.isfinite(v) & (v < 0),
+                col,
+                f"negative_{col}",
+                lambda i, v=v, col=col: f"negative {col} {float(v[i])!r}",
+                _REPAIR_HINT,
+            )
     probs.sort(key=lambda t: t[0])
     return [p for _, p in probs], bad
 
 
-def _order_problems(ts: np.ndarray, lines: np.ndarray, path: str, unit: str, label: str) -> tuple[
-        list[Problem], np.ndarray, np.ndarray]:
+def _order_problems(
+    ts: np.ndarray, lines: np.ndarray, path: str, unit: str, label: str
+) -> tuple[list[Problem], np.ndarray, np.ndarray]:
     """Duplicate and out-of-order timestamps among ``ts`` in file order.
 
     Returns problems, the mask of duplicate rows (every occurrence after the first), and the mask of rows whose
     time is earlier than a row above them.
     """
     n = len(ts)
-    if n == 0:
-        return [], np.zeros(0, bool), np.zeros(0, bool)
+    if n < 2 or bool(np.all(ts[1:] > ts[:-1])):
+        return [], np.zeros(n, bool), np.zeros(n, bool)
     order = np.argsort(ts, kind="stable")
     s = ts[order]
     same = np.r_[False, s[1:] == s[:-1]]
@@ -731,15 +932,37 @@ def _order_problems(ts: np.ndarray, lines: np.ndarray, path: str, unit: str, lab
     for i in np.flatnonzero(dup):
         j = int(first_of[i])
         t = np.datetime_as_string(np.datetime64(int(ts[i]), "ns"), unit="s")
-        out.append((int(i), Problem(path, int(lines[i]), label, "duplicate_time",
-                                    f"duplicate time {t}Z (first at {unit} {int(lines[j])})",
-                                    "keep one bar per time; policy='repair' keeps the first", unit)))
+        out.append(
+            (
+                int(i),
+                Problem(
+                    path,
+                    int(lines[i]),
+                    label,
+                    "duplicate_time",
+                    f"duplicate time {t}Z (first at {unit} {int(lines[j])})",
+                    "keep one bar per time; policy='repair' keeps the first",
+                    unit,
+                ),
+            )
+        )
     for i in np.flatnonzero(back):
         t = np.datetime_as_string(np.datetime64(int(ts[i]), "ns"), unit="s")
         prev = np.datetime_as_string(np.datetime64(int(runmax[i - 1]), "ns"), unit="s")
-        out.append((int(i), Problem(path, int(lines[i]), label, "out_of_order",
-                                    f"time {t}Z is earlier than {prev}Z above it (out of order)",
-                                    "sort the file by time; policy='repair' sorts it", unit)))
+        out.append(
+            (
+                int(i),
+                Problem(
+                    path,
+                    int(lines[i]),
+                    label,
+                    "out_of_order",
+                    f"time {t}Z is earlier than {prev}Z above it (out of order)",
+                    "sort the file by time; policy='repair' sorts it",
+                    unit,
+                ),
+            )
+        )
     out.sort(key=lambda t: t[0])
     return [p for _, p in out], dup, back
 
@@ -765,10 +988,7 @@ def find_gaps(ts: np.ndarray, timeframe: str) -> tuple[list[Gap], int]:
     k = np.searchsorted(a - tol, start_loc, side="right") - 1
     k = np.clip(k, 0, len(a) - 1)
     closed = (start_loc >= a[k] - tol) & (end_loc <= b[k] + tol)
-    gaps = [
-        Gap(int(ts[i]), int(ts[i + 1]), int(d[i] // tf) - 1)
-        for i in gi[~closed]
-    ]
+    gaps = [Gap(int(ts[i]), int(ts[i + 1]), int(d[i] // tf) - 1) for i in gi[~closed]]
     return gaps, int(closed.sum())
 
 
@@ -830,29 +1050,57 @@ def load_bars(
     p = Path(path)
     spath = str(path)
     try:
-        raw_bytes = p.read_bytes()
+        with open(p, "rb") as fh:
+            head = fh.read(_HEAD_BYTES + 1)
     except FileNotFoundError:
-        raise BarDataError([Problem(spath, None, None, "missing_file", "no such file",
-                                    "check the path (relative paths start from the current directory)")]) from None
+        raise BarDataError(
+            [
+                Problem(
+                    spath,
+                    None,
+                    None,
+                    "missing_file",
+                    "no such file",
+                    "check the path (relative paths start from the current directory)",
+                )
+            ]
+        ) from None
     except OSError as exc:
-        raise BarDataError([Problem(spath, None, None, "unreadable", f"cannot read ({exc.strerror})",
-                                    "check the path and its permissions")]) from None
+        raise BarDataError(
+            [
+                Problem(
+                    spath,
+                    None,
+                    None,
+                    "unreadable",
+                    f"cannot read ({exc.strerror})",
+                    "check the path and its permissions",
+                )
+            ]
+        ) from None
     unit = "line"
     stored_symbol = ""
     notes: list[str] = []
-    if raw_bytes.startswith(b"PAR1") or format == "parquet":
-        if not raw_bytes.startswith(b"PAR1"):
+    if head.startswith(b"PAR1") or format == "parquet":
+        if not head.startswith(b"PAR1"):
             raise _unknown(spath, "no Parquet magic bytes", ("parquet",))
-        if tz is not None and tz.upper() != "UTC":
-            notes.append(f"naive Parquet times read in {tz}")
         raw, labels, stored_symbol = _read_parquet(spath)
-        fmt_name, unit, fixed_zone, spread_points = "parquet", "row", False, False
+        fmt_name, unit, spread_points = "parquet", "row", False
     else:
-        text, recoded = _read_text(raw_bytes, spath)
-        lay = _detect(spath, text, format)
+        text: str | None = None
+        recoded: bytes | None = None
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 (some Windows exports): decode it all
+            text, recoded = _read_text(p.read_bytes(), spath)
+            head_text = text[:_HEAD_BYTES]
+        else:
+            cut = head[:_HEAD_BYTES]
+            if len(head) > _HEAD_BYTES and b"\n" in cut:
+                cut = cut[: cut.rindex(b"\n")]
+            head_text, _ = _read_text(cut, spath)
+        lay = _detect(spath, head_text, format)
         labels = lay.labels
-        fmt_name, fixed_zone, spread_points = lay.format, lay.fixed_zone, lay.spread_in_points
-        if fixed_zone and tz is not None:
+        fmt_name, spread_points = lay.format, lay.spread_in_points
+        if lay.fixed_zone and tz is not None:
             raise ValueError(f"tz={tz!r} given for a {fmt_name} file, whose zone the format fixes; leave tz unset")
         raw = None
         if not _force_slow:
@@ -861,6 +1109,8 @@ def load_bars(
             except _Irregular:
                 raw = None
         if raw is None:
+            if text is None:
+                text, _ = _read_text(p.read_bytes(), spath)
             raw = _parse_slow(spath, text, lay)
     _localize(raw, tz, spath, unit, labels.get("time", "time"))
     if "volume" not in raw.cols:
@@ -868,8 +1118,11 @@ def load_bars(
         notes.append("no volume column: volume set to 0")
     rows_read = len(raw.ts) + len({p.line for p in raw.problems})
     value_probs, bad = _validate(raw, labels, spath, unit)
-    order_probs, dup, back = _order_problems(raw.ts, raw.lines, spath, unit, labels.get("time", "time"))
-    problems = sorted(raw.problems + value_probs + order_probs, key=lambda q: (q.line or 0))
+    if len(raw.ts) > 1 and not np.all(raw.ts[1:] > raw.ts[:-1]):
+        order_probs, _, _ = _order_problems(raw.ts, raw.lines, spath, unit, labels.get("time", "time"))
+    else:
+        order_probs = []
+    problems = sorted(raw.problems + value_probs + order_probs, key=lambda q: q.line or 0)
     changes: list[Change] = []
     if problems and (policy == "strict" or any(q.line is None for q in problems)):
         raise BarDataError(problems)
@@ -897,8 +1150,18 @@ def load_bars(
         raw.cols = {k: v[order] for k, v in raw.cols.items()}
         changes.sort(key=lambda ch: ch.line)
     if len(raw.ts) == 0:
-        raise BarDataError([Problem(spath, None, None, "empty", "no bars in the file" + (
-            " after repair" if problems else ""), "export some bars into it")])
+        raise BarDataError(
+            [
+                Problem(
+                    spath,
+                    None,
+                    None,
+                    "empty",
+                    "no bars in the file" + (" after repair" if problems else ""),
+                    "export some bars into it",
+                )
+            ]
+        )
     spread = raw.cols.get("spread")
     if spread is not None and spread_points:
         digits = _point_digits(raw.cols["close"])
@@ -908,8 +1171,17 @@ def load_bars(
     gaps, closures = find_gaps(raw.ts, timeframe)
     report = LoadReport(spath, fmt_name, rows_read, len(raw.ts), timeframe, changes, gaps, closures, notes)
     return Bars(
-        raw.ts, raw.cols["open"], raw.cols["high"], raw.cols["low"], raw.cols["close"], raw.cols["volume"], spread,
-        symbol=symbol or stored_symbol or _symbol_from_name(p), timeframe=timeframe, report=report,
+        raw.ts,
+        raw.cols["open"],
+        raw.cols["high"],
+        raw.cols["low"],
+        raw.cols["close"],
+        raw.cols["volume"],
+        spread,
+        symbol=symbol or stored_symbol or _symbol_from_name(p),
+        timeframe=timeframe,
+        report=report,
+        _copy=False,
     )
 
 

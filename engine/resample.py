@@ -13,7 +13,6 @@ with its open time. The last bin may be partial (the bar still forming).
 from __future__ import annotations
 
 import numpy as np
-
 from fxgate.engine import _calendar as cal
 from fxgate.engine.bars import NS, Bars, timeframe_seconds
 
@@ -30,10 +29,10 @@ def resample(bars: Bars, to: str) -> Bars:
     src = timeframe_seconds(bars.timeframe)
     dst = timeframe_seconds(to)
     if dst <= src or dst % src:
+        ok = [t for t in RESAMPLE_TARGETS if timeframe_seconds(t) > src and timeframe_seconds(t) % src == 0]
         raise ValueError(
             f"cannot resample {bars.timeframe} bars to {to}: the target must be a whole multiple of the source "
-            f"timeframe, larger than it (e.g. {bars.timeframe} -> "
-            f"{', '.join(t for t in RESAMPLE_TARGETS if timeframe_seconds(t) > src and timeframe_seconds(t) % src == 0)})"
+            f"timeframe, larger than it (e.g. {bars.timeframe} -> {', '.join(ok) or 'nothing up to D1'})"
         )
     if dst > 86400 or 86400 % dst:
         raise ValueError(f"cannot resample to {to}: the target must divide the FX day (24 h)")

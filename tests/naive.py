@@ -21,8 +21,9 @@ def resample_pandas(ts_ns, o, h, low, c, v, rule: str) -> pd.DataFrame:
     return out.dropna(subset=["open"])
 
 
-def random_walk_bars(rng: np.random.Generator, start: str, periods: int, freq: str = "1min",
-                     fx_hours_only: bool = True) -> dict[str, np.ndarray]:
+def random_walk_bars(
+    rng: np.random.Generator, start: str, periods: int, freq: str = "1min", fx_hours_only: bool = True
+) -> dict[str, np.ndarray]:
     """Synthetic, valid OHLCV bars; with fx_hours_only, bars in FX closures (Fri 17:00 -> Sun 17:00 NY) are
     removed, and a few random bars go missing as they do in real M1 files."""
     idx = pd.date_range(start, periods=periods, freq=freq, tz="UTC")
@@ -36,4 +37,11 @@ def random_walk_bars(rng: np.random.Generator, start: str, periods: int, freq: s
     high = np.maximum(open_, close) + rng.uniform(0, 3e-4, n)
     low = np.minimum(open_, close) - rng.uniform(0, 3e-4, n)
     vol = rng.integers(0, 300, n).astype(float)
-    return {"ts": idx.as_unit("ns").asi8, "open": open_, "high": high, "low": low, "close": close, "volume": vol}
+    return {
+        "ts": idx.as_unit("ns").asi8,
+        "open": open_,
+        "high": high,
+        "low": low,
+        "close": close,
+        "volume": vol,
+    }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from fxgate.engine import Bar, Bars, infer_timeframe, sample_bars, timeframe_seconds
 
 
@@ -44,8 +43,9 @@ def test_pandas_round_trip():
     assert Bars.from_pandas(df, symbol="EURUSD") == s
 
 
-@pytest.mark.parametrize(("step_s", "name"), [(60, "M1"), (300, "M5"), (3600, "H1"), (14400, "H4"),
-                                              (86400, "D1"), (120, "120s")])
+@pytest.mark.parametrize(
+    ("step_s", "name"), [(60, "M1"), (300, "M5"), (3600, "H1"), (14400, "H4"), (86400, "D1"), (120, "120s")]
+)
 def test_infer_timeframe_uses_the_mode(step_s, name):
     ts = np.cumsum(np.r_[0, np.full(50, step_s), 7 * step_s, np.full(5, step_s)]) * 10**9
     assert infer_timeframe(ts) == name

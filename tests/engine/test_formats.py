@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from fxgate.engine import BarDataError, Bars, load_bars, sample_bars, sample_path
 
 # The first six bars of the real EURUSD H1 sample (backtesting's EURUSD.csv), read independently with pandas.
@@ -90,7 +89,9 @@ def test_utf8_bom_and_utf16_exports(tmp_path, data_dir):
 
 def test_missing_volume_column_is_zero_and_noted(tmp_path):
     p = tmp_path / "GBPUSD.csv"
-    p.write_text("time,open,high,low,close\n2020-01-02 00:00,1.3,1.31,1.29,1.305\n2020-01-02 01:00,1.305,1.31,1.3,1.30\n")
+    p.write_text(
+        "time,open,high,low,close\n2020-01-02 00:00,1.3,1.31,1.29,1.305\n2020-01-02 01:00,1.305,1.31,1.3,1.30\n"
+    )
     bars = load_bars(p)
     np.testing.assert_array_equal(bars.volume, [0.0, 0.0])
     assert bars.report.notes == ["no volume column: volume set to 0"]
@@ -98,8 +99,10 @@ def test_missing_volume_column_is_zero_and_noted(tmp_path):
 
 def test_non_fx_series_and_symbol_fallback(tmp_path):
     p = tmp_path / "goog.csv"
-    p.write_text("Date,Open,High,Low,Close,Volume\n2004-08-19,100.0,104.06,95.96,100.34,22351900\n"
-                 "2004-08-20,101.01,109.08,100.5,108.31,11428600\n2004-08-23,110.75,113.48,109.05,109.4,9137200\n")
+    p.write_text(
+        "Date,Open,High,Low,Close,Volume\n2004-08-19,100.0,104.06,95.96,100.34,22351900\n"
+        "2004-08-20,101.01,109.08,100.5,108.31,11428600\n2004-08-23,110.75,113.48,109.05,109.4,9137200\n"
+    )
     bars = load_bars(p)
     assert bars.symbol == "goog" and bars.timeframe == "D1" and len(bars) == 3
     assert bars.report.gaps == [] and bars.report.closures == 1
@@ -108,8 +111,16 @@ def test_non_fx_series_and_symbol_fallback(tmp_path):
 @pytest.mark.parametrize("writer", ["csv", "parquet"])
 def test_round_trip_is_exact(tmp_path, writer):
     bars = sample_bars()
-    bars_with_spread = Bars(bars.ts, bars.open, bars.high, bars.low, bars.close, bars.volume,
-                            np.full(len(bars), 1.3e-4), symbol="EURUSD")
+    bars_with_spread = Bars(
+        bars.ts,
+        bars.open,
+        bars.high,
+        bars.low,
+        bars.close,
+        bars.volume,
+        np.full(len(bars), 1.3e-4),
+        symbol="EURUSD",
+    )
     for b in (bars, bars_with_spread):
         p = tmp_path / f"out.{writer}"
         getattr(b, f"to_{writer}")(p)

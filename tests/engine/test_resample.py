@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from naive import fx_day_local, random_walk_bars, resample_pandas
-
 from fxgate.engine import Bars, resample, sample_bars
+from naive import fx_day_local, random_walk_bars, resample_pandas
 
 RULES = {"M5": "5min", "M15": "15min", "M30": "30min", "H1": "1h", "H4": "4h", "D1": "1D"}
 
@@ -63,15 +62,29 @@ def test_spread_is_averaged_and_h1_to_d1_on_the_sample():
     assert d1.volume.sum() == s.volume.sum()
 
 
-@pytest.mark.parametrize(("to", "fragment"), [("M1", "larger than it"), ("90s", "whole multiple"),
-                                              ("W1", "divide the FX day"), ("X9", "unknown timeframe")])
+@pytest.mark.parametrize(
+    ("to", "fragment"),
+    [
+        ("M1", "larger than it"),
+        ("90s", "whole multiple"),
+        ("W1", "divide the FX day"),
+        ("X9", "unknown timeframe"),
+    ],
+)
 def test_bad_targets(m1, to, fragment):
     with pytest.raises(ValueError, match=fragment):
         resample(m1, to)
 
 
 def test_unsorted_input_is_refused():
-    b = Bars([2 * 60 * 10**9, 60 * 10**9, 3 * 60 * 10**9], [1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1], [0, 0, 0],
-             timeframe="M1")
+    b = Bars(
+        [2 * 60 * 10**9, 60 * 10**9, 3 * 60 * 10**9],
+        [1, 1, 1],
+        [1, 1, 1],
+        [1, 1, 1],
+        [1, 1, 1],
+        [0, 0, 0],
+        timeframe="M1",
+    )
     with pytest.raises(ValueError, match="strictly increasing"):
         resample(b, "M5")

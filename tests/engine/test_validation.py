@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from fxgate.engine import BarDataError, load_bars
 from hypothesis import given
 from hypothesis import strategies as st
-
-from fxgate.engine import BarDataError, load_bars
 
 MT4_GOOD = [
     "2017.04.19,12:00,1.07160,1.07220,1.07083,1.07219,1413",
@@ -44,23 +43,75 @@ def _with(lines, i, field, value):
 
 # (defect name, edit of MT4_GOOD, 0-based bad row, column label, kind, message fragment)
 CASES = [
-    ("bad number", lambda L: _with(L, 2, 3, "1.07x99"), 2, "high", "bad_number", "unparsable number '1.07x99'"),
+    (
+        "bad number",
+        lambda L: _with(L, 2, 3, "1.07x99"),
+        2,
+        "high",
+        "bad_number",
+        "unparsable number '1.07x99'",
+    ),
     ("bad time", lambda L: _with(L, 3, 0, "2017.02.30"), 3, "date+time", "bad_time", "unparsable time"),
     ("bad clock", lambda L: _with(L, 1, 1, "25:00"), 1, "date+time", "bad_time", "unparsable time"),
     ("NaN", lambda L: _with(L, 1, 5, "nan"), 1, "close", "nan", "NaN value"),
     ("inf", lambda L: _with(L, 4, 6, "inf"), 4, "volume", "inf", "infinite value"),
     ("empty cell", lambda L: _with(L, 4, 2, ""), 4, "open", "missing_value", "empty value"),
-    ("zero price", lambda L: _with(_with(L, 0, 5, "0"), 0, 4, "0"), 0, "low", "nonpositive_price", "not positive"),
-    ("high below body", lambda L: _with(L, 5, 3, "1.07100"), 5, "high", "high_below_body",
-     "high 1.071 is below max(open, close) = 1.07128"),
-    ("low above body", lambda L: _with(L, 2, 4, "1.07200"), 2, "low", "low_above_body",
-     "low 1.072 is above min(open, close) = 1.07192"),
-    ("negative volume", lambda L: _with(L, 3, 6, "-5"), 3, "volume", "negative_volume", "negative volume -5.0"),
-    ("duplicate time", lambda L: _with(L, 4, 1, "15:00"), 4, "date+time", "duplicate_time",
-     "duplicate time 2017-04-19T15:00:00Z (first at line 4)"),
-    ("out of order", lambda L: [L[0], L[2], L[1], *L[3:]], 2, "date+time", "out_of_order",
-     "2017-04-19T13:00:00Z is earlier than 2017-04-19T14:00:00Z"),
-    ("truncated row", lambda L: [*L[:5], L[5][:20]], 5, None, "truncated_row", "truncated row: 3 of 7 fields"),
+    (
+        "zero price",
+        lambda L: _with(_with(L, 0, 5, "0"), 0, 4, "0"),
+        0,
+        "low",
+        "nonpositive_price",
+        "not positive",
+    ),
+    (
+        "high below body",
+        lambda L: _with(L, 5, 3, "1.07100"),
+        5,
+        "high",
+        "high_below_body",
+        "high 1.071 is below max(open, close) = 1.07128",
+    ),
+    (
+        "low above body",
+        lambda L: _with(L, 2, 4, "1.07200"),
+        2,
+        "low",
+        "low_above_body",
+        "low 1.072 is above min(open, close) = 1.07192",
+    ),
+    (
+        "negative volume",
+        lambda L: _with(L, 3, 6, "-5"),
+        3,
+        "volume",
+        "negative_volume",
+        "negative volume -5.0",
+    ),
+    (
+        "duplicate time",
+        lambda L: _with(L, 4, 1, "15:00"),
+        4,
+        "date+time",
+        "duplicate_time",
+        "duplicate time 2017-04-19T15:00:00Z (first at line 4)",
+    ),
+    (
+        "out of order",
+        lambda L: [L[0], L[2], L[1], *L[3:]],
+        2,
+        "date+time",
+        "out_of_order",
+        "2017-04-19T13:00:00Z is earlier than 2017-04-19T14:00:00Z",
+    ),
+    (
+        "truncated row",
+        lambda L: [*L[:5], L[5][:20]],
+        5,
+        None,
+        "truncated_row",
+        "truncated row: 3 of 7 fields",
+    ),
     ("extra field", lambda L: _with(L, 1, 6, "1241,7"), 1, None, "bad_row", "8 fields"),
 ]
 
@@ -81,8 +132,9 @@ def test_strict_names_line_column_problem_and_fix(tmp_path, case):
 
 
 # cases whose edit touches only value cells carry over to a headered file (time cells differ between layouts)
-VALUE_CASES = [c for c in CASES if c[4] not in ("out_of_order", "bad_time", "duplicate_time", "truncated_row",
-                                                "bad_row")]
+VALUE_CASES = [
+    c for c in CASES if c[4] not in ("out_of_order", "bad_time", "duplicate_time", "truncated_row", "bad_row")
+]
 
 
 @pytest.mark.parametrize("case", VALUE_CASES, ids=[c[0] for c in VALUE_CASES])
@@ -187,8 +239,9 @@ def test_missing_file_and_bad_arguments(tmp_path):
 def test_dst_gap_time_is_reported(tmp_path):
     # 2017-03-26 03:30 does not exist in Europe/Athens (clocks jump 03:00 -> 04:00); a 24/7 series hits it.
     p = tmp_path / "BTCUSD.csv"
-    p.write_text("time,open,high,low,close\n2017-03-26 02:30,1,1,1,1\n2017-03-26 03:30,1,1,1,1\n"
-                 "2017-03-26 04:30,1,1,1,1\n")
+    p.write_text(
+        "time,open,high,low,close\n2017-03-26 02:30,1,1,1,1\n2017-03-26 03:30,1,1,1,1\n2017-03-26 04:30,1,1,1,1\n"
+    )
     with pytest.raises(BarDataError) as ei:
         load_bars(p, tz="Europe/Athens")
     assert ei.value.first.line == 3 and ei.value.first.kind == "dst_time"
@@ -239,11 +292,18 @@ def test_random_bytes_never_crash(tmp_path, data):
     _assert_only_own_errors(tmp_path, data)
 
 
-_PREFIXES = [b"", b"time,open,high,low,close,volume\n", b"<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\n",
-             b"Gmt time,Open,High,Low,Close,Volume\n", b"2017.04.19,12:00,1.07160,1.07220,1.07083,1.07219,1413\n",
-             b"20170419 040000;1.071600;1.071700;1.071550;1.071650;0\n", b"\xef\xbb\xbf", b"\xff\xfe"]
+_PREFIXES = [
+    b"",
+    b"time,open,high,low,close,volume\n",
+    b"<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\n",
+    b"Gmt time,Open,High,Low,Close,Volume\n",
+    b"2017.04.19,12:00,1.07160,1.07220,1.07083,1.07219,1413\n",
+    b"20170419 040000;1.071600;1.071700;1.071550;1.071650;0\n",
+    b"\xef\xbb\xbf",
+    b"\xff\xfe",
+]
 
 
-@given(st.sampled_from(_PREFIXES), st.text(alphabet="0123456789.,;:-+ \n\r\tTZeEnaif<>\"", max_size=400))
+@given(st.sampled_from(_PREFIXES), st.text(alphabet='0123456789.,;:-+ \n\r\tTZeEnaif<>"', max_size=400))
 def test_near_valid_text_never_crashes(tmp_path, prefix, body):
     _assert_only_own_errors(tmp_path, prefix + body.encode())

@@ -1,0 +1,65 @@
+"""The fxgate command line: data check/convert, clean errors without tracebacks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+from fxgate.engine import load_bars, resample, sample_bars
+from fxgate.engine.cli import cli
+
+
+def test_data_check_defaults_to_the_sample():
+    r = CliRunner().invoke(cli, ["data", "check"])
+    assert r.exit_code == 0, r.output
+    assert "EURUSD H1, 5000 bars" in r.output and "format generic" in r.output
+
+
+def test_data_check_bad_file_prints_line_and_fix_without_traceback(tmp_path):
+    p = tmp_path / "EURUSD60.csv"
+    p.write_text(
+        "2017.04.19,12:00,1.07160,1.07220,1.07083,1.07219,1413\n2017.04.19,13:00,1.07214,abc,1.07214,1.07260,1241\n"
+    )
+    r = CliRunner().invoke(cli, ["data", "check", str(p)])
+    assert r.exit_code == 2
+    assert f"{p}:2: column 'high': unparsable number 'abc'" in r.output and "Fix:" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_data_check_repair_lists_changes(tmp_path):
+    p = tmp_path / "EURUSD60.csv"
+    p.write_text(
+        "2017.04.19,12:00,1.07160,1.07220,1.07083,1.07219,1413\n2017.04.19,13:00,1.07214,1.07296,1.07214,"
+        "1.07260,-1\n2017.04.19,14:00,1.07256,1.07299,1.07170,1.07192,1025\n"
+    )
+    r = CliRunner().invoke(cli, ["data", "check", "--policy", "repair", str(p)])
+    assert r.exit_code == 0, r.output
+    assert "line 2: dropped (negative volume -1.0)" in r.output
+
+
+def test_data_convert_resamples_and_writes_parquet(tmp_path):
+    out = tmp_path / "EURUSD_D1.parquet"
+    from fxgate.engine import sample_path
+
+    r = CliRunner().invoke(cli, ["data", "convert", str(sample_path()), "--to", "D1", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert load_bars(out) == resample(sample_bars(), "D1")
+
+
+def test_bad_option_value_is_a_clean_error(tmp_path):
+    r = CliRunner().invoke(cli, ["data", "convert", "x.csv", "--out", str(tmp_path / "a.txt")])
+    assert r.exit_code == 2 and "use a .csv or .parquet" in r.output
+
+
+def test_installed_console_script_runs(tmp_path):
+    exe = shutil.which("fxgate") or str(Path(sys.executable).parent / "fxgate")
+    p = tmp_path / "x.csv"
+    p.write_text("nonsense\n")
+    done = subprocess.run([exe, "data", "check", str(p)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "unknown bar file format" in done.stderr and "Traceback" not in done.stderr
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
+    assert version.returncode == 0 and version.stdout.startswith("fxgate, version ")
