@@ -45,3 +45,87 @@ def random_walk_bars(
         "close": close,
         "volume": vol,
     }
+
+
+def alpha158_pandas(o, h, low, c, v, windows=(5, 10, 20, 30, 60)) -> pd.DataFrame:
+    """Alpha158 written directly from Qlib's expressions (qlib/contrib/data/loader.py, Alpha158DL) with pandas,
+    except that rolling windows need to be full (min_periods = window) and VWAP0 is absent."""
+    o, h, low, c, v = (pd.Series(np.asarray(a, dtype=float)) for a in (o, h, low, c, v))
+    f: dict[str, pd.Series] = {}
+    rng = h - low + 1e-12
+    top, bot = np.maximum(o, c), np.minimum(o, c)
+    f["KMID"], f["KLEN"], f["KMID2"] = (c - o) / o, (h - low) / o, (c - o) / rng
+    f["KUP"], f["KUP2"] = (h - top) / o, (h - top) / rng
+    f["KLOW"], f["KLOW2"] = (bot - low) / o, (bot - low) / rng
+    f["KSFT"], f["KSFT2"] = (2 * c - h - low) / o, (2 * c - h - low) / rng
+    f["OPEN0"], f["HIGH0"], f["LOW0"] = o / c, h / c, low / c
+    diff = c - c.shift(1)
+    vdiff = v - v.shift(1)
+    ret = c / c.shift(1)
+    lvr = np.log(v / v.shift(1) + 1)
+    wv = (c / c.shift(1) - 1).abs() * v
+
+    def ols(y):
+        x = np.arange(1, len(y) + 1, dtype=float)
+        slope, intercept = np.polyfit(x, y, 1)
+        ss_tot = ((y - y.mean()) ** 2).sum()
+        r2 = np.corrcoef(x, y)[0, 1] ** 2 if ss_tot > 0 else np.nan
+        return slope, r2, y[-1] - (intercept + slope * x[-1])
+
+    rows = {}
+    for d in windows:
+        roll = c.rolling(d)
+        o3 = (
+            roll.apply(lambda y: ols(y)[0], raw=True),
+            roll.apply(lambda y: ols(y)[1], raw=True),
+            roll.apply(lambda y: ols(y)[2], raw=True),
+        )
+        hmax, lmin = h.rolling(d).max(), low.rolling(d).min()
+        imax = h.rolling(d).apply(np.argmax, raw=True) + 1
+        imin = low.rolling(d).apply(np.argmin, raw=True) + 1
+        up = diff.clip(lower=0).rolling(d).sum()
+        dn = (-diff).clip(lower=0).rolling(d).sum()
+        ab = diff.abs().rolling(d).sum()
+        vup = vdiff.clip(lower=0).rolling(d).sum()
+        vdn = (-vdiff).clip(lower=0).rolling(d).sum()
+        vab = vdiff.abs().rolling(d).sum()
+        cntp = (diff > 0).astype(float).where(diff.notna()).rolling(d).mean()
+        cntn = (diff < 0).astype(float).where(diff.notna()).rolling(d).mean()
+        rows[d] = {
+            "ROC": c.shift(d) / c, "MA": roll.mean() / c, "STD": roll.std() / c, "BETA": o3[0] / c, "RSQR": o3[1],
+            "RESI": o3[2] / c, "MAX": hmax / c, "MIN": lmin / c, "QTLU": roll.quantile(0.8) / c,
+            "QTLD": roll.quantile(0.2) / c, "RANK": roll.rank(pct=True), "RSV": (c - lmin) / (hmax - lmin + 1e-12),
+            "IMAX": imax / d, "IMIN": imin / d, "IMXD": (imax - imin) / d,
+            "CORR": c.rolling(d).corr(np.log(v + 1)), "CORD": ret.rolling(d).corr(lvr),
+            "CNTP": cntp, "CNTN": cntn, "CNTD": cntp - cntn,
+            "SUMP": up / (ab + 1e-12), "SUMN": dn / (ab + 1e-12), "SUMD": (up - dn) / (ab + 1e-12),
+            "VMA": v.rolling(d).mean() / (v + 1e-12), "VSTD": v.rolling(d).std() / (v + 1e-12),
+            "WVMA": wv.rolling(d).std() / (wv.rolling(d).mean() + 1e-12),
+            "VSUMP": vup / (vab + 1e-12), "VSUMN": vdn / (vab + 1e-12), "VSUMD": (vup - vdn) / (vab + 1e-12),
+        }  # fmt: skip
+    for name in rows[windows[0]]:
+        for d in windows:
+            f[f"{name}{d}"] = rows[d][name]
+    return pd.DataFrame(f)
+
+
+def realized_vol_pandas(c, bpd: int, lm_k: int) -> pd.DataFrame:
+    """HAR-RV (Corsi 2009), bipower variation, BNS ratio statistic (Huang & Tauchen 2005) and Lee-Mykland (2008)
+    written with pandas rolling sums."""
+    from math import gamma, pi, sqrt
+
+    r = np.log(pd.Series(np.asarray(c, dtype=float))).diff()
+    ar = r.abs()
+    bvp = ar * ar.shift(1)
+    tqp = (ar * ar.shift(1) * ar.shift(2)) ** (4 / 3)
+    mu43 = 2 ** (2 / 3) * gamma(7 / 6) / gamma(1 / 2)
+    rv = (r**2).rolling(bpd).sum()
+    bv = (pi / 2) * bvp.rolling(bpd).sum()
+    tq = bpd * tqp.rolling(bpd).sum() / mu43**3
+    theta = (pi / 2) ** 2 + pi - 5
+    z = ((rv - bv) / rv) / np.sqrt(theta / bpd * np.maximum(1.0, tq / bv**2))
+    lm = r / np.sqrt(bvp.shift(1).rolling(lm_k - 2).sum() / (lm_k - 2))
+    return pd.DataFrame({
+        "RV_D": rv, "RV_W": (r**2).rolling(5 * bpd).sum() / 5, "RV_M": (r**2).rolling(22 * bpd).sum() / 22,
+        "BV_D": bv, "BNS_Z": z, "LM": lm,
+    })  # fmt: skip
