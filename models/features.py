@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from fxgate.engine._jit import kernel
 from fxgate.engine.bars import Bar, Bars, timeframe_seconds
 

@@ -112,7 +112,7 @@ def alpha158_pandas(o, h, low, c, v, windows=(5, 10, 20, 30, 60)) -> pd.DataFram
 def realized_vol_pandas(c, bpd: int, lm_k: int) -> pd.DataFrame:
     """HAR-RV (Corsi 2009), bipower variation, BNS ratio statistic (Huang & Tauchen 2005) and Lee-Mykland (2008)
     written with pandas rolling sums."""
-    from math import gamma, pi, sqrt
+    from math import gamma, pi
 
     r = np.log(pd.Series(np.asarray(c, dtype=float))).diff()
     ar = r.abs()
