@@ -491,7 +491,10 @@ class MadWinsorizer:
     mad: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def fit(self, x: np.ndarray) -> MadWinsorizer:
-        with np.errstate(all="ignore"):
+        import warnings
+
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (features still warming up)
             self.median = np.nanmedian(np.where(np.isfinite(x), x, np.nan), axis=0)
             self.mad = np.nanmedian(np.abs(x - self.median), axis=0)
         self.median = np.nan_to_num(self.median, nan=0.0)

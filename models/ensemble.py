@@ -1,0 +1,534 @@
+"""Layer 1: XGBoost + LightGBM + CatBoost, walk-forward, purged, calibrated, compiled.
+
+Training (:meth:`TreeEnsemble.fit`)
+    Features come from :class:`~fxgate.models.features.FeatureEngine` (the serving code), labels from
+    :func:`~fxgate.models.labels.make_labels`. Walk-forward: the last part of the data is cut into ``folds``
+    consecutive test blocks; each block is predicted by models trained only on earlier bars whose label window
+    ends before the block starts minus an ``embargo`` (purging and embargo, Lopez de Prado 2018, ch. 7.4). Inside
+    each training set the latest ``calib_frac`` is held out (purged the same way) to calibrate each booster's
+    probability — isotonic or Platt, whichever has the lower log loss on the later half of that window.
+    The boosters learn the direction of bars whose move covered the cost (label +1 or -1).
+
+The Layer-1 rule (:meth:`TreeEnsemble.verdict`)
+    The three calibrated P(up) must agree on the direction and each confidence ``max(p, 1 - p)`` must be at least
+    the threshold (0.95 by default). The verdict carries every model's probability.
+
+Serving
+    The boosters are flattened into numba kernels (:mod:`fxgate.models._trees`) whose outputs equal native
+    ``predict``; the bundle stores a probe of features with the expected calibrated probabilities so that
+    :meth:`TreeEnsemble.load` proves the model it serves is the model that was trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fxgate.engine._version import __version__
+from fxgate.engine.bars import Bars
+from fxgate.engine.errors import FxgateError
+from fxgate.models import _stats
+from fxgate.models._trees import FlatForest, FlatOblivious, from_catboost, from_lightgbm, from_xgboost
+from fxgate.models.features import FEATURE_ENGINE_VERSION, FeatureEngine, MadWinsorizer, feature_names
+from fxgate.models.labels import LabelSpec, make_labels
+
+__all__ = ["EnsembleConfig", "TreeEnsemble", "Calibrator", "L1Verdict", "BundleError", "MODEL_NAMES",
+           "purged_walk_forward"]  # fmt: skip
+
+MODEL_NAMES = ("xgboost", "lightgbm", "catboost")
+BUNDLE_FORMAT = 1
+_FILES = {"xgboost": "xgboost.json", "lightgbm": "lightgbm.txt", "catboost": "catboost.cbm"}
+
+
+class BundleError(FxgateError):
+    """A model bundle that cannot be served: missing file, hash or feature mismatch, failed parity probe."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnsembleConfig:
+    n_estimators: int = 300
+    max_depth: int = 6
+    learning_rate: float = 0.05
+    folds: int = 5
+    test_frac: float = 0.5  # share of the data covered by the walk-forward test blocks
+    calib_frac: float = 0.2  # share of each training set held out (the latest part) for calibration
+    embargo: int | None = None  # bars; None = the label horizon
+    threshold: float = 0.95
+    threads: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.threshold < 1:
+            raise ValueError(f"threshold must be in [0.5, 1), got {self.threshold}")
+        if self.folds < 1 or not 0 < self.test_frac < 1 or not 0 < self.calib_frac < 0.5:
+            raise ValueError("need folds >= 1, 0 < test_frac < 1 and 0 < calib_frac < 0.5")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Calibration
+# ------------------------------------------------------------------------------------------------------------------
+@dataclass
+class Calibrator:
+    """Monotone map from a booster's P(up) to a calibrated P(up)."""
+
+    kind: str = "identity"
+    x: list[float] = field(default_factory=list)  # isotonic knots
+    y: list[float] = field(default_factory=list)
+    a: float = 1.0  # Platt: sigmoid(a * logit(p) + b)
+    b: float = 0.0
+    chosen_by: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, p: np.ndarray) -> np.ndarray:
+        p = np.asarray(p, dtype=np.float64)
+        if self.kind == "isotonic":
+            return np.interp(p, self.x, self.y)
+        if self.kind == "platt":
+            z = self.a * _logit(p) + self.b
+            return 1.0 / (1.0 + np.exp(-z))
+        return p
+
+    @staticmethod
+    def _fit_kind(kind: str, p: np.ndarray, y: np.ndarray) -> Calibrator:
+        if kind == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
+
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
+            return Calibrator("isotonic", iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist())
+        from sklearn.linear_model import LogisticRegression
+
+        lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(p)[:, None], y)
+        return Calibrator("platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+
+    @classmethod
+    def fit(cls, p: np.ndarray, y: np.ndarray) -> Calibrator:
+        """Pick isotonic or Platt by log loss on the later half of the window (each fitted on the earlier
+        half), then refit the winner on the whole window."""
+        n = len(p)
+        if n < 40 or len(np.unique(y)) < 2:
+            return cls("identity", chosen_by={"reason": float("nan")})
+        half = n // 2
+        scores = {}
+        for kind in ("isotonic", "platt"):
+            c = cls._fit_kind(kind, p[:half], y[:half])
+            scores[kind] = _stats.log_loss(c(p[half:]), y[half:])
+        best = min(scores, key=lambda k: scores[k])
+        out = cls._fit_kind(best, p, y)
+        out.chosen_by = {f"logloss_{k}": v for k, v in scores.items()}
+        return out
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return np.log(p / (1 - p))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Folds
+# ------------------------------------------------------------------------------------------------------------------
+def purged_walk_forward(
+    usable: np.ndarray, end: np.ndarray, folds: int, test_frac: float, embargo: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(train_idx, test_idx)`` per fold: test blocks tile the last ``test_frac`` of the bars; a training
+    sample must precede its block and have its label known before ``block_start - embargo``."""
+    n = len(usable)
+    idx = np.arange(n)
+    start = int(n * (1 - test_frac))
+    edges = np.linspace(start, n, folds + 1).astype(int)
+    out = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        train = idx[usable & (idx < a) & (end < a - embargo)]
+        test = idx[usable & (idx >= a) & (idx < b)]
+        out.append((train, test))
+    return out
+
+
+def _split_calibration(train: np.ndarray, end: np.ndarray, frac: float, embargo: int) -> tuple[np.ndarray, np.ndarray]:
+    """Latest ``frac`` of ``train`` for calibration; fit rows must have their labels known before it starts."""
+    k = max(1, int(len(train) * frac))
+    calib = train[-k:]
+    c0 = calib[0]
+    fit = train[(train < c0) & (end[train] < c0 - embargo)]
+    return fit, calib
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The ensemble
+# ------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class L1Verdict:
+    passed: bool
+    direction: str  # "BUY" | "SELL" | "NONE"
+    probs: dict[str, float]  # calibrated P(up) per model
+    confidence: float  # the weakest model's confidence in the agreed direction (0 if they disagree)
+    threshold: float
+    reason: str
+
+
+def _booster_params(cfg: EnsembleConfig) -> dict[str, dict[str, Any]]:
+    return {
+        "xgboost": {"objective": "binary:logistic", "max_depth": cfg.max_depth, "eta": cfg.learning_rate,
+                    "subsample": 0.8, "colsample_bytree": 0.8, "nthread": cfg.threads, "seed": cfg.seed,
+                    "tree_method": "hist", "eval_metric": "logloss"},
+        "lightgbm": {"objective": "binary", "num_leaves": 2 ** cfg.max_depth - 1, "max_depth": cfg.max_depth,
+                     "learning_rate": cfg.learning_rate, "bagging_fraction": 0.8, "bagging_freq": 1,
+                     "feature_fraction": 0.8, "num_threads": cfg.threads, "seed": cfg.seed, "verbose": -1,
+                     "deterministic": True, "min_data_in_leaf": 20},
+        "catboost": {"iterations": cfg.n_estimators, "depth": cfg.max_depth, "learning_rate": cfg.learning_rate,
+                     "loss_function": "Logloss", "thread_count": cfg.threads, "random_seed": cfg.seed,
+                     "verbose": 0, "allow_writing_files": False},
+    }  # fmt: skip
+
+
+def _train_models(x: np.ndarray, y: np.ndarray, cfg: EnsembleConfig) -> dict[str, Any]:
+    import catboost as cb
+    import lightgbm as lgb
+    import xgboost as xgb
+
+    params = _booster_params(cfg)
+    return {
+        "xgboost": xgb.train(params["xgboost"], xgb.DMatrix(x, label=y), cfg.n_estimators),
+        "lightgbm": lgb.train(params["lightgbm"], lgb.Dataset(x, y), cfg.n_estimators),
+        "catboost": cb.CatBoostClassifier(**params["catboost"]).fit(x, y),
+    }
+
+
+def _native_proba(models: dict[str, Any], x: np.ndarray) -> dict[str, np.ndarray]:
+    import xgboost as xgb
+
+    return {
+        "xgboost": models["xgboost"].predict(xgb.DMatrix(x)),
+        "lightgbm": models["lightgbm"].predict(x),
+        "catboost": models["catboost"].predict_proba(x)[:, 1],
+    }
+
+
+def _rule(probs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorized Layer-1 rule over rows of calibrated P(up) ``(n, 3)``: (fires, direction +1/-1)."""
+    up = probs >= 0.5
+    agree = up.all(axis=1) | (~up).all(axis=1)
+    conf = np.where(up, probs, 1 - probs)
+    fires = agree & (conf >= threshold).all(axis=1)
+    return fires, np.where(up[:, 0], 1, -1)
+
+
+def _metrics(p: dict[str, np.ndarray], y: np.ndarray, ret: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Out-of-sample figures for one block: per model and for the all-agree rule."""
+    out: dict[str, Any] = {"bars": int(len(y)), "decided_bars": int((y != 0).sum())}
+    dec = y != 0
+    yb = (y[dec] > 0).astype(float)
+    for name, pm in p.items():
+        hit = (pm[dec] >= 0.5) == (yb == 1)
+        k = int(hit.sum())
+        out[name] = {
+            "accuracy": k / max(1, dec.sum()), "accuracy_ci95": _stats.wilson(k, int(dec.sum())),
+            "logloss": _stats.log_loss(pm[dec], yb), "auc": _stats.auc(pm[dec], yb),
+            "ic": _stats.pearson(pm - 0.5, ret), "rank_ic": _stats.spearman(pm, ret),
+            "max_confidence": float(np.max(np.maximum(pm, 1 - pm))) if len(pm) else math.nan,
+        }  # fmt: skip
+    probs = np.column_stack([p[m] for m in MODEL_NAMES])
+    fires, direction = _rule(probs, threshold)
+    n_sig = int(fires.sum())
+    correct = int(((direction == y) & fires).sum())  # label 0 (move did not pay the cost) counts as wrong
+    out["rule"] = {
+        "threshold": threshold, "signals": n_sig, "coverage": n_sig / max(1, len(y)),
+        "precision": correct / n_sig if n_sig else None, "precision_ci95": _stats.wilson(correct, n_sig),
+        "bars_all_agree": int((np.all(probs >= 0.5, axis=1) | np.all(probs < 0.5, axis=1)).sum()),
+    }  # fmt: skip
+    return out
+
+
+def _reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Reliability table of confidence max(p, 1-p) in bins over [0.5, 1]: mean confidence vs hit rate."""
+    conf = np.maximum(p, 1 - p)
+    hit = (p >= 0.5) == (y == 1)
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (conf >= lo) & ((conf < hi) if hi < 1 else (conf <= hi))
+        rows.append({"lo": float(lo), "hi": float(hi), "count": int(m.sum()),
+                     "mean_confidence": float(conf[m].mean()) if m.any() else None,
+                     "hit_rate": float(hit[m].mean()) if m.any() else None})  # fmt: skip
+    return rows
+
+
+class TreeEnsemble:
+    """The three calibrated boosters with their compiled evaluators (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, Any] = {}
+        self.calibrators: dict[str, Calibrator] = {}
+        self.compiled: dict[str, FlatForest | FlatOblivious] = {}
+        self.winsor = MadWinsorizer()
+        self.feature_names: list[str] = feature_names()
+        self.timeframe = ""
+        self.symbol = ""
+        self.label_spec = LabelSpec()
+        self.config = EnsembleConfig()
+        self.manifest: dict[str, Any] = {}
+
+    # -- training ------------------------------------------------------------------------------------------------
+    def fit(self, bars: Bars, spec: LabelSpec, cfg: EnsembleConfig = EnsembleConfig(),
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
+        """Walk-forward evaluation, then the final fit on all labelled bars. Returns the report (also kept in
+        ``self.manifest['metrics']``)."""
+        say = progress or (lambda _msg: None)
+        self.timeframe, self.symbol, self.label_spec, self.config = bars.timeframe, bars.symbol, spec, cfg
+        embargo = spec.horizon if cfg.embargo is None else cfg.embargo
+        x = FeatureEngine(bars.timeframe).batch(bars)
+        lab = make_labels(bars, spec)
+        usable = lab.valid & (np.arange(len(bars)) >= 61)
+        folds = purged_walk_forward(usable, lab.end, cfg.folds, cfg.test_frac, embargo)
+        fold_reports = []
+        pooled: dict[str, list[np.ndarray]] = {m: [] for m in MODEL_NAMES}
+        pooled_y: list[np.ndarray] = []
+        pooled_ret: list[np.ndarray] = []
+        for k, (train, test) in enumerate(folds):
+            say(f"fold {k + 1}/{len(folds)}: train {len(train)} bars, test {len(test)} bars")
+            if len(train) < 200 or len(test) == 0:
+                raise FxgateError(
+                    f"fold {k + 1} has {len(train)} training and {len(test)} test bars; need >= 200 training bars. "
+                    "Fix: give more data, fewer folds, or a smaller test_frac"
+                )
+            part = self._fit_on(x, lab, train, embargo)
+            p = part._calibrated_native(x[test])
+            rep = _metrics(p, lab.y[test], lab.ret[test], cfg.threshold)
+            rep.update(fold=k + 1, train_bars=int(len(train)), test_start=int(bars.ts[test[0]]),
+                       test_end=int(bars.ts[test[-1]]))  # fmt: skip
+            fold_reports.append(rep)
+            for m in MODEL_NAMES:
+                pooled[m].append(p[m])
+            pooled_y.append(lab.y[test])
+            pooled_ret.append(lab.ret[test])
+        pool = {m: np.concatenate(v) for m, v in pooled.items()}
+        y_all, ret_all = np.concatenate(pooled_y), np.concatenate(pooled_ret)
+        overall = _metrics(pool, y_all, ret_all, cfg.threshold)
+        dec = y_all != 0
+        reliability = {m: _reliability(pool[m][dec], (y_all[dec] > 0).astype(int)) for m in MODEL_NAMES}
+        say("final fit on all labelled bars")
+        final_train = np.flatnonzero(usable)
+        fitted = self._fit_on(x, lab, final_train, embargo)
+        self.models, self.calibrators, self.winsor = fitted.models, fitted.calibrators, fitted.winsor
+        self._compile()
+        last = int(final_train[-1])
+        report = {
+            "folds": fold_reports,
+            "overall_oos": overall,
+            "reliability_oos": reliability,
+            "silence": _silence_note(overall, cfg.threshold),
+        }
+        self.manifest = {
+            "bundle_format": BUNDLE_FORMAT,
+            "fxgate_version": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "symbol": bars.symbol,
+            "timeframe": bars.timeframe,
+            "feature_engine_version": FEATURE_ENGINE_VERSION,
+            "feature_names": self.feature_names,
+            "label_spec": spec.to_dict(),
+            "config": asdict(cfg),
+            "embargo": embargo,
+            # the last bar any training label looked at: replays must start after it
+            "training_window": {"first_ts": int(bars.ts[final_train[0]]), "last_ts": int(bars.ts[last]),
+                                "last_label_end_ts": int(bars.ts[min(len(bars) - 1, int(lab.end[last]))])},
+            "calibrators": {m: asdict(c) for m, c in self.calibrators.items()},
+            "winsorizer": self.winsor.to_dict(),
+            "metrics": report,
+            "libraries": _library_versions(),
+        }  # fmt: skip
+        return report
+
+    def _fit_on(self, x: np.ndarray, lab: Any, train: np.ndarray, embargo: int) -> TreeEnsemble:
+        fit_idx, cal_idx = _split_calibration(train, lab.end, self.config.calib_frac, embargo)
+        fit_idx = fit_idx[lab.y[fit_idx] != 0]
+        cal_idx = cal_idx[lab.y[cal_idx] != 0]
+        out = TreeEnsemble()
+        out.config = self.config
+        out.winsor = MadWinsorizer().fit(x[fit_idx])
+        xf = out.winsor.transform(x[fit_idx])
+        out.models = _train_models(xf, (lab.y[fit_idx] > 0).astype(int), self.config)
+        raw = _native_proba(out.models, out.winsor.transform(x[cal_idx]))
+        yc = (lab.y[cal_idx] > 0).astype(int)
+        out.calibrators = {m: Calibrator.fit(raw[m], yc) for m in MODEL_NAMES}
+        return out
+
+    def _calibrated_native(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        raw = _native_proba(self.models, self.winsor.transform(x))
+        return {m: self.calibrators[m](raw[m]) for m in MODEL_NAMES}
+
+    def _compile(self) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            self.compiled = {
+                "xgboost": from_xgboost(self.models["xgboost"]),
+                "lightgbm": from_lightgbm(self.models["lightgbm"]),
+                "catboost": from_catboost(self.models["catboost"], str(Path(d) / "cb.json")),
+            }
+
+    # -- inference -----------------------------------------------------------------------------------------------
+    def predict_proba(self, x: np.ndarray, *, native: bool = False) -> np.ndarray:
+        """Calibrated P(up) per model, columns in :data:`MODEL_NAMES` order, for feature rows ``x``."""
+        x2 = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        if native:
+            p = self._calibrated_native(x2)
+            return np.column_stack([p[m] for m in MODEL_NAMES])
+        xw = self.winsor.transform(x2)
+        cols = []
+        for m in MODEL_NAMES:
+            marg = self.compiled[m].margins(xw)[:, 0]
+            cols.append(self.calibrators[m](1.0 / (1.0 + np.exp(-marg))))
+        return np.column_stack(cols)
+
+    def verdict(self, x: np.ndarray, threshold: float | None = None) -> L1Verdict:
+        """The Layer-1 rule on one feature vector."""
+        thr = self.config.threshold if threshold is None else threshold
+        p = self.predict_proba(x)[0]
+        probs = {m: float(v) for m, v in zip(MODEL_NAMES, p, strict=True)}
+        if not np.all(np.isfinite(p)):
+            return L1Verdict(False, "NONE", probs, 0.0, thr, "non-finite model output")
+        up = p >= 0.5
+        if not (up.all() or (~up).all()):
+            votes = ", ".join(
+                f"{m} {'up' if u else 'down'} {v:.3f}" for m, u, v in zip(MODEL_NAMES, up, p, strict=True)
+            )
+            return L1Verdict(False, "NONE", probs, 0.0, thr, f"models disagree ({votes})")
+        conf = np.where(up, p, 1 - p)
+        direction = "BUY" if up[0] else "SELL"
+        weakest = int(np.argmin(conf))
+        if conf[weakest] < thr:
+            return L1Verdict(
+                False,
+                "NONE",
+                probs,
+                float(conf[weakest]),
+                thr,
+                f"all say {direction} but {MODEL_NAMES[weakest]} confidence {conf[weakest]:.3f} < {thr}",
+            )
+        return L1Verdict(True, direction, probs, float(conf.min()), thr,
+                         f"all three say {direction} with confidence >= {thr} (min {conf.min():.3f})")  # fmt: skip
+
+    # -- bundle --------------------------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write the bundle: native model files, manifest.json with sha256 per file and a parity probe."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.models["xgboost"].save_model(str(d / _FILES["xgboost"]))
+        self.models["lightgbm"].save_model(str(d / _FILES["lightgbm"]))
+        self.models["catboost"].save_model(str(d / _FILES["catboost"]))
+        rng = np.random.default_rng(0)
+        med, mad = self.winsor.median, np.where(self.winsor.mad > 0, self.winsor.mad, 1e-3)
+        probe = med + rng.normal(0, 2, size=(32, len(med))) * mad
+        probe[rng.random(probe.shape) < 0.05] = np.nan
+        man = dict(self.manifest)
+        man["files"] = {m: {"name": f, "sha256": _sha256(d / f)} for m, f in _FILES.items()}
+        man["probe"] = {"x": _nan_list(probe), "proba": self.predict_proba(probe, native=True).tolist()}
+        (d / "manifest.json").write_text(json.dumps(man, indent=1, allow_nan=True))
+        self.manifest = man
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TreeEnsemble:
+        """Load and verify a bundle: every file's sha256, the feature list and engine version, and that native
+        and compiled predictions reproduce the stored probe."""
+        import catboost as cb
+        import lightgbm as lgb
+        import xgboost as xgb
+
+        d = Path(directory)
+        mpath = d / "manifest.json"
+        if not mpath.exists():
+            raise BundleError(f"{d}: no manifest.json. Fix: point at a directory written by `fxgate fit`")
+        man = json.loads(mpath.read_text())
+        if man.get("bundle_format") != BUNDLE_FORMAT:
+            raise BundleError(f"{mpath}: bundle_format {man.get('bundle_format')} != {BUNDLE_FORMAT}; refit it")
+        for m, info in man["files"].items():
+            p = d / info["name"]
+            if not p.exists():
+                raise BundleError(f"{p}: missing. Fix: copy the whole bundle directory")
+            got = _sha256(p)
+            if got != info["sha256"]:
+                raise BundleError(
+                    f"{p}: sha256 {got[:12]}… does not match the manifest's {info['sha256'][:12]}…; "
+                    "the file was changed after training. Fix: refit or restore the original file"
+                )
+        if man["feature_engine_version"] != FEATURE_ENGINE_VERSION:
+            raise BundleError(
+                f"{mpath}: feature engine v{man['feature_engine_version']}, this fxgate has "
+                f"v{FEATURE_ENGINE_VERSION}. Fix: refit the bundle with this version"
+            )
+        if man["feature_names"] != feature_names():
+            diff = [n for n in man["feature_names"] if n not in feature_names()][:5]
+            raise BundleError(f"{mpath}: feature list differs from this fxgate's (e.g. {diff}); refit the bundle")
+        ens = cls()
+        ens.manifest = man
+        ens.timeframe, ens.symbol = man["timeframe"], man["symbol"]
+        ens.label_spec = LabelSpec(**man["label_spec"])
+        ens.config = EnsembleConfig(**man["config"])
+        ens.winsor = MadWinsorizer.from_dict(man["winsorizer"])
+        ens.calibrators = {m: Calibrator(**c) for m, c in man["calibrators"].items()}
+        xb = xgb.Booster()
+        xb.load_model(str(d / _FILES["xgboost"]))
+        xb.set_param({"nthread": 1})
+        cm = cb.CatBoostClassifier()
+        cm.load_model(str(d / _FILES["catboost"]))
+        ens.models = {"xgboost": xb, "lightgbm": lgb.Booster(model_file=str(d / _FILES["lightgbm"])), "catboost": cm}
+        ens._compile()
+        probe = np.array(man["probe"]["x"], dtype=np.float64)
+        want = np.array(man["probe"]["proba"])
+        for label, got in (("native", ens.predict_proba(probe, native=True)), ("compiled", ens.predict_proba(probe))):
+            err = float(np.max(np.abs(got - want)))
+            if not err <= 1e-6:
+                raise BundleError(
+                    f"{d}: {label} predictions differ from the training-time probe by {err:.2e}; "
+                    "the libraries or files changed. Fix: refit with the installed versions"
+                )
+        return ens
+
+    @property
+    def bundle_hash(self) -> str:
+        """sha256 over the model files' hashes, the calibrators and the feature list."""
+        h = hashlib.sha256()
+        h.update(json.dumps({k: self.manifest.get(k) for k in ("files", "calibrators", "feature_names",
+                                                               "winsorizer")}, sort_keys=True).encode())  # fmt: skip
+        return h.hexdigest()
+
+
+def _silence_note(overall: dict[str, Any], threshold: float) -> str | None:
+    """Why the rule never fired out of sample, in words, when it did not."""
+    if overall["rule"]["signals"]:
+        return None
+    maxes = {m: overall[m]["max_confidence"] for m in MODEL_NAMES}
+    below = [f"{m} {v:.3f}" for m, v in maxes.items() if v < threshold]
+    if below:
+        return (f"the Layer-1 rule fired on no out-of-sample bar: the highest calibrated confidence of "
+                f"{', '.join(below)} never reached {threshold}")  # fmt: skip
+    return f"the Layer-1 rule fired on no out-of-sample bar: no bar had all three models >= {threshold} together"
+
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _nan_list(a: np.ndarray) -> list:
+    return [[None if not np.isfinite(v) else float(v) for v in row] for row in a]
+
+
+def _library_versions() -> dict[str, str]:
+    import catboost
+    import lightgbm
+    import numba
+    import xgboost
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+            "xgboost": xgboost.__version__, "lightgbm": lightgbm.__version__, "catboost": catboost.__version__}  # fmt: skip
