@@ -448,7 +448,7 @@ class TreeEnsemble:
         man = json.loads(mpath.read_text())
         if man.get("bundle_format") != BUNDLE_FORMAT:
             raise BundleError(f"{mpath}: bundle_format {man.get('bundle_format')} != {BUNDLE_FORMAT}; refit it")
-        for m, info in man["files"].items():
+        for info in man["files"].values():
             p = d / info["name"]
             if not p.exists():
                 raise BundleError(f"{p}: missing. Fix: copy the whole bundle directory")
@@ -530,5 +530,7 @@ def _library_versions() -> dict[str, str]:
     import numba
     import xgboost
 
-    return {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-            "xgboost": xgboost.__version__, "lightgbm": lightgbm.__version__, "catboost": catboost.__version__}  # fmt: skip
+    return {
+        "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+        "xgboost": xgboost.__version__, "lightgbm": lightgbm.__version__, "catboost": catboost.__version__,
+    }  # fmt: skip
