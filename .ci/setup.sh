@@ -58,8 +58,9 @@ case "$job" in
   demo)
     step "installing fxgate"
     $vpy -m pip install -q -e .
-    step "running the main job on the bundled EURUSD H1 sample"
-    exec .venv/bin/fxgate data check "$@"
+    step "running the main job on the bundled EURUSD H1 sample: validate the bars, then fit Layer 1 walk-forward"
+    .venv/bin/fxgate data check
+    exec .venv/bin/fxgate fit --out fxgate-demo/bundle "$@"
     ;;
   test)
     # The CPU build of torch first: an unpinned torch (asked for by the train extra) would pull a multi-GB CUDA build.

@@ -37,7 +37,16 @@ from fxgate.engine._version import __version__
 from fxgate.engine.bars import Bars
 from fxgate.engine.errors import FxgateError
 from fxgate.models import _stats
-from fxgate.models._trees import FlatForest, FlatOblivious, from_catboost, from_lightgbm, from_xgboost
+from fxgate.models._trees import (
+    FlatForest,
+    FlatOblivious,
+    _l1_row,
+    forest_args,
+    from_catboost,
+    from_lightgbm,
+    from_xgboost,
+    oblivious_args,
+)
 from fxgate.models.features import FEATURE_ENGINE_VERSION, FeatureEngine, MadWinsorizer, feature_names
 from fxgate.models.labels import LabelSpec, make_labels
 
@@ -274,6 +283,7 @@ class TreeEnsemble:
         self.label_spec = LabelSpec()
         self.config = EnsembleConfig()
         self.manifest: dict[str, Any] = {}
+        self._row_args: tuple = ()
 
     # -- training ------------------------------------------------------------------------------------------------
     def fit(self, bars: Bars, spec: LabelSpec, cfg: EnsembleConfig = EnsembleConfig(),
@@ -371,6 +381,25 @@ class TreeEnsemble:
                 "lightgbm": from_lightgbm(self.models["lightgbm"]),
                 "catboost": from_catboost(self.models["catboost"], str(Path(d) / "cb.json")),
             }
+        w = self.winsor
+        lo = np.where(w.mad > 0, w.median - w.k * w.mad, -np.inf)
+        hi = np.where(w.mad > 0, w.median + w.k * w.mad, np.inf)
+        kinds = {"identity": 0, "isotonic": 1, "platt": 2}
+        cal = [self.calibrators[m] for m in MODEL_NAMES]
+        iso = []
+        for c in cal:
+            iso += [np.array(c.x or [0.0], dtype=np.float64), np.array(c.y or [0.0], dtype=np.float64)]
+        self._row_args = (
+            lo, hi, forest_args(self.compiled["xgboost"]), forest_args(self.compiled["lightgbm"]),
+            oblivious_args(self.compiled["catboost"]), np.array([kinds[c.kind] for c in cal], dtype=np.int64),
+            np.array([c.a for c in cal]), np.array([c.b for c in cal]), *iso,
+        )  # fmt: skip
+
+    def predict_row(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated P(up) of the three models for one feature vector, in one compiled call (the live path)."""
+        out = np.empty(3)
+        _l1_row(np.ascontiguousarray(x, dtype=np.float64), *self._row_args, out)
+        return out
 
     # -- inference -----------------------------------------------------------------------------------------------
     def predict_proba(self, x: np.ndarray, *, native: bool = False) -> np.ndarray:
@@ -389,7 +418,7 @@ class TreeEnsemble:
     def verdict(self, x: np.ndarray, threshold: float | None = None) -> L1Verdict:
         """The Layer-1 rule on one feature vector."""
         thr = self.config.threshold if threshold is None else threshold
-        p = self.predict_proba(x)[0]
+        p = self.predict_row(x)
         probs = {m: float(v) for m, v in zip(MODEL_NAMES, p, strict=True)}
         if not np.all(np.isfinite(p)):
             return L1Verdict(False, "NONE", probs, 0.0, thr, "non-finite model output")

@@ -63,3 +63,16 @@ def test_installed_console_script_runs(tmp_path):
     assert "unknown bar file format" in done.stderr and "Traceback" not in done.stderr
     version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
     assert version.returncode == 0 and version.stdout.startswith("fxgate, version ")
+
+
+def test_fit_writes_a_bundle_that_loads(tmp_path):
+    from fxgate.models.ensemble import TreeEnsemble
+
+    out = tmp_path / "bundle"
+    r = CliRunner().invoke(cli, ["fit", "--out", str(out), "--folds", "2", "--estimators", "20", "--spread",
+                                 "0.00008"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "Layer 1, out of sample" in r.output and "rule (all agree, each >= 0.95)" in r.output
+    assert "assumed spread of 8e-05" in r.output
+    ens = TreeEnsemble.load(out)
+    assert ens.manifest["label_spec"]["default_spread"] == 8e-05 and len(ens.manifest["metrics"]["folds"]) == 2

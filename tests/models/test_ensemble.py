@@ -175,3 +175,16 @@ def test_no_edge_on_a_random_walk(rng):
     for m in MODEL_NAMES:
         lo_ci, hi_ci = report["overall_oos"][m]["accuracy_ci95"]
         assert lo_ci < 0.5 < hi_ci or abs(report["overall_oos"][m]["accuracy"] - 0.5) < 0.03, m
+
+
+def test_one_row_kernel_equals_batch_prediction(fitted):
+    bars, ens, _, _ = fitted
+    x = FeatureEngine(bars.timeframe).batch(bars)[61:]
+    rows = np.array([ens.predict_row(r) for r in x])
+    np.testing.assert_allclose(rows, ens.predict_proba(x), atol=1e-12, rtol=0)
+    from fxgate.models._trees import _l1_row_py
+
+    out = np.empty(3)
+    for r in x[:20]:
+        _l1_row_py(r, *ens._row_args, out)
+        np.testing.assert_allclose(out, ens.predict_row(r), atol=1e-12, rtol=0)
