@@ -129,3 +129,60 @@ def realized_vol_pandas(c, bpd: int, lm_k: int) -> pd.DataFrame:
         "RV_D": rv, "RV_W": (r**2).rolling(5 * bpd).sum() / 5, "RV_M": (r**2).rolling(22 * bpd).sum() / 22,
         "BV_D": bv, "BNS_Z": z, "LM": lm,
     })  # fmt: skip
+
+
+def vpin_naive(close, volume, bucket, sigma_window=100, n_buckets=50):
+    """VPIN straight from Easley, Lopez de Prado & O'Hara (2012): BVC with sigma of the last sigma_window price
+    changes, equal-volume buckets, VPIN = mean |V_buy - V_sell| / V_b over the last n buckets. Returns the VPIN value
+    after each bar (NaN before n buckets)."""
+    from math import erf, sqrt
+
+    out = np.full(len(close), np.nan)
+    diffs: list[float] = []
+    buckets: list[float] = []
+    fill, buy = 0.0, 0.0
+    for t in range(1, len(close)):
+        d = close[t] - close[t - 1]
+        diffs.append(d)
+        window = diffs[-sigma_window:]
+        if len(window) >= 2 and volume[t] > 0:
+            sd = float(np.std(window, ddof=1))
+            share = 0.5 if sd <= 0 else 0.5 * (1 + erf(d / sd / sqrt(2)))
+            rem = float(volume[t])
+            while rem > 0:
+                take = min(bucket - fill, rem)
+                fill += take
+                buy += take * share
+                rem -= take
+                if fill >= bucket * (1 - 1e-12):
+                    buckets.append(abs(2 * buy - fill))
+                    fill, buy = 0.0, 0.0
+        if len(buckets) >= n_buckets:
+            out[t] = sum(buckets[-n_buckets:]) / (n_buckets * bucket)
+    return out
+
+
+def bocpd_naive(x, hazard_lambda=250.0, mu0=0.0, kappa0=1.0, alpha0=1.0, beta0=1.0):
+    """Untruncated Adams & MacKay (2007) recursion with a Normal-Gamma prior, in plain numpy/scipy.
+    Returns the run-length distribution after each observation (list of arrays of growing length)."""
+    from scipy import stats as st
+
+    h = 1.0 / hazard_lambda
+    p = np.array([1.0])
+    mu, kappa, alpha, beta = (np.array([v]) for v in (mu0, kappa0, alpha0, beta0))
+    out = []
+    for xt in x:
+        scale = np.sqrt(beta * (kappa + 1) / (alpha * kappa))
+        pred = st.t.pdf(xt, df=2 * alpha, loc=mu, scale=scale)
+        growth = p * pred * (1 - h)
+        cp = (p * pred * h).sum()
+        p = np.r_[cp, growth]
+        p = p / p.sum()
+        mu, kappa, alpha, beta = (
+            np.r_[mu0, (kappa * mu + xt) / (kappa + 1)],
+            np.r_[kappa0, kappa + 1],
+            np.r_[alpha0, alpha + 0.5],
+            np.r_[beta0, beta + kappa * (xt - mu) ** 2 / (2 * (kappa + 1))],
+        )
+        out.append(p.copy())
+    return out

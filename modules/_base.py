@@ -1,0 +1,160 @@
+"""The certainty-module contract: streaming state, a verdict with a reason, snapshots, a registry by name.
+
+Every module follows one shape (shared/DESIGN.md):
+
+* ``update(ctx)`` runs on every bar, whatever the verdicts, in O(1) or O(window);
+* ``verdict()`` returns a :class:`ModuleResult` — score, pass/fail, threshold and a reason a trader can read;
+  a module with too little data fails closed ("insufficient data: 12/50 bars");
+* ``state_dict()``/``load_state_dict()`` snapshot and restore the state exactly;
+* ``warm_up()`` compiles the module's kernels (called at gate start, never on the first live bar).
+
+Kernels are plain-Python twins compiled with :func:`fxgate.engine._jit.kernel` (the one place for numba flags).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from fxgate.engine.bars import Bar
+
+__all__ = ["CertaintyModule", "ModuleResult", "Context", "Outcome", "register", "REGISTRY", "create",
+           "insufficient"]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleResult:
+    name: str
+    score: float
+    passed: bool
+    threshold: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A prediction whose horizon has elapsed: what was predicted at ``entry_ts`` and what happened by ``exit_ts``.
+
+    Prices are mids (bar closes); ``spread`` is the full spread at entry, in price units.
+    """
+
+    entry_ts: int
+    exit_ts: int
+    direction: int  # +1 long, -1 short
+    entry_price: float
+    exit_price: float
+    spread: float = 0.0
+    prob: float = math.nan  # the model's probability of ``direction`` at entry
+
+    @property
+    def markout(self) -> float:
+        """Move in the predicted direction, price units, before costs."""
+        return self.direction * (self.exit_price - self.entry_price)
+
+    @property
+    def pnl(self) -> float:
+        """Markout net of the full spread (half paid on entry, half on exit)."""
+        return self.markout - self.spread
+
+    @property
+    def won(self) -> bool:
+        return self.pnl > 0
+
+
+@dataclass(slots=True)
+class Context:
+    """What a module sees on one bar. Outcomes arrive only once their horizon has elapsed (no look-ahead)."""
+
+    bar: Bar
+    features: np.ndarray | None = None
+    probs: np.ndarray | None = None  # calibrated P(up) per Layer-1 model
+    direction: int = 0  # the candidate direction on this bar (+1/-1), 0 when there is none
+    size: float = 1.0  # intended position size (units of the instrument)
+    outcomes: tuple[Outcome, ...] = ()
+    ensemble: Any = None  # the Layer-1 TreeEnsemble, for modules that explain it (SHAP)
+
+
+def insufficient(name: str, have: int, need: int, threshold: float, what: str = "bars") -> ModuleResult:
+    return ModuleResult(name, math.nan, False, threshold, f"insufficient data: {have}/{need} {what}")
+
+
+REGISTRY: dict[str, type[CertaintyModule]] = {}
+
+
+def register(name: str):  # type: ignore[no-untyped-def]
+    """Class decorator: make a module available by ``name``. A duplicate name raises."""
+
+    def deco(cls: type[CertaintyModule]) -> type[CertaintyModule]:
+        if name in REGISTRY:
+            raise ValueError(f"certainty module {name!r} is already registered by {REGISTRY[name].__qualname__}")
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def create(name: str, **params: Any) -> CertaintyModule:
+    """Instantiate a registered module; unknown names and parameters are errors with a did-you-mean."""
+    if name not in REGISTRY:
+        near = difflib.get_close_matches(name, REGISTRY, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ValueError(f"unknown certainty module {name!r}{hint} Known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](**params)
+
+
+class CertaintyModule(ABC):
+    """Base class. Subclasses declare ``defaults`` (parameter -> default) and ``state_keys`` (attributes that make up
+    the streaming state, numpy arrays or scalars)."""
+
+    name: ClassVar[str] = ""
+    cost: ClassVar[str] = "streaming"  # "streaming": per bar; "scheduled": recomputed on a schedule
+    defaults: ClassVar[dict[str, Any]] = {}
+    state_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **params: Any) -> None:
+        unknown = [k for k in params if k not in self.defaults]
+        if unknown:
+            k = unknown[0]
+            near = difflib.get_close_matches(k, self.defaults, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ValueError(
+                f"module {self.name!r} has no parameter {k!r}{hint} Parameters: {', '.join(sorted(self.defaults))}"
+            )
+        self.params = {**self.defaults, **params}
+        self.reset()
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Create the empty streaming state."""
+
+    @abstractmethod
+    def update(self, ctx: Context) -> None: ...
+
+    @abstractmethod
+    def verdict(self) -> ModuleResult: ...
+
+    def warm_up(self) -> None:  # noqa: B027 - optional hook; modules without kernels need nothing
+        """Compile kernels on a throwaway copy so the first live bar pays no JIT cost."""
+
+    def state_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "params": dict(self.params)}
+        for k in self.state_keys:
+            v = getattr(self, k)
+            out[k] = v.copy() if isinstance(v, np.ndarray) else v
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"state is for module {state.get('name')!r}, not {self.name!r}")
+        self.params = dict(state["params"])
+        for k in self.state_keys:
+            v = state[k]
+            setattr(self, k, v.copy() if isinstance(v, np.ndarray) else v)
+
+    def _result(self, score: float, passed: bool, threshold: float, reason: str) -> ModuleResult:
+        return ModuleResult(self.name, float(score), bool(passed), float(threshold), reason)

@@ -1,0 +1,74 @@
+"""BayesianSizing — a Beta posterior on the win rate; size by posterior-expected log growth.
+
+With a Beta(a₀, b₀) prior and w wins, l losses among the last ``window`` outcomes, the win rate p has posterior
+Beta(a₀ + w, b₀ + l). With payoff ratio b (mean win / mean |loss|, treated as known), the expected log growth of
+staking f is linear in p, so its posterior expectation E[p]·log(1 + fb) + (1 − E[p])·log(1 − f) is maximized by
+Kelly at the posterior mean: f = p̄ − (1 − p̄)/b, floored at 0 and capped at ``max_fraction``.
+
+Edge per unit staked is p·b − (1 − p) = p(1 + b) − 1; P(edge > c | data) = 1 − I_{(1+c)/(1+b)}(a, b) with I the
+regularized incomplete beta function. Pass rule: P(edge > ``cost`` | data) ≥ ``threshold`` (0.95). Outcome P&L is
+already net of the spread, so ``cost`` (per unit staked) defaults to 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+from scipy import stats
+
+
+@register("bayesian_sizing")
+class BayesianSizing(CertaintyModule):
+    defaults = {"window": 200, "min_outcomes": 30, "prior_a": 1.0, "prior_b": 1.0, "cost": 0.0, "threshold": 0.95,
+                "max_fraction": 1.0}  # fmt: skip
+    state_keys = ("pnl", "ist")
+
+    def reset(self) -> None:
+        self.pnl = np.zeros(int(self.params["window"]))
+        self.ist = np.zeros(1, dtype=np.int64)
+
+    def update(self, ctx: Context) -> None:
+        for o in ctx.outcomes:
+            if math.isfinite(o.pnl):
+                n = int(self.ist[0])
+                self.pnl[n % len(self.pnl)] = o.pnl
+                self.ist[0] = n + 1
+
+    def posterior(self) -> dict[str, float]:
+        k = min(int(self.ist[0]), len(self.pnl))
+        x = self.pnl[:k]
+        wins, losses = x[x > 0], x[x <= 0]
+        a = self.params["prior_a"] + len(wins)
+        bb = self.params["prior_b"] + len(losses)
+        payoff = (
+            float(np.mean(wins) / np.mean(np.abs(losses))) if len(wins) and len(losses) and np.any(losses) else math.nan
+        )
+        return {"a": a, "b": bb, "payoff": payoff, "mean": a / (a + bb), "n": k}
+
+    def prob_edge(self, post: dict[str, float]) -> float:
+        """P(p(1 + b) − 1 > cost | data)."""
+        cut = (1 + self.params["cost"]) / (1 + post["payoff"])
+        return float(stats.beta.sf(cut, post["a"], post["b"]))
+
+    def size(self, post: dict[str, float]) -> float:
+        p = post["mean"]
+        f = p - (1 - p) / post["payoff"]
+        return float(min(max(f, 0.0), self.params["max_fraction"]))
+
+    def verdict(self) -> ModuleResult:
+        thr = float(self.params["threshold"])
+        n = int(self.ist[0])
+        need = int(self.params["min_outcomes"])
+        if n < need:
+            return insufficient(self.name, n, need, thr, "outcomes")
+        post = self.posterior()
+        if not math.isfinite(post["payoff"]):
+            return self._result(math.nan, False, thr, f"payoff ratio undefined ({post['n']} outcomes, no wins or "
+                                                      "no losses)")  # fmt: skip
+        pe = self.prob_edge(post)
+        ok = pe >= thr
+        msg = (f"P(edge > {self.params['cost']} | data) = {pe:.3f} {'>=' if ok else '<'} {thr}; posterior win rate "
+               f"{post['mean']:.3f}, size {self.size(post):.4f}")  # fmt: skip
+        return self._result(pe, ok, thr, msg)

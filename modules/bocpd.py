@@ -1,0 +1,176 @@
+"""BOCPD — Bayesian online changepoint detection (Adams & MacKay 2007, arXiv:0710.3742, Algorithm 1).
+
+Observations are one-bar log returns divided by a scale fixed after ``calib_bars`` returns (their sample standard
+deviation). Each run length r carries a conjugate Normal-Gamma posterior (μ_r, κ_r, α_r, β_r) whose predictive is
+Student-t with 2α_r degrees of freedom, location μ_r and scale² β_r(κ_r + 1)/(α_r κ_r) (Murphy 2007, *Conjugate
+Bayesian analysis of the Gaussian distribution*, eq. 110). With constant hazard H = 1/``hazard_lambda``:
+
+    P(r_t = r + 1, x_1:t) = P(r_{t-1} = r, x_1:t-1) · π_r(x_t) · (1 − H)
+    P(r_t = 0,     x_1:t) = Σ_r P(r_{t-1} = r, x_1:t-1) · π_r(x_t) · H
+
+At most R = ``max_run`` run lengths are tracked (constant cost per bar): when all slots are taken, the *least
+probable* hypothesis is dropped and the rest renormalized (Adams & MacKay §2.3 suggest pruning low-probability run
+lengths; dropping the longest instead loses the long stable runs that dominate the posterior on quiet markets).
+The dropped mass is accumulated in ``truncated_mass``; tests compare with the exact untruncated recursion.
+
+Pass rule: no changepoint is likely in the last ``k`` bars, i.e. P(r_t < k) ≤ ``threshold``. (P(r_t = 0) alone is
+useless: with a constant hazard it equals H on every bar.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from fxgate.engine._jit import kernel
+from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+
+
+def _bocpd_step_py(rl, logp, mu, kappa, alpha, beta, dg, ist, fs, x, log_h, log_1h, mu0, kappa0, alpha0, beta0):  # type: ignore[no-untyped-def]  # noqa: E501
+    """One Adams-MacKay step in log space over the ``ist[0]`` active run lengths (capacity R = len(logp)).
+
+    Entries are (run length ``rl``, log mass, Normal-Gamma statistics) in no particular order. When all R slots
+    are taken, the least probable entry is dropped; ``fs[0]`` accumulates the dropped (normalized) mass.
+    """
+    n = ist[0]
+    cap = logp.shape[0]
+    m = -np.inf
+    for i in range(n):
+        nu = 2.0 * alpha[i]
+        s2 = beta[i] * (kappa[i] + 1.0) / (alpha[i] * kappa[i])
+        z = (x - mu[i]) ** 2 / (nu * s2)
+        # dg[i] = lgamma(alpha + 1/2) - lgamma(alpha), carried by the recurrence below instead of two lgammas
+        lp = dg[i] - 0.5 * math.log(nu * math.pi * s2) - (nu + 1.0) / 2.0 * math.log1p(z)
+        logp[i] += lp  # joint with x_t, before the hazard split
+        if logp[i] > m:
+            m = logp[i]
+    acc = 0.0
+    for i in range(n):
+        acc += math.exp(logp[i] - m)
+    log_cp = m + math.log(acc) + log_h
+    for i in range(n):
+        logp[i] += log_1h
+        k = kappa[i]
+        beta[i] = beta[i] + k * (x - mu[i]) ** 2 / (2.0 * (k + 1.0))
+        mu[i] = (k * mu[i] + x) / (k + 1.0)
+        kappa[i] = k + 1.0
+        dg[i] = math.log(alpha[i]) - dg[i]  # lgamma(a+1) - lgamma(a+1/2) = log(a) - (lgamma(a+1/2) - lgamma(a))
+        alpha[i] = alpha[i] + 0.5
+        rl[i] += 1
+    if n < cap:
+        j = n
+        n += 1
+        drop = -np.inf
+    else:
+        j = 0
+        for i in range(1, n):
+            if logp[i] < logp[j]:
+                j = i
+        if log_cp < logp[j]:
+            j = -1
+        drop = log_cp if j < 0 else logp[j]
+    if j >= 0:
+        rl[j] = 0
+        logp[j] = log_cp
+        mu[j] = mu0
+        kappa[j] = kappa0
+        alpha[j] = alpha0
+        beta[j] = beta0
+        dg[j] = math.lgamma(alpha0 + 0.5) - math.lgamma(alpha0)
+    ist[0] = n
+    m = -np.inf
+    for i in range(n):
+        if logp[i] > m:
+            m = logp[i]
+    acc = 0.0
+    for i in range(n):
+        acc += math.exp(logp[i] - m)
+    if drop > -np.inf:
+        acc += math.exp(drop - m)
+    lz = m + math.log(acc)
+    for i in range(n):
+        logp[i] -= lz
+    if drop > -np.inf:
+        fs[0] += math.exp(drop - lz)
+
+
+_bocpd_step = kernel(_bocpd_step_py)
+
+
+@register("bocpd")
+class Bocpd(CertaintyModule):
+    defaults = {"hazard_lambda": 250.0, "max_run": 100, "k": 5, "threshold": 0.5, "calib_bars": 100,
+                "mu0": 0.0, "kappa0": 1.0, "alpha0": 1.0, "beta0": 1.0}  # fmt: skip
+    state_keys = ("rl", "logp", "mu", "kappa", "alpha", "beta", "dg", "ist", "fs", "calib")
+
+    def reset(self) -> None:
+        p = self.params
+        big_r = int(p["max_run"])
+        self.rl = np.zeros(big_r, dtype=np.int64)
+        self.logp = np.full(big_r, -np.inf)
+        self.logp[0] = 0.0
+        self.mu = np.full(big_r, float(p["mu0"]))
+        self.kappa = np.full(big_r, float(p["kappa0"]))
+        self.alpha = np.full(big_r, float(p["alpha0"]))
+        self.beta = np.full(big_r, float(p["beta0"]))
+        self.dg = np.full(big_r, math.lgamma(float(p["alpha0"]) + 0.5) - math.lgamma(float(p["alpha0"])))
+        self.ist = np.array([1, 0], dtype=np.int64)  # active run lengths, bars seen
+        self.fs = np.array([0.0, np.nan, 0.0])  # truncated mass, prev close, scale
+        self.calib = np.zeros(int(p["calib_bars"]))
+
+    @property
+    def truncated_mass(self) -> float:
+        return float(self.fs[0])
+
+    def observe(self, x: float) -> None:
+        """Feed one standardized observation (the streaming step)."""
+        p = self.params
+        h = 1.0 / float(p["hazard_lambda"])
+        _bocpd_step(self.rl, self.logp, self.mu, self.kappa, self.alpha, self.beta, self.dg, self.ist, self.fs,
+                    float(x),
+                    math.log(h), math.log1p(-h), float(p["mu0"]), float(p["kappa0"]), float(p["alpha0"]),
+                    float(p["beta0"]))  # fmt: skip
+
+    def update(self, ctx: Context) -> None:
+        c = ctx.bar.close
+        prev = self.fs[1]
+        self.fs[1] = c
+        if not (math.isfinite(c) and c > 0 and math.isfinite(prev)):
+            return
+        r = math.log(c / prev)
+        seen = int(self.ist[1])
+        self.ist[1] = seen + 1
+        nc = len(self.calib)
+        if seen < nc:
+            self.calib[seen] = r
+            if seen + 1 == nc:
+                sd = float(np.std(self.calib, ddof=1))
+                self.fs[2] = sd if sd > 0 else 1.0
+            return
+        self.observe(r / self.fs[2])
+
+    def run_length_probs(self) -> np.ndarray:
+        """P(r_t = r) for r = 0 .. max tracked run length (dropped hypotheses count as 0)."""
+        n = int(self.ist[0])
+        out = np.zeros(int(self.rl[:n].max()) + 1)
+        np.add.at(out, self.rl[:n], np.exp(self.logp[:n]))
+        return out
+
+    def verdict(self) -> ModuleResult:
+        p = self.params
+        seen = int(self.ist[1])
+        need = int(p["calib_bars"]) + int(p["k"])
+        if seen < need:
+            return insufficient(self.name, seen, need, p["threshold"], "returns")
+        pr = self.run_length_probs()
+        short = float(pr[: int(p["k"])].sum())
+        ok = short <= p["threshold"]
+        mode = int(np.argmax(pr))
+        return self._result(short, ok, p["threshold"],
+                            f"P(changepoint in last {p['k']} bars) = {short:.3f} {'<=' if ok else '>'} "
+                            f"{p['threshold']}; most likely run length {mode} bars")  # fmt: skip
+
+    def warm_up(self) -> None:
+        tmp = Bocpd(max_run=2)
+        for v in (0.1, -0.2, 0.3):
+            tmp.observe(v)

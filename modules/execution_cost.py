@@ -1,0 +1,118 @@
+"""ExecutionCost — expected implementation shortfall of the intended trade versus its expected edge.
+
+Cost per trade of X units (Perold 1988's implementation shortfall, modelled as in Almgren & Chriss 2001,
+*Optimal execution of portfolio transactions*, J. Risk 3(2)): the order is worked over N steps of length τ bars
+along the Almgren–Chriss optimal trajectory
+
+    x_j = X · sinh(κ(T − t_j)) / sinh(κT),   cosh(κτ) = 1 + λσ²τ² / (2η̃),   η̃ = η − γτ/2,
+
+(x_j: units still to trade at t_j = jτ, T = Nτ), whose expected cost and variance are (ibid. eq. 20–21 with linear
+impact g(v) = γv, h(v) = ε·sgn(v) + (η/τ)·n):
+
+    E = ½γX² + ε·Σ|n_k| + (η̃/τ)·Σ n_k²,     V = σ²·τ·Σ x_k²,
+
+with ε = half spread + ``slippage``, n_k = x_{k−1} − x_k and σ the standard deviation of one-bar price changes. As
+the risk aversion λ → 0 the trajectory becomes the straight line of a TWAP.
+
+Expected edge of the candidate: (2p̄ − 1) · mean |close_t − close_{t−h}| · X, with p̄ the mean calibrated
+probability the Layer-1 models give the candidate's direction and h = ``horizon``.
+
+Pass rule: E + z·√V < ``k_edge`` · edge.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+
+
+def ac_trajectory(x_units: float, n_steps: int, tau: float, sigma: float, eta: float, gamma: float,
+                  lam: float) -> np.ndarray:  # fmt: skip
+    """Almgren–Chriss holdings x_0 = X, ..., x_N = 0 (N + 1 values)."""
+    t = np.arange(n_steps + 1) * tau
+    big_t = n_steps * tau
+    eta_t = eta - 0.5 * gamma * tau
+    arg = lam * sigma**2 * tau**2 / (2 * eta_t) if eta_t > 0 else 0.0
+    if lam <= 0 or arg <= 1e-12:
+        return x_units * (1 - t / big_t)
+    kappa = math.acosh(1 + arg) / tau
+    return x_units * np.sinh(kappa * (big_t - t)) / math.sinh(kappa * big_t)
+
+
+def ac_cost(x: np.ndarray, tau: float, sigma: float, eta: float, gamma: float, eps: float) -> tuple[float, float]:
+    """Expected cost and variance of holdings trajectory ``x`` (Almgren & Chriss 2001, eq. 20-21)."""
+    n = -np.diff(x)
+    big_x = float(x[0])
+    eta_t = eta - 0.5 * gamma * tau
+    e = 0.5 * gamma * big_x**2 + eps * float(np.abs(n).sum()) + eta_t / tau * float((n**2).sum())
+    v = sigma**2 * tau * float((x[1:] ** 2).sum())
+    return e, v
+
+
+@register("execution_cost")
+class ExecutionCost(CertaintyModule):
+    defaults = {"exec_steps": 1, "tau": 1.0, "eta": 0.0, "gamma": 0.0, "risk_aversion": 1e-6, "slippage": 0.0,
+                "default_spread": 0.0, "z": 1.0, "k_edge": 1.0, "horizon": 1, "window": 200}  # fmt: skip
+    state_keys = ("closes", "ist", "fs")
+
+    def reset(self) -> None:
+        w = int(self.params["window"]) + int(self.params["horizon"])  # window moves of horizon bars
+        self.closes = np.zeros(w)
+        self.ist = np.zeros(2, dtype=np.int64)  # closes seen, candidate direction
+        self.fs = np.array([math.nan, math.nan, 1.0])  # spread, p of direction, size
+
+    def update(self, ctx: Context) -> None:
+        b = ctx.bar
+        if math.isfinite(b.close):
+            n = int(self.ist[0])
+            self.closes[n % len(self.closes)] = b.close
+            self.ist[0] = n + 1
+        self.fs[0] = b.spread if b.spread is not None else float(self.params["default_spread"])
+        self.ist[1] = ctx.direction
+        if ctx.direction and ctx.probs is not None and len(ctx.probs):
+            pu = float(np.mean(ctx.probs))
+            self.fs[1] = pu if ctx.direction > 0 else 1 - pu
+        else:
+            self.fs[1] = math.nan
+        self.fs[2] = ctx.size
+
+    def _recent(self) -> np.ndarray:
+        n = int(self.ist[0])
+        w = len(self.closes)
+        k = min(n, w)
+        idx = (np.arange(n - k, n)) % w
+        return self.closes[idx]
+
+    def estimate(self) -> dict[str, float]:
+        """Edge and cost figures for the current candidate (price units, for ``size`` units)."""
+        p = self.params
+        c = self._recent()
+        h = int(p["horizon"])
+        move = float(np.mean(np.abs(c[h:] - c[:-h])))
+        sigma = float(np.std(np.diff(c), ddof=1))
+        size = float(self.fs[2])
+        edge = (2 * float(self.fs[1]) - 1) * move * size
+        x = ac_trajectory(size, int(p["exec_steps"]), float(p["tau"]), sigma, float(p["eta"]), float(p["gamma"]),
+                          float(p["risk_aversion"]))  # fmt: skip
+        eps = float(self.fs[0]) / 2 + float(p["slippage"])
+        e, v = ac_cost(x, float(p["tau"]), sigma, float(p["eta"]), float(p["gamma"]), eps)
+        return {"edge": edge, "cost": e, "cost_sd": math.sqrt(v), "mean_abs_move": move, "sigma": sigma}
+
+    def verdict(self) -> ModuleResult:
+        p = self.params
+        need = int(p["horizon"]) + 20
+        if self.ist[0] < need:
+            return insufficient(self.name, int(self.ist[0]), need, math.nan, "bars")
+        if not self.ist[1] or not math.isfinite(self.fs[1]):
+            return self._result(math.nan, False, math.nan, "no candidate signal on this bar to weigh costs against")
+        if not math.isfinite(self.fs[0]):
+            return self._result(math.nan, False, math.nan, "no spread known for this bar (set default_spread)")
+        est = self.estimate()
+        hurdle = est["cost"] + float(p["z"]) * est["cost_sd"]
+        target = float(p["k_edge"]) * est["edge"]
+        ok = hurdle < target
+        return self._result(target - hurdle, ok, 0.0,
+                            f"expected cost {est['cost']:.6f} + {p['z']}·sd {est['cost_sd']:.6f} "
+                            f"{'<' if ok else '>='} {p['k_edge']}·edge {est['edge']:.6f}")  # fmt: skip

@@ -1,0 +1,153 @@
+"""RegimeDetection — Gaussian hidden Markov model, fitted offline, *filtered* online.
+
+The HMM (K states, one-dimensional Gaussian emissions on standardized one-bar log returns) is fitted with hmmlearn's
+EM (``GaussianHMM``) on past returns only — at gate warm-up through :meth:`RegimeDetection.fit`, or automatically
+once ``fit_bars`` returns have been seen. States are relabelled by variance, lowest first, so "state 0 = calmest"
+holds across refits. Online, each bar runs one forward step (Rabiner 1989, eq. 19–20), normalized:
+
+    α_t ∝ b(x_t) ⊙ (Aᵀ α_{t−1}),   α_1 ∝ π ⊙ b(x_1)
+
+which is P(S_t | x_1..t): the *filtered* probability. hmmlearn's ``predict_proba`` returns *smoothed*
+probabilities P(S_t | x_1..T), which use bars after t; only its last row (t = T) is filtered. Using smoothed
+probabilities in a live gate would be look-ahead.
+
+Pass rule: P(S_t ∈ favourable) ≥ ``threshold``, favourable = every state but the most volatile by default.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from fxgate.engine._jit import kernel
+from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+
+
+def _forward_step_py(alpha, first, startprob, transmat, means, variances, x):  # type: ignore[no-untyped-def]
+    """One normalized forward step for a 1-D Gaussian HMM, in place. O(K²)."""
+    k = alpha.shape[0]
+    prior = np.empty(k)
+    if first:
+        for j in range(k):
+            prior[j] = startprob[j]
+    else:
+        for j in range(k):
+            s = 0.0
+            for i in range(k):
+                s += alpha[i] * transmat[i, j]
+            prior[j] = s
+    # emissions in log space, scaled by their max to avoid underflow
+    logb = np.empty(k)
+    m = -np.inf
+    for j in range(k):
+        logb[j] = -0.5 * (math.log(2.0 * math.pi * variances[j]) + (x - means[j]) ** 2 / variances[j])
+        if logb[j] > m:
+            m = logb[j]
+    z = 0.0
+    for j in range(k):
+        alpha[j] = prior[j] * math.exp(logb[j] - m)
+        z += alpha[j]
+    for j in range(k):
+        alpha[j] /= z
+
+
+_forward_step = kernel(_forward_step_py, fastmath=False)
+
+
+@register("regime")
+class RegimeDetection(CertaintyModule):
+    defaults = {"n_states": 2, "fit_bars": 1000, "threshold": 0.6, "favourable": None, "n_iter": 100, "seed": 0}
+    state_keys = ("alpha", "startprob", "transmat", "means", "variances", "ist", "fs", "buf")
+
+    def reset(self) -> None:
+        k = int(self.params["n_states"])
+        self.alpha = np.full(k, 1.0 / k)
+        self.startprob = np.full(k, 1.0 / k)
+        self.transmat = np.full((k, k), 1.0 / k)
+        self.means = np.zeros(k)
+        self.variances = np.ones(k)
+        self.ist = np.array([0, 0, 0], dtype=np.int64)  # fitted, filtered steps, returns buffered
+        self.fs = np.array([np.nan, 1.0])  # prev close, scale
+        self.buf = np.zeros(int(self.params["fit_bars"]))
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.ist[0])
+
+    def fit(self, returns: np.ndarray) -> RegimeDetection:
+        """Fit the HMM on past one-bar log returns (hmmlearn EM), relabel states by variance, restart filtering."""
+        from hmmlearn.hmm import GaussianHMM
+
+        r = np.asarray(returns, dtype=np.float64)
+        r = r[np.isfinite(r)]
+        k = int(self.params["n_states"])
+        if len(r) < 10 * k:
+            raise ValueError(f"regime: need at least {10 * k} finite returns to fit {k} states, got {len(r)}")
+        scale = float(np.std(r, ddof=1)) or 1.0
+        model = GaussianHMM(n_components=k, covariance_type="diag", n_iter=int(self.params["n_iter"]),
+                            random_state=int(self.params["seed"]))  # fmt: skip
+        model.fit((r / scale)[:, None])
+        order = np.argsort(model.covars_.reshape(k, -1)[:, 0])
+        self.startprob = model.startprob_[order].copy()
+        self.transmat = model.transmat_[np.ix_(order, order)].copy()
+        self.means = model.means_[order, 0].copy()
+        self.variances = model.covars_.reshape(k, -1)[order, 0].copy()
+        self.fs[1] = scale
+        self.ist[0] = 1
+        self.ist[1] = 0
+        return self
+
+    def to_hmmlearn(self):  # type: ignore[no-untyped-def]
+        """The relabelled model as an hmmlearn GaussianHMM (the reference the tests compare with)."""
+        from hmmlearn.hmm import GaussianHMM
+
+        k = len(self.means)
+        m = GaussianHMM(n_components=k, covariance_type="diag", init_params="", params="")
+        m.startprob_, m.transmat_ = self.startprob.copy(), self.transmat.copy()
+        m.means_ = self.means[:, None].copy()
+        m.covars_ = self.variances[:, None].copy()
+        return m
+
+    def observe(self, x: float) -> None:
+        """One forward step on a standardized observation."""
+        _forward_step(self.alpha, self.ist[1] == 0, self.startprob, self.transmat, self.means, self.variances,
+                      float(x))  # fmt: skip
+        self.ist[1] += 1
+
+    def update(self, ctx: Context) -> None:
+        c = ctx.bar.close
+        prev = self.fs[0]
+        self.fs[0] = c
+        if not (math.isfinite(c) and c > 0 and math.isfinite(prev)):
+            return
+        r = math.log(c / prev)
+        if self.fitted:
+            self.observe(r / self.fs[1])
+            return
+        n = int(self.ist[2])
+        self.buf[n] = r
+        self.ist[2] = n + 1
+        if n + 1 == len(self.buf):
+            self.fit(self.buf)
+
+    def favourable(self) -> list[int]:
+        fav = self.params["favourable"]
+        k = int(self.params["n_states"])
+        return list(range(k - 1)) if fav is None else [int(s) for s in fav]
+
+    def verdict(self) -> ModuleResult:
+        thr = float(self.params["threshold"])
+        if not self.fitted:
+            return insufficient(self.name, int(self.ist[2]), int(self.params["fit_bars"]), thr, "returns to fit")
+        if self.ist[1] == 0:
+            return insufficient(self.name, 0, 1, thr, "filtered bars")
+        fav = self.favourable()
+        pf = float(self.alpha[fav].sum())
+        ok = pf >= thr
+        state = int(np.argmax(self.alpha))
+        return self._result(pf, ok, thr, f"P(favourable regime {fav}) = {pf:.3f} {'>=' if ok else '<'} {thr}; "
+                                         f"most likely state {state} (0 = calmest)")  # fmt: skip
+
+    def warm_up(self) -> None:
+        k = int(self.params["n_states"])
+        _forward_step(np.full(k, 1 / k), True, np.full(k, 1 / k), np.full((k, k), 1 / k), np.zeros(k), np.ones(k), 0.1)

@@ -1,0 +1,85 @@
+"""RobustKelly — Kelly fraction from the gate's own realized outcomes, shrunk for estimation error.
+
+From the last ``window`` outcomes: win rate p̂ (outcome P&L > 0 after the spread) and payoff ratio
+b = mean win / mean |loss|. Kelly (1956) for a bet that wins b per unit staked with probability p and loses the
+stake otherwise maximizes p·log(1 + f·b) + (1 − p)·log(1 − f) at
+
+    f* = p − (1 − p)/b.
+
+Shrinkage for parameter uncertainty (default ``method="half"``): f = 0.5 · f* · (1 − u), with u = min(1,
+1.96·se(p̂)/p̂) the relative 95% half-width of the win-rate estimate (se = √(p̂(1 − p̂)/n)). ``method="baker_mchale"``
+uses Baker & McHale (2013, *Optimal betting under parameter uncertainty*, Decision Analysis 10(3)), whose
+second-order shrinkage factor is k = f*² / (f*² + Var(f̂)) with Var(f̂) = (1 + 1/b)²·p̂(1 − p̂)/n.
+
+Pass rule: the shrunk fraction is positive (the estimated edge survives its own uncertainty); the fraction is the
+verdict's score and the size the gate uses (capped by config).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+
+
+def kelly_fraction(p: float, b: float) -> float:
+    """f* = p − (1 − p)/b (may be negative: no bet)."""
+    return p - (1 - p) / b
+
+
+def baker_mchale_factor(p: float, b: float, n: int) -> float:
+    f = kelly_fraction(p, b)
+    var_f = (1 + 1 / b) ** 2 * p * (1 - p) / n
+    return f * f / (f * f + var_f) if f * f + var_f > 0 else 0.0
+
+
+@register("robust_kelly")
+class RobustKelly(CertaintyModule):
+    defaults = {"window": 200, "min_outcomes": 30, "method": "half", "max_fraction": 1.0}
+    state_keys = ("pnl", "ist")
+
+    def reset(self) -> None:
+        if self.params["method"] not in ("half", "baker_mchale"):
+            raise ValueError(f"robust_kelly method {self.params['method']!r}: use 'half' or 'baker_mchale'")
+        self.pnl = np.zeros(int(self.params["window"]))
+        self.ist = np.zeros(1, dtype=np.int64)
+
+    def update(self, ctx: Context) -> None:
+        for o in ctx.outcomes:
+            if math.isfinite(o.pnl):
+                n = int(self.ist[0])
+                self.pnl[n % len(self.pnl)] = o.pnl
+                self.ist[0] = n + 1
+
+    def estimate(self) -> dict[str, float]:
+        k = min(int(self.ist[0]), len(self.pnl))
+        x = self.pnl[:k] if self.ist[0] <= len(self.pnl) else self.pnl
+        wins, losses = x[x > 0], x[x <= 0]
+        n = len(x)
+        p = len(wins) / n
+        if len(wins) == 0 or len(losses) == 0 or np.mean(np.abs(losses)) == 0:
+            return {"p": p, "b": math.nan, "kelly": math.nan, "fraction": 0.0 if len(wins) == 0 else math.nan,
+                    "n": n}  # fmt: skip
+        b = float(np.mean(wins) / np.mean(np.abs(losses)))
+        f = kelly_fraction(p, b)
+        if self.params["method"] == "half":
+            u = min(1.0, 1.96 * math.sqrt(p * (1 - p) / n) / p)
+            frac = 0.5 * f * (1 - u)
+        else:
+            frac = f * baker_mchale_factor(p, b, n)
+        frac = min(frac, float(self.params["max_fraction"]))
+        return {"p": p, "b": b, "kelly": f, "fraction": frac, "n": n}
+
+    def verdict(self) -> ModuleResult:
+        n = int(self.ist[0])
+        need = int(self.params["min_outcomes"])
+        if n < need:
+            return insufficient(self.name, n, need, 0.0, "outcomes")
+        e = self.estimate()
+        if not math.isfinite(e["fraction"]):
+            return self._result(math.nan, False, 0.0, f"no losing outcomes among {e['n']}: payoff ratio undefined")
+        ok = e["fraction"] > 0
+        return self._result(e["fraction"], ok, 0.0,
+                            f"win rate {e['p']:.3f}, payoff {e['b']:.3f}, Kelly {e['kelly']:+.4f}, shrunk "
+                            f"({self.params['method']}) {e['fraction']:+.4f} {'>' if ok else '<='} 0")  # fmt: skip

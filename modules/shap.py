@@ -1,0 +1,90 @@
+"""SHAP — which features drive the Layer-1 models on this bar, by TreeSHAP (Lundberg et al. 2020, *From local
+explanations to global understanding with explainable AI for trees*, Nat. Mach. Intell. 2).
+
+Attributions come from each library's own TreeSHAP: XGBoost ``predict(pred_contribs=True)``, LightGBM
+``predict(pred_contrib=True)``, CatBoost ``get_feature_importance(type="ShapValues")``, on the winsorized feature
+row the models saw. Additivity is checked on every call: attributions + base value = the raw margin (to 1e-5 for
+XGBoost, whose margins are float32, 1e-6 for the others); a violation fails the module.
+
+Attributions are computed in :meth:`verdict`, i.e. only on bars the gate asks about (the gate evaluates layers
+cheapest first), because native TreeSHAP costs milliseconds. Pass rule: in no model does a single feature carry
+more than ``max_share`` (0.5) of the total |attribution|, and none of the ``blacklist`` features (default: the
+calendar features) is any model's top contributor. The reason names the top contributors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+
+
+def tree_shap(ensemble: Any, x_row: np.ndarray) -> dict[str, tuple[np.ndarray, float, float]]:
+    """Per model: (attributions, base value, raw margin) for one winsorized feature row."""
+    import catboost as cb
+    import xgboost as xgb
+
+    z = np.asarray(x_row, dtype=np.float64)[None, :]
+    out: dict[str, tuple[np.ndarray, float, float]] = {}
+    xb = ensemble.models["xgboost"]
+    contrib = xb.predict(xgb.DMatrix(z), pred_contribs=True)[0]
+    out["xgboost"] = (contrib[:-1].astype(np.float64), float(contrib[-1]),
+                      float(xb.predict(xgb.DMatrix(z), output_margin=True)[0]))  # fmt: skip
+    lb = ensemble.models["lightgbm"]
+    contrib = lb.predict(z, pred_contrib=True)[0]
+    out["lightgbm"] = (contrib[:-1], float(contrib[-1]), float(lb.predict(z, raw_score=True)[0]))
+    cm = ensemble.models["catboost"]
+    contrib = cm.get_feature_importance(cb.Pool(z), type="ShapValues")[0]
+    out["catboost"] = (contrib[:-1], float(contrib[-1]), float(cm.predict(z, prediction_type="RawFormulaVal")[0]))
+    return out
+
+
+@register("shap")
+class Shap(CertaintyModule):
+    cost = "scheduled"
+    defaults = {"max_share": 0.5, "blacklist": ("TOD_SIN", "TOD_COS", "DOW"), "top": 3}
+    state_keys = ()
+
+    def reset(self) -> None:
+        self._row: np.ndarray | None = None
+        self._ensemble: Any = None
+
+    def update(self, ctx: Context) -> None:
+        self._row = None if ctx.features is None else np.asarray(ctx.features, dtype=np.float64)
+        self._ensemble = ctx.ensemble
+
+    def verdict(self) -> ModuleResult:
+        thr = float(self.params["max_share"])
+        if self._row is None or self._ensemble is None or not self._ensemble.models:
+            return insufficient(self.name, 0, 1, thr, "bars with a fitted Layer-1 model")
+        ens = self._ensemble
+        z = ens.winsor.transform(self._row[None, :])[0]
+        names = ens.feature_names
+        worst_share, reasons, bad = 0.0, [], []
+        for model, (phi, base, margin) in tree_shap(ens, z).items():
+            tol = 1e-5 if model == "xgboost" else 1e-6
+            if not abs(phi.sum() + base - margin) <= tol * max(1.0, abs(margin)):
+                return self._result(math.nan, False, thr, f"{model}: SHAP values do not add up to the margin "
+                                                          f"({phi.sum() + base:.6f} vs {margin:.6f})")  # fmt: skip
+            mag = np.abs(phi)
+            total = mag.sum()
+            share = float(mag.max() / total) if total > 0 else 0.0
+            worst_share = max(worst_share, share)
+            order = np.argsort(-mag)[: int(self.params["top"])]
+            reasons.append(f"{model}: " + ", ".join(f"{names[i]} {phi[i]:+.3f}" for i in order))
+            if share > thr:
+                bad.append(f"{model}'s {names[order[0]]} carries {share:.0%} of |attribution|")
+            if names[order[0]] in self.params["blacklist"]:
+                bad.append(f"{model}'s top contributor is blacklisted {names[order[0]]}")
+        ok = not bad
+        head = "; ".join(bad) + " — " if bad else ""
+        return self._result(worst_share, ok, thr, head + "top contributors " + "; ".join(reasons))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dict(self.params)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.reset()

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fxgate.engine import sample_bars
+from fxgate.modules import Context, Outcome
+
+
+def context_stream(n: int | None = None, seed: int = 3, horizon: int = 1):
+    """Contexts over the sample: synthetic model probabilities, a candidate on every other bar, and each
+    candidate's outcome delivered ``horizon`` bars later (never earlier)."""
+    bars = sample_bars()
+    if n is not None:
+        bars = bars[:n]
+    rng = np.random.default_rng(seed)
+    pending: list[tuple[int, Outcome]] = []
+    out = []
+    for i, bar in enumerate(bars):
+        probs = np.clip(0.5 + rng.normal(0, 0.05, 3), 0.01, 0.99)
+        direction = (1 if probs.mean() >= 0.5 else -1) if i % 2 == 0 else 0
+        due = tuple(o for j, o in pending if j == i)
+        pending = [(j, o) for j, o in pending if j != i]
+        if direction and i + horizon < len(bars):
+            o = Outcome(
+                int(bar.ts),
+                int(bars.ts[i + horizon]),
+                direction,
+                bar.close,
+                float(bars.close[i + horizon]),
+                spread=8e-5,
+                prob=float(probs.mean() if direction > 0 else 1 - probs.mean()),
+            )
+            pending.append((i + horizon, o))
+        out.append(Context(bar, probs=probs, direction=direction, outcomes=due))
+    return out
+
+
+@pytest.fixture(scope="session")
+def stream():
+    return context_stream()

@@ -1,0 +1,303 @@
+"""Each module against an independent reference: naive loops, scipy, hmmlearn, closed forms, Monte Carlo."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from fxgate.engine import Bar, sample_bars
+from fxgate.modules import Context, Outcome, create
+from fxgate.modules.adverse_selection import AdverseSelection
+from fxgate.modules.bocpd import Bocpd
+from fxgate.modules.execution_cost import ac_cost, ac_trajectory
+from fxgate.modules.regime import RegimeDetection
+from fxgate.modules.robust_kelly import baker_mchale_factor, kelly_fraction
+from fxgate.modules.uncertainty import decompose
+from fxgate.modules.vpin import _vpin_step, _vpin_step_py
+from naive import bocpd_naive, vpin_naive
+from scipy import optimize, stats
+
+
+# -- VPIN -----------------------------------------------------------------------------------------------------------
+def test_vpin_equals_the_naive_definition():
+    b = sample_bars()
+    bucket = float(np.mean(b.volume))
+    m = create("vpin", bucket_volume=bucket, sigma_window=100, n_buckets=50)
+    ours = []
+    for bar in b:
+        m.update(Context(bar))
+        ours.append(m.value)
+    ref = vpin_naive(b.close, b.volume, bucket, 100, 50)
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+    ok = ~np.isnan(ref)
+    assert ok.sum() > 4000
+    np.testing.assert_allclose(np.array(ours)[ok], ref[ok], rtol=1e-9)
+
+
+def test_vpin_quantile_rule_uses_only_past_buckets():
+    b = sample_bars()
+    m = create("vpin", bucket_volume=float(np.mean(b.volume)) * 2, n_buckets=20, history=200, min_history=50)
+    values: list[float] = []
+    for bar in b:
+        nb = int(m.ist[3])
+        m.update(Context(bar))
+        new = [float(m.hist[k % len(m.hist)]) for k in range(nb, int(m.ist[3]))]  # a bar may fill several buckets
+        if new:
+            values += new[:-1]
+            if len(values) >= 50:
+                r = m.verdict()
+                past = np.array(values[-200:])
+                assert r.threshold == pytest.approx(np.quantile(past, 0.9), rel=1e-12)
+                assert r.passed == (m.value <= np.quantile(past, 0.9))
+            values.append(new[-1])
+
+
+def test_vpin_kernel_equals_twin():
+    rng = np.random.default_rng(5)
+    args = []
+    for _ in range(2):
+        args.append([np.zeros(8), np.zeros(4, np.int64), np.zeros(30), np.zeros(10), np.zeros(40)])
+        args[-1][0][3] = 700.0
+    close = 1.1 + np.cumsum(rng.normal(0, 1e-4, 600))
+    vol = rng.integers(0, 900, 600).astype(float)
+    for c, v in zip(close, vol, strict=True):
+        _vpin_step(*args[0], c, v, 30, 10, 40, 0.9, 100, 1.0)
+        _vpin_step_py(*args[1], c, v, 30, 10, 40, 0.9, 100, 1.0)
+    for x, y in zip(args[0], args[1], strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15)
+
+
+def test_vpin_absolute_rule_from_the_original_design():
+    m = create("vpin", rule="absolute", bucket_volume=500.0, n_buckets=10)
+    for bar in sample_bars()[:300]:
+        m.update(Context(bar))
+    r = m.verdict()
+    assert r.threshold == 0.3 and r.passed == (m.value < 0.3)
+
+
+# -- BOCPD ----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def returns():
+    c = sample_bars().close
+    r = np.diff(np.log(c))
+    return r / np.std(r[:100], ddof=1)
+
+
+def test_bocpd_untruncated_equals_exact_recursion(returns):
+    x = returns[:250]
+    m = Bocpd(max_run=300)
+    ref = bocpd_naive(x)
+    for t, xt in enumerate(x):
+        m.observe(xt)
+        np.testing.assert_allclose(m.run_length_probs(), ref[t], rtol=1e-9, atol=1e-300)
+    assert m.truncated_mass == 0.0
+
+
+@pytest.mark.parametrize(("max_run", "max_tv"), [(100, 0.15), (300, 0.02)])
+def test_bocpd_truncation_error_is_bounded(returns, max_run, max_tv):
+    """Dropping the least probable run lengths, on 1,500 bars of the sample: the error of the quantity the verdict
+    uses, P(r < 5), stays below the accumulated dropped mass; the whole distribution's total-variation error stays
+    below ``max_tv``; and the pass/fail decision equals the exact recursion's on every bar."""
+    x = returns[:1500]
+    ref = bocpd_naive(x)
+    m = Bocpd(max_run=max_run)
+    for t, xt in enumerate(x):
+        m.observe(xt)
+        p, exact = m.run_length_probs(), ref[t]
+        n = max(len(p), len(exact))
+        pp, ee = np.zeros(n), np.zeros(n)
+        pp[: len(p)], ee[: len(exact)] = p, exact
+        err = abs(pp[:5].sum() - ee[:5].sum())
+        assert err <= m.truncated_mass + 1e-12
+        assert 0.5 * np.abs(pp - ee).sum() <= max_tv
+        assert (pp[:5].sum() <= 0.5) == (ee[:5].sum() <= 0.5)
+    assert m.truncated_mass < (0.05 if max_run == 100 else 0.015)
+
+
+def test_bocpd_detects_a_variance_change_and_never_thresholds_p_r0():
+    rng = np.random.default_rng(2)
+    m = Bocpd(hazard_lambda=100, max_run=200, k=10)
+    for v in rng.normal(0, 1, 300):
+        m.observe(v)
+    calm = m.run_length_probs()[:10].sum()
+    p0 = []
+    for v in rng.normal(0, 6, 6):
+        m.observe(v)
+        p0.append(m.run_length_probs()[0])
+    assert calm < 0.2 and m.run_length_probs()[:10].sum() > 0.8
+    assert int(np.argmax(m.run_length_probs())) == 6  # the change happened 6 bars ago
+    np.testing.assert_allclose(p0, 1 / 100, rtol=1e-9)  # P(r=0) is the hazard on every bar: useless as a test
+
+
+# -- Regime ---------------------------------------------------------------------------------------------------------
+def test_regime_filter_matches_hmmlearn_last_row_and_differs_from_smoothed():
+    c = sample_bars().close
+    r = np.diff(np.log(c))
+    m = RegimeDetection(n_states=2)
+    m.fit(r[:1000])
+    assert np.all(np.diff(m.variances) > 0)  # relabelled: state 0 is the calmest
+    ref = m.to_hmmlearn()
+    x = r[1000:] / m.fs[1]
+    filtered = []
+    for xt in x[:400]:
+        m.observe(xt)
+        filtered.append(m.alpha.copy())
+    for t in (0, 1, 17, 150, 399):
+        np.testing.assert_allclose(filtered[t], ref.predict_proba(x[: t + 1, None])[-1], atol=1e-8)
+    smoothed = ref.predict_proba(x[:400, None])
+    assert np.max(np.abs(smoothed - np.array(filtered))) > 1e-2  # smoothing uses the future
+
+
+# -- Adverse selection ----------------------------------------------------------------------------------------------
+def _outcome(d, entry, exit_, spread):
+    return Outcome(0, 1, d, entry, exit_, spread)
+
+
+def test_adverse_selection_equals_windowed_mean(rng):
+    m = AdverseSelection(window=50, min_outcomes=10)
+    outs = [_outcome(int(rng.choice([-1, 1])), 1.1, 1.1 + rng.normal(0, 1e-3), abs(rng.normal(1e-4, 2e-5)))
+            for _ in range(237)]  # fmt: skip
+    bar = sample_bars()[0]
+    for i in range(0, 237, 3):
+        m.update(Context(bar, outcomes=tuple(outs[i : i + 3])))
+    last = outs[-50:]
+    want = np.mean([o.markout for o in last]) - np.mean([o.spread for o in last]) / 2
+    assert m.net_markout() == pytest.approx(want, rel=1e-10)
+    assert m.verdict().passed == (want >= 0)
+
+
+def test_adverse_selection_sign():
+    bar = sample_bars()[0]
+    good, bad = AdverseSelection(min_outcomes=5), AdverseSelection(min_outcomes=5)
+    good.update(Context(bar, outcomes=tuple(_outcome(1, 1.0, 1.001, 1e-4) for _ in range(10))))
+    bad.update(Context(bar, outcomes=tuple(_outcome(1, 1.0, 1.00003, 1e-4) for _ in range(10))))
+    assert good.verdict().passed and not bad.verdict().passed  # moved 3e-5 < half spread 5e-5: picked off
+
+
+# -- Execution cost -------------------------------------------------------------------------------------------------
+def test_almgren_chriss_zero_risk_aversion_is_twap():
+    x = ac_trajectory(1e6, 10, 1.0, 1e-3, 1e-7, 1e-8, 0.0)
+    np.testing.assert_allclose(x, np.linspace(1e6, 0, 11))
+    x_small = ac_trajectory(1e6, 10, 1.0, 1e-3, 1e-7, 1e-8, 1e-12)
+    np.testing.assert_allclose(x_small, np.linspace(1e6, 0, 11), rtol=1e-6)
+
+
+def test_almgren_chriss_trajectory_solves_the_difference_equation_and_cost_formulas():
+    big_x, n, tau, sigma, eta, gamma, lam = 1e5, 12, 0.5, 2e-3, 2e-6, 1e-7, 1e-4
+    x = ac_trajectory(big_x, n, tau, sigma, eta, gamma, lam)
+    eta_t = eta - gamma * tau / 2
+    kt2 = lam * sigma**2 / eta_t  # (kappa~)^2 of Almgren-Chriss eq. 18: second difference / tau^2 = kt2 * x
+    second = (x[:-2] - 2 * x[1:-1] + x[2:]) / tau**2
+    np.testing.assert_allclose(second, kt2 * x[1:-1], rtol=1e-8)
+    assert x[0] == big_x and abs(x[-1]) < 1e-9
+    eps = 5e-5
+    e, v = ac_cost(x, tau, sigma, eta, gamma, eps)
+    nk = -np.diff(x)
+    assert e == pytest.approx(0.5 * gamma * big_x**2 + eps * nk.sum() + eta_t / tau * (nk**2).sum())
+    assert v == pytest.approx(sigma**2 * tau * (x[1:] ** 2).sum())
+    # the optimum beats the TWAP on E + lam * V
+    twap = np.linspace(big_x, 0, n + 1)
+    e2, v2 = ac_cost(twap, tau, sigma, eta, gamma, eps)
+    assert e + lam * v < e2 + lam * v2
+
+
+def test_execution_cost_verdict():
+    bars = sample_bars()[:300]
+    m = create("execution_cost", default_spread=1e-4)
+    for bar in bars:
+        m.update(Context(bar, probs=np.array([0.9, 0.9, 0.9]), direction=1))
+    est = m.estimate()
+    assert est["edge"] == pytest.approx(0.8 * np.mean(np.abs(np.diff(bars.close[-201:]))))
+    assert m.verdict().passed == (est["cost"] + est["cost_sd"] < est["edge"])
+    m.update(Context(bars[-1], probs=np.array([0.51, 0.5, 0.52]), direction=1))
+    assert not m.verdict().passed  # a coin flip does not pay a 1-pip spread
+    m.update(Context(bars[-1]))
+    assert "no candidate" in m.verdict().reason
+
+
+# -- Kelly ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("p", "b"), [(0.55, 1.0), (0.6, 0.8), (0.4, 2.5), (0.7, 1.3)])
+def test_kelly_is_the_argmax_of_expected_log_growth(p, b):
+    res = optimize.minimize_scalar(lambda f: -(p * math.log1p(f * b) + (1 - p) * math.log1p(-f)),
+                                   bounds=(-0.999, 0.999), method="bounded", options={"xatol": 1e-10})  # fmt: skip
+    assert kelly_fraction(p, b) == pytest.approx(res.x, abs=1e-6)
+
+
+def test_baker_mchale_shrinkage_against_monte_carlo():
+    p, b = 0.56, 1.0
+    for n in (100, 400):
+        k = baker_mchale_factor(p, b, n)
+        assert 0 < k < 1
+        rng = np.random.default_rng(n)
+        p_hat = rng.binomial(n, p, 40_000) / n
+        f_hat = np.maximum(p_hat - (1 - p_hat) / b, 0.0)
+
+        def growth(c, f_hat=f_hat):
+            f = np.clip(c * f_hat, 0, 0.99)
+            return -np.mean(p * np.log1p(f * b) + (1 - p) * np.log1p(-f))
+
+        best = optimize.minimize_scalar(growth, bounds=(0, 1.5), method="bounded").x
+        assert k == pytest.approx(best, abs=0.2)
+    assert baker_mchale_factor(p, b, 10**7) > 0.99
+
+
+def test_robust_kelly_module(stream):
+    m = create("robust_kelly")
+    pnls = []
+    for ctx in stream:
+        m.update(ctx)
+        pnls += [o.pnl for o in ctx.outcomes]
+    last = np.array(pnls[-200:])
+    p = (last > 0).mean()
+    b = last[last > 0].mean() / np.abs(last[last <= 0]).mean()
+    est = m.estimate()
+    assert est["p"] == pytest.approx(p) and est["b"] == pytest.approx(b)
+    u = min(1, 1.96 * math.sqrt(p * (1 - p) / 200) / p)
+    assert est["fraction"] == pytest.approx(0.5 * (p - (1 - p) / b) * (1 - u))
+    assert m.verdict().passed == (est["fraction"] > 0)
+
+
+# -- Bayesian sizing ------------------------------------------------------------------------------------------------
+def test_bayesian_sizing_against_monte_carlo_posterior():
+    m = create("bayesian_sizing", min_outcomes=10, cost=0.05)
+    bar = sample_bars()[0]
+    outs = [_outcome(1, 1.0, 1.0 + (0.002 if i % 5 < 3 else -0.0018), 0.0) for i in range(120)]
+    m.update(Context(bar, outcomes=tuple(outs)))
+    post = m.posterior()
+    rng = np.random.default_rng(0)
+    ps = rng.beta(post["a"], post["b"], 2_000_000)
+    mc = np.mean(ps * (1 + post["payoff"]) - 1 > 0.05)
+    assert m.prob_edge(post) == pytest.approx(mc, abs=2e-3)
+    grid = np.linspace(0, 0.9, 1801)
+    g = [np.mean(ps[:200_000] * np.log1p(f * post["payoff"]) + (1 - ps[:200_000]) * np.log1p(-f)) for f in grid]
+    assert m.size(post) == pytest.approx(grid[int(np.argmax(g))], abs=1e-3)
+    assert m.verdict().passed == (m.prob_edge(post) >= 0.95)
+
+
+# -- Uncertainty ----------------------------------------------------------------------------------------------------
+def test_uncertainty_decomposition_against_scipy(rng):
+    for _ in range(50):
+        p = rng.uniform(0.01, 0.99, 3)
+        t, a, e = decompose(p)
+        H = lambda q: stats.entropy([q, 1 - q])  # noqa: E731
+        assert t == pytest.approx(H(p.mean())) and a == pytest.approx(np.mean([H(q) for q in p]))
+        assert e == pytest.approx(t - a) and e >= -1e-15
+    assert decompose(np.array([0.7, 0.7, 0.7]))[2] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_uncertainty_threshold_is_the_quantile_of_past_values(stream):
+    m = create("uncertainty", history=100, min_history=30)
+    eps = []
+    for ctx in stream[:400]:
+        m.update(ctx)
+        e = decompose(ctx.probs)[2]
+        if len(eps) >= 30:
+            r = m.verdict()
+            assert r.threshold == pytest.approx(np.quantile(eps[-100:], 0.9), rel=1e-12)
+            assert r.passed == (e <= r.threshold)
+        eps.append(e)
+
+
+def test_bar_type_is_used_unchanged():
+    assert Bar(0, 1, 1, 1, 1, 1).spread is None

@@ -1,0 +1,57 @@
+"""SHAP module: native TreeSHAP is additive and equals the shap package's TreeExplainer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shap
+import xgboost as xgb
+from fxgate.engine import sample_bars
+from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
+from fxgate.models.features import FeatureEngine
+from fxgate.models.labels import LabelSpec
+from fxgate.modules import Context, create
+from fxgate.modules.shap import tree_shap
+
+
+@pytest.fixture(scope="module")
+def ens_and_x():
+    bars = sample_bars()[:1500]
+    ens = TreeEnsemble()
+    ens.fit(bars, LabelSpec("next", 1), EnsembleConfig(n_estimators=30, max_depth=4, folds=1, test_frac=0.2))
+    x = FeatureEngine(bars.timeframe).batch(bars)
+    return bars, ens, x
+
+
+def test_native_tree_shap_is_additive_and_matches_the_shap_package(ens_and_x):
+    _, ens, x = ens_and_x
+    rows = ens.winsor.transform(x[[200, 700, 1400]])
+    for r in rows:
+        out = tree_shap(ens, r)
+        for model, (phi, base, margin) in out.items():
+            assert phi.sum() + base == pytest.approx(margin, abs=1e-5), model
+    ref = shap.TreeExplainer(ens.models["lightgbm"]).shap_values(rows)
+    ref = ref[1] if isinstance(ref, list) else ref
+    for i, r in enumerate(rows):
+        np.testing.assert_allclose(tree_shap(ens, r)["lightgbm"][0], ref[i], atol=1e-6)
+    ref_x = shap.TreeExplainer(ens.models["xgboost"]).shap_values(xgb.DMatrix(rows))
+    for i, r in enumerate(rows):
+        np.testing.assert_allclose(tree_shap(ens, r)["xgboost"][0], ref_x[i], atol=1e-5)
+    ref_c = shap.TreeExplainer(ens.models["catboost"]).shap_values(rows)
+    for i, r in enumerate(rows):
+        np.testing.assert_allclose(tree_shap(ens, r)["catboost"][0], ref_c[i], atol=1e-6)
+
+
+def test_shap_verdict_names_top_contributors_and_applies_the_share_rule(ens_and_x):
+    bars, ens, x = ens_and_x
+    m = create("shap")
+    m.update(Context(bars[900], features=x[900], ensemble=ens))
+    r = m.verdict()
+    assert "top contributors xgboost:" in r.reason and 0 < r.score <= 1
+    strict = create("shap", max_share=0.0)
+    strict.update(Context(bars[900], features=x[900], ensemble=ens))
+    assert not strict.verdict().passed and "carries" in strict.verdict().reason
+    top = r.reason.split("xgboost: ")[1].split(" ")[0]
+    black = create("shap", blacklist=(top,))
+    black.update(Context(bars[900], features=x[900], ensemble=ens))
+    assert not black.verdict().passed and f"blacklisted {top}" in black.verdict().reason
