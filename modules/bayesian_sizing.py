@@ -14,50 +14,59 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from scipy import stats
+from fxgate.modules._common import OutcomeWindow
+from scipy import special
 
 
 @register("bayesian_sizing")
 class BayesianSizing(CertaintyModule):
     defaults = {"window": 200, "min_outcomes": 30, "prior_a": 1.0, "prior_b": 1.0, "cost": 0.0, "threshold": 0.95,
                 "max_fraction": 1.0}  # fmt: skip
-    state_keys = ("pnl", "ist")
+    state_keys = ("pnl", "ist", "fs")
 
     def reset(self) -> None:
-        self.pnl = np.zeros(int(self.params["window"]))
-        self.ist = np.zeros(1, dtype=np.int64)
+        self.win = OutcomeWindow(int(self.params["window"]))
+        self._cached: ModuleResult | None = None
+
+    pnl = property(lambda self: self.win.pnl, lambda self, v: setattr(self.win, "pnl", v))
+    ist = property(lambda self: self.win.ist, lambda self, v: setattr(self.win, "ist", v))
+    fs = property(lambda self: self.win.fs, lambda self, v: setattr(self.win, "fs", v))
 
     def update(self, ctx: Context) -> None:
         for o in ctx.outcomes:
             if math.isfinite(o.pnl):
-                n = int(self.ist[0])
-                self.pnl[n % len(self.pnl)] = o.pnl
-                self.ist[0] = n + 1
+                self.win.push(o.pnl)
+                self._cached = None  # the verdict only changes when an outcome arrives
 
     def posterior(self) -> dict[str, float]:
-        k = min(int(self.ist[0]), len(self.pnl))
-        x = self.pnl[:k]
-        wins, losses = x[x > 0], x[x <= 0]
-        a = self.params["prior_a"] + len(wins)
-        bb = self.params["prior_b"] + len(losses)
-        payoff = (
-            float(np.mean(wins) / np.mean(np.abs(losses))) if len(wins) and len(losses) and np.any(losses) else math.nan
-        )
-        return {"a": a, "b": bb, "payoff": payoff, "mean": a / (a + bb), "n": k}
+        w = self.win
+        a = self.params["prior_a"] + w.wins
+        bb = self.params["prior_b"] + (w.n - w.wins)
+        return {"a": a, "b": bb, "payoff": w.payoff(), "mean": a / (a + bb), "n": w.n}
 
     def prob_edge(self, post: dict[str, float]) -> float:
         """P(p(1 + b) − 1 > cost | data)."""
         cut = (1 + self.params["cost"]) / (1 + post["payoff"])
-        return float(stats.beta.sf(cut, post["a"], post["b"]))
+        if cut >= 1.0:
+            return 0.0
+        return float(1.0 - special.betainc(post["a"], post["b"], max(cut, 0.0)))
 
     def size(self, post: dict[str, float]) -> float:
         p = post["mean"]
         f = p - (1 - p) / post["payoff"]
         return float(min(max(f, 0.0), self.params["max_fraction"]))
 
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._cached = None
+
     def verdict(self) -> ModuleResult:
+        if self._cached is None:
+            self._cached = self._verdict()
+        return self._cached
+
+    def _verdict(self) -> ModuleResult:
         thr = float(self.params["threshold"])
         n = int(self.ist[0])
         need = int(self.params["min_outcomes"])

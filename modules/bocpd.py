@@ -133,9 +133,11 @@ class Bocpd(CertaintyModule):
 
     def update(self, ctx: Context) -> None:
         c = ctx.bar.close
+        if not (math.isfinite(c) and c > 0):
+            return  # a bad bar is skipped; the next good one is compared with the last good close
         prev = self.fs[1]
         self.fs[1] = c
-        if not (math.isfinite(c) and c > 0 and math.isfinite(prev)):
+        if not math.isfinite(prev):
             return
         r = math.log(c / prev)
         seen = int(self.ist[1])
@@ -162,10 +164,11 @@ class Bocpd(CertaintyModule):
         need = int(p["calib_bars"]) + int(p["k"])
         if seen < need:
             return insufficient(self.name, seen, need, p["threshold"], "returns")
-        pr = self.run_length_probs()
-        short = float(pr[: int(p["k"])].sum())
+        n = int(self.ist[0])
+        lp, rl = self.logp[:n], self.rl[:n]
+        short = float(np.exp(lp[rl < int(p["k"])]).sum())
         ok = short <= p["threshold"]
-        mode = int(np.argmax(pr))
+        mode = int(rl[int(np.argmax(lp))])
         return self._result(short, ok, p["threshold"],
                             f"P(changepoint in last {p['k']} bars) = {short:.3f} {'<=' if ok else '>'} "
                             f"{p['threshold']}; most likely run length {mode} bars")  # fmt: skip

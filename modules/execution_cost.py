@@ -55,49 +55,76 @@ def ac_cost(x: np.ndarray, tau: float, sigma: float, eta: float, gamma: float, e
 class ExecutionCost(CertaintyModule):
     defaults = {"exec_steps": 1, "tau": 1.0, "eta": 0.0, "gamma": 0.0, "risk_aversion": 1e-6, "slippage": 0.0,
                 "default_spread": 0.0, "z": 1.0, "k_edge": 1.0, "horizon": 1, "window": 200}  # fmt: skip
-    state_keys = ("closes", "ist", "fs")
+    state_keys = ("closes", "moves", "diffs", "ist", "fs")
 
     def reset(self) -> None:
-        w = int(self.params["window"]) + int(self.params["horizon"])  # window moves of horizon bars
-        self.closes = np.zeros(w)
-        self.ist = np.zeros(2, dtype=np.int64)  # closes seen, candidate direction
-        self.fs = np.array([math.nan, math.nan, 1.0])  # spread, p of direction, size
+        w, h = int(self.params["window"]), int(self.params["horizon"])
+        self.closes = np.zeros(h + 1)  # the last h + 1 closes
+        self.moves = np.zeros(w)  # |close_t - close_{t-h}|, last `window`
+        self.diffs = np.zeros(w)  # close_t - close_{t-1}, last `window`
+        self.ist = np.zeros(4, dtype=np.int64)  # closes seen, candidate direction, moves pushed, diffs pushed
+        # spread, p of direction, size, sum |moves|, sum diffs, sum diffs^2
+        self.fs = np.array([math.nan, math.nan, 1.0, 0.0, 0.0, 0.0])
 
     def update(self, ctx: Context) -> None:
         b = ctx.bar
-        if math.isfinite(b.close):
+        c = b.close
+        if math.isfinite(c) and c > 0:
             n = int(self.ist[0])
-            self.closes[n % len(self.closes)] = b.close
+            h = len(self.closes) - 1
+            w = len(self.moves)
+            if n >= 1:
+                d = c - float(self.closes[(n - 1) % (h + 1)])
+                k = int(self.ist[3])
+                if k >= w:
+                    old = float(self.diffs[k % w])
+                    self.fs[4] -= old
+                    self.fs[5] -= old * old
+                self.diffs[k % w] = d
+                self.fs[4] += d
+                self.fs[5] += d * d
+                self.ist[3] = k + 1
+            if n >= h:
+                mv = abs(c - float(self.closes[(n - h) % (h + 1)]))
+                k = int(self.ist[2])
+                if k >= w:
+                    self.fs[3] -= self.moves[k % w]
+                self.moves[k % w] = mv
+                self.fs[3] += mv
+                self.ist[2] = k + 1
+            self.closes[n % (h + 1)] = c
             self.ist[0] = n + 1
+            if (n + 1) % 4096 == 0:  # bound the running sums' rounding drift
+                m, dd = self.moves[: min(int(self.ist[2]), w)], self.diffs[: min(int(self.ist[3]), w)]
+                self.fs[3], self.fs[4], self.fs[5] = m.sum(), dd.sum(), (dd * dd).sum()
         self.fs[0] = b.spread if b.spread is not None else float(self.params["default_spread"])
         self.ist[1] = ctx.direction
-        if ctx.direction and ctx.probs is not None and len(ctx.probs):
-            pu = float(np.mean(ctx.probs))
+        probs = ctx.probs
+        if ctx.direction and probs is not None and len(probs):
+            pu = float(sum(float(v) for v in probs) / len(probs))
             self.fs[1] = pu if ctx.direction > 0 else 1 - pu
         else:
             self.fs[1] = math.nan
         self.fs[2] = ctx.size
 
-    def _recent(self) -> np.ndarray:
-        n = int(self.ist[0])
-        w = len(self.closes)
-        k = min(n, w)
-        idx = (np.arange(n - k, n)) % w
-        return self.closes[idx]
-
     def estimate(self) -> dict[str, float]:
         """Edge and cost figures for the current candidate (price units, for ``size`` units)."""
         p = self.params
-        c = self._recent()
-        h = int(p["horizon"])
-        move = float(np.mean(np.abs(c[h:] - c[:-h])))
-        sigma = float(np.std(np.diff(c), ddof=1))
+        w = len(self.moves)
+        nm, nd = min(int(self.ist[2]), w), min(int(self.ist[3]), w)
+        move = float(self.fs[3]) / nm
+        var = (float(self.fs[5]) - float(self.fs[4]) ** 2 / nd) / (nd - 1)
+        sigma = math.sqrt(max(var, 0.0))
         size = float(self.fs[2])
         edge = (2 * float(self.fs[1]) - 1) * move * size
-        x = ac_trajectory(size, int(p["exec_steps"]), float(p["tau"]), sigma, float(p["eta"]), float(p["gamma"]),
-                          float(p["risk_aversion"]))  # fmt: skip
         eps = float(self.fs[0]) / 2 + float(p["slippage"])
-        e, v = ac_cost(x, float(p["tau"]), sigma, float(p["eta"]), float(p["gamma"]), eps)
+        tau, eta, gamma = float(p["tau"]), float(p["eta"]), float(p["gamma"])
+        if int(p["exec_steps"]) == 1:  # one clip: x = (X, 0)
+            e = 0.5 * gamma * size**2 + eps * abs(size) + (eta - 0.5 * gamma * tau) / tau * size**2
+            v = 0.0
+        else:
+            x = ac_trajectory(size, int(p["exec_steps"]), tau, sigma, eta, gamma, float(p["risk_aversion"]))
+            e, v = ac_cost(x, tau, sigma, eta, gamma, eps)
         return {"edge": edge, "cost": e, "cost_sd": math.sqrt(v), "mean_abs_move": move, "sigma": sigma}
 
     def verdict(self) -> ModuleResult:

@@ -116,9 +116,11 @@ class RegimeDetection(CertaintyModule):
 
     def update(self, ctx: Context) -> None:
         c = ctx.bar.close
+        if not (math.isfinite(c) and c > 0):
+            return  # a bad bar is skipped; the next good one is compared with the last good close
         prev = self.fs[0]
         self.fs[0] = c
-        if not (math.isfinite(c) and c > 0 and math.isfinite(prev)):
+        if not math.isfinite(prev):
             return
         r = math.log(c / prev)
         if self.fitted:
@@ -142,7 +144,7 @@ class RegimeDetection(CertaintyModule):
         if self.ist[1] == 0:
             return insufficient(self.name, 0, 1, thr, "filtered bars")
         fav = self.favourable()
-        pf = float(self.alpha[fav].sum())
+        pf = float(sum(float(self.alpha[i]) for i in fav))
         ok = pf >= thr
         state = int(np.argmax(self.alpha))
         return self._result(pf, ok, thr, f"P(favourable regime {fav}) = {pf:.3f} {'>=' if ok else '<'} {thr}; "

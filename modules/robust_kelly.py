@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+from fxgate.modules._common import OutcomeWindow
 
 
 def kelly_fraction(p: float, b: float) -> float:
@@ -37,31 +37,29 @@ def baker_mchale_factor(p: float, b: float, n: int) -> float:
 @register("robust_kelly")
 class RobustKelly(CertaintyModule):
     defaults = {"window": 200, "min_outcomes": 30, "method": "half", "max_fraction": 1.0}
-    state_keys = ("pnl", "ist")
+    state_keys = ("pnl", "ist", "fs")
 
     def reset(self) -> None:
         if self.params["method"] not in ("half", "baker_mchale"):
             raise ValueError(f"robust_kelly method {self.params['method']!r}: use 'half' or 'baker_mchale'")
-        self.pnl = np.zeros(int(self.params["window"]))
-        self.ist = np.zeros(1, dtype=np.int64)
+        self.win = OutcomeWindow(int(self.params["window"]))
+
+    # the window's arrays are the state
+    pnl = property(lambda self: self.win.pnl, lambda self, v: setattr(self.win, "pnl", v))
+    ist = property(lambda self: self.win.ist, lambda self, v: setattr(self.win, "ist", v))
+    fs = property(lambda self: self.win.fs, lambda self, v: setattr(self.win, "fs", v))
 
     def update(self, ctx: Context) -> None:
         for o in ctx.outcomes:
             if math.isfinite(o.pnl):
-                n = int(self.ist[0])
-                self.pnl[n % len(self.pnl)] = o.pnl
-                self.ist[0] = n + 1
+                self.win.push(o.pnl)
 
     def estimate(self) -> dict[str, float]:
-        k = min(int(self.ist[0]), len(self.pnl))
-        x = self.pnl[:k] if self.ist[0] <= len(self.pnl) else self.pnl
-        wins, losses = x[x > 0], x[x <= 0]
-        n = len(x)
-        p = len(wins) / n
-        if len(wins) == 0 or len(losses) == 0 or np.mean(np.abs(losses)) == 0:
-            return {"p": p, "b": math.nan, "kelly": math.nan, "fraction": 0.0 if len(wins) == 0 else math.nan,
-                    "n": n}  # fmt: skip
-        b = float(np.mean(wins) / np.mean(np.abs(losses)))
+        n = self.win.n
+        p = self.win.wins / n
+        b = self.win.payoff()
+        if not math.isfinite(b):
+            return {"p": p, "b": b, "kelly": math.nan, "fraction": 0.0 if self.win.wins == 0 else math.nan, "n": n}
         f = kelly_fraction(p, b)
         if self.params["method"] == "half":
             u = min(1.0, 1.96 * math.sqrt(p * (1 - p) / n) / p)
@@ -72,7 +70,7 @@ class RobustKelly(CertaintyModule):
         return {"p": p, "b": b, "kelly": f, "fraction": frac, "n": n}
 
     def verdict(self) -> ModuleResult:
-        n = int(self.ist[0])
+        n = int(self.win.ist[0])
         need = int(self.params["min_outcomes"])
         if n < need:
             return insufficient(self.name, n, need, 0.0, "outcomes")

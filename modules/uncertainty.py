@@ -18,24 +18,26 @@ import math
 
 import numpy as np
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from fxgate.modules._common import entropy, ring_quantile
+from fxgate.modules._common import entropy, sw_push, sw_quantile
 
 
 def decompose(p: np.ndarray) -> tuple[float, float, float]:
     """(total, aleatoric, epistemic) entropy of an ensemble's P(up) values, nats."""
-    total = entropy(float(np.mean(p)))
-    alea = float(np.mean([entropy(float(x)) for x in p]))
+    vals = [float(x) for x in p]
+    total = entropy(sum(vals) / len(vals))
+    alea = sum(entropy(x) for x in vals) / len(vals)
     return total, alea, total - alea
 
 
 @register("uncertainty")
 class UncertaintyDecomposition(CertaintyModule):
     defaults = {"history": 500, "min_history": 100, "quantile": 0.9}
-    state_keys = ("hist", "ist", "fs")
+    state_keys = ("hist", "srt", "ist", "fs")
 
     def reset(self) -> None:
         self.hist = np.zeros(int(self.params["history"]))
-        self.ist = np.zeros(1, dtype=np.int64)
+        self.srt = np.zeros(int(self.params["history"]))
+        self.ist = np.zeros(2, dtype=np.int64)
         self.fs = np.full(4, math.nan)  # total, aleatoric, epistemic, threshold
 
     def update(self, ctx: Context) -> None:
@@ -43,12 +45,10 @@ class UncertaintyDecomposition(CertaintyModule):
             self.fs[:] = math.nan
             return
         t, a, e = decompose(ctx.probs)
-        n = int(self.ist[0])
-        p = self.params
-        self.fs[3] = ring_quantile(self.hist, n, int(p["history"]), float(p["quantile"])) if n else math.nan
+        n = int(self.ist[1])
+        self.fs[3] = sw_quantile(self.srt, n, float(self.params["quantile"])) if n else math.nan
         self.fs[0], self.fs[1], self.fs[2] = t, a, e
-        self.hist[n % len(self.hist)] = e
-        self.ist[0] = n + 1
+        sw_push(self.srt, self.hist, self.ist, e)
 
     def verdict(self) -> ModuleResult:
         p = self.params
@@ -64,4 +64,5 @@ class UncertaintyDecomposition(CertaintyModule):
         return self._result(e, ok, q, msg)
 
     def warm_up(self) -> None:
-        ring_quantile(np.zeros(3), 2, 3, 0.5)
+        sw_push(np.zeros(2), np.zeros(2), np.zeros(2, np.int64), 0.5)
+        sw_quantile(np.zeros(2), 2, 0.5)

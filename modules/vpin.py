@@ -25,12 +25,13 @@ import numpy as np
 from fxgate.engine._jit import kernel
 from fxgate.engine.bars import timeframe_seconds
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+from fxgate.modules._common import sw_push, sw_quantile
 
 # float state: 0 prev_close, 1 bucket_vol, 2 bucket_buy, 3 bucket_size, 4 imb_sum, 5 vpin, 6 q_threshold, 7 calib_vol
 # int state:   0 bars, 1 n_dp, 2 n_buckets, 3 n_hist
 
 
-def _vpin_step_py(fs, ist, dp, imb, hist, close, volume, sigma_window, n_buckets, history, quantile, calib_bars, bpb):  # type: ignore[no-untyped-def]  # noqa: E501
+def _vpin_step_py(fs, ist, dp, imb, hist, srt, hst, close, volume, sigma_window, n_buckets, quantile, calib_bars, bpb):  # type: ignore[no-untyped-def]  # noqa: E501
     bars = ist[0]
     ist[0] = bars + 1
     if bars == 0:
@@ -63,7 +64,6 @@ def _vpin_step_py(fs, ist, dp, imb, hist, close, volume, sigma_window, n_buckets
     remaining = volume
     vb = fs[3]
     nb = imb.shape[0]
-    nh = hist.shape[0]
     while remaining > 0.0:
         take = min(vb - fs[1], remaining)
         fs[1] += take
@@ -82,17 +82,9 @@ def _vpin_step_py(fs, ist, dp, imb, hist, close, volume, sigma_window, n_buckets
             if ist[2] >= n_buckets:
                 v = fs[4] / (n_buckets * vb)
                 # the pass threshold comes from the history *before* this bucket
-                h = min(ist[3], history)
-                if h > 0:
-                    tmp = np.empty(h)
-                    for j in range(h):
-                        tmp[j] = hist[(ist[3] - 1 - j) % nh]
-                    tmp.sort()
-                    pos = quantile * (h - 1)
-                    lo = int(math.floor(pos))
-                    hi = min(lo + 1, h - 1)
-                    fs[6] = tmp[lo] + (tmp[hi] - tmp[lo]) * (pos - lo)
-                hist[ist[3] % nh] = v
+                if hst[1] > 0:
+                    fs[6] = sw_quantile(srt, hst[1], quantile)
+                sw_push(srt, hist, hst, v)
                 ist[3] += 1
                 fs[5] = v
 
@@ -105,7 +97,7 @@ class Vpin(CertaintyModule):
     defaults = {"sigma_window": 100, "n_buckets": 50, "history": 500, "min_history": 100, "quantile": 0.9,
                 "rule": "quantile", "absolute": 0.3, "bucket_volume": None, "bars_per_bucket": None,
                 "calib_bars": 100}  # fmt: skip
-    state_keys = ("fs", "ist", "dp", "imb", "hist")
+    state_keys = ("fs", "ist", "dp", "imb", "hist", "srt", "hst")
 
     def reset(self) -> None:
         p = self.params
@@ -115,12 +107,21 @@ class Vpin(CertaintyModule):
         self.ist = np.zeros(4, dtype=np.int64)
         self.dp = np.zeros(int(p["sigma_window"]))
         self.imb = np.zeros(int(p["n_buckets"]))
-        self.hist = np.zeros(int(p["history"]))
+        self.hist = np.zeros(int(p["history"]))  # VPIN history in arrival order
+        self.srt = np.zeros(int(p["history"]))  # the same values, sorted
+        self.hst = np.zeros(2, dtype=np.int64)
+        self._bpb_cache: dict[str, float] = {}
         self.fs[6] = np.nan
         if p["bucket_volume"] is not None:
             self.fs[3] = float(p["bucket_volume"])
 
     def _bpb(self, timeframe: str) -> float:
+        hit = self._bpb_cache.get(timeframe)
+        if hit is None:
+            hit = self._bpb_cache[timeframe] = self._bars_per_bucket(timeframe)
+        return hit
+
+    def _bars_per_bucket(self, timeframe: str) -> float:
         if self.params["bars_per_bucket"] is not None:
             return float(self.params["bars_per_bucket"])
         try:
@@ -134,8 +135,8 @@ class Vpin(CertaintyModule):
         if not (math.isfinite(b.close) and math.isfinite(b.volume)):
             return
         p = self.params
-        _vpin_step(self.fs, self.ist, self.dp, self.imb, self.hist, b.close, b.volume, int(p["sigma_window"]),
-                   int(p["n_buckets"]), int(p["history"]), float(p["quantile"]), int(p["calib_bars"]),
+        _vpin_step(self.fs, self.ist, self.dp, self.imb, self.hist, self.srt, self.hst, b.close, b.volume,
+                   p["sigma_window"], p["n_buckets"], float(p["quantile"]), p["calib_bars"],
                    self._bpb(b.timeframe))  # fmt: skip
 
     @property
@@ -163,5 +164,6 @@ class Vpin(CertaintyModule):
         from fxgate.engine.bars import Bar
 
         tmp = Vpin(bucket_volume=1.0, n_buckets=2, history=4, min_history=1)
+        sw_quantile(np.zeros(2), 2, 0.5)
         for i in range(6):
             tmp.update(Context(Bar(i, 1.0, 1.0, 1.0, 1.0 + 0.001 * (i % 2), 1.5, timeframe="H1")))

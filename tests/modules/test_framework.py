@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from fxgate.engine import Bar
 from fxgate.modules import REGISTRY, CertaintyModule, Context, ModuleResult, create, register
+from hypothesis import given
+from hypothesis import strategies as st
 
 STREAMING = sorted(n for n, c in REGISTRY.items() if n != "shap")
 SMALL = {"regime": {"fit_bars": 300}, "vpin": {"min_history": 20, "history": 100}, "uncertainty": {"min_history": 20},
@@ -91,3 +93,54 @@ def test_warm_up_compiles_without_touching_state(name, stream):
     for k, v in before.items():
         w = after[k]
         assert np.array_equal(v, w, equal_nan=True) if isinstance(v, np.ndarray) else v == w, k
+
+
+_finite = st.floats(min_value=0.5, max_value=2.0)
+_value = st.one_of(_finite, st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -1.0]))
+
+
+@given(st.lists(st.tuples(_value, _value, st.one_of(st.floats(0, 1e4), st.just(math.nan)), st.integers(-1, 1),
+                          st.floats(0.0, 1.0)), min_size=1, max_size=120))  # fmt: skip
+def test_random_inputs_never_raise_and_a_pass_has_a_finite_score(rows):
+    """Property: any sequence of bars (including NaN, inf, zero and negative prices), probabilities and outcomes
+    leaves every streaming module able to answer, and a module never passes with a non-finite score."""
+    from fxgate.modules import Outcome
+
+    mods = [create(n, **SMALL.get(n, {})) for n in STREAMING]
+    prev = None
+    for i, (c, p, v, d, q) in enumerate(rows):
+        bar = Bar(i * 3_600_000_000_000, c, max(c, 1.0) if math.isfinite(c) else c, min(c, 0.5), c, v, timeframe="H1")
+        outs = (Outcome(0, 1, d or 1, prev, c, 1e-4, q),) if prev is not None else ()
+        ctx = Context(bar, probs=np.array([q, p if math.isfinite(p) and 0 <= p <= 1 else q, 0.5]), direction=d,
+                      outcomes=outs)  # fmt: skip
+        for m in mods:
+            m.update(ctx)
+            r = m.verdict()
+            assert isinstance(r, ModuleResult)
+            if r.passed:
+                assert math.isfinite(r.score)
+        prev = c
+
+
+def test_kernels_equal_their_python_twins(rng):
+    from fxgate.modules.bocpd import _bocpd_step, _bocpd_step_py
+    from fxgate.modules.regime import _forward_step, _forward_step_py
+
+    def fresh(cap):
+        return [np.zeros(cap, np.int64), np.r_[0.0, np.full(cap - 1, -np.inf)], np.zeros(cap), np.ones(cap),
+                np.ones(cap), np.ones(cap), np.full(cap, math.lgamma(1.5)), np.array([1, 0], np.int64), np.zeros(3)]  # fmt: skip
+
+    a, b = fresh(20), fresh(20)
+    for x in rng.standard_t(3, 300):
+        _bocpd_step(*a, x, math.log(0.01), math.log(0.99), 0.0, 1.0, 1.0, 1.0)
+        _bocpd_step_py(*b, x, math.log(0.01), math.log(0.99), 0.0, 1.0, 1.0, 1.0)
+    for u, v in zip(a, b, strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12)
+    k = 3
+    tm = rng.dirichlet(np.ones(k), k)
+    sp, mu, var = rng.dirichlet(np.ones(k)), rng.normal(size=k), rng.uniform(0.5, 2, k)
+    a1, a2 = np.full(k, 1 / k), np.full(k, 1 / k)
+    for i, x in enumerate(rng.normal(size=200)):
+        _forward_step(a1, i == 0, sp, tm, mu, var, x)
+        _forward_step_py(a2, i == 0, sp, tm, mu, var, x)
+        np.testing.assert_allclose(a1, a2, rtol=1e-12)

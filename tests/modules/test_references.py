@@ -57,15 +57,31 @@ def test_vpin_kernel_equals_twin():
     rng = np.random.default_rng(5)
     args = []
     for _ in range(2):
-        args.append([np.zeros(8), np.zeros(4, np.int64), np.zeros(30), np.zeros(10), np.zeros(40)])
-        args[-1][0][3] = 700.0
+        a = [np.zeros(8), np.zeros(4, np.int64), np.zeros(30), np.zeros(10), np.zeros(40), np.zeros(40),
+             np.zeros(2, np.int64)]  # fmt: skip
+        a[0][3] = 700.0
+        args.append(a)
     close = 1.1 + np.cumsum(rng.normal(0, 1e-4, 600))
     vol = rng.integers(0, 900, 600).astype(float)
     for c, v in zip(close, vol, strict=True):
-        _vpin_step(*args[0], c, v, 30, 10, 40, 0.9, 100, 1.0)
-        _vpin_step_py(*args[1], c, v, 30, 10, 40, 0.9, 100, 1.0)
+        _vpin_step(*args[0], c, v, 30, 10, 0.9, 100, 1.0)
+        _vpin_step_py(*args[1], c, v, 30, 10, 0.9, 100, 1.0)
     for x, y in zip(args[0], args[1], strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15)
+    assert args[0][1][3] > 100  # many buckets completed
+
+
+def test_sorted_window_against_numpy(rng):
+    from fxgate.modules._common import sw_push, sw_quantile
+
+    ring, srt, ist = np.zeros(37), np.zeros(37), np.zeros(2, np.int64)
+    xs = np.round(rng.normal(size=400), 1)  # ties
+    for i, x in enumerate(xs):
+        sw_push(srt, ring, ist, x)
+        window = xs[max(0, i - 36) : i + 1]
+        np.testing.assert_array_equal(srt[: ist[1]], np.sort(window))
+        for q in (0.0, 0.2, 0.9, 1.0):
+            assert sw_quantile(srt, ist[1], q) == pytest.approx(np.quantile(window, q), abs=1e-12)
 
 
 def test_vpin_absolute_rule_from_the_original_design():

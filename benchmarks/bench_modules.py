@@ -1,0 +1,196 @@
+"""Certainty modules: streaming ``update`` + ``verdict`` cost per bar, next to a per-bar reference, in one run.
+
+    python benchmarks/bench_modules.py [--bars 10000] [--json PATH]
+
+Replays the bundled EURUSD H1 sample (twice, as one continuous 10,000-bar series) through every registered module
+with synthetic Layer-1 probabilities, a candidate on every other bar and each candidate's outcome one bar later.
+Kernels are compiled (``warm_up``) before timing. References, where one exists, are what a non-streaming
+implementation would do on each bar, timed on fewer bars:
+
+* regime: hmmlearn ``GaussianHMM.predict_proba`` over the last 500 returns (smoothed, i.e. also look-ahead);
+* bocpd: the exact, untruncated Adams-MacKay recursion (numpy/scipy), its per-step cost at the same bar count;
+* vpin: the naive VPIN definition recomputed over the last 2,000 bars;
+* uncertainty: scipy entropies and ``numpy.quantile`` over the last 500 values;
+* shap: ``shap.TreeExplainer`` on the three boosters (ours: each library's native TreeSHAP).
+
+SHAP runs only on bars the gate asks about (after Layer 1 passes), so it is reported apart from the streaming sum.
+Target (issue #4): the streaming modules together <= 25 us p50 per bar; regime >= 100x faster than the hmmlearn
+window recompute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+
+def pct(xs: list[int] | np.ndarray) -> dict[str, float]:
+    a = np.asarray(xs, dtype=np.float64) / 1000.0
+    return {"p50_us": float(np.percentile(a, 50)), "p99_us": float(np.percentile(a, 99))}
+
+
+def contexts(n_bars: int):
+    from fxgate.engine import Bars, sample_bars
+    from fxgate.modules import Context, Outcome
+
+    s = sample_bars()
+    reps = -(-n_bars // len(s))
+    span = int(s.ts[-1] - s.ts[0]) + 3600 * 10**9
+    ts = np.concatenate([s.ts + k * span for k in range(reps)])[:n_bars]
+    cols = [np.tile(getattr(s, c), reps)[:n_bars] for c in ("open", "high", "low", "close", "volume")]
+    bars = Bars(ts, *cols, symbol="EURUSD", timeframe="H1")
+    rng = np.random.default_rng(0)
+    out, pending = [], None
+    for i, bar in enumerate(bars):
+        probs = np.clip(0.5 + rng.normal(0, 0.05, 3), 0.01, 0.99)
+        direction = (1 if probs.mean() >= 0.5 else -1) if i % 2 == 0 else 0
+        due = (pending,) if pending is not None else ()
+        pending = None
+        if direction and i + 1 < len(bars):
+            pending = Outcome(int(bar.ts), int(bars.ts[i + 1]), direction, bar.close, float(bars.close[i + 1]), 8e-5)
+        out.append(Context(bar, probs=probs, direction=direction, outcomes=due))
+    return bars, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bars", type=int, default=10_000)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from fxgate.modules import REGISTRY, create
+
+    bars, ctxs = contexts(args.bars)
+    results: dict[str, dict] = {}
+    streaming = [n for n in sorted(REGISTRY) if n != "shap"]
+    mods = {n: create(n) for n in streaming}
+    for m in mods.values():
+        m.warm_up()
+    per_bar = {n: np.zeros(len(ctxs), dtype=np.int64) for n in streaming}
+    clock = time.perf_counter_ns
+    for i, ctx in enumerate(ctxs):
+        for n, m in mods.items():
+            t0 = clock()
+            m.update(ctx)
+            m.verdict()
+            per_bar[n][i] = clock() - t0
+    skip = 1100  # past every module's warm-up (regime fits at bar 1000)
+    total = sum(per_bar[n][skip:] for n in streaming)
+    for n in streaming:
+        results[n] = {**pct(per_bar[n][skip:]), "reference": None, "reference_p50_us": None}
+    # the regime fit itself (a one-off hmmlearn EM) lands on bar 1001: report it apart
+    results["regime"]["fit_ms"] = float(per_bar["regime"][1000] / 1e6)
+
+    # -- references ------------------------------------------------------------------------------------------------
+    from hmmlearn.hmm import GaussianHMM  # noqa: F401 - imported before timing
+    from naive import bocpd_naive, vpin_naive
+
+    r = np.diff(np.log(bars.close))
+    hmm = mods["regime"].to_hmmlearn()
+    scale = float(mods["regime"].fs[1])
+    ref_t = []
+    for t in range(2000, 2300):
+        t0 = clock()
+        hmm.predict_proba((r[t - 500 : t] / scale)[:, None])
+        ref_t.append(clock() - t0)
+    results["regime"].update(reference="hmmlearn GaussianHMM.predict_proba over a 500-bar window (smoothed)",
+                             reference_p50_us=pct(ref_t)["p50_us"])  # fmt: skip
+    x = r[:1200] / np.std(r[:100], ddof=1)
+    t0 = clock()
+    bocpd_naive(x[:200])
+    t1 = clock()
+    bocpd_naive(x[:1200])
+    t2 = clock()
+    step_us = ((t2 - t1) - (t1 - t0)) / 1000 / 1000.0  # marginal per-step cost between bar 200 and bar 1200
+    results["bocpd"].update(reference="exact untruncated Adams-MacKay recursion (numpy/scipy), mean per-step cost "
+                                      "over bars 200-1200", reference_p50_us=step_us)  # fmt: skip
+    bucket = float(np.mean(bars.volume)) / 2
+    ref_t = []
+    for t in range(3000, 3050):
+        t0 = clock()
+        vpin_naive(bars.close[t - 2000 : t], bars.volume[t - 2000 : t], bucket)
+        ref_t.append(clock() - t0)
+    results["vpin"].update(reference="naive VPIN recomputed over the last 2,000 bars",
+                           reference_p50_us=pct(ref_t)["p50_us"])  # fmt: skip
+    from scipy import stats
+
+    hist = np.random.default_rng(1).random(500)
+    ref_t = []
+    for ctx in ctxs[2000:4000]:
+        t0 = clock()
+        p = ctx.probs
+        tot = stats.entropy([p.mean(), 1 - p.mean()])
+        alea = np.mean([stats.entropy([q, 1 - q]) for q in p])
+        _ = (tot - alea) <= np.quantile(hist, 0.9)
+        ref_t.append(clock() - t0)
+    results["uncertainty"].update(reference="scipy.stats.entropy + numpy.quantile over 500 values",
+                                  reference_p50_us=pct(ref_t)["p50_us"])  # fmt: skip
+
+    # -- SHAP: native TreeSHAP (ours) vs the shap package, on a small fitted ensemble --------------------------------
+    import shap as shap_pkg
+    from fxgate.engine import sample_bars
+    from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
+    from fxgate.models.features import FeatureEngine
+    from fxgate.models.labels import LabelSpec
+    from fxgate.modules import Context
+
+    sb = sample_bars()
+    ens = TreeEnsemble()
+    ens.fit(sb, LabelSpec("next", 1), EnsembleConfig(folds=1, test_frac=0.1))
+    feats = FeatureEngine("H1").batch(sb)
+    sm = create("shap")
+    ours_t, ref_t = [], []
+    explainers = {m: shap_pkg.TreeExplainer(ens.models[m]) for m in ("xgboost", "lightgbm", "catboost")}
+    import xgboost as xgb
+
+    for i in range(3000, 3100):
+        t0 = clock()
+        sm.update(Context(sb[i], features=feats[i], ensemble=ens))
+        sm.verdict()
+        ours_t.append(clock() - t0)
+        z = ens.winsor.transform(feats[i : i + 1])
+        t0 = clock()
+        explainers["xgboost"].shap_values(xgb.DMatrix(z))
+        explainers["lightgbm"].shap_values(z)
+        explainers["catboost"].shap_values(z)
+        ref_t.append(clock() - t0)
+    results["shap"] = {**pct(ours_t), "reference": "shap.TreeExplainer on the three boosters",
+                       "reference_p50_us": pct(ref_t)["p50_us"], "runs": "candidate bars only"}  # fmt: skip
+
+    tot = pct(total)
+    regime_ratio = results["regime"]["reference_p50_us"] / results["regime"]["p50_us"]
+    out = {
+        "benchmark": "modules",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "bars": len(ctxs),
+        "timed_bars": len(ctxs) - skip,
+        "modules": results,
+        "streaming_total": tot,
+        "targets": {"streaming_total_p50_us": 25, "regime_speedup": 100},
+        "met": {"streaming_total": tot["p50_us"] <= 25, "regime_speedup": regime_ratio >= 100},
+        "regime_speedup": regime_ratio,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+    }
+    print(f"{'module':<20}{'p50 us':>9}{'p99 us':>9}{'ref p50 us':>12}  reference")
+    for n, v in results.items():
+        ref = f"{v['reference_p50_us']:.1f}" if v["reference_p50_us"] is not None else "-"
+        print(f"{n:<20}{v['p50_us']:>9.2f}{v['p99_us']:>9.2f}{ref:>12}  {v['reference'] or '-'}")
+    print(f"{'streaming total':<20}{tot['p50_us']:>9.2f}{tot['p99_us']:>9.2f}   (target <= 25 us p50)")
+    print(f"regime vs hmmlearn window recompute: {regime_ratio:.0f}x (target >= 100x)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
