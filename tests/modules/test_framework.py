@@ -127,8 +127,10 @@ def test_kernels_equal_their_python_twins(rng):
     from fxgate.modules.regime import _forward_step, _forward_step_py
 
     def fresh(cap):
-        return [np.zeros(cap, np.int64), np.r_[0.0, np.full(cap - 1, -np.inf)], np.zeros(cap), np.ones(cap),
-                np.ones(cap), np.ones(cap), np.full(cap, math.lgamma(1.5)), np.array([1, 0], np.int64), np.zeros(3)]  # fmt: skip
+        logp = np.r_[0.0, np.full(cap - 1, -np.inf)]
+        ones = [np.ones(cap) for _ in range(3)]
+        dg = np.full(cap, math.lgamma(1.5))
+        return [np.zeros(cap, np.int64), logp, np.zeros(cap), *ones, dg, np.array([1, 0], np.int64), np.zeros(3)]
 
     a, b = fresh(20), fresh(20)
     for x in rng.standard_t(3, 300):
