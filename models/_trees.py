@@ -101,6 +101,33 @@ def _as_2d(x: np.ndarray, n_features: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------------------
 # Kernels
 # ------------------------------------------------------------------------------------------------------------------
+def _leaf_py(x, node, feature, threshold, left, right, default_left, missing, rule):  # type: ignore[no-untyped-def]
+    """Walk one tree from ``node`` for feature row ``x`` and return the leaf's index (rules in the module docstring)."""
+    while left[node] >= 0:
+        v = x[feature[node]]
+        if rule == 0:
+            if np.isnan(v):
+                node = left[node] if default_left[node] else right[node]
+            elif np.float32(v) < threshold[node]:
+                node = left[node]
+            else:
+                node = right[node]
+        else:
+            mt = missing[node]
+            if np.isnan(v) and mt != 2:
+                v = 0.0
+            if (mt == 1 and abs(v) <= 1e-35) or (mt == 2 and np.isnan(v)):
+                node = left[node] if default_left[node] else right[node]
+            elif v <= threshold[node]:
+                node = left[node]
+            else:
+                node = right[node]
+    return node
+
+
+_leaf = kernel(_leaf_py, fastmath=False)
+
+
 def _forest_py(x, feature, threshold, left, right, default_left, missing, value, roots, tree_class, base, rule, out):  # type: ignore[no-untyped-def]  # noqa: E501
     n_class = out.shape[1]
     acc32 = np.zeros(n_class, dtype=np.float32)
@@ -109,28 +136,9 @@ def _forest_py(x, feature, threshold, left, right, default_left, missing, value,
             out[i, k] = base[k]
             acc32[k] = np.float32(base[k])
         for t in range(len(roots)):
-            node = roots[t]
-            while left[node] >= 0:
-                v = x[i, feature[node]]
-                if rule == 0:
-                    if np.isnan(v):
-                        node = left[node] if default_left[node] else right[node]
-                    elif np.float32(v) < threshold[node]:
-                        node = left[node]
-                    else:
-                        node = right[node]
-                else:
-                    mt = missing[node]
-                    if np.isnan(v) and mt != 2:
-                        v = 0.0
-                    if (mt == 1 and abs(v) <= 1e-35) or (mt == 2 and np.isnan(v)):
-                        node = left[node] if default_left[node] else right[node]
-                    elif v <= threshold[node]:
-                        node = left[node]
-                    else:
-                        node = right[node]
+            node = _leaf(x[i], roots[t], feature, threshold, left, right, default_left, missing, rule)
             k = tree_class[t]
-            if rule == 0:
+            if rule == 0:  # XGBoost adds leaves in float32
                 acc32[k] = acc32[k] + np.float32(value[node])
             else:
                 out[i, k] += value[node]
@@ -324,30 +332,11 @@ def from_catboost(model: Any, path_json: str) -> FlatOblivious:
 # One row, all three binary models, calibrated: the per-bar Layer-1 path in a single compiled call.
 # ------------------------------------------------------------------------------------------------------------------
 def _forest_row_py(x, feature, threshold, left, right, default_left, missing, value, roots, base, rule):  # type: ignore[no-untyped-def]  # noqa: E501
-    """One row through a forest: the same rules as :func:`_forest_py`, returning the margin of a binary model."""
+    """One row through a binary forest: the margin, with the same leaf walk as :func:`_forest_py`."""
     acc32 = np.float32(base)
     acc = base
     for t in range(len(roots)):
-        node = roots[t]
-        while left[node] >= 0:
-            v = x[feature[node]]
-            if rule == 0:
-                if np.isnan(v):
-                    node = left[node] if default_left[node] else right[node]
-                elif np.float32(v) < threshold[node]:
-                    node = left[node]
-                else:
-                    node = right[node]
-            else:
-                mt = missing[node]
-                if np.isnan(v) and mt != 2:
-                    v = 0.0
-                if (mt == 1 and abs(v) <= 1e-35) or (mt == 2 and np.isnan(v)):
-                    node = left[node] if default_left[node] else right[node]
-                elif v <= threshold[node]:
-                    node = left[node]
-                else:
-                    node = right[node]
+        node = _leaf(x, roots[t], feature, threshold, left, right, default_left, missing, rule)
         if rule == 0:
             acc32 = acc32 + np.float32(value[node])
         else:

@@ -99,3 +99,24 @@ class OutcomeWindow:
         if nw == 0 or nl == 0 or self.fs[1] <= 0:
             return math.nan
         return (self.fs[0] / nw) / (self.fs[1] / nl)
+
+
+def next_log_return(fs: np.ndarray, i: int, close: float) -> float:
+    """log(close / last good close), keeping the last good close in ``fs[i]``; NaN for a bad bar (which is skipped:
+    the next good bar is compared with the last good close) and for the first good bar."""
+    if not (math.isfinite(close) and close > 0):
+        return math.nan
+    prev = float(fs[i])
+    fs[i] = close
+    return math.log(close / prev) if math.isfinite(prev) else math.nan
+
+
+class OutcomeWindowState:
+    """Mixin for modules whose state is one :class:`OutcomeWindow` (``self.win``): exposes its arrays under the names
+    listed in ``state_keys`` so the base class snapshots them."""
+
+    win: OutcomeWindow
+    state_keys = ("pnl", "ist", "fs")
+    pnl = property(lambda self: self.win.pnl, lambda self, v: setattr(self.win, "pnl", v))
+    ist = property(lambda self: self.win.ist, lambda self, v: setattr(self.win, "ist", v))
+    fs = property(lambda self: self.win.fs, lambda self, v: setattr(self.win, "fs", v))

@@ -15,23 +15,18 @@ from __future__ import annotations
 import math
 
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from fxgate.modules._common import OutcomeWindow
+from fxgate.modules._common import OutcomeWindow, OutcomeWindowState
 from scipy import special
 
 
 @register("bayesian_sizing")
-class BayesianSizing(CertaintyModule):
+class BayesianSizing(OutcomeWindowState, CertaintyModule):
     defaults = {"window": 200, "min_outcomes": 30, "prior_a": 1.0, "prior_b": 1.0, "cost": 0.0, "threshold": 0.95,
                 "max_fraction": 1.0}  # fmt: skip
-    state_keys = ("pnl", "ist", "fs")
 
     def reset(self) -> None:
         self.win = OutcomeWindow(int(self.params["window"]))
         self._cached: ModuleResult | None = None
-
-    pnl = property(lambda self: self.win.pnl, lambda self, v: setattr(self.win, "pnl", v))
-    ist = property(lambda self: self.win.ist, lambda self, v: setattr(self.win, "ist", v))
-    fs = property(lambda self: self.win.fs, lambda self, v: setattr(self.win, "fs", v))
 
     def update(self, ctx: Context) -> None:
         for o in ctx.outcomes:

@@ -24,6 +24,7 @@ import math
 import numpy as np
 from fxgate.engine._jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+from fxgate.modules._common import next_log_return
 
 
 def _bocpd_step_py(rl, logp, mu, kappa, alpha, beta, dg, ist, fs, x, log_h, log_1h, mu0, kappa0, alpha0, beta0):  # type: ignore[no-untyped-def]  # noqa: E501
@@ -132,14 +133,9 @@ class Bocpd(CertaintyModule):
                     float(p["beta0"]))  # fmt: skip
 
     def update(self, ctx: Context) -> None:
-        c = ctx.bar.close
-        if not (math.isfinite(c) and c > 0):
-            return  # a bad bar is skipped; the next good one is compared with the last good close
-        prev = self.fs[1]
-        self.fs[1] = c
-        if not math.isfinite(prev):
+        r = next_log_return(self.fs, 1, ctx.bar.close)
+        if math.isnan(r):
             return
-        r = math.log(c / prev)
         seen = int(self.ist[1])
         self.ist[1] = seen + 1
         nc = len(self.calib)

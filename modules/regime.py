@@ -21,6 +21,7 @@ import math
 import numpy as np
 from fxgate.engine._jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+from fxgate.modules._common import next_log_return
 
 
 def _forward_step_py(alpha, first, startprob, transmat, means, variances, x):  # type: ignore[no-untyped-def]
@@ -115,14 +116,9 @@ class RegimeDetection(CertaintyModule):
         self.ist[1] += 1
 
     def update(self, ctx: Context) -> None:
-        c = ctx.bar.close
-        if not (math.isfinite(c) and c > 0):
-            return  # a bad bar is skipped; the next good one is compared with the last good close
-        prev = self.fs[0]
-        self.fs[0] = c
-        if not math.isfinite(prev):
+        r = next_log_return(self.fs, 0, ctx.bar.close)
+        if math.isnan(r):
             return
-        r = math.log(c / prev)
         if self.fitted:
             self.observe(r / self.fs[1])
             return

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from fxgate.modules._common import OutcomeWindow
+from fxgate.modules._common import OutcomeWindow, OutcomeWindowState
 
 
 def kelly_fraction(p: float, b: float) -> float:
@@ -35,19 +35,13 @@ def baker_mchale_factor(p: float, b: float, n: int) -> float:
 
 
 @register("robust_kelly")
-class RobustKelly(CertaintyModule):
+class RobustKelly(OutcomeWindowState, CertaintyModule):
     defaults = {"window": 200, "min_outcomes": 30, "method": "half", "max_fraction": 1.0}
-    state_keys = ("pnl", "ist", "fs")
 
     def reset(self) -> None:
         if self.params["method"] not in ("half", "baker_mchale"):
             raise ValueError(f"robust_kelly method {self.params['method']!r}: use 'half' or 'baker_mchale'")
         self.win = OutcomeWindow(int(self.params["window"]))
-
-    # the window's arrays are the state
-    pnl = property(lambda self: self.win.pnl, lambda self, v: setattr(self.win, "pnl", v))
-    ist = property(lambda self: self.win.ist, lambda self, v: setattr(self.win, "ist", v))
-    fs = property(lambda self: self.win.fs, lambda self, v: setattr(self.win, "fs", v))
 
     def update(self, ctx: Context) -> None:
         for o in ctx.outcomes:
