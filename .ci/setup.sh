@@ -60,7 +60,8 @@ case "$job" in
     $vpy -m pip install -q -e .
     step "running the main job on the bundled EURUSD H1 sample: validate the bars, then fit Layer 1 walk-forward"
     .venv/bin/fxgate data check
-    exec .venv/bin/fxgate fit --out fxgate-demo/bundle "$@"
+    # the sample carries no spread column: labels are net of an assumed 0.8-pip EURUSD spread
+    exec .venv/bin/fxgate fit --out fxgate-demo/bundle --spread 0.00008 "$@"
     ;;
   test)
     # The CPU build of torch first: an unpinned torch (asked for by the train extra) would pull a multi-GB CUDA build.
