@@ -111,7 +111,18 @@ class Calibrator:
             from sklearn.isotonic import IsotonicRegression
 
             iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
-            return Calibrator("isotonic", iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist())
+            # A block of 6 calibration bars that all went up would map to exactly 1.0 and clear any confidence
+            # threshold on its own; replace each block's rate k/n by the Laplace estimate (k + 1)/(n + 2), then
+            # restore monotonicity.
+            xs, ys = iso.X_thresholds_, iso.y_thresholds_
+            levels = iso.predict(p)
+            smoothed = ys.copy()
+            for lv in np.unique(ys):
+                m = levels == lv
+                n, k = int(m.sum()), float(y[m].sum())
+                smoothed[ys == lv] = (k + 1.0) / (n + 2.0) if n else lv
+            smoothed = np.maximum.accumulate(smoothed)
+            return Calibrator("isotonic", xs.tolist(), smoothed.tolist())
         from sklearn.linear_model import LogisticRegression
 
         lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(p)[:, None], y)

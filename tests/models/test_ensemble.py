@@ -188,3 +188,16 @@ def test_one_row_kernel_equals_batch_prediction(fitted):
     for r in x[:20]:
         _l1_row_py(r, *ens._row_args, out)
         np.testing.assert_allclose(out, ens.predict_row(r), atol=1e-12, rtol=0)
+
+
+def test_isotonic_calibration_never_maps_a_small_block_to_certainty(rng):
+    p = np.sort(rng.random(300))
+    y = (rng.random(300) < p).astype(int)
+    y[-6:] = 1  # the top block: six straight wins
+    from sklearn.isotonic import IsotonicRegression
+
+    assert IsotonicRegression(out_of_bounds="clip").fit(p, y).predict([1.0])[0] == 1.0  # the raw map says "certain"
+    c = Calibrator._fit_kind("isotonic", p, y)
+    assert 0.0 < min(c.y) and max(c.y) < 1.0
+    assert np.all(np.diff(c(np.linspace(0, 1, 500))) >= -1e-12)
+    assert c(np.array([1.0]))[0] < 1.0 and c(np.array([0.0]))[0] > 0.0
