@@ -298,16 +298,17 @@ class TreeEnsemble:
 
     # -- training ------------------------------------------------------------------------------------------------
     def fit(self, bars: Bars, spec: LabelSpec, cfg: EnsembleConfig = EnsembleConfig(),
-            progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
+            progress: Callable[[str], None] | None = None, *, evaluate: bool = True) -> dict[str, Any]:  # fmt: skip
         """Walk-forward evaluation, then the final fit on all labelled bars. Returns the report (also kept in
-        ``self.manifest['metrics']``)."""
+        ``self.manifest['metrics']``). ``evaluate=False`` skips the walk-forward folds (replay refits, whose
+        out-of-sample figures come from the replay itself)."""
         say = progress or (lambda _msg: None)
         self.timeframe, self.symbol, self.label_spec, self.config = bars.timeframe, bars.symbol, spec, cfg
         embargo = spec.horizon if cfg.embargo is None else cfg.embargo
         x = FeatureEngine(bars.timeframe).batch(bars)
         lab = make_labels(bars, spec)
         usable = lab.valid & (np.arange(len(bars)) >= 61)
-        folds = purged_walk_forward(usable, lab.end, cfg.folds, cfg.test_frac, embargo)
+        folds = purged_walk_forward(usable, lab.end, cfg.folds, cfg.test_frac, embargo) if evaluate else []
         fold_reports = []
         pooled: dict[str, list[np.ndarray]] = {m: [] for m in MODEL_NAMES}
         pooled_y: list[np.ndarray] = []
@@ -329,11 +330,14 @@ class TreeEnsemble:
                 pooled[m].append(p[m])
             pooled_y.append(lab.y[test])
             pooled_ret.append(lab.ret[test])
-        pool = {m: np.concatenate(v) for m, v in pooled.items()}
-        y_all, ret_all = np.concatenate(pooled_y), np.concatenate(pooled_ret)
-        overall = _metrics(pool, y_all, ret_all, cfg.threshold)
-        dec = y_all != 0
-        reliability = {m: _reliability(pool[m][dec], (y_all[dec] > 0).astype(int)) for m in MODEL_NAMES}
+        if fold_reports:
+            pool = {m: np.concatenate(v) for m, v in pooled.items()}
+            y_all, ret_all = np.concatenate(pooled_y), np.concatenate(pooled_ret)
+            overall = _metrics(pool, y_all, ret_all, cfg.threshold)
+            dec = y_all != 0
+            reliability = {m: _reliability(pool[m][dec], (y_all[dec] > 0).astype(int)) for m in MODEL_NAMES}
+        else:
+            overall, reliability = None, {}
         say("final fit on all labelled bars")
         final_train = np.flatnonzero(usable)
         fitted = self._fit_on(x, lab, final_train, embargo)
@@ -344,7 +348,7 @@ class TreeEnsemble:
             "folds": fold_reports,
             "overall_oos": overall,
             "reliability_oos": reliability,
-            "silence": _silence_note(overall, cfg.threshold),
+            "silence": _silence_note(overall, cfg.threshold) if overall else None,
         }
         self.manifest = {
             "bundle_format": BUNDLE_FORMAT,

@@ -1,0 +1,239 @@
+"""Gate configuration: one TOML file, validated into frozen keyword-only dataclasses, hashed into every Decision.
+
+Unknown keys and bad values are errors that name the key (``[l4.params.vpin] quantil``), what is allowed, and the
+nearest valid key. ``fxgate config init`` writes :data:`DEFAULT_TOML`, a commented default file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fxgate.engine.errors import FxgateError
+
+__all__ = ["GateConfig", "L1Config", "LlmLayerConfig", "L4Config", "SizingConfig", "ReplayConfig", "ConfigError",
+           "DEFAULT_MODULES", "DEFAULT_TOML", "load_config"]  # fmt: skip
+
+#: Layer-4 modules built so far, in evaluation order (cheap streaming checks first, SHAP last).
+DEFAULT_MODULES = ("vpin", "bocpd", "regime", "uncertainty", "execution_cost", "adverse_selection", "robust_kelly",
+                   "bayesian_sizing", "shap")  # fmt: skip
+
+
+class ConfigError(FxgateError, ValueError):
+    """A bad configuration file or value; the message names the key and the fix."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class L1Config:
+    enabled: bool = True
+    threshold: float = 0.95
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlmLayerConfig:
+    """Layers 2 (LLM judge) and 3 (debate). Not built in this version: they must stay disabled."""
+
+    enabled: bool = False
+    threshold: float = 0.95
+
+
+@dataclass(frozen=True, kw_only=True)
+class L4Config:
+    enabled: bool = True
+    modules: tuple[str, ...] = DEFAULT_MODULES
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SizingConfig:
+    #: size = min(robust_kelly fraction, bayesian_sizing size) * scale, capped at max_size (units of the instrument)
+    scale: float = 1.0
+    max_size: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayConfig:
+    train_bars: int = 2000  # bars before the first replay window (the first fit's history)
+    window_bars: int = 1000  # the ensemble is refit on all earlier bars before each window
+    n_estimators: int = 300
+    folds: int = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateConfig:
+    horizon: int = 1  # bars a prediction is held before its outcome is known
+    spread: float = 0.0  # cost in price units for bars without a spread column
+    pip: float = 0.0001  # price of one pip, for P&L reports
+    mode: str = "cheapest"  # "cheapest": stop at the first veto; "full": evaluate every layer (diagnostics)
+    l1: L1Config = L1Config()
+    l2: LlmLayerConfig = LlmLayerConfig()
+    l3: LlmLayerConfig = LlmLayerConfig()
+    l4: L4Config = L4Config()
+    sizing: SizingConfig = SizingConfig()
+    replay: ReplayConfig = ReplayConfig()
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("cheapest", "full"):
+            raise ConfigError(f'mode = {self.mode!r} is not allowed; use "cheapest" or "full"')
+        if self.horizon < 1:
+            raise ConfigError(f"horizon = {self.horizon}: must be >= 1 bar")
+        if self.spread < 0 or self.pip <= 0:
+            raise ConfigError("spread must be >= 0 and pip > 0")
+        if not 0.5 <= self.l1.threshold < 1:
+            raise ConfigError(f"[l1] threshold = {self.l1.threshold}: must be in [0.5, 1)")
+        for name, layer in (("l2", self.l2), ("l3", self.l3)):
+            if layer.enabled:
+                raise ConfigError(f"[{name}] enabled = true, but the LLM layers are not built in this version of "
+                                  f"fxgate. Fix: set [{name}] enabled = false")  # fmt: skip
+        from fxgate.modules import REGISTRY
+
+        for m in self.l4.modules:
+            if m not in REGISTRY:
+                near = difflib.get_close_matches(m, REGISTRY, n=1)
+                raise ConfigError(f"[l4] modules: unknown module {m!r}" + (f"; did you mean {near[0]!r}?" if near
+                                  else f". Known: {', '.join(sorted(REGISTRY))}"))  # fmt: skip
+        for m, params in self.l4.params.items():
+            if m not in REGISTRY:
+                raise ConfigError(f"[l4.params.{m}]: no such module")
+            try:
+                REGISTRY[m](**params)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"[l4.params.{m}]: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the canonical JSON of every setting (defaults included), first 16 hex digits."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=list).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+_SECTIONS = {"l1": L1Config, "l2": LlmLayerConfig, "l3": LlmLayerConfig, "l4": L4Config, "sizing": SizingConfig,
+             "replay": ReplayConfig}  # fmt: skip
+
+
+def _check_keys(where: str, data: dict[str, Any], cls: type) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in data:
+        if k not in names:
+            near = difflib.get_close_matches(k, names, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"{where}: unknown key {k!r}{hint} Allowed: {', '.join(names)}")
+
+
+def _typed(where: str, key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} {key} = {value!r}: must be true or false")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where} {key} = {value!r}: must be an integer")
+        return value
+    if isinstance(default, float):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where} {key} = {value!r}: must be a number")
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{where} {key} = {value!r}: must be a string")
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} {key} = {value!r}: must be a list of names")
+        return tuple(value)
+    return value
+
+
+def _build(where: str, cls: type, data: dict[str, Any]) -> Any:
+    _check_keys(where, data, cls)
+    defaults = cls()
+    kwargs = {}
+    for k, v in data.items():
+        if k == "params" and cls is L4Config:
+            if not isinstance(v, dict) or not all(isinstance(x, dict) for x in v.values()):
+                raise ConfigError(f"{where} params: use [l4.params.<module>] tables")
+            kwargs[k] = {m: dict(p) for m, p in v.items()}
+        else:
+            kwargs[k] = _typed(where, k, v, getattr(defaults, k))
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> GateConfig:
+    top = {k: v for k, v in data.items() if k not in _SECTIONS}
+    _check_keys(where, {**top, **{k: None for k in data if k in _SECTIONS}}, GateConfig)
+    kwargs: dict[str, Any] = {}
+    base = GateConfig.__dataclass_fields__
+    for k, v in top.items():
+        kwargs[k] = _typed(where, k, v, base[k].default)
+    for sec, cls in _SECTIONS.items():
+        if sec in data:
+            if not isinstance(data[sec], dict):
+                raise ConfigError(f"{where}: {sec} must be a table ([{sec}])")
+            kwargs[sec] = _build(f"{where} [{sec}]", cls, data[sec])
+    return GateConfig(**kwargs)
+
+
+def load_config(path: str | Path | None) -> GateConfig:
+    """Read a TOML gate config (None: all defaults)."""
+    if path is None:
+        return GateConfig()
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror}). Fix: `fxgate config init {p}` writes a default") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from exc
+    return config_from_dict(data, str(p))
+
+
+DEFAULT_TOML = """\
+# fxgate gate configuration. Every key is optional; this file lists the defaults.
+# A signal is emitted only when every *enabled* layer passes; disabled layers are reported as such.
+
+horizon = 1          # bars a prediction is held before its outcome is known (and the trade is closed)
+spread = 0.0         # cost in price units for bars without a spread column (EURUSD 0.8 pip = 0.00008)
+pip = 0.0001         # price of one pip, for P&L reports (0.01 for JPY pairs)
+mode = "cheapest"    # "cheapest": stop at the first veto; "full": evaluate every layer for diagnostics
+
+[l1]                 # XGBoost + LightGBM + CatBoost must agree, each calibrated confidence >= threshold
+enabled = true
+threshold = 0.95
+
+[l2]                 # LLM judge: not built in this version; must stay false
+enabled = false
+threshold = 0.95
+
+[l3]                 # bull/bear/risk debate: not built in this version; must stay false
+enabled = false
+threshold = 0.95
+
+[l4]                 # certainty modules, evaluated in this order; every listed module must pass
+enabled = true
+modules = ["vpin", "bocpd", "regime", "uncertainty", "execution_cost", "adverse_selection", "robust_kelly",
+           "bayesian_sizing", "shap"]
+
+# Module parameters, one table per module, e.g.:
+# [l4.params.vpin]
+# rule = "absolute"  # the original design's VPIN < 0.3
+# absolute = 0.3
+
+[sizing]             # size = min(robust_kelly fraction, bayesian_sizing size) * scale, capped at max_size
+scale = 1.0
+max_size = 1.0
+
+[replay]             # walk-forward: refit the ensemble on all earlier bars before each window
+train_bars = 2000
+window_bars = 1000
+n_estimators = 300
+folds = 3
+"""
