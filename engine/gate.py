@@ -45,6 +45,7 @@ class Gate:
         from fxgate.modules import create
 
         self.config = config or GateConfig()
+        self.config_hash = self.config.hash
         self.timeframe = timeframe
         self.symbol = symbol
         self.features = FeatureEngine(timeframe)
@@ -77,10 +78,8 @@ class Gate:
         if ensemble is not None and ensemble.timeframe and ensemble.timeframe != self.timeframe:
             raise ValueError(f"bundle is for {ensemble.timeframe} bars, the gate runs {self.timeframe}")
         self.ensemble = ensemble
-
-    @property
-    def model_hashes(self) -> dict[str, str]:
-        return {"l1": self.ensemble.bundle_hash[:16]} if self.ensemble is not None and self.ensemble.manifest else {}
+        # hashed once here, not per bar
+        self.model_hashes = {"l1": ensemble.bundle_hash[:16]} if ensemble is not None and ensemble.manifest else {}
 
     # -- warm-up ---------------------------------------------------------------------------------------------------
     def warm_up(self, bars: Bars | None = None) -> None:
@@ -105,7 +104,7 @@ class Gate:
                        else LayerVerdict(n, False, False, None, None, self._off_reason(n), 0.0)
                        for n in ("L1", "L2", "L3", "L4"))  # fmt: skip
         return Decision(int(bar.ts) if isinstance(bar.ts, int | np.integer) else 0, self.symbol or bar.symbol, "NONE",
-                        0.0, None, layers, "input", self.config.hash, self.model_hashes, __version__)  # fmt: skip
+                        0.0, None, layers, "input", self.config_hash, self.model_hashes, __version__)  # fmt: skip
 
     @staticmethod
     def _off_reason(name: str) -> str:
@@ -179,7 +178,7 @@ class Gate:
             first_veto = "L1"
         else:
             t0 = _NS()
-            v = self.ensemble.verdict(x, cfg.l1.threshold)
+            v = self.ensemble.verdict_from_probs(probs, cfg.l1.threshold)
             lat = (t_l1 + _NS() - t0) / 1e3
             det = tuple({"model": k, "p_up": p} for k, p in v.probs.items())
             layers["L1"] = LayerVerdict("L1", True, v.passed, v.confidence, cfg.l1.threshold, v.reason, lat, det)
@@ -224,7 +223,7 @@ class Gate:
             action, first_veto = "NONE", "sizing"
         ordered = tuple(layers[n] for n in ("L1", "L2", "L3", "L4"))
         return Decision(int(bar.ts), self.symbol or bar.symbol, action, size, confidence, ordered, first_veto,
-                        cfg.hash, self.model_hashes, __version__)  # fmt: skip
+                        self.config_hash, self.model_hashes, __version__)  # fmt: skip
 
     def _size(self) -> float:
         cfg = self.config.sizing

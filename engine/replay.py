@@ -62,29 +62,35 @@ def trades_from(bars: Bars, start: int, decisions: list[Decision], cfg: GateConf
     return out
 
 
-def deflated_sharpe(returns: np.ndarray, n_trials: int = 1, sr_variance: float | None = None) -> float:
+def deflated_sharpe_from(sr: float, t: int, skew: float, kurt: float, n_trials: int = 1,
+                         sr_variance: float | None = None) -> float:  # fmt: skip
     """Deflated Sharpe ratio (Bailey & López de Prado 2014, *The deflated Sharpe ratio*, J. Portfolio Mgmt 40(5),
-    eq. 9-10): the probability that the true per-period Sharpe exceeds the best of ``n_trials`` unskilled trials,
-    given the sample's length, skewness and kurtosis. With one trial it is the probabilistic Sharpe ratio vs 0."""
+    eq. 9-10) from a per-period Sharpe ``sr`` over ``t`` periods with skewness and (non-excess) kurtosis: the
+    probability that the true Sharpe exceeds the expected best of ``n_trials`` unskilled trials whose Sharpe
+    estimates have variance ``sr_variance``. With one trial it is the probabilistic Sharpe ratio against 0."""
     from scipy import stats
 
-    r = np.asarray(returns, dtype=float)
-    t = len(r)
-    if t < 3 or np.std(r, ddof=1) == 0:
-        return math.nan
-    sr = float(np.mean(r) / np.std(r, ddof=1))
-    skew = float(stats.skew(r))
-    kurt = float(stats.kurtosis(r, fisher=False))
     if n_trials > 1:
         v = sr_variance if sr_variance is not None else 1.0 / (t - 1)
-        g = 0.5772156649015329
-        sr0 = math.sqrt(v) * (
-            (1 - g) * stats.norm.ppf(1 - 1 / n_trials) + g * stats.norm.ppf(1 - 1 / (n_trials * math.e))
-        )
+        g = 0.5772156649015329  # Euler-Mascheroni
+        z1, z2 = stats.norm.ppf(1 - 1 / n_trials), stats.norm.ppf(1 - 1 / (n_trials * math.e))
+        sr0 = math.sqrt(v) * ((1 - g) * z1 + g * z2)
     else:
         sr0 = 0.0
     denom = math.sqrt(max(1e-12, 1 - skew * sr + (kurt - 1) / 4 * sr * sr))
     return float(stats.norm.cdf((sr - sr0) * math.sqrt(t - 1) / denom))
+
+
+def deflated_sharpe(returns: np.ndarray, n_trials: int = 1, sr_variance: float | None = None) -> float:
+    """:func:`deflated_sharpe_from` on a return series (NaN for fewer than 3 returns or zero variance)."""
+    from scipy import stats
+
+    r = np.asarray(returns, dtype=float)
+    if len(r) < 3 or np.std(r, ddof=1) == 0:
+        return math.nan
+    sr = float(np.mean(r) / np.std(r, ddof=1))
+    return deflated_sharpe_from(sr, len(r), float(stats.skew(r)), float(stats.kurtosis(r, fisher=False)), n_trials,
+                                sr_variance)  # fmt: skip
 
 
 def metrics_from(bars: Bars, start: int, decisions: list[Decision], trades: list[dict[str, Any]],

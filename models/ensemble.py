@@ -432,8 +432,11 @@ class TreeEnsemble:
 
     def verdict(self, x: np.ndarray, threshold: float | None = None) -> L1Verdict:
         """The Layer-1 rule on one feature vector."""
+        return self.verdict_from_probs(self.predict_row(x), threshold)
+
+    def verdict_from_probs(self, p: np.ndarray, threshold: float | None = None) -> L1Verdict:
+        """The Layer-1 rule on already computed calibrated P(up) (one per model, MODEL_NAMES order)."""
         thr = self.config.threshold if threshold is None else threshold
-        p = self.predict_row(x)
         probs = {m: float(v) for m, v in zip(MODEL_NAMES, p, strict=True)}
         if not np.all(np.isfinite(p)):
             return L1Verdict(False, "NONE", probs, 0.0, thr, "non-finite model output")

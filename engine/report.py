@@ -1,0 +1,222 @@
+"""The replay report: one self-contained HTML file (inline SVG and CSS, no executable script, no network fetch).
+
+Sections: header (instrument, period, config hash, disabled layers, the honest sentence), headline figures,
+price with signals, equity and drawdown, the layer funnel and first vetoes, the reliability diagram of Layer-1
+confidence, precision versus coverage of the Layer-1 rule, module pass rates over time, latency.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fxgate.engine.replay import ReplayResult
+
+__all__ = ["write_report"]
+
+W, H, PAD = 860, 220, 40
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _scale(v: np.ndarray, lo: float, hi: float, a: float, b: float) -> np.ndarray:
+    span = hi - lo if hi > lo else 1.0
+    return a + (v - lo) / span * (b - a)
+
+
+def _polyline(x: np.ndarray, y: np.ndarray, color: str, width: float = 1.2) -> str:
+    pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(x, y, strict=True) if math.isfinite(a) and math.isfinite(b))
+    return f'<polyline fill="none" stroke="{color}" stroke-width="{width}" points="{pts}"/>'
+
+
+def _frame(title: str, body: str, note: str = "", height: int = H) -> str:
+    return (f'<section><h2>{_esc(title)}</h2><svg viewBox="0 0 {W} {height}" width="100%" role="img" '
+            f'aria-label="{_esc(title)}"><rect x="0" y="0" width="{W}" height="{height}" fill="#fff" '
+            f'stroke="#ddd"/>{body}</svg>{f"<p class=note>{_esc(note)}</p>" if note else ""}</section>')  # fmt: skip
+
+
+def _axis_labels(lo: float, hi: float, fmt: str = "{:.5g}") -> str:
+    return (f'<text x="4" y="{PAD - 8}" class="ax">{fmt.format(hi)}</text>'
+            f'<text x="4" y="{H - 8}" class="ax">{fmt.format(lo)}</text>')  # fmt: skip
+
+
+def _price_chart(res: ReplayResult) -> str:
+    b = res.bars[res.start : res.start + len(res.decisions)]
+    n = len(b)
+    if n < 2:
+        return _frame("Price and signals", "", "no replayed bars")
+    step = max(1, n // 1500)
+    idx = np.arange(0, n, step)
+    xs = _scale(idx.astype(float), 0, n - 1, PAD, W - 10)
+    lo, hi = float(b.low.min()), float(b.high.max())
+    ys = _scale(b.close[idx], lo, hi, H - PAD, PAD)
+    marks = []
+    for k, d in enumerate(res.decisions):
+        if d.action == "NONE":
+            continue
+        x = float(_scale(np.array([k], float), 0, n - 1, PAD, W - 10)[0])
+        y = float(_scale(np.array([b.close[k]]), lo, hi, H - PAD, PAD)[0])
+        color = "#1a7f37" if d.action == "BUY" else "#cf222e"
+        marks.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"/>')
+    note = f"{len(marks)} signals (green BUY, red SELL)" if marks else "no signal was emitted on the replayed bars"
+    return _frame("Price and signals", _polyline(xs, ys, "#555") + "".join(marks) + _axis_labels(lo, hi), note)
+
+
+def _equity_chart(res: ReplayResult) -> str:
+    pips = np.array([t["pnl_pips"] for t in res.trades])
+    if len(pips) == 0:
+        return _frame("Equity and drawdown (pips)", "", "no trades, so no equity curve")
+    eq = np.r_[0.0, np.cumsum(pips)]
+    dd = eq - np.maximum.accumulate(eq)
+    lo, hi = float(min(eq.min(), dd.min())), float(max(eq.max(), 0.0))
+    xs = _scale(np.arange(len(eq), dtype=float), 0, max(1, len(eq) - 1), PAD, W - 10)
+    body = _polyline(xs, _scale(eq, lo, hi, H - PAD, PAD), "#0969da") + _polyline(
+        xs, _scale(dd, lo, hi, H - PAD, PAD), "#cf222e") + _axis_labels(lo, hi, "{:.1f}")  # fmt: skip
+    return _frame("Equity and drawdown (pips)", body, f"{len(pips)} trades; blue equity, red drawdown")
+
+
+def _l1_arrays(res: ReplayResult) -> tuple[np.ndarray, np.ndarray]:
+    """Per replayed bar: the three Layer-1 P(up) (NaN if absent) and the realized direction of the next move."""
+    probs = np.full((len(res.decisions), 3), np.nan)
+    for k, d in enumerate(res.decisions):
+        det = d.layers[0].details
+        if len(det) == 3:
+            probs[k] = [x["p_up"] for x in det]
+    c = res.bars.close
+    i = res.start + np.arange(len(res.decisions))
+    nxt = np.where(i + 1 < len(c), c[np.minimum(i + 1, len(c) - 1)] - c[i], np.nan)
+    return probs, np.sign(nxt)
+
+
+def _reliability_chart(res: ReplayResult) -> str:
+    probs, move = _l1_arrays(res)
+    p = np.nanmean(probs, axis=1)
+    ok = np.isfinite(p) & np.isfinite(move) & (move != 0)
+    if ok.sum() < 20:
+        return _frame("Reliability of Layer-1 confidence", "", "too few bars with Layer-1 probabilities")
+    conf = np.maximum(p[ok], 1 - p[ok])
+    hit = (p[ok] >= 0.5) == (move[ok] > 0)
+    edges = np.linspace(0.5, 1.0, 11)
+    body = [_polyline(_scale(np.array([0.5, 1.0]), 0.5, 1, PAD, W - 10), _scale(np.array([0.5, 1.0]), 0.5, 1, H - PAD,
+                                                                                  PAD), "#bbb", 1)]  # fmt: skip
+    rows = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        m = (conf >= a) & (conf < b if b < 1 else conf <= b)
+        if m.sum():
+            x = float(_scale(np.array([conf[m].mean()]), 0.5, 1, PAD, W - 10)[0])
+            y = float(_scale(np.array([hit[m].mean()]), 0.5, 1, H - PAD, PAD)[0])
+            body.append(f'<circle cx="{x:.1f}" cy="{min(max(y, 0), H):.1f}" r="{2 + math.log1p(m.sum()):.1f}" '
+                        f'fill="#0969da"/>')  # fmt: skip
+            rows.append(f"{a:.2f}–{b:.2f}: {m.sum()} bars, hit rate {hit[m].mean():.3f}")
+    return _frame("Reliability of Layer-1 confidence (mean of the three models)", "".join(body),
+                  "diagonal = perfectly calibrated. " + "; ".join(rows))  # fmt: skip
+
+
+def _precision_coverage(res: ReplayResult) -> str:
+    probs, move = _l1_arrays(res)
+    ok = np.all(np.isfinite(probs), axis=1) & np.isfinite(move)
+    if ok.sum() < 20:
+        return _frame("Precision vs coverage of the Layer-1 rule", "", "too few bars with Layer-1 probabilities")
+    p, mv = probs[ok], move[ok]
+    up = p >= 0.5
+    agree = up.all(axis=1) | (~up).all(axis=1)
+    conf = np.where(up, p, 1 - p).min(axis=1)
+    pts, notes = [], []
+    for thr in np.linspace(0.5, 0.99, 50):
+        fire = agree & (conf >= thr)
+        if fire.sum() >= 5:
+            prec = float((np.where(up[fire, 0], 1, -1) == mv[fire]).mean())
+            pts.append((fire.mean(), prec))
+    for thr in (0.55, 0.6, 0.7, 0.95):
+        fire = agree & (conf >= thr)
+        notes.append(f"≥{thr}: {int(fire.sum())} bars")
+    if not pts:
+        return _frame("Precision vs coverage of the Layer-1 rule", "", "; ".join(notes))
+    cov, prec = np.array(pts).T
+    body = _polyline(_scale(cov, 0, max(cov.max(), 1e-9), PAD, W - 10), _scale(prec, 0, 1, H - PAD, PAD), "#8250df")
+    return _frame("Precision vs coverage of the Layer-1 rule (before costs)", body + _axis_labels(0, 1, "{:.0%}"),
+                  "x: share of bars on which the rule fires, y: direction precision; " + "; ".join(notes))  # fmt: skip
+
+
+def _module_rates(res: ReplayResult) -> str:
+    per: dict[str, list[tuple[int, bool]]] = {}
+    for k, d in enumerate(res.decisions):
+        for x in d.layers[3].details:
+            per.setdefault(x["module"], []).append((k, bool(x["passed"])))
+    if not per:
+        return _frame("Module pass rates over time", "", "Layer 4 was never evaluated (the gate stops at the first "
+                                                         "veto; run with mode = \"full\" to see every module)")  # fmt: skip
+    colors = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#57606a", "#d1242f", "#116329", "#6639ba"]
+    body, legend = [], []
+    n = max(1, len(res.decisions) - 1)
+    for c, (name, vals) in zip(colors * 3, sorted(per.items()), strict=False):
+        ks = np.array([v[0] for v in vals], float)
+        ok = np.array([v[1] for v in vals], float)
+        w = max(1, len(ok) // 20)
+        rate = np.convolve(ok, np.ones(w) / w, mode="same")
+        body.append(_polyline(_scale(ks, 0, n, PAD, W - 10), _scale(rate, 0, 1, H - PAD, PAD), c))
+        legend.append(f'<span style="color:{c}">{_esc(name)} {ok.mean():.0%}</span>')
+    return _frame("Module pass rates over time", "".join(body) + _axis_labels(0, 1, "{:.0%}"), "") + (
+        "<p class=note>" + " · ".join(legend) + "</p>")  # fmt: skip
+
+
+def write_report(res: ReplayResult, path: str | Path, config_hash: str = "") -> Path:
+    m = res.metrics
+    b = res.bars
+    period = (f"{np.datetime_as_string(b.times[res.start], 'm')}Z – {np.datetime_as_string(b.times[-1], 'm')}Z"
+              if len(res.decisions) else "-")  # fmt: skip
+    disabled = m.get("disabled_layers", [])
+    warn = (f'<p class="warn">Disabled in every decision: {", ".join(disabled)}. Every decision below, signal or '
+            f"not, was made without {'these layers' if len(disabled) > 1 else 'this layer'}.</p>"
+            if disabled else "")  # fmt: skip
+    ci = m.get("precision_ci95") or [math.nan, math.nan]
+
+    def fmt(x: Any, f: str = "{:.3f}") -> str:
+        return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f.format(x)
+
+    head = [("bars replayed", m["bars"]), ("signals", m["signals"]), ("coverage", fmt(m["coverage"], "{:.2%}")),
+            ("precision after spread", fmt(m["precision"], "{:.1%}") + (f" [{ci[0]:.1%}, {ci[1]:.1%}]"
+                                                                         if m["precision"] is not None else "")),
+            ("P&L (pips, after spread)", fmt(m["pnl_pips"], "{:.1f}")), ("Sharpe per trade", fmt(m["sharpe_per_trade"])),
+            ("Sharpe annualized", fmt(m["sharpe_annualized"])), ("deflated Sharpe (1 trial)", fmt(m["deflated_sharpe"])),
+            ("max drawdown (pips)", fmt(m["max_drawdown_pips"], "{:.1f}"))]  # fmt: skip
+    table = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in head)
+    funnel = "".join(f"<tr><th>{_esc(k)} passed</th><td>{v}</td></tr>" for k, v in m["funnel_passed"].items())
+    vetoes = "".join(f"<tr><th>{_esc(k)}</th><td>{v}</td></tr>" for k, v in list(m["first_veto"].items())[:15])
+    lat = "".join(f"<tr><th>{_esc(k)}</th><td>{v['p50']:.1f}</td><td>{v['p99']:.1f}</td></tr>"
+                  for k, v in m["latency_us"].items())  # fmt: skip
+    doc = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fxgate replay — {_esc(b.symbol)} {_esc(b.timeframe)}</title>
+<style>
+body{{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:900px;color:#1f2328}}
+h1{{font-size:22px}} h2{{font-size:16px;margin:22px 0 6px}} table{{border-collapse:collapse}}
+th,td{{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}} .note{{color:#57606a;font-size:12px}}
+.warn{{background:#fff8c5;padding:8px;border:1px solid #d4a72c}} .honest{{font-size:15px;font-weight:600}}
+.ax{{font-size:10px;fill:#57606a}}
+</style></head><body>
+<h1>fxgate replay — {_esc(b.symbol)} {_esc(b.timeframe)}</h1>
+<p>Out-of-sample bars {_esc(period)} · config {_esc(config_hash)} · the live <code>Gate.on_bar</code> loop run over
+history{" · interrupted, partial results" if m.get("interrupted") else ""}</p>
+{warn}
+<p class="honest">{_esc(m["honesty"])}</p>
+<section><h2>Headline (out of sample)</h2><table>{table}</table></section>
+{_price_chart(res)}
+{_equity_chart(res)}
+<section><h2>Layer funnel</h2><table>{funnel}<tr><th>signals</th><td>{m["signals"]}</td></tr></table>
+<h2>First veto</h2><table>{vetoes or "<tr><td>none</td></tr>"}</table></section>
+{_reliability_chart(res)}
+{_precision_coverage(res)}
+{_module_rates(res)}
+<section><h2>Latency per bar (µs)</h2><table><tr><th>layer</th><th>p50</th><th>p99</th></tr>{lat}</table></section>
+<script type="application/json" id="metrics">{html.escape(json.dumps(m, default=str))}</script>
+</body></html>
+"""
+    p = Path(path)
+    p.write_text(doc)
+    return p
