@@ -45,8 +45,8 @@ def main() -> None:
     ens.fit(bars[:2000], LabelSpec("next", 1, default_spread=8e-5), EnsembleConfig(), evaluate=False)
     out: dict = {"benchmark": "gate", "date": datetime.now(UTC).strftime("%Y-%m-%d"), "modes": {}}
     full_modules = tuple(m for m in GateConfig().l4.modules if m != "shap")
-    for mode, cfg in (("cheapest", GateConfig(spread=8e-5)),
-                      ("full_without_shap", GateConfig(spread=8e-5, mode="full", l4=L4Config(modules=full_modules)))):  # fmt: skip
+    full_cfg = GateConfig(spread=8e-5, mode="full", l4=L4Config(modules=full_modules))
+    for mode, cfg in (("cheapest", GateConfig(spread=8e-5)), ("full_without_shap", full_cfg)):
         gate = Gate(cfg, ens, timeframe=bars.timeframe, symbol=bars.symbol)
         gate.warm_up(bars[:2000])
         live = bars[2000:]

@@ -150,8 +150,8 @@ def _module_rates(res: ReplayResult) -> str:
         for x in d.layers[3].details:
             per.setdefault(x["module"], []).append((k, bool(x["passed"])))
     if not per:
-        return _frame("Module pass rates over time", "", "Layer 4 was never evaluated (the gate stops at the first "
-                                                         "veto; run with mode = \"full\" to see every module)")  # fmt: skip
+        note = 'Layer 4 was never evaluated (the gate stops at the first veto; mode = "full" shows every module)'
+        return _frame("Module pass rates over time", "", note)
     colors = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#57606a", "#d1242f", "#116329", "#6639ba"]
     body, legend = [], []
     n = max(1, len(res.decisions) - 1)
@@ -183,8 +183,9 @@ def write_report(res: ReplayResult, path: str | Path, config_hash: str = "") -> 
     head = [("bars replayed", m["bars"]), ("signals", m["signals"]), ("coverage", fmt(m["coverage"], "{:.2%}")),
             ("precision after spread", fmt(m["precision"], "{:.1%}") + (f" [{ci[0]:.1%}, {ci[1]:.1%}]"
                                                                          if m["precision"] is not None else "")),
-            ("P&L (pips, after spread)", fmt(m["pnl_pips"], "{:.1f}")), ("Sharpe per trade", fmt(m["sharpe_per_trade"])),
-            ("Sharpe annualized", fmt(m["sharpe_annualized"])), ("deflated Sharpe (1 trial)", fmt(m["deflated_sharpe"])),
+            ("P&L (pips, after spread)", fmt(m["pnl_pips"], "{:.1f}")),
+            ("Sharpe per trade", fmt(m["sharpe_per_trade"])), ("Sharpe annualized", fmt(m["sharpe_annualized"])),
+            ("deflated Sharpe (1 trial)", fmt(m["deflated_sharpe"])),
             ("max drawdown (pips)", fmt(m["max_drawdown_pips"], "{:.1f}"))]  # fmt: skip
     table = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in head)
     funnel = "".join(f"<tr><th>{_esc(k)} passed</th><td>{v}</td></tr>" for k, v in m["funnel_passed"].items())
