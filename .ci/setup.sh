@@ -2,7 +2,7 @@
 # Set up fxgate in ./.venv and run the main job or the test suite. The README's two commands call this script,
 # and .ci/run calls the second one, so what a new user types and what CI runs cannot drift apart.
 #
-#   bash .ci/setup.sh demo      # install fxgate and run the main job on the bundled EURUSD H1 sample
+#   bash .ci/setup.sh demo      # install fxgate and run `fxgate demo` on the bundled EURUSD H1 sample
 #   bash .ci/setup.sh test      # install fxgate with the dev, train and serve extras and run the tests
 #
 # Needs Python >= 3.11 (PYTHON=python3.12 to choose one) and a C/C++ compiler (llama-cpp-python builds from source).
@@ -58,10 +58,8 @@ case "$job" in
   demo)
     step "installing fxgate"
     $vpy -m pip install -q -e .
-    step "running the main job on the bundled EURUSD H1 sample: validate the bars, then fit Layer 1 walk-forward"
-    .venv/bin/fxgate data check
-    # the sample carries no spread column: labels are net of an assumed 0.8-pip EURUSD spread
-    exec .venv/bin/fxgate fit --out fxgate-demo/bundle --spread 0.00008 "$@"
+    step "running the main job: fxgate demo (walk-forward replay of the bundled EURUSD H1 sample)"
+    exec .venv/bin/fxgate demo "$@"
     ;;
   test)
     # The CPU build of torch first: an unpinned torch (asked for by the train extra) would pull a multi-GB CUDA build.

@@ -115,12 +115,22 @@ def main() -> None:
         },  # fmt: skip
         "compiled_vs_native_max_abs_err": err,
         "summary": [
-            {"figure": "Layer 1, three models, one row (p50)", "ours": f"{res['compiled']['p50_us']:.1f} us",
-             "reference": f"{res['native_three_models']['p50_us']:.1f} us (native predict x3, 1 thread)",
-             "ratio": f"{ratio:.1f}x", "target": "<= 30 us and >= 20x",
-             "met": res["compiled"]["p50_us"] <= 30 and ratio >= 20},
-            {"figure": "feature update per bar (p50)", "ours": f"{pct(ft)['p50_us']:.1f} us", "reference": "-",
-             "ratio": "-", "target": "<= 20 us", "met": pct(ft)["p50_us"] <= 20},
+            {
+                "figure": "Layer 1, three models, one row (p50)",
+                "ours": f"{res['compiled']['p50_us']:.1f} us",
+                "reference": f"{res['native_three_models']['p50_us']:.1f} us (native predict x3, 1 thread)",
+                "ratio": f"{ratio:.1f}x",
+                "target": "<= 30 us and >= 20x",
+                "met": res["compiled"]["p50_us"] <= 30 and ratio >= 20,
+            },
+            {
+                "figure": "feature update per bar (p50)",
+                "ours": f"{pct(ft)['p50_us']:.1f} us",
+                "reference": "-",
+                "ratio": "-",
+                "target": "<= 20 us",
+                "met": pct(ft)["p50_us"] <= 20,
+            },
         ],
         "machine": {
             "python": platform.python_version(),

@@ -353,8 +353,13 @@ def demo_cmd(out: Path) -> None:
 
 
 @cli.command("bench")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("benchmarks/out"), show_default=True,
-              help="Where each script's JSON and the summary table go.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("benchmarks/out"),
+    show_default=True,
+    help="Where each script's JSON and the summary table go.",
+)
 @click.option("--only", multiple=True, help="Run only these scripts (e.g. --only gate --only load).")
 def bench_cmd(out: Path, only: tuple[str, ...]) -> None:
     """Run every script in benchmarks/ and print one table: figure, ours, reference, ratio, target, met.

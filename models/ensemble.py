@@ -529,9 +529,12 @@ class TreeEnsemble:
         ens._compile()
         probe = np.array(man["probe"]["x"], dtype=np.float64)
         want = np.array(man["probe"]["proba"])
-        for label, got in (("native", ens.predict_proba(probe, native=True)), ("compiled", ens.predict_proba(probe))):
+        # native must reproduce the training-time numbers; the compiled evaluator matches native margins to ~1e-6
+        # (XGBoost adds leaves in float32), which a steep calibration map can stretch, hence its looser bound
+        for label, got, tol in (("native", ens.predict_proba(probe, native=True), 1e-7),
+                                ("compiled", ens.predict_proba(probe), 1e-5)):  # fmt: skip
             err = float(np.max(np.abs(got - want)))
-            if not err <= 1e-6:
+            if not err <= tol:
                 raise BundleError(
                     f"{d}: {label} predictions differ from the training-time probe by {err:.2e}; "
                     "the libraries or files changed. Fix: refit with the installed versions"

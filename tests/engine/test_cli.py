@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from fxgate.engine import load_bars, resample, sample_bars
 from fxgate.engine.cli import cli
@@ -76,3 +77,65 @@ def test_fit_writes_a_bundle_that_loads(tmp_path):
     assert "assumed spread of 8e-05" in r.output
     ens = TreeEnsemble.load(out)
     assert ens.manifest["label_spec"]["default_spread"] == 8e-05 and len(ens.manifest["metrics"]["folds"]) == 2
+
+
+def test_config_init_writes_a_loadable_default_and_refuses_to_overwrite(tmp_path):
+    from fxgate.engine.config import GateConfig, load_config
+
+    p = tmp_path / "gate.toml"
+    r = CliRunner().invoke(cli, ["config", "init", str(p)])
+    assert r.exit_code == 0 and load_config(p) == GateConfig()
+    r = CliRunner().invoke(cli, ["config", "init", str(p)])
+    assert r.exit_code == 2 and "--force" in r.output
+
+
+def test_replay_writes_every_output_and_refuses_an_overlapping_bundle(tmp_path):
+    import json
+
+    import pandas as pd
+
+    data = tmp_path / "EURUSD.csv"
+    sample_bars()[:2500].to_csv(data)
+    cfg = tmp_path / "gate.toml"
+    cfg.write_text("spread = 0.00008\n[replay]\ntrain_bars = 2000\nwindow_bars = 300\nn_estimators = 20\nfolds = 1\n")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["replay", "--data", str(data), "--config", str(cfg), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    for f in ("decisions.parquet", "trades.csv", "metrics.json", "report.html"):
+        assert (out / f).exists(), f
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["bars"] == 500 and len(m["refits"]) == 2 and m["disabled_layers"] == ["L2", "L3"]
+    assert len(pd.read_parquet(out / "decisions.parquet")) == 500
+    assert "bars replayed out of sample" in r.output
+    bundle = tmp_path / "bundle"
+    assert CliRunner().invoke(cli, ["fit", "--data", str(data), "--out", str(bundle), "--folds", "1",
+                                    "--estimators", "10"]).exit_code == 0  # fmt: skip
+    r = CliRunner().invoke(cli, ["replay", "--data", str(data), "--bundle", str(bundle), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "nothing out of sample is left to replay" in r.output
+
+
+@pytest.mark.slow
+def test_demo_runs_on_the_bundled_sample(tmp_path):
+    out = tmp_path / "demo"
+    r = CliRunner().invoke(cli, ["demo", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "report.html").exists() and "bars replayed out of sample" in r.output
+    assert "99.999%" in r.output
+
+
+def test_replay_jobs_runs_pairs_in_parallel_processes(tmp_path):
+    import json
+
+    cfg = tmp_path / "gate.toml"
+    cfg.write_text("[replay]\ntrain_bars = 2000\nwindow_bars = 500\nn_estimators = 10\nfolds = 1\n")
+    files = []
+    for sym, sl in (("EURUSD", slice(0, 2300)), ("GBPUSD", slice(1000, 3300))):
+        p = tmp_path / f"{sym}.csv"
+        sample_bars()[sl].to_csv(p)
+        files += ["--data", str(p)]
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["replay", *files, "--config", str(cfg), "--out", str(out), "--jobs", "2"])
+    assert r.exit_code == 0, r.output
+    for sym in ("EURUSD", "GBPUSD"):
+        assert json.loads((out / sym / "metrics.json").read_text())["bars"] == 300
+        assert f"{sym}: 300 bars replayed" in r.output

@@ -209,3 +209,23 @@ def test_deflated_sharpe_reproduces_the_published_example():
 
     sr = 2.5 / math.sqrt(250)
     assert deflated_sharpe_from(sr, 1250, -3.0, 10.0, 100, 0.5 / 250) == pytest.approx(0.9004, abs=5e-4)
+
+
+def test_replay_of_a_non_fx_series_and_interruption_keeps_partial_results():
+    import backtesting
+    from fxgate.engine import load_bars
+
+    goog = load_bars(__import__("pathlib").Path(backtesting.__file__).parent / "test" / "GOOG.csv", symbol="GOOG")
+    assert goog.timeframe == "D1"
+    cfg = replace(LOOSE, pip=0.01, replay=ReplayConfig(train_bars=1500, window_bars=400, n_estimators=20, folds=1))
+    res = replay(goog, cfg)
+    assert res.metrics["bars"] == len(goog) - 1500 and not res.interrupted
+    calls = {"n": 0}
+
+    def stop_after_100():
+        calls["n"] += 1
+        return calls["n"] >= 100
+
+    part = replay(goog, cfg, should_stop=stop_after_100)
+    assert part.interrupted and part.metrics["interrupted"] and part.metrics["bars"] == 100
+    assert [d.to_dict()["action"] for d in part.decisions] == [d.to_dict()["action"] for d in res.decisions[:100]]
