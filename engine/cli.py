@@ -324,8 +324,11 @@ def replay_cmd(data: tuple[Path, ...], config_path: Path | None, out: Path, bund
             _print_summary(_replay_one(str(p), str(config_path) if config_path else None,
                                        str(bundle) if bundle else None, o, load_kwargs, True))  # fmt: skip
         return
+    import multiprocessing
+
     signal.signal(signal.SIGINT, _on_sigint)
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    # spawn, not fork: forking a process whose OpenMP/numba thread pools are running can deadlock the children
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futs = [pool.submit(_replay_one, str(p), str(config_path) if config_path else None,
                             str(bundle) if bundle else None, o, load_kwargs, False)
                 for p, o in zip(data, outs, strict=True)]  # fmt: skip
