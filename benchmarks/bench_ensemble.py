@@ -17,7 +17,6 @@ Targets (issue #3): compiled three-model p50 <= 30 us and >= 20x faster than nat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -25,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from _common import write_json
 
 
 def pct(xs: list[int]) -> dict[str, float]:
@@ -145,10 +145,7 @@ def main() -> None:
     fu = out["feature_update"]
     print(f"{'feature update (per bar)':<28}{fu['p50_us']:>10.1f}{fu['p99_us']:>10.1f}")
     print(f"native / compiled (p50): {ratio:.1f}x   targets: compiled p50 <= 30 us, >= 20x, features <= 20 us")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Targets (issue #8): on_bar p99 <= 100 us; replay >= 20,000 bars/s without LLM la
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -22,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from _common import write_json
 
 
 def pct(xs: list[int]) -> dict[str, float]:
@@ -72,10 +72,7 @@ def main() -> None:
     for mode, v in out["modes"].items():
         print(f"{mode:<20}{v['p50_us']:>9.1f}{v['p99_us']:>9.1f}{v['bars_per_s']:>10.0f}")
     print("targets: on_bar p99 <= 100 us, replay >= 20,000 bars/s")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

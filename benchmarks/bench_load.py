@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from _common import write_json
 
 TARGET_CSV_RATIO = 1.5
 
@@ -201,10 +202,7 @@ def main() -> None:
             f"{r['reference']['p99_s']:9.3f} {r['ratio_p50']:5.2f}x {tgt:>6} {r['ours']['peak_mb']:8.0f} "
             f"{r['reference']['peak_mb']:7.0f}  {r['reference']['what']}"
         )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ window recompute.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -30,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from _common import write_json
 
 
 def pct(xs: list[int] | np.ndarray) -> dict[str, float]:
@@ -204,10 +204,7 @@ def main() -> None:
         print(f"{n:<20}{v['p50_us']:>9.2f}{v['p99_us']:>9.2f}{ref:>12}  {v['reference'] or '-'}")
     print(f"{'streaming total':<20}{tot['p50_us']:>9.2f}{tot['p99_us']:>9.2f}   (target <= 25 us p50)")
     print(f"regime vs hmmlearn window recompute: {regime_ratio:.0f}x (target >= 100x)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":
