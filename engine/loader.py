@@ -161,6 +161,12 @@ _MT5_TAGS = {
 }
 
 
+def _error(path: str, line: int | None, column: str | None, kind: str, problem: str, fix: str,
+           unit: str = "line") -> BarDataError:  # fmt: skip
+    """A BarDataError with one problem."""
+    return BarDataError([Problem(path, line, column, kind, problem, fix, unit)])
+
+
 def _split(line: str, delimiter: str) -> list[str]:
     if '"' in line:
         return next(csv.reader([line], delimiter=delimiter))
@@ -179,17 +185,13 @@ def _first_lines(text: str, k: int = 3) -> list[tuple[int, str]]:
 
 def _unknown(path: str, detail: str, tried: tuple[str, ...] = FORMATS) -> BarDataError:
     listing = "; ".join(f"{f}: {_EXAMPLES[f]}" for f in tried)
-    return BarDataError(
-        [
-            Problem(
-                path,
-                1,
-                None,
-                "unknown_format",
-                f"unknown bar file format ({detail}); formats tried: {listing}",
-                "export the bars in one of these formats, or pass format=... to name it",
-            )
-        ]
+    return _error(
+        path,
+        1,
+        None,
+        "unknown_format",
+        f"unknown bar file format ({detail}); formats tried: {listing}",
+        "export the bars in one of these formats, or pass format=... to name it",
     )
 
 
@@ -615,17 +617,8 @@ def _read_text(raw: bytes, path: str) -> tuple[str, bytes | None]:
         try:
             text = raw.decode("utf-16")
         except UnicodeDecodeError as exc:
-            raise BarDataError(
-                [
-                    Problem(
-                        path,
-                        None,
-                        None,
-                        "encoding",
-                        f"broken UTF-16 text ({exc})",
-                        "re-export the file as UTF-8 or ANSI",
-                    )
-                ]
+            raise _error(
+                path, None, None, "encoding", f"broken UTF-16 text ({exc})", "re-export the file as UTF-8 or ANSI"
             ) from exc
         return text, text.encode("utf-8")
     if raw.startswith(b"\xef\xbb\xbf"):
@@ -637,17 +630,13 @@ def _read_text(raw: bytes, path: str) -> tuple[str, bytes | None]:
         return raw.decode("utf-8"), recoded
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise BarDataError(
-            [
-                Problem(
-                    path,
-                    line,
-                    None,
-                    "encoding",
-                    f"byte {raw[exc.start]:#04x} is not UTF-8 text",
-                    "a bar file is text: check that this is the exported CSV and not another file",
-                )
-            ]
+        raise _error(
+            path,
+            line,
+            None,
+            "encoding",
+            f"byte {raw[exc.start]:#04x} is not UTF-8 text",
+            "a bar file is text: check that this is the exported CSV and not another file",
         ) from exc
 
 
@@ -658,17 +647,13 @@ def _read_parquet(path: str) -> tuple[_Raw, dict[str, str], str]:
     try:
         table = pq.read_table(path)
     except Exception as exc:  # noqa: BLE001
-        raise BarDataError(
-            [
-                Problem(
-                    path,
-                    None,
-                    None,
-                    "bad_parquet",
-                    f"unreadable Parquet ({exc})",
-                    "re-write the file, e.g. with Bars.to_parquet or DataFrame.to_parquet",
-                )
-            ]
+        raise _error(
+            path,
+            None,
+            None,
+            "bad_parquet",
+            f"unreadable Parquet ({exc})",
+            "re-write the file, e.g. with Bars.to_parquet or DataFrame.to_parquet",
         ) from exc
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items() if k.startswith(b"fxgate.")}
     df = table.to_pandas()
@@ -682,17 +667,13 @@ def _read_parquet(path: str) -> tuple[_Raw, dict[str, str], str]:
         times = df.index
         labels["time"] = str(df.index.name or "<index>")
     else:
-        raise BarDataError(
-            [
-                Problem(
-                    path,
-                    None,
-                    None,
-                    "missing_column",
-                    f"no time column among {list(df.columns)}",
-                    "add a 'time' column of timestamps (or a DatetimeIndex)",
-                )
-            ]
+        raise _error(
+            path,
+            None,
+            None,
+            "missing_column",
+            f"no time column among {list(df.columns)}",
+            "add a 'time' column of timestamps (or a DatetimeIndex)",
         )
     aware = times.tz is not None
     if aware:
@@ -707,31 +688,18 @@ def _read_parquet(path: str) -> tuple[_Raw, dict[str, str], str]:
         try:
             cols[canon] = df[src].to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError) as exc:
-            raise BarDataError(
-                [
-                    Problem(
-                        path,
-                        None,
-                        str(src),
-                        "bad_number",
-                        f"non-numeric column ({exc})",
-                        "store prices and volume as numbers",
-                    )
-                ]
+            raise _error(
+                path, None, str(src), "bad_number", f"non-numeric column ({exc})", "store prices and volume as numbers"
             ) from exc
     missing = [c for c in ("open", "high", "low", "close") if c not in cols]
     if missing:
-        raise BarDataError(
-            [
-                Problem(
-                    path,
-                    None,
-                    None,
-                    "missing_column",
-                    f"no {'/'.join(missing)} column among {list(df.columns)}",
-                    "name the columns open, high, low, close (any case)",
-                )
-            ]
+        raise _error(
+            path,
+            None,
+            None,
+            "missing_column",
+            f"no {'/'.join(missing)} column among {list(df.columns)}",
+            "name the columns open, high, low, close (any case)",
         )
     if times.isna().any():
         bad = int(np.flatnonzero(times.isna())[0]) + 1
@@ -1053,30 +1021,17 @@ def load_bars(
         with open(p, "rb") as fh:
             head = fh.read(_HEAD_BYTES + 1)
     except FileNotFoundError:
-        raise BarDataError(
-            [
-                Problem(
-                    spath,
-                    None,
-                    None,
-                    "missing_file",
-                    "no such file",
-                    "check the path (relative paths start from the current directory)",
-                )
-            ]
+        raise _error(
+            spath,
+            None,
+            None,
+            "missing_file",
+            "no such file",
+            "check the path (relative paths start from the current directory)",
         ) from None
     except OSError as exc:
-        raise BarDataError(
-            [
-                Problem(
-                    spath,
-                    None,
-                    None,
-                    "unreadable",
-                    f"cannot read ({exc.strerror})",
-                    "check the path and its permissions",
-                )
-            ]
+        raise _error(
+            spath, None, None, "unreadable", f"cannot read ({exc.strerror})", "check the path and its permissions"
         ) from None
     unit = "line"
     stored_symbol = ""
@@ -1150,17 +1105,13 @@ def load_bars(
         raw.cols = {k: v[order] for k, v in raw.cols.items()}
         changes.sort(key=lambda ch: ch.line)
     if len(raw.ts) == 0:
-        raise BarDataError(
-            [
-                Problem(
-                    spath,
-                    None,
-                    None,
-                    "empty",
-                    "no bars in the file" + (" after repair" if problems else ""),
-                    "export some bars into it",
-                )
-            ]
+        raise _error(
+            spath,
+            None,
+            None,
+            "empty",
+            "no bars in the file" + (" after repair" if problems else ""),
+            "export some bars into it",
         )
     spread = raw.cols.get("spread")
     if spread is not None and spread_points:
