@@ -84,13 +84,7 @@ def _window_stats_py(o, h, lo, c, v, m, d, out, k):  # type: ignore[no-untyped-d
     s = m - d
     # ROC = Ref($close, d)/$close: the close d bars before the current one
     roc = c[m - 1 - d] / cur if full1 else nan
-    mean = 0.0
-    for i in range(s, m):
-        mean += c[i]
-    mean /= d
-    ss = 0.0
-    for i in range(s, m):
-        ss += (c[i] - mean) ** 2
+    mean, ss = _mean_ss(c, s, m)
     std = math.sqrt(ss / (d - 1)) if d > 1 else nan
     # OLS of c on x = 1..d
     xm = (d + 1) / 2.0
@@ -130,13 +124,7 @@ def _window_stats_py(o, h, lo, c, v, m, d, out, k):  # type: ignore[no-untyped-d
     rank = (less + 0.5 * (equal + 1)) / d if equal > 0 else (less + 1.0) / d
     # CORR(close, log(volume + 1))
     corr = _corr(c[s:m], np.log(v[s:m] + 1.0))
-    vmean = 0.0
-    for i in range(s, m):
-        vmean += v[i]
-    vmean /= d
-    vss = 0.0
-    for i in range(s, m):
-        vss += (v[i] - vmean) ** 2
+    vmean, vss = _mean_ss(v, s, m)
     vstd = math.sqrt(vss / (d - 1)) if d > 1 else nan
     vcur = v[m - 1]
     # one-bar change families need d + 1 bars
@@ -173,13 +161,7 @@ def _window_stats_py(o, h, lo, c, v, m, d, out, k):  # type: ignore[no-untyped-d
                 vdn -= vd
             vab += abs(vd)
         cord = _corr(r, lv)
-        wmean = 0.0
-        for i in range(d):
-            wmean += wv[i]
-        wmean /= d
-        wss = 0.0
-        for i in range(d):
-            wss += (wv[i] - wmean) ** 2
+        wmean, wss = _mean_ss(wv, 0, d)
         wstd = math.sqrt(wss / (d - 1)) if d > 1 else nan
         cntp /= d
         cntn /= d
@@ -200,6 +182,18 @@ def _window_stats_py(o, h, lo, c, v, m, d, out, k):  # type: ignore[no-untyped-d
     )  # fmt: skip
     for j in range(29):
         out[k + j * W] = vals[j]
+
+
+def _mean_ss_py(a, s, m):  # type: ignore[no-untyped-def]
+    """Mean and sum of squared deviations of a[s:m] (two passes, as pandas' rolling var is exact to ~1e-15)."""
+    mean = 0.0
+    for i in range(s, m):
+        mean += a[i]
+    mean /= m - s
+    ss = 0.0
+    for i in range(s, m):
+        ss += (a[i] - mean) ** 2
+    return mean, ss
 
 
 def _quantile_sorted_py(a, q):  # type: ignore[no-untyped-def]
@@ -234,6 +228,7 @@ def _corr_py(x, y):  # type: ignore[no-untyped-def]
     return sxy / math.sqrt(sxx * syy)
 
 
+_mean_ss = kernel(_mean_ss_py)
 _quantile_sorted = kernel(_quantile_sorted_py)
 _corr = kernel(_corr_py)
 WINDOWS_ARR = np.array(WINDOWS, dtype=np.int64)
