@@ -75,6 +75,7 @@ def test_catboost(data, k, nan_mode, tmp_path):
         verbose=0,
         thread_count=1,
         random_seed=1,
+        allow_writing_files=False,
         nan_mode=nan_mode,
         loss_function="MultiClass" if k == 3 else "Logloss",
     )
