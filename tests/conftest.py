@@ -31,3 +31,14 @@ def rng() -> np.random.Generator:
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def nano(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """fxgate's nano LLM (random-weight 2-layer Qwen2, own BPE tokenizer), built once per test session with the
+    same code `fxgate demo` uses; its build runs the export parity check."""
+    from fxgate.training.nano import build_nano
+
+    d = tmp_path_factory.mktemp("nano")
+    manifest = build_nano(d)
+    return {"dir": d, "hf": d / "hf", "f16": d / "nano-f16.gguf", "q8": d / "nano-q8_0.gguf", "manifest": manifest}

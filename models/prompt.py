@@ -1,0 +1,254 @@
+"""Prompts for the LLM layers: versioned template files, the chat template, and the token budget.
+
+One source for serving and training: the live judge (:mod:`fxgate.models.llm`), the debate
+(:mod:`fxgate.models.debate`) and the training-data builders render prompts with the functions here, so the text a
+model is trained on is the text it is served.
+
+* **Template files** (``prompts/<role>.v<N>.toml``): a system prompt and ordered sections with a priority
+  (0 = required) and a ``static`` flag (no per-bar values; static sections come first and, with the system prompt,
+  form the prefix whose KV cache is reused). Placeholders are ``{name}``; JSON braces in the text are left alone.
+* **Chat template**: the model's own Jinja template (from the GGUF metadata), rendered the way Hugging Face
+  ``apply_chat_template`` renders it (sandboxed Jinja, ``trim_blocks``/``lstrip_blocks``, ``loopcontrols``).
+* **Budget**: when the rendered prompt is over its token budget, whole sections are dropped, least important
+  first — a number is never cut in half. If the required sections alone do not fit, :class:`ContextOverflow`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fxgate.engine.errors import FxgateError
+
+__all__ = ["PromptTemplate", "Section", "RenderedPrompt", "ContextOverflow", "TemplateError", "load_template",
+           "render_chat", "build_prompt", "R1_CHAT_TEMPLATE", "prompt_values", "KEY_FEATURES", "fmt_num"]  # fmt: skip
+
+PROMPTS_DIR = Path(__file__).parent / "prompts"
+#: DeepSeek-R1-Distill-Qwen's chat template (tokenizer_config.json of deepseek-ai/DeepSeek-R1-Distill-Qwen-7B,
+#: revision with the ``<think>\n`` generation prompt), used for the models fxgate builds and exports.
+R1_CHAT_TEMPLATE = (PROMPTS_DIR / "deepseek_r1_distill.jinja").read_text()
+OUTPUT_KINDS = ("judge", "bull", "bear", "risk")
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+class TemplateError(FxgateError, ValueError):
+    """A bad prompt template file; the message names the file and the field."""
+
+
+class ContextOverflow(FxgateError):
+    """The required sections of a prompt do not fit in the model's context with the generation budgets."""
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    name: str
+    priority: int
+    static: bool
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class PromptTemplate:
+    name: str
+    version: int
+    output: str
+    system: str
+    sections: tuple[Section, ...]
+    source: str  # file path
+    sha256: str  # of the file's bytes
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}.v{self.version}"
+
+    @property
+    def placeholders(self) -> set[str]:
+        return {m for s in self.sections for m in _PLACEHOLDER.findall(s.text)}
+
+
+def load_template(name_or_path: str | Path) -> PromptTemplate:
+    """Load ``judge.v1`` (a bundled template) or a path to a ``.toml`` template file."""
+    s = str(name_or_path)
+    p = PROMPTS_DIR / f"{s}.toml" if not s.endswith(".toml") and "/" not in s else Path(s).expanduser()
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        known = ", ".join(sorted(x.stem for x in PROMPTS_DIR.glob("*.toml")))
+        raise TemplateError(f"{p}: cannot read prompt template ({exc.strerror}). Bundled templates: {known}") from exc
+    try:
+        d = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"{p}: not valid TOML ({exc})") from exc
+    for key, typ in (("name", str), ("version", int), ("output", str), ("system", str), ("section", list)):
+        if not isinstance(d.get(key), typ):
+            raise TemplateError(f"{p}: field {key!r} is missing or not a {typ.__name__}")
+    if d["output"] not in OUTPUT_KINDS:
+        raise TemplateError(f"{p}: output = {d['output']!r}; use one of {', '.join(OUTPUT_KINDS)}")
+    sections = []
+    seen_dynamic = False
+    for i, s in enumerate(d["section"]):
+        where = f"{p}: [[section]] #{i + 1}"
+        if not isinstance(s.get("name"), str) or not isinstance(s.get("text"), str):
+            raise TemplateError(f"{where}: needs a name and a text")
+        pr = s.get("priority", 0)
+        if not isinstance(pr, int) or pr < 0:
+            raise TemplateError(f"{where} ({s['name']}): priority must be an integer >= 0")
+        static = bool(s.get("static", False))
+        if static and _PLACEHOLDER.search(s["text"]):
+            raise TemplateError(f"{where} ({s['name']}): a static section cannot contain a placeholder")
+        if static and seen_dynamic:
+            raise TemplateError(f"{where} ({s['name']}): static sections must come before every dynamic section")
+        seen_dynamic |= not static
+        sections.append(Section(s["name"], pr, static, s["text"]))
+    if not any(s.priority == 0 for s in sections):
+        raise TemplateError(f"{p}: no required (priority 0) section")
+    return PromptTemplate(d["name"], d["version"], d["output"], d["system"], tuple(sections), str(p),
+                          hashlib.sha256(raw).hexdigest())  # fmt: skip
+
+
+# -- chat template ------------------------------------------------------------------------------------------------
+_JINJA_CACHE: dict[str, Any] = {}
+
+
+def _compiled(template: str) -> Any:
+    t = _JINJA_CACHE.get(template)
+    if t is None:
+        import jinja2
+        from jinja2.ext import loopcontrols
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message: str) -> None:
+            raise jinja2.exceptions.TemplateError(message)
+
+        def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
+                   sort_keys: bool = False) -> str:  # fmt: skip
+            return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+        env.filters["tojson"] = tojson
+        env.globals["raise_exception"] = raise_exception
+        t = _JINJA_CACHE[template] = env.from_string(template)
+    return t
+
+
+def render_chat(template: str, messages: Sequence[Mapping[str, Any]], *, bos_token: str, eos_token: str,
+                add_generation_prompt: bool = True) -> str:  # fmt: skip
+    """Render ``messages`` with a chat template exactly as ``transformers``' ``apply_chat_template`` does."""
+    return _compiled(template).render(messages=list(messages), bos_token=bos_token, eos_token=eos_token,
+                                      add_generation_prompt=add_generation_prompt)  # fmt: skip
+
+
+# -- building a prompt under a token budget -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RenderedPrompt:
+    text: str  # the full chat-rendered prompt, ending with the generation prompt
+    prefix_text: str  # the static prefix (system + static sections), a string prefix of ``text``
+    messages: tuple[dict[str, str], ...]
+    sections: tuple[str, ...]  # names of the sections kept
+    dropped: tuple[str, ...]  # names of the sections dropped for the budget, in drop order
+    n_tokens: int
+    template_id: str
+
+
+def _fill(section: Section, values: Mapping[str, str], source: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        k = m.group(1)
+        if k not in values:
+            raise TemplateError(f"{source}: section {section.name!r} uses {{{k}}}, which the caller did not provide "
+                                f"(provided: {', '.join(sorted(values))})")  # fmt: skip
+        return str(values[k])
+
+    return _PLACEHOLDER.sub(sub, section.text)
+
+
+def build_prompt(tpl: PromptTemplate, values: Mapping[str, str], *, chat_template: str, bos_token: str,
+                 eos_token: str, count_tokens: Callable[[str], int], budget: int) -> RenderedPrompt:  # fmt: skip
+    """Fill the sections, render with the chat template, and drop whole sections (highest priority number first,
+    later sections first among equals) until the prompt has at most ``budget`` tokens."""
+    filled = [(s, _fill(s, values, tpl.source)) for s in tpl.sections]
+    keep = [True] * len(filled)
+    dropped: list[str] = []
+
+    def render(add_gen: bool, static_only: bool = False) -> tuple[str, list[dict[str, str]]]:
+        parts = [t for (s, t), k in zip(filled, keep, strict=True) if k and (s.static or not static_only)]
+        msgs = [{"role": "system", "content": tpl.system}, {"role": "user", "content": "\n\n".join(parts)}]
+        return render_chat(chat_template, msgs, bos_token=bos_token, eos_token=eos_token,
+                           add_generation_prompt=add_gen), msgs  # fmt: skip
+
+    while True:
+        text, msgs = render(True)
+        n = count_tokens(text)
+        if n <= budget:
+            break
+        order = sorted((i for i, (s, _) in enumerate(filled) if keep[i] and s.priority > 0),
+                       key=lambda i: (-filled[i][0].priority, -i))  # fmt: skip
+        if not order:
+            raise ContextOverflow(f"prompt {tpl.id}: the required sections need {n} tokens, over the budget of "
+                                  f"{budget} (context minus the thinking and answer budgets). Fix: raise [llm] n_ctx "
+                                  f"or lower the thinking budget")  # fmt: skip
+        keep[order[0]] = False
+        dropped.append(filled[order[0]][0].name)
+    # The static prefix: system + static sections + the separator that follows them in the full prompt.
+    prefix, _ = render(False, static_only=True)
+    if any(k and not s.static for (s, _), k in zip(filled, keep, strict=True)):
+        prefix += "\n\n"
+    if not text.startswith(prefix):  # a chat template that puts per-turn text before the system prompt
+        prefix = ""
+    return RenderedPrompt(text, prefix, tuple(msgs), tuple(s.name for (s, _), k in zip(filled, keep, strict=True)
+                                                            if k), tuple(dropped), n, tpl.id)  # fmt: skip
+
+
+# -- the values a prompt shows ------------------------------------------------------------------------------------
+#: features shown to the LLM layers (explained in the templates' glossary)
+KEY_FEATURES = ("ROC5", "ROC20", "MA20", "STD20", "RSV20", "CORR20", "CNTP20", "SUMP20", "RV_D", "RV_W", "BV_D",
+                "BNS_Z", "LM", "SESS_ASIA", "SESS_LONDON", "SESS_NY", "SPREAD_REL")  # fmt: skip
+
+
+def fmt_num(x: Any, digits: int = 6) -> str:
+    """A number as text with ``digits`` significant digits; non-finite values as ``n/a``."""
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not math.isfinite(v):
+        return "n/a"
+    return f"{v:.{digits}g}"
+
+
+def prompt_values(*, symbol: str, timeframe: str, ts_ns: int, bar: Mapping[str, float | None], direction: str,
+                  horizon: int, probs: Mapping[str, float] | None, features: Mapping[str, float],
+                  modules: Sequence[Mapping[str, Any]] = (), size: float | None = None, judge: str = "",
+                  transcript: str = "") -> dict[str, str]:  # fmt: skip
+    """The text of every placeholder, from the bar and what the other layers said. Pure: the training-data builders
+    call it with the same arguments the gate uses."""
+    import datetime as _dt
+
+    t = _dt.datetime.fromtimestamp(ts_ns / 1e9, tz=_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    b = bar
+    bar_txt = (f"{symbol or 'instrument'} {timeframe} bar opening {t}: open {fmt_num(b.get('open'))}, high "
+               f"{fmt_num(b.get('high'))}, low {fmt_num(b.get('low'))}, close {fmt_num(b.get('close'))}, volume "
+               f"{fmt_num(b.get('volume'))}, spread {fmt_num(b.get('spread'))}")  # fmt: skip
+    prob_txt = ", ".join(f"{k} {fmt_num(v, 4)}" for k, v in (probs or {}).items()) or "not available"
+    prop = f"{direction} over the next {horizon} bar{'s' if horizon != 1 else ''}"
+    if size is not None:
+        prop += f", proposed size {fmt_num(size, 4)}"
+    prop += f". Layer-1 calibrated P(up): {prob_txt}."
+    mods = "\n".join(f"- {m['module']}: {'pass' if m['passed'] else 'FAIL'}, score {fmt_num(m.get('score'), 4)} "
+                     f"(threshold {fmt_num(m.get('threshold'), 4)}): {m.get('reason', '')}"
+                     for m in modules)  # fmt: skip
+    feats = "\n".join(f"- {k}: {fmt_num(features.get(k))}" for k in KEY_FEATURES if k in features)
+    return {"symbol": symbol, "timeframe": timeframe, "time": t, "bar": bar_txt, "direction": direction,
+            "horizon": str(horizon), "proposal": prop, "modules": mods or "(none evaluated)",
+            "features": feats or "(none)", "size": fmt_num(size, 4), "judge": judge or "(not consulted)",
+            "transcript": transcript or "(no turns yet)"}  # fmt: skip

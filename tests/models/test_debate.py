@@ -1,0 +1,83 @@
+"""Layer 3: the debate's transcript structure on the nano model, and its pass rule checked case by case."""
+
+from __future__ import annotations
+
+import jsonschema
+import numpy as np
+import pytest
+from fxgate.models.debate import Debate
+from fxgate.models.llm import Generation, LlmError, LlmRuntime, LlmSettings
+from llm_common import SCHEMAS, values
+
+
+@pytest.fixture(scope="module")
+def rt(nano):
+    r = LlmRuntime(LlmSettings(model=str(nano["q8"]), n_ctx=4096, n_threads=2))
+    yield r
+    r.close()
+
+
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_transcript_structure(rt, rounds):
+    d = Debate({"bull": rt, "bear": rt, "risk": rt}, rounds=rounds, think_budget=6)
+    v = d.debate(values(np.random.default_rng(rounds)), "SELL")
+    roles = [e["role"] for e in v.transcript]
+    assert roles == ["bull", "bear"] * rounds + ["risk"]
+    assert [e["round"] for e in v.transcript] == [r for r in range(1, rounds + 1) for _ in (0, 1)] + [rounds]
+    for e in v.transcript:
+        assert "error" not in e, e.get("error")
+        jsonschema.validate(e["answer"], SCHEMAS[e["role"]])
+        assert e["model"] == rt.sha256[:16] and e["tokens"]["answer"] > 0 and e["template"] == f"{e['role']}.v1"
+    bull = [e["answer"] for e in v.transcript if e["role"] == "bull"]
+    bear = [e["answer"] for e in v.transcript if e["role"] == "bear"]
+    risk = v.transcript[-1]["answer"]
+    # the verdict recomputed from the transcript by hand
+    assert v.bull_confidence == bull[-1]["confidence"]
+    assert v.bear_strength == max(a["strength"] for b in bear for a in b["arguments"])
+    expect = (bull[-1]["confidence"] >= 0.95 and v.bear_strength <= 0.05 and risk["approve"]
+              and risk["size_fraction"] > 0)  # fmt: skip
+    assert v.passed == expect
+    summary, *turns = v.details()
+    assert summary["role"] == "summary" and turns == v.transcript
+    # later turns see the earlier ones
+    if rounds == 2:
+        assert v.transcript[2]["tokens"]["prompt"] > v.transcript[0]["tokens"]["prompt"]
+
+
+def _gen(kind, parsed):
+    return Generation(kind, "", "{}", parsed, None, False, 10, 10, 0, 5, 0.0, 0.0, 0.0, "cold")
+
+
+@pytest.mark.parametrize(("bull", "bear", "approve", "frac", "passed", "why"), [
+    (0.97, 0.04, True, 0.5, True, "unanimous"),
+    (0.95, 0.05, True, 1.0, True, "unanimous"),            # both thresholds are inclusive
+    (0.94, 0.01, True, 1.0, False, "bull confidence 0.94 < 0.95"),
+    (0.99, 0.06, True, 1.0, False, "bear's strongest counter-argument 0.06 > 0.05"),
+    (0.99, 0.00, False, 1.0, False, "risk manager rejects"),
+    (0.99, 0.00, True, 0.0, False, "risk manager cuts the size to 0"),
+])  # fmt: skip
+def test_pass_rule(monkeypatch, rt, bull, bear, approve, frac, passed, why):
+    d = Debate({"bull": rt, "bear": rt, "risk": rt})
+    answers = {"bull": {"confidence": bull, "arguments": [{"point": "p", "strength": 0.9}]},
+               "bear": {"arguments": [{"point": "weak", "strength": bear / 2}, {"point": "strong", "strength": bear}]},
+               "risk": {"approve": approve, "size_fraction": frac, "reasons": ["r"]}}  # fmt: skip
+    monkeypatch.setattr(d, "_call", lambda role, vals, deadline: _gen(role, answers[role]))
+    v = d.debate(values(np.random.default_rng(0)), "BUY")
+    assert v.passed is passed and why in v.reason
+    assert v.size_fraction == frac and v.bear_strength == bear
+
+
+def test_a_failed_turn_ends_the_debate_closed(monkeypatch, rt):
+    d = Debate({"bull": rt, "bear": rt, "risk": rt}, rounds=2)
+    seen = []
+
+    def call(role, vals, deadline):
+        seen.append(role)
+        if role == "bear":
+            raise LlmError("generation timed out after 60 s ([llm] timeout_s)")
+        return _gen(role, {"confidence": 0.99, "arguments": [{"point": "p", "strength": 0.9}]})
+
+    monkeypatch.setattr(d, "_call", call)
+    v = d.debate(values(np.random.default_rng(0)), "BUY")
+    assert seen == ["bull", "bear"] and not v.passed and v.reason.startswith("bear (round 1): generation timed out")
+    assert v.transcript[-1]["error"].startswith("generation timed out")
