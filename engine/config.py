@@ -17,8 +17,8 @@ from typing import Any
 
 from fxgate.engine.errors import FxgateError
 
-__all__ = ["GateConfig", "L1Config", "LlmLayerConfig", "L4Config", "SizingConfig", "ReplayConfig", "ConfigError",
-           "DEFAULT_MODULES", "DEFAULT_TOML", "load_config"]  # fmt: skip
+__all__ = ["GateConfig", "L1Config", "L2Config", "L3Config", "LlmConfig", "L4Config", "SizingConfig", "ReplayConfig",
+           "ConfigError", "DEFAULT_MODULES", "DEFAULT_TOML", "load_config"]  # fmt: skip
 
 #: Layer-4 modules built so far, in evaluation order (cheap streaming checks first, SHAP last).
 DEFAULT_MODULES = ("vpin", "bocpd", "regime", "uncertainty", "execution_cost", "adverse_selection", "robust_kelly",
@@ -36,11 +36,52 @@ class L1Config:
 
 
 @dataclass(frozen=True, kw_only=True)
-class LlmLayerConfig:
-    """Layers 2 (LLM judge) and 3 (debate). Not built in this version: they must stay disabled."""
+class LlmConfig:
+    """The GGUF model(s) of layers 2 and 3 and how llama.cpp runs them."""
+
+    model: str = ""  # path to a .gguf file; "nano": fxgate's nano model (built on first use, random weights)
+    sha256: str = ""  # expected sha256 (prefix) of the model file; empty: record whatever it is
+    n_ctx: int = 4096
+    n_threads: int = 0  # 0: llama.cpp's default
+    n_gpu_layers: int = 0  # -1: every layer on the GPU
+    n_batch: int = 256
+    seed: int = 0
+    temperature: float = 0.0  # 0: greedy, deterministic
+    timeout_s: float = 60.0  # per layer: the judge's call, or the whole debate
+    cache: str = "~/.cache/fxgate/llm-verdicts.sqlite"  # completed answers on disk; "" disables
+    chat_template: str = ""  # a Jinja file overriding the GGUF's tokenizer.chat_template
+    on_load_error: str = "raise"  # "raise": the gate refuses to start; "veto": L2/L3 fail closed on every bar
+    cpu_extra_buffers: bool = False  # llama.cpp AMX/repacked CPU weights: faster on bare metal, SIGILL on some VMs
+
+
+@dataclass(frozen=True, kw_only=True)
+class L2Config:
+    """Layer 2, the LLM judge: passes when its direction equals Layer 1's and its certainty >= threshold."""
 
     enabled: bool = False
     threshold: float = 0.95
+    template: str = "judge.v1"  # a bundled template name or a path to a .toml template
+    think_budget: int = 384  # reasoning tokens before the <think> block is closed for it
+    answer_budget: int = 512
+
+
+@dataclass(frozen=True, kw_only=True)
+class L3Config:
+    """Layer 3, the debate: bull confidence >= threshold, bear's strongest point <= bear_max_strength, risk approves."""
+
+    enabled: bool = False
+    threshold: float = 0.95
+    bear_max_strength: float = 0.05
+    rounds: int = 1
+    think_budget: int = 256
+    answer_budget: int = 512
+    bull_model: str = ""  # "": the [llm] model
+    bear_model: str = ""
+    risk_model: str = ""
+    bull_template: str = "bull.v1"
+    bear_template: str = "bear.v1"
+    risk_template: str = "risk.v1"
+
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,8 +113,9 @@ class GateConfig:
     pip: float = 0.0001  # price of one pip, for P&L reports
     mode: str = "cheapest"  # "cheapest": stop at the first veto; "full": evaluate every layer (diagnostics)
     l1: L1Config = L1Config()
-    l2: LlmLayerConfig = LlmLayerConfig()
-    l3: LlmLayerConfig = LlmLayerConfig()
+    llm: LlmConfig = LlmConfig()
+    l2: L2Config = L2Config()
+    l3: L3Config = L3Config()
     l4: L4Config = L4Config()
     sizing: SizingConfig = SizingConfig()
     replay: ReplayConfig = ReplayConfig()
@@ -88,9 +130,20 @@ class GateConfig:
         if not 0.5 <= self.l1.threshold < 1:
             raise ConfigError(f"[l1] threshold = {self.l1.threshold}: must be in [0.5, 1)")
         for name, layer in (("l2", self.l2), ("l3", self.l3)):
-            if layer.enabled:
-                raise ConfigError(f"[{name}] enabled = true, but the LLM layers are not built in this version of "
-                                  f"fxgate. Fix: set [{name}] enabled = false")  # fmt: skip
+            if not 0 <= layer.threshold <= 1:
+                raise ConfigError(f"[{name}] threshold = {layer.threshold}: must be in [0, 1]")
+            if layer.think_budget < 0 or layer.answer_budget < 16:
+                raise ConfigError(f"[{name}] think_budget must be >= 0 and answer_budget >= 16")
+        if (self.l2.enabled or self.l3.enabled) and not self.llm.model:
+            raise ConfigError("[l2]/[l3] enabled, but [llm] model is empty. Fix: set [llm] model to a GGUF file, or "
+                              '"nano" for fxgate\'s nano test model')  # fmt: skip
+        if not 0 <= self.l3.bear_max_strength <= 1 or self.l3.rounds < 1:
+            raise ConfigError("[l3] bear_max_strength must be in [0, 1] and rounds >= 1")
+        lc = self.llm
+        if lc.on_load_error not in ("raise", "veto"):
+            raise ConfigError(f'[llm] on_load_error = {lc.on_load_error!r}: use "raise" or "veto"')
+        if lc.n_ctx < 256 or lc.n_batch < 1 or lc.timeout_s <= 0 or lc.temperature < 0:
+            raise ConfigError("[llm] needs n_ctx >= 256, n_batch >= 1, timeout_s > 0 and temperature >= 0")
         from fxgate.modules import REGISTRY
 
         for m in self.l4.modules:
@@ -116,8 +169,8 @@ class GateConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-_SECTIONS = {"l1": L1Config, "l2": LlmLayerConfig, "l3": LlmLayerConfig, "l4": L4Config, "sizing": SizingConfig,
-             "replay": ReplayConfig}  # fmt: skip
+_SECTIONS = {"l1": L1Config, "llm": LlmConfig, "l2": L2Config, "l3": L3Config, "l4": L4Config,
+             "sizing": SizingConfig, "replay": ReplayConfig}  # fmt: skip
 
 
 def _check_keys(where: str, data: dict[str, Any], cls: type) -> None:
@@ -209,13 +262,41 @@ mode = "cheapest"    # "cheapest": stop at the first veto; "full": evaluate ever
 enabled = true
 threshold = 0.95
 
-[l2]                 # LLM judge: not built in this version; must stay false
-enabled = false
-threshold = 0.95
+[llm]                # the GGUF model of layers 2 and 3, run by llama-cpp-python
+model = ""           # path to a .gguf file; "nano" = fxgate's nano test model (random weights: plumbing only)
+sha256 = ""          # expected sha256 (prefix) of the file; empty = record whatever it is
+n_ctx = 4096
+n_threads = 0        # 0 = llama.cpp's default
+n_gpu_layers = 0     # -1 = every layer on the GPU
+n_batch = 256
+seed = 0
+temperature = 0.0    # 0 = greedy: the same input gives the same verdict
+timeout_s = 60.0     # per layer (the judge's call; the whole debate); a late answer is a veto
+cache = "~/.cache/fxgate/llm-verdicts.sqlite"  # completed answers, so replays never recompute; "" disables
+chat_template = ""   # a Jinja file overriding the GGUF's tokenizer.chat_template
+on_load_error = "raise"  # "raise": refuse to start on a missing/corrupt model; "veto": L2/L3 fail closed
+cpu_extra_buffers = false  # llama.cpp AMX/repacked CPU weights: faster on bare metal, SIGILL on some VMs
 
-[l3]                 # bull/bear/risk debate: not built in this version; must stay false
+[l2]                 # LLM judge: same direction as Layer 1 and certainty >= threshold
 enabled = false
 threshold = 0.95
+template = "judge.v1"
+think_budget = 384   # reasoning tokens; then the <think> block is closed and the JSON answer is generated
+answer_budget = 512
+
+[l3]                 # debate: bull confidence >= threshold, bear's strongest point <= bear_max_strength,
+enabled = false      # and the risk manager approves (it may cut the size, never raise it)
+threshold = 0.95
+bear_max_strength = 0.05
+rounds = 1
+think_budget = 256
+answer_budget = 512
+bull_model = ""      # "" = the [llm] model; each role may use its own GGUF
+bear_model = ""
+risk_model = ""
+bull_template = "bull.v1"
+bear_template = "bear.v1"
+risk_template = "risk.v1"
 
 [l4]                 # certainty modules, evaluated in this order; every listed module must pass
 enabled = true

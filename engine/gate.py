@@ -10,18 +10,27 @@ Per bar (``Gate.on_bar``):
    their confidence); its outcome is delivered ``horizon`` bars later and never earlier. (Candidates, not only
    emitted signals, feed the outcome-based modules — otherwise a gate that has not yet traded could never learn
    that it should.)
-3. **Verdicts, cheapest first**: L1 (compiled trees), then L4 (modules in configured order, SHAP last), then L2 and
-   L3 — which are not built in this version and appear as ``enabled=false``. ``mode="cheapest"`` stops at the first
-   veto; ``mode="full"`` evaluates every enabled layer and module for diagnostics. A disabled layer is never
+3. **Verdicts, cheapest first**: L1 (compiled trees), then L4 (modules in configured order, SHAP last), then the
+   size, then L2 (the LLM judge) and L3 (the debate), which run only on bars that every cheaper check passed.
+   ``mode="cheapest"`` stops at the first veto; ``mode="full"`` evaluates every enabled layer and module for
+   diagnostics (the LLM layers on every bar where Layer 1 proposes a direction). A disabled layer is never
    reported as passed.
-4. **Size**: min(robust Kelly fraction, Bayesian size) × scale, capped at ``max_size``.
+4. **Size**: min(robust Kelly fraction, Bayesian size) × scale, capped at ``max_size``; the risk manager of L3 may
+   cut it.
+
+Steps 1-2 and the fast verdicts run under a lock; the LLM calls run outside it, so a second thread feeding the next
+bar keeps the feature and module state moving while an LLM call for the previous bar is in flight. An LLM failure
+of any kind (missing model, timeout, malformed answer, context overflow) is a fail-closed verdict with its reason;
+``on_bar`` never raises.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +61,16 @@ class Gate:
         p = self.config.l4.params
         self.modules = [create(n, **p.get(n, {})) for n in self.config.l4.modules] if self.config.l4.enabled else []
         self.ensemble: Any = None
+        self._llm_hashes: dict[str, str] = {}
+        self.judge: Any = None
+        self.debate: Any = None
+        self._llm_error: str | None = None
+        self._runtimes: dict[str, Any] = {}
+        if self.config.l2.enabled or self.config.l3.enabled:
+            self._start_llm()
         self.set_ensemble(ensemble)
+        self._lock = threading.RLock()
+        self._feature_index = {n: i for i, n in enumerate(self.features.names)}
         self._last_ts: int | None = None
         self._bars = 0
         self._pending: deque[tuple[int, int, int, float, float, float]] = deque()  # due, ts, dir, entry, spread, p
@@ -79,12 +97,62 @@ class Gate:
             raise ValueError(f"bundle is for {ensemble.timeframe} bars, the gate runs {self.timeframe}")
         self.ensemble = ensemble
         # hashed once here, not per bar
-        self.model_hashes = {"l1": ensemble.bundle_hash[:16]} if ensemble is not None and ensemble.manifest else {}
+        l1 = {"l1": ensemble.bundle_hash[:16]} if ensemble is not None and ensemble.manifest else {}
+        self.model_hashes = {**l1, **self._llm_hashes}
+
+    # -- the LLM layers ----------------------------------------------------------------------------------------------
+    def _start_llm(self) -> None:
+        """Verify and load the GGUF model(s) now, at gate start (not on the first bar that needs them)."""
+        from fxgate.models.debate import Debate
+        from fxgate.models.llm import Judge, LlmError, LlmRuntime, LlmSettings, VerdictCache
+
+        c = self.config
+        lc = c.llm
+        cache = VerdictCache(lc.cache) if lc.cache else None
+        try:
+            def runtime(path: str) -> Any:
+                path = _resolve_model(path or lc.model)
+                if path not in self._runtimes:
+                    s = LlmSettings(model=path, sha256=lc.sha256 if path == _resolve_model(lc.model) else "",
+                                    n_ctx=lc.n_ctx, n_threads=lc.n_threads, n_gpu_layers=lc.n_gpu_layers,
+                                    n_batch=lc.n_batch, seed=lc.seed, temperature=lc.temperature,
+                                    timeout_s=lc.timeout_s, chat_template=lc.chat_template,
+                                    cpu_extra_buffers=lc.cpu_extra_buffers)  # fmt: skip
+                    self._runtimes[path] = LlmRuntime(s, cache=cache)
+                return self._runtimes[path]
+
+            if c.l2.enabled:
+                rt = runtime(lc.model)
+                self.judge = Judge(rt, template=c.l2.template, threshold=c.l2.threshold,
+                                   think_budget=c.l2.think_budget, answer_budget=c.l2.answer_budget)  # fmt: skip
+                self._llm_hashes["l2"] = rt.sha256[:16]
+            if c.l3.enabled:
+                l3 = c.l3
+                rts = {"bull": runtime(l3.bull_model), "bear": runtime(l3.bear_model), "risk": runtime(l3.risk_model)}
+                self.debate = Debate(rts, rounds=l3.rounds, threshold=l3.threshold,
+                                     bear_max_strength=l3.bear_max_strength, think_budget=l3.think_budget,
+                                     answer_budget=l3.answer_budget, timeout_s=lc.timeout_s,
+                                     templates={"bull": l3.bull_template, "bear": l3.bear_template,
+                                                "risk": l3.risk_template})  # fmt: skip
+                for role, rt in rts.items():
+                    self._llm_hashes[f"l3.{role}"] = rt.sha256[:16]
+        except (LlmError, ValueError, OSError) as exc:
+            if lc.on_load_error == "raise":
+                raise
+            self._llm_error = f"model unavailable: {exc}"
+            self.judge = self.debate = None
+
+    def close(self) -> None:
+        """Release the LLM runtimes (worker threads, llama.cpp contexts)."""
+        for rt in self._runtimes.values():
+            rt.close()
+        self._runtimes.clear()
 
     # -- warm-up ---------------------------------------------------------------------------------------------------
     def warm_up(self, bars: Bars | None = None) -> None:
         """Compile every kernel now (not on the first live bar), then run ``bars`` (history before the live feed)
-        through the state updates so windows are full when trading starts."""
+        through the state updates so windows are full when trading starts. The LLM models were already loaded and
+        verified by the constructor."""
         from fxgate.models.features import FeatureEngine
 
         probe = FeatureEngine(self.timeframe)
@@ -94,8 +162,9 @@ class Gate:
         if self.ensemble is not None:
             self.ensemble.predict_row(np.zeros(self.features.n_features))
         if bars is not None:
-            for b in bars:
-                self.on_bar(b)
+            for b in bars:  # state only: history never reaches the LLM layers
+                with self._lock:
+                    self._fast(b)
 
     # -- the bar -----------------------------------------------------------------------------------------------------
     def _reject(self, bar: Bar, reason: str) -> Decision:
@@ -108,7 +177,7 @@ class Gate:
 
     @staticmethod
     def _off_reason(name: str) -> str:
-        return "LLM layers are not built in this version of fxgate" if name in ("L2", "L3") else "disabled by config"
+        return "disabled by config"
 
     def _enabled(self, name: str) -> bool:
         c = self.config
@@ -131,7 +200,24 @@ class Gate:
         return None
 
     def on_bar(self, bar: Bar) -> Decision:
-        """Decide on one bar. Never raises on bad input: it answers NONE with the reason and keeps its state."""
+        """Decide on one bar. Never raises on bad input or an LLM failure: it answers NONE with the reason and keeps
+        its state."""
+        with self._lock:
+            fast = self._fast(bar)
+        if isinstance(fast, Decision):
+            return fast
+        try:
+            self._llm_layers(fast)
+        except Exception as exc:  # noqa: BLE001 - fail closed, never raise out of on_bar
+            for name in ("L2", "L3"):
+                if name not in fast.layers:
+                    fast.layers[name] = LayerVerdict(name, True, False, None, None,
+                                                     f"internal error: {type(exc).__name__}: {exc}", 0.0)  # fmt: skip
+            fast.first_veto = fast.first_veto or "L2"
+        return self._decision(fast)
+
+    def _fast(self, bar: Bar) -> Decision | _Pending:
+        """State updates and the fast layers (L1, L4, sizing), under the lock."""
         from fxgate.modules import Context, Outcome
 
         problem = self._check(bar)
@@ -166,31 +252,30 @@ class Gate:
         t_l4_update = _NS() - t0
         # 2. verdicts, cheapest first
         full = cfg.mode == "full"
-        layers: dict[str, LayerVerdict] = {}
-        first_veto: str | None = None
-        action, confidence = "NONE", None
+        p = _Pending(bar=bar, x=x, probs=probs, direction=direction, spread=spread)
+        layers = p.layers
         # L1
         if not cfg.l1.enabled:
             layers["L1"] = LayerVerdict("L1", False, False, None, cfg.l1.threshold, self._off_reason("L1"), t_l1 / 1e3)
         elif self.ensemble is None:
             layers["L1"] = LayerVerdict("L1", True, False, None, cfg.l1.threshold, "no Layer-1 model loaded",
                                         t_l1 / 1e3)  # fmt: skip
-            first_veto = "L1"
+            p.first_veto = "L1"
         else:
             t0 = _NS()
             v = self.ensemble.verdict_from_probs(probs, cfg.l1.threshold)
             lat = (t_l1 + _NS() - t0) / 1e3
-            det = tuple({"model": k, "p_up": p} for k, p in v.probs.items())
+            det = tuple({"model": k, "p_up": p_} for k, p_ in v.probs.items())
             layers["L1"] = LayerVerdict("L1", True, v.passed, v.confidence, cfg.l1.threshold, v.reason, lat, det)
             if not v.passed:
-                first_veto = "L1"
+                p.first_veto = "L1"
             else:
-                action, confidence = v.direction, v.confidence
+                p.action, p.confidence = v.direction, v.confidence
         # L4
         if not cfg.l4.enabled:
             layers["L4"] = LayerVerdict("L4", False, False, None, None, self._off_reason("L4"), t_l4_update / 1e3)
-        elif first_veto is not None and not full:
-            layers["L4"] = LayerVerdict("L4", True, False, None, None, f"not evaluated: {first_veto} vetoed",
+        elif p.first_veto is not None and not full:
+            layers["L4"] = LayerVerdict("L4", True, False, None, None, f"not evaluated: {p.first_veto} vetoed",
                                         t_l4_update / 1e3)  # fmt: skip
         else:
             t0 = _NS()
@@ -212,18 +297,98 @@ class Gate:
                                                            else ""))  # fmt: skip
             layers["L4"] = LayerVerdict("L4", True, ok, n_ok / max(1, len(self.modules)), 1.0, reason, lat,
                                         tuple(det_l4))  # fmt: skip
-            if not ok and first_veto is None:
-                first_veto = f"L4:{failed[0][0]}"
-        for name, lc in (("L2", cfg.l2), ("L3", cfg.l3)):
-            layers[name] = LayerVerdict(name, False, False, None, lc.threshold, self._off_reason(name), 0.0)
-        if first_veto is not None:
-            action, confidence = "NONE", None
-        size = self._size() if action != "NONE" else 0.0
-        if action != "NONE" and size <= 0:
-            action, first_veto = "NONE", "sizing"
-        ordered = tuple(layers[n] for n in ("L1", "L2", "L3", "L4"))
-        return Decision(int(bar.ts), self.symbol or bar.symbol, action, size, confidence, ordered, first_veto,
-                        self.config_hash, self.model_hashes, __version__)  # fmt: skip
+            p.modules = det_l4
+            if not ok and p.first_veto is None:
+                p.first_veto = f"L4:{failed[0][0]}"
+        if p.first_veto is not None:
+            p.action, p.confidence = "NONE", None
+        # size: from module state at this bar, so computed under the lock
+        wants_llm = (cfg.l2.enabled or cfg.l3.enabled) and (p.action != "NONE" or (full and direction != 0))
+        if p.action != "NONE" or wants_llm:
+            p.size = self._size()
+        if p.action != "NONE" and p.size <= 0:
+            p.action, p.first_veto = "NONE", "sizing"
+        return p
+
+    def _llm_layers(self, p: _Pending) -> None:
+        """L2 then L3, outside the lock. Cheapest mode: only when everything before passed."""
+        from fxgate.models.prompt import prompt_values
+
+        cfg = self.config
+        full = cfg.mode == "full"
+        proposed = p.action if p.action != "NONE" else ({1: "BUY", -1: "SELL"}.get(p.direction) if full else None)
+        values = None
+
+        def skip(name: str) -> str | None:
+            if self._llm_error is not None:
+                return self._llm_error
+            if proposed is None:
+                return (f"not evaluated: {p.first_veto} vetoed" if p.first_veto else "not evaluated")
+            return None
+
+        def get_values(judge: str = "") -> dict[str, str]:
+            nonlocal values
+            if values is None:
+                b = p.bar
+                feats = {n: float(p.x[i]) for n, i in self._feature_index.items()}
+                from fxgate.models.ensemble import MODEL_NAMES
+
+                probs = ({k: float(v) for k, v in zip(MODEL_NAMES, p.probs, strict=False)}
+                         if self.ensemble is not None and p.probs is not None else None)  # fmt: skip
+                values = prompt_values(symbol=self.symbol or b.symbol, timeframe=self.timeframe, ts_ns=int(b.ts),
+                                       bar={"open": b.open, "high": b.high, "low": b.low, "close": b.close,
+                                            "volume": b.volume, "spread": p.spread},
+                                       direction=str(proposed), horizon=cfg.horizon, probs=probs, features=feats,
+                                       modules=p.modules, size=p.size)  # fmt: skip
+            return dict(values, judge=judge) if judge else values
+
+        # L2
+        judge_txt = ""
+        if not cfg.l2.enabled:
+            p.layers["L2"] = LayerVerdict("L2", False, False, None, cfg.l2.threshold, self._off_reason("L2"), 0.0)
+        elif (why := skip("L2")) is not None:
+            p.layers["L2"] = LayerVerdict("L2", True, False, None, cfg.l2.threshold, why, 0.0)
+            if self._llm_error is not None and p.first_veto is None:
+                p.first_veto = "L2"
+        else:
+            t0 = _NS()
+            jv = self.judge.judge(get_values(), str(proposed))
+            p.layers["L2"] = LayerVerdict("L2", True, jv.passed, jv.certainty, cfg.l2.threshold, jv.reason,
+                                          (_NS() - t0) / 1e3, (jv.details(),))  # fmt: skip
+            if jv.direction is not None:
+                judge_txt = f"{jv.direction}, certainty {jv.certainty:.2f}: " + "; ".join(
+                    jv.generation.parsed["reasons"] if jv.generation and jv.generation.parsed else [])
+            if not jv.passed and p.first_veto is None:
+                p.first_veto = "L2"
+        # L3
+        if not cfg.l3.enabled:
+            p.layers["L3"] = LayerVerdict("L3", False, False, None, cfg.l3.threshold, self._off_reason("L3"), 0.0)
+        elif (why := skip("L3")) is not None:
+            p.layers["L3"] = LayerVerdict("L3", True, False, None, cfg.l3.threshold, why, 0.0)
+            if self._llm_error is not None and p.first_veto is None:
+                p.first_veto = "L3"
+        elif p.first_veto is not None and not full:
+            p.layers["L3"] = LayerVerdict("L3", True, False, None, cfg.l3.threshold,
+                                          f"not evaluated: {p.first_veto} vetoed", 0.0)  # fmt: skip
+        else:
+            t0 = _NS()
+            dv = self.debate.debate(get_values(judge_txt), str(proposed))
+            p.layers["L3"] = LayerVerdict("L3", True, dv.passed, dv.bull_confidence, cfg.l3.threshold, dv.reason,
+                                          (_NS() - t0) / 1e3, dv.details())  # fmt: skip
+            if not dv.passed and p.first_veto is None:
+                p.first_veto = "L3"
+            elif dv.passed and dv.size_fraction is not None:
+                p.size *= dv.size_fraction
+        if p.first_veto is not None:
+            p.action, p.confidence = "NONE", None
+
+    def _decision(self, p: _Pending) -> Decision:
+        size = p.size if p.action != "NONE" else 0.0
+        if p.action != "NONE" and size <= 0:
+            p.action, p.first_veto, size = "NONE", "sizing", 0.0
+        ordered = tuple(p.layers[n] for n in ("L1", "L2", "L3", "L4"))
+        return Decision(int(p.bar.ts), self.symbol or p.bar.symbol, p.action, float(size), p.confidence, ordered,
+                        p.first_veto, self.config_hash, self.model_hashes, __version__)  # fmt: skip
 
     def _size(self) -> float:
         cfg = self.config.sizing
@@ -240,3 +405,34 @@ class Gate:
         if not math.isfinite(base):
             return 0.0
         return float(min(max(base, 0.0) * cfg.scale, cfg.max_size))
+
+
+@dataclass
+class _Pending:
+    """A bar between the fast layers (under the lock) and the LLM layers (outside it)."""
+
+    bar: Bar
+    x: Any
+    probs: Any
+    direction: int
+    spread: float
+    layers: dict[str, LayerVerdict] = field(default_factory=dict)
+    first_veto: str | None = None
+    action: str = "NONE"
+    confidence: float | None = None
+    size: float = 0.0
+    modules: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _resolve_model(path: str) -> str:
+    """``"nano"`` is fxgate's nano model (built into the cache on first use); anything else is a file path."""
+    if path == "nano":
+        try:
+            from fxgate.training.nano import ensure_nano
+        except ImportError as exc:  # pragma: no cover - needs the train extra
+            from fxgate.models.llm import ModelFileError
+
+            raise ModelFileError("[llm] model = \"nano\" builds the nano model with torch and transformers. Fix: "
+                                 "pip install torch==2.13.0 'fxgate[train]'") from exc  # fmt: skip
+        return str(ensure_nano())
+    return str(Path(path).expanduser())

@@ -50,6 +50,8 @@ class RobustKelly(OutcomeWindowState, CertaintyModule):
 
     def estimate(self) -> dict[str, float]:
         n = self.win.n
+        if n == 0:
+            return {"p": math.nan, "b": math.nan, "kelly": math.nan, "fraction": 0.0, "n": 0}
         p = self.win.wins / n
         b = self.win.payoff()
         if not math.isfinite(b):
