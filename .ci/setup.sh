@@ -38,7 +38,7 @@ if ! $vpy -c "import llama_cpp" >/dev/null 2>&1; then
   log=.venv/llama-cpp-build.log
   set +e
   CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)} \
-    $vpy -m pip install -v "llama-cpp-python>=0.3.2" 2>&1 | tee "$log" | awk '
+    $vpy -m pip install -v "llama-cpp-python>=0.3.36,<0.4" 2>&1 | tee "$log" | awk '
       /^ *\[[0-9]+\/[0-9]+\]/ {
         match($0, /[0-9]+\/[0-9]+/); split(substr($0, RSTART, RLENGTH), f, "/");
         pct = int(100 * f[1] / f[2]);
@@ -54,19 +54,21 @@ if ! $vpy -c "import llama_cpp" >/dev/null 2>&1; then
   fi
 fi
 
+# The CPU build of torch first: an unpinned torch (asked for by the train extra) would pull a multi-GB CUDA build.
+# Both jobs need it: the demo builds the nano LLM of layers 2 and 3 with torch and transformers on first use.
+if ! $vpy -c "import torch" >/dev/null 2>&1; then
+  step "installing torch 2.13.0 (CPU build)"
+  $vpy -m pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+fi
+
 case "$job" in
   demo)
-    step "installing fxgate"
-    $vpy -m pip install -q -e .
-    step "running the main job: fxgate demo (walk-forward replay of the bundled EURUSD H1 sample)"
+    step "installing fxgate with the train extra (the demo builds the nano LLM with it)"
+    $vpy -m pip install -q -e ".[train]"
+    step "running the main job: fxgate demo (walk-forward replay of the bundled EURUSD H1 sample, all four layers)"
     exec .venv/bin/fxgate demo "$@"
     ;;
   test)
-    # The CPU build of torch first: an unpinned torch (asked for by the train extra) would pull a multi-GB CUDA build.
-    if ! $vpy -c "import torch" >/dev/null 2>&1; then
-      step "installing torch 2.13.0 (CPU build)"
-      $vpy -m pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
-    fi
     step "installing fxgate with the dev, train and serve extras"
     $vpy -m pip install -q -e ".[dev,train,serve]"
     step "running the test suite (slow statistical tests included)"

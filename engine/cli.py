@@ -239,7 +239,7 @@ def _on_sigint(signum: int, frame: object) -> None:
 
 
 def _replay_one(path: str, config_path: str | None, bundle: str | None, out: str, load_kwargs: dict,
-                show_progress: bool) -> dict:  # fmt: skip
+                show_progress: bool, probe_llm: bool = False) -> dict:  # fmt: skip
     """Replay one file into ``out`` (runs in a worker process with --jobs)."""
     import signal
     import time
@@ -277,10 +277,39 @@ def _replay_one(path: str, config_path: str | None, bundle: str | None, out: str
     files = write_outputs(res, out)
     rep = write_report(res, Path(out) / "report.html", cfg.hash)
     m = res.metrics
-    return {"file": path, "symbol": bars.symbol, "out": out, "report": str(rep), "files": files, "bars": m["bars"],
+    probe = _probe_llm(res, cfg, Path(out)) if probe_llm and (cfg.l2.enabled or cfg.l3.enabled) else None
+    return {"llm_layers": m.get("llm_layers", {}), "probe": probe, "file": path, "symbol": bars.symbol, "out": out,
+            "report": str(rep), "files": files, "bars": m["bars"],
             "signals": m["signals"], "precision": m["precision"], "precision_ci95": m["precision_ci95"],
             "pnl_pips": m["pnl_pips"], "honesty": m["honesty"], "interrupted": res.interrupted,
             "seconds": time.perf_counter() - t0, "first_veto": m["first_veto"]}  # fmt: skip
+
+
+def _probe_llm(res: object, cfg: object, out: Path) -> dict | None:
+    """Diagnostic for the demo: the last replayed bar on which Layer 1's three models agree on a direction, run
+    through a gate in ``mode = "full"`` so that L2 and L3 answer even though the bar did not pass L1. Written to
+    llm_probe.json; not part of the replay's decisions or metrics."""
+    import dataclasses
+    import json
+
+    from fxgate.engine.gate import Gate
+
+    decs, bars = res.decisions, res.bars  # type: ignore[attr-defined]
+    pick = None
+    for k in range(len(decs) - 1, -1, -1):
+        ps = [x["p_up"] for x in decs[k].layer("L1").details]
+        if ps and (all(p >= 0.5 for p in ps) or all(p < 0.5 for p in ps)):
+            pick = res.start + k  # type: ignore[attr-defined]
+            break
+    if pick is None or res.ensemble is None:  # type: ignore[attr-defined]
+        return None
+    g = Gate(dataclasses.replace(cfg, mode="full"), res.ensemble, timeframe=bars.timeframe, symbol=bars.symbol)  # type: ignore[attr-defined, type-var]
+    g.warm_up(bars[:pick])
+    d = g.on_bar(bars[pick])
+    g.close()
+    (out / "llm_probe.json").write_text(json.dumps(d.to_dict(), indent=1))
+    return {"ts": str(bars.times[pick])[:16], "L1": d.layer("L1").reason, "L2": d.layer("L2").reason,
+            "L3": d.layer("L3").reason, "file": str(out / "llm_probe.json")}  # fmt: skip
 
 
 def _print_summary(r: dict) -> None:
@@ -288,6 +317,15 @@ def _print_summary(r: dict) -> None:
     click.echo(f"{r['symbol']}: {r['bars']} bars replayed out of sample in {r['seconds']:.0f} s, {r['signals']} "
                f"signals{' (interrupted: partial results)' if r['interrupted'] else ''}")  # fmt: skip
     click.echo(f"  first vetoes: {top}")
+    for name, s in r.get("llm_layers", {}).items():
+        click.echo(f"  {name}: evaluated on {s['evaluated']} bars (only bars every cheaper layer passed), passed "
+                   f"{s['passed']}, no usable answer {s['failed_closed']}")  # fmt: skip
+    if r.get("probe"):
+        p = r["probe"]
+        click.echo(f"  LLM diagnostic (mode=full, bar {p['ts']}, not a trade): L1 {p['L1']}")
+        click.echo(f"    L2: {p['L2']}")
+        click.echo(f"    L3: {p['L3']}")
+        click.echo(f"    full Decision with the reasoning and the debate transcript: {p['file']}")
     click.echo(f"  {r['honesty']}")
     click.echo(f"  report: {r['report']}")
 
@@ -338,20 +376,35 @@ def replay_cmd(data: tuple[Path, ...], config_path: Path | None, out: Path, bund
 
 @cli.command("demo")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fxgate-demo"), show_default=True)
-def demo_cmd(out: Path) -> None:
-    """Replay the bundled EURUSD H1 sample walk-forward through every built layer and write the report.
+@click.option("--no-llm", is_flag=True, help="Replay layers 1 and 4 only (no nano model, no torch needed).")
+def demo_cmd(out: Path, no_llm: bool) -> None:
+    """Replay the bundled EURUSD H1 sample walk-forward through all four layers and write the report.
 
     The sample has no spread column: costs assume a 0.8-pip EURUSD spread. Layer 1 is refit on all earlier bars
-    before each 1,000-bar window; the first 2,000 bars are history only.
+    before each 1,000-bar window; the first 2,000 bars are history only. Layers 2 and 3 run fxgate's nano model —
+    random weights, built on first use — which shows the machinery, not a trading edge: point [llm] model at a
+    trained GGUF for that.
     """
     from fxgate.engine.config import DEFAULT_TOML
     from fxgate.engine.loader import sample_path
 
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "gate.toml"
-    cfg_path.write_text(DEFAULT_TOML.replace("spread = 0.0 ", "spread = 0.00008", 1))
+    text = DEFAULT_TOML.replace("spread = 0.0 ", "spread = 0.00008", 1)
+    if not no_llm:
+        text = (text.replace('model = ""           # path', 'model = "nano"       # path', 1)
+                .replace("[l2]                 # LLM judge: same direction as Layer 1 and certainty >= threshold\n"
+                         "enabled = false", "[l2]                 # LLM judge: same direction as Layer 1 and certainty "
+                         ">= threshold\nenabled = true", 1)
+                .replace("enabled = false      # and the risk manager", "enabled = true       # and the risk "
+                         "manager", 1))  # fmt: skip
+    cfg_path.write_text(text)
     click.echo(f"demo: bundled EURUSD H1 sample ({sample_path()}), config {cfg_path}")
-    r = _replay_one(str(sample_path()), str(cfg_path), None, str(out), {"symbol": "EURUSD"}, True)
+    if not no_llm:
+        click.echo("demo: layers 2 and 3 use the nano LLM (random weights: it exercises the machinery; its verdicts "
+                   "are noise)")  # fmt: skip
+    r = _replay_one(str(sample_path()), str(cfg_path), None, str(out), {"symbol": "EURUSD"}, True,
+                    probe_llm=not no_llm)  # fmt: skip
     _print_summary(r)
 
 

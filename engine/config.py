@@ -48,7 +48,7 @@ class LlmConfig:
     seed: int = 0
     temperature: float = 0.0  # 0: greedy, deterministic
     timeout_s: float = 60.0  # per layer: the judge's call, or the whole debate
-    cache: str = "~/.cache/fxgate/llm-verdicts.sqlite"  # completed answers on disk; "" disables
+    cache: str = "auto"  # completed answers on disk: "auto" = $FXGATE_CACHE/llm-verdicts.sqlite; "" disables
     chat_template: str = ""  # a Jinja file overriding the GGUF's tokenizer.chat_template
     on_load_error: str = "raise"  # "raise": the gate refuses to start; "veto": L2/L3 fail closed on every bar
     cpu_extra_buffers: bool = False  # llama.cpp AMX/repacked CPU weights: faster on bare metal, SIGILL on some VMs
@@ -233,6 +233,13 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> GateConfig:
     return GateConfig(**kwargs)
 
 
+def cache_dir() -> Path:
+    """fxgate's cache: the nano model, the LLM verdict cache. ``$FXGATE_CACHE``, default ``~/.cache/fxgate``."""
+    import os
+
+    return Path(os.environ.get("FXGATE_CACHE", "~/.cache/fxgate")).expanduser()
+
+
 def load_config(path: str | Path | None) -> GateConfig:
     """Read a TOML gate config (None: all defaults)."""
     if path is None:
@@ -272,7 +279,8 @@ n_batch = 256
 seed = 0
 temperature = 0.0    # 0 = greedy: the same input gives the same verdict
 timeout_s = 60.0     # per layer (the judge's call; the whole debate); a late answer is a veto
-cache = "~/.cache/fxgate/llm-verdicts.sqlite"  # completed answers, so replays never recompute; "" disables
+cache = "auto"       # completed answers, so replays never recompute: "auto" = $FXGATE_CACHE/llm-verdicts.sqlite
+                     # ($FXGATE_CACHE defaults to ~/.cache/fxgate); a path; or "" to disable
 chat_template = ""   # a Jinja file overriding the GGUF's tokenizer.chat_template
 on_load_error = "raise"  # "raise": refuse to start on a missing/corrupt model; "veto": L2/L3 fail closed
 cpu_extra_buffers = false  # llama.cpp AMX/repacked CPU weights: faster on bare metal, SIGILL on some VMs

@@ -108,7 +108,10 @@ class Gate:
 
         c = self.config
         lc = c.llm
-        cache = VerdictCache(lc.cache) if lc.cache else None
+        from fxgate.engine.config import cache_dir
+
+        path = cache_dir() / "llm-verdicts.sqlite" if lc.cache == "auto" else lc.cache
+        cache = VerdictCache(path) if path else None
         try:
             def runtime(path: str) -> Any:
                 path = _resolve_model(path or lc.model)
@@ -164,7 +167,7 @@ class Gate:
         if bars is not None:
             for b in bars:  # state only: history never reaches the LLM layers
                 with self._lock:
-                    self._fast(b)
+                    self._fast(b, verdicts=False)
 
     # -- the bar -----------------------------------------------------------------------------------------------------
     def _reject(self, bar: Bar, reason: str) -> Decision:
@@ -206,6 +209,7 @@ class Gate:
             fast = self._fast(bar)
         if isinstance(fast, Decision):
             return fast
+        assert fast is not None
         try:
             self._llm_layers(fast)
         except Exception as exc:  # noqa: BLE001 - fail closed, never raise out of on_bar
@@ -216,8 +220,9 @@ class Gate:
             fast.first_veto = fast.first_veto or "L2"
         return self._decision(fast)
 
-    def _fast(self, bar: Bar) -> Decision | _Pending:
-        """State updates and the fast layers (L1, L4, sizing), under the lock."""
+    def _fast(self, bar: Bar, verdicts: bool = True) -> Decision | _Pending | None:
+        """State updates and the fast layers (L1, L4, sizing), under the lock. ``verdicts=False`` (warm-up): the
+        state updates only."""
         from fxgate.modules import Context, Outcome
 
         problem = self._check(bar)
@@ -229,6 +234,7 @@ class Gate:
         # 1. features and Layer 1 probabilities (state update: always)
         t0 = _NS()
         x = self.features.update(bar)
+        self.last_features = x  # this bar's feature vector (names: self.features.names)
         probs = self.ensemble.predict_row(x) if self.ensemble is not None else None
         t_l1 = _NS() - t0
         direction = 0
@@ -250,6 +256,8 @@ class Gate:
         for m in self.modules:
             m.update(ctx)
         t_l4_update = _NS() - t0
+        if not verdicts:
+            return None
         # 2. verdicts, cheapest first
         full = cfg.mode == "full"
         p = _Pending(bar=bar, x=x, probs=probs, direction=direction, spread=spread)

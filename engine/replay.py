@@ -37,6 +37,7 @@ class ReplayResult:
     metrics: dict[str, Any]
     interrupted: bool = False
     fits: list[dict[str, Any]] = field(default_factory=list)
+    ensemble: Any = None  # the Layer-1 models of the last window
 
 
 def _spread(bars: Bars, i: int, cfg: GateConfig) -> float:
@@ -114,6 +115,13 @@ def metrics_from(bars: Bars, start: int, decisions: list[Decision], trades: list
             lat.setdefault(v.name, []).append(v.latency_us)
         if d.first_veto:
             veto[d.first_veto] = veto.get(d.first_veto, 0) + 1
+    llm: dict[str, Any] = {}
+    for name in ("L2", "L3"):
+        ev = [v for d in decisions for v in d.layers if v.name == name and v.enabled
+              and not v.reason.startswith("not evaluated")]  # fmt: skip
+        if any(v.name == name and v.enabled for d in decisions[:1] for v in d.layers):
+            llm[name] = {"evaluated": len(ev), "passed": sum(v.passed for v in ev),
+                         "failed_closed": sum(v.score is None for v in ev)}  # fmt: skip
     equity = np.cumsum(pips) if len(pips) else np.zeros(0)
     mdd = float(np.max(np.maximum.accumulate(np.r_[0.0, equity]) - np.r_[0.0, equity])) if len(pips) else 0.0
     span_years = (int(bars.ts[-1]) - int(bars.ts[start])) / (365.25 * 86400e9) if n else math.nan
@@ -126,6 +134,7 @@ def metrics_from(bars: Bars, start: int, decisions: list[Decision], trades: list
         "trades_scored": len(trades), "precision": precision, "precision_ci95": list(ci),
         "funnel_passed": funnel, "first_veto": dict(sorted(veto.items(), key=lambda kv: -kv[1])),
         "disabled_layers": sorted(disabled),
+        "llm_layers": llm,  # bars that reached L2/L3, passed them, or got no usable answer (failed closed)
         "pnl_pips": float(pips.sum()) if len(pips) else 0.0,
         "mean_pips_per_trade": float(pips.mean()) if len(pips) else None,
         "sharpe_per_trade": sharpe_trade,
@@ -201,7 +210,8 @@ def replay(bars: Bars, cfg: GateConfig, *, bundle: Any = None, progress: Callabl
     metrics = metrics_from(bars, start, decisions, trades, cfg)
     metrics["interrupted"] = interrupted
     metrics["refits"] = fits
-    return ReplayResult(bars, start, decisions, trades, metrics, interrupted, fits)
+    gate.close()
+    return ReplayResult(bars, start, decisions, trades, metrics, interrupted, fits, ens)
 
 
 def write_outputs(res: ReplayResult, out_dir: Any) -> dict[str, str]:

@@ -166,6 +166,31 @@ def _module_rates(res: ReplayResult) -> str:
         "<p class=note>" + " · ".join(legend) + "</p>")  # fmt: skip
 
 
+def _llm_section(res: ReplayResult) -> str:
+    """How far bars got into layers 2 and 3, and the first bars the judge answered (its answer and reasons)."""
+    s = res.metrics.get("llm_layers") or {}
+    if not s:
+        return ""
+    rows = "".join(f"<tr><th>{_esc(k)}</th><td>{v['evaluated']}</td><td>{v['passed']}</td><td>{v['failed_closed']}"
+                   f"</td></tr>" for k, v in s.items())  # fmt: skip
+    seen = []
+    for d in res.decisions:
+        v = d.layer("L2")
+        if v.enabled and v.details and len(seen) < 10:
+            a = v.details[0].get("answer") or {}
+            l3 = d.layer("L3")
+            seen.append(f"<tr><td>{_esc(np.datetime_as_string(np.datetime64(d.ts, 'ns'), 'm'))}Z</td>"
+                        f"<td>{_esc(a.get('direction', '-'))}</td><td>{_esc(a.get('certainty', '-'))}</td>"
+                        f"<td>{_esc('; '.join(a.get('reasons', [])) or v.reason)}</td>"
+                        f"<td>{_esc(l3.reason if l3.enabled else 'disabled')}</td></tr>")  # fmt: skip
+    answered = ("<table><tr><th>bar</th><th>judge</th><th>certainty</th><th>reasons</th><th>debate</th></tr>"
+                + "".join(seen) + "</table>") if seen else (
+        "<p>No bar reached the LLM layers: they run only on bars that every cheaper layer passed.</p>")  # fmt: skip
+    return (f"<section><h2>LLM layers</h2><table><tr><th>layer</th><th>evaluated</th><th>passed</th>"
+            f"<th>no usable answer</th></tr>{rows}</table>{answered}<p class=note>Full reasoning and debate "
+            f"transcripts: decision_json in decisions.parquet.</p></section>")  # fmt: skip
+
+
 def write_report(res: ReplayResult, path: str | Path, config_hash: str = "") -> Path:
     m = res.metrics
     b = res.bars
@@ -211,6 +236,7 @@ history{" · interrupted, partial results" if m.get("interrupted") else ""}</p>
 {_equity_chart(res)}
 <section><h2>Layer funnel</h2><table>{funnel}<tr><th>signals</th><td>{m["signals"]}</td></tr></table>
 <h2>First veto</h2><table>{vetoes or "<tr><td>none</td></tr>"}</table></section>
+{_llm_section(res)}
 {_reliability_chart(res)}
 {_precision_coverage(res)}
 {_module_rates(res)}

@@ -37,8 +37,8 @@ def data_dir() -> Path:
 def nano(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """fxgate's nano LLM (random-weight 2-layer Qwen2, own BPE tokenizer), built once per test session with the
     same code `fxgate demo` uses; its build runs the export parity check."""
-    from fxgate.training.nano import build_nano
+    from fxgate.training.nano import NANO_VERSION, build_nano
 
-    d = tmp_path_factory.mktemp("nano")
+    d = tmp_path_factory.mktemp("cache") / f"nano-v{NANO_VERSION}"  # the layout of $FXGATE_CACHE
     manifest = build_nano(d)
     return {"dir": d, "hf": d / "hf", "f16": d / "nano-f16.gguf", "q8": d / "nano-q8_0.gguf", "manifest": manifest}

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fxgate.engine.config import cache_dir
 
 __all__ = ["NANO_VERSION", "SPECIAL_TOKENS", "ADDED_TOKENS", "QWEN2_SPLIT", "build_tokenizer", "build_nano",
            "ensure_nano", "cache_dir", "sample_prompts"]  # fmt: skip
@@ -37,10 +38,6 @@ QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[
 NANO_CONFIG = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
                "num_key_value_heads": 2, "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
                "rope_theta": 10000.0, "tie_word_embeddings": False, "initializer_range": 0.02}  # fmt: skip
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("FXGATE_CACHE", "~/.cache/fxgate")).expanduser()
 
 
 def sample_prompts(n: int, seed: int = 0) -> list[str]:

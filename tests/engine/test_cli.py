@@ -115,12 +115,21 @@ def test_replay_writes_every_output_and_refuses_an_overlapping_bundle(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_on_the_bundled_sample(tmp_path):
+def test_demo_runs_on_the_bundled_sample(tmp_path, nano, monkeypatch):
+    import json
+
+    monkeypatch.setenv("FXGATE_CACHE", str(nano["dir"].parent))  # the session's nano model, a fresh verdict cache
     out = tmp_path / "demo"
     r = CliRunner().invoke(cli, ["demo", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert (out / "report.html").exists() and "bars replayed out of sample" in r.output
     assert "99.999%" in r.output
+    assert "L2: evaluated on" in r.output and "L3: evaluated on" in r.output and "LLM diagnostic" in r.output
+    probe = json.loads((out / "llm_probe.json").read_text())
+    l2, l3 = probe["layers"][1], probe["layers"][2]
+    assert l2["enabled"] and l2["details"][0]["role"] == "judge" and l2["details"][0]["answer"] is not None
+    assert [e["role"] for e in l3["details"]] == ["summary", "bull", "bear", "risk"]
+    assert (nano["dir"].parent / "llm-verdicts.sqlite").exists()
 
 
 def test_replay_jobs_runs_pairs_in_parallel_processes(tmp_path):
