@@ -408,6 +408,118 @@ def demo_cmd(out: Path, no_llm: bool) -> None:
     _print_summary(r)
 
 
+@cli.group("train")
+def train_group() -> None:
+    """Training data, the formula catalogue, and the honest evaluation of a model."""
+
+
+@train_group.command("data")
+@click.option("--bars", "bars", multiple=True, type=click.Path(path_type=Path), required=True,
+              help="Bar file; repeat for several pairs.")
+@click.option("--jsonl", multiple=True, type=click.Path(path_type=Path), help="Your own JSONL (Alpaca, chat "
+              "messages, TRL prompt/chosen/rejected); repeat.")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--horizon", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--spread", type=float, default=0.0, show_default=True, help="Price units, for bars without one.")
+@click.option("--val-frac", type=float, default=0.15, show_default=True)
+@click.option("--test-frac", type=float, default=0.15, show_default=True)
+@click.option("--embargo", type=click.IntRange(min=0), default=0, help="Bars between splits (default: horizon).")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help="A Layer-1 bundle fitted before the validation cut: its probabilities go into the prompts.")
+@click.option("--skip-bad", is_flag=True, help="Drop (and count) bad JSONL lines instead of failing.")
+@_load_options
+def train_data_cmd(bars: tuple[Path, ...], jsonl: tuple[Path, ...], out: Path, horizon: int, spread: float,
+                   val_frac: float, test_frac: float, embargo: int, bundle: Path | None, skip_bad: bool, fmt: str,
+                   tz: str | None, symbol: str | None, policy: str) -> None:  # fmt: skip
+    """Build SFT/DPO/test sets from bar files with a leak-proof time split; write a manifest."""
+    from fxgate.training import datasets
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn
+    from rich.table import Table
+
+    spec = datasets.SplitSpec(horizon=horizon, spread=spread, val_frac=val_frac, test_frac=test_frac,
+                              embargo=embargo)  # fmt: skip
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}")) as prog:
+        tasks: dict[str, int] = {}
+
+        def tick(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = prog.add_task(f"bars of {name}", total=total)
+            prog.update(tasks[name], completed=done)
+
+        m = datasets.build(bars, out, spec, bundle=bundle, jsonl=jsonl, skip_bad=skip_bad, progress=tick,
+                           load_kwargs={"format": fmt, "tz": tz, "symbol": symbol, "policy": policy})  # fmt: skip
+    con = Console()
+    tb = Table(title=f"{out} (cuts: val from {m['cuts']['val_from']}, test from {m['cuts']['test_from']}; "
+                     f"embargo {m['embargo_bars']} bars)")  # fmt: skip
+    kinds = sorted({k for v in m["counts"].values() for k in v})
+    tb.add_column("split")
+    for k in kinds:
+        tb.add_column(k, justify="right")
+    for split, c in m["counts"].items():
+        tb.add_row(split, *[str(c.get(k, "")) for k in kinds])
+    con.print(tb)
+    if m["imported"]:
+        ti = Table(title="imported JSONL")
+        for col in ("source", "lines", "bad", "exact_duplicates", "near_duplicates", "sft", "dpo"):
+            ti.add_column(col, justify="left" if col == "source" else "right")
+        for r in m["imported"]["sources"]:
+            ti.add_row(*[str(r[c]) for c in ("source", "lines", "bad", "exact_duplicates", "near_duplicates", "sft",
+                                             "dpo")])  # fmt: skip
+        con.print(ti)
+    c = m["certainty_targets"]
+    click.echo(f"certainty targets (training-split base rates): proposal right {c['same']:.3f}, no move past the "
+               f"spread {c['none']:.3f}, opposite {c['opposite']:.3f}; manifest: {out / 'manifest.json'}")  # fmt: skip
+
+
+@train_group.command("formulas")
+@click.option("--list", "list_", is_flag=True, help="Print the number of entries per category.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the formula SFT samples (JSONL).")
+def train_formulas_cmd(list_: bool, out: Path | None) -> None:
+    """The formula catalogue: counts per category, or its SFT samples."""
+    import json
+
+    from fxgate.training.formulas import counts, sft_samples
+
+    if not list_ and out is None:
+        raise click.UsageError("give --list and/or --out FILE")
+    if list_:
+        c = counts()
+        click.echo(f"{'category':<20}{'entries':>9}{'computable':>12}")
+        for k, v in c.items():
+            click.echo(f"{k:<20}{v['entries']:>9}{v['computable']:>12}")
+        click.echo(f"{'total':<20}{sum(v['entries'] for v in c.values()):>9}"
+                   f"{sum(v['computable'] for v in c.values()):>12}")  # fmt: skip
+    if out is not None:
+        s = sft_samples()
+        out.write_text("".join(json.dumps(x) + "\n" for x in s))
+        click.echo(f"wrote {len(s)} samples to {out}")
+
+
+@train_group.command("eval")
+@click.option("--model", type=click.Path(path_type=Path), required=True, help="A GGUF file.")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="A directory from `fxgate train data`.")
+@click.option("--threshold", type=float, default=0.95, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score the first N test scenarios only.")
+@click.option("--think-budget", type=click.IntRange(min=0), default=384, show_default=True)
+@click.option("--gpu-layers", type=int, default=0, show_default=True)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
+def train_eval_cmd(model: Path, data: Path, threshold: float, limit: int | None, think_budget: int, gpu_layers: int,
+                   json_out: Path | None) -> None:  # fmt: skip
+    """Score a model on the test split against the baselines (accuracy, precision with Wilson CI, coverage, ECE)."""
+    import json
+
+    from fxgate.training.evaluate import evaluate, table
+
+    r = evaluate(model, data, threshold=threshold, limit=limit, think_budget=think_budget, n_gpu_layers=gpu_layers)
+    click.echo(table(r))
+    if r["errors"]:
+        click.echo(f"no usable answer: {r['errors']}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(r, indent=1))
+        click.echo(f"wrote {json_out}")
+
+
 @cli.command("bench")
 @click.option(
     "--out",

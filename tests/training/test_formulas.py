@@ -1,0 +1,191 @@
+"""The formula catalogue: every category present, every computable entry against an independent reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from fxgate.engine import sample_bars
+from fxgate.training import formulas as F
+
+
+@pytest.fixture(scope="module")
+def ohlcv():
+    b = sample_bars()[:1500]
+    return (np.asarray(b.open, float), np.asarray(b.high, float), np.asarray(b.low, float),
+            np.asarray(b.close, float), np.asarray(b.volume, float))  # fmt: skip
+
+
+def test_catalogue_covers_every_category():
+    c = F.counts()
+    assert set(c) == {"alpha158", "alpha101", "volatility", "microstructure", "risk", "execution",
+                      "certainty_modules", "techniques"}  # fmt: skip
+    assert c["alpha158"]["entries"] == 157 and c["certainty_modules"]["entries"] == 18
+    assert c["techniques"]["entries"] == 14 and all(v["computable"] > 0 for v in c.values())
+    names = [f.name for f in F.CATALOGUE]
+    assert len(names) == len(set(names))
+    tech = {f.name for f in F.CATALOGUE if f.category == "techniques"}
+    assert {"Treynor ratio", "Tick imbalance bars", "Factor half-life", "FEDformer attention", "A3C"} <= tech
+    assert len(F.sft_samples()) == len(F.CATALOGUE)
+    for f in F.CATALOGUE:
+        assert f.citation and f.formula
+
+
+def test_alpha158_entries_compute_the_served_features():
+    from fxgate.models.features import FeatureEngine
+
+    b = sample_bars()[:400]
+    x = FeatureEngine("H1").batch(b)
+    names = FeatureEngine("H1").names
+    for f in [f for f in F.CATALOGUE if f.category == "alpha158"][::17]:
+        np.testing.assert_array_equal(f.compute(b), x[:, names.index(f.name)])
+
+
+def _naive_delay(x, d):
+    return np.array([x[i - d] if i >= d else np.nan for i in range(len(x))])
+
+
+def test_alpha101_against_naive_loops(ohlcv):
+    o, h, lo, c, v = ohlcv
+    n = len(c)
+    d1 = np.array([c[i] - c[i - 1] if i else np.nan for i in range(n)])
+    ref9 = np.full(n, np.nan)
+    for i in range(5, n):
+        w = d1[i - 4 : i + 1]
+        ref9[i] = d1[i] if w.min() > 0 else (d1[i] if w.max() < 0 else -d1[i])
+    np.testing.assert_allclose(F.alpha009(c)[5:], ref9[5:])
+    np.testing.assert_allclose(F.alpha012(c, v)[1:], [np.sign(v[i] - v[i - 1]) * -(c[i] - c[i - 1])
+                                                      for i in range(1, n)])  # fmt: skip
+    ref23 = [(-(h[i] - h[i - 2]) if np.mean(h[i - 19 : i + 1]) < h[i] else 0.0) for i in range(19, n)]
+    np.testing.assert_allclose(F.alpha023(h)[19:], ref23)
+    a = lambda i: (c[i - 20] - c[i - 10]) / 10 - (c[i - 10] - c[i]) / 10  # noqa: E731
+    np.testing.assert_allclose(F.alpha046(c)[20:], [(-1.0 if a(i) > 0.25 else 1.0 if a(i) < 0 else -(c[i] - c[i - 1]))
+                                                    for i in range(20, n)])  # fmt: skip
+    np.testing.assert_allclose(F.alpha049(c)[20:], [(1.0 if a(i) < -0.1 else -(c[i] - c[i - 1])) for i in range(20, n)])
+    np.testing.assert_allclose(F.alpha051(c)[20:], [(1.0 if a(i) < -0.05 else -(c[i] - c[i - 1]))
+                                                    for i in range(20, n)])  # fmt: skip
+    x = ((c - lo) - (h - c)) / np.where(c - lo == 0, np.nan, c - lo)
+    np.testing.assert_allclose(F.alpha053(c, h, lo)[9:], -(x[9:] - x[:-9]), equal_nan=True)
+    np.testing.assert_allclose(F.alpha054(o, c, h, lo), (-(lo - c) * o**5) / ((lo - h) * c**5), equal_nan=True)
+    np.testing.assert_allclose(F.alpha101(o, c, h, lo), (c - o) / (h - lo + 0.001))
+    m100 = pd.Series(c).rolling(100).mean().to_numpy()
+    cond = (m100 - _naive_delay(m100, 100)) / _naive_delay(c, 100) <= 0.05
+    ref24 = np.where(cond, -(c - pd.Series(c).rolling(100).min().to_numpy()), -(c - _naive_delay(c, 3)))
+    np.testing.assert_allclose(F.alpha024(c)[199:], ref24[199:])
+    np.testing.assert_allclose(F.alpha041(h, lo, (h + lo + c) / 3), np.sqrt(h * lo) - (h + lo + c) / 3)
+
+
+def test_volatility_estimators_against_naive_loops(ohlcv):
+    o, h, lo, c, _ = ohlcv
+    n, k = len(c), 20
+    for i in (k - 1, 500, n - 1):
+        s = slice(i - k + 1, i + 1)
+        assert F.parkinson(h, lo, k)[i] == pytest.approx(sum(math.log(h[j] / lo[j]) ** 2 for j in range(n)[s])
+                                                         / (4 * math.log(2) * k))  # fmt: skip
+        gk = np.mean([0.5 * math.log(h[j] / lo[j]) ** 2 - (2 * math.log(2) - 1) * math.log(c[j] / o[j]) ** 2
+                      for j in range(n)[s]])  # fmt: skip
+        assert F.garman_klass(o, h, lo, c, k)[i] == pytest.approx(gk)
+        rs = np.mean([math.log(h[j] / c[j]) * math.log(h[j] / o[j]) + math.log(lo[j] / c[j]) * math.log(lo[j] / o[j])
+                      for j in range(n)[s]])  # fmt: skip
+        assert F.rogers_satchell(o, h, lo, c, k)[i] == pytest.approx(rs)
+    assert np.isnan(F.parkinson(h, lo, k)[k - 2])
+    r = np.diff(np.log(c))
+    e = F.ewma_variance(r)
+    s2 = r[0] ** 2
+    for t in range(1, 50):
+        s2 = 0.94 * s2 + 0.06 * r[t - 1] ** 2
+        assert e[t] == pytest.approx(s2)
+
+
+def test_microstructure_against_references(ohlcv):
+    o, h, lo, c, v = ohlcv
+    n = 30
+    rs = F.roll_spread(c, n)
+    d = np.diff(c)
+    for i in (n, 700, len(c) - 1):
+        w = d[i - n : i]  # the n price changes ending at bar i
+        cov = np.cov(w[1:], w[:-1], ddof=1)[0, 1]
+        ref = 2 * math.sqrt(-cov) if cov < 0 else math.nan
+        assert (math.isnan(ref) and math.isnan(rs[i])) or rs[i] == pytest.approx(ref)
+    r = np.r_[np.nan, np.diff(np.log(c))]
+    np.testing.assert_allclose(F.amihud(r, v, 10), (pd.Series(np.abs(r) / v).rolling(10).mean()).to_numpy())
+
+
+def test_tick_imbalance_bars_against_a_naive_loop():
+    rng = np.random.default_rng(3)
+    p = np.round(100 + np.cumsum(rng.choice([-0.01, 0, 0.01], 5000)), 2)
+    vol = rng.integers(1, 10, 5000).astype(float)
+    ref, theta, sign, imb = [], 40.0, 1, 0.0
+    for i in range(1, len(p)):
+        if p[i] > p[i - 1]:
+            sign = 1
+        elif p[i] < p[i - 1]:
+            sign = -1
+        imb += sign * vol[i]
+        if imb >= theta or imb <= -theta:
+            ref.append(i)
+            imb = 0.0
+    assert F.tick_imbalance_bars(p, vol, theta) == ref and len(ref) > 10
+
+
+def test_risk_measures_against_references():
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    r, m = rng.normal(0.001, 0.01, 2000), rng.normal(0.0005, 0.008, 2000)
+    r = r + 0.5 * m
+    assert F.sharpe(r) == pytest.approx(np.mean(r) / np.std(r, ddof=1))
+    assert F.sortino(r) == pytest.approx(np.mean(r) / math.sqrt(np.mean([min(x, 0) ** 2 for x in r])))
+    eq = np.cumsum(r)
+    assert F.max_drawdown(eq) == pytest.approx(max(max(eq[: i + 1]) - eq[i] for i in range(len(eq))))
+    assert F.var_historical(r, 0.05) == pytest.approx(-np.percentile(r, 5))
+    assert F.cvar_historical(r, 0.05) == pytest.approx(-np.mean(np.sort(r)[:100]))
+    beta = stats.linregress(m, r).slope
+    assert F.treynor(r, m, rf=0.0001) == pytest.approx((np.mean(r) - 0.0001) / beta)
+
+
+def test_factor_research_against_references():
+    from scipy import stats
+
+    rng = np.random.default_rng(11)
+    phi, n = 0.9, 200_000
+    e = rng.normal(size=n)
+    x = np.empty(n)
+    x[0] = 0
+    for t in range(1, n):
+        x[t] = phi * x[t - 1] + e[t]
+    assert F.factor_half_life(x) == pytest.approx(-math.log(2) / math.log(phi), rel=0.02)  # 6.58 bars
+    s, fr = rng.normal(size=500), rng.normal(size=500)
+    fr = fr + 0.3 * s
+    assert F.rank_ic(s, fr) == pytest.approx(stats.spearmanr(s, fr).statistic)
+    ret = np.r_[0, 0.2 * s[:-1]] + rng.normal(size=500)
+    dec = F.ic_decay(s, ret, 3)
+    ser = pd.Series(s)
+    assert dec == pytest.approx([ser.corr(pd.Series(ret).shift(-k)) for k in (1, 2, 3)])
+    w = rng.random((6, 4))
+    np.testing.assert_allclose(F.factor_turnover(w)[1:], [sum(abs(w[t, i] - w[t - 1, i]) for i in range(4))
+                                                          for t in range(1, 6)])  # fmt: skip
+    exp = rng.normal(size=(500, 2))
+    f = 0.5 + exp @ [1.0, -2.0] + rng.normal(size=500)
+    import statsmodels.api as sm
+
+    np.testing.assert_allclose(F.factor_neutralize(f, exp), sm.OLS(f, sm.add_constant(exp)).fit().resid, atol=1e-9)
+    y = np.r_[rng.normal(size=200), 50.0, -40.0]
+    med = np.median(y)
+    mad = np.median(np.abs(y - med))
+    np.testing.assert_allclose(F.mad_winsorize(y, 3.0), np.clip(y, med - 3 * mad, med + 3 * mad))
+
+
+def test_execution_and_module_entries():
+    assert F.implementation_shortfall(1.1000, [1.1002, 1.1004], [1.0, 2.0], +1) == pytest.approx(0.0002 + 0.0008)
+    assert F.implementation_shortfall(1.1000, [1.0998], [1.0], -1) == pytest.approx(0.0002)
+    np.testing.assert_allclose(F._twap(10, 5), [10, 8, 6, 4, 2, 0])
+    kelly = next(f for f in F.CATALOGUE if f.name == "Kelly fraction")
+    assert kelly.compute(0.6, 1.0) == pytest.approx(0.2)
+    built = [f for f in F.CATALOGUE if f.category == "certainty_modules" and f.computable]
+    assert len(built) == 9
+    for f in built:
+        m = f.compute()
+        assert hasattr(m, "update") and hasattr(m, "verdict")
