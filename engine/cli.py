@@ -520,6 +520,40 @@ def train_eval_cmd(model: Path, data: Path, threshold: float, limit: int | None,
         click.echo(f"wrote {json_out}")
 
 
+@train_group.command("all")
+@click.option("--preset", type=click.Choice(["nano", "h100-7b"]), default="nano", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("fxgate-train"), show_default=True)
+@click.option("--bars", multiple=True, help="Bar files (default: the bundled EURUSD H1 sample).")
+@click.option("--base", default=None, help="Base model directory or hub id (default: the preset's).")
+def train_all_cmd(preset: str, out: Path, bars: tuple[str, ...], base: str | None) -> None:
+    """Data, SFT, DPO, merge, GGUF F16 + Q8_0, parity check, Modelfile, evaluation, manifest, verify."""
+    from fxgate.training.pipeline import run_all
+
+    if preset == "nano":
+        click.echo("preset nano: a 2-layer model trained for minutes on CPU. It checks the pipeline, not a trading "
+                   "edge; its evaluation is printed next to the baselines so you can see that.")  # fmt: skip
+    m = run_all(preset, out, bars=list(bars) or None, base=base, log=click.echo)
+    from fxgate.training.evaluate import table
+
+    click.echo(table({"model_scores": m["evaluation"]["model_scores"], "baselines": m["evaluation"]["baselines"]}))
+    click.echo(f"parity: {m['parity']}")
+
+
+@train_group.command("verify")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def train_verify_cmd(run_dir: Path) -> None:
+    """Check a (downloaded) run directory against its manifest.json; exit 1 on any missing, short or altered file."""
+    from fxgate.training.pipeline import verify
+
+    problems = verify(run_dir)
+    if problems:
+        for x in problems:
+            click.echo(f"FAIL {x}", err=True)
+        raise SystemExit(1)
+    n = len(__import__("json").loads((run_dir / "manifest.json").read_text())["files"])
+    click.echo(f"OK: {n} files match {run_dir / 'manifest.json'} (size and sha256)")
+
+
 @cli.command("bench")
 @click.option(
     "--out",

@@ -146,7 +146,7 @@ def export_gguf(model_dir: str | Path, out: str | Path, ftype: str = "f16", *, n
 
 
 def parity_check(model_dir: str | Path, gguf_f16: str | Path, gguf_q8: str | Path | None, prompts: list[str], *,
-                 logit_rtol: float = 2e-3, top1_min: float = 0.98, n_logit_prompts: int = 8,
+                 logit_rtol: float = 1e-2, top1_min: float = 0.98, n_logit_prompts: int = 8,
                  n_ctx: int = 4096) -> dict[str, Any]:  # fmt: skip
     """Compare the exported GGUF files with the torch model they came from; raise :class:`ParityError` on failure.
 

@@ -1,0 +1,147 @@
+"""Training: chat-template parity between training and serving, resume after a kill, merge, manifest/verify,
+the Modelfile, and the whole nano pipeline (`fxgate train all --preset nano`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from fxgate.engine import sample_bars
+from fxgate.engine.cli import cli
+from fxgate.training.datasets import SplitSpec, build
+from fxgate.training.pipeline import merge, verify, write_manifest, write_modelfile
+from fxgate.training.presets import get_preset
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    p = d / "EURUSD.csv"
+    sample_bars().to_csv(p)
+    build([p], d / "out", SplitSpec(horizon=1, spread=8e-5))
+    return d / "out"
+
+
+def test_training_prompt_is_the_served_prompt_token_for_token(nano, rng):
+    """The dataset builder's messages, rendered for SFT, equal the live judge's prompt for the same values, and
+    tokenize identically in training (HF) and serving (llama.cpp)."""
+    from fxgate.models.llm import LlmRuntime, LlmSettings
+    from fxgate.models.prompt import load_template
+    from fxgate.training.datasets import _prompt_messages
+    from fxgate.training.export import load_tokenizer
+    from fxgate.training.sft import _render
+    from llm_common import values
+
+    tok = load_tokenizer(nano["hf"])
+    rt = LlmRuntime(LlmSettings(model=str(nano["q8"]), n_ctx=4096))
+    tpl = load_template("judge.v1")
+    for _ in range(5):
+        vals = values(rng)
+        train_prompt = _render(tok, _prompt_messages(tpl, vals))
+        live = rt.build(tpl, vals, think_budget=384, answer_budget=512)
+        assert live.dropped == () and live.text == train_prompt
+        ids_hf = tok(train_prompt, add_special_tokens=False)["input_ids"]
+        assert rt.tokenize(live.text) == ids_hf
+        completion = "The proposal is BUY.\n</think>\n\n" + '{"direction": "NONE", "certainty": 0.1, "reasons": ["x"]}'
+        joint = tok(train_prompt + completion, add_special_tokens=False)["input_ids"]
+        assert joint[: len(ids_hf)] == ids_hf  # the completion-only loss starts where the served context ends
+    rt.close()
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(nano, data, tmp_path):
+    import torch
+    from fxgate.training.sft import train_sft
+    from safetensors.torch import load_file
+
+    p = replace(get_preset("nano"), save_steps=3, max_train_examples=24)
+    a = train_sft(nano["hf"], data, tmp_path / "a", p, max_steps=6)
+    env = dict(os.environ, FXGATE_FAULT_EXIT_AT_STEP="3")
+    cmd = [sys.executable, "-m", "fxgate.training.sft", "--preset", "nano", "--base", str(nano["hf"]), "--data",
+           str(data), "--out", str(tmp_path / "b"), "--max-steps", "6", "--save-steps", "3"]  # fmt: skip
+    # the preset's example cap is part of the data order: pass the same one through the environment-free path
+    killed = subprocess.run(cmd + ["--max-examples", "24"], env=env, capture_output=True, text=True)
+    assert killed.returncode == 17, killed.stderr[-2000:]
+    assert (tmp_path / "b" / "checkpoint-3").is_dir() and not (tmp_path / "b" / "adapter").exists()
+    resumed = subprocess.run(cmd + ["--max-examples", "24", "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert b["resumed"] and b["steps"] == a["steps"] == 6
+    wa = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
+    wb = load_file(str(tmp_path / "b" / "adapter" / "adapter_model.safetensors"))
+    assert wa.keys() == wb.keys()
+    worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+    assert worst < 1e-5, worst  # stated tolerance: CPU fp32, same seed, restored RNG and data order
+    assert any(float(v.abs().max()) > 0 for k, v in wa.items() if "lora_B" in k)  # it did train
+    # merging the adapter gives the logits of the adapted model (PEFT's forward as the reference)
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    merged_dir = merge(nano["hf"], tmp_path / "a" / "adapter", tmp_path / "merged")
+    ids = torch.tensor([list(range(5, 60))])
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(nano["hf"])),
+                                     str(tmp_path / "a" / "adapter")).eval()  # fmt: skip
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir)).eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(merged(ids).logits.numpy(), peft(ids).logits.numpy(), atol=1e-5)
+
+
+def test_manifest_and_verify_catch_missing_short_and_altered_files(tmp_path):
+    d = tmp_path / "run"
+    (d / "sub").mkdir(parents=True)
+    (d / "model.gguf").write_bytes(b"GGUF" + bytes(range(200)))
+    (d / "sub" / "a.json").write_text('{"x": 1}')
+    (d / "checkpoint-5").mkdir()
+    (d / "checkpoint-5" / "opt.pt").write_bytes(b"x")
+    m = write_manifest(d, note="t")
+    assert set(m["files"]) == {"model.gguf", "sub/a.json"} and verify(d) == []
+    r = CliRunner().invoke(cli, ["train", "verify", str(d)])
+    assert r.exit_code == 0 and "OK: 2 files" in r.output
+    (d / "model.gguf").write_bytes(b"GGUF" + bytes(range(100)))
+    assert verify(d) == ["model.gguf: 104 bytes, expected 204 (truncated or altered)"]
+    (d / "model.gguf").write_bytes(b"GGUF" + bytes(range(1, 201)))
+    assert verify(d) == ["model.gguf: sha256 differs from the manifest (altered)"]
+    (d / "sub" / "a.json").unlink()
+    assert "sub/a.json: missing" in verify(d)
+    r = CliRunner().invoke(cli, ["train", "verify", str(d)])
+    assert r.exit_code == 1 and "FAIL sub/a.json: missing" in r.output
+    assert verify(tmp_path / "nothing")[0].endswith("missing — nothing to verify against")
+
+
+def test_modelfile(tmp_path):
+    p = write_modelfile(tmp_path / "model-q8_0.gguf", tmp_path / "Modelfile")
+    t = p.read_text()
+    assert "FROM ./model-q8_0.gguf" in t and 'PARAMETER stop "<｜end▁of▁sentence｜>"' in t
+    assert "PARAMETER temperature 0" in t
+    tpl = t.split('TEMPLATE """')[1].split('"""')[0]
+    # the roles' markers and the generation prompt are those of the chat template the judge renders with
+    assert "<｜User｜>{{ .Content }}" in tpl and tpl.endswith("<｜Assistant｜><think>\n")
+
+
+@pytest.mark.slow
+def test_train_all_nano_passes_parity_and_verify(tmp_path):
+    out = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["train", "all", "--preset", "nano", "--out", str(out)])
+    assert r.exit_code == 0, r.output[-3000:]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["parity"]["tokenizer_mismatches"] == 0 and m["parity"]["q8_top1_agreement"] >= 0.98
+    assert m["metrics"]["sft"]["last_logged_loss"] < m["metrics"]["sft"]["first_logged_loss"]
+    assert {"model-f16.gguf", "model-q8_0.gguf", "Modelfile", "parity.json", "eval.json"} <= set(m["files"])
+    assert CliRunner().invoke(cli, ["train", "verify", str(out)]).exit_code == 0
+    assert sum(m["timings_s"].values()) < 600
+
+
+@pytest.mark.parametrize("name", ["ddp.yaml", "fsdp.yaml"])
+def test_accelerate_configs_load(name):
+    import fxgate.training
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    c = ClusterConfig.from_yaml_file(str(Path(fxgate.training.__file__).parent / "accelerate" / name))
+    assert c.num_processes == 8 and c.mixed_precision == "bf16"
+    assert (c.distributed_type == "MULTI_GPU") if name == "ddp.yaml" else c.fsdp_config["fsdp_version"] == 2

@@ -1,0 +1,201 @@
+"""The whole training run: data → SFT → merge → DPO → merge → GGUF F16 + Q8_0 → parity check → Modelfile →
+evaluation → manifest → verify.
+
+``fxgate train all --preset nano --out DIR`` runs it on CPU in minutes (the nano model; :mod:`fxgate.training.nano`).
+``--preset h100-7b`` is the same sequence for DeepSeek-R1-Distill-Qwen-7B on a GPU box; its SFT and DPO steps can
+also be launched on several GPUs with ``accelerate`` (see :mod:`fxgate.training.sft`).
+
+A run is not done until its artefacts are verified: every run directory gets ``manifest.json`` (each file's size
+and sha256, the preset, the data manifest, the git commit, the metrics and the parity results), and
+``fxgate train verify DIR`` checks a downloaded copy against it — run it on your machine before you destroy a rented
+instance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["merge", "write_modelfile", "write_manifest", "verify", "run_all", "MANIFEST"]
+
+MANIFEST = "manifest.json"
+# what the manifest records and verify checks; checkpoints and intermediate models are left out
+_SKIP_DIRS = ("checkpoint-",)
+
+
+def merge(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
+    """Merge a LoRA adapter into its base model (fp32 on CPU, saved in the base's dtype)."""
+    import torch
+    from fxgate.training.export import load_tokenizer
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    out = Path(out)
+    merged.save_pretrained(str(out))
+    load_tokenizer(base).save_pretrained(str(out))
+    return out
+
+
+def write_modelfile(gguf: str | Path, out: str | Path, *, system: str = "") -> Path:
+    """An Ollama Modelfile for an R1-Distill-style GGUF: its chat template as a Go template, the end-of-sentence
+    token as the stop, greedy decoding."""
+    from fxgate.training.nano import EOS
+
+    tpl = ('{{- if .System }}{{ .System }}{{ end }}'
+           '{{- range .Messages }}{{- if eq .Role "user" }}<｜User｜>{{ .Content }}'
+           '{{- else if eq .Role "assistant" }}<｜Assistant｜>{{ .Content }}' + EOS + '{{- end }}{{- end }}'
+           "<｜Assistant｜><think>\n")  # fmt: skip
+    text = (f"# Ollama Modelfile written by fxgate. `ollama create fxgate-judge -f {Path(out).name}`\n"
+            f"FROM ./{Path(gguf).name}\n"
+            f'TEMPLATE """{tpl}"""\n'
+            + (f'SYSTEM """{system}"""\n' if system else "")
+            + f'PARAMETER stop "{EOS}"\nPARAMETER stop "<｜User｜>"\n'
+            + "PARAMETER temperature 0\nPARAMETER seed 0\n")  # fmt: skip
+    p = Path(out)
+    p.write_text(text)
+    return p
+
+
+def _sha(p: Path) -> str:
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(d: Path) -> list[Path]:
+    return sorted(p for p in d.rglob("*") if p.is_file() and p.name != MANIFEST
+                  and not any(part.startswith(_SKIP_DIRS) for part in p.relative_to(d).parts))  # fmt: skip
+
+
+def _git_commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                           cwd=Path(__file__).parent)  # fmt: skip
+        return r.stdout.strip() or None if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_manifest(d: str | Path, **extra: Any) -> dict[str, Any]:
+    d = Path(d)
+    files = {str(p.relative_to(d)): {"bytes": p.stat().st_size, "sha256": _sha(p)} for p in _files(d)}
+    m = {"fxgate_manifest": 1, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+         "git_commit": _git_commit(), **extra, "files": files}  # fmt: skip
+    (d / MANIFEST).write_text(json.dumps(m, indent=1, default=str))
+    return m
+
+
+def verify(d: str | Path) -> list[str]:
+    """Problems of a copy of a run directory against its manifest: missing, short, altered files. Empty = OK."""
+    d = Path(d)
+    mp = d / MANIFEST
+    if not mp.is_file():
+        return [f"{mp}: missing — nothing to verify against"]
+    try:
+        m = json.loads(mp.read_text())
+        files = m["files"]
+    except (json.JSONDecodeError, KeyError) as exc:
+        return [f"{mp}: unreadable ({exc})"]
+    out = []
+    for rel, info in files.items():
+        p = d / rel
+        if not p.is_file():
+            out.append(f"{rel}: missing")
+        elif p.stat().st_size != info["bytes"]:
+            out.append(f"{rel}: {p.stat().st_size} bytes, expected {info['bytes']} (truncated or altered)")
+        elif _sha(p) != info["sha256"]:
+            out.append(f"{rel}: sha256 differs from the manifest (altered)")
+    return out
+
+
+def run_all(preset_name: str, out: str | Path, *, bars: list[str] | None = None, base: str | None = None,
+            log: Callable[[str], None] = print, eval_limit: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """The whole pipeline into ``out`` (see the module docstring); returns the manifest."""
+    from fxgate.engine.loader import sample_path
+    from fxgate.training import datasets
+    from fxgate.training.dpo import train_dpo
+    from fxgate.training.evaluate import evaluate
+    from fxgate.training.export import export_gguf, load_tokenizer, parity_check
+    from fxgate.training.presets import get_preset
+    from fxgate.training.sft import sft_examples, train_sft
+
+    p = get_preset(preset_name)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def step(name: str) -> Callable[[], None]:
+        log(f"[{time.perf_counter() - t0:6.0f} s] {name}")
+        s = time.perf_counter()
+        return lambda: timings.__setitem__(name, round(time.perf_counter() - s, 1))
+
+    done = step("data: fxgate train data (time split, manifest)")
+    files = bars or [str(sample_path())]
+    dm = datasets.build(files, out / "data", datasets.SplitSpec(horizon=1, spread=0.00008),
+                        load_kwargs={"symbol": "EURUSD"} if not bars else None)  # fmt: skip
+    done()
+    if p.base == "nano" and base is None:
+        from fxgate.training.nano import build_nano
+
+        done = step("base: the nano model (random 2-layer Qwen2 + its BPE tokenizer)")
+        build_nano(out / "base", seed=p.seed)
+        base_dir: str = str(out / "base" / "hf")
+        done()
+    else:
+        base_dir = base or p.base
+    done = step(f"SFT: LoRA r={p.lora_r} on all linear layers, {p.sft_epochs} epochs, lr {p.sft_lr}")
+    sft = train_sft(base_dir, out / "data", out / "sft", p, resume=True)
+    done()
+    done = step("merge the SFT adapter")
+    merge(base_dir, out / "sft" / "adapter", out / "sft-merged")
+    done()
+    done = step(f"DPO: beta {p.beta}, {p.dpo_epochs} epoch(s), from the SFT model")
+    dpo = train_dpo(out / "sft-merged", out / "data", out / "dpo", p, resume=True)
+    done()
+    done = step("merge the DPO adapter")
+    final = merge(out / "sft-merged", out / "dpo" / "adapter", out / "model")
+    done()
+    done = step("export GGUF F16 and Q8_0")
+    f16 = export_gguf(final, out / "model-f16.gguf", "f16", name=f"fxgate-{p.name}")
+    q8 = export_gguf(final, out / "model-q8_0.gguf", "q8_0", name=f"fxgate-{p.name}")
+    done()
+    done = step("parity check: llama.cpp vs the merged torch model (tokens, F16 logits, Q8_0 next token)")
+    tok = load_tokenizer(final)
+    val = [e["prompt"] + e["completion"] for e in sft_examples(out / "data", tok, limit=100, split="val")]
+    prompts = (val * (1 + 200 // max(1, len(val))))[:max(200, len(val))]
+    parity = parity_check(final, f16, q8, prompts)  # raises ParityError: the run stops here, not "done"
+    (out / "parity.json").write_text(json.dumps(parity, indent=1))
+    done()
+    write_modelfile(q8, out / "Modelfile")
+    done = step("evaluation on the test split (accuracy, precision with Wilson CI, coverage, ECE, baselines)")
+    import torch
+
+    ev = evaluate(q8, out / "data", limit=eval_limit if eval_limit is not None else p.eval_examples,
+                  think_budget=384, n_gpu_layers=-1 if torch.cuda.is_available() else 0)  # fmt: skip
+    (out / "eval.json").write_text(json.dumps(ev, indent=1))
+    done()
+    # intermediate models are not deliverables; the manifest covers what a user downloads
+    for tmp in ("sft-merged",):
+        shutil.rmtree(out / tmp, ignore_errors=True)
+    m = write_manifest(out, preset=p.to_dict(), base=base_dir, data_manifest=dm, metrics={"sft": sft, "dpo": dpo},
+                       parity=parity, evaluation={k: ev[k] for k in ("model_scores", "baselines", "outcomes")},
+                       timings_s=timings, python=sys.version.split()[0])  # fmt: skip
+    problems = verify(out)
+    if problems:
+        raise RuntimeError("the run's own files do not match its manifest: " + "; ".join(problems))
+    log(f"[{time.perf_counter() - t0:6.0f} s] done: {out / MANIFEST} ({len(m['files'])} files verified)")
+    return m

@@ -1,0 +1,159 @@
+"""SFT with LoRA (TRL ``SFTTrainer`` + PEFT) on the data of :mod:`fxgate.training.datasets`.
+
+The training text is rendered with the **model's own chat template** through
+:func:`fxgate.models.prompt.render_chat` — the function the live judge renders with — so the prompt a model is
+trained on is, token for token, the prompt it is served (tested). Examples are prompt/completion pairs: the prompt
+ends with the template's generation prompt (``<｜Assistant｜><think>\\n`` for R1-Distill), the completion is the
+reasoning, ``</think>``, and the answer; the loss is on the completion only.
+
+Run on one GPU or many::
+
+    python -m fxgate.training.sft --preset h100-7b --data data/ --out run/sft
+    accelerate launch --config_file training/accelerate/ddp.yaml -m fxgate.training.sft --preset h100-7b \\
+        --data data/ --out run/sft            # 8 GPUs, DDP
+    ... --resume                              # continue from the last checkpoint after a preemption
+
+Checkpoints every ``save_steps`` optimizer steps (model, optimizer, scheduler, RNG states). For tests only, the
+environment variable ``FXGATE_FAULT_EXIT_AT_STEP=N`` ends the process abruptly after step N (a simulated kill).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fxgate.training.presets import Preset, get_preset
+
+__all__ = ["sft_examples", "train_sft", "load_base", "main"]
+
+
+def _lines(p: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.is_file() else []
+
+
+def _render(tok: Any, messages: list[dict[str, str]]) -> str:
+    from fxgate.models.prompt import render_chat
+
+    return render_chat(tok.chat_template, messages, bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
+
+
+def sft_examples(data: str | Path, tok: Any, limit: int | None = None, split: str = "train") -> list[dict[str, str]]:
+    """prompt/completion text pairs from a data directory: trade scenarios, feature examples, formula knowledge and
+    imported conversations (``limit`` per kind)."""
+    d = Path(data) / split
+    out = []
+    for r in _lines(d / "scenarios.jsonl")[:limit]:
+        out.append({"prompt": _render(tok, r["prompt"]), "completion": r["completion"]})
+    for name in ("features", "formulas", "imported_sft"):
+        for r in _lines(d / f"{name}.jsonl")[:limit]:
+            msgs = r["messages"]
+            out.append({"prompt": _render(tok, msgs[:-1]), "completion": "</think>\n\n" + msgs[-1]["content"]})
+    if not out:
+        raise ValueError(f"{d}: no training examples. Fix: `fxgate train data --out {Path(data)}` first")
+    return out
+
+
+def load_base(path: str | Path, preset: Preset) -> tuple[Any, Any]:
+    import torch
+    from fxgate.training.export import load_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if preset.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
+    return model, load_tokenizer(path)
+
+
+class _FaultExit:
+    """Test hook: exit the process without cleanup right after a given step (a simulated kill -9)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        step = self.step
+
+        class Cb(TrainerCallback):
+            def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if state.global_step >= step:
+                    os._exit(17)
+
+        return Cb()
+
+
+def train_sft(base: str | Path, data: str | Path, out: str | Path, preset: Preset, *, resume: bool = False,
+              max_steps: int | None = None, full: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Train a LoRA adapter on ``base`` (``full=True``: every weight, for FSDP) and save it with the tokenizer to
+    ``out/adapter`` (the full model, with ``full``); return the training metrics."""
+    from datasets import Dataset, disable_progress_bars
+    from peft import LoraConfig
+    from transformers.utils import logging as hf_logging
+    from trl import SFTConfig, SFTTrainer
+
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+    out = Path(out)
+    model, tok = load_base(base, preset)
+    ds = Dataset.from_list(sft_examples(data, tok, preset.max_train_examples))
+    cfg = SFTConfig(
+        output_dir=str(out), num_train_epochs=preset.sft_epochs, learning_rate=preset.sft_lr,
+        per_device_train_batch_size=preset.batch_size, gradient_accumulation_steps=preset.grad_accum,
+        max_length=preset.max_length, packing=preset.packing, completion_only_loss=True, bf16=preset.bf16,
+        gradient_checkpointing=preset.gradient_checkpointing, save_steps=preset.save_steps, save_total_limit=3,
+        logging_steps=5, seed=preset.seed, data_seed=preset.seed, report_to="none", max_steps=max_steps or -1,
+        lr_scheduler_type="cosine", disable_tqdm=True, use_cpu=not _has_gpu(),
+    )  # fmt: skip
+    lora = LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM",
+                      modules_to_save=["lm_head"] if preset.train_lm_head else None)  # fmt: skip
+    callbacks = []
+    if os.environ.get("FXGATE_FAULT_EXIT_AT_STEP"):
+        callbacks.append(_FaultExit(int(os.environ["FXGATE_FAULT_EXIT_AT_STEP"])).callback())
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok,
+                         peft_config=None if full else lora, callbacks=callbacks)  # fmt: skip
+    has_ckpt = any(out.glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if (resume and has_ckpt) else None)
+    trainer.save_model(str(out / "adapter"))
+    tok.save_pretrained(str(out / "adapter"))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    metrics = {"examples": len(ds), "steps": trainer.state.global_step, "train_loss": result.training_loss,
+               "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
+               "resumed": bool(resume and has_ckpt)}  # fmt: skip
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="h100-7b")
+    ap.add_argument("--base", default=None, help="Model directory or hub id (default: the preset's).")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--save-steps", type=int, default=None, help="Default: the preset's.")
+    ap.add_argument("--max-examples", type=int, default=None, help="Per kind of data. Default: the preset's.")
+    ap.add_argument("--full", action="store_true", help="Full fine-tune (no LoRA), e.g. with accelerate/fsdp.yaml.")
+    a = ap.parse_args(argv)
+    p = get_preset(a.preset)
+    if a.save_steps:
+        p = replace(p, save_steps=a.save_steps)
+    if a.max_examples:
+        p = replace(p, max_train_examples=a.max_examples)
+    print(json.dumps(train_sft(a.base or p.base, a.data, a.out, p, resume=a.resume, max_steps=a.max_steps,
+                               full=a.full)))
+
+
+if __name__ == "__main__":
+    main()
