@@ -215,9 +215,12 @@ class Gate:
         except Exception as exc:  # noqa: BLE001 - fail closed, never raise out of on_bar
             for name in ("L2", "L3"):
                 if name not in fast.layers:
-                    fast.layers[name] = LayerVerdict(name, True, False, None, None,
-                                                     f"internal error: {type(exc).__name__}: {exc}", 0.0)  # fmt: skip
+                    on = self._enabled(name)
+                    fast.layers[name] = LayerVerdict(name, on, False, None, None, f"internal error: "
+                                                     f"{type(exc).__name__}: {exc}" if on else "disabled by config",
+                                                     0.0)  # fmt: skip
             fast.first_veto = fast.first_veto or "L2"
+            fast.action, fast.confidence = "NONE", None
         return self._decision(fast)
 
     def _fast(self, bar: Bar, verdicts: bool = True) -> Decision | _Pending | None:

@@ -150,8 +150,33 @@ def test_replay_with_all_four_layers_is_byte_identical_on_rerun(nano):
     ja = [strip_latency(d.to_dict()) for d in a.decisions]
     jb = [strip_latency(d.to_dict()) for d in b.decisions]
     assert ja == jb
-    assert sum(not d.layer("L2").reason.startswith("not evaluated") for d in a.decisions) > 10
+    n_llm = sum(not d.layer("L2").reason.startswith("not evaluated") for d in a.decisions)
+    assert n_llm > 10
     assert a.metrics["signals"] == b.metrics["signals"]
+
+
+@pytest.mark.slow
+def test_a_replay_never_recomputes_a_call_it_has_made(nano, tmp_path):
+    from fxgate.models.llm import VerdictCache
+
+    cfg = cfg_for(str(nano["q8"]), l3=L3Config(), replay=ReplayConfig(train_bars=2000, window_bars=200,
+                                                                       n_estimators=30, folds=2))  # fmt: skip
+    cfg = replace(cfg, llm=replace(cfg.llm, cache=str(tmp_path / "v.sqlite")))
+    a = replay(BARS[:2100], cfg)
+    n = len(VerdictCache(tmp_path / "v.sqlite"))
+    assert n > 5  # one entry per judge call made
+    b = replay(BARS[:2100], cfg)
+    assert len(VerdictCache(tmp_path / "v.sqlite")) == n  # nothing new was computed
+    hits = [d.layer("L2").details[0].get("cached") for d in b.decisions if d.layer("L2").details]
+    assert len(hits) == n and all(hits)
+
+    def strip(d: dict) -> dict:  # latency and the cache-hit flag are the only differences
+        d = strip_latency(d)
+        for x in d["layers"]:
+            x["details"] = [{k: v for k, v in e.items() if k != "cached"} for e in x["details"]]
+        return d
+
+    assert [strip(d.to_dict()) for d in a.decisions] == [strip(d.to_dict()) for d in b.decisions]
 
 
 def test_missing_model_refuses_to_start_or_vetoes_by_config(ens, tmp_path):
