@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fxgate.engine._hash import file_sha256
 from fxgate.engine.errors import FxgateError
 from fxgate.models.prompt import ContextOverflow, PromptTemplate, RenderedPrompt, build_prompt, load_template
 
@@ -75,11 +76,7 @@ def verify_gguf(path: str | Path, expected_sha256: str = "") -> str:
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     digest = _SHA_MEMO.get(key)
     if digest is None:
-        h = hashlib.sha256()
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        digest = _SHA_MEMO[key] = h.hexdigest()
+        digest = _SHA_MEMO[key] = file_sha256(p)
     if expected_sha256 and not digest.startswith(expected_sha256.lower()):
         raise ModelFileError(f"{p}: sha256 {digest[:16]}… does not match the expected {expected_sha256[:16]}… — the "
                              f"file is altered or not the model this config was written for")  # fmt: skip

@@ -33,7 +33,6 @@ that keeps the prompt format identical to serving.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fxgate.engine._hash import file_sha256
 from fxgate.engine.errors import FxgateError
 
 __all__ = ["build", "SplitSpec", "DatasetError", "think_text", "answer_text", "SPLITS", "KINDS"]
@@ -96,14 +96,6 @@ class SplitSpec:
     @property
     def gap(self) -> int:
         return max(self.embargo, self.horizon)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fmt(x: float) -> str:
@@ -289,7 +281,7 @@ def build(bar_files: Sequence[str | Path], out: str | Path, spec: SplitSpec, *, 
             counts[split] = {"examples": len(keep),
                              "first": str(np.datetime64(keep[0].ts, "ns"))[:19] if keep else None,
                              "last": str(np.datetime64(keep[-1].ts, "ns"))[:19] if keep else None}  # fmt: skip
-        sources.append({"file": str(p), "sha256": _sha256(p), "symbol": bars.symbol, "timeframe": bars.timeframe,
+        sources.append({"file": str(p), "sha256": file_sha256(p), "symbol": bars.symbol, "timeframe": bars.timeframe,
                         "bars": len(bars), "first": str(bars.times[0])[:19], "last": str(bars.times[-1])[:19],
                         "splits": counts})  # fmt: skip
     if not rows_by_split["train"]:

@@ -9,13 +9,12 @@ Prompts are rendered with the model's chat template exactly as in SFT and at ser
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 from fxgate.training.presets import Preset, get_preset
-from fxgate.training.sft import _has_gpu, _lines, _render, load_base
+from fxgate.training.sft import _has_gpu, _lines, _render, load_base, parser
 
 __all__ = ["dpo_examples", "train_dpo", "main"]
 
@@ -71,14 +70,7 @@ def train_dpo(base: str | Path, data: str | Path, out: str | Path, preset: Prese
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="h100-7b")
-    ap.add_argument("--base", required=True, help="The merged SFT model directory.")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--max-steps", type=int, default=None)
-    a = ap.parse_args(argv)
+    a = parser(__doc__, base_required=True, base_help="The merged SFT model directory.").parse_args(argv)
     print(json.dumps(train_dpo(a.base, a.data, a.out, get_preset(a.preset), resume=a.resume, max_steps=a.max_steps)))
 
 

@@ -12,7 +12,6 @@ files against the torch model (:func:`fxgate.training.export.parity_check`), and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fxgate.engine._hash import file_sha256
 from fxgate.engine.config import cache_dir
 
 __all__ = ["NANO_VERSION", "SPECIAL_TOKENS", "ADDED_TOKENS", "QWEN2_SPLIT", "build_tokenizer", "build_nano",
@@ -139,8 +139,7 @@ def build_nano(out: str | Path, *, seed: int = 0, log: Any = None) -> dict[str, 
     files = {}
     for p in sorted(out.rglob("*")):
         if p.is_file() and p.name != "manifest.json":
-            files[str(p.relative_to(out))] = {"bytes": p.stat().st_size,
-                                              "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}  # fmt: skip
+            files[str(p.relative_to(out))] = {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
     manifest = {"nano_version": NANO_VERSION, "seed": seed, "config": NANO_CONFIG, "weights": "random (untrained)",
                 "parity": parity, "files": files}  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -13,7 +13,6 @@ instance.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -22,6 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from fxgate.engine._hash import file_sha256
 
 __all__ = ["merge", "write_modelfile", "write_manifest", "verify", "run_all", "MANIFEST"]
 
@@ -67,14 +68,6 @@ def write_modelfile(gguf: str | Path, out: str | Path, *, system: str = "") -> P
     return p
 
 
-def _sha(p: Path) -> str:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _files(d: Path) -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.is_file() and p.name != MANIFEST
                   and not any(part.startswith(_SKIP_DIRS) for part in p.relative_to(d).parts))  # fmt: skip
@@ -91,7 +84,7 @@ def _git_commit() -> str | None:
 
 def write_manifest(d: str | Path, **extra: Any) -> dict[str, Any]:
     d = Path(d)
-    files = {str(p.relative_to(d)): {"bytes": p.stat().st_size, "sha256": _sha(p)} for p in _files(d)}
+    files = {str(p.relative_to(d)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in _files(d)}
     m = {"fxgate_manifest": 1, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
          "git_commit": _git_commit(), **extra, "files": files}  # fmt: skip
     (d / MANIFEST).write_text(json.dumps(m, indent=1, default=str))
@@ -116,7 +109,7 @@ def verify(d: str | Path) -> list[str]:
             out.append(f"{rel}: missing")
         elif p.stat().st_size != info["bytes"]:
             out.append(f"{rel}: {p.stat().st_size} bytes, expected {info['bytes']} (truncated or altered)")
-        elif _sha(p) != info["sha256"]:
+        elif file_sha256(p) != info["sha256"]:
             out.append(f"{rel}: sha256 differs from the manifest (altered)")
     return out
 

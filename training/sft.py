@@ -134,14 +134,20 @@ def _has_gpu() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(doc: str | None, *, base_required: bool, base_help: str) -> argparse.ArgumentParser:
+    """The command-line options the SFT and DPO steps share."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="h100-7b")
-    ap.add_argument("--base", default=None, help="Model directory or hub id (default: the preset's).")
+    ap.add_argument("--base", required=base_required, default=None, help=base_help)
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--max-steps", type=int, default=None)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__, base_required=False, base_help="Model directory or hub id (default: the preset's).")
     ap.add_argument("--save-steps", type=int, default=None, help="Default: the preset's.")
     ap.add_argument("--max-examples", type=int, default=None, help="Per kind of data. Default: the preset's.")
     ap.add_argument("--full", action="store_true", help="Full fine-tune (no LoRA), e.g. with accelerate/fsdp.yaml.")
