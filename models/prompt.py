@@ -248,7 +248,11 @@ def prompt_values(*, symbol: str, timeframe: str, ts_ns: int, bar: Mapping[str, 
                      f"(threshold {fmt_num(m.get('threshold'), 4)}): {m.get('reason', '')}"
                      for m in modules)  # fmt: skip
     feats = "\n".join(f"- {k}: {fmt_num(features.get(k))}" for k in KEY_FEATURES if k in features)
+    from fxgate.training.formulas import module_formulas  # the formula catalogue, for the modules shown
+
+    formulas = module_formulas([str(m["module"]) for m in modules])
     return {"symbol": symbol, "timeframe": timeframe, "time": t, "bar": bar_txt, "direction": direction,
             "horizon": str(horizon), "proposal": prop, "modules": mods or "(none evaluated)",
-            "features": feats or "(none)", "size": fmt_num(size, 4), "judge": judge or "(not consulted)",
+            "features": feats or "(none)", "formulas": formulas or "(none)", "size": fmt_num(size, 4),
+            "judge": judge or "(not consulted)",
             "transcript": transcript or "(no turns yet)"}  # fmt: skip

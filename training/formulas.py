@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Formula", "CATALOGUE", "by_category", "sft_samples", "counts"]
+__all__ = ["Formula", "CATALOGUE", "by_category", "sft_samples", "counts", "module_formulas"]
 
 Array = np.ndarray
 
@@ -500,6 +500,14 @@ def _twap(x: float, n: int) -> Array:
 CATALOGUE: tuple[Formula, ...] = tuple(_build())
 CATEGORIES = ("alpha158", "alpha101", "volatility", "microstructure", "risk", "execution", "certainty_modules",
               "techniques")  # fmt: skip
+
+
+def module_formulas(modules: list[str]) -> str:
+    """Catalogue context for a prompt: the formula and citation of each certainty module named (registry names, e.g.
+    ``"vpin"``), one line each; modules without an entry are skipped."""
+    by_module = {f.compute.__name__.removeprefix("create_"): f for f in CATALOGUE
+                 if f.category == "certainty_modules" and f.compute is not None}  # fmt: skip
+    return "\n".join(f"- {m}: {by_module[m].formula} ({by_module[m].citation})" for m in modules if m in by_module)
 
 
 def by_category() -> dict[str, list[Formula]]:
