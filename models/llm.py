@@ -488,6 +488,7 @@ class LlmRuntime:
         llm = self.llm
         common = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
         how = "kv" if static_len and common >= static_len else "cold"
+        evaluated = 0  # tokens run through the model by this call
         if static_len and common < static_len:
             key = hashlib.sha256(json.dumps(tokens[:static_len]).encode()).digest()
             st = self._states.get(key)
@@ -498,6 +499,7 @@ class LlmRuntime:
                 self.stats["state_restores"] += 1
             else:
                 llm.n_tokens = min(common, static_len)
+                evaluated += static_len - llm.n_tokens
                 self._eval(tokens[llm.n_tokens : static_len], cancel)
                 self._states[key] = self._save_seq()
                 self.stats["state_saves"] += 1
@@ -505,7 +507,7 @@ class LlmRuntime:
                     self._states.popitem(last=False)
                 common = static_len
         keep = min(common, len(tokens) - 1)
-        evaluated = len(tokens) - keep if how != "cold" else len(tokens)
+        evaluated += len(tokens) - keep
         llm.n_tokens = keep
         self._eval(tokens[keep:], cancel)
         return evaluated, how
