@@ -543,6 +543,8 @@ def train_all_cmd(preset: str, out: Path, bars: tuple[str, ...], base: str | Non
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def train_verify_cmd(run_dir: Path) -> None:
     """Check a (downloaded) run directory against its manifest.json; exit 1 on any missing, short or altered file."""
+    import json
+
     from fxgate.training.pipeline import verify
 
     problems = verify(run_dir)
@@ -550,7 +552,7 @@ def train_verify_cmd(run_dir: Path) -> None:
         for x in problems:
             click.echo(f"FAIL {x}", err=True)
         raise SystemExit(1)
-    n = len(__import__("json").loads((run_dir / "manifest.json").read_text())["files"])
+    n = len(json.loads((run_dir / "manifest.json").read_text())["files"])
     click.echo(f"OK: {n} files match {run_dir / 'manifest.json'} (size and sha256)")
 
 

@@ -330,11 +330,17 @@ class Gate:
         proposed = p.action if p.action != "NONE" else ({1: "BUY", -1: "SELL"}.get(p.direction) if full else None)
         values = None
 
-        def skip(name: str) -> str | None:
+        def not_run(name: str, lc: Any) -> LayerVerdict | None:
+            """The verdict of a layer that is not called on this bar, or None when it must be called."""
+            if not lc.enabled:
+                return LayerVerdict(name, False, False, None, lc.threshold, self._off_reason(name), 0.0)
             if self._llm_error is not None:
-                return self._llm_error
-            if proposed is None:
-                return (f"not evaluated: {p.first_veto} vetoed" if p.first_veto else "not evaluated")
+                if p.first_veto is None:
+                    p.first_veto = name
+                return LayerVerdict(name, True, False, None, lc.threshold, self._llm_error, 0.0)
+            if proposed is None or (p.first_veto is not None and not full):
+                why = f"not evaluated: {p.first_veto} vetoed" if p.first_veto else "not evaluated"
+                return LayerVerdict(name, True, False, None, lc.threshold, why, 0.0)
             return None
 
         def get_values(judge: str = "") -> dict[str, str]:
@@ -355,12 +361,8 @@ class Gate:
 
         # L2
         judge_txt = ""
-        if not cfg.l2.enabled:
-            p.layers["L2"] = LayerVerdict("L2", False, False, None, cfg.l2.threshold, self._off_reason("L2"), 0.0)
-        elif (why := skip("L2")) is not None:
-            p.layers["L2"] = LayerVerdict("L2", True, False, None, cfg.l2.threshold, why, 0.0)
-            if self._llm_error is not None and p.first_veto is None:
-                p.first_veto = "L2"
+        if (v := not_run("L2", cfg.l2)) is not None:
+            p.layers["L2"] = v
         else:
             t0 = _NS()
             jv = self.judge.judge(get_values(), str(proposed))
@@ -372,15 +374,8 @@ class Gate:
             if not jv.passed and p.first_veto is None:
                 p.first_veto = "L2"
         # L3
-        if not cfg.l3.enabled:
-            p.layers["L3"] = LayerVerdict("L3", False, False, None, cfg.l3.threshold, self._off_reason("L3"), 0.0)
-        elif (why := skip("L3")) is not None:
-            p.layers["L3"] = LayerVerdict("L3", True, False, None, cfg.l3.threshold, why, 0.0)
-            if self._llm_error is not None and p.first_veto is None:
-                p.first_veto = "L3"
-        elif p.first_veto is not None and not full:
-            p.layers["L3"] = LayerVerdict("L3", True, False, None, cfg.l3.threshold,
-                                          f"not evaluated: {p.first_veto} vetoed", 0.0)  # fmt: skip
+        if (v := not_run("L3", cfg.l3)) is not None:
+            p.layers["L3"] = v
         else:
             t0 = _NS()
             dv = self.debate.debate(get_values(judge_txt), str(proposed))

@@ -328,6 +328,7 @@ class LlmRuntime:
                                      f"with fxgate.training.export, or set [llm] chat_template to the model's "
                                      f"Jinja template file")  # fmt: skip
             self.chat_template = ct
+        self._tokens: OrderedDict[str, list[int]] = OrderedDict()
         self.bos_id, self.eos_id = self.llm.token_bos(), self.llm.token_eos()
         self.bos_token = self._piece(self.bos_id)
         self.eos_token = self._piece(self.eos_id)
@@ -345,8 +346,18 @@ class LlmRuntime:
         return self.llm.detokenize([tok], special=True).decode("utf-8", errors="replace")
 
     def tokenize(self, text: str) -> list[int]:
-        """Token ids of ``text`` with special tokens parsed and no BOS added (chat templates write their own)."""
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        """Token ids of ``text`` with special tokens parsed and no BOS added (chat templates write their own).
+        The last few results are kept: a call tokenizes the prompt its budget check already counted, and every call
+        of a template shares its static prefix. Do not modify the returned list."""
+        ids = self._tokens.get(text)
+        if ids is None:
+            ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            self._tokens[text] = ids
+            while len(self._tokens) > 32:
+                self._tokens.popitem(last=False)
+        else:
+            self._tokens.move_to_end(text)
+        return ids
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))

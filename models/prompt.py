@@ -68,10 +68,6 @@ class PromptTemplate:
     def id(self) -> str:
         return f"{self.name}.v{self.version}"
 
-    @property
-    def placeholders(self) -> set[str]:
-        return {m for s in self.sections for m in _PLACEHOLDER.findall(s.text)}
-
 
 def load_template(name_or_path: str | Path) -> PromptTemplate:
     """Load ``judge.v1`` (a bundled template) or a path to a ``.toml`` template file."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fxgate.training.presets import Preset, get_preset
-from fxgate.training.sft import _has_gpu, _lines, _render, load_base, parser
+from fxgate.training.sft import _has_gpu, _lines, _render, lora_config, parser, setup
 
 __all__ = ["dpo_examples", "train_dpo", "main"]
 
@@ -35,15 +35,11 @@ def dpo_examples(data: str | Path, tok: Any, limit: int | None = None) -> list[d
 
 def train_dpo(base: str | Path, data: str | Path, out: str | Path, preset: Preset, *, resume: bool = False,
               max_steps: int | None = None) -> dict[str, Any]:  # fmt: skip
-    from datasets import Dataset, disable_progress_bars
-    from peft import LoraConfig
-    from transformers.utils import logging as hf_logging
+    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    hf_logging.disable_progress_bar()
-    disable_progress_bars()
     out = Path(out)
-    model, tok = load_base(base, preset)
+    model, tok = setup(base, preset)
     ds = Dataset.from_list(dpo_examples(data, tok, preset.max_dpo_pairs))
     cfg = DPOConfig(
         output_dir=str(out), num_train_epochs=preset.dpo_epochs, learning_rate=preset.dpo_lr, beta=preset.beta,
@@ -52,11 +48,8 @@ def train_dpo(base: str | Path, data: str | Path, out: str | Path, preset: Prese
         save_steps=preset.save_steps, save_total_limit=3, logging_steps=5, seed=preset.seed, report_to="none",
         max_steps=max_steps or -1, disable_tqdm=True, use_cpu=not _has_gpu(),
     )  # fmt: skip
-    lora = LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
-                      target_modules="all-linear", task_type="CAUSAL_LM",
-                      modules_to_save=["lm_head"] if preset.train_lm_head else None)  # fmt: skip
     trainer = DPOTrainer(model=model, ref_model=None, args=cfg, train_dataset=ds, processing_class=tok,
-                         peft_config=lora)  # fmt: skip
+                         peft_config=lora_config(preset))  # fmt: skip
     has_ckpt = any(out.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if (resume and has_ckpt) else None)
     trainer.save_model(str(out / "adapter"))

@@ -498,6 +498,9 @@ def _twap(x: float, n: int) -> Array:
 
 
 CATALOGUE: tuple[Formula, ...] = tuple(_build())
+#: registry name ("vpin") -> its catalogue entry, for the built certainty modules
+_MODULE_ENTRIES = {f.compute.__name__.removeprefix("create_"): f for f in CATALOGUE
+                   if f.category == "certainty_modules" and f.compute is not None}  # fmt: skip
 CATEGORIES = ("alpha158", "alpha101", "volatility", "microstructure", "risk", "execution", "certainty_modules",
               "techniques")  # fmt: skip
 
@@ -505,8 +508,7 @@ CATEGORIES = ("alpha158", "alpha101", "volatility", "microstructure", "risk", "e
 def module_formulas(modules: list[str]) -> str:
     """Catalogue context for a prompt: the formula and citation of each certainty module named (registry names, e.g.
     ``"vpin"``), one line each; modules without an entry are skipped."""
-    by_module = {f.compute.__name__.removeprefix("create_"): f for f in CATALOGUE
-                 if f.category == "certainty_modules" and f.compute is not None}  # fmt: skip
+    by_module = _MODULE_ENTRIES
     return "\n".join(f"- {m}: {by_module[m].formula} ({by_module[m].citation})" for m in modules if m in by_module)
 
 

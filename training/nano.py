@@ -43,7 +43,6 @@ NANO_CONFIG = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers":
 def sample_prompts(n: int, seed: int = 0) -> list[str]:
     """``n`` chat-rendered prompts of every role with random (but plausible) numbers, with answers: the corpus the
     nano tokenizer is trained on and the prompts the parity check compares."""
-    from fxgate.models.llm import grammar_for  # noqa: F401  (the answer formats below follow its grammars)
     from fxgate.models.prompt import KEY_FEATURES, R1_CHAT_TEMPLATE, load_template, prompt_values, render_chat
 
     rng = np.random.default_rng(seed)

@@ -181,9 +181,8 @@ def run_all(preset_name: str, out: str | Path, *, bars: list[str] | None = None,
                   think_budget=384, n_gpu_layers=-1 if torch.cuda.is_available() else 0)  # fmt: skip
     (out / "eval.json").write_text(json.dumps(ev, indent=1))
     done()
-    # intermediate models are not deliverables; the manifest covers what a user downloads
-    for tmp in ("sft-merged",):
-        shutil.rmtree(out / tmp, ignore_errors=True)
+    # the intermediate model is not a deliverable; the manifest covers what a user downloads
+    shutil.rmtree(out / "sft-merged", ignore_errors=True)
     m = write_manifest(out, preset=p.to_dict(), base=base_dir, data_manifest=dm, metrics={"sft": sft, "dpo": dpo},
                        parity=parity, evaluation={k: ev[k] for k in ("model_scores", "baselines", "outcomes")},
                        timings_s=timings, python=sys.version.split()[0])  # fmt: skip

@@ -67,38 +67,47 @@ def load_base(path: str | Path, preset: Preset) -> tuple[Any, Any]:
     return model, load_tokenizer(path)
 
 
-class _FaultExit:
-    """Test hook: exit the process without cleanup right after a given step (a simulated kill -9)."""
+def _fault_exit(step: int) -> Any:
+    """Test hook: a callback that ends the process without cleanup right after the checkpoint of ``step`` (a
+    simulated kill -9)."""
+    from transformers import TrainerCallback
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    class FaultExit(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.global_step >= step:
+                os._exit(17)
 
-    def callback(self) -> Any:
-        from transformers import TrainerCallback
+    return FaultExit()
 
-        step = self.step
 
-        class Cb(TrainerCallback):
-            def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                if state.global_step >= step:
-                    os._exit(17)
+def setup(base: str | Path, preset: Preset) -> tuple[Any, Any]:
+    """Quiet progress bars, then the base model and its tokenizer (shared by SFT and DPO)."""
+    from datasets import disable_progress_bars
+    from transformers.utils import logging as hf_logging
 
-        return Cb()
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+    return load_base(base, preset)
+
+
+def lora_config(preset: Preset) -> Any:
+    """LoRA on every linear layer (and, for presets that ask, the output layer trained in full)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM",
+                      modules_to_save=["lm_head"] if preset.train_lm_head else None)  # fmt: skip
 
 
 def train_sft(base: str | Path, data: str | Path, out: str | Path, preset: Preset, *, resume: bool = False,
               max_steps: int | None = None, full: bool = False) -> dict[str, Any]:  # fmt: skip
     """Train a LoRA adapter on ``base`` (``full=True``: every weight, for FSDP) and save it with the tokenizer to
     ``out/adapter`` (the full model, with ``full``); return the training metrics."""
-    from datasets import Dataset, disable_progress_bars
-    from peft import LoraConfig
-    from transformers.utils import logging as hf_logging
+    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    hf_logging.disable_progress_bar()
-    disable_progress_bars()
     out = Path(out)
-    model, tok = load_base(base, preset)
+    model, tok = setup(base, preset)
     ds = Dataset.from_list(sft_examples(data, tok, preset.max_train_examples))
     cfg = SFTConfig(
         output_dir=str(out), num_train_epochs=preset.sft_epochs, learning_rate=preset.sft_lr,
@@ -108,14 +117,11 @@ def train_sft(base: str | Path, data: str | Path, out: str | Path, preset: Prese
         logging_steps=5, seed=preset.seed, data_seed=preset.seed, report_to="none", max_steps=max_steps or -1,
         lr_scheduler_type="cosine", disable_tqdm=True, use_cpu=not _has_gpu(),
     )  # fmt: skip
-    lora = LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
-                      target_modules="all-linear", task_type="CAUSAL_LM",
-                      modules_to_save=["lm_head"] if preset.train_lm_head else None)  # fmt: skip
     callbacks = []
     if os.environ.get("FXGATE_FAULT_EXIT_AT_STEP"):
-        callbacks.append(_FaultExit(int(os.environ["FXGATE_FAULT_EXIT_AT_STEP"])).callback())
+        callbacks.append(_fault_exit(int(os.environ["FXGATE_FAULT_EXIT_AT_STEP"])))
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok,
-                         peft_config=None if full else lora, callbacks=callbacks)  # fmt: skip
+                         peft_config=None if full else lora_config(preset), callbacks=callbacks)  # fmt: skip
     has_ckpt = any(out.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if (resume and has_ckpt) else None)
     trainer.save_model(str(out / "adapter"))
