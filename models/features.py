@@ -19,8 +19,9 @@ Feature families
   (Barndorff-Nielsen & Shephard 2004); the BNS ratio jump statistic with tripower quarticity (Huang & Tauchen
   2005, eq. 12); the Lee-Mykland (2008) statistic r_t / sigma_t with sigma_t^2 = BV of the K bars *before* t
   divided by K - 2.
-* **Time and cost**: hour-of-day (sin, cos, UTC), FX-day of week, Asia/London/New York session flags (UTC
-  approximations), relative spread (NaN without a spread column).
+* **Time and cost**: hour-of-day (sin, cos, UTC), the UTC calendar day of week (DOW, Monday = 0; not the FX
+  trading day that rolls at 17:00 New York, so Sunday-evening bars count as Sunday), Asia/London/New York session
+  flags (UTC approximations), relative spread (NaN without a spread column).
 
 MAD winsorization (:class:`MadWinsorizer`) clips each feature at median +- k * MAD with medians fitted on training
 rows only.
@@ -348,7 +349,7 @@ def _update_py(ring, rv_ring, ist, fst, ts, o, h, lo, c, v, spread, bpd, lm_k, o
                 rv = fst[3]
                 out[k + 4] = ((rv - bv) / rv) / math.sqrt(_BNS_THETA / bpd * max(1.0, tq / (bv * bv)))
     fst[0] = c
-    # time of day, FX day of week, sessions (UTC hours), relative spread
+    # time of day, UTC day of week, sessions (UTC hours), relative spread
     k = N_ALPHA_ARR[0] + 6
     sec = (ts // 1_000_000_000) % 86400
     ang = 2.0 * math.pi * sec / 86400.0
