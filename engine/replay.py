@@ -215,11 +215,13 @@ def replay(bars: Bars, cfg: GateConfig, *, bundle: Any = None, progress: Callabl
 
 
 def write_outputs(res: ReplayResult, out_dir: Any) -> dict[str, str]:
-    """decisions.parquet, trades.csv and metrics.json into ``out_dir``."""
+    """decisions.parquet, trades.csv and metrics.json into ``out_dir``, each written to a temporary name and renamed
+    into place (:mod:`fxgate.engine._atomic`): a kill mid-write never leaves half a file under a final name."""
     import json
     from pathlib import Path
 
     import pandas as pd
+    from fxgate.engine._atomic import atomic_path, write_text
 
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -231,8 +233,10 @@ def write_outputs(res: ReplayResult, out_dir: Any) -> dict[str, str]:
             row[f"{v.name}_enabled"], row[f"{v.name}_passed"] = v.enabled, v.passed
             row[f"{v.name}_score"], row[f"{v.name}_latency_us"] = v.score, v.latency_us
         rows.append(row)
-    pd.DataFrame(rows).to_parquet(d / "decisions.parquet", index=False)
-    pd.DataFrame(res.trades, columns=["entry_ts", "exit_ts", "direction", "size", "entry", "exit", "spread",
-                                      "pnl_price", "pnl_pips"]).to_csv(d / "trades.csv", index=False)  # fmt: skip
-    (d / "metrics.json").write_text(json.dumps(res.metrics, indent=1, default=str))
+    with atomic_path(d / "decisions.parquet") as tmp:
+        pd.DataFrame(rows).to_parquet(tmp, index=False)
+    with atomic_path(d / "trades.csv") as tmp:
+        pd.DataFrame(res.trades, columns=["entry_ts", "exit_ts", "direction", "size", "entry", "exit", "spread",
+                                          "pnl_price", "pnl_pips"]).to_csv(tmp, index=False)  # fmt: skip
+    write_text(d / "metrics.json", json.dumps(res.metrics, indent=1, default=str))
     return {k: str(d / k) for k in ("decisions.parquet", "trades.csv", "metrics.json")}
