@@ -15,9 +15,21 @@ Formats (``format="auto"`` sniffs the first line):
 ``dukascopy``  Dukascopy CSV: ``Gmt time,Open,High,Low,Close,Volume`` with ``19.04.2017 09:00:00.000`` (UTC).
 ``parquet``    any Parquet file with the generic column names, or a time index (as ``Bars.to_parquet`` writes).
 
+Any of these may be gzip-compressed (``EURUSD60.csv.gz``): gzip is recognised by its magic bytes, whatever the name,
+and decompressed in memory; line numbers are those of the decompressed text. Zip archives, Excel workbooks and other
+compressors are refused with the fix. Text is UTF-8 (with or without a BOM) or UTF-16 with a BOM unless
+``encoding=`` names another codec (``"latin-1"``, ``"cp1252"``); a file that is not UTF-8 is refused with the line
+and byte and that fix. Prices written with a decimal comma (``1,0716``, a European Excel export) are read when every
+price cell of the first lines looks like ``1,0716`` (or is a whole number); ``decimal=","`` or ``decimal="."`` decides
+it explicitly.
+
 Times without a zone (generic, mt4, mt5) are read in ``tz`` (default UTC; MetaTrader servers usually run on
 EET/EEST, e.g. ``tz="Europe/Athens"``) and converted to UTC. HistData and Dukascopy define their zone, so ``tz``
 must be left unset for them.
+
+A file whose bar spacing changes for good (H1 rows, then M15 rows) is refused naming the line where it changes; with
+``policy="repair"`` the part with the most bars is kept and every row of the other parts is listed as dropped (see
+:func:`timeframe_segments` for the rule).
 
 Reading has two paths with one meaning. The fast path parses a well-formed file column-wise (Arrow CSV reader,
 vectorized time parsing) and maps row ``i`` to file line ``i + 1 + header``. Anything irregular — a blank or
@@ -28,9 +40,12 @@ out-of-order times) are vectorized and shared by both paths.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import gzip
 import io
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -42,7 +57,17 @@ from fxgate.engine._jit import kernel
 from fxgate.engine.bars import NS, Bars, infer_timeframe, timeframe_seconds
 from fxgate.engine.errors import BarDataError, Problem
 
-__all__ = ["load_bars", "LoadReport", "Change", "Gap", "FORMATS", "sample_bars", "sample_path"]
+__all__ = [
+    "load_bars",
+    "LoadReport",
+    "Change",
+    "Gap",
+    "Segment",
+    "FORMATS",
+    "sample_bars",
+    "sample_path",
+    "timeframe_segments",
+]
 
 FORMATS = ("generic", "mt4", "mt5", "histdata", "dukascopy", "parquet")
 Policy = Literal["strict", "repair"]
@@ -78,9 +103,45 @@ class Gap:
         return f"{self.missing_bars} bar(s) missing between {a}Z and {b}Z"
 
 
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A stretch of the file with one bar spacing, found when the timeframe changes mid-file (see
+    :func:`timeframe_segments`). ``kept`` is whether ``policy="repair"`` kept its bars."""
+
+    first_line: int
+    last_line: int
+    timeframe: str
+    bars: int
+    kept: bool
+
+    def __str__(self) -> str:
+        what = "kept" if self.kept else "dropped"
+        return f"lines {self.first_line}-{self.last_line}: {self.bars} {self.timeframe} bars ({what})"
+
+
+def _line_ranges(lines: list[int]) -> list[list[int]]:
+    """``[3, 4, 5, 9]`` -> ``[[3, 5], [9, 9]]`` (sorted, inclusive ranges)."""
+    out: list[list[int]] = []
+    for x in sorted(set(lines)):
+        if out and x == out[-1][1] + 1:
+            out[-1][1] = x
+        else:
+            out.append([x, x])
+    return out
+
+
+def _iso(ts: int) -> str:
+    return str(np.datetime_as_string(np.datetime64(int(ts), "ns"), unit="s")) + "Z"
+
+
+#: Actions ``policy="repair"`` takes; a repair never edits a value, so there is no "fixed" action.
+REPAIR_ACTIONS = ("dropped", "moved")
+
+
 @dataclass(slots=True)
 class LoadReport:
-    """What :func:`load_bars` read, changed and noticed."""
+    """What :func:`load_bars` read, changed and noticed. :meth:`to_dict` is its JSON form (for metrics files and
+    reports); :meth:`summary` its text form (for a console)."""
 
     path: str
     format: str
@@ -91,6 +152,67 @@ class LoadReport:
     gaps: list[Gap] = field(default_factory=list)
     closures: int = 0
     notes: list[str] = field(default_factory=list)
+    policy: str = "strict"
+    #: the timeframe segments when the spacing changed mid-file (repair only; strict raises); else empty
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def repaired(self) -> bool:
+        """True when ``policy="repair"`` changed anything (the bars differ from the file's rows)."""
+        return bool(self.changes)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per repair action: ``{"dropped": n, "moved": m}`` (moved = out of order, sorted into place)."""
+        return {a: sum(1 for c in self.changes if c.action == a) for a in REPAIR_ACTIONS}
+
+    def to_dict(self, max_items: int | None = None) -> dict[str, object]:
+        """The report as plain JSON types (``json.dumps`` takes it as is).
+
+        ``repairs`` holds the count and the line ranges (``[[first, last], ...]``, complete) of every action;
+        ``changes`` and ``gaps`` list the details, the first ``max_items`` of each when given, with
+        ``changes_omitted``/``gaps_omitted`` saying how many were left out.
+        """
+        cut = (lambda xs: xs) if max_items is None else (lambda xs: xs[: max(0, max_items)])
+        changes = cut(self.changes)
+        gaps = cut(self.gaps)
+        by_action = {a: [c.line for c in self.changes if c.action == a] for a in REPAIR_ACTIONS}
+        return {
+            "path": self.path,
+            "format": self.format,
+            "policy": self.policy,
+            "rows_read": int(self.rows_read),
+            "rows_kept": int(self.rows_kept),
+            "timeframe": self.timeframe,
+            "repaired": self.repaired,
+            "repairs": {a: {"count": len(v), "lines": _line_ranges(v)} for a, v in by_action.items()},
+            "changes": [{"line": int(c.line), "action": c.action, "reason": c.reason} for c in changes],
+            "changes_omitted": len(self.changes) - len(changes),
+            "timeframe_segments": [
+                {
+                    "first_line": g.first_line,
+                    "last_line": g.last_line,
+                    "timeframe": g.timeframe,
+                    "bars": g.bars,
+                    "kept": g.kept,
+                }
+                for g in self.segments
+            ],
+            "gaps": [
+                {
+                    "after": _iso(g.after_ts),
+                    "before": _iso(g.before_ts),
+                    "after_ts": int(g.after_ts),
+                    "before_ts": int(g.before_ts),
+                    "missing_bars": int(g.missing_bars),
+                }
+                for g in gaps
+            ],
+            "gaps_total": len(self.gaps),
+            "gaps_omitted": len(self.gaps) - len(gaps),
+            "missing_bars": int(sum(g.missing_bars for g in self.gaps)),
+            "closures": int(self.closures),
+            "notes": list(self.notes),
+        }
 
     def summary(self, max_items: int = 10) -> str:
         out = [
@@ -98,11 +220,24 @@ class LoadReport:
             f"timeframe {self.timeframe or '?'}"
         ]
         out += [f"  note: {n}" for n in self.notes]
+        if self.segments:
+            out.append(f"  timeframe changes mid-file: {len(self.segments)} parts")
+            out += [f"    {g}" for g in self.segments]
         if self.changes:
-            out.append(f"  repaired: {len(self.changes)} change(s)")
+            counts = self.counts()
+            ranges = {a: _line_ranges([c.line for c in self.changes if c.action == a]) for a in REPAIR_ACTIONS}
+            parts = []
+            for a in REPAIR_ACTIONS:
+                if counts[a]:
+                    shown = ", ".join(f"{x}" if x == y else f"{x}-{y}" for x, y in ranges[a][:max_items])
+                    more = " ..." if len(ranges[a]) > max_items else ""
+                    parts.append(f"{counts[a]} {a} (lines {shown}{more})")
+            out.append(f"  repaired: {len(self.changes)} row(s): " + "; ".join(parts))
             out += [f"    {c}" for c in self.changes[:max_items]]
             if len(self.changes) > max_items:
                 out.append(f"    ... and {len(self.changes) - max_items} more")
+        elif self.policy == "repair":
+            out.append("  repaired: nothing to repair")
         out.append(f"  market closures (weekends/holidays) skipped: {self.closures}")
         if self.gaps:
             missing = sum(g.missing_bars for g in self.gaps)
@@ -133,6 +268,7 @@ class _Layout:
     fixed_zone: bool = False  # the format defines its zone; `tz` must not be given
     spread_in_points: bool = False
     time_aware: bool = False  # ISO times carry a zone suffix (Z, +02:00): read them as UTC instants
+    decimal: str = "."  # decimal mark of the value cells ("," for European exports)
 
 
 _EXAMPLES = {
@@ -361,6 +497,69 @@ def _detect(path: str, text: str, fmt: str) -> _Layout:
     raise _unknown(path, f"line {no} {head[:60]!r} does not match format={fmt!r}", (fmt,))
 
 
+_COMMA_NUMBER = re.compile(r"^[+-]?\d+,\d+$")
+_DOT_NUMBER = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+#: Data lines of the head whose price cells decide the decimal mark.
+_DECIMAL_SAMPLE = 200
+_DECIMAL_FIX = "pass decimal=',' (CLI: --decimal ,) to read commas as the decimal mark, or re-export with '.' decimals"
+
+
+def _decimal_mark(path: str, head_text: str, lay: _Layout, decimal: str | None) -> str:
+    """The decimal mark of the value cells: ``decimal`` when given, else sniffed from the price cells of the first
+    data lines. A comma is chosen when that is unambiguous: some sampled price cell is ``\\d+,\\d+`` and none is
+    written with a decimal point (whole numbers read alike either way; an unparsable cell is left to the per-cell
+    checks). A file the mark cannot read is refused here, in one message, instead of one error per cell."""
+    sample: list[tuple[int, str, str]] = []  # (line, column label, cell)
+    taken = 0
+    for no, line in enumerate(head_text.split("\n"), 1):
+        if no <= lay.header_lines or not line.strip():
+            continue
+        try:
+            cells = _split(line.rstrip("\r"), lay.delimiter)
+        except csv.Error:
+            continue
+        for canon in ("open", "high", "low", "close"):
+            i = lay.index[canon]
+            if i < len(cells):
+                sample.append((no, lay.labels.get(canon, canon), cells[i].strip().strip('"')))
+        taken += 1
+        if taken == _DECIMAL_SAMPLE:
+            break
+    commas = [c for c in sample if _COMMA_NUMBER.match(c[2])]
+    dots = [c for c in sample if _DOT_NUMBER.match(c[2])]
+    comma = commas[0] if commas else None
+    dot = dots[0] if dots else None
+    if decimal == ",":
+        if dot is not None and comma is None:
+            no, col, cell = dot
+            raise _error(path, no, col, "decimal_mark", f"decimal=',' was given, but prices use '.' ({cell!r})",
+                         "leave decimal unset, or pass decimal='.' (CLI: --decimal .)")  # fmt: skip
+        return ","
+    if decimal == ".":
+        if comma is not None and dot is None:
+            no, col, cell = comma
+            raise _error(path, no, col, "decimal_mark",
+                         f"decimal='.' was given, but prices use a decimal comma ({cell!r})",
+                         "pass decimal=',' (CLI: --decimal ,), or re-export with '.' decimals")  # fmt: skip
+        return "."
+    if comma is None:
+        return "."
+    if dot is None:
+        return ","
+    no, col, _ = min(comma, dot)
+    raise _error(
+        path,
+        no,
+        col,
+        "decimal_mark",
+        f"the decimal mark is ambiguous: in the first {taken} data lines {len(commas)} price cell(s) use a decimal "
+        f"comma (first: line {comma[0]} column '{comma[1]}' {comma[2]!r}) and {len(dots)} a decimal point (first: "
+        f"line {dot[0]} column '{dot[1]}' {dot[2]!r})",
+        "make the cells agree, or choose the mark with decimal=',' or decimal='.' (CLI: --decimal , or --decimal .); "
+        "cells written with the other mark are then reported one by one",
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Parsing: a fast columnar path and a line-by-line path with exact diagnostics
 # ----------------------------------------------------------------------------------------------------------------
@@ -474,8 +673,11 @@ def _parse_fast(source: str | bytes, lay: _Layout) -> _Raw:
         else:
             types[names[i]] = pa.float64()
     try:
+        # a path is opened without compression: Arrow would otherwise decompress by the name (.gz, .bz2), and the
+        # bytes of a gzip file arrive here already decompressed
+        stream = io.BytesIO(source) if isinstance(source, bytes) else pa.input_stream(source, compression=None)
         table = pcsv.read_csv(
-            io.BytesIO(source) if isinstance(source, bytes) else source,
+            stream,
             read_options=pcsv.ReadOptions(skip_rows=lay.header_lines, column_names=names, block_size=1 << 22),
             parse_options=pcsv.ParseOptions(delimiter=lay.delimiter, ignore_empty_lines=False),
             convert_options=pcsv.ConvertOptions(
@@ -484,6 +686,7 @@ def _parse_fast(source: str | bytes, lay: _Layout) -> _Raw:
                 null_values=[""],
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
+                decimal_point=lay.decimal,
             ),
         )
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types; all mean "irregular"
@@ -500,6 +703,17 @@ def _parse_fast(source: str | bytes, lay: _Layout) -> _Raw:
     if len(ts) != n:  # pragma: no cover - Arrow guarantees equal column lengths
         raise _Irregular
     return _Raw(ts + lay.utc_offset_ns, cols, lay.header_lines + 1, [], aware)
+
+
+def _number(cell: str, decimal: str) -> float:
+    """One value cell as a float, with ``decimal`` as the decimal mark (the other mark is not accepted)."""
+    if decimal == ",":
+        if "." in cell:
+            raise ValueError(cell)
+        cell = cell.replace(",", ".", 1)
+    elif "," in cell:
+        raise ValueError(cell)
+    return float(cell)
 
 
 def _parse_slow(path: str, text: str, lay: _Layout) -> _Raw:
@@ -556,11 +770,15 @@ def _parse_slow(path: str, text: str, lay: _Layout) -> _Raw:
                 bad = True
                 continue
             try:
-                vals[canon] = float(cell)
+                vals[canon] = _number(cell, lay.decimal)
             except ValueError:
-                problems.append(
-                    Problem(path, no, lay.labels[canon], "bad_number", f"unparsable number {cell!r}", _REPAIR_HINT)
-                )
+                if lay.decimal == "." and _COMMA_NUMBER.match(cell):
+                    fix = "this looks like a decimal comma: " + _DECIMAL_FIX + "; or " + _REPAIR_HINT
+                elif lay.decimal == "," and _DOT_NUMBER.match(cell):
+                    fix = "decimal=',' reads '1,0716', not '1.0716': write this value with a comma; or " + _REPAIR_HINT
+                else:
+                    fix = _REPAIR_HINT
+                problems.append(Problem(path, no, lay.labels[canon], "bad_number", f"unparsable number {cell!r}", fix))
                 bad = True
         if "date" in lay.index:
             ttext = f"{cells[lay.index['date']].strip()} {cells[lay.index['clock']].strip()}"
@@ -611,8 +829,42 @@ def _parse_slow(path: str, text: str, lay: _Layout) -> _Raw:
     )
 
 
-def _read_text(raw: bytes, path: str) -> tuple[str, bytes | None]:
-    """Decode the file; returns the text and, when it had to be re-encoded, UTF-8 bytes for the fast path."""
+_ENCODING_FIX = (
+    "pass the file's encoding, e.g. encoding='latin-1' or 'cp1252' for a Windows export (CLI: --encoding latin-1), "
+    "or re-save the file as UTF-8"
+)
+
+
+def _where(raw: bytes, at: int) -> tuple[int, int, str]:
+    """Line (1-based) and byte within the line (1-based) of byte offset ``at``, and the text around it with the
+    byte shown as ``<0x..>``."""
+    line = raw.count(b"\n", 0, at) + 1
+    start = raw.rfind(b"\n", 0, at) + 1
+    end = raw.find(b"\n", at)
+    end = len(raw) if end < 0 else end
+    before = raw[max(start, at - 40) : at].decode("utf-8", "replace")
+    after = raw[at + 1 : min(end, at + 21)].rstrip(b"\r").decode("utf-8", "replace")
+    return line, at - start + 1, f"{before}<{raw[at]:#04x}>{after}"
+
+
+def _read_text(raw: bytes, path: str, encoding: str | None = None) -> tuple[str, bytes | None]:
+    """Decode the file; returns the text and, when it had to be re-encoded, UTF-8 bytes for the fast path.
+
+    ``encoding=None`` reads UTF-8 (a BOM is dropped) or UTF-16 with a BOM; any other codec must be named."""
+    if encoding is not None:
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            line, col, shown = _where(raw, exc.start)
+            raise _error(
+                path, line, None, "encoding",
+                f"byte {col} of the line ({raw[exc.start]:#04x}, file offset {exc.start}) is not {encoding} text "
+                f"(here: {shown!r})",
+                "check encoding= (CLI: --encoding): leave it unset for UTF-8, or name the codec the file was saved "
+                "with",
+            ) from exc  # fmt: skip
+        text = text.removeprefix("\ufeff")
+        return text, text.encode("utf-8")
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
             text = raw.decode("utf-16")
@@ -629,23 +881,33 @@ def _read_text(raw: bytes, path: str) -> tuple[str, bytes | None]:
     try:
         return raw.decode("utf-8"), recoded
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        line, col, shown = _where(raw, exc.start)
+        offset = exc.start + (3 if recoded is not None else 0)
+        byte = raw[exc.start]
+        if b"\x00" in raw[:_HEAD_BYTES]:  # NUL bytes: not a text export at all
+            raise _error(
+                path, line, None, "encoding",
+                f"byte {col} of the line ({byte:#04x}, file offset {offset}) is not UTF-8 text, and the file holds NUL "
+                "bytes: it is not a text file",
+                "a bar file is text (CSV) or Parquet: check that this is the exported file and not another one",
+            ) from exc  # fmt: skip
+        guess = bytes([byte]).decode("cp1252", "replace")
         raise _error(
-            path,
-            line,
-            None,
-            "encoding",
-            f"byte {raw[exc.start]:#04x} is not UTF-8 text",
-            "a bar file is text: check that this is the exported CSV and not another file",
-        ) from exc
+            path, line, None, "encoding",
+            f"byte {col} of the line ({byte:#04x}, file offset {offset}) is not UTF-8 text: the file was saved in "
+            f"another encoding ({byte:#04x} is {guess!r} in Windows-1252/latin-1), here: {shown!r}",
+            _ENCODING_FIX,
+        ) from exc  # fmt: skip
 
 
-def _read_parquet(path: str) -> tuple[_Raw, dict[str, str], str]:
+def _read_parquet(path: str, data: bytes | None = None) -> tuple[_Raw, dict[str, str], str]:
+    """Read ``path`` (or ``data``, its decompressed bytes) as Parquet."""
     import pandas as pd
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path if data is None else pa.BufferReader(data))
     except Exception as exc:  # noqa: BLE001
         raise _error(
             path,
@@ -960,6 +1222,97 @@ def find_gaps(ts: np.ndarray, timeframe: str) -> tuple[list[Gap], int]:
     return gaps, int(closed.sum())
 
 
+#: A bar spacing is a file's timeframe once this many consecutive spacings are equal (13 evenly spaced bars).
+REGIME_RUN = 12
+
+
+def timeframe_segments(ts: np.ndarray, min_run: int = REGIME_RUN) -> list[tuple[int, int, int]]:
+    """Parts of ``ts`` (sorted, distinct, ns) that have different bar spacings, as ``[(first, stop, step_ns), ...]``
+    (row ranges ``[first, stop)`` in order), or ``[]`` when the series keeps one spacing throughout.
+
+    A spacing is established by a run of ``min_run`` consecutive equal differences. Weekends, holidays and missing
+    bars interrupt runs of the file's spacing but do not make runs of their own (a gap is one long difference, and
+    12 in a row of exactly the same multiple is what a coarser export looks like), so a clean file has runs of one
+    step only. A new part begins where a run of another step begins; the bar both runs share (the last bar of the
+    old spacing, from which the first new spacing is measured) stays with the earlier part. Daily bars, whose runs
+    the weekend breaks every five bars, never establish a spacing and so are never split.
+    """
+    n = len(ts)
+    if n <= min_run:
+        return []
+    d = np.diff(np.asarray(ts, dtype=np.int64))
+    cut = np.flatnonzero(d[1:] != d[:-1]) + 1
+    starts = np.r_[0, cut]
+    stops = np.r_[cut, len(d)]
+    long = (stops - starts) >= min_run
+    run_a, run_b = starts[long], stops[long]  # run k covers differences [a, b), i.e. bars a..b
+    steps = d[run_a]
+    if len(steps) == 0 or bool(np.all(steps == steps[0])):
+        return []
+    parts: list[tuple[int, int, int]] = []
+    first, step, last_bar = 0, int(steps[0]), int(run_b[0])
+    for a, b, s in zip(run_a[1:].tolist(), run_b[1:].tolist(), steps[1:].tolist(), strict=True):
+        if s != step:
+            begin = a + 1 if a == last_bar else a
+            parts.append((first, begin, step))
+            first, step = begin, s
+        last_bar = b
+    parts.append((first, n, step))
+    return parts
+
+
+def _step_words(step_ns: int) -> str:
+    secs = step_ns // NS
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if secs % size == 0:
+            k = secs // size
+            return f"{k} {unit}{'s' if k != 1 else ''}"
+    return f"{step_ns / NS:g} seconds"
+
+
+def _split_timeframes(raw: _Raw, path: str, unit: str, label: str, policy: str,
+                      changes: list[Change]) -> list[Segment]:  # fmt: skip
+    """Refuse (strict) or cut to its largest part (repair) a series whose timeframe changes mid-file."""
+    parts = timeframe_segments(raw.ts)
+    if not parts:
+        return []
+    lines = raw.lines
+    names = [infer_timeframe(np.array([0, step], dtype=np.int64)) for _, _, step in parts]
+    span = [(int(lines[a:b].min()), int(lines[a:b].max())) for a, b, _ in parts]
+    keep = int(np.argmax([b - a for a, b, _ in parts]))
+    kept = f"the {names[keep]} part, {unit}s {span[keep][0]}-{span[keep][1]} ({parts[keep][1] - parts[keep][0]} bars)"
+    if policy == "strict":
+        problems = []
+        for k in range(1, len(parts)):
+            a = parts[k][0]
+            problems.append(
+                Problem(
+                    path,
+                    int(lines[a]),
+                    label,
+                    "timeframe_change",
+                    f"the timeframe changes here: {unit}s {span[k - 1][0]}-{span[k - 1][1]} are {names[k - 1]} bars "
+                    f"({_step_words(parts[k - 1][2])} apart), {unit}s {span[k][0]}-{span[k][1]} are {names[k]} bars "
+                    f"({_step_words(parts[k][2])} apart); one file must hold one timeframe",
+                    f"split the file before {unit} {int(lines[a])} (one timeframe per file), or load with "
+                    f"policy='repair' (CLI: --policy repair) to keep {kept} and drop the rest",
+                    unit,
+                )
+            )
+        raise BarDataError(problems)
+    for k, (a, b, _) in enumerate(parts):
+        if k == keep:
+            continue
+        why = (f"{names[k]} bar in a file that changes timeframe ({unit}s {span[k][0]}-{span[k][1]} are "
+               f"{names[k]}); kept {kept}")  # fmt: skip
+        changes.extend(Change(int(line), "dropped", why) for line in lines[a:b])
+    a, b, _ = parts[keep]
+    raw.ts, raw.lines = raw.ts[a:b], raw.lines[a:b]
+    raw.cols = {c: v[a:b] for c, v in raw.cols.items()}
+    changes.sort(key=lambda ch: ch.line)
+    return [Segment(span[k][0], span[k][1], names[k], b - a, k == keep) for k, (a, b, _) in enumerate(parts)]
+
+
 def _point_digits(prices: np.ndarray) -> int:
     """Decimal digits of a quote (5 for EURUSD 1.07160, 3 for USDJPY): the fewest that represent every price."""
     sample = prices[np.isfinite(prices)][:2000]
@@ -978,12 +1331,67 @@ _CURRENCIES = frozenset(
 
 def _symbol_from_name(path: Path) -> str:
     """A currency pair named in the file name (``DAT_ASCII_EURUSD_M1_2017`` -> ``EURUSD``), else the stem."""
-    letters = re.sub(r"[^A-Z]", " ", path.stem.upper())
+    stem = Path(path.stem).stem if path.suffix.lower() in (".gz", ".gzip") else path.stem
+    letters = re.sub(r"[^A-Z]", " ", stem.upper())
     for m in re.finditer(r"(?=([A-Z]{6}))", letters):
         pair = m.group(1)
         if pair[:3] in _CURRENCIES and pair[3:] in _CURRENCIES and pair[:3] != pair[3:]:
             return pair
-    return path.stem
+    return stem
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_READS = "fxgate reads CSV, gzip-compressed CSV (.csv.gz) and Parquet directly"
+#: (magic bytes, what the file is, what to do) for containers fxgate does not open itself
+_CONTAINERS = (
+    (b"\xfd7zXZ\x00", "xz-compressed", "decompress it (unxz FILE)"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "extract the CSV from it"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "decompress it (unzstd FILE)"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a legacy Excel workbook (.xls)", "save the sheet as CSV in Excel"),
+)
+
+
+def _refuse_container(path: str, p: Path, head: bytes) -> None:
+    """An archive, another compressor or a spreadsheet is refused with what it is and what to do."""
+    what = fix = ""
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(p) as z:
+                members = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            members = []
+        if any(m.startswith("xl/") for m in members):
+            what, fix = "an Excel workbook (.xlsx)", "save the sheet as CSV in Excel (File > Save As > CSV UTF-8)"
+        else:
+            shown = ", ".join(members[:5]) + (f" and {len(members) - 5} more" if len(members) > 5 else "")
+            what = f"a zip archive ({shown or 'unreadable member list'})"
+            fix = "extract the bar file from it (unzip FILE) and pass that"
+    elif head.startswith(b"BZh") and head[3:4].isdigit() and head[4:10] in (b"1AY&SY", b"\x17rE8P"):
+        what, fix = "bzip2-compressed", "decompress it (bunzip2 FILE)"
+    else:
+        for magic, what_, fix_ in _CONTAINERS:
+            if head.startswith(magic):
+                what, fix = what_, fix_
+                break
+    if what:
+        raise _error(path, None, None, "container", f"the file is {what}, not a bar file", f"{fix}; {_READS}")
+
+
+def _gunzip(path: str, raw: bytes) -> bytes:
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a cut-off file is an EOFError
+        raise _error(
+            path,
+            None,
+            None,
+            "bad_gzip",
+            f"gzip-compressed, but it does not decompress ({exc or type(exc).__name__})",
+            "the file is probably cut off or damaged: copy or download it again (gzip -t FILE checks it), or "
+            "decompress it yourself and pass the CSV",
+        ) from exc
 
 
 def load_bars(
@@ -993,9 +1401,12 @@ def load_bars(
     tz: str | None = None,
     policy: Policy = "strict",
     *,
+    encoding: str | None = None,
+    decimal: str | None = None,
     _force_slow: bool = False,
 ) -> Bars:
-    """Load one instrument's bars from CSV (any format in the module docstring) or Parquet.
+    """Load one instrument's bars from CSV (any format in the module docstring, optionally gzip-compressed) or
+    Parquet.
 
     Args:
         path: the file.
@@ -1005,15 +1416,33 @@ def load_bars(
         tz: the zone of times that carry none (generic, mt4, mt5); default UTC. Not allowed for histdata and
             dukascopy, whose zone is fixed by the format.
         policy: ``"strict"`` raises :class:`BarDataError` listing every defect with its line; ``"repair"`` drops
-            bad rows, keeps the first of duplicate times, sorts, and lists every change in ``bars.report``.
+            bad rows, keeps the first of duplicate times, sorts, keeps the largest part of a file whose timeframe
+            changes, and lists every change in ``bars.report``.
+        encoding: the text encoding of a CSV file (any Python codec name, e.g. ``"latin-1"``, ``"cp1252"``);
+            default: UTF-8 (with or without a BOM) or UTF-16 with a BOM.
+        decimal: the decimal mark of the value cells, ``"."`` or ``","``; default (``None`` or ``"auto"``): ``","``
+            when the first lines' price cells are written ``1,0716`` and none with a point, else ``"."``.
 
     Returns:
-        :class:`Bars` with ``bars.report`` (a :class:`LoadReport`: format, counts, changes, session gaps).
+        :class:`Bars` with ``bars.report`` (a :class:`LoadReport`: format, counts, changes, session gaps;
+        ``bars.report.to_dict()`` is its JSON form).
     """
     if policy not in ("strict", "repair"):
         raise ValueError(f"policy={policy!r} is not allowed; use 'strict' (raise on bad rows) or 'repair'")
     if format not in ("auto", *FORMATS):
         raise ValueError(f"format={format!r} is not allowed; use 'auto' or one of {', '.join(FORMATS)}")
+    if decimal == "auto":
+        decimal = None
+    if decimal not in (None, ".", ","):
+        raise ValueError(f"decimal={decimal!r} is not allowed; use '.', ',' or leave it unset to detect it")
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(
+                f"encoding={encoding!r} is not a known text encoding; use a Python codec name such as 'utf-8', "
+                "'latin-1', 'cp1252' or 'utf-16'"
+            ) from None
     _check_tz(tz)
     p = Path(path)
     spath = str(path)
@@ -1036,23 +1465,39 @@ def load_bars(
     unit = "line"
     stored_symbol = ""
     notes: list[str] = []
+    data: bytes | None = None  # the decompressed content of a gzip file
+    if head.startswith(_GZIP_MAGIC):
+        data = _gunzip(spath, p.read_bytes())
+        head = data[: _HEAD_BYTES + 1]
+        notes.append("gzip-compressed: decompressed in memory (line numbers count lines of the decompressed text)")
+    _refuse_container(spath, p, head)
+
+    def whole() -> bytes:
+        return data if data is not None else p.read_bytes()
+
     if head.startswith(b"PAR1") or format == "parquet":
         if not head.startswith(b"PAR1"):
             raise _unknown(spath, "no Parquet magic bytes", ("parquet",))
-        raw, labels, stored_symbol = _read_parquet(spath)
+        raw, labels, stored_symbol = _read_parquet(spath, data)
         fmt_name, unit, spread_points = "parquet", "row", False
     else:
         text: str | None = None
         recoded: bytes | None = None
-        if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 (some Windows exports): decode it all
-            text, recoded = _read_text(p.read_bytes(), spath)
+        if encoding is not None or head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            # a named codec, or UTF-16 (some Windows exports): decode it all
+            text, recoded = _read_text(whole(), spath, encoding)
             head_text = text[:_HEAD_BYTES]
+            if encoding is not None:
+                notes.append(f"read as {encoding} text")
         else:
             cut = head[:_HEAD_BYTES]
             if len(head) > _HEAD_BYTES and b"\n" in cut:
                 cut = cut[: cut.rindex(b"\n")]
             head_text, _ = _read_text(cut, spath)
         lay = _detect(spath, head_text, format)
+        lay.decimal = _decimal_mark(spath, head_text, lay, decimal)
+        if lay.decimal == "," and decimal is None:
+            notes.append("decimal comma detected (prices like '1,0716'): read as '1.0716'; pass decimal='.' to refuse")
         labels = lay.labels
         fmt_name, spread_points = lay.format, lay.spread_in_points
         if lay.fixed_zone and tz is not None:
@@ -1060,21 +1505,22 @@ def load_bars(
         raw = None
         if not _force_slow:
             try:
-                raw = _parse_fast(recoded if recoded is not None else spath, lay)
+                raw = _parse_fast(recoded if recoded is not None else (data if data is not None else spath), lay)
             except _Irregular:
                 raw = None
         if raw is None:
             if text is None:
-                text, _ = _read_text(p.read_bytes(), spath)
+                text, _ = _read_text(whole(), spath)
             raw = _parse_slow(spath, text, lay)
-    _localize(raw, tz, spath, unit, labels.get("time", "time"))
+    time_label = labels.get("time", "time")
+    _localize(raw, tz, spath, unit, time_label)
     if "volume" not in raw.cols:
         raw.cols["volume"] = np.zeros(len(raw.ts))
         notes.append("no volume column: volume set to 0")
     rows_read = len(raw.ts) + len({p.line for p in raw.problems})
     value_probs, bad = _validate(raw, labels, spath, unit)
     if len(raw.ts) > 1 and not np.all(raw.ts[1:] > raw.ts[:-1]):
-        order_probs, _, _ = _order_problems(raw.ts, raw.lines, spath, unit, labels.get("time", "time"))
+        order_probs, _, _ = _order_problems(raw.ts, raw.lines, spath, unit, time_label)
     else:
         order_probs = []
     problems = sorted(raw.problems + value_probs + order_probs, key=lambda q: q.line or 0)
@@ -1113,6 +1559,7 @@ def load_bars(
             "no bars in the file" + (" after repair" if problems else ""),
             "export some bars into it",
         )
+    segments = _split_timeframes(raw, spath, unit, time_label, policy, changes)
     spread = raw.cols.get("spread")
     if spread is not None and spread_points:
         digits = _point_digits(raw.cols["close"])
@@ -1120,7 +1567,8 @@ def load_bars(
         notes.append(f"spread converted from points to price with point = 1e-{digits} ({digits}-digit quotes)")
     timeframe = infer_timeframe(raw.ts)
     gaps, closures = find_gaps(raw.ts, timeframe)
-    report = LoadReport(spath, fmt_name, rows_read, len(raw.ts), timeframe, changes, gaps, closures, notes)
+    report = LoadReport(spath, fmt_name, rows_read, len(raw.ts), timeframe, changes, gaps, closures, notes,
+                        policy=policy, segments=segments)  # fmt: skip
     return Bars(
         raw.ts,
         raw.cols["open"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,6 +22,10 @@ H1_FILES = {
     "mt4_EURUSD60.csv": ("mt4", {"tz": "Europe/Athens"}),
     "mt5_EURUSD_H1.csv": ("mt5", {}),
     "dukascopy_EURUSD_Candlestick_1_Hour_BID.csv": ("dukascopy", {}),
+    # a European Excel export: ';' separated, decimal commas, day-first dates (the comma is auto-detected)
+    "generic_excel_decimal_comma_EURUSD.csv": ("generic", {}),
+    # a latin-1 file ('é' in a note column the loader does not read), read with the encoding named
+    "latin1_note_EURUSD.csv": ("generic", {"encoding": "latin-1"}),
 }
 
 
@@ -150,3 +156,95 @@ def test_sample_is_the_real_eurusd_h1_series():
     assert str(bars.times[0]) == "2017-04-19T09:00:00.000000000"
     assert str(bars.times[-1]) == "2018-02-07T15:00:00.000000000"
     assert bars.report.gaps == [] and bars.report.closures > 30
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# gzip, decimal commas, other encodings: each read compared with pandas.read_csv of the same content
+# ------------------------------------------------------------------------------------------------------------------
+def _mt4_reference(path, compression=None) -> pd.DataFrame:
+    """The MT4 export read by pandas alone (server time EET/EEST -> UTC)."""
+    df = pd.read_csv(
+        path, header=None, names=["d", "t", "open", "high", "low", "close", "volume"], compression=compression
+    )
+    local = pd.to_datetime(df["d"] + " " + df["t"], format="%Y.%m.%d %H:%M")
+    df.index = pd.DatetimeIndex(local).tz_localize("Europe/Athens").tz_convert("UTC")
+    return df
+
+
+@pytest.mark.parametrize("name", ["EURUSD60.csv.gz", "EURUSD60.csv"])
+def test_gzip_is_read_by_its_magic_bytes_whatever_the_name(tmp_path, data_dir, name):
+    p = tmp_path / name
+    p.write_bytes(gzip.compress((data_dir / "mt4_EURUSD60.csv").read_bytes()))
+    ref = _mt4_reference(p, compression="gzip")
+    for slow in (False, True):
+        bars = load_bars(p, tz="Europe/Athens", _force_slow=slow)
+        assert bars.symbol == "EURUSD" and bars.report.format == "mt4"
+        np.testing.assert_array_equal(bars.ts, ref.index.as_unit("ns").asi8)
+        for col in ("open", "high", "low", "close", "volume"):
+            np.testing.assert_array_equal(getattr(bars, col), ref[col].to_numpy(float), err_msg=col)
+        assert any("gzip-compressed" in n for n in bars.report.notes)
+
+
+def test_gzip_name_without_gzip_content_is_read_as_text(tmp_path, data_dir):
+    # Arrow decompresses by the file name when handed a path; a plain file named .gz must still read
+    p = tmp_path / "EURUSD60.csv.gz"
+    p.write_bytes((data_dir / "mt4_EURUSD60.csv").read_bytes())
+    ref = _mt4_reference(p)
+    bars = load_bars(p, tz="Europe/Athens")
+    np.testing.assert_array_equal(bars.close, ref["close"].to_numpy())
+    assert not any("gzip" in n for n in bars.report.notes)
+
+
+def test_gzip_parquet_and_gzip_symbol_fallback(tmp_path):
+    src = sample_bars()[:50]
+    src.to_parquet(tmp_path / "a.parquet")
+    (tmp_path / "a.parquet.gz").write_bytes(gzip.compress((tmp_path / "a.parquet").read_bytes()))
+    back = load_bars(tmp_path / "a.parquet.gz", symbol="EURUSD")
+    assert back.report.format == "parquet" and back == src
+    # no pair in the name: the symbol is the name without .csv.gz
+    p = tmp_path / "goog.csv.gz"
+    p.write_bytes(gzip.compress(b"Date,Open,High,Low,Close\n2004-08-19,100.0,104.06,95.96,100.34\n"))
+    assert load_bars(p).symbol == "goog"
+
+
+def test_decimal_comma_export_matches_pandas(data_dir):
+    p = data_dir / "generic_excel_decimal_comma_EURUSD.csv"
+    ref = pd.read_csv(p, sep=";", decimal=",")
+    ref_ts = pd.to_datetime(ref["Date"] + " " + ref["Time"], format="%d.%m.%Y %H:%M").dt.tz_localize("UTC")
+    for kwargs in ({}, {"decimal": ","}, {"decimal": "auto"}):
+        bars = load_bars(p, **kwargs)
+        np.testing.assert_array_equal(bars.ts, ref_ts.dt.as_unit("ns").astype("int64").to_numpy())
+        for col in ("open", "high", "low", "close", "volume"):
+            np.testing.assert_array_equal(getattr(bars, col), ref[col.capitalize()].to_numpy(float), err_msg=col)
+        detected = any("decimal comma detected" in n for n in bars.report.notes)
+        assert detected == ("decimal" not in kwargs or kwargs["decimal"] == "auto")
+
+
+def test_decimal_comma_with_whole_numbers_and_volume_commas(tmp_path):
+    # whole-number prices read alike with either mark, so they do not make the comma ambiguous; volume follows too
+    text = (
+        "time;open;high;low;close;volume\n2020-01-02 00:00;110;110,5;109,25;110,125;12,5\n"
+        "2020-01-02 01:00;110,125;111;110;110,75;7\n"
+    )
+    p = tmp_path / "USDJPY.csv"
+    p.write_text(text)
+    ref = pd.read_csv(p, sep=";", decimal=",")
+    for slow in (False, True):
+        bars = load_bars(p, _force_slow=slow)
+        for col in ("open", "high", "low", "close", "volume"):
+            np.testing.assert_array_equal(getattr(bars, col), ref[col].to_numpy(float), err_msg=col)
+
+
+def test_latin1_file_read_with_its_encoding_matches_pandas(data_dir):
+    p = data_dir / "latin1_note_EURUSD.csv"
+    ref = pd.read_csv(p, encoding="latin-1")
+    assert "données BCE" in set(ref["note"].dropna())  # the fixture really is latin-1 text
+    for enc in ("latin-1", "cp1252"):
+        bars = load_bars(p, encoding=enc)
+        np.testing.assert_array_equal(bars.close, ref["close"].to_numpy())
+        np.testing.assert_array_equal(
+            bars.ts, pd.to_datetime(ref["time"]).dt.tz_localize("UTC").dt.as_unit("ns").astype("int64").to_numpy()
+        )
+    # a UTF-8 file read with encoding='utf-8' named explicitly is the default reading
+    utf8 = data_dir / "generic_pandas_EURUSD.csv"
+    assert load_bars(utf8, encoding="utf-8") == load_bars(utf8)
