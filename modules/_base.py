@@ -57,7 +57,8 @@ class Outcome:
 
     @property
     def pnl(self) -> float:
-        """Markout net of the full spread (half paid on entry, half on exit)."""
+        """Markout net of the full spread at entry (half paid on entry, half on exit). This is fxgate's one cost
+        convention: prices are mids, a round trip pays one full spread; replay's trades and every module use it."""
         return self.markout - self.spread
 
     @property
@@ -73,8 +74,10 @@ class Context:
     features: np.ndarray | None = None
     probs: np.ndarray | None = None  # calibrated P(up) per Layer-1 model
     direction: int = 0  # the candidate direction on this bar (+1/-1), 0 when there is none
-    size: float = 1.0  # intended position size (units of the instrument)
+    size: float = 1.0  # intended position size: 1 unit of notional (modules' costs and edges are per unit)
     outcomes: tuple[Outcome, ...] = ()
+    #: the spread this bar trades at, price units: the bar's own, else the gate's ``spread`` setting (NaN: unknown)
+    spread: float = math.nan
     ensemble: Any = None  # the Layer-1 TreeEnsemble, for modules that explain it (SHAP)
 
 
@@ -98,13 +101,21 @@ def register(name: str):  # type: ignore[no-untyped-def]
     return deco
 
 
-def create(name: str, **params: Any) -> CertaintyModule:
-    """Instantiate a registered module; unknown names and parameters are errors with a did-you-mean."""
+def create(name: str, gate: dict[str, Any] | None = None, **params: Any) -> CertaintyModule:
+    """Instantiate a registered module; unknown names and parameters are errors with a did-you-mean. ``gate`` holds
+    the gate-level settings (``GateConfig.module_settings``, e.g. ``horizon``); a module receives those it declares
+    in ``gate_settings``, and a per-module value for one of them is an error (one value for the whole gate)."""
     if name not in REGISTRY:
         near = difflib.get_close_matches(name, REGISTRY, n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise ValueError(f"unknown certainty module {name!r}{hint} Known: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](**params)
+    cls = REGISTRY[name]
+    for k in cls.gate_settings:
+        if k in params:
+            raise ValueError(f"module {name!r} takes {k!r} from the gate's top-level setting ({k} = ...), so that "
+                             f"every layer uses one value. Fix: delete {k!r} from [l4.params.{name}]")  # fmt: skip
+    inject = {k: v for k, v in (gate or {}).items() if k in cls.gate_settings}
+    return cls(**params, **inject)
 
 
 class CertaintyModule(ABC):
@@ -113,6 +124,8 @@ class CertaintyModule(ABC):
 
     name: ClassVar[str] = ""
     cost: ClassVar[str] = "streaming"  # "streaming": per bar; "scheduled": recomputed on a schedule
+    #: gate-level settings (keys of ``GateConfig.module_settings``) this module's parameters take from the gate
+    gate_settings: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict[str, Any]] = {}
     state_keys: ClassVar[tuple[str, ...]] = ()
 
@@ -137,6 +150,11 @@ class CertaintyModule(ABC):
 
     @abstractmethod
     def verdict(self) -> ModuleResult: ...
+
+    def suggested_fraction(self) -> float | None:
+        """The share of capital this module suggests for the current candidate, or None when it does not size
+        (most modules). NaN means "cannot say": the gate then sizes 0 (fails closed)."""
+        return None
 
     def warm_up(self) -> None:  # noqa: B027 - optional hook; modules without kernels need nothing
         """Compile kernels on a throwaway copy so the first live bar pays no JIT cost."""

@@ -1,18 +1,20 @@
-"""AdverseSelection — are the gate's own entries being picked off?
+"""AdverseSelection — are the candidates' entries being picked off?
 
-For each prediction whose horizon Δ has elapsed (an :class:`~fxgate.modules._base.Outcome`), the markout is
-D·(M_{t+Δ} − M_t): the mid-price move in the predicted direction D. A taker pays half the spread to enter, so the
-entry was worth taking only if the move covered it. Over the last ``window`` outcomes (amortized O(1) with a ring
-and a running sum):
+It learns from every **candidate**: each bar on which all three Layer-1 models lean the same way, whether or not
+the gate emitted a signal there (a gate that has not traded yet must still be able to learn that it should not).
+For each candidate whose horizon Δ has elapsed (an :class:`~fxgate.modules._base.Outcome`), the markout is
+D·(M_{t+Δ} − M_t): the mid-price move in the predicted direction D. A round trip pays the full spread (half on
+entry, half on exit: fxgate's one cost convention, the one replay's trades charge), so an entry was worth taking
+only if the move covered it. Over the last ``window`` outcomes (amortized O(1) with a ring and a running sum):
 
-    net markout = mean(D·(M_{t+Δ} − M_t)) − mean(spread)/2         (price units)
+    net markout = mean(D·(M_{t+Δ} − M_t)) − mean(spread)                (price units; = mean Outcome.pnl)
 
 In the microstructure decomposition (e.g. Hendershott, Jones & Menkveld 2011) the half-spread a taker pays splits
 into the dealer's realized spread and the price impact E[D·ΔM]; flow whose price impact exceeds the half-spread is
-informed, and flow below it is being adversely selected. For the gate's own signals the protective rule is the
-one that passes when our impact covers our half-spread: **pass when net markout ≥ 0**. (The original issue wrote
-AS = E[D·ΔM] − spread/2 and "pass when AS ≤ 0"; with D = our direction that passes exactly when our entries lose
-after costs, so the sign is flipped here.)
+informed, and flow below it is being adversely selected. A round trip crosses twice, so for the gate's candidates
+the protective rule is the one that passes when their impact covers the full spread: **pass when net markout ≥
+0**. (The original issue wrote AS = E[D·ΔM] − spread/2 and "pass when AS ≤ 0"; with D = our direction that passes
+exactly when our entries lose after costs, so the sign is flipped here.)
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class AdverseSelection(CertaintyModule):
 
     def net_markout(self) -> float:
         k = min(int(self.ist[0]), len(self.mark))
-        return (self.fs[0] - self.fs[1] / 2.0) / k if k else math.nan
+        return (self.fs[0] - self.fs[1]) / k if k else math.nan
 
     def verdict(self) -> ModuleResult:
         thr = float(self.params["threshold"])
@@ -67,5 +69,5 @@ class AdverseSelection(CertaintyModule):
             return insufficient(self.name, n, int(self.params["min_outcomes"]), thr, "outcomes")
         v = self.net_markout()
         ok = v >= thr
-        return self._result(v, ok, thr, f"mean markout after half-spread {v:+.6f} {'>=' if ok else '<'} {thr} over "
+        return self._result(v, ok, thr, f"mean markout after the spread {v:+.6f} {'>=' if ok else '<'} {thr} over "
                                         f"the last {min(n, len(self.mark))} outcomes")  # fmt: skip

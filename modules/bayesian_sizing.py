@@ -8,6 +8,9 @@ Kelly at the posterior mean: f = p̄ − (1 − p̄)/b, floored at 0 and capped 
 Edge per unit staked is p·b − (1 − p) = p(1 + b) − 1; P(edge > c | data) = 1 − I_{(1+c)/(1+b)}(a, b) with I the
 regularized incomplete beta function. Pass rule: P(edge > ``cost`` | data) ≥ ``threshold`` (0.95). Outcome P&L is
 already net of the spread, so ``cost`` (per unit staked) defaults to 0.
+
+The outcomes are those of every **candidate** (all three Layer-1 models lean one way, emitted or not). The size, f,
+is a share of capital (:meth:`suggested_fraction`; NaN while the payoff ratio is undefined).
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ class BayesianSizing(OutcomeWindowState, CertaintyModule):
         p = post["mean"]
         f = p - (1 - p) / post["payoff"]
         return float(min(max(f, 0.0), self.params["max_fraction"]))
+
+    def suggested_fraction(self) -> float:
+        post = self.posterior()
+        return self.size(post) if math.isfinite(post["payoff"]) else math.nan
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

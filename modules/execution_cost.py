@@ -1,8 +1,8 @@
 """ExecutionCost — expected implementation shortfall of the intended trade versus its expected edge.
 
-Cost per trade of X units (Perold 1988's implementation shortfall, modelled as in Almgren & Chriss 2001,
-*Optimal execution of portfolio transactions*, J. Risk 3(2)): the order is worked over N steps of length τ bars
-along the Almgren–Chriss optimal trajectory
+Cost of a round trip of X units (Perold 1988's implementation shortfall, modelled as in Almgren & Chriss 2001,
+*Optimal execution of portfolio transactions*, J. Risk 3(2)). Each leg — the entry and the exit — is worked over N
+steps of length τ bars along the Almgren–Chriss optimal trajectory
 
     x_j = X · sinh(κ(T − t_j)) / sinh(κT),   cosh(κτ) = 1 + λσ²τ² / (2η̃),   η̃ = η − γτ/2,
 
@@ -12,12 +12,20 @@ impact g(v) = γv, h(v) = ε·sgn(v) + (η/τ)·n):
     E = ½γX² + ε·Σ|n_k| + (η̃/τ)·Σ n_k²,     V = σ²·τ·Σ x_k²,
 
 with ε = half spread + ``slippage``, n_k = x_{k−1} − x_k and σ the standard deviation of one-bar price changes. As
-the risk aversion λ → 0 the trajectory becomes the straight line of a TWAP.
+the risk aversion λ → 0 the trajectory becomes the straight line of a TWAP. The round trip costs 2E: one half
+spread on each leg, so with one clip and no impact it is exactly the **full spread** (plus 2·slippage) per unit —
+fxgate's one cost convention (prices are mids; a round trip pays the entry bar's full spread), the same that
+:attr:`~fxgate.modules._base.Outcome.pnl` and replay's trades charge. The spread is the bar's own, else the gate's
+``spread`` setting (``Context.spread``).
+
+Its uncertainty: the exit's half spread is not known at entry. Its variance is estimated by the variance of the
+spread over the last ``window`` bars, Var(s)/4 per unit², and added to the two legs' execution risk 2V (zero for a
+single clip):  sd = √(2V + X²·Var(s)/4). With a constant spread the sd is 0; with a live or MT5 spread it is not.
 
 Expected edge of the candidate: (2p̄ − 1) · mean |close_t − close_{t−h}| · X, with p̄ the mean calibrated
-probability the Layer-1 models give the candidate's direction and h = ``horizon``.
+probability the Layer-1 models give the candidate's direction and h the gate's ``horizon``.
 
-Pass rule: E + z·√V < ``k_edge`` · edge.
+Pass rule: 2E + z·sd < ``k_edge`` · edge.
 """
 
 from __future__ import annotations
@@ -54,17 +62,20 @@ def ac_cost(x: np.ndarray, tau: float, sigma: float, eta: float, gamma: float, e
 @register("execution_cost")
 class ExecutionCost(CertaintyModule):
     defaults = {"exec_steps": 1, "tau": 1.0, "eta": 0.0, "gamma": 0.0, "risk_aversion": 1e-6, "slippage": 0.0,
-                "default_spread": 0.0, "z": 1.0, "k_edge": 1.0, "horizon": 1, "window": 200}  # fmt: skip
-    state_keys = ("closes", "moves", "diffs", "ist", "fs")
+                "z": 1.0, "k_edge": 1.0, "horizon": 1, "window": 200}  # fmt: skip
+    gate_settings = ("horizon",)
+    state_keys = ("closes", "moves", "diffs", "spreads", "ist", "fs")
 
     def reset(self) -> None:
         w, h = int(self.params["window"]), int(self.params["horizon"])
         self.closes = np.zeros(h + 1)  # the last h + 1 closes
         self.moves = np.zeros(w)  # |close_t - close_{t-h}|, last `window`
         self.diffs = np.zeros(w)  # close_t - close_{t-1}, last `window`
-        self.ist = np.zeros(4, dtype=np.int64)  # closes seen, candidate direction, moves pushed, diffs pushed
-        # spread, p of direction, size, sum |moves|, sum diffs, sum diffs^2
-        self.fs = np.array([math.nan, math.nan, 1.0, 0.0, 0.0, 0.0])
+        self.spreads = np.zeros(w)  # known spreads, last `window`
+        # closes seen, candidate direction, moves pushed, diffs pushed, spreads pushed
+        self.ist = np.zeros(5, dtype=np.int64)
+        # spread, p of direction, size, sum |moves|, sum diffs, sum diffs^2, sum spreads, sum spreads^2
+        self.fs = np.array([math.nan, math.nan, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
 
     def update(self, ctx: Context) -> None:
         b = ctx.bar
@@ -96,8 +107,22 @@ class ExecutionCost(CertaintyModule):
             self.ist[0] = n + 1
             if (n + 1) % 4096 == 0:  # bound the running sums' rounding drift
                 m, dd = self.moves[: min(int(self.ist[2]), w)], self.diffs[: min(int(self.ist[3]), w)]
+                ss = self.spreads[: min(int(self.ist[4]), w)]
                 self.fs[3], self.fs[4], self.fs[5] = m.sum(), dd.sum(), (dd * dd).sum()
-        self.fs[0] = b.spread if b.spread is not None else float(self.params["default_spread"])
+                self.fs[6], self.fs[7] = ss.sum(), (ss * ss).sum()
+        sp = float(ctx.spread)
+        self.fs[0] = sp
+        if math.isfinite(sp):
+            w = len(self.spreads)
+            k = int(self.ist[4])
+            if k >= w:
+                old = float(self.spreads[k % w])
+                self.fs[6] -= old
+                self.fs[7] -= old * old
+            self.spreads[k % w] = sp
+            self.fs[6] += sp
+            self.fs[7] += sp * sp
+            self.ist[4] = k + 1
         self.ist[1] = ctx.direction
         probs = ctx.probs
         if ctx.direction and probs is not None and len(probs):
@@ -125,7 +150,11 @@ class ExecutionCost(CertaintyModule):
         else:
             x = ac_trajectory(size, int(p["exec_steps"]), tau, sigma, eta, gamma, float(p["risk_aversion"]))
             e, v = ac_cost(x, tau, sigma, eta, gamma, eps)
-        return {"edge": edge, "cost": e, "cost_sd": math.sqrt(v), "mean_abs_move": move, "sigma": sigma}
+        ns = min(int(self.ist[4]), len(self.spreads))
+        var_s = max((float(self.fs[7]) - float(self.fs[6]) ** 2 / ns) / (ns - 1), 0.0) if ns > 1 else 0.0
+        sd = math.sqrt(2 * v + size * size * var_s / 4)
+        return {"edge": edge, "cost": 2 * e, "cost_sd": sd, "mean_abs_move": move, "sigma": sigma,
+                "spread_var": var_s}  # fmt: skip
 
     def verdict(self) -> ModuleResult:
         p = self.params
@@ -135,11 +164,12 @@ class ExecutionCost(CertaintyModule):
         if not self.ist[1] or not math.isfinite(self.fs[1]):
             return self._result(math.nan, False, math.nan, "no candidate signal on this bar to weigh costs against")
         if not math.isfinite(self.fs[0]):
-            return self._result(math.nan, False, math.nan, "no spread known for this bar (set default_spread)")
+            return self._result(math.nan, False, math.nan, "no spread known for this bar. Fix: give bars a spread or "
+                                                           "set the gate's top-level spread")  # fmt: skip
         est = self.estimate()
         hurdle = est["cost"] + float(p["z"]) * est["cost_sd"]
         target = float(p["k_edge"]) * est["edge"]
         ok = hurdle < target
         return self._result(target - hurdle, ok, 0.0,
-                            f"expected cost {est['cost']:.6f} + {p['z']}·sd {est['cost_sd']:.6f} "
+                            f"round-trip cost {est['cost']:.6f} + {p['z']}·sd {est['cost_sd']:.6f} "
                             f"{'<' if ok else '>='} {p['k_edge']}·edge {est['edge']:.6f}")  # fmt: skip

@@ -1,9 +1,12 @@
 """RegimeDetection — Gaussian hidden Markov model, fitted offline, *filtered* online.
 
 The HMM (K states, one-dimensional Gaussian emissions on standardized one-bar log returns) is fitted with hmmlearn's
-EM (``GaussianHMM``) on past returns only — at gate warm-up through :meth:`RegimeDetection.fit`, or automatically
-once ``fit_bars`` returns have been seen. States are relabelled by variance, lowest first, so "state 0 = calmest"
-holds across refits. Online, each bar runs one forward step (Rabiner 1989, eq. 19–20), normalized:
+EM (``GaussianHMM``) on past returns only — through :meth:`RegimeDetection.fit`, or automatically once
+``fit_bars`` returns have been seen, and again every ``refit_every`` returns after that (0, the default: never) on
+the last ``fit_bars`` returns. States are relabelled by variance, lowest first, so "state 0 = calmest" holds across
+refits. After each fit the filter is run over the fit window itself, so the live filter continues from the filtered
+state at the window's end (not from the start probabilities). Online, each bar runs one forward step (Rabiner 1989,
+eq. 19–20), normalized:
 
     α_t ∝ b(x_t) ⊙ (Aᵀ α_{t−1}),   α_1 ∝ π ⊙ b(x_1)
 
@@ -57,7 +60,8 @@ _forward_step = kernel(_forward_step_py, fastmath=False)
 
 @register("regime")
 class RegimeDetection(CertaintyModule):
-    defaults = {"n_states": 2, "fit_bars": 1000, "threshold": 0.6, "favourable": None, "n_iter": 100, "seed": 0}
+    defaults = {"n_states": 2, "fit_bars": 1000, "refit_every": 0, "threshold": 0.6, "favourable": None,
+                "n_iter": 100, "seed": 0}  # fmt: skip
     state_keys = ("alpha", "startprob", "transmat", "means", "variances", "ist", "fs", "buf")
 
     def reset(self) -> None:
@@ -67,9 +71,11 @@ class RegimeDetection(CertaintyModule):
         self.transmat = np.full((k, k), 1.0 / k)
         self.means = np.zeros(k)
         self.variances = np.ones(k)
-        self.ist = np.array([0, 0, 0], dtype=np.int64)  # fitted, filtered steps, returns buffered
+        if int(self.params["refit_every"]) < 0 or int(self.params["fit_bars"]) < 10 * k:
+            raise ValueError(f"regime: refit_every must be >= 0 and fit_bars >= {10 * k} (10 per state)")
+        self.ist = np.array([0, 0, 0], dtype=np.int64)  # fitted, filtered steps, returns pushed into the ring
         self.fs = np.array([np.nan, 1.0])  # prev close, scale
-        self.buf = np.zeros(int(self.params["fit_bars"]))
+        self.buf = np.zeros(int(self.params["fit_bars"]))  # ring of the last fit_bars returns
 
     @property
     def fitted(self) -> bool:
@@ -96,6 +102,8 @@ class RegimeDetection(CertaintyModule):
         self.fs[1] = scale
         self.ist[0] = 1
         self.ist[1] = 0
+        for x in r / scale:  # filter the fit window: the live filter continues from its end state
+            self.observe(x)
         return self
 
     def to_hmmlearn(self):  # type: ignore[no-untyped-def]
@@ -119,14 +127,15 @@ class RegimeDetection(CertaintyModule):
         r = next_log_return(self.fs, 0, ctx.bar.close)
         if math.isnan(r):
             return
-        if self.fitted:
-            self.observe(r / self.fs[1])
-            return
+        w = len(self.buf)
         n = int(self.ist[2])
-        self.buf[n] = r
+        self.buf[n % w] = r
         self.ist[2] = n + 1
-        if n + 1 == len(self.buf):
-            self.fit(self.buf)
+        every = int(self.params["refit_every"])
+        if n + 1 == w or (self.fitted and every and n + 1 > w and (n + 1 - w) % every == 0):
+            self.fit(np.roll(self.buf, -((n + 1) % w)))  # the ring in arrival order
+        elif self.fitted:
+            self.observe(r / self.fs[1])
 
     def favourable(self) -> list[int]:
         fav = self.params["favourable"]
@@ -136,7 +145,7 @@ class RegimeDetection(CertaintyModule):
     def verdict(self) -> ModuleResult:
         thr = float(self.params["threshold"])
         if not self.fitted:
-            return insufficient(self.name, int(self.ist[2]), int(self.params["fit_bars"]), thr, "returns to fit")
+            return insufficient(self.name, int(self.ist[2]), len(self.buf), thr, "returns to fit")
         if self.ist[1] == 0:
             return insufficient(self.name, 0, 1, thr, "filtered bars")
         fav = self.favourable()

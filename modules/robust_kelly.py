@@ -1,6 +1,7 @@
-"""RobustKelly — Kelly fraction from the gate's own realized outcomes, shrunk for estimation error.
+"""RobustKelly — Kelly fraction from the candidates' realized outcomes, shrunk for estimation error.
 
-From the last ``window`` outcomes: win rate p̂ (outcome P&L > 0 after the spread) and payoff ratio
+It learns from every **candidate** (each bar on which all three Layer-1 models lean the same way, emitted or not),
+so that a gate that has not traded yet can still learn whether it should. From the last ``window`` outcomes: win rate p̂ (outcome P&L > 0 after the spread) and payoff ratio
 b = mean win / mean |loss|. Kelly (1956) for a bet that wins b per unit staked with probability p and loses the
 stake otherwise maximizes p·log(1 + f·b) + (1 − p)·log(1 − f) at
 
@@ -11,8 +12,8 @@ Shrinkage for parameter uncertainty (default ``method="half"``): f = 0.5 · f* �
 uses Baker & McHale (2013, *Optimal betting under parameter uncertainty*, Decision Analysis 10(3)), whose
 second-order shrinkage factor is k = f*² / (f*² + Var(f̂)) with Var(f̂) = (1 + 1/b)²·p̂(1 − p̂)/n.
 
-Pass rule: the shrunk fraction is positive (the estimated edge survives its own uncertainty); the fraction is the
-verdict's score and the size the gate uses (capped by config).
+Pass rule: the shrunk fraction is positive (the estimated edge survives its own uncertainty); the fraction — a
+share of capital — is the verdict's score and this module's suggested size (:meth:`suggested_fraction`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class RobustKelly(OutcomeWindowState, CertaintyModule):
             frac = f * baker_mchale_factor(p, b, n)
         frac = min(frac, float(self.params["max_fraction"]))
         return {"p": p, "b": b, "kelly": f, "fraction": frac, "n": n}
+
+    def suggested_fraction(self) -> float:
+        return float(self.estimate()["fraction"])
 
     def verdict(self) -> ModuleResult:
         n = int(self.win.ist[0])

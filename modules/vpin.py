@@ -132,8 +132,8 @@ class Vpin(CertaintyModule):
 
     def update(self, ctx: Context) -> None:
         b = ctx.bar
-        if not (math.isfinite(b.close) and math.isfinite(b.volume)):
-            return
+        if not (math.isfinite(b.close) and b.close > 0 and math.isfinite(b.volume) and b.volume >= 0):
+            return  # a bad bar is skipped: the next good one continues from the last good state
         p = self.params
         _vpin_step(self.fs, self.ist, self.dp, self.imb, self.hist, self.srt, self.hst, b.close, b.volume,
                    p["sigma_window"], p["n_buckets"], float(p["quantile"]), p["calib_bars"],

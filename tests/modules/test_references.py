@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -154,15 +155,52 @@ def test_regime_filter_matches_hmmlearn_last_row_and_differs_from_smoothed():
     m.fit(r[:1000])
     assert np.all(np.diff(m.variances) > 0)  # relabelled: state 0 is the calmest
     ref = m.to_hmmlearn()
-    x = r[1000:] / m.fs[1]
+    x = r[:1400] / m.fs[1]  # the fit window, then 400 live bars
+    np.testing.assert_allclose(m.alpha, ref.predict_proba(x[:1000, None])[-1], atol=1e-8)  # filtered at the end
     filtered = []
-    for xt in x[:400]:
+    for xt in x[1000:]:
         m.observe(xt)
         filtered.append(m.alpha.copy())
-    for t in (0, 1, 17, 150, 399):
-        np.testing.assert_allclose(filtered[t], ref.predict_proba(x[: t + 1, None])[-1], atol=1e-8)
-    smoothed = ref.predict_proba(x[:400, None])
+    for t in (0, 1, 17, 150, 399):  # hmmlearn's last row of predict_proba is the filtered probability
+        np.testing.assert_allclose(filtered[t], ref.predict_proba(x[: 1001 + t, None])[-1], atol=1e-8)
+    smoothed = ref.predict_proba(x[:1400, None])[1000:]
     assert np.max(np.abs(smoothed - np.array(filtered))) > 1e-2  # smoothing uses the future
+
+
+def _regime_stream(m, closes):
+    bar = sample_bars()[0]
+    for c in closes:
+        m.update(Context(replace(bar, close=float(c), high=float(c), low=float(c), open=float(c))))
+
+
+def test_regime_continues_from_the_filtered_state_of_its_fit_window():
+    """The automatic fit (after fit_bars returns) must not restart the filter from the start probabilities: the
+    state after each live bar equals hmmlearn's filtered probability over *all* returns so far."""
+    c = sample_bars().close[:1101]
+    r = np.diff(np.log(c))
+    m = RegimeDetection(n_states=2, fit_bars=1000)
+    _regime_stream(m, c[:1001])  # 1000 returns: fitted on them
+    assert m.fitted
+    ref = m.to_hmmlearn()
+    x = r / m.fs[1]
+    for t in range(1001, 1101):
+        _regime_stream(m, c[t : t + 1])
+        np.testing.assert_allclose(m.alpha, ref.predict_proba(x[:t, None])[-1], atol=1e-8)
+
+
+def test_regime_refits_on_its_schedule_on_the_last_fit_bars_returns():
+    c = sample_bars().close[:1402]
+    r = np.diff(np.log(c))
+    m = RegimeDetection(n_states=2, fit_bars=1000, refit_every=200)
+    _regime_stream(m, c[:1201])  # fit at 1000 returns, refit at 1200 on returns 200..1199
+    want = RegimeDetection(n_states=2, fit_bars=1000).fit(r[200:1200])
+    np.testing.assert_allclose(m.transmat, want.transmat, rtol=1e-10)
+    np.testing.assert_allclose(m.alpha, want.alpha, atol=1e-12)
+    _regime_stream(m, c[1201:1301])  # no refit between schedule points
+    np.testing.assert_allclose(m.transmat, want.transmat, rtol=1e-10)
+    never = RegimeDetection(n_states=2, fit_bars=1000)
+    _regime_stream(never, c[:1201])
+    assert not np.allclose(never.transmat, want.transmat, rtol=1e-6)  # the default never refits
 
 
 # -- Adverse selection ----------------------------------------------------------------------------------------------
@@ -178,17 +216,20 @@ def test_adverse_selection_equals_windowed_mean(rng):
     for i in range(0, 237, 3):
         m.update(Context(bar, outcomes=tuple(outs[i : i + 3])))
     last = outs[-50:]
-    want = np.mean([o.markout for o in last]) - np.mean([o.spread for o in last]) / 2
+    # the round trip pays the full spread, as replay's trades do: the mean of (direction * move - spread)
+    want = np.mean([o.direction * (o.exit_price - o.entry_price) - o.spread for o in last])
     assert m.net_markout() == pytest.approx(want, rel=1e-10)
     assert m.verdict().passed == (want >= 0)
 
 
-def test_adverse_selection_sign():
+def test_adverse_selection_sign_and_the_full_spread():
     bar = sample_bars()[0]
-    good, bad = AdverseSelection(min_outcomes=5), AdverseSelection(min_outcomes=5)
+    good, bad, half = (AdverseSelection(min_outcomes=5) for _ in range(3))
     good.update(Context(bar, outcomes=tuple(_outcome(1, 1.0, 1.001, 1e-4) for _ in range(10))))
     bad.update(Context(bar, outcomes=tuple(_outcome(1, 1.0, 1.00003, 1e-4) for _ in range(10))))
-    assert good.verdict().passed and not bad.verdict().passed  # moved 3e-5 < half spread 5e-5: picked off
+    # moved 7e-5: covers half the 1e-4 spread but not the round trip, so a trade there loses after costs
+    half.update(Context(bar, outcomes=tuple(_outcome(1, 1.0, 1.00007, 1e-4) for _ in range(10))))
+    assert good.verdict().passed and not bad.verdict().passed and not half.verdict().passed
 
 
 # -- Execution cost -------------------------------------------------------------------------------------------------
@@ -220,16 +261,47 @@ def test_almgren_chriss_trajectory_solves_the_difference_equation_and_cost_formu
 
 def test_execution_cost_verdict():
     bars = sample_bars()[:300]
-    m = create("execution_cost", default_spread=1e-4)
+    m = create("execution_cost")
     for bar in bars:
-        m.update(Context(bar, probs=np.array([0.9, 0.9, 0.9]), direction=1))
+        m.update(Context(bar, probs=np.array([0.9, 0.9, 0.9]), direction=1, spread=1e-4))
     est = m.estimate()
     assert est["edge"] == pytest.approx(0.8 * np.mean(np.abs(np.diff(bars.close[-201:]))))
-    assert m.verdict().passed == (est["cost"] + est["cost_sd"] < est["edge"])
-    m.update(Context(bars[-1], probs=np.array([0.51, 0.5, 0.52]), direction=1))
+    assert est["cost"] == pytest.approx(1e-4, rel=1e-12)  # one clip, no impact: the round trip pays the full spread
+    assert est["cost_sd"] == pytest.approx(0.0, abs=1e-9)  # a constant spread: nothing uncertain about it
+    assert m.verdict().passed == (est["cost"] < est["edge"])
+    m.update(Context(bars[-1], probs=np.array([0.51, 0.5, 0.52]), direction=1, spread=1e-4))
     assert not m.verdict().passed  # a coin flip does not pay a 1-pip spread
-    m.update(Context(bars[-1]))
+    m.update(Context(bars[-1], spread=1e-4))
     assert "no candidate" in m.verdict().reason
+    m.update(Context(bars[-1], probs=np.array([0.9, 0.9, 0.9]), direction=1))  # no spread known at all
+    assert not m.verdict().passed and "no spread known" in m.verdict().reason
+
+
+def test_execution_cost_sd_term_is_the_exit_spread_uncertainty_and_can_veto(rng):
+    bars = sample_bars()[:400]
+    spreads = np.abs(rng.normal(1e-4, 4e-5, len(bars)))
+    # independent figures: mean |1-bar move| and the sd of the exit's half spread over the last 200 bars
+    move = np.mean(np.abs(np.diff(bars.close[-201:])))
+    sd = np.std(spreads[-200:], ddof=1) / 2
+    p_up = 0.5 + (spreads[-1] + 1.5 * sd) / (2 * move)  # edge = cost + 1.5 sd: z = 1 passes, z = 3 does not
+    passed = {}
+    for z in (0.0, 1.0, 3.0):
+        m = create("execution_cost", z=z, window=200)
+        for bar, s in zip(bars, spreads, strict=True):
+            m.update(Context(bar, probs=np.full(3, p_up), direction=1, spread=float(s)))
+        est = m.estimate()
+        assert est["cost"] == pytest.approx(spreads[-1], rel=1e-12)
+        assert est["cost_sd"] == pytest.approx(sd, rel=1e-9)
+        assert est["edge"] == pytest.approx(spreads[-1] + 1.5 * sd, rel=1e-9)
+        passed[z] = m.verdict().passed
+    assert passed == {0.0: True, 1.0: True, 3.0: False}
+
+
+def test_modules_take_gate_settings_from_the_gate_only():
+    assert create("execution_cost", gate={"horizon": 5}).params["horizon"] == 5
+    assert create("vpin", gate={"horizon": 5}).params.get("horizon") is None  # not a vpin setting
+    with pytest.raises(ValueError, match="top-level setting"):
+        create("execution_cost", horizon=5)
 
 
 # -- Kelly ----------------------------------------------------------------------------------------------------------
@@ -246,15 +318,16 @@ def test_baker_mchale_shrinkage_against_monte_carlo():
         k = baker_mchale_factor(p, b, n)
         assert 0 < k < 1
         rng = np.random.default_rng(n)
-        p_hat = rng.binomial(n, p, 40_000) / n
-        f_hat = np.maximum(p_hat - (1 - p_hat) / b, 0.0)
+        # Baker & McHale shrink the unconstrained plug-in estimate f^ = p^ - (1 - p^)/b (it may be negative)
+        p_hat = rng.binomial(n, p, 200_000) / n
+        f_hat = p_hat - (1 - p_hat) / b
 
         def growth(c, f_hat=f_hat):
-            f = np.clip(c * f_hat, 0, 0.99)
+            f = np.clip(c * f_hat, -0.99, 0.99)
             return -np.mean(p * np.log1p(f * b) + (1 - p) * np.log1p(-f))
 
-        best = optimize.minimize_scalar(growth, bounds=(0, 1.5), method="bounded").x
-        assert k == pytest.approx(best, abs=0.2)
+        best = optimize.minimize_scalar(growth, bounds=(0, 1.5), method="bounded", options={"xatol": 1e-6}).x
+        assert k == pytest.approx(best, abs=0.01)  # k(100) = 0.594, k(400) = 0.854: far apart at this tolerance
     assert baker_mchale_factor(p, b, 10**7) > 0.99
 
 
