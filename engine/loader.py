@@ -1295,7 +1295,7 @@ def _split_timeframes(raw: _Raw, path: str, unit: str, label: str, policy: str,
                     f"({_step_words(parts[k - 1][2])} apart), {unit}s {span[k][0]}-{span[k][1]} are {names[k]} bars "
                     f"({_step_words(parts[k][2])} apart); one file must hold one timeframe",
                     f"split the file before {unit} {int(lines[a])} (one timeframe per file), or load with "
-                    f"policy='repair' (CLI: --policy repair) to keep {kept} and drop the rest",
+                    f"policy='repair' (CLI: --policy repair) to keep {kept}, and drop the rest",
                     unit,
                 )
             )
