@@ -111,7 +111,64 @@ def test_manifest_and_verify_catch_missing_short_and_altered_files(tmp_path):
     assert "sub/a.json: missing" in verify(d)
     r = CliRunner().invoke(cli, ["train", "verify", str(d)])
     assert r.exit_code == 1 and "FAIL sub/a.json: missing" in r.output
-    assert verify(tmp_path / "nothing")[0].endswith("missing — nothing to verify against")
+    assert verify(tmp_path / "nothing")[0].endswith("no such directory — nothing to verify")
+    (tmp_path / "empty").mkdir()
+    assert verify(tmp_path / "empty")[0].endswith("missing — nothing to verify against")
+
+
+def _entry(p: Path) -> dict:
+    import hashlib
+
+    return {"bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+
+
+def test_verify_checks_the_run_directory_only(tmp_path):
+    """A manifest entry outside the run directory (absolute, '..', or through a symlink) is a problem, even when
+    the file it points at matches its hash: verify never vouches for a file the run does not hold."""
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "model.gguf").write_bytes(b"GGUF" + bytes(50))
+    outside = tmp_path / "elsewhere.bin"
+    outside.write_bytes(b"not part of the run")
+    m = write_manifest(d)
+    files = dict(m["files"])
+    files["../elsewhere.bin"] = _entry(outside)
+    files[str(outside)] = _entry(outside)
+    (d / "link.bin").symlink_to(outside)
+    files["link.bin"] = _entry(outside)
+    (d / "manifest.json").write_text(json.dumps({**m, "files": files}))
+    problems = verify(d)
+    assert len(problems) == 3, problems
+    assert any(p.startswith("../elsewhere.bin: not a path inside the run directory") for p in problems)
+    assert any(p.startswith(f"{outside}: not a path inside the run directory") for p in problems)
+    assert any(p.startswith("link.bin: a symlink pointing outside the run directory") for p in problems)
+    r = CliRunner().invoke(cli, ["train", "verify", str(d)])
+    assert r.exit_code == 1 and "FAIL link.bin" in r.output
+    # a run directory with a symlink cannot get a manifest either
+    with pytest.raises(ValueError, match="a symlink in the run directory"):
+        write_manifest(d)
+
+
+@pytest.mark.parametrize(("text", "msg"), [
+    ('{"fxgate_manifest": 1, "files": {"a": ', "unreadable"),
+    ("[1, 2]", "not a manifest"),
+    ('{"fxgate_manifest": 1, "files": ["a"]}', '"files" is missing or not an object'),
+    ('{"fxgate_manifest": 1}', '"files" is missing or not an object'),
+    ('{"fxgate_manifest": 1, "files": {"a": {"bytes": 1}}}', "a: malformed manifest entry"),
+    ('{"fxgate_manifest": 1, "files": {"a": 7}}', "a: malformed manifest entry"),
+    ('{"files": {}}', "not a manifest written by `fxgate train all` or `fxgate train data`"),
+    (b"\xff\xfe{}", "unreadable"),
+])  # fmt: skip
+def test_a_malformed_manifest_is_rc_1_with_a_message(tmp_path, text, msg):
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "a").write_bytes(b"x")
+    mp = d / "manifest.json"
+    mp.write_bytes(text if isinstance(text, bytes) else text.encode())
+    assert any(msg in p for p in verify(d)), verify(d)
+    r = CliRunner().invoke(cli, ["train", "verify", str(d)])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert msg in r.output and "Traceback" not in r.output
 
 
 def test_modelfile(tmp_path):
