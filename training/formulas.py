@@ -4,8 +4,9 @@ they can be computed on bars, described (with a citation) where they cannot, and
 Each :class:`Formula` has a name, a category, a citation, the formula as text, and — when it is computable on one
 price series (or on a signal and its realized returns) — the fxgate function that computes it. Every computable
 entry is tested against an independent reference (a naive loop, numpy/scipy, or a closed form). The catalogue
-generates the formula-knowledge SFT samples (:func:`sft_samples`); ``fxgate train formulas --list`` prints the
-counts per category.
+generates the formula-knowledge SFT samples (:func:`sft_samples`); ``fxgate train formulas --list`` prints every
+entry — name, category, formula, citation, and whether fxgate computes it or only describes it — per category
+(:func:`listing`, ``--category`` to show one), with the counts.
 
 Categories: ``alpha158`` (the features fxgate computes; Qlib's expressions), ``alpha101`` (Kakushadze 2016, the
 alphas that need no cross-sectional rank), ``volatility``, ``microstructure``, ``risk``, ``execution``,
@@ -24,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Formula", "CATALOGUE", "by_category", "sft_samples", "counts", "module_formulas"]
+__all__ = ["Formula", "CATALOGUE", "CATEGORIES", "by_category", "sft_samples", "counts", "module_formulas", "rows",
+           "listing"]  # fmt: skip
 
 Array = np.ndarray
 
@@ -521,6 +523,47 @@ def by_category() -> dict[str, list[Formula]]:
 
 def counts() -> dict[str, dict[str, int]]:
     return {c: {"entries": len(fs), "computable": sum(f.computable for f in fs)} for c, fs in by_category().items()}
+
+
+def _check_category(category: str | None) -> None:
+    if category is not None and category not in CATEGORIES:
+        import difflib
+
+        near = difflib.get_close_matches(category, CATEGORIES, n=1)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise ValueError(f"unknown formula category {category!r}.{hint} Categories: {', '.join(CATEGORIES)}")
+
+
+def rows(category: str | None = None) -> list[dict[str, str]]:
+    """One row per catalogue entry (of ``category``, or all): name, category, formula, citation, and ``status``
+    ``computed`` (with the function that computes it) or ``described``."""
+    _check_category(category)
+    out = []
+    for f in CATALOGUE:
+        if category is not None and f.category != category:
+            continue
+        fn = f"{f.compute.__module__}.{f.compute.__name__}({f.inputs})" if f.compute is not None else ""
+        out.append({"name": f.name, "category": f.category, "formula": f.formula, "citation": f.citation,
+                    "status": "computed" if f.computable else "described", "function": fn})  # fmt: skip
+    return out
+
+
+def listing(category: str | None = None) -> str:
+    """The catalogue as text, for ``fxgate train formulas --list [--category C]``: per category a heading with its
+    counts, then one entry per line — name, computed/described, formula, citation — and a total line."""
+    rs = rows(category)
+    lines: list[str] = []
+    cats = [category] if category is not None else list(CATEGORIES)
+    for c in cats:
+        mine = [r for r in rs if r["category"] == c]
+        n_comp = sum(r["status"] == "computed" for r in mine)
+        lines.append(f"{c} ({len(mine)} entries, {n_comp} computed, {len(mine) - n_comp} described only)")
+        width = max((len(r["name"]) for r in mine), default=0)
+        for r in mine:
+            lines.append(f"  {r['name']:<{width}}  {r['status']:<9}  {r['formula']}  [{r['citation']}]")
+    n_comp = sum(r["status"] == "computed" for r in rs)
+    lines.append(f"total: {len(rs)} entries, {n_comp} computed, {len(rs) - n_comp} described only")
+    return "\n".join(lines)
 
 
 def sft_samples() -> list[dict[str, Any]]:

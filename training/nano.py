@@ -4,7 +4,8 @@ It exists so that every piece of the LLM path — tokenizer, chat template, GGUF
 judge, the debate, the verdict cache — can be built and tested on a machine without a GPU or a hub download. It has
 the architecture, the special tokens and the chat template of DeepSeek-R1-Distill-Qwen, and **random weights**: its
 verdicts are noise and the gate treats them as such (its certainty is compared with the same 0.95 threshold as a
-real model's). It is not trained here; the SFT/DPO pipeline that would train it is a separate piece of work.
+real model's). ``ensure_nano()`` does not train it; ``fxgate train all --preset nano``
+(:mod:`fxgate.training.pipeline`) trains a copy of it with SFT and DPO on the trader's data, end to end on CPU.
 
 ``ensure_nano()`` builds it once into ``$FXGATE_CACHE/nano-v<N>/`` (default ``~/.cache/fxgate``), checks its GGUF
 files against the torch model (:func:`fxgate.training.export.parity_check`), and returns the Q8_0 GGUF path.
