@@ -3,11 +3,34 @@
 Walk-forward by default: the first ``replay.train_bars`` bars warm the gate's state and train the first Layer-1
 fit; then, window by window (``replay.window_bars``), the ensemble is refit on every bar strictly before the
 window (labels that would need a bar inside the window are invalid at fit time, so nothing from the window leaks
-in) and the window is replayed bar by bar. With a given bundle, bars up to the end of the bundle's training labels
-only warm the state, and the bundle is refused if nothing is left to replay.
+in) and the window is replayed bar by bar.
 
-Each emitted signal is a trade entered at the bar's close and closed ``horizon`` bars later at that bar's close,
-net of the spread at entry. Metrics are computed only on replayed (out-of-sample) bars.
+With a given bundle (``replay(bars, cfg, bundle=...)``, ``fxgate replay --bundle``) the bundle is checked first and
+refused, with the fix, when
+
+* its symbol or timeframe is not the data's, or its label horizon is not the config's ``horizon`` (its
+  probabilities would answer another question than the one the trades and outcome modules score);
+* any bar of the data lies at or before the end of its training labels (``last_label_end_ts``, the last bar any
+  training label looked at). Such a bar was either learned from or precedes bars that were — a model fitted on
+  2021 "predicting" 2020 knows 2020's future — so scoring it is not out of sample. A trader who hands fxgate a
+  file and a bundle expects every bar of the file to be replayed and scored; silently starting later would report
+  figures on fewer bars than asked. So a partial overlap is refused too, unless the caller asks for it
+  explicitly with ``skip_trained_bars=True``: the overlapping bars then only warm the gate's state (the bundle
+  is not loaded for them), scoring starts at the first bar after ``last_label_end_ts``, and ``metrics.json``
+  records how many were skipped (``bundle.skipped_trained_bars``). A bundle that covers the whole file is refused
+  either way.
+
+Trades (:func:`trades_from`): each emitted signal is entered at its bar's close and closed ``horizon`` bars later
+at that bar's close. Spread convention (the project's, the same as :attr:`fxgate.modules._base.Outcome.pnl`):
+prices are mids and a round trip pays the full spread of the entry bar, half on entry and half on exit, so per unit
+``pnl = direction * (exit - entry) - spread_at_entry``; a trade's P&L is ``Decision.size`` times that.
+
+Metrics (:func:`metrics_from`) are computed only on replayed (out-of-sample) bars and are strict JSON (undefined
+figures are ``null``, never ``NaN``). Precision is shown beside the base rate: how often entering the same
+direction on every replayed bar would have won after the spread. One configuration is replayed — no selection
+among trials — so the Sharpe ratio's significance is the probabilistic Sharpe ratio (Bailey & López de Prado
+2012), not a deflated one. With ``horizon > 1`` consecutive trades overlap; the precision interval then uses a
+Hansen–Hodrick (HAC) effective trade count, and the Sharpe figures say that they assume independence.
 """
 
 from __future__ import annotations
@@ -23,9 +46,12 @@ from fxgate.engine.config import GateConfig
 from fxgate.engine.decision import Decision
 from fxgate.engine.errors import FxgateError
 
-__all__ = ["replay", "ReplayResult", "trades_from", "metrics_from", "deflated_sharpe"]
+__all__ = ["replay", "ReplayResult", "trades_from", "metrics_from", "probabilistic_sharpe", "probabilistic_sharpe_from",
+           "deflated_sharpe", "deflated_sharpe_from", "precision_interval", "base_rates", "check_bundle"]  # fmt: skip
 
 SEED_CLAIM = 0.99999  # the original design's promised precision, quoted by the report
+TRADE_COLUMNS = ("entry_ts", "exit_ts", "direction", "size", "entry", "exit", "spread", "pnl_price_per_unit",
+                 "pnl_pips_per_unit", "pnl_price", "pnl_pips")  # fmt: skip
 
 
 @dataclass
@@ -38,6 +64,7 @@ class ReplayResult:
     interrupted: bool = False
     fits: list[dict[str, Any]] = field(default_factory=list)
     ensemble: Any = None  # the Layer-1 models of the last window
+    horizon: int = 1  # the config's horizon: what trades, metrics and the report's charts score
 
 
 def _spread(bars: Bars, i: int, cfg: GateConfig) -> float:
@@ -45,7 +72,10 @@ def _spread(bars: Bars, i: int, cfg: GateConfig) -> float:
 
 
 def trades_from(bars: Bars, start: int, decisions: list[Decision], cfg: GateConfig) -> list[dict[str, Any]]:
-    """One trade per emitted signal: close to close over ``horizon`` bars, net of the entry spread."""
+    """One trade per emitted signal, close to close over ``horizon`` bars (see the module docstring for the spread
+    convention, the same as ``Outcome.pnl``). ``pnl_*_per_unit`` is one unit's P&L; ``pnl_price`` and ``pnl_pips``
+    are that times ``Decision.size`` (pips × size). A signal whose exit bar is past the data cannot be scored and is
+    left out."""
     out = []
     h = cfg.horizon
     for k, d in enumerate(decisions):
@@ -53,55 +83,125 @@ def trades_from(bars: Bars, start: int, decisions: list[Decision], cfg: GateConf
             continue
         i = start + k
         if i + h >= len(bars):
-            continue  # its horizon is past the data: not a trade we can score
+            continue
         direction = 1 if d.action == "BUY" else -1
         entry, exit_ = float(bars.close[i]), float(bars.close[i + h])
-        pnl = direction * (exit_ - entry) - _spread(bars, i, cfg)
+        spread = _spread(bars, i, cfg)
+        unit = direction * (exit_ - entry) - spread
+        size = float(d.size)
         out.append({"entry_ts": int(bars.ts[i]), "exit_ts": int(bars.ts[i + h]), "direction": direction,
-                    "size": d.size, "entry": entry, "exit": exit_, "spread": _spread(bars, i, cfg),
-                    "pnl_price": pnl, "pnl_pips": pnl / cfg.pip})  # fmt: skip
+                    "size": size, "entry": entry, "exit": exit_, "spread": spread,
+                    "pnl_price_per_unit": unit, "pnl_pips_per_unit": unit / cfg.pip,
+                    "pnl_price": size * unit, "pnl_pips": size * unit / cfg.pip})  # fmt: skip
     return out
+
+
+def probabilistic_sharpe_from(sr: float, t: int, skew: float, kurt: float, sr_benchmark: float = 0.0) -> float:
+    """Probabilistic Sharpe ratio (Bailey & López de Prado 2012, *The Sharpe ratio efficient frontier*, J. Risk
+    15(2), eq. 11): the probability that the true per-period Sharpe exceeds ``sr_benchmark``, given the estimate
+    ``sr`` from ``t`` i.i.d. returns with skewness ``skew`` and (non-excess) kurtosis ``kurt``:
+    ``Phi((sr - sr*) sqrt(t - 1) / sqrt(1 - skew sr + (kurt - 1) / 4 sr^2))``."""
+    from scipy import stats
+
+    denom = math.sqrt(max(1e-12, 1 - skew * sr + (kurt - 1) / 4 * sr * sr))
+    return float(stats.norm.cdf((sr - sr_benchmark) * math.sqrt(t - 1) / denom))
 
 
 def deflated_sharpe_from(sr: float, t: int, skew: float, kurt: float, n_trials: int = 1,
                          sr_variance: float | None = None) -> float:  # fmt: skip
     """Deflated Sharpe ratio (Bailey & López de Prado 2014, *The deflated Sharpe ratio*, J. Portfolio Mgmt 40(5),
-    eq. 9-10) from a per-period Sharpe ``sr`` over ``t`` periods with skewness and (non-excess) kurtosis: the
-    probability that the true Sharpe exceeds the expected best of ``n_trials`` unskilled trials whose Sharpe
-    estimates have variance ``sr_variance``. With one trial it is the probabilistic Sharpe ratio against 0."""
+    eq. 9-10): the probabilistic Sharpe ratio against the expected best Sharpe of ``n_trials`` unskilled trials
+    whose Sharpe estimates have variance ``sr_variance``. It deflates only when ``n_trials`` is the real number of
+    configurations tried; with one trial it *is* :func:`probabilistic_sharpe_from` against 0."""
     from scipy import stats
 
+    sr0 = 0.0
     if n_trials > 1:
         v = sr_variance if sr_variance is not None else 1.0 / (t - 1)
         g = 0.5772156649015329  # Euler-Mascheroni
         z1, z2 = stats.norm.ppf(1 - 1 / n_trials), stats.norm.ppf(1 - 1 / (n_trials * math.e))
         sr0 = math.sqrt(v) * ((1 - g) * z1 + g * z2)
-    else:
-        sr0 = 0.0
-    denom = math.sqrt(max(1e-12, 1 - skew * sr + (kurt - 1) / 4 * sr * sr))
-    return float(stats.norm.cdf((sr - sr0) * math.sqrt(t - 1) / denom))
+    return probabilistic_sharpe_from(sr, t, skew, kurt, sr0)
 
 
-def deflated_sharpe(returns: np.ndarray, n_trials: int = 1, sr_variance: float | None = None) -> float:
-    """:func:`deflated_sharpe_from` on a return series (NaN for fewer than 3 returns or zero variance)."""
+def _moments(returns: np.ndarray) -> tuple[float, int, float, float] | None:
     from scipy import stats
 
     r = np.asarray(returns, dtype=float)
     if len(r) < 3 or np.std(r, ddof=1) == 0:
-        return math.nan
-    sr = float(np.mean(r) / np.std(r, ddof=1))
-    return deflated_sharpe_from(sr, len(r), float(stats.skew(r)), float(stats.kurtosis(r, fisher=False)), n_trials,
-                                sr_variance)  # fmt: skip
+        return None
+    return (float(np.mean(r) / np.std(r, ddof=1)), len(r), float(stats.skew(r)),
+            float(stats.kurtosis(r, fisher=False)))  # fmt: skip
+
+
+def probabilistic_sharpe(returns: np.ndarray, sr_benchmark: float = 0.0) -> float | None:
+    """:func:`probabilistic_sharpe_from` on a return series: per-period Sharpe with ``ddof = 1``, sample skewness
+    and kurtosis (biased moments, as in the paper). None for fewer than 3 returns or zero variance."""
+    m = _moments(returns)
+    return None if m is None else probabilistic_sharpe_from(*m, sr_benchmark)
+
+
+def deflated_sharpe(returns: np.ndarray, n_trials: int = 1, sr_variance: float | None = None) -> float:
+    """:func:`deflated_sharpe_from` on a return series (NaN for fewer than 3 returns or zero variance)."""
+    m = _moments(returns)
+    return math.nan if m is None else deflated_sharpe_from(*m, n_trials, sr_variance)
+
+
+def precision_interval(wins: np.ndarray, horizon: int, level: float = 0.95) -> tuple[list[float | None], str]:
+    """A ``level`` interval for the share of winning trades, and how it was made.
+
+    ``wins`` are the trades' outcomes (1 won, 0 did not) in entry order. With ``horizon == 1`` trades do not overlap
+    and the Wilson interval treats them as independent. With ``horizon = h > 1`` a trade shares price moves with up
+    to the ``h - 1`` trades entered after it (one decision per bar), so outcomes are autocorrelated: the interval is
+    Wilson's on the effective number of trades ``n_eff = p (1 - p) / se^2`` (never more than ``n``), ``se`` the
+    Hansen–Hodrick standard error of the win rate with ``h - 1`` lags — the estimator made for overlapping
+    ``h``-period outcomes — or Newey–West's (Bartlett weights) where that one is not positive
+    (:func:`fxgate.models._stats.hac_se`). In simulation (tests) it holds its level where the i.i.d. interval
+    does not."""
+    from fxgate.models._stats import hac_se, wilson
+
+    w = np.asarray(wins, dtype=float)
+    n = len(w)
+    if n == 0:
+        return [None, None], "no trades"
+    if horizon <= 1:
+        return list(wilson(float(w.sum()), n, level)), ("Wilson interval; horizon 1: trades do not overlap and are "
+                                                         "treated as independent")  # fmt: skip
+    p = float(w.mean())
+    kernel, se = "Hansen–Hodrick", hac_se(w, horizon - 1, "uniform")
+    if not se > 0:
+        kernel, se = "Newey–West", hac_se(w, horizon - 1, "bartlett")
+    n_eff = float(n) if not se > 0 or p in (0.0, 1.0) else min(float(n), p * (1 - p) / se**2)
+    return list(wilson(p * n_eff, n_eff, level)), (
+        f"Wilson interval on the {kernel} effective number of trades ({n_eff:.1f} of {n}, {horizon - 1} lags): "
+        f"trades {horizon} bars long overlap, so they are not independent")  # fmt: skip
+
+
+def base_rates(bars: Bars, start: int, n: int, cfg: GateConfig) -> dict[str, Any]:
+    """How often a trade in each direction, entered on *every* scorable replayed bar ``start .. start + n - 1``
+    (exit inside the data), would have won after the spread (the module docstring's convention): the precision a
+    signal with no skill gets on the same bars."""
+    h = cfg.horizon
+    idx = np.arange(start, start + n)
+    idx = idx[idx + h < len(bars)]
+    if len(idx) == 0:
+        return {"bars": 0, "BUY": None, "SELL": None}
+    move = bars.close[idx + h] - bars.close[idx]
+    cost = bars.spread[idx] if bars.spread is not None else np.full(len(idx), cfg.spread)
+    return {"bars": int(len(idx)), "BUY": float(np.mean(move - cost > 0)), "SELL": float(np.mean(-move - cost > 0))}
 
 
 def metrics_from(bars: Bars, start: int, decisions: list[Decision], trades: list[dict[str, Any]],
                  cfg: GateConfig) -> dict[str, Any]:  # fmt: skip
-    from fxgate.models._stats import wilson
+    """The replay's figures (see the module docstring), strict-JSON ready."""
+    from fxgate.models._stats import json_safe
 
     n = len(decisions)
+    h = cfg.horizon
     signals = sum(d.action != "NONE" for d in decisions)
-    wins = sum(t["pnl_price"] > 0 for t in trades)
-    pips = np.array([t["pnl_pips"] for t in trades])
+    won = np.array([t["pnl_price_per_unit"] > 0 for t in trades], dtype=bool)
+    wins = int(won.sum())
+    pips = np.array([t["pnl_pips"] for t in trades], dtype=float)
     funnel: dict[str, int] = {}
     veto: dict[str, int] = {}
     lat: dict[str, list[float]] = {}
@@ -122,58 +222,111 @@ def metrics_from(bars: Bars, start: int, decisions: list[Decision], trades: list
         if any(v.name == name and v.enabled for d in decisions[:1] for v in d.layers):
             llm[name] = {"evaluated": len(ev), "passed": sum(v.passed for v in ev),
                          "failed_closed": sum(v.score is None for v in ev)}  # fmt: skip
-    equity = np.cumsum(pips) if len(pips) else np.zeros(0)
-    mdd = float(np.max(np.maximum.accumulate(np.r_[0.0, equity]) - np.r_[0.0, equity])) if len(pips) else 0.0
-    span_years = (int(bars.ts[-1]) - int(bars.ts[start])) / (365.25 * 86400e9) if n else math.nan
-    sharpe_trade = float(np.mean(pips) / np.std(pips, ddof=1)) if len(pips) > 2 and np.std(pips) > 0 else math.nan
-    per_year = len(pips) / span_years if span_years and span_years > 0 else math.nan
+    equity = np.r_[0.0, np.cumsum(pips)]
+    mdd = float(np.max(np.maximum.accumulate(equity) - equity))
+    span_years = (int(bars.ts[start + n - 1]) - int(bars.ts[start])) / (365.25 * 86400e9) if n else 0.0
+    sharpe_trade = float(np.mean(pips) / np.std(pips, ddof=1)) if len(pips) > 2 and np.std(pips) > 0 else None
+    per_year = len(pips) / span_years if span_years > 0 else None
     precision = wins / len(trades) if trades else None
-    ci = wilson(wins, len(trades))
+    ci, ci_method = precision_interval(won, h)
+    base = base_rates(bars, start, n, cfg)
+    by_dir: dict[str, Any] = {}
+    for name, sign in (("BUY", 1), ("SELL", -1)):
+        mine = np.array([t["direction"] == sign for t in trades], dtype=bool)
+        k = int(mine.sum())
+        by_dir[name] = {"trades": k, "precision": float(won[mine].mean()) if k else None, "base_rate": base[name]}
+    mix = [(v["trades"], v["base_rate"]) for v in by_dir.values() if v["trades"] and v["base_rate"] is not None]
+    base_mix = sum(k * b for k, b in mix) / sum(k for k, _ in mix) if mix else None
     m = {
-        "bars": n, "signals": signals, "coverage": signals / n if n else math.nan,
-        "trades_scored": len(trades), "precision": precision, "precision_ci95": list(ci),
+        "bars": n, "signals": signals, "coverage": signals / n if n else None, "horizon": h,
+        "trades_scored": len(trades), "precision": precision, "precision_ci95": ci, "precision_ci95_method": ci_method,
+        # the precision a skill-less signal gets: the same direction mix entered on every scorable replayed bar
+        "base_rate": base_mix, "base_rate_bars": base["bars"], "by_direction": by_dir,
         "funnel_passed": funnel, "first_veto": dict(sorted(veto.items(), key=lambda kv: -kv[1])),
         "disabled_layers": sorted(disabled),
         "llm_layers": llm,  # bars that reached L2/L3, passed them, or got no usable answer (failed closed)
-        "pnl_pips": float(pips.sum()) if len(pips) else 0.0,
+        # P&L of Decision.size units per trade (pips x units), net of the full entry spread
+        "pnl_pips": float(pips.sum()),
+        "pnl_pips_per_unit": float(sum(t["pnl_pips_per_unit"] for t in trades)),
         "mean_pips_per_trade": float(pips.mean()) if len(pips) else None,
         "sharpe_per_trade": sharpe_trade,
-        "sharpe_annualized": sharpe_trade * math.sqrt(per_year) if math.isfinite(sharpe_trade) else math.nan,
-        "deflated_sharpe": deflated_sharpe(pips) if len(pips) > 2 else math.nan,
+        "sharpe_annualized": sharpe_trade * math.sqrt(per_year) if sharpe_trade is not None and per_year else None,
+        # one configuration replayed, no selection among trials: the probabilistic (not deflated) Sharpe ratio
+        "probabilistic_sharpe": probabilistic_sharpe(pips),
+        "sharpe_assumes": ("independent trades" if h == 1 else f"independent trades, but trades {h} bars long "
+                           "overlap: the Sharpe figures overstate the evidence"),  # fmt: skip
         "max_drawdown_pips": mdd,
         "latency_us": {k: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))}
                        for k, v in lat.items()},  # fmt: skip
         "replayed_from_ts": int(bars.ts[start]) if n else None,
     }  # fmt: skip
     if trades:
+        base_txt = (f"; entering the same directions on every replayed bar would have won {base_mix:.1%}"
+                    if base_mix is not None else "")  # fmt: skip
         m["honesty"] = (f"Measured out of sample: {precision:.1%} of {len(trades)} signals won after the spread "
-                        f"(95% CI {ci[0]:.1%}–{ci[1]:.1%}); the original design claimed {SEED_CLAIM:.3%}.")  # fmt: skip
+                        f"(95% CI {ci[0]:.1%}–{ci[1]:.1%}){base_txt}; the original design claimed "
+                        f"{SEED_CLAIM:.3%}.")  # fmt: skip
     else:
         m["honesty"] = ("No signal was emitted out of sample, so no precision can be measured — not the "
                         f"{SEED_CLAIM:.3%} the original design claimed.")  # fmt: skip
-    return m
+    return json_safe(m)
 
 
-def replay(bars: Bars, cfg: GateConfig, *, bundle: Any = None, progress: Callable[[int, int], None] | None = None,
-           should_stop: Callable[[], bool] | None = None,
+def check_bundle(bundle: Any, bars: Bars, cfg: GateConfig, *, skip_trained_bars: bool = False) -> int:
+    """Refuse a bundle that does not fit ``bars`` and ``cfg`` (see the module docstring); return the index of the
+    first bar to replay (0, or with ``skip_trained_bars`` the first bar after the bundle's training labels)."""
+    where = f"bundle {bundle.directory}" if getattr(bundle, "directory", None) else "the bundle"
+    bs, ds = (bundle.symbol or "").upper(), (bars.symbol or "").upper()
+    if bs and ds and bs != ds:
+        raise FxgateError(f"{where} was fitted on {bundle.symbol} bars; this data is {bars.symbol}. Fix: fit a "
+                          f"bundle on {bars.symbol} (`fxgate fit --data FILE`), or replay {bundle.symbol} "
+                          "data")  # fmt: skip
+    if bundle.timeframe and bundle.timeframe != bars.timeframe:
+        raise FxgateError(f"{where} was fitted on {bundle.timeframe} bars; this data is {bars.timeframe}. Fix: fit "
+                          f"a bundle on {bars.timeframe} bars, or resample the data to {bundle.timeframe} "
+                          f"(`fxgate data convert --to {bundle.timeframe}`)")  # fmt: skip
+    bh = int(bundle.label_spec.horizon)
+    if bh != cfg.horizon:
+        raise FxgateError(f"{where}'s labels look {bh} bar(s) ahead (label_spec.horizon = {bh}); the config's "
+                          f"horizon is {cfg.horizon}, so trades and outcome modules would score another question "
+                          f"than the one the models answer. Fix: set horizon = {bh} in the config, or refit the "
+                          f"bundle with `fxgate fit --horizon {cfg.horizon}`")  # fmt: skip
+    win = bundle.manifest["training_window"]
+    first, last = int(win["first_ts"]), int(win["last_label_end_ts"])
+    k = int(np.searchsorted(bars.ts, last, side="right"))  # data bars at or before the last bar a label saw
+
+    def t(x: int) -> str:
+        return str(np.datetime64(x, "ns"))[:16] + "Z"
+
+    trained = f"{where} was trained on bars {t(first)} .. {t(last)} (the last bar its labels looked at)"
+    if k >= len(bars):
+        raise FxgateError(f"{trained}, the end of this data ({t(int(bars.ts[-1]))}): nothing out of sample is left "
+                          "to replay. Fix: replay later bars or refit on earlier ones")  # fmt: skip
+    if k and not skip_trained_bars:
+        raise FxgateError(f"{trained}; {k} of this data's {len(bars)} bars ({t(int(bars.ts[0]))} .. "
+                          f"{t(int(bars.ts[k - 1]))}) are at or before that: the model learned from them, or from "
+                          "bars after them, so scoring them is not out of sample. Fix: replay only bars after "
+                          f"{t(last)}, refit the bundle on bars before {t(int(bars.ts[0]))}, or ask to skip them "
+                          "(`fxgate replay --skip-trained-bars`, `replay(..., skip_trained_bars=True)`): they then "
+                          "only warm the gate's state and the replay starts at "
+                          f"{t(int(bars.ts[k]))}")  # fmt: skip
+    return k
+
+
+def replay(bars: Bars, cfg: GateConfig, *, bundle: Any = None, skip_trained_bars: bool = False,
+           progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
            fit_progress: Callable[[str], None] | None = None) -> ReplayResult:  # fmt: skip
-    """Run ``Gate.on_bar`` over ``bars`` (see the module docstring)."""
+    """Run ``Gate.on_bar`` over ``bars`` (see the module docstring for the bundle checks and
+    ``skip_trained_bars``)."""
     from fxgate.engine.gate import Gate
     from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
     from fxgate.models.labels import LabelSpec
 
     n = len(bars)
-    gate = Gate(cfg, None, timeframe=bars.timeframe, symbol=bars.symbol)
-    gate.warm_up()
     rc = cfg.replay
     fits: list[dict[str, Any]] = []
     if bundle is not None:
-        last = int(bundle.manifest["training_window"]["last_label_end_ts"])
-        start = int(np.searchsorted(bars.ts, last, side="right"))
-        if start >= n:
-            raise FxgateError(f"the bundle's training labels reach {np.datetime64(last, 'ns')}, the end of this data: "
-                              "nothing out of sample is left to replay. Fix: replay later bars or refit on earlier "
-                              "ones")  # fmt: skip
+        start = check_bundle(bundle, bars, cfg, skip_trained_bars=skip_trained_bars)
         windows = [(start, n, bundle)]
     else:
         start = rc.train_bars
@@ -182,11 +335,14 @@ def replay(bars: Bars, cfg: GateConfig, *, bundle: Any = None, progress: Callabl
                               "Fix: lower [replay] train_bars or give a longer file")  # fmt: skip
         edges = list(range(start, n, rc.window_bars)) + [n]
         windows = [(a, b, None) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    gate = Gate(cfg, None, timeframe=bars.timeframe, symbol=bars.symbol)
+    gate.warm_up()
     for b in bars[:start]:
         gate.on_bar(b)  # warm the state; these bars are history, not results
     decisions: list[Decision] = []
     interrupted = False
     spec = LabelSpec("next", cfg.horizon, default_spread=cfg.spread)
+    ens = None
     for a, b, ens in windows:
         if ens is None:
             if fit_progress:
@@ -210,18 +366,24 @@ def replay(bars: Bars, cfg: GateConfig, *, bundle: Any = None, progress: Callabl
     metrics = metrics_from(bars, start, decisions, trades, cfg)
     metrics["interrupted"] = interrupted
     metrics["refits"] = fits
+    metrics["warmup_bars"] = start
+    if bundle is not None:
+        win = bundle.manifest["training_window"]
+        metrics["bundle"] = {"bundle_hash": bundle.bundle_hash[:16], "trained_first_ts": int(win["first_ts"]),
+                             "last_label_end_ts": int(win["last_label_end_ts"]),
+                             "skipped_trained_bars": start}  # fmt: skip
     gate.close()
-    return ReplayResult(bars, start, decisions, trades, metrics, interrupted, fits, ens)
+    return ReplayResult(bars, start, decisions, trades, metrics, interrupted, fits, ens, cfg.horizon)
 
 
 def write_outputs(res: ReplayResult, out_dir: Any) -> dict[str, str]:
     """decisions.parquet, trades.csv and metrics.json into ``out_dir``, each written to a temporary name and renamed
     into place (:mod:`fxgate.engine._atomic`): a kill mid-write never leaves half a file under a final name."""
-    import json
     from pathlib import Path
 
     import pandas as pd
     from fxgate.engine._atomic import atomic_path, write_text
+    from fxgate.models._stats import strict_dumps
 
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -236,7 +398,6 @@ def write_outputs(res: ReplayResult, out_dir: Any) -> dict[str, str]:
     with atomic_path(d / "decisions.parquet") as tmp:
         pd.DataFrame(rows).to_parquet(tmp, index=False)
     with atomic_path(d / "trades.csv") as tmp:
-        pd.DataFrame(res.trades, columns=["entry_ts", "exit_ts", "direction", "size", "entry", "exit", "spread",
-                                          "pnl_price", "pnl_pips"]).to_csv(tmp, index=False)  # fmt: skip
-    write_text(d / "metrics.json", json.dumps(res.metrics, indent=1, default=str))
+        pd.DataFrame(res.trades, columns=list(TRADE_COLUMNS)).to_csv(tmp, index=False)
+    write_text(d / "metrics.json", strict_dumps(res.metrics, indent=1))  # strict JSON: null, never NaN
     return {k: str(d / k) for k in ("decisions.parquet", "trades.csv", "metrics.json")}

@@ -1,20 +1,23 @@
 """The replay report: one self-contained HTML file (inline SVG and CSS, no executable script, no network fetch).
 
-Sections: header (instrument, period, config hash, disabled layers, the honest sentence), headline figures,
+Sections: header (instrument, period, config hash, disabled layers, the honest sentence), headline figures
+(precision beside the base rate of the same directions on the same bars, with how its interval was made),
 price with signals, equity and drawdown, the layer funnel and first vetoes, the reliability diagram of Layer-1
-confidence, precision versus coverage of the Layer-1 rule, module pass rates over time, latency.
+confidence, precision versus coverage of the Layer-1 rule, module pass rates over time, latency. The Layer-1
+charts score the direction of the move over the configured ``horizon`` (``ReplayResult.horizon``), the question
+the models were trained on, not always the next bar.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fxgate.engine.replay import ReplayResult
+from fxgate.models._stats import strict_dumps
 
 __all__ = ["write_report"]
 
@@ -23,6 +26,12 @@ W, H, PAD = 860, 220, 40
 
 def _esc(x: Any) -> str:
     return html.escape(str(x))
+
+
+def _json_island(obj: Any) -> str:
+    """Strict JSON to embed in a ``<script type="application/json">``: the element's text is not HTML-decoded, so
+    the JSON is not HTML-escaped; ``<`` is written ``\\u003c`` so no ``</script>`` or ``<!--`` can occur in it."""
+    return strict_dumps(obj).replace("<", "\\u003c")
 
 
 def _scale(v: np.ndarray, lo: float, hi: float, a: float, b: float) -> np.ndarray:
@@ -71,27 +80,30 @@ def _price_chart(res: ReplayResult) -> str:
 def _equity_chart(res: ReplayResult) -> str:
     pips = np.array([t["pnl_pips"] for t in res.trades])
     if len(pips) == 0:
-        return _frame("Equity and drawdown (pips)", "", "no trades, so no equity curve")
+        return _frame("Equity and drawdown (pips × size)", "", "no trades, so no equity curve")
     eq = np.r_[0.0, np.cumsum(pips)]
     dd = eq - np.maximum.accumulate(eq)
     lo, hi = float(min(eq.min(), dd.min())), float(max(eq.max(), 0.0))
     xs = _scale(np.arange(len(eq), dtype=float), 0, max(1, len(eq) - 1), PAD, W - 10)
     body = _polyline(xs, _scale(eq, lo, hi, H - PAD, PAD), "#0969da") + _polyline(
         xs, _scale(dd, lo, hi, H - PAD, PAD), "#cf222e") + _axis_labels(lo, hi, "{:.1f}")  # fmt: skip
-    return _frame("Equity and drawdown (pips)", body, f"{len(pips)} trades; blue equity, red drawdown")
+    return _frame("Equity and drawdown (pips × size)", body, f"{len(pips)} trades of Decision.size units each, net "
+                  "of the full entry spread; blue equity, red drawdown")  # fmt: skip
 
 
 def _l1_arrays(res: ReplayResult) -> tuple[np.ndarray, np.ndarray]:
-    """Per replayed bar: the three Layer-1 P(up) (NaN if absent) and the realized direction of the next move."""
+    """Per replayed bar: the three Layer-1 P(up) (NaN if absent) and the realized direction of the move over the
+    configured horizon, ``sign(close[i + h] - close[i])`` (NaN where ``i + h`` is past the data)."""
     probs = np.full((len(res.decisions), 3), np.nan)
     for k, d in enumerate(res.decisions):
         det = d.layers[0].details
         if len(det) == 3:
             probs[k] = [x["p_up"] for x in det]
     c = res.bars.close
+    h = res.horizon
     i = res.start + np.arange(len(res.decisions))
-    nxt = np.where(i + 1 < len(c), c[np.minimum(i + 1, len(c) - 1)] - c[i], np.nan)
-    return probs, np.sign(nxt)
+    move = np.where(i + h < len(c), c[np.minimum(i + h, len(c) - 1)] - c[i], np.nan)
+    return probs, np.sign(move)
 
 
 def _reliability_chart(res: ReplayResult) -> str:
@@ -115,7 +127,8 @@ def _reliability_chart(res: ReplayResult) -> str:
                         f'fill="#0969da"/>')  # fmt: skip
             rows.append(f"{a:.2f}–{b:.2f}: {m.sum()} bars, hit rate {hit[m].mean():.3f}")
     return _frame("Reliability of Layer-1 confidence (mean of the three models)", "".join(body),
-                  "diagonal = perfectly calibrated. " + "; ".join(rows))  # fmt: skip
+                  f"direction of the move over {res.horizon} bar(s); diagonal = perfectly calibrated. "
+                  + "; ".join(rows))  # fmt: skip
 
 
 def _precision_coverage(res: ReplayResult) -> str:
@@ -141,7 +154,8 @@ def _precision_coverage(res: ReplayResult) -> str:
     cov, prec = np.array(pts).T
     body = _polyline(_scale(cov, 0, max(cov.max(), 1e-9), PAD, W - 10), _scale(prec, 0, 1, H - PAD, PAD), "#8250df")
     return _frame("Precision vs coverage of the Layer-1 rule (before costs)", body + _axis_labels(0, 1, "{:.0%}"),
-                  "x: share of bars on which the rule fires, y: direction precision; " + "; ".join(notes))  # fmt: skip
+                  f"x: share of bars on which the rule fires, y: precision of the direction over {res.horizon} "
+                  "bar(s); " + "; ".join(notes))  # fmt: skip
 
 
 def _module_rates(res: ReplayResult) -> str:
@@ -200,18 +214,30 @@ def write_report(res: ReplayResult, path: str | Path, config_hash: str = "") -> 
     warn = (f'<p class="warn">Disabled in every decision: {", ".join(disabled)}. Every decision below, signal or '
             f"not, was made without {'these layers' if len(disabled) > 1 else 'this layer'}.</p>"
             if disabled else "")  # fmt: skip
-    ci = m.get("precision_ci95") or [math.nan, math.nan]
+    ci = m.get("precision_ci95") or [None, None]
 
     def fmt(x: Any, f: str = "{:.3f}") -> str:
         return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f.format(x)
 
+    by = m.get("by_direction", {})
+    per_dir = "; ".join(f"{k} {fmt(v['precision'], '{:.1%}')} of {v['trades']} vs base {fmt(v['base_rate'], '{:.1%}')}"
+                        for k, v in by.items() if v["trades"])  # fmt: skip
     head = [("bars replayed", m["bars"]), ("signals", m["signals"]), ("coverage", fmt(m["coverage"], "{:.2%}")),
-            ("precision after spread", fmt(m["precision"], "{:.1%}") + (f" [{ci[0]:.1%}, {ci[1]:.1%}]"
-                                                                         if m["precision"] is not None else "")),
-            ("P&L (pips, after spread)", fmt(m["pnl_pips"], "{:.1f}")),
+            (f"precision after spread ({m.get('horizon', 1)}-bar trades)", fmt(m["precision"], "{:.1%}")
+             + (f" [{fmt(ci[0], '{:.1%}')}, {fmt(ci[1], '{:.1%}')}]" if m["precision"] is not None else "")),
+            ("base rate, same directions on every replayed bar", fmt(m.get("base_rate"), "{:.1%}")
+             + (f" ({per_dir})" if per_dir else "")),
+            ("P&L (pips × size, after spread)", fmt(m["pnl_pips"], "{:.1f}")),
             ("Sharpe per trade", fmt(m["sharpe_per_trade"])), ("Sharpe annualized", fmt(m["sharpe_annualized"])),
-            ("deflated Sharpe (1 trial)", fmt(m["deflated_sharpe"])),
-            ("max drawdown (pips)", fmt(m["max_drawdown_pips"], "{:.1f}"))]  # fmt: skip
+            ("probabilistic Sharpe, P(true Sharpe > 0); one configuration, no trials to deflate by",
+             fmt(m.get("probabilistic_sharpe"))),
+            ("max drawdown (pips × size)", fmt(m["max_drawdown_pips"], "{:.1f}"))]  # fmt: skip
+    notes = [f"Precision interval: {m['precision_ci95_method']}." if m.get("precision_ci95_method") else "",
+             f"Sharpe figures assume {m['sharpe_assumes']}." if m.get("sharpe_assumes") else ""]
+    bundle = m.get("bundle") or {}
+    skipped = (f'<p class="warn">The first {bundle["skipped_trained_bars"]} bars of the file are inside the bundle\'s '
+               "training window: they only warmed the gate's state (skip_trained_bars) and are not scored.</p>"
+               if bundle.get("skipped_trained_bars") else "")  # fmt: skip
     table = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in head)
     funnel = "".join(f"<tr><th>{_esc(k)} passed</th><td>{v}</td></tr>" for k, v in m["funnel_passed"].items())
     vetoes = "".join(f"<tr><th>{_esc(k)}</th><td>{v}</td></tr>" for k, v in list(m["first_veto"].items())[:15])
@@ -229,9 +255,10 @@ th,td{{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}} .note{{co
 <h1>fxgate replay — {_esc(b.symbol)} {_esc(b.timeframe)}</h1>
 <p>Out-of-sample bars {_esc(period)} · config {_esc(config_hash)} · the live <code>Gate.on_bar</code> loop run over
 history{" · interrupted, partial results" if m.get("interrupted") else ""}</p>
-{warn}
+{warn}{skipped}
 <p class="honest">{_esc(m["honesty"])}</p>
-<section><h2>Headline (out of sample)</h2><table>{table}</table></section>
+<section><h2>Headline (out of sample)</h2><table>{table}</table>
+<p class=note>{_esc(" ".join(x for x in notes if x))}</p></section>
 {_price_chart(res)}
 {_equity_chart(res)}
 <section><h2>Layer funnel</h2><table>{funnel}<tr><th>signals</th><td>{m["signals"]}</td></tr></table>
@@ -241,9 +268,9 @@ history{" · interrupted, partial results" if m.get("interrupted") else ""}</p>
 {_precision_coverage(res)}
 {_module_rates(res)}
 <section><h2>Latency per bar (µs)</h2><table><tr><th>layer</th><th>p50</th><th>p99</th></tr>{lat}</table></section>
-<script type="application/json" id="metrics">{html.escape(json.dumps(m, default=str))}</script>
+<script type="application/json" id="metrics">{_json_island(m)}</script>
 </body></html>
 """
-    p = Path(path)
-    p.write_text(doc)
-    return p
+    from fxgate.engine._atomic import write_text
+
+    return write_text(Path(path), doc)
