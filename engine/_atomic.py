@@ -16,6 +16,7 @@ writing, one whose run was killed (``running`` with a dead pid), and one holding
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -71,6 +72,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     compression from the extension behave as they would on the final name.
     """
     final = Path(path)
+    if not final.parent.is_dir():  # say so about the directory, not about a temporary name the user never chose
+        raise FileNotFoundError(errno.ENOENT, "no such directory (create it first)", str(final.parent))
+    if final.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file name", str(final))
     tmp = _temp_name(final)
     try:
         yield tmp

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
+from fxgate.engine._atomic import atomic_path, write_text
 from fxgate.engine._version import __version__
 from fxgate.engine.errors import FxgateError
 
@@ -20,6 +28,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (FxgateError, ValueError) as exc:
             click.secho("error: " + str(exc).replace("\n", "\n       "), fg="red", err=True)
+            ctx.exit(2)
+        except OSError as exc:  # a full disk, a permission, a path that is a directory: the file is in the message
+            click.secho(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), fg="red", err=True)
             ctx.exit(2)
 
 
@@ -106,10 +117,11 @@ def data_convert(
     bars = load_bars(file, format=fmt, symbol=symbol, tz=tz, policy=policy)  # type: ignore[arg-type]
     if to:
         bars = resample(bars, to)
-    if out.suffix.lower() == ".csv":
-        bars.to_csv(out)
-    else:
-        bars.to_parquet(out)
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() == ".csv":
+            bars.to_csv(tmp)
+        else:
+            bars.to_parquet(tmp)
     click.echo(f"wrote {out}: {bars!r}")
 
 
@@ -224,24 +236,122 @@ def config_init(path: Path, force: bool) -> None:
     """Write a commented default gate configuration to PATH (default gate.toml)."""
     from fxgate.engine.config import DEFAULT_TOML, load_config
 
+    if path.is_dir():
+        raise FxgateError(f"{path} is a directory. Fix: give a file name, e.g. {path / 'gate.toml'}")
     if path.exists() and not force:
         raise ValueError(f"{path} exists; pass --force to overwrite it")
-    path.write_text(DEFAULT_TOML)
+    write_text(path, DEFAULT_TOML)
     load_config(path)  # what we write must load
     click.echo(f"wrote {path}")
 
 
-_STOP = {"flag": False}
+@config_group.command("check")
+@click.argument("path", type=click.Path(path_type=Path), default=Path("gate.toml"))
+def config_check(path: Path) -> None:
+    """Load the gate configuration at PATH, as `fxgate replay --config` would, and say what it enables."""
+    from fxgate.engine.config import load_config
+
+    cfg = load_config(path)
+    on = {"L1": cfg.l1.enabled, "L4": cfg.l4.enabled, "L2": cfg.l2.enabled, "L3": cfg.l3.enabled}
+    layers = ", ".join(f"{k} {'on' if v else 'off'}" + (f" ({len(cfg.l4.modules)} modules)" if k == "L4" and v else "")
+                       for k, v in on.items())  # fmt: skip
+    click.echo(f"OK: {path}: config hash {cfg.hash}; {layers}; horizon {cfg.horizon} bar(s), spread {cfg.spread}")
 
 
-def _on_sigint(signum: int, frame: object) -> None:
-    _STOP["flag"] = True
+# ---------------------------------------------------------------------------------------------------------------
+# Interrupts. SIGINT (Ctrl-C) and SIGTERM (systemd, Docker, `kill`, tmux kill-session) ask a replay to stop after
+# the current bar; it then writes its partial results, marks run.json "interrupted" and exits 128 + the signal
+# (130, 143) so scripts notice. A second signal aborts at once without results (files already renamed into place
+# stay whole; temporaries are cleaned by the next run).
+
+
+class _Abort(BaseException):
+    """A second SIGINT/SIGTERM: stop now, write nothing more."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Stop:
+    """The first stop signal of one command; call it to ask whether to stop."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_Stop]:
+    """Catch SIGINT and SIGTERM for the duration of one command (the previous handlers come back after it)."""
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():  # signal handlers can only be set there
+        yield stop
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.signum is not None:
+            raise _Abort(signum)
+        stop.signum = signum
+        # os.write, not print: a handler may run while the main thread is inside a write to the same stream
+        os.write(2, f"\nfxgate: {signal.Signals(signum).name}: stopping after the current bar (a Layer-1 fit in "
+                    "progress finishes first), then writing partial results; send it again to abort without "
+                    "them\n".encode())  # fmt: skip
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    except _Abort as exc:
+        click.secho(f"aborted by a second {signal.Signals(exc.signum).name}", fg="red", err=True)
+        raise click.exceptions.Exit(128 + exc.signum) from None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# A worker process of `replay --jobs`: the parent's stop event and pid, and the first signal it got itself.
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(event: Any, parent_pid: int) -> None:
+    def handler(signum: int, frame: object) -> None:
+        if _WORKER["signum"] is None:
+            _WORKER["signum"] = signum
+
+    _WORKER.update(event=event, ppid=parent_pid, signum=None)
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    # the parent blocked both while it started us, so that none could arrive before these handlers
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _worker_orphaned() -> bool:
+    return os.getppid() != _WORKER["ppid"]  # the parent died (kill -9): nobody will record what we write
+
+
+def _worker_should_stop() -> bool:
+    return _WORKER["signum"] is not None or _WORKER["event"].is_set() or _worker_orphaned()
+
+
+def _replay_worker(path: str, config_path: str | None, bundle: str | None, out: str, load_kwargs: dict,
+                   probe_llm: bool) -> dict | None:  # fmt: skip
+    try:
+        r = _replay_one(path, config_path, bundle, out, load_kwargs, False, probe_llm,
+                        should_stop=_worker_should_stop, orphaned=_worker_orphaned)  # fmt: skip
+    except FxgateError as exc:  # re-raised plain: subclasses such as BarDataError(problems) do not unpickle whole
+        raise FxgateError(str(exc)) from None
+    if r is not None:
+        r["signum"] = _WORKER["signum"]
+    return r
 
 
 def _replay_one(path: str, config_path: str | None, bundle: str | None, out: str, load_kwargs: dict,
-                show_progress: bool, probe_llm: bool = False) -> dict:  # fmt: skip
-    """Replay one file into ``out`` (runs in a worker process with --jobs)."""
-    import signal
+                show_progress: bool, probe_llm: bool = False, *, should_stop: Callable[[], bool] = lambda: False,
+                orphaned: Callable[[], bool] = lambda: False) -> dict | None:  # fmt: skip
+    """Replay one file into ``out`` (in a worker process with --jobs). Every file goes in through a temporary name;
+    run.json is the caller's. Returns None, having written nothing, if ``orphaned()`` says nobody awaits it."""
     import time
 
     from fxgate.engine.config import load_config
@@ -249,7 +359,6 @@ def _replay_one(path: str, config_path: str | None, bundle: str | None, out: str
     from fxgate.engine.replay import replay, write_outputs
     from fxgate.engine.report import write_report
 
-    signal.signal(signal.SIGINT, _on_sigint)
     cfg = load_config(config_path)
     bars = load_bars(path, **load_kwargs)
     ens = None
@@ -269,15 +378,21 @@ def _replay_one(path: str, config_path: str | None, bundle: str | None, out: str
                 el = time.perf_counter() - t0
                 prog.update(task, completed=done, total=total, rate=f"{done / el:,.0f} bars/s" if el > 0 else "")
 
-            res = replay(bars, cfg, bundle=ens, progress=tick, should_stop=lambda: _STOP["flag"],
+            res = replay(bars, cfg, bundle=ens, progress=tick, should_stop=should_stop,
                          fit_progress=lambda msg: prog.update(task, description=msg))  # fmt: skip
             prog.update(task, description=f"replay {bars.symbol}", completed=len(res.decisions))
     else:
-        res = replay(bars, cfg, bundle=ens, should_stop=lambda: _STOP["flag"])
+        res = replay(bars, cfg, bundle=ens, should_stop=should_stop)
+    if orphaned():
+        return None
     files = write_outputs(res, out)
-    rep = write_report(res, Path(out) / "report.html", cfg.hash)
+    rep = Path(out) / "report.html"
+    with atomic_path(rep) as tmp:
+        write_report(res, tmp, cfg.hash)
     m = res.metrics
-    probe = _probe_llm(res, cfg, Path(out)) if probe_llm and (cfg.l2.enabled or cfg.l3.enabled) else None
+    probe = None
+    if probe_llm and (cfg.l2.enabled or cfg.l3.enabled) and not res.interrupted:
+        probe = _probe_llm(res, cfg, Path(out))
     return {"llm_layers": m.get("llm_layers", {}), "probe": probe, "file": path, "symbol": bars.symbol, "out": out,
             "report": str(rep), "files": files, "bars": m["bars"],
             "signals": m["signals"], "precision": m["precision"], "precision_ci95": m["precision_ci95"],
@@ -307,7 +422,7 @@ def _probe_llm(res: object, cfg: object, out: Path) -> dict | None:
     g.warm_up(bars[:pick])
     d = g.on_bar(bars[pick])
     g.close()
-    (out / "llm_probe.json").write_text(json.dumps(d.to_dict(), indent=1))
+    write_text(out / "llm_probe.json", json.dumps(d.to_dict(), indent=1))
     return {"ts": str(bars.times[pick])[:16], "L1": d.layer("L1").reason, "L2": d.layer("L2").reason,
             "L3": d.layer("L3").reason, "file": str(out / "llm_probe.json")}  # fmt: skip
 
@@ -330,6 +445,221 @@ def _print_summary(r: dict) -> None:
     click.echo(f"  report: {r['report']}")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Replay runs: output directories, run.json, parallel workers.
+
+
+@dataclass
+class _Job:
+    """One input file and the directory its outputs (and its run.json) go to."""
+
+    data: Path
+    out: Path
+    run: dict[str, Any] | None = None  # the run.json written at its start
+    result: dict[str, Any] | None = None
+    error: BaseException | None = None
+    status: str = "interrupted"  # until it is known to have completed or failed
+
+
+def _out_dirs(out: Path, data: tuple[Path, ...]) -> list[Path]:
+    """One output directory per input file: ``out`` itself for one file, else ``out/<stem>``. Files that share a
+    stem (``x/EURUSD.csv``, ``y/EURUSD.csv``) get their parent folders added (``EURUSD-x``, ``EURUSD-y``), or
+    their whole file names when they sit in one folder, so no two write into one directory."""
+    if len(data) == 1:
+        return [out]
+    first: dict[Path, Path] = {}
+    for p in data:
+        key = p.resolve()
+        if key in first:
+            raise FxgateError(f"--data {p}: the same file is given twice (also as {first[key]}). Fix: list each "
+                              "file once")  # fmt: skip
+        first[key] = p
+    names = [p.stem for p in data]
+    for stem in {n for n in names if names.count(n) > 1}:
+        idx = [i for i, n in enumerate(names) if n == stem]
+        parents = [data[i].resolve().parent.parts[1:] for i in idx]
+        for k in range(1, max(len(x) for x in parents) + 1):
+            cand = [stem + "-" + "-".join(x[-k:]) if x else stem for x in parents]
+            if len(set(cand)) == len(cand):
+                break
+        else:
+            cand = [data[i].name for i in idx]
+        for i, c in zip(idx, cand, strict=True):
+            names[i] = c
+    taken: set[str] = set()
+    for i, n in enumerate(names):  # a derived name can still meet another file's stem
+        c, k = n, 2
+        while c in taken:
+            c, k = f"{n}-{k}", k + 1
+        taken.add(c)
+        names[i] = c
+    return [out / n for n in names]
+
+
+def _check_out_path(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise FxgateError(f"--out {out}: is an existing file, not a directory. Fix: pass a directory path (it is "
+                          "created if missing)")  # fmt: skip
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FxgateError(f"--out {out}: {parent} is a file, so no directory can be made under it. Fix: "
+                                  "pass another path")  # fmt: skip
+            break
+
+
+def _check_data_file(p: Path) -> None:
+    if not p.exists():
+        raise FxgateError(f"{p}: no such file. Fix: check the path (relative paths start from the current "
+                          "directory)")  # fmt: skip
+    if not p.is_file():
+        raise FxgateError(f"{p}: is a directory, not a bar file. Fix: pass the file itself")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple | list):
+        return [_jsonable(x) for x in v]
+    return v if v is None or isinstance(v, bool | int | float | str) else str(v)
+
+
+def _run_replays(jobs: list[_Job], cfg: Any, config_path: Path | None, bundle: Path | None, load_kwargs: dict,
+                 n_jobs: int, force: bool, stop: _Stop, *, probe_llm: bool = False, extra_files: tuple[str, ...] = (),
+                 before: Callable[[], None] | None = None) -> None:  # fmt: skip
+    """Claim every output directory (run.json "running"), replay each file (in worker processes with
+    ``n_jobs`` > 1), write each run.json last, and exit 128 + the signal if a stop signal cut the run short.
+    ``cfg`` is the loaded ``config_path`` (loaded by the caller, so that a bad config fails before anything else)."""
+    import uuid
+
+    from fxgate.engine._atomic import OUTPUT_NAMES, check_run_dir, finish_run, start_run
+    from fxgate.engine._hash import file_sha256
+
+    ctx = click.get_current_context()
+    refusals = [r for j in jobs for r in check_run_dir(j.out).refusals]
+    if refusals and not force:
+        raise FxgateError("\n".join(refusals))  # before any work: nothing was loaded or written yet
+    for j in jobs:
+        _check_data_file(j.data)
+    record = {"id": uuid.uuid4().hex[:16], "command": ctx.command_path,
+              "options": {k: _jsonable(v) for k, v in ctx.params.items()}, "fxgate_version": __version__,
+              "config": str(config_path) if config_path else None, "config_hash": cfg.hash,
+              "bundle": str(bundle) if bundle else None}  # fmt: skip
+    written = (*OUTPUT_NAMES, *extra_files)
+    try:
+        for j in jobs:
+            data_rec = {"path": str(j.data.resolve()), "size": j.data.stat().st_size, "sha256": file_sha256(j.data)}
+            j.run, state = start_run(j.out, {**record, "data": data_rec}, force=force)
+            for msg in state.notes + (state.refusals if force else ()):
+                click.secho(("note: " if msg in state.notes else "--force: ") + msg, fg="yellow", err=True)
+        if before is not None:
+            before()
+        args = [(str(j.data), str(config_path) if config_path else None, str(bundle) if bundle else None,
+                 str(j.out), load_kwargs) for j in jobs]  # fmt: skip
+        if n_jobs == 1 or len(jobs) == 1:
+            for j, a in zip(jobs, args, strict=True):
+                # a signal before or during this file stops it after its first/current bar; later files are not run
+                try:
+                    j.result = _replay_one(*a, True, probe_llm, should_stop=stop)
+                except (FxgateError, ValueError, OSError) as exc:
+                    j.error, j.status = exc, "failed"
+                else:
+                    _print_summary(j.result)  # type: ignore[arg-type]
+                    j.status = "interrupted" if j.result["interrupted"] else "complete"  # type: ignore[index]
+                if stop():
+                    break
+        else:
+            _run_parallel(jobs, args, n_jobs, stop, probe_llm)
+    except _Abort as exc:
+        stop.signum = exc.signum
+        for j in jobs:
+            if j.run is not None and j.status != "complete":
+                j.status, j.error = "interrupted", exc
+    except BaseException as exc:  # a bug: record it in every unfinished run.json, then let it surface
+        for j in jobs:
+            if j.run is not None and j.status not in ("complete", "failed"):
+                finish_run(j.out, j.run, "failed", [n for n in written if (j.out / n).exists()],
+                           error=f"fxgate crashed: {type(exc).__name__}: {exc}")  # fmt: skip
+        raise
+    for j in jobs:
+        if j.run is None:
+            continue
+        err = None
+        if isinstance(j.error, _Abort):
+            err = f"aborted by a second {signal.Signals(j.error.signum).name}: no results were written"
+        elif j.error is not None:
+            err = str(j.error)
+        elif j.result is None:
+            err = "not run: stopped by a signal before this file's turn"
+        finish_run(j.out, j.run, j.status, [n for n in written if (j.out / n).exists()], error=err)
+    failed = [j for j in jobs if j.status == "failed"]
+    if failed:
+        if len(jobs) == 1:
+            raise failed[0].error  # type: ignore[misc]
+        raise FxgateError("\n".join(f"{j.data}: {j.error}" for j in failed))
+    signum = stop.signum or next((j.result.get("signum") for j in jobs if j.result and j.result.get("signum")), None)
+    if signum is None and any(j.status == "interrupted" for j in jobs):
+        signum = signal.SIGINT
+    if signum is not None:
+        click.secho(f"interrupted by {signal.Signals(signum).name}: partial results; each run.json says "
+                    "\"interrupted\"", fg="yellow", err=True)  # fmt: skip
+        ctx.exit(128 + signum)
+
+
+def _run_parallel(jobs: list[_Job], args: list[tuple], n_jobs: int, stop: _Stop, probe_llm: bool) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, ProcessPoolExecutor, wait
+
+    # spawn, not fork: forking a process whose OpenMP/numba thread pools are running can deadlock the children
+    mp = multiprocessing.get_context("spawn")
+    event = mp.Event()
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    # Blocked while the workers start, so that they inherit the mask and no signal reaches one before its handler
+    # (a KeyboardInterrupt traceback from a half-started worker); a signal meanwhile waits, then reaches our handler.
+    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    unblocked = False
+    pool = ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs)), mp_context=mp, initializer=_worker_init,
+                               initargs=(event, os.getpid()))  # fmt: skip
+    try:
+        futs = {pool.submit(_replay_worker, *a, probe_llm): j for a, j in zip(args, jobs, strict=True)}
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
+        unblocked = True
+        pending = set(futs)
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            if stop() and not event.is_set():
+                event.set()  # every worker stops after its current bar and writes its partial results
+                for f in pending:
+                    f.cancel()  # files not started yet are not started
+            for f in done:
+                j = futs[f]
+                if f.cancelled():
+                    continue
+                try:
+                    j.result = f.result()
+                except (FxgateError, ValueError, OSError) as exc:
+                    j.error, j.status = exc, "failed"
+                    continue
+                except BrokenExecutor:
+                    if stop():  # a worker hit by the signal as it started: interrupted, not a failure
+                        continue
+                    j.status = "failed"
+                    j.error = FxgateError("its worker process died (killed, or out of memory). Fix: retry with "
+                                          "fewer --jobs")  # fmt: skip
+                    continue
+                _print_summary(j.result)  # type: ignore[arg-type]
+                j.status = "interrupted" if j.result["interrupted"] else "complete"  # type: ignore[index]
+        pool.shutdown(wait=True)
+    except BaseException:
+        event.set()
+        for p in list((getattr(pool, "_processes", None) or {}).values()):  # abort: no worker outlives us
+            with contextlib.suppress(Exception):
+                p.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        if not unblocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
+
+
 @cli.command("replay")
 @click.option(
     "--data",
@@ -340,7 +670,8 @@ def _print_summary(r: dict) -> None:
     help="Bar file; repeat for several pairs.",
 )
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="gate.toml")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output directory (one sub-directory per file when several are given).")  # fmt: skip
 @click.option(
     "--bundle",
     type=click.Path(path_type=Path),
@@ -348,36 +679,74 @@ def _print_summary(r: dict) -> None:
     help="A fitted Layer-1 bundle (refused if its training window overlaps the replay). Default: walk-forward refits.",
 )
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Files replayed in parallel.")
+@click.option("--force", is_flag=True,
+              help="Write into --out even if its run.json says another run is in progress or its files do not match.")
 @_load_options
 def replay_cmd(data: tuple[Path, ...], config_path: Path | None, out: Path, bundle: Path | None, jobs: int,
-               fmt: str, tz: str | None, symbol: str | None, policy: str) -> None:  # fmt: skip
-    """Stream bars through Gate.on_bar and write decisions.parquet, trades.csv, metrics.json and report.html."""
-    import signal
-    from concurrent.futures import ProcessPoolExecutor
+               force: bool, fmt: str, tz: str | None, symbol: str | None, policy: str) -> None:  # fmt: skip
+    """Stream bars through Gate.on_bar and write decisions.parquet, trades.csv, metrics.json, report.html and, last,
+    run.json (the run's id, config hash, data sha256, status, and every file's size and sha256).
 
-    load_kwargs = {"format": fmt, "tz": tz, "symbol": symbol, "policy": policy}
-    outs = [str(out) if len(data) == 1 else str(out / p.stem) for p in data]
-    if jobs == 1 or len(data) == 1:
-        for p, o in zip(data, outs, strict=True):
-            _print_summary(_replay_one(str(p), str(config_path) if config_path else None,
-                                       str(bundle) if bundle else None, o, load_kwargs, True))  # fmt: skip
-        return
-    import multiprocessing
+    Ctrl-C or SIGTERM stops after the current bar and writes partial results (exit status 130 or 143). A directory
+    whose run.json shows a run still in progress, or files that do not match it, is refused unless --force.
+    """
+    from fxgate.engine.config import load_config
 
-    signal.signal(signal.SIGINT, _on_sigint)
-    # spawn, not fork: forking a process whose OpenMP/numba thread pools are running can deadlock the children
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futs = [pool.submit(_replay_one, str(p), str(config_path) if config_path else None,
-                            str(bundle) if bundle else None, o, load_kwargs, False)
-                for p, o in zip(data, outs, strict=True)]  # fmt: skip
-        for f in futs:
-            _print_summary(f.result())
+    with _stop_on_signals() as stop:
+        _check_out_path(out)  # an existing file: refused at once, before the config or any bar is read
+        cfg = load_config(config_path)
+        outs = _out_dirs(out, data)
+        if len(data) > 1:
+            for p, o in zip(data, outs, strict=True):
+                if o.name != p.stem:
+                    click.echo(f"{p} -> {o} (another --data file has the stem {p.stem!r})")
+        jobs_list = [_Job(p, o) for p, o in zip(data, outs, strict=True)]
+        load_kwargs = {"format": fmt, "tz": tz, "symbol": symbol, "policy": policy}
+        _run_replays(jobs_list, cfg, config_path, bundle, load_kwargs, jobs, force, stop)
+
+
+def _toml_set(text: str, section: str | None, key: str, value: str) -> str:
+    """``text`` with the value of ``key`` in ``[section]`` (None: the top level) replaced, its comment kept."""
+    import re
+
+    lines = text.split("\n")
+    cur: str | None = None
+    for i, line in enumerate(lines):
+        head = re.match(r"^\[([^\]]+)\]", line)
+        if head:
+            cur = head.group(1).strip()
+            continue
+        m = re.match(rf"^({re.escape(key)}\s*=\s*)(\"[^\"]*\"|[^\s#]+)(.*)$", line)
+        if m and cur == section:
+            pad = max(1, len(m.group(2)) + len(m.group(3)) - len(m.group(3).lstrip()) - len(value))
+            rest = m.group(3).lstrip()
+            lines[i] = m.group(1) + value + (" " * pad + rest if rest else "")
+            return "\n".join(lines)
+    raise RuntimeError(f"fxgate bug: DEFAULT_TOML has no {key!r} in [{section or 'top level'}]")
+
+
+def _demo_config(llm: bool, where: str) -> tuple[str, Any]:
+    """The demo's gate.toml: the commented defaults with a 0.8-pip spread and, with ``llm``, layers 2 and 3 on the
+    nano model (else off). Returns the text and the config it loads as (checked: the defaults file may change)."""
+    import tomllib
+
+    from fxgate.engine.config import DEFAULT_TOML, config_from_dict
+
+    text = _toml_set(DEFAULT_TOML, None, "spread", "0.00008")
+    text = _toml_set(text, "llm", "model", '"nano"' if llm else '""')
+    for layer in ("l2", "l3"):
+        text = _toml_set(text, layer, "enabled", "true" if llm else "false")
+    cfg = config_from_dict(tomllib.loads(text), where)
+    if (cfg.spread, cfg.llm.model, cfg.l2.enabled, cfg.l3.enabled) != (0.00008, "nano" if llm else "", llm, llm):
+        raise RuntimeError("fxgate bug: the demo's gate.toml does not load as the demo's settings")
+    return text, cfg
 
 
 @cli.command("demo")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fxgate-demo"), show_default=True)
 @click.option("--no-llm", is_flag=True, help="Replay layers 1 and 4 only (no nano model, no torch needed).")
-def demo_cmd(out: Path, no_llm: bool) -> None:
+@click.option("--force", is_flag=True, help="Write into --out even if its run.json does not match its files.")
+def demo_cmd(out: Path, no_llm: bool, force: bool) -> None:
     """Replay the bundled EURUSD H1 sample walk-forward through all four layers and write the report.
 
     The sample has no spread column: costs assume a 0.8-pip EURUSD spread. Layer 1 is refit on all earlier bars
@@ -385,27 +754,22 @@ def demo_cmd(out: Path, no_llm: bool) -> None:
     random weights, built on first use — which shows the machinery, not a trading edge: point [llm] model at a
     trained GGUF for that.
     """
-    from fxgate.engine.config import DEFAULT_TOML
     from fxgate.engine.loader import sample_path
 
-    out.mkdir(parents=True, exist_ok=True)
+    text, cfg = _demo_config(llm=not no_llm, where=str(out / "gate.toml"))
     cfg_path = out / "gate.toml"
-    text = DEFAULT_TOML.replace("spread = 0.0 ", "spread = 0.00008", 1)
-    if not no_llm:
-        text = (text.replace('model = ""           # path', 'model = "nano"       # path', 1)
-                .replace("[l2]                 # LLM judge: same direction as Layer 1 and certainty >= threshold\n"
-                         "enabled = false", "[l2]                 # LLM judge: same direction as Layer 1 and certainty "
-                         ">= threshold\nenabled = true", 1)
-                .replace("enabled = false      # and the risk manager", "enabled = true       # and the risk "
-                         "manager", 1))  # fmt: skip
-    cfg_path.write_text(text)
-    click.echo(f"demo: bundled EURUSD H1 sample ({sample_path()}), config {cfg_path}")
-    if not no_llm:
-        click.echo("demo: layers 2 and 3 use the nano LLM (random weights: it exercises the machinery; its verdicts "
-                   "are noise)")  # fmt: skip
-    r = _replay_one(str(sample_path()), str(cfg_path), None, str(out), {"symbol": "EURUSD"}, True,
-                    probe_llm=not no_llm)  # fmt: skip
-    _print_summary(r)
+    with _stop_on_signals() as stop:
+        _check_out_path(out)
+
+        def announce() -> None:
+            write_text(cfg_path, text)
+            click.echo(f"demo: bundled EURUSD H1 sample ({sample_path()}), config {cfg_path}")
+            if not no_llm:
+                click.echo("demo: layers 2 and 3 use the nano LLM (random weights: it exercises the machinery; its "
+                           "verdicts are noise)")  # fmt: skip
+
+        _run_replays([_Job(sample_path(), out)], cfg, cfg_path, None, {"symbol": "EURUSD"}, 1, force, stop,
+                     probe_llm=not no_llm, extra_files=("gate.toml",), before=announce)  # fmt: skip
 
 
 @cli.group("train")
@@ -492,7 +856,7 @@ def train_formulas_cmd(list_: bool, out: Path | None) -> None:
                    f"{sum(v['computable'] for v in c.values()):>12}")  # fmt: skip
     if out is not None:
         s = sft_samples()
-        out.write_text("".join(json.dumps(x) + "\n" for x in s))
+        write_text(out, "".join(json.dumps(x) + "\n" for x in s))
         click.echo(f"wrote {len(s)} samples to {out}")
 
 
@@ -516,7 +880,7 @@ def train_eval_cmd(model: Path, data: Path, threshold: float, limit: int | None,
     if r["errors"]:
         click.echo(f"no usable answer: {r['errors']}")
     if json_out is not None:
-        json_out.write_text(json.dumps(r, indent=1))
+        write_text(json_out, json.dumps(r, indent=1))
         click.echo(f"wrote {json_out}")
 
 
@@ -599,7 +963,7 @@ def bench_cmd(out: Path, only: tuple[str, ...]) -> None:
         lines.append("| " + " | ".join(str(r[k]) for k in head[:-1]) + f" | {met} |")
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     text = f"`fxgate bench` ({stamp}, {len(scripts)} scripts)\n\n" + "\n".join(lines) + "\n"
-    (out / "SUMMARY.md").write_text(text)
+    write_text(out / "SUMMARY.md", text)
     click.echo("\n" + text)
 
 

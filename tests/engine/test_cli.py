@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -97,12 +98,20 @@ def test_replay_writes_every_output_and_refuses_an_overlapping_bundle(tmp_path):
     data = tmp_path / "EURUSD.csv"
     sample_bars()[:2500].to_csv(data)
     cfg = tmp_path / "gate.toml"
-    cfg.write_text("spread = 0.00008\n[replay]\ntrain_bars = 2000\nwindow_bars = 300\nn_estimators = 20\nfolds = 1\n")
+    cfg.write_text("spread = 0.00008\n[l2]\nenabled = false\n[l3]\nenabled = false\n"
+                   "[replay]\ntrain_bars = 2000\nwindow_bars = 300\nn_estimators = 20\nfolds = 1\n")  # fmt: skip
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, ["replay", "--data", str(data), "--config", str(cfg), "--out", str(out)])
     assert r.exit_code == 0, r.output
     for f in ("decisions.parquet", "trades.csv", "metrics.json", "report.html"):
         assert (out / f).exists(), f
+    run = json.loads((out / "run.json").read_text())  # written last, naming every file with its size and sha256
+    assert run["status"] == "complete" and sorted(run["files"]) == sorted(
+        ["decisions.parquet", "trades.csv", "metrics.json", "report.html"])  # fmt: skip
+    for f, want in run["files"].items():
+        assert want == {"size": (out / f).stat().st_size, "sha256": hashlib.sha256((out / f).read_bytes()).hexdigest()}
+    assert run["data"]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert sorted(p.name for p in out.iterdir()) == sorted([*run["files"], "run.json"])  # no temporaries left
     m = json.loads((out / "metrics.json").read_text())
     assert m["bars"] == 500 and len(m["refits"]) == 2 and m["disabled_layers"] == ["L2", "L3"]
     assert len(pd.read_parquet(out / "decisions.parquet")) == 500
@@ -148,3 +157,46 @@ def test_replay_jobs_runs_pairs_in_parallel_processes(tmp_path):
     for sym in ("EURUSD", "GBPUSD"):
         assert json.loads((out / sym / "metrics.json").read_text())["bars"] == 300
         assert f"{sym}: 300 bars replayed" in r.output
+
+
+def test_config_check_loads_the_file_and_names_what_it_enables(tmp_path):
+    from fxgate.engine.config import load_config
+
+    p = tmp_path / "gate.toml"
+    p.write_text('horizon = 3\n[l2]\nenabled = false\n[l3]\nenabled = false\n[l4]\nmodules = ["vpin", "bocpd"]\n')
+    r = CliRunner().invoke(cli, ["config", "check", str(p)])
+    assert r.exit_code == 0, r.output
+    assert f"config hash {load_config(p).hash}" in r.output
+    assert "L1 on, L4 on (2 modules), L2 off, L3 off" in r.output and "horizon 3 bar(s)" in r.output
+    r = CliRunner().invoke(cli, ["config", "check", str(tmp_path / "missing.toml")])
+    assert r.exit_code == 2 and "missing.toml: cannot read" in r.output
+
+
+def test_config_init_into_a_directory_is_a_clean_error(tmp_path):
+    r = CliRunner().invoke(cli, ["config", "init", str(tmp_path), "--force"])
+    assert r.exit_code == 2 and "is a directory" in r.output and isinstance(r.exception, SystemExit)
+
+
+def test_an_output_in_a_missing_directory_is_a_clean_error(tmp_path):
+    from fxgate.engine import sample_path
+
+    out = tmp_path / "no" / "such" / "x.csv"
+    r = CliRunner().invoke(cli, ["data", "convert", str(sample_path()), "--out", str(out)])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert f"no such directory (create it first): {out.parent}" in r.output
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("llm", [True, False])
+def test_demo_config_sets_spread_and_the_llm_layers_whatever_the_defaults_say(llm):
+    import tomllib
+
+    from fxgate.engine.cli import _demo_config
+
+    text, cfg = _demo_config(llm=llm, where="gate.toml")
+    raw = tomllib.loads(text)  # read back with the TOML parser, not with fxgate's config code
+    assert raw["spread"] == 0.00008
+    assert raw["l2"]["enabled"] is llm and raw["l3"]["enabled"] is llm
+    assert raw["llm"]["model"] == ("nano" if llm else "")
+    assert cfg.l2.enabled is llm and cfg.l3.enabled is llm
+    assert text.count("# path to a .gguf file") == 1  # comments kept
