@@ -296,7 +296,17 @@ class _Spec:
 
 
 class LlmRuntime:
-    """One GGUF model, loaded once, used by one worker thread (llama.cpp contexts are not thread-safe)."""
+    """One GGUF model, loaded once, used by one worker thread (llama.cpp contexts are not thread-safe).
+
+    Thread safety: any number of caller threads may call :meth:`build`, :meth:`generate`, :meth:`tokenize` and
+    :meth:`forget_prefixes` at once (the gate runs the LLM layers of concurrent ``on_bar`` calls outside its own
+    lock). Everything that touches the llama.cpp context (evaluation, sampling, the KV cache, the saved prefix
+    states in ``_states``) runs on the single worker thread, so calls are serialized there and each caller gets the
+    answer its own prompt gives. Callers tokenize on their own thread (``llama_tokenize`` reads only the vocabulary,
+    never the context, and releases the GIL), so building a prompt never waits for a generation in flight. The state
+    shared between threads is the token cache and the ``stats`` counters, each behind its own lock that is never
+    held across a llama.cpp call, and the verdict cache (:class:`VerdictCache` serializes its SQLite connection).
+    """
 
     def __init__(self, settings: LlmSettings, *, cache: VerdictCache | None = None) -> None:
         self.settings = settings
@@ -328,7 +338,10 @@ class LlmRuntime:
                                      f"with fxgate.training.export, or set [llm] chat_template to the model's "
                                      f"Jinja template file")  # fmt: skip
             self.chat_template = ct
-        self._tokens: OrderedDict[str, list[int]] = OrderedDict()
+        self._tokens: OrderedDict[str, list[int]] = OrderedDict()  # LRU; shared by callers and the worker
+        self._tokens_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self.stats = {"calls": 0, "timeouts": 0, "state_restores": 0, "state_saves": 0}
         self.bos_id, self.eos_id = self.llm.token_bos(), self.llm.token_eos()
         self.bos_token = self._piece(self.bos_id)
         self.eos_token = self._piece(self.eos_id)
@@ -336,8 +349,7 @@ class LlmRuntime:
         self.think_end_id = ids[0] if len(ids) == 1 else None
         self.cache = cache
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fxgate-llm")
-        self._states: OrderedDict[bytes, tuple[int, bytes, Any]] = OrderedDict()
-        self.stats = {"calls": 0, "timeouts": 0, "state_restores": 0, "state_saves": 0}
+        self._states: OrderedDict[bytes, tuple[int, bytes, Any]] = OrderedDict()  # worker thread only
 
     # tokens ------------------------------------------------------------------------------------------------------
     def _piece(self, tok: int) -> str:
@@ -349,14 +361,20 @@ class LlmRuntime:
         """Token ids of ``text`` with special tokens parsed and no BOS added (chat templates write their own).
         The last few results are kept: a call tokenizes the prompt its budget check already counted, and every call
         of a template shares its static prefix. Do not modify the returned list."""
-        ids = self._tokens.get(text)
-        if ids is None:
-            ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        # Caller threads (build) and the worker (_run) share the cache: without the lock, another thread can evict
+        # the entry between the lookup and move_to_end (a KeyError that fails the call closed). The lock is not
+        # held while llama.cpp tokenizes: two threads missing the same text both tokenize it, with the same result.
+        with self._tokens_lock:
+            ids = self._tokens.get(text)
+            if ids is not None:
+                self._tokens.move_to_end(text)
+                return ids
+        ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        with self._tokens_lock:
             self._tokens[text] = ids
+            self._tokens.move_to_end(text)
             while len(self._tokens) > 32:
                 self._tokens.popitem(last=False)
-        else:
-            self._tokens.move_to_end(text)
         return ids
 
     def count_tokens(self, text: str) -> int:
@@ -398,7 +416,7 @@ class LlmRuntime:
         except FutureTimeout:
             spec.cancel.set()
             fut.cancel()  # a call still queued behind another never starts
-            self.stats["timeouts"] += 1
+            self._count("timeouts")
             raise LlmError(f"generation timed out after {timeout:g} s ([llm] timeout_s)") from None
         except _Cancelled:  # pragma: no cover - only after a timeout, which is handled above
             raise LlmError("generation cancelled") from None
@@ -413,8 +431,12 @@ class LlmRuntime:
             self.cache.put(key, g.to_dict())  # type: ignore[union-attr]
         return g
 
+    def _count(self, name: str) -> None:
+        with self._stats_lock:  # callers count timeouts, the worker counts calls, restores and saves
+            self.stats[name] += 1
+
     def _run(self, prompt: RenderedPrompt, spec: _Spec, t_submit: float) -> Generation:
-        self.stats["calls"] += 1
+        self._count("calls")
         if spec.cancel.is_set():
             raise _Cancelled
         llm = self.llm
@@ -507,13 +529,13 @@ class LlmRuntime:
                 self._states.move_to_end(key)
                 self._load_seq(st)
                 common, how = static_len, "state"
-                self.stats["state_restores"] += 1
+                self._count("state_restores")
             else:
                 llm.n_tokens = min(common, static_len)
                 evaluated += static_len - llm.n_tokens
                 self._eval(tokens[llm.n_tokens : static_len], cancel)
                 self._states[key] = self._save_seq()
-                self.stats["state_saves"] += 1
+                self._count("state_saves")
                 while len(self._states) > self.settings.prefix_states:
                     self._states.popitem(last=False)
                 common = static_len
@@ -541,7 +563,11 @@ class LlmRuntime:
         llm.n_tokens = n_tokens
 
     def forget_prefixes(self) -> None:
-        """Drop the saved prefix states and the context (the next call runs cold)."""
+        """Drop the saved prefix states and the context (the next call runs cold). Runs on the worker, after the
+        calls already queued: resetting the context under a generation in flight would corrupt it."""
+        self._pool.submit(self._forget).result()
+
+    def _forget(self) -> None:
         self._states.clear()
         self.llm.n_tokens = 0
 

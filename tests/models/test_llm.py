@@ -8,6 +8,7 @@ import json
 import re
 import threading
 import time
+from collections import OrderedDict
 
 import jsonschema
 import pytest
@@ -137,18 +138,36 @@ def test_identical_inputs_give_identical_verdicts_cold_warm_and_restored(nano, r
     assert outs[0] == outs[1]
 
 
-def test_prefix_state_restore_gives_the_same_answer(rt, rng):
+def test_prefix_state_restore_gives_the_same_answer(nano, rng):
+    """judge -> bull -> judge on one runtime: the bull call replaces the context, so the second judge call must
+    restore the judge's static prefix from its saved KV state (not find it in the context, not re-evaluate it).
+    The restored call evaluates exactly the dynamic part — its length counted with the Hugging Face tokenizer — and
+    answers exactly what the first, fully evaluated call answered."""
+    from fxgate.training.export import load_tokenizer
+
+    hf = load_tokenizer(nano["hf"])
+    r = LlmRuntime(LlmSettings(model=str(nano["q8"]), n_ctx=4096, n_threads=2))
     judge, bull = load_template("judge.v1"), load_template("bull.v1")
     v1 = values(rng)
-    g = {}
+    g, restores = {}, {}
     for name, tpl in (("judge1", judge), ("bull", bull), ("judge2", judge)):
-        p = rt.build(tpl, v1, think_budget=8, answer_budget=512)
+        p = r.build(tpl, v1, think_budget=8, answer_budget=512)
         kind = "judge" if tpl is judge else "bull"
-        g[name] = rt.generate(p, kind=kind, think_budget=8, answer_budget=512, grammar=grammar_for(kind),
-                              use_cache=False)  # fmt: skip
-    # judge -> bull -> judge: the judge's static prefix comes back from its saved KV state
-    assert g["judge2"].prefix in ("state", "kv") and g["judge2"].n_prompt_evaluated < g["judge2"].n_prompt
+        before = r.stats["state_restores"]
+        g[name] = r.generate(p, kind=kind, think_budget=8, answer_budget=512, grammar=grammar_for(kind),
+                             use_cache=False)  # fmt: skip
+        restores[name] = r.stats["state_restores"] - before
+    p = r.build(judge, v1, think_budget=8, answer_budget=512)
+    full = hf(p.text, add_special_tokens=False)["input_ids"]
+    pre = hf(p.prefix_text, add_special_tokens=False)["input_ids"]
+    static_len = next((i for i, (a, b) in enumerate(zip(full, pre, strict=False)) if a != b), min(len(full), len(pre)))
+    assert 0 < static_len < len(full)
+    assert g["judge1"].prefix == "cold" and g["judge1"].n_prompt_evaluated == len(full)
+    assert restores == {"judge1": 0, "bull": 0, "judge2": 1}
+    assert g["judge2"].prefix == "state" and g["judge2"].n_prompt == len(full)
+    assert g["judge2"].n_prompt_evaluated == len(full) - static_len  # the static prefix was not run again
     assert (g["judge2"].think, g["judge2"].answer) == (g["judge1"].think, g["judge1"].answer)
+    r.close()
 
 
 def test_verdict_cache_hits_and_misses(nano, tmp_path, rng):
@@ -177,20 +196,35 @@ def test_verdict_cache_hits_and_misses(nano, tmp_path, rng):
 
 
 # -- faults -------------------------------------------------------------------------------------------------------
-def test_timeout_fails_closed_and_the_runtime_recovers(nano, rng):
+def test_timeout_fails_closed_and_the_runtime_recovers(nano, rng, monkeypatch):
     r = LlmRuntime(LlmSettings(model=str(nano["q8"]), n_ctx=4096, n_threads=1, timeout_s=0.05))
-    slow = Judge(r, think_budget=3000)  # thousands of reasoning tokens: cannot finish in 50 ms
+    release, evals = threading.Event(), []
+    real_eval = r.llm.eval
+
+    def eval_(tokens):  # the first llama.cpp evaluation blocks until the test releases it
+        evals.append(len(tokens))
+        if len(evals) == 1:
+            release.wait(30)
+        return real_eval(tokens)
+
+    monkeypatch.setattr(r.llm, "eval", eval_)
+    slow = Judge(r, think_budget=3000)
     vals = values(rng)
-    t0 = time.perf_counter()
     v = slow.judge(vals, "BUY")
-    waited = time.perf_counter() - t0
+    # the caller got its verdict while the worker is provably still inside the call: released at the deadline
+    assert not release.is_set() and len(evals) == 1
     assert not v.passed and "timed out after 0.05 s" in v.reason and r.stats["timeouts"] == 1
-    assert waited < 2.0  # the caller is released at the deadline, not when the model finishes
-    # the next call waits for the cancelled one to stop, then runs normally, and equals a fresh runtime's answer
+    release.set()
+    r.forget_prefixes()  # runs on the worker after the cancelled call has stopped
+    # it stopped at its next step: no evaluation after the blocked one (none of the prompt's other chunks, none of
+    # its 3000 think tokens)
+    assert len(evals) == 1
+    # the next call runs normally and equals a fresh runtime's answer
     ok = Judge(r, think_budget=8).judge(vals, "BUY", timeout_s=30)
+    assert ok.generation is not None and ok.generation.prefix == "cold"
     fresh = LlmRuntime(LlmSettings(model=str(nano["q8"]), n_ctx=4096, n_threads=1))
     ref = Judge(fresh, think_budget=8).judge(vals, "BUY")
-    assert ok.generation is not None and ok.generation.answer == ref.generation.answer
+    assert ok.generation.answer == ref.generation.answer
     r.close()
     fresh.close()
 
@@ -265,19 +299,197 @@ def test_templates_are_validated(tmp_path):
         load_template("jduge.v1")
 
 
-def test_a_call_in_flight_does_not_block_other_threads(rt, rng):
-    """llama.cpp releases the GIL: Python work on another thread keeps going during a generation."""
+# -- threads ------------------------------------------------------------------------------------------------------
+def test_a_call_in_flight_does_not_block_other_threads(nano, rng, monkeypatch):
+    """While llama.cpp evaluates a prompt, another Python thread runs — and can use the runtime's token cache.
+
+    Counting a busy thread's progress over the whole call cannot tell a released GIL from a held one: CPython hands
+    a held GIL to a waiting thread every ``sys.getswitchinterval()`` (5 ms) at the holder's next bytecode, so the
+    other thread progresses either way. What only a release allows is progress *inside* one native call. So each
+    ``llama_decode`` call is bracketed (the ``inside`` flag is set just before the native call starts — no thread
+    switch can happen between the two — and cleared when it returns), and a probe thread that wakes every 0.5 ms
+    records which calls it saw in progress, and when. With the GIL held, the probe can run during a call only at its
+    end (the holder may switch threads after the native call returns and before it clears the flag), for about one
+    switch interval; so a call counts as "run through" only if the probe ran in it over a span of at least half
+    the call, and the calls are made long (a 1,500-token transcript evaluated in one batch: hundreds of ms)."""
+    import llama_cpp.llama_cpp as lc
+
+    r = LlmRuntime(LlmSettings(model=str(nano["q8"]), n_ctx=4096, n_threads=1, n_batch=4096))
+    real_decode = lc.llama_decode
+    state = {"inside": 0, "n": 0}
+    windows: dict[int, list[float]] = {}  # call number -> [start, end]
+
+    def decode(ctx, batch):
+        n = state["n"] = state["n"] + 1
+        windows[n] = [time.perf_counter(), 0.0]
+        state["inside"] = n
+        try:
+            return real_decode(ctx, batch)
+        finally:
+            state["inside"] = 0
+            windows[n][1] = time.perf_counter()
+
+    monkeypatch.setattr(lc, "llama_decode", decode)
+    probe_text = "the probe's own text"
+    r.count_tokens(probe_text)
+    seen: dict[int, list[float]] = {}  # call number -> times the probe ran while it was in progress
     done = threading.Event()
-    ticks = 0
 
-    def work() -> None:
-        nonlocal ticks
+    def probe() -> None:
         while not done.is_set():
-            ticks += 1
+            time.sleep(0.0005)
+            r.count_tokens(probe_text)  # the token cache's lock must not be held across a native call
+            n = state["inside"]
+            if n:
+                seen.setdefault(n, []).append(time.perf_counter())
 
-    th = threading.Thread(target=work)
+    transcript = " ".join(f"Round {i}, bear: the spread widens to {i / 7:.3f} pips" for i in range(60))
+    prompts = [r.build(load_template("bull.v1"), dict(values(rng), transcript=transcript), think_budget=2,
+                       answer_budget=256) for _ in range(3)]  # fmt: skip
+    th = threading.Thread(target=probe)
     th.start()
-    Judge(rt, think_budget=300).judge(values(rng), "BUY", timeout_s=60)
-    done.set()
-    th.join()
-    assert ticks > 1000
+    try:
+        for p in prompts:
+            r.forget_prefixes()  # cold: the long dynamic part is one native call per prompt
+            g = r.generate(p, kind="bull", think_budget=2, answer_budget=256, grammar=grammar_for("bull"),
+                           timeout_s=120)  # fmt: skip
+            assert g.n_prompt > 1500
+    finally:
+        done.set()
+        th.join()
+    longest = sorted(windows, key=lambda n: windows[n][0] - windows[n][1])[:3]  # the three prompt evaluations
+    spans = [(max(seen.get(n, [0.0])) - min(seen.get(n, [0.0]))) / (windows[n][1] - windows[n][0]) for n in longest]
+    assert all(s >= 0.5 for s in spans), f"share of each long llama_decode call the probe thread ran through: {spans}"
+    r.close()
+
+
+def test_forget_prefixes_waits_for_the_call_in_flight(nano, rng, monkeypatch):
+    """Regression (#12.11): ``forget_prefixes`` from another thread used to reset the llama.cpp context at once,
+    under a generation in flight (its next tokens then went to position 0 of an emptied context). It now runs on
+    the worker after that call. The call is held at its first reasoning step until the test releases it."""
+    r = LlmRuntime(LlmSettings(model=str(nano["q8"]), n_ctx=4096, n_threads=1))
+    judge = Judge(r, think_budget=8)
+    vals = values(rng)
+    ref = judge.judge(vals, "BUY").generation  # single-threaded, cold
+    r.forget_prefixes()
+    entered, release = threading.Event(), threading.Event()
+    real_eval = r.llm.eval
+
+    def eval_(tokens):
+        if len(tokens) == 1 and not entered.is_set():  # the prompt is in; the first think token comes next
+            entered.set()
+            release.wait(30)
+        return real_eval(tokens)
+
+    monkeypatch.setattr(r.llm, "eval", eval_)
+    out: dict = {}
+    a = threading.Thread(target=lambda: out.setdefault("a", judge.judge(vals, "BUY", timeout_s=60)))
+    a.start()
+    assert entered.wait(30)
+    f = threading.Thread(target=r.forget_prefixes)
+    f.start()
+    f.join(0.3)
+    still_waiting = f.is_alive()  # the call is held mid-generation: the reset must not have run yet
+    release.set()
+    a.join(60)
+    f.join(60)
+    assert still_waiting
+    g = out["a"].generation
+    assert g is not None and (g.prefix, g.think, g.answer) == ("cold", ref.think, ref.answer)
+    assert judge.judge(vals, "BUY").generation.prefix == "cold"  # and the reset did happen, after the call
+    r.close()
+
+
+def test_token_cache_survives_an_eviction_between_lookup_and_reuse(nano):
+    """Regression (#12.11): caller threads (building prompts) and the worker share the token cache. Thread A finds a
+    cached text and is paused, by a hook on the cache's lookup, before it marks the entry as recently used; thread
+    B tokenizes a new text meanwhile, which evicts the oldest entry — A's. Unlocked, B evicts it under A, whose
+    move_to_end raises KeyError (the call fails closed for no reason); with the lock, B waits for A. Both get
+    llama.cpp's own (uncached) tokenization."""
+    r = LlmRuntime(LlmSettings(model=str(nano["q8"]), n_ctx=512, n_threads=1))
+    texts = [f"EURUSD H1 bar {i}: close 1.{i:04d}, spread 0.8 pips" for i in range(33)]
+    want = {t: r.llm.tokenize(t.encode("utf-8"), add_bos=False, special=True) for t in texts}
+    r._tokens.clear()
+    for t in texts[:32]:  # a full cache (32 entries) whose oldest entry is texts[0]
+        r.tokenize(t)
+    paused, resume = threading.Event(), threading.Event()
+    thread_a: list[threading.Thread] = []
+
+    class PausingCache(OrderedDict):
+        def get(self, key, default=None):
+            found = super().get(key, default)
+            if key == texts[0] and threading.current_thread() in thread_a:
+                paused.set()
+                resume.wait(10)
+            return found
+
+    r._tokens = PausingCache(r._tokens)
+    got: dict[str, object] = {}
+
+    def call(name: str, text: str) -> None:
+        try:
+            got[name] = r.tokenize(text)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            got[name] = exc
+
+    a = threading.Thread(target=call, args=("a", texts[0]))
+    b = threading.Thread(target=call, args=("b", texts[32]))
+    thread_a.append(a)
+    a.start()
+    assert paused.wait(10)
+    b.start()
+    b.join(0.5)  # unlocked, B evicts texts[0] now; locked, B waits for A
+    resume.set()
+    a.join(10)
+    b.join(10)
+    assert got == {"a": want[texts[0]], "b": want[texts[32]]}
+    assert all(r.tokenize(t) == want[t] for t in texts)  # and the cache is consistent afterwards
+    r.close()
+
+
+def test_concurrent_judges_on_one_runtime_get_their_single_threaded_answers(nano, tmp_path, rng):
+    """Regression (#12.11): concurrent ``on_bar`` calls judge on one runtime at once. Four threads each judge their
+    own bars (then, after a barrier, everybody's: answers from the verdict cache another thread wrote); every
+    verdict equals the one a single-threaded runtime gives for the same values, and the counters add up."""
+    settings = LlmSettings(model=str(nano["q8"]), n_ctx=4096, n_threads=1)
+    n_threads, per_thread = 4, 2
+    vals = [values(rng, ["BUY", "SELL"][i % 2]) for i in range(n_threads * per_thread)]
+    ref_rt = LlmRuntime(settings)
+    ref_judge = Judge(ref_rt, think_budget=6, answer_budget=256)
+
+    def key(v):
+        g = v.generation
+        return v.passed, v.direction, v.certainty, v.reason, g.think, g.answer, g.n_prompt
+
+    ref = [key(ref_judge.judge(v, v["direction"])) for v in vals]
+    ref_rt.close()
+    assert len({k[4:] for k in ref}) > 1  # the values lead to different generations: a mix-up would show
+    cache = VerdictCache(tmp_path / "v.sqlite")
+    r = LlmRuntime(settings, cache=cache)
+    judge = Judge(r, think_budget=6, answer_budget=256)
+    barrier = threading.Barrier(n_threads)
+    results: dict[tuple[int, int], object] = {}
+
+    def work(k: int) -> None:
+        try:
+            mine = list(range(k * per_thread, (k + 1) * per_thread))
+            for i in mine:
+                results[(1, i)] = key(judge.judge(vals[i], vals[i]["direction"]))
+            barrier.wait(120)
+            for i in range(len(vals))[::-1 if k % 2 else 1]:
+                results[(k + 2, i)] = key(judge.judge(vals[i], vals[i]["direction"]))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            results[("error", k)] = exc
+
+    ths = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join(300)
+    assert not [v for k, v in results.items() if k[0] == "error"]
+    assert {i: results[(1, i)] for i in range(len(vals))} == dict(enumerate(ref))
+    for k in range(n_threads):
+        assert [results[(k + 2, i)] for i in range(len(vals))] == ref
+    n = len(vals)
+    assert (r.stats["calls"], cache.misses, cache.hits, len(cache)) == (n, n, n_threads * n, n)
+    r.close()
