@@ -9,8 +9,11 @@ model is trained on is the text it is served.
   form the prefix whose KV cache is reused). Placeholders are ``{name}``; JSON braces in the text are left alone.
 * **Chat template**: the model's own Jinja template (from the GGUF metadata), rendered the way Hugging Face
   ``apply_chat_template`` renders it (sandboxed Jinja, ``trim_blocks``/``lstrip_blocks``, ``loopcontrols``).
-* **Budget**: when the rendered prompt is over its token budget, whole sections are dropped, least important
-  first — a number is never cut in half. If the required sections alone do not fit, :class:`ContextOverflow`.
+* **Budget**: when the rendered prompt is over its token budget (:func:`prompt_budget`: the context minus the
+  thinking and answer budgets), whole sections are dropped, least important first — a number is never cut in half.
+  If the required sections alone do not fit, :class:`ContextOverflow`. The live judge and the training data
+  (:mod:`fxgate.training.datasets`, SFT, DPO, ``fxgate train eval``) apply the same budget with the same function,
+  so a prompt that loses its formula section when served is trained without it too.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from typing import Any
 from fxgate.engine.errors import FxgateError
 
 __all__ = ["PromptTemplate", "Section", "RenderedPrompt", "ContextOverflow", "TemplateError", "load_template",
-           "render_chat", "build_prompt", "R1_CHAT_TEMPLATE", "prompt_values", "KEY_FEATURES", "fmt_num"]  # fmt: skip
+           "render_chat", "build_prompt", "prompt_budget", "GENERATION_RESERVE", "R1_CHAT_TEMPLATE", "prompt_values",
+           "KEY_FEATURES", "fmt_num"]  # fmt: skip
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 #: DeepSeek-R1-Distill-Qwen's chat template (tokenizer_config.json of deepseek-ai/DeepSeek-R1-Distill-Qwen-7B,
@@ -142,6 +146,16 @@ def render_chat(template: str, messages: Sequence[Mapping[str, Any]], *, bos_tok
 
 
 # -- building a prompt under a token budget -----------------------------------------------------------------------
+#: tokens kept free beyond the thinking and answer budgets: the closing ``</think>`` and the separators
+GENERATION_RESERVE = 8
+
+
+def prompt_budget(n_ctx: int, think_budget: int, answer_budget: int) -> int:
+    """The most tokens a prompt may have in a context of ``n_ctx`` so that ``think_budget`` reasoning tokens and
+    ``answer_budget`` answer tokens still fit. One function for serving and training."""
+    return n_ctx - think_budget - answer_budget - GENERATION_RESERVE
+
+
 @dataclass(frozen=True, slots=True)
 class RenderedPrompt:
     text: str  # the full chat-rendered prompt, ending with the generation prompt

@@ -154,6 +154,8 @@ def test_bundle_past_the_cut_is_refused_and_one_before_it_is_used(built, tmp_pat
         ps = list(r["meta"]["probs"].values())
         assert r["meta"]["proposal"] == ("BUY" if min(ps) >= 0.5 else "SELL") and (min(ps) >= 0.5 or max(ps) < 0.5)
     assert m2["bundle"]["sha256"] == early.bundle_hash
+    with pytest.raises(DatasetError, match=r"predicts 3 bar\(s\) ahead, the scenarios ask about 1"):
+        build([src], tmp_path / "z", SplitSpec(horizon=1), bundle=tmp_path / "early")
 
 
 def test_bad_inputs_name_the_fix(tmp_path):
@@ -176,3 +178,197 @@ def test_two_pairs_share_one_calendar_cut(tmp_path):
     for r in lines(tmp_path / "o" / "train" / "scenarios.jsonl"):
         assert r["meta"]["label_end_ts"] < t1
     assert {r["meta"]["source"] for r in lines(tmp_path / "o" / "train" / "scenarios.jsonl")} == {0, 1}
+
+
+# -- Layer-1 probabilities in training prompts are out of fold (#12.3) ---------------------------------------------
+OOF_BARS = 2500
+
+
+def _oof_build(bars, d, name):
+    """A user's workflow: fit a bundle on bars before the validation cut, then build the data with it."""
+    from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
+    from fxgate.models.labels import LabelSpec
+
+    src = d / f"{name}.csv"
+    bars.to_csv(src)
+    spec = SplitSpec(horizon=3, spread=8e-5)
+    ts = np.asarray(bars.ts)
+    t1 = int(np.sort(ts)[int(len(ts) * (1 - spec.val_frac - spec.test_frac))])
+    a = int(np.searchsorted(ts, t1))
+    ens = TreeEnsemble()
+    ens.fit(bars[: a - 50], LabelSpec("next", 3), EnsembleConfig(n_estimators=8, folds=2), evaluate=False)
+    ens.save(d / f"{name}-bundle")
+    m = build([src], d / f"{name}-data", spec, bundle=d / f"{name}-bundle")
+    return m, d / f"{name}-data", ens
+
+
+@pytest.fixture(scope="module")
+def oof(tmp_path_factory):
+    d = tmp_path_factory.mktemp("oof")
+    bars = sample_bars()[:OOF_BARS]
+    m, out, ens = _oof_build(bars, d, "EURUSD")
+    return bars, m, out, ens, d
+
+
+@pytest.mark.slow
+def test_training_probabilities_come_from_a_model_fitted_strictly_before_the_bar(oof):
+    """Each training scenario's P(up) equals that of a model fitted, independently here, on bars that end at least
+    the purge (the label horizon) before the scenario's bar — not the bundle, which saw the scenario's label."""
+    from fxgate.models.ensemble import TreeEnsemble
+    from fxgate.models.features import FeatureEngine
+
+    bars, m, out, ens, _ = oof
+    ts = np.asarray(bars.ts)
+    rows = lines(out / "train" / "scenarios.jsonl")
+    assert len(rows) > 200
+    x = FeatureEngine(bars.timeframe).batch(bars)
+    by_fit: dict[int, list] = {}
+    for r in rows:
+        i = int(np.searchsorted(ts, r["meta"]["ts"]))
+        c = r["meta"]["layer1"]["fit_bars"]
+        assert c + ens.label_spec.horizon <= i, (i, c)  # every label the model saw ended before the bar
+        by_fit.setdefault(c, []).append((i, r))
+    assert len(by_fit) == 2  # the bundle's two walk-forward blocks
+    bundle_differs = 0
+    for c, rs in by_fit.items():
+        ref = TreeEnsemble()
+        ref.fit(bars[:c], ens.label_spec, ens.config, evaluate=False)
+        for i, r in rs[:: max(1, len(rs) // 25)]:
+            want = ref.predict_row(x[i])
+            got = [r["meta"]["probs"][k] for k in ("xgboost", "lightgbm", "catboost")]
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+            bundle_differs += not np.allclose(ens.predict_row(x[i]), want, atol=1e-6)
+    assert bundle_differs > 0  # the in-sample bundle would have shown other numbers
+    # validation and test scenarios: the bundle, trained before the cut
+    for r in lines(out / "test" / "scenarios.jsonl")[:20]:
+        i = int(np.searchsorted(ts, r["meta"]["ts"]))
+        assert r["meta"]["layer1"]["model"] == "bundle"
+        np.testing.assert_allclose(list(r["meta"]["probs"].values()), ens.predict_row(x[i]), atol=1e-12)
+    assert [s["model"] for s in m["sources"][0]["layer1_oof"]] == ["oof-1", "oof-2"]
+
+
+@pytest.mark.slow
+def test_perturbing_a_training_rows_label_does_not_move_its_prompt(oof, tmp_path):
+    """Rewrite every bar after one training scenario (its label window included) and refit the bundle as a user
+    would: that scenario's prompt — probabilities included — and every earlier one stay byte-identical. With
+    in-sample probabilities (a bundle fitted on the whole training split) they would all move."""
+    bars, m, out, _, _ = oof
+    rows = lines(out / "train" / "scenarios.jsonl")
+    ts = np.asarray(bars.ts)
+    a = int(np.searchsorted(ts, m["cuts"]["val_from_ns"]))
+    # the last scenario well inside the bundle's fit window (bars before a - 50): a bundle fitted on the whole
+    # training split saw its label
+    inside = [r for r in rows if np.searchsorted(ts, r["meta"]["ts"]) < a - 100]
+    assert inside, "no training scenario inside the bundle's fit window"
+    pick = inside[-1]
+    j = int(np.searchsorted(ts, pick["meta"]["ts"])) + 1  # bars from j on change: pick's label changes
+    f = np.ones(len(bars))
+    f[j:] = np.exp(np.cumsum(np.random.default_rng(3).normal(0, 0.004, len(bars) - j)))
+    other = Bars(ts, np.asarray(bars.open) * f, np.asarray(bars.high) * f, np.asarray(bars.low) * f,
+                 np.asarray(bars.close) * f, np.asarray(bars.volume), symbol=bars.symbol,
+                 timeframe=bars.timeframe)  # fmt: skip
+    m2, out2, _ = _oof_build(other, tmp_path, "EURUSD")
+    assert m2["cuts"] == m["cuts"]
+    new = {r["meta"]["ts"]: r for r in lines(out2 / "train" / "scenarios.jsonl")}
+    before = [r for r in rows if r["meta"]["ts"] <= pick["meta"]["ts"]]
+    assert len(before) > 100
+    for r in before:
+        twin = new[r["meta"]["ts"]]
+        assert twin["prompt"] == r["prompt"] and twin["meta"]["probs"] == r["meta"]["probs"]
+    assert new[pick["meta"]["ts"]]["meta"]["move"] != pick["meta"]["move"]  # its label did change
+
+
+# -- imports cannot smuggle validation/test-period bars into training (#12.3) -------------------------------------
+def test_an_import_dated_after_the_cut_is_refused_before_anything_is_written(built, tmp_path):
+    src, out, m = built
+    smuggled = lines(out / "test" / "dpo.jsonl")[0]  # fxgate's own test pair, fed back in as "my data"
+    j = tmp_path / "mine.jsonl"
+    j.write_text(json.dumps(smuggled) + "\n" + json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    with pytest.raises(DatasetError, match=r"mine.jsonl:1: dated .* at or after the validation cut"):
+        build([src], tmp_path / "o", SplitSpec(horizon=3, spread=8e-5, embargo=5), jsonl=[j])
+    assert not (tmp_path / "o").exists()
+
+
+def test_dated_imports_are_routed_out_of_training_with_skip_bad(built, tmp_path):
+    from fxgate.training.imports import import_jsonl
+
+    _, out, m = built
+    t1 = m["cuts"]["val_from_ns"]
+    day = str(np.datetime64(t1, "ns"))[:10]
+    before = str(np.datetime64(t1 - 3 * 86_400 * 10**9, "ns"))[:16].replace("T", " ")
+    j = tmp_path / "mine.jsonl"
+    recs = [lines(out / "test" / "dpo.jsonl")[0],                                  # meta.ts after the cut
+            {"prompt": "p", "chosen": "c", "rejected": "r", "meta": {"ts": t1}},   # exactly at the cut
+            {"instruction": f"EURUSD on {day}: buy?", "output": "no"},             # a date-only text: the whole day
+            {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], "ts": t1 + 1},
+            {"instruction": f"EURUSD at {before}: buy?", "output": "no"},          # before the cut: kept
+            {"instruction": "What is VPIN?", "output": "toxicity"}]  # fmt: skip
+    j.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    r = import_jsonl([j], tmp_path / "imp", skip_bad=True, cut_ns=t1)
+    assert r["sources"][0]["after_cut"] == 4 and r["written"] == {"sft": 2, "dpo": 0}
+    kept = lines(tmp_path / "imp" / "imported_sft.jsonl")
+    assert [k["messages"][0]["content"] for k in kept] == [f"EURUSD at {before}: buy?", "What is VPIN?"]
+    assert all("validation cut" in p for p in r["problems"])
+
+
+# -- a failed build leaves the previous one untouched (#13.6) -------------------------------------------------------
+def _snapshot(d):
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_build_leaves_the_previous_build_byte_identical(built, tmp_path, monkeypatch):
+    import shutil
+
+    from fxgate.training import datasets
+
+    src, out, _ = built
+    d = tmp_path / "data"
+    shutil.copytree(out, d)
+    before = _snapshot(d)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "q", "output": "a"}\n{"instruction": "no output"}\n')
+    with pytest.raises(DatasetError, match="bad.jsonl:2: output: missing"):
+        build([src], d, SplitSpec(horizon=1, spread=1e-4), jsonl=[bad])
+    assert _snapshot(d) == before
+    calls = {"n": 0}
+    real = datasets._rejected
+
+    def dies(r):
+        calls["n"] += 1
+        if calls["n"] == 1500:
+            raise OSError(28, "No space left on device")
+        return real(r)
+
+    monkeypatch.setattr(datasets, "_rejected", dies)
+    with pytest.raises(OSError, match="No space left"):
+        build([src], d, SplitSpec(horizon=1, spread=1e-4))
+    assert calls["n"] == 1500 and _snapshot(d) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "data"]  # no temporary directory left
+    from fxgate.training.pipeline import verify
+
+    assert verify(d) == []
+
+
+def test_a_data_directory_verifies_and_its_inputs_are_checked_first(built, tmp_path):
+    import shutil
+
+    from fxgate.training.pipeline import verify
+
+    src, out, m = built
+    assert verify(out) == [] and set(m["files"]) >= {"train/scenarios.jsonl", "test/dpo.jsonl"}
+    d = tmp_path / "copy"
+    shutil.copytree(out, d)
+    with (d / "val" / "dpo.jsonl").open("a") as fh:
+        fh.write("{}\n")
+    assert verify(d)[0].startswith("val/dpo.jsonl: ")
+    old = json.loads((d / "manifest.json").read_text())
+    del old["files"], old["kind"]
+    (d / "manifest.json").write_text(json.dumps(old))
+    assert "`fxgate train data` manifest" in verify(d)[0]
+    with pytest.raises(DatasetError, match="the same bars as"):
+        build([src, src], tmp_path / "x", SplitSpec())
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="not a `fxgate train data` build"):
+        build([src], tmp_path / "mine", SplitSpec())
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"

@@ -74,3 +74,30 @@ def test_exact_and_near_duplicates_across_files(tmp_path):
     # the near-duplicate key ignores case, spacing and punctuation, not words or numbers
     k = normalized_key({"x": "Kelly: f = p - q/b"})
     assert k == normalized_key({"x": "kelly f=p-q / b!"}) and k != normalized_key({"x": "Kelly: f = 2p - q/b"})
+
+
+def test_records_over_the_size_limit_are_kept_with_a_warning_naming_the_line(tmp_path):
+    from fxgate.training.imports import read_jsonl
+
+    long = "x" * 600
+    p = write(tmp_path / "a.jsonl", [{"instruction": "short", "output": "ok"}, {"instruction": long, "output": "a"}])
+    r = read_jsonl([p], max_chars=500)
+    assert r.sources[0]["sft"] == 2 and len(r.warnings) == 1
+    assert r.warnings[0].startswith(f"{p}:2: 617 characters, over the limit of 500") and "truncated" in r.warnings[0]
+    assert read_jsonl([p]).warnings == []  # the default limit is a training sequence, about 16,000 characters
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes('{"instruction": "caf\xe9", "output": "a"}\n'.encode("latin-1"))
+    with pytest.raises(DatasetError, match="latin1.jsonl: not UTF-8 text"):
+        read_jsonl([bad])
+
+
+def test_record_dates_reads_fields_and_text():
+    from fxgate.training.imports import record_dates
+
+    ns = 1_700_000_000 * 10**9
+    assert record_dates({"meta": {"ts": ns, "label_end_ts": ns + 5}}) == [ns, ns + 5]
+    assert record_dates({"ts": 1_700_000_000}) == [ns]  # seconds, by magnitude
+    assert record_dates({"date": "2023-11-14 22:13"}) == [ns - 20 * 10**9]
+    day_end = (1_700_006_400 - 1) * 10**9 + 999_999_999  # 2023-11-14 23:59:59.999999999
+    assert record_dates({}, {"messages": [{"role": "user", "content": "on 2023-11-14, buy?"}]}) == [day_end]
+    assert record_dates({}, {"messages": [{"role": "user", "content": "2023-13-45 is no date"}]}) == []
