@@ -1,6 +1,9 @@
-"""Layer 3: the debate's transcript structure on the nano model, and its pass rule checked case by case."""
+"""Layer 3: the debate's transcript structure on the nano model, its pass rule checked case by case, and debates run
+from several threads at once."""
 
 from __future__ import annotations
+
+import threading
 
 import jsonschema
 import numpy as np
@@ -81,3 +84,68 @@ def test_a_failed_turn_ends_the_debate_closed(monkeypatch, rt):
     v = d.debate(values(np.random.default_rng(0)), "BUY")
     assert seen == ["bull", "bear"] and not v.passed and v.reason.startswith("bear (round 1): generation timed out")
     assert v.transcript[-1]["error"].startswith("generation timed out")
+
+
+def queue_up(monkeypatch, runtime, n_calls: int) -> None:
+    """Hold the worker inside its first llama.cpp evaluation until ``n_calls`` calls have entered ``generate``, so
+    that calls from several threads wait in the queue at once (what per-call state kept on the runtime, instead of
+    in the call, would get wrong)."""
+    lock, all_in, held = threading.Lock(), threading.Event(), []
+    entered = [0]
+    real_eval, real_generate = runtime.llm.eval, runtime.generate
+
+    def eval_(tokens):
+        if not held:  # only the worker evaluates
+            held.append(True)
+            all_in.wait(60)
+        return real_eval(tokens)
+
+    def generate(*args, **kwargs):
+        with lock:
+            entered[0] += 1
+            if entered[0] >= n_calls:
+                all_in.set()
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(runtime.llm, "eval", eval_)
+    monkeypatch.setattr(runtime, "generate", generate)
+
+
+def test_concurrent_debates_on_shared_runtimes_give_their_single_threaded_verdicts(nano, monkeypatch):
+    """Regression (#12.11): concurrent ``on_bar`` calls can run Layer 3 at once, every role on one shared runtime.
+    Each thread's debate (verdict and every turn of its transcript) equals a single-threaded run of the same values
+    on a fresh runtime."""
+    import threading
+
+    settings = LlmSettings(model=str(nano["q8"]), n_ctx=4096, n_threads=1)
+    cases = [(values(np.random.default_rng(k), d), d) for k, d in enumerate(["BUY", "SELL", "BUY"])]
+
+    def key(v):  # how much of a prompt came from the KV cache depends on the order of calls, nothing else may
+        turns = [(e["role"], e.get("raw_answer"), e.get("think"), e.get("error"),
+                  {k: n for k, n in e.get("tokens", {}).items() if k != "prompt_evaluated"}) for e in v.transcript]
+
+        return v.passed, v.reason, v.bull_confidence, v.bear_strength, v.approve, v.size_fraction, turns
+
+    ref_rt = LlmRuntime(settings)
+    ref = [key(Debate({r: ref_rt for r in ("bull", "bear", "risk")}, think_budget=2).debate(v, d)) for v, d in cases]
+    ref_rt.close()
+    assert len({k[6][0][1] for k in ref}) > 1  # different values, different bull answers: a mix-up would show
+    shared = LlmRuntime(settings)
+    debate = Debate({r: shared for r in ("bull", "bear", "risk")}, think_budget=2)
+    queue_up(monkeypatch, shared, len(cases))  # the first turns of every debate wait in the queue together
+    got: dict[int, object] = {}
+
+    def work(i: int) -> None:
+        try:
+            got[i] = key(debate.debate(*cases[i]))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            got[i] = exc
+
+    ths = [threading.Thread(target=work, args=(i,)) for i in range(len(cases))]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join(300)
+    assert [got.get(i) for i in range(len(cases))] == ref
+    assert shared.stats["calls"] == 3 * len(cases)
+    shared.close()

@@ -447,7 +447,32 @@ def test_token_cache_survives_an_eviction_between_lookup_and_reuse(nano):
     r.close()
 
 
-def test_concurrent_judges_on_one_runtime_get_their_single_threaded_answers(nano, tmp_path, rng):
+def queue_up(monkeypatch, runtime, n_calls: int) -> None:
+    """Hold the worker inside its first llama.cpp evaluation until ``n_calls`` calls have entered ``generate``, so
+    that calls from several threads wait in the queue at once (what per-call state kept on the runtime, instead of
+    in the call, would get wrong)."""
+    lock, all_in, held = threading.Lock(), threading.Event(), []
+    entered = [0]
+    real_eval, real_generate = runtime.llm.eval, runtime.generate
+
+    def eval_(tokens):
+        if not held:  # only the worker evaluates
+            held.append(True)
+            all_in.wait(60)
+        return real_eval(tokens)
+
+    def generate(*args, **kwargs):
+        with lock:
+            entered[0] += 1
+            if entered[0] >= n_calls:
+                all_in.set()
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(runtime.llm, "eval", eval_)
+    monkeypatch.setattr(runtime, "generate", generate)
+
+
+def test_concurrent_judges_on_one_runtime_get_their_single_threaded_answers(nano, tmp_path, rng, monkeypatch):
     """Regression (#12.11): concurrent ``on_bar`` calls judge on one runtime at once. Four threads each judge their
     own bars (then, after a barrier, everybody's: answers from the verdict cache another thread wrote); every
     verdict equals the one a single-threaded runtime gives for the same values, and the counters add up."""
@@ -457,9 +482,9 @@ def test_concurrent_judges_on_one_runtime_get_their_single_threaded_answers(nano
     ref_rt = LlmRuntime(settings)
     ref_judge = Judge(ref_rt, think_budget=6, answer_budget=256)
 
-    def key(v):
+    def key(v):  # the verdict and the generation behind it (a failed call shows its reason)
         g = v.generation
-        return v.passed, v.direction, v.certainty, v.reason, g.think, g.answer, g.n_prompt
+        return (v.passed, v.direction, v.certainty, v.reason) + ((g.think, g.answer, g.n_prompt) if g else (None,) * 3)
 
     ref = [key(ref_judge.judge(v, v["direction"])) for v in vals]
     ref_rt.close()
@@ -467,6 +492,7 @@ def test_concurrent_judges_on_one_runtime_get_their_single_threaded_answers(nano
     cache = VerdictCache(tmp_path / "v.sqlite")
     r = LlmRuntime(settings, cache=cache)
     judge = Judge(r, think_budget=6, answer_budget=256)
+    queue_up(monkeypatch, r, n_threads)  # the four first calls wait in the queue together
     barrier = threading.Barrier(n_threads)
     results: dict[tuple[int, int], object] = {}
 
