@@ -33,7 +33,15 @@ from typing import Any
 
 from fxgate.engine._hash import file_sha256
 from fxgate.engine.errors import FxgateError
-from fxgate.models.prompt import ContextOverflow, PromptTemplate, RenderedPrompt, build_prompt, load_template
+from fxgate.models.prompt import (
+    GENERATION_RESERVE,
+    ContextOverflow,
+    PromptTemplate,
+    RenderedPrompt,
+    build_prompt,
+    load_template,
+    prompt_budget,
+)
 
 __all__ = ["LlmError", "ModelFileError", "LlmRuntime", "LlmSettings", "Generation", "VerdictCache", "Judge",
            "JudgeVerdict", "verify_gguf", "grammar_for", "parse_answer", "load_llama", "PROTOCOL_VERSION"]  # fmt: skip
@@ -383,7 +391,7 @@ class LlmRuntime:
     # prompts -----------------------------------------------------------------------------------------------------
     def build(self, tpl: PromptTemplate, values: dict[str, str], *, think_budget: int,
               answer_budget: int) -> RenderedPrompt:  # fmt: skip
-        budget = self.settings.n_ctx - think_budget - answer_budget - 8  # 8: the closing </think> and separators
+        budget = prompt_budget(self.settings.n_ctx, think_budget, answer_budget)  # the one training uses too
         return build_prompt(tpl, values, chat_template=self.chat_template, bos_token=self.bos_token,
                             eos_token=self.eos_token, count_tokens=self.count_tokens, budget=budget)  # fmt: skip
 
@@ -441,7 +449,7 @@ class LlmRuntime:
             raise _Cancelled
         llm = self.llm
         tokens = self.tokenize(prompt.text)
-        total = len(tokens) + spec.think_budget + spec.answer_budget + 8
+        total = len(tokens) + spec.think_budget + spec.answer_budget + GENERATION_RESERVE
         if total > self.settings.n_ctx:
             raise ContextOverflow(f"prompt of {len(tokens)} tokens + thinking {spec.think_budget} + answer "
                                   f"{spec.answer_budget} exceeds n_ctx {self.settings.n_ctx}. Fix: raise [llm] "
