@@ -17,6 +17,15 @@ Serving
     The boosters are flattened into numba kernels (:mod:`fxgate.models._trees`) whose outputs equal native
     ``predict``; the bundle stores a probe of features with the expected calibrated probabilities so that
     :meth:`TreeEnsemble.load` proves the model it serves is the model that was trained.
+
+The bundle (:meth:`TreeEnsemble.save`, :meth:`TreeEnsemble.load`)
+    A directory holding exactly ``xgboost.json``, ``lightgbm.txt``, ``catboost.cbm`` (names fixed by fxgate),
+    ``manifest.json`` (strict JSON: no ``NaN``) and ``manifest.json.sha256`` (the manifest's own sha256, in
+    ``sha256sum`` format). Loading refuses a manifest whose hash differs from its sidecar (so its training window,
+    symbol, timeframe and label spec — what replay trusts — cannot be edited unnoticed), a manifest that names any
+    other file or a path outside the directory, a model file whose bytes differ from the manifest's sha256 (the
+    bytes hashed are the bytes loaded), and a malformed manifest, each with the file named. ``bundle_hash`` covers
+    the whole manifest (every file's sha256 included) except its creation time.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import tempfile
 from collections.abc import Callable
@@ -54,8 +64,17 @@ __all__ = ["EnsembleConfig", "TreeEnsemble", "Calibrator", "L1Verdict", "BundleE
            "purged_walk_forward"]  # fmt: skip
 
 MODEL_NAMES = ("xgboost", "lightgbm", "catboost")
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: manifest sidecar, strict JSON, fixed file names
 _FILES = {"xgboost": "xgboost.json", "lightgbm": "lightgbm.txt", "catboost": "catboost.cbm"}
+MANIFEST = "manifest.json"
+SIDECAR = "manifest.json.sha256"
+#: what :meth:`TreeEnsemble.load` reads from a manifest, with the JSON type each must have
+_MANIFEST_SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "bundle_format": int, "symbol": str, "timeframe": str, "feature_engine_version": str, "feature_names": list,
+    "label_spec": dict, "config": dict, "training_window": dict, "calibrators": dict, "winsorizer": dict,
+    "files": dict, "probe": dict,
+}  # fmt: skip
+_WINDOW_KEYS = ("first_ts", "last_ts", "last_label_end_ts")
 
 
 class BundleError(FxgateError):
@@ -95,6 +114,7 @@ class Calibrator:
     a: float = 1.0  # Platt: sigmoid(a * logit(p) + b)
     b: float = 0.0
     chosen_by: dict[str, float] = field(default_factory=dict)
+    note: str = ""
 
     def __call__(self, p: np.ndarray) -> np.ndarray:
         p = np.asarray(p, dtype=np.float64)
@@ -134,7 +154,8 @@ class Calibrator:
         half), then refit the winner on the whole window."""
         n = len(p)
         if n < 40 or len(np.unique(y)) < 2:
-            return cls("identity", chosen_by={"reason": float("nan")})
+            return cls("identity", note=f"{n} calibration rows with {len(np.unique(y))} class(es): need >= 40 and "
+                                        "both classes; probabilities left as the booster gives them")  # fmt: skip
         half = n // 2
         scores = {}
         for kind in ("isotonic", "platt"):
@@ -295,6 +316,7 @@ class TreeEnsemble:
         self.config = EnsembleConfig()
         self.manifest: dict[str, Any] = {}
         self._row_args: tuple = ()
+        self.directory: Path | None = None  # the bundle directory it was loaded from
 
     # -- training ------------------------------------------------------------------------------------------------
     def fit(self, bars: Bars, spec: LabelSpec, cfg: EnsembleConfig = EnsembleConfig(),
@@ -343,14 +365,14 @@ class TreeEnsemble:
         fitted = self._fit_on(x, lab, final_train, embargo)
         self.models, self.calibrators, self.winsor = fitted.models, fitted.calibrators, fitted.winsor
         self._compile()
-        last = int(final_train[-1])
+        last_end = lab.last_end(final_train)  # max over the samples' label ends: triple-barrier ends are not monotone
         report = {
             "folds": fold_reports,
             "overall_oos": overall,
             "reliability_oos": reliability,
             "silence": _silence_note(overall, cfg.threshold) if overall else None,
         }
-        self.manifest = {
+        self.manifest = _stats.json_safe({
             "bundle_format": BUNDLE_FORMAT,
             "fxgate_version": __version__,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -362,13 +384,13 @@ class TreeEnsemble:
             "config": asdict(cfg),
             "embargo": embargo,
             # the last bar any training label looked at: replays must start after it
-            "training_window": {"first_ts": int(bars.ts[final_train[0]]), "last_ts": int(bars.ts[last]),
-                                "last_label_end_ts": int(bars.ts[min(len(bars) - 1, int(lab.end[last]))])},
+            "training_window": {"first_ts": int(bars.ts[final_train[0]]), "last_ts": int(bars.ts[final_train[-1]]),
+                                "last_label_end_ts": int(bars.ts[last_end])},
             "calibrators": {m: asdict(c) for m, c in self.calibrators.items()},
             "winsorizer": self.winsor.to_dict(),
             "metrics": report,
             "libraries": _library_versions(),
-        }  # fmt: skip
+        })  # fmt: skip
         return report
 
     def _fit_on(self, x: np.ndarray, lab: Any, train: np.ndarray, embargo: int) -> TreeEnsemble:
@@ -463,7 +485,10 @@ class TreeEnsemble:
 
     # -- bundle --------------------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Write the bundle: native model files, manifest.json with sha256 per file and a parity probe."""
+        """Write the bundle: native model files, manifest.json (strict JSON) with sha256 per file and a parity
+        probe, and manifest.json.sha256, the manifest's own hash (see the module docstring)."""
+        from fxgate.engine._atomic import write_text
+
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.models["xgboost"].save_model(str(d / _FILES["xgboost"]))
@@ -476,35 +501,34 @@ class TreeEnsemble:
         man = dict(self.manifest)
         man["files"] = {m: {"name": f, "sha256": _sha256(d / f)} for m, f in _FILES.items()}
         man["probe"] = {"x": _nan_list(probe), "proba": self.predict_proba(probe, native=True).tolist()}
-        (d / "manifest.json").write_text(json.dumps(man, indent=1, allow_nan=True))
+        man = _stats.json_safe(man)
+        text = _stats.strict_dumps(man, indent=1)
+        write_text(d / MANIFEST, text)
+        write_text(d / SIDECAR, f"{hashlib.sha256(text.encode()).hexdigest()}  {MANIFEST}\n")
         self.manifest = man
         return d
 
     @classmethod
     def load(cls, directory: str | Path) -> TreeEnsemble:
-        """Load and verify a bundle: every file's sha256, the feature list and engine version, and that native
-        and compiled predictions reproduce the stored probe."""
+        """Load and verify a bundle (see the module docstring): the manifest against its sidecar hash, its shape,
+        every model file's sha256 (over the very bytes then loaded), the feature list and engine version, and that
+        native and compiled predictions reproduce the stored probe."""
         import catboost as cb
         import lightgbm as lgb
         import xgboost as xgb
 
         d = Path(directory)
-        mpath = d / "manifest.json"
-        if not mpath.exists():
-            raise BundleError(f"{d}: no manifest.json. Fix: point at a directory written by `fxgate fit`")
-        man = json.loads(mpath.read_text())
+        mpath = d / MANIFEST
+        if not mpath.is_file():
+            raise BundleError(f"{d}: no {MANIFEST}. Fix: point at a directory written by `fxgate fit`")
+        raw = mpath.read_bytes()
+        man = _parse_manifest(mpath, raw)
         if man.get("bundle_format") != BUNDLE_FORMAT:
-            raise BundleError(f"{mpath}: bundle_format {man.get('bundle_format')} != {BUNDLE_FORMAT}; refit it")
-        for info in man["files"].values():
-            p = d / info["name"]
-            if not p.exists():
-                raise BundleError(f"{p}: missing. Fix: copy the whole bundle directory")
-            got = _sha256(p)
-            if got != info["sha256"]:
-                raise BundleError(
-                    f"{p}: sha256 {got[:12]}… does not match the manifest's {info['sha256'][:12]}…; "
-                    "the file was changed after training. Fix: refit or restore the original file"
-                )
+            raise BundleError(f"{mpath}: bundle_format {man.get('bundle_format')} != {BUNDLE_FORMAT} (this fxgate's); "
+                              "refit it with `fxgate fit`")  # fmt: skip
+        _check_sidecar(d, mpath, raw)
+        _check_schema(mpath, man)
+        blobs = _read_model_files(d, mpath, man["files"])
         if man["feature_engine_version"] != FEATURE_ENGINE_VERSION:
             raise BundleError(
                 f"{mpath}: feature engine v{man['feature_engine_version']}, this fxgate has "
@@ -514,21 +538,35 @@ class TreeEnsemble:
             diff = [n for n in man["feature_names"] if n not in feature_names()][:5]
             raise BundleError(f"{mpath}: feature list differs from this fxgate's (e.g. {diff}); refit the bundle")
         ens = cls()
-        ens.manifest = man
+        ens.manifest, ens.directory = man, d
         ens.timeframe, ens.symbol = man["timeframe"], man["symbol"]
-        ens.label_spec = LabelSpec(**man["label_spec"])
-        ens.config = EnsembleConfig(**man["config"])
-        ens.winsor = MadWinsorizer.from_dict(man["winsorizer"])
-        ens.calibrators = {m: Calibrator(**c) for m, c in man["calibrators"].items()}
-        xb = xgb.Booster()
-        xb.load_model(str(d / _FILES["xgboost"]))
-        xb.set_param({"nthread": 1})
-        cm = cb.CatBoostClassifier()
-        cm.load_model(str(d / _FILES["catboost"]))
-        ens.models = {"xgboost": xb, "lightgbm": lgb.Booster(model_file=str(d / _FILES["lightgbm"])), "catboost": cm}
+        ens.label_spec = _from_manifest(mpath, "label_spec", lambda: LabelSpec(**man["label_spec"]))
+        ens.config = _from_manifest(mpath, "config", lambda: EnsembleConfig(**man["config"]))
+        ens.winsor = _from_manifest(mpath, "winsorizer", lambda: MadWinsorizer.from_dict(man["winsorizer"]))
+        ens.calibrators = _from_manifest(mpath, "calibrators", lambda: {m: Calibrator(**man["calibrators"][m])
+                                                                        for m in MODEL_NAMES})  # fmt: skip
+
+        def models() -> dict[str, Any]:
+            xb = xgb.Booster()
+            xb.load_model(bytearray(blobs["xgboost"]))
+            xb.set_param({"nthread": 1})
+            cm = cb.CatBoostClassifier()
+            cm.load_model(blob=blobs["catboost"])
+            return {"xgboost": xb, "lightgbm": lgb.Booster(model_str=blobs["lightgbm"].decode("utf-8")),
+                    "catboost": cm}  # fmt: skip
+
+        try:
+            ens.models = models()
+        except Exception as exc:  # the libraries raise their own error types on a file they cannot parse
+            raise BundleError(f"{d}: a model file matches its sha256 but its library cannot read it ({exc}); the "
+                              "installed xgboost/lightgbm/catboost may be too old. Fix: install the versions in "
+                              f"{MANIFEST} 'libraries' or refit") from exc  # fmt: skip
         ens._compile()
-        probe = np.array(man["probe"]["x"], dtype=np.float64)
-        want = np.array(man["probe"]["proba"])
+        probe = _from_manifest(mpath, "probe", lambda: np.array(man["probe"]["x"], dtype=np.float64))
+        want = _from_manifest(mpath, "probe", lambda: np.array(man["probe"]["proba"], dtype=np.float64))
+        if probe.ndim != 2 or want.shape != (len(probe), len(MODEL_NAMES)) or probe.shape[1] != len(feature_names()):
+            raise BundleError(f"{mpath}: probe has shape {probe.shape} -> {want.shape}, expected (k, "
+                              f"{len(feature_names())}) -> (k, {len(MODEL_NAMES)}). Fix: refit the bundle")  # fmt: skip
         # native must reproduce the training-time numbers; the compiled evaluator matches native margins to ~1e-6
         # (XGBoost adds leaves in float32), which a steep calibration map can stretch, hence its looser bound
         for label, got, tol in (("native", ens.predict_proba(probe, native=True), 1e-7),
@@ -543,11 +581,112 @@ class TreeEnsemble:
 
     @property
     def bundle_hash(self) -> str:
-        """sha256 over the model files' hashes, the calibrators and the feature list."""
-        h = hashlib.sha256()
-        h.update(json.dumps({k: self.manifest.get(k) for k in ("files", "calibrators", "feature_names",
-                                                               "winsorizer")}, sort_keys=True).encode())  # fmt: skip
-        return h.hexdigest()
+        """sha256 of the canonical JSON of the whole manifest except its creation time: the model files' sha256,
+        the calibrators, the feature list, the training window, symbol, timeframe and label spec. (Before
+        :meth:`save` the manifest has no files yet, so a refit that is never saved is named by its metadata.)"""
+        body = {k: v for k, v in self.manifest.items() if k != "created"}
+        return hashlib.sha256(_stats.strict_dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+_FIX_MANIFEST = "Fix: restore the manifest `fxgate fit` wrote, or refit the bundle"
+
+
+def _parse_manifest(mpath: Path, raw: bytes) -> dict[str, Any]:
+    """Strict JSON (no NaN/Infinity), an object at the top; errors name the file, line and column."""
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        man = json.loads(raw.decode("utf-8"), parse_constant=no_constant)
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{mpath}: not UTF-8 text (byte {exc.start}). {_FIX_MANIFEST}") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{mpath}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); the file is truncated "
+                          f"or was edited. {_FIX_MANIFEST}") from None  # fmt: skip
+    except ValueError as exc:
+        raise BundleError(f"{mpath}: {exc} (strict JSON has no NaN or Infinity). {_FIX_MANIFEST}") from None
+    if not isinstance(man, dict):
+        raise BundleError(f"{mpath}: the top level is a JSON {type(man).__name__}, not an object. {_FIX_MANIFEST}")
+    return man
+
+
+def _check_sidecar(d: Path, mpath: Path, raw: bytes) -> None:
+    side = d / SIDECAR
+    if not side.is_file():
+        raise BundleError(f"{side}: missing; without it an edited manifest (training window, symbol, label spec) "
+                          f"would go unnoticed. Fix: copy the whole bundle directory, or refit")  # fmt: skip
+    parts = side.read_text(encoding="utf-8", errors="replace").split()
+    want = parts[0].lower() if parts else ""
+    got = hashlib.sha256(raw).hexdigest()
+    if got != want:
+        raise BundleError(f"{mpath}: sha256 {got[:12]}… does not match {SIDECAR} ({want[:12] or 'empty'}…): the "
+                          "manifest was changed after `fxgate fit` wrote it, and its training window, symbol, "
+                          f"timeframe and label spec are what replay trusts. {_FIX_MANIFEST}")  # fmt: skip
+
+
+def _check_schema(mpath: Path, man: dict[str, Any]) -> None:
+    for key, typ in _MANIFEST_SCHEMA.items():
+        if key not in man:
+            raise BundleError(f"{mpath}: missing key {key!r}. {_FIX_MANIFEST}")
+        if not isinstance(man[key], typ) or isinstance(man[key], bool):
+            raise BundleError(f"{mpath}: {key} is a JSON {type(man[key]).__name__}, expected "
+                              f"{getattr(typ, '__name__', typ)}. {_FIX_MANIFEST}")  # fmt: skip
+    win = man["training_window"]
+    for key in _WINDOW_KEYS:
+        if not isinstance(win.get(key), int) or isinstance(win.get(key), bool):
+            raise BundleError(f"{mpath}: training_window.{key} = {win.get(key)!r}, expected an integer time in ns. "
+                              f"{_FIX_MANIFEST}")  # fmt: skip
+    if not win["first_ts"] <= win["last_ts"] <= win["last_label_end_ts"]:
+        raise BundleError(f"{mpath}: training_window needs first_ts <= last_ts <= last_label_end_ts, got {win}. "
+                          f"{_FIX_MANIFEST}")  # fmt: skip
+    for m in MODEL_NAMES:
+        if m not in man["calibrators"]:
+            raise BundleError(f"{mpath}: calibrators has no {m!r}. {_FIX_MANIFEST}")
+
+
+def _read_model_files(d: Path, mpath: Path, files: dict[str, Any]) -> dict[str, bytes]:
+    """The bytes of each model file, from the names fxgate fixes (:data:`_FILES`), each checked against the
+    manifest's sha256. The manifest's names must be those names: it cannot point the check at another file."""
+    if set(files) != set(MODEL_NAMES):
+        raise BundleError(f"{mpath}: files lists {sorted(files)}, expected exactly {list(MODEL_NAMES)}. "
+                          f"{_FIX_MANIFEST}")  # fmt: skip
+    root = d.resolve()
+    out = {}
+    for m in MODEL_NAMES:
+        info = files[m]
+        if not (isinstance(info, dict) and isinstance(info.get("name"), str) and isinstance(info.get("sha256"), str)):
+            raise BundleError(f"{mpath}: files.{m} = {info!r}, expected {{\"name\": ..., \"sha256\": ...}}. "
+                              f"{_FIX_MANIFEST}")  # fmt: skip
+        name = info["name"]
+        if Path(name).is_absolute() or ".." in Path(os.path.normpath(name)).parts:  # by its text: links come below
+            raise BundleError(f"{mpath}: files.{m}.name = {name!r} is outside the bundle directory {d}; fxgate "
+                              f"loads only its own files inside it. {_FIX_MANIFEST}")  # fmt: skip
+        if name != _FILES[m]:
+            raise BundleError(f"{mpath}: files.{m}.name = {name!r}, but fxgate loads {m} from {_FILES[m]!r}: the "
+                              f"manifest cannot send the hash check to another file. {_FIX_MANIFEST}")  # fmt: skip
+        p = d / _FILES[m]
+        if not p.is_file():
+            raise BundleError(f"{p}: missing. Fix: copy the whole bundle directory")
+        if not p.resolve().is_relative_to(root):
+            raise BundleError(f"{p}: a link to {p.resolve()}, outside the bundle directory. Fix: copy the file itself "
+                              "into the bundle")  # fmt: skip
+        data = p.read_bytes()
+        got = hashlib.sha256(data).hexdigest()
+        if got != info["sha256"]:
+            raise BundleError(
+                f"{p}: sha256 {got[:12]}… does not match the manifest's {info['sha256'][:12]}…; "
+                "the file was changed after training. Fix: refit or restore the original file"
+            )
+        out[m] = data
+    return out
+
+
+def _from_manifest(mpath: Path, key: str, build: Callable[[], Any]) -> Any:
+    try:
+        return build()
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise BundleError(f"{mpath}: {key} is malformed ({type(exc).__name__}: {exc}). {_FIX_MANIFEST}") from None
 
 
 def _silence_note(overall: dict[str, Any], threshold: float) -> str | None:

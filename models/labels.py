@@ -13,6 +13,10 @@
 ``end`` is the bar index at which each label is determined; samples whose ``end`` reaches into a test fold are
 purged from training (see :mod:`fxgate.models.ensemble`). Labels that would need bars past the end of the data
 are invalid (``valid`` False), never guessed.
+
+``end`` is not monotone for triple-barrier labels: a sample whose barrier is hit early ends before an earlier
+sample that ran to its vertical barrier. The last bar a set of samples looked at is therefore the *maximum* of
+their ``end`` (:meth:`Labels.last_end`), not the ``end`` of the last sample — up to ``horizon - 1`` bars later.
 """
 
 from __future__ import annotations
@@ -56,6 +60,16 @@ class Labels:
     end: np.ndarray  # int64: bar index at which the label is known
     ret: np.ndarray  # float64: close-to-close log return from t to end (what a trade taken at t realized)
     valid: np.ndarray  # bool
+
+    def last_end(self, idx: np.ndarray) -> int:
+        """The last bar index any of the samples ``idx`` looked at: ``max(end[idx])`` (see the module docstring
+        for why not ``end[idx[-1]]``). Raises ``ValueError`` when ``idx`` holds an invalid sample or none."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if len(idx) == 0:
+            raise ValueError("no samples: a set of no labels looked at no bar")
+        if not self.valid[idx].all():
+            raise ValueError(f"sample {int(idx[~self.valid[idx]][0])} has no valid label; it looked past the data")
+        return int(self.end[idx].max())
 
 
 def _ewm_vol(c: np.ndarray, span: int) -> np.ndarray:

@@ -75,3 +75,26 @@ def test_spec_validation():
         LabelSpec("meta")
     with pytest.raises(ValueError, match="horizon"):
         LabelSpec("next", 0)
+
+
+def test_last_end_is_the_max_over_the_samples_not_the_last_samples_end():
+    """Regression (#12.5): triple-barrier ends are not monotone, so the last bar a set of samples looked at is the
+    max of their ends (naive loop), which can be later than the last sample's own end."""
+    b = sample_bars()[:1500]
+    h = 24
+    lab = make_labels(b, LabelSpec("triple-barrier", h, 1.0, 1.0))
+    _, end = _naive_triple(b.high, b.low, b.close, np.zeros(len(b)), h, 1.0, 1.0, 100)
+    ok = np.flatnonzero(end >= 0)
+    gaps = 0
+    for stop in range(200, len(b), 7):
+        idx = ok[ok < stop]
+        latest = -1
+        for t in idx:  # naive max
+            latest = max(latest, int(end[t]))
+        assert lab.last_end(idx) == latest
+        gaps += latest > end[idx[-1]]
+    assert gaps > 10  # the case that matters occurs on real bars: the last sample ended early
+    with pytest.raises(ValueError, match="no valid label"):
+        lab.last_end(np.array([len(b) - 1]))
+    with pytest.raises(ValueError, match="no samples"):
+        lab.last_end(np.array([], dtype=np.int64))
