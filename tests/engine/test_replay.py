@@ -92,7 +92,9 @@ def test_a_partially_overlapping_bundle_is_refused_with_the_fix(bundle):
     assert "Fix:" in msg and "--skip-trained-bars" in msg and "skip_trained_bars=True" in msg
 
 
-def test_skipping_the_trained_bars_is_explicit_and_recorded(bundle):
+def test_skipping_the_trained_bars_is_explicit_and_recorded(bundle, tmp_path):
+    from fxgate.engine.report import write_report
+
     bars = sample_bars()[1000:1800]
     last = bundle.manifest["training_window"]["last_label_end_ts"]
     first_oos = next(i for i, t in enumerate(bars.ts) if int(t) > last)
@@ -101,6 +103,8 @@ def test_skipping_the_trained_bars_is_explicit_and_recorded(bundle):
     assert all(d.ts > last for d in res.decisions)
     assert res.metrics["bundle"]["skipped_trained_bars"] == first_oos == res.metrics["warmup_bars"]
     assert res.metrics["bundle"]["bundle_hash"] == bundle.bundle_hash[:16]
+    text = write_report(res, tmp_path / "r.html").read_text()
+    assert f"The first {first_oos} bars of the file are inside the bundle's training window" in text
 
 
 @pytest.mark.parametrize("skip", [False, True])
