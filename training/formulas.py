@@ -19,6 +19,7 @@ architectures, described, not computed).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -328,7 +329,7 @@ def _alpha158() -> list[Formula]:
         d = name[len(fam) :]
         if fam not in qlib:
             continue  # HAR-RV, jump and session features: in their own categories
-        text = qlib[fam].replace(",d)", f",{d})").replace("/d", f"/{d}") if d else qlib[fam]
+        text = re.sub(r"\bd\b", d, qlib[fam]) if d else qlib[fam]  # the window, wherever the expression uses it
         out.append(Formula(name, "alpha158", "Qlib Alpha158 (Yang et al. 2020, arXiv:2009.11189)", text,
                            _feature(name), "Bars"))  # fmt: skip
     return out
