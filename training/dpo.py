@@ -2,7 +2,8 @@
 
 The SFT adapter is merged into the base first (:func:`fxgate.training.pipeline.merge`); DPO trains a new adapter on
 that model, and the reference policy is the same model with the adapter disabled (no second copy in memory).
-Prompts are rendered with the model's chat template exactly as in SFT and at serving time.
+Prompts are rendered with the model's chat template and the serving budget exactly as in SFT and at serving time
+(:func:`fxgate.training.sft.judge_renderer`).
 
     python -m fxgate.training.dpo --preset h100-7b --base run/sft-merged --data data/ --out run/dpo [--resume]
 """
@@ -14,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from fxgate.training.presets import Preset, get_preset
-from fxgate.training.sft import _has_gpu, _lines, _render, lora_config, parser, setup
+from fxgate.training.sft import _has_gpu, _lines, _render, judge_renderer, lora_config, parser, setup
 
 __all__ = ["dpo_examples", "train_dpo", "main"]
 
 
 def dpo_examples(data: str | Path, tok: Any, limit: int | None = None) -> list[dict[str, str]]:
     d = Path(data) / "train"
-    out = [{"prompt": _render(tok, r["prompt"]), "chosen": r["chosen"], "rejected": r["rejected"]}
-           for r in _lines(d / "dpo.jsonl")[:limit]]  # fmt: skip
+    pairs = _lines(d / "dpo.jsonl")[:limit]
+    render = judge_renderer(data, tok) if pairs else None
+    out = [{"prompt": render(r), "chosen": r["chosen"], "rejected": r["rejected"]} for r in pairs]  # type: ignore[misc]
     for r in _lines(d / "imported_dpo.jsonl")[:limit]:
         p = r["prompt"] if isinstance(r["prompt"], list) else [{"role": "user", "content": r["prompt"]}]
         c = r["chosen"] if isinstance(r["chosen"], str) else r["chosen"][-1]["content"]

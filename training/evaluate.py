@@ -2,8 +2,10 @@
 against baselines, with confidence intervals.
 
 For every test scenario (``test/scenarios.jsonl`` written by :mod:`fxgate.training.datasets`) the model is asked
-the judge's question through the same runtime, chat template, grammar and budgets the live gate uses. Scored
-against the realized outcome (BUY/SELL when the close moved by more than the spread that way, else NONE):
+the judge's question through the same runtime, chat template, grammar and budgets the live gate uses: the prompt
+is built from the scenario's template values by :meth:`~fxgate.models.llm.LlmRuntime.build`, the live judge's own
+call, so sections are dropped for ``n_ctx`` exactly as when served (``dropped_sections`` in the report counts
+them). Scored against the realized outcome (BUY/SELL when the close moved by more than the spread that way, else NONE):
 
 * **directional accuracy** — answer == outcome, over all scenarios (an unusable answer counts as wrong);
 * **precision at certainty >= threshold** — among confident BUY/SELL answers, the share that was right, with a
@@ -83,7 +85,7 @@ def evaluate(model: str | Path, data: str | Path, *, threshold: float = 0.95, li
              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:  # fmt: skip
     """Score ``model`` (a GGUF file) on ``data``'s test split and the baselines; return the report."""
     from fxgate.models.llm import LlmError, LlmRuntime, LlmSettings, grammar_for
-    from fxgate.models.prompt import RenderedPrompt, render_chat
+    from fxgate.models.prompt import ContextOverflow, load_template
 
     data = Path(data)
     mp = Path(model)
@@ -100,19 +102,30 @@ def evaluate(model: str | Path, data: str | Path, *, threshold: float = 0.95, li
         raise DatasetError(f"{path}: no test scenarios")
     train = [json.loads(x)["meta"]["target"] for x in (data / "train" / "scenarios.jsonl").read_text().splitlines()
              if x.strip()]  # fmt: skip
+    if any("values" not in r for r in rows):
+        raise DatasetError(f"{path}: scenarios without template values (built by an older fxgate): the live judge's "
+                           f"prompt budget cannot be applied to them. Fix: rebuild with `fxgate train data`")
+    man = json.loads((data / "manifest.json").read_text()) if (data / "manifest.json").is_file() else {}
+    tinfo = man.get("template") or {}
+    tpl = load_template(tinfo.get("id", "judge.v1"))
+    if tinfo.get("sha256") and tinfo["sha256"] != tpl.sha256:
+        raise DatasetError(f"{data / 'manifest.json'}: built with template {tpl.id} sha256 {tinfo['sha256'][:12]}…, "
+                           f"this fxgate's is {tpl.sha256[:12]}…. Fix: rebuild the data with `fxgate train data`")
     rt = LlmRuntime(LlmSettings(model=str(mp), n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
                                 seed=seed, timeout_s=600))  # fmt: skip
     grammar = grammar_for("judge")
     answers: list[str | None] = []
     certs: list[float | None] = []
     errors = Counter()
+    dropped: Counter[str] = Counter()
     for k, r in enumerate(rows):
-        text = render_chat(rt.chat_template, r["prompt"], bos_token=rt.bos_token, eos_token=rt.eos_token)
-        prompt = RenderedPrompt(text, "", tuple(r["prompt"]), (), (), rt.count_tokens(text), "judge.v1")
         try:
+            # the live judge's own path: template values -> LlmRuntime.build under the serving budget
+            prompt = rt.build(tpl, r["values"], think_budget=think_budget, answer_budget=answer_budget)
+            dropped.update(prompt.dropped)
             g = rt.generate(prompt, kind="judge", think_budget=think_budget, answer_budget=answer_budget,
                             grammar=grammar, use_cache=False)  # fmt: skip
-        except LlmError as exc:
+        except (LlmError, ContextOverflow) as exc:
             errors[str(exc).split(":")[0][:60]] += 1
             answers.append(None)
             certs.append(None)
@@ -126,7 +139,8 @@ def evaluate(model: str | Path, data: str | Path, *, threshold: float = 0.95, li
     rt.close()
     targets = [r["meta"]["target"] for r in rows]
     report: dict[str, Any] = {"model": str(mp), "model_sha256": rt.sha256, "data": str(data), "split": "test",
-                              "threshold": threshold, "think_budget": think_budget, "errors": dict(errors),
+                              "threshold": threshold, "think_budget": think_budget, "answer_budget": answer_budget,
+                              "n_ctx": n_ctx, "dropped_sections": dict(dropped), "errors": dict(errors),
                               "model_scores": score(answers, certs, targets, threshold)}  # fmt: skip
     major, freq = Counter(train).most_common(1)[0]
     freq /= len(train)

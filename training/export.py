@@ -146,19 +146,27 @@ def export_gguf(model_dir: str | Path, out: str | Path, ftype: str = "f16", *, n
 
 
 def parity_check(model_dir: str | Path, gguf_f16: str | Path, gguf_q8: str | Path | None, prompts: list[str], *,
-                 logit_rtol: float = 1e-2, top1_min: float = 0.98, n_logit_prompts: int = 8,
-                 n_ctx: int = 4096) -> dict[str, Any]:  # fmt: skip
+                 logit_rtol: float = 1e-2, top1_min: float = 0.98, n_logit_prompts: int = 32,
+                 min_prompts: int = 200, n_ctx: int = 4096) -> dict[str, Any]:  # fmt: skip
     """Compare the exported GGUF files with the torch model they came from; raise :class:`ParityError` on failure.
 
+    * the prompts: at least ``min_prompts`` *distinct* texts (repeats are dropped, not counted);
     * tokenization: llama.cpp token ids == Hugging Face token ids on every prompt (special tokens parsed);
-    * F16 logits at every position of ``n_logit_prompts`` prompts: max |difference| <= ``logit_rtol`` times the
-      largest |logit| of the torch model (fp16 weights and llama.cpp's fp16 KV cache round at that scale);
+    * F16 logits at every position of ``n_logit_prompts`` prompts (spread over the set): max |difference| <=
+      ``logit_rtol`` times the largest |logit| of the torch model (fp16 weights and llama.cpp's fp16 KV cache round
+      at that scale);
     * Q8_0: next-token argmax at the last position of every prompt agrees with torch on >= ``top1_min``.
     """
     import torch
     from fxgate.models.llm import load_llama
     from transformers import AutoModelForCausalLM
 
+    prompts = list(dict.fromkeys(prompts))  # distinct, first occurrence order
+    if len(prompts) < min_prompts:
+        raise ParityError(f"only {len(prompts)} distinct prompts for the parity check, it needs >= {min_prompts} "
+                          f"(repeats prove nothing). Fix: pass more distinct prompts (a larger validation split)")
+    if len(prompts) < n_logit_prompts:
+        raise ParityError(f"{len(prompts)} prompts, fewer than the {n_logit_prompts} the F16 logit check compares")
     tok = load_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     f16 = load_llama(gguf_f16, n_ctx=n_ctx, logits_all=True, seed=0)
@@ -186,7 +194,9 @@ def parity_check(model_dir: str | Path, gguf_f16: str | Path, gguf_q8: str | Pat
         return np.array(llm.scores[: len(ids)], dtype=np.float64)
 
     worst, scale = 0.0, 0.0
-    for ids in hf_ids[:n_logit_prompts]:
+    pick = np.unique(np.linspace(0, len(hf_ids) - 1, n_logit_prompts).astype(int))
+    report["f16_logit_prompts"] = len(pick)
+    for ids in (hf_ids[i] for i in pick):
         ref = torch_logits(ids)
         worst = max(worst, float(np.max(np.abs(gguf_logits(f16, ids) - ref))))
         scale = max(scale, float(np.max(np.abs(ref))))

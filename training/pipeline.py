@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 from fxgate.engine._hash import file_sha256
 
 __all__ = ["merge", "write_modelfile", "write_manifest", "verify", "manifest_kind", "run_all", "MANIFEST"]
@@ -255,9 +256,10 @@ def run_all(preset_name: str, out: str | Path, *, bars: list[str] | None = None,
     done()
     done = step("parity check: llama.cpp vs the merged torch model (tokens, F16 logits, Q8_0 next token)")
     tok = load_tokenizer(final)
-    val = [e["prompt"] + e["completion"] for e in sft_examples(out / "data", tok, limit=100, split="val")]
-    prompts = (val * (1 + 200 // max(1, len(val))))[:max(200, len(val))]
-    parity = parity_check(final, f16, q8, prompts)  # raises ParityError: the run stops here, not "done"
+    # >= 200 distinct validation prompts (scenarios as served, and feature examples), spread over the split
+    val = list(dict.fromkeys(e["prompt"] + e["completion"] for e in sft_examples(out / "data", tok, split="val")))
+    prompts = [val[i] for i in sorted(set(np.linspace(0, len(val) - 1, min(len(val), 240)).astype(int)))]
+    parity = parity_check(final, f16, q8, prompts, n_logit_prompts=32, min_prompts=200)  # raises ParityError
     (out / "parity.json").write_text(json.dumps(parity, indent=1))
     done()
     write_modelfile(q8, out / "Modelfile")

@@ -1,10 +1,12 @@
 """SFT with LoRA (TRL ``SFTTrainer`` + PEFT) on the data of :mod:`fxgate.training.datasets`.
 
 The training text is rendered with the **model's own chat template** through
-:func:`fxgate.models.prompt.render_chat` — the function the live judge renders with — so the prompt a model is
-trained on is, token for token, the prompt it is served (tested). Examples are prompt/completion pairs: the prompt
-ends with the template's generation prompt (``<｜Assistant｜><think>\\n`` for R1-Distill), the completion is the
-reasoning, ``</think>``, and the answer; the loss is on the completion only.
+:func:`fxgate.models.prompt.build_prompt` — the function the live judge renders with, under the same token budget
+(:func:`judge_renderer`: sections dropped least important first when over it) — so the prompt a model is trained on
+is, token for token, the prompt it is served (tested, with the R1-Distill and ChatML templates). Examples are
+prompt/completion pairs: the prompt ends with the template's generation prompt (``<｜Assistant｜><think>\\n``
+for R1-Distill), the completion is the reasoning, ``</think>``, and the answer; the loss is on the completion
+only.
 
 Run on one GPU or many::
 
@@ -22,13 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fxgate.training.presets import Preset, get_preset
 
-__all__ = ["sft_examples", "train_sft", "load_base", "main"]
+__all__ = ["sft_examples", "judge_renderer", "train_sft", "load_base", "main"]
 
 
 def _lines(p: Path) -> list[dict[str, Any]]:
@@ -41,13 +44,48 @@ def _render(tok: Any, messages: list[dict[str, str]]) -> str:
     return render_chat(tok.chat_template, messages, bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
 
 
+def judge_renderer(data: str | Path, tok: Any) -> Callable[[dict[str, Any]], str]:
+    """A function from a scenario/DPO record to its prompt text exactly as the live judge serves it: the record's
+    template ``values`` through :func:`fxgate.training.datasets.served_prompt` with the model's chat template and
+    tokenizer, under the serving budget recorded in the data manifest (sections dropped least important first, as
+    :meth:`fxgate.models.llm.LlmRuntime.build` does)."""
+    from fxgate.models.prompt import load_template, prompt_budget
+    from fxgate.training.datasets import data_budget, served_prompt
+
+    d = Path(data)
+    man = json.loads((d / "manifest.json").read_text()) if (d / "manifest.json").is_file() else {}
+    tid = (man.get("template") or {}).get("id", "judge.v1")
+    tpl = load_template(tid)
+    want = (man.get("template") or {}).get("sha256")
+    if want and want != tpl.sha256:
+        raise ValueError(f"{d / 'manifest.json'}: built with template {tid} sha256 {want[:12]}…, this fxgate's "
+                         f"{tid} is {tpl.sha256[:12]}…; training on it would not be what is served. Fix: rebuild the "
+                         f"data with `fxgate train data`")  # fmt: skip
+    budget = prompt_budget(**data_budget(d))
+
+    def count(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    def render(r: dict[str, Any]) -> str:
+        if "values" not in r:
+            raise ValueError(f"{d}: a scenario without template values (built by an older fxgate), so the serving "
+                             f"budget cannot be applied. Fix: rebuild the data with `fxgate train data`")
+        return served_prompt(tpl, r["values"], chat_template=tok.chat_template, bos_token=tok.bos_token or "",
+                             eos_token=tok.eos_token or "", count_tokens=count, budget=budget).text  # fmt: skip
+
+    return render
+
+
 def sft_examples(data: str | Path, tok: Any, limit: int | None = None, split: str = "train") -> list[dict[str, str]]:
-    """prompt/completion text pairs from a data directory: trade scenarios, feature examples, formula knowledge and
-    imported conversations (``limit`` per kind)."""
+    """prompt/completion text pairs from a data directory: trade scenarios (rendered by :func:`judge_renderer`, as
+    served), feature examples, formula knowledge and imported conversations (``limit`` per kind)."""
     d = Path(data) / split
     out = []
-    for r in _lines(d / "scenarios.jsonl")[:limit]:
-        out.append({"prompt": _render(tok, r["prompt"]), "completion": r["completion"]})
+    scen = _lines(d / "scenarios.jsonl")[:limit]
+    if scen:
+        render = judge_renderer(data, tok)
+        for r in scen:
+            out.append({"prompt": render(r), "completion": r["completion"]})
     for name in ("features", "formulas", "imported_sft"):
         for r in _lines(d / f"{name}.jsonl")[:limit]:
             msgs = r["messages"]

@@ -29,30 +29,71 @@ def data(tmp_path_factory):
     return d / "out"
 
 
-def test_training_prompt_is_the_served_prompt_token_for_token(nano, rng):
-    """The dataset builder's messages, rendered for SFT, equal the live judge's prompt for the same values, and
-    tokenize identically in training (HF) and serving (llama.cpp)."""
+#: Qwen2's ChatML chat template (the second template the training/serving parity is tested on)
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+          "'<|im_end|>' + '\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def _data_with_budget(src: Path, dst: Path, n_ctx: int, rows: list[dict]) -> Path:
+    """A copy of a data directory's manifest with another serving budget, holding ``rows`` as its training
+    scenarios."""
+    m = json.loads((src / "manifest.json").read_text())
+    m["prompt_budget"] = {**m["prompt_budget"], "n_ctx": n_ctx}
+    (dst / "train").mkdir(parents=True)
+    (dst / "manifest.json").write_text(json.dumps(m))
+    (dst / "train" / "scenarios.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dst
+
+
+@pytest.mark.parametrize("template", ["r1-distill", "chatml"])
+def test_training_prompt_is_the_served_prompt_token_for_token(nano, data, tmp_path, template):
+    """Real sample bars' scenarios: the prompt SFT/DPO train on (sft_examples, dpo_examples) is the live judge's
+    prompt (LlmRuntime.build) text for text and token for token — with every section, and over the budget, where
+    the live judge drops sections: training drops the same ones. For the R1-Distill template of the GGUF and for
+    ChatML (an [llm] chat_template override)."""
     from fxgate.models.llm import LlmRuntime, LlmSettings
     from fxgate.models.prompt import load_template
-    from fxgate.training.datasets import _prompt_messages
+    from fxgate.training.dpo import dpo_examples
     from fxgate.training.export import load_tokenizer
-    from fxgate.training.sft import _render
-    from llm_common import values
+    from fxgate.training.sft import sft_examples
 
     tok = load_tokenizer(nano["hf"])
-    rt = LlmRuntime(LlmSettings(model=str(nano["q8"]), n_ctx=4096))
+    kw = {}
+    if template == "chatml":
+        tok.chat_template = CHATML
+        (tmp_path / "chatml.jinja").write_text(CHATML)
+        kw["chat_template"] = str(tmp_path / "chatml.jinja")
     tpl = load_template("judge.v1")
-    for _ in range(5):
-        vals = values(rng)
-        train_prompt = _render(tok, _prompt_messages(tpl, vals))
-        live = rt.build(tpl, vals, think_budget=384, answer_budget=512)
-        assert live.dropped == () and live.text == train_prompt
-        ids_hf = tok(train_prompt, add_special_tokens=False)["input_ids"]
-        assert rt.tokenize(live.text) == ids_hf
-        completion = "The proposal is BUY.\n</think>\n\n" + '{"direction": "NONE", "certainty": 0.1, "reasons": ["x"]}'
-        joint = tok(train_prompt + completion, add_special_tokens=False)["input_ids"]
-        assert joint[: len(ids_hf)] == ids_hf  # the completion-only loss starts where the served context ends
+    rows = [json.loads(x) for x in (data / "val" / "scenarios.jsonl").read_text().splitlines()[::97][:6]]
+    assert len(rows) == 6 and all("values" in r for r in rows)
+    think, answer = 384, 512
+    rt = LlmRuntime(LlmSettings(model=str(nano["q8"]), n_ctx=8192, **kw))
+    full = max(rt.build(tpl, r["values"], think_budget=think, answer_budget=answer).n_tokens for r in rows)
+    # the contexts: all sections fit; the lowest-priority section cannot fit; two sections cannot
+    formulas = len(tok("## How the checks are computed", add_special_tokens=False)["input_ids"])
+    seen_drops = set()
+    for n_ctx in (full + think + answer + 8, full + think + answer + 8 - formulas, full + think + answer + 8 - 700):
+        live_rt = LlmRuntime(LlmSettings(model=str(nano["q8"]), n_ctx=n_ctx, **kw))
+        d = _data_with_budget(data, tmp_path / f"d{n_ctx}", n_ctx, rows)
+        trained = sft_examples(d, tok)
+        assert len(trained) == len(rows)
+        for r, t in zip(rows, trained, strict=True):
+            live = live_rt.build(tpl, r["values"], think_budget=think, answer_budget=answer)
+            assert t["prompt"] == live.text
+            ids_hf = tok(t["prompt"], add_special_tokens=False)["input_ids"]
+            assert live_rt.tokenize(live.text) == ids_hf and len(ids_hf) == live.n_tokens
+            seen_drops.add(live.dropped)
+            if template == "r1-distill":
+                joint = tok(t["prompt"] + r["completion"], add_special_tokens=False)["input_ids"]
+                assert joint[: len(ids_hf)] == ids_hf  # the completion-only loss starts where the served context ends
+        dpo_rows = [{**r, "chosen": r["completion"], "rejected": "x"} for r in rows]
+        (d / "train" / "dpo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dpo_rows))
+        assert [e["prompt"] for e in dpo_examples(d, tok)] == [e["prompt"] for e in trained]
+        live_rt.close()
     rt.close()
+    assert () in seen_drops and ("formulas",) in seen_drops  # every section, and over the budget
+    assert any(len(x) >= 2 for x in seen_drops), seen_drops
 
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(nano, data, tmp_path):
@@ -191,7 +232,9 @@ def test_train_all_nano_passes_parity_and_verify(tmp_path):
     assert m["metrics"]["sft"]["last_logged_loss"] < m["metrics"]["sft"]["first_logged_loss"]
     assert {"model-f16.gguf", "model-q8_0.gguf", "Modelfile", "parity.json", "eval.json"} <= set(m["files"])
     assert CliRunner().invoke(cli, ["train", "verify", str(out)]).exit_code == 0
-    assert sum(m["timings_s"].values()) < 600
+    # the parity check ran on >= 200 distinct validation prompts, F16 logits on >= 32 of them
+    assert m["parity"]["prompts"] >= 200 and m["parity"]["f16_logit_prompts"] >= 32
+    assert len(m["timings_s"]) >= 8  # every step's time is recorded; judging it is benchmarks/' job, not a test's
 
 
 @pytest.mark.parametrize("name", ["ddp.yaml", "fsdp.yaml"])
