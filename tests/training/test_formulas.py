@@ -285,3 +285,22 @@ def test_certainty_module_entries_behave_as_their_formulas():
     for xt in x:
         m.observe(xt)
     np.testing.assert_allclose(m.run_length_probs(), want[-1], rtol=1e-9, atol=1e-300)
+
+
+def test_listing_shows_every_entry_with_its_formula_citation_and_status():
+    text = F.listing()
+    body = [ln for ln in text.splitlines() if ln.startswith("  ")]
+    assert len(body) == len(F.CATALOGUE) == 222
+    for f, line in zip(F.CATALOGUE, body, strict=True):
+        assert line.split()[0] == f.name.split()[0] and f.formula in line and f"[{f.citation}]" in line
+        assert (" computed " in line) == (f.compute is not None) and (" described " in line) == (f.compute is None)
+    assert text.splitlines()[-1] == "total: 222 entries, 207 computed, 15 described only"
+    assert "techniques (14 entries, 10 computed, 4 described only)" in text
+    one = F.listing("techniques")
+    assert one.splitlines()[0].startswith("techniques (14 entries") and "KMID" not in one and "A3C" in one
+    assert len([ln for ln in one.splitlines() if ln.startswith("  ")]) == 14
+    rows = F.rows("risk")
+    assert [r["name"] for r in rows] == [f.name for f in F.CATALOGUE if f.category == "risk"]
+    assert rows[0]["function"].startswith("fxgate.training.formulas.")
+    with pytest.raises(ValueError, match="unknown formula category 'volatilty'. Did you mean 'volatility'"):
+        F.listing("volatilty")
