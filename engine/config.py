@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,10 @@ from typing import Any
 from fxgate.engine.errors import FxgateError
 
 __all__ = ["GateConfig", "L1Config", "L2Config", "L3Config", "LlmConfig", "L4Config", "SizingConfig", "ReplayConfig",
-           "ConfigError", "DEFAULT_MODULES", "DEFAULT_TOML", "load_config"]  # fmt: skip
+           "InputConfig", "ConfigError", "DEFAULT_MODULES", "DEFAULT_TOML", "load_config"]  # fmt: skip
+
+#: The largest label/outcome horizon accepted, in bars (a sanity bound: a typo such as 1000000 is refused).
+MAX_HORIZON = 10_000
 
 #: Layer-4 modules built so far, in evaluation order (cheap streaming checks first, SHAP last).
 DEFAULT_MODULES = ("vpin", "bocpd", "regime", "uncertainty", "execution_cost", "adverse_selection", "robust_kelly",
@@ -56,9 +60,10 @@ class LlmConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class L2Config:
-    """Layer 2, the LLM judge: passes when its direction equals Layer 1's and its certainty >= threshold."""
+    """Layer 2, the LLM judge: passes when its direction equals Layer 1's and its certainty >= threshold. On by
+    default: without a model it fails closed (turning it off is an explicit ``enabled = false``)."""
 
-    enabled: bool = False
+    enabled: bool = True
     threshold: float = 0.95
     template: str = "judge.v1"  # a bundled template name or a path to a .toml template
     think_budget: int = 384  # reasoning tokens before the <think> block is closed for it
@@ -67,9 +72,10 @@ class L2Config:
 
 @dataclass(frozen=True, kw_only=True)
 class L3Config:
-    """Layer 3, the debate: bull confidence >= threshold, bear's strongest point <= bear_max_strength, risk approves."""
+    """Layer 3, the debate: bull confidence >= threshold, bear's strongest point <= bear_max_strength, risk approves.
+    On by default, like Layer 2."""
 
-    enabled: bool = False
+    enabled: bool = True
     threshold: float = 0.95
     bear_max_strength: float = 0.05
     rounds: int = 1
@@ -93,9 +99,20 @@ class L4Config:
 
 @dataclass(frozen=True, kw_only=True)
 class SizingConfig:
-    #: size = min(robust_kelly fraction, bayesian_sizing size) * scale, capped at max_size (units of the instrument)
+    """``Decision.size`` is a **fraction of capital** (the Kelly convention): the smallest fraction the sizing
+    modules suggest (robust Kelly, Bayesian sizing), times ``scale`` (e.g. 0.5 = half Kelly), capped at
+    ``max_fraction``. Turning it into lots is the bot's job (it knows the account's equity and leverage)."""
+
     scale: float = 1.0
-    max_size: float = 1.0
+    max_fraction: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputConfig:
+    """Plausibility checks on live bars (a bar failing one is refused and does not move the gate's clock)."""
+
+    max_gap_days: float = 30.0  # a bar more than this after the last accepted one is refused; 0 disables the check
+    max_future_s: float = 86400.0  # a bar stamped more than this after the wall clock is refused; 0 disables
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,14 +136,26 @@ class GateConfig:
     l4: L4Config = L4Config()
     sizing: SizingConfig = SizingConfig()
     replay: ReplayConfig = ReplayConfig()
+    input: InputConfig = InputConfig()
 
     def __post_init__(self) -> None:
         if self.mode not in ("cheapest", "full"):
             raise ConfigError(f'mode = {self.mode!r} is not allowed; use "cheapest" or "full"')
-        if self.horizon < 1:
-            raise ConfigError(f"horizon = {self.horizon}: must be >= 1 bar")
-        if self.spread < 0 or self.pip <= 0:
-            raise ConfigError("spread must be >= 0 and pip > 0")
+        if not 1 <= self.horizon <= MAX_HORIZON:
+            raise ConfigError(f"horizon = {self.horizon}: must be between 1 and {MAX_HORIZON} bars")
+        _finite("spread", self.spread, ">= 0", self.spread >= 0, "e.g. 0.00008 for a 0.8-pip EURUSD spread")
+        _finite("pip", self.pip, "> 0", self.pip > 0, "0.0001 for most pairs, 0.01 for JPY pairs")
+        s = self.sizing
+        _finite("[sizing] scale", s.scale, "> 0", s.scale > 0, "1.0 = full Kelly, 0.5 = half Kelly")
+        _finite("[sizing] max_fraction", s.max_fraction, "> 0", s.max_fraction > 0,
+                "the largest share of capital one signal may use, e.g. 0.02")  # fmt: skip
+        r = self.replay
+        for key in ("train_bars", "window_bars", "n_estimators", "folds"):
+            if getattr(r, key) < 1:
+                raise ConfigError(f"[replay] {key} = {getattr(r, key)}: must be a positive integer")
+        i = self.input
+        _finite("[input] max_gap_days", i.max_gap_days, ">= 0", i.max_gap_days >= 0, "0 disables the check")
+        _finite("[input] max_future_s", i.max_future_s, ">= 0", i.max_future_s >= 0, "0 disables the check")
         if not 0.5 <= self.l1.threshold < 1:
             raise ConfigError(f"[l1] threshold = {self.l1.threshold}: must be in [0.5, 1)")
         for name, layer in (("l2", self.l2), ("l3", self.l3)):
@@ -134,30 +163,48 @@ class GateConfig:
                 raise ConfigError(f"[{name}] threshold = {layer.threshold}: must be in [0, 1]")
             if layer.think_budget < 0 or layer.answer_budget < 16:
                 raise ConfigError(f"[{name}] think_budget must be >= 0 and answer_budget >= 16")
-        if (self.l2.enabled or self.l3.enabled) and not self.llm.model:
-            raise ConfigError("[l2]/[l3] enabled, but [llm] model is empty. Fix: set [llm] model to a GGUF file, or "
-                              '"nano" for fxgate\'s nano test model')  # fmt: skip
         if not 0 <= self.l3.bear_max_strength <= 1 or self.l3.rounds < 1:
             raise ConfigError("[l3] bear_max_strength must be in [0, 1] and rounds >= 1")
         lc = self.llm
         if lc.on_load_error not in ("raise", "veto"):
             raise ConfigError(f'[llm] on_load_error = {lc.on_load_error!r}: use "raise" or "veto"')
-        if lc.n_ctx < 256 or lc.n_batch < 1 or lc.timeout_s <= 0 or lc.temperature < 0:
-            raise ConfigError("[llm] needs n_ctx >= 256, n_batch >= 1, timeout_s > 0 and temperature >= 0")
-        from fxgate.modules import REGISTRY
+        _finite("[llm] timeout_s", lc.timeout_s, "> 0", lc.timeout_s > 0, "seconds per LLM layer, e.g. 60")
+        _finite("[llm] temperature", lc.temperature, ">= 0", lc.temperature >= 0, "0 = greedy, deterministic")
+        if lc.n_ctx < 256 or lc.n_batch < 1:
+            raise ConfigError("[llm] needs n_ctx >= 256 and n_batch >= 1")
+        from fxgate.modules import REGISTRY, create
 
-        for m in self.l4.modules:
+        l4 = self.l4
+        if l4.enabled and not l4.modules:
+            raise ConfigError("[l4] modules is empty while [l4] enabled = true: an empty list would pass every "
+                              "bar unchecked. Fix: list the modules, or turn Layer 4 off with [l4] enabled = false")
+        seen: set[str] = set()
+        for m in l4.modules:
             if m not in REGISTRY:
                 near = difflib.get_close_matches(m, REGISTRY, n=1)
                 raise ConfigError(f"[l4] modules: unknown module {m!r}" + (f"; did you mean {near[0]!r}?" if near
                                   else f". Known: {', '.join(sorted(REGISTRY))}"))  # fmt: skip
-        for m, params in self.l4.params.items():
+            if m in seen:
+                raise ConfigError(f"[l4] modules: {m!r} is listed twice. Fix: list each module once")
+            seen.add(m)
+        for m, params in l4.params.items():
             if m not in REGISTRY:
-                raise ConfigError(f"[l4.params.{m}]: no such module")
+                near = difflib.get_close_matches(m, REGISTRY, n=1)
+                raise ConfigError(f"[l4.params.{m}]: no such module" + (f"; did you mean {near[0]!r}?" if near
+                                  else f". Known: {', '.join(sorted(REGISTRY))}"))  # fmt: skip
+            if m not in l4.modules:
+                raise ConfigError(f"[l4.params.{m}]: module {m!r} is not in [l4] modules, so these parameters would "
+                                  f"be ignored. Fix: add {m!r} to [l4] modules or delete [l4.params.{m}]")  # fmt: skip
             try:
-                REGISTRY[m](**params)
+                create(m, gate=self.module_settings, **params)
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"[l4.params.{m}]: {exc}") from exc
+
+    @property
+    def module_settings(self) -> dict[str, Any]:
+        """The gate-level settings a module may declare it uses (``CertaintyModule.gate_settings``): one value for the
+        whole gate, never set per module."""
+        return {"horizon": self.horizon}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -170,12 +217,23 @@ class GateConfig:
 
 
 _SECTIONS = {"l1": L1Config, "llm": LlmConfig, "l2": L2Config, "l3": L3Config, "l4": L4Config,
-             "sizing": SizingConfig, "replay": ReplayConfig}  # fmt: skip
+             "sizing": SizingConfig, "replay": ReplayConfig, "input": InputConfig}  # fmt: skip
+
+#: Keys that were renamed: the old name gets an error that says what it became and why.
+_RENAMED = {("sizing", "max_size"): "max_fraction (Decision.size is a fraction of capital, not instrument units)"}
+
+
+def _finite(key: str, value: float, rule: str, ok: bool, hint: str) -> None:
+    if not (math.isfinite(value) and ok):
+        raise ConfigError(f"{key} = {value!r}: must be a finite number {rule} ({hint})")
 
 
 def _check_keys(where: str, data: dict[str, Any], cls: type) -> None:
     names = [f.name for f in dataclasses.fields(cls)]
+    section = next((k for k, v in _SECTIONS.items() if v is cls), "")
     for k in data:
+        if (section, k) in _RENAMED:
+            raise ConfigError(f"{where}: {k!r} was renamed {_RENAMED[section, k]}")
         if k not in names:
             near = difflib.get_close_matches(k, names, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
@@ -230,7 +288,10 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> GateConfig:
             if not isinstance(data[sec], dict):
                 raise ConfigError(f"{where}: {sec} must be a table ([{sec}])")
             kwargs[sec] = _build(f"{where} [{sec}]", cls, data[sec])
-    return GateConfig(**kwargs)
+    try:
+        return GateConfig(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def cache_dir() -> Path:
@@ -246,9 +307,15 @@ def load_config(path: str | Path | None) -> GateConfig:
         return GateConfig()
     p = Path(path)
     try:
-        text = p.read_text()
+        raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read ({exc.strerror}). Fix: `fxgate config init {p}` writes a default") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{p}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); TOML files are "
+                          "UTF-8. Fix: re-save the file as UTF-8") from exc  # fmt: skip
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -286,14 +353,14 @@ on_load_error = "raise"  # "raise": refuse to start on a missing/corrupt model; 
 cpu_extra_buffers = false  # llama.cpp AMX/repacked CPU weights: faster on bare metal, SIGILL on some VMs
 
 [l2]                 # LLM judge: same direction as Layer 1 and certainty >= threshold
-enabled = false
+enabled = true       # without [llm] model it vetoes every bar (fails closed); "false" turns it off explicitly
 threshold = 0.95
 template = "judge.v1"
 think_budget = 384   # reasoning tokens; then the <think> block is closed and the JSON answer is generated
 answer_budget = 512
 
 [l3]                 # debate: bull confidence >= threshold, bear's strongest point <= bear_max_strength,
-enabled = false      # and the risk manager approves (it may cut the size, never raise it)
+enabled = true       # and the risk manager approves (it may cut the size, never raise it)
 threshold = 0.95
 bear_max_strength = 0.05
 rounds = 1
@@ -316,9 +383,13 @@ modules = ["vpin", "bocpd", "regime", "uncertainty", "execution_cost", "adverse_
 # rule = "absolute"  # the original design's VPIN < 0.3
 # absolute = 0.3
 
-[sizing]             # size = min(robust_kelly fraction, bayesian_sizing size) * scale, capped at max_size
-scale = 1.0
-max_size = 1.0
+[sizing]             # Decision.size is a fraction of capital: the smallest fraction the sizing modules
+scale = 1.0          # (robust_kelly, bayesian_sizing) suggest, times scale (0.5 = half Kelly),
+max_fraction = 1.0   # capped at max_fraction
+
+[input]              # plausibility of live bars: a bar failing a check is refused and does not move the clock
+max_gap_days = 30.0  # refuse a bar more than this after the last accepted one (a far-future typo); 0 = off
+max_future_s = 86400.0  # refuse a bar stamped more than this after the wall clock; 0 = off
 
 [replay]             # walk-forward: refit the ensemble on all earlier bars before each window
 train_bars = 2000

@@ -2,31 +2,43 @@
 
 Per bar (``Gate.on_bar``):
 
-1. **Validate** the bar (finite, positive prices, OHLC consistent, time after the last accepted bar, same
-   timeframe). A bad bar fails closed: NONE with the reason, first veto ``input``, and *no* state is touched.
+1. **Validate** the bar before anything is touched: every field's type (``ts`` an int of nanoseconds since the
+   epoch, UTC — one that looks like seconds, milliseconds or microseconds is refused with the factor to multiply
+   by; prices and volume real numbers, numpy floats included, ``bool`` not), finiteness, positive prices, OHLC
+   consistent, a non-negative spread, the gate's timeframe and symbol, a time after the last accepted bar but not
+   implausibly far after it (``[input] max_gap_days``) nor ahead of the wall clock (``[input] max_future_s``). A bad
+   bar fails closed: NONE with the reason, first veto ``input``, and *no* state is touched.
 2. **Update state, always**: the feature engine, then every Layer-4 module with a :class:`Context` carrying the bar,
-   its features, Layer 1's calibrated probabilities, the candidate direction, and the outcomes of predictions whose
-   horizon ended on this bar. A candidate is a bar on which all three Layer-1 models lean the same way (whatever
-   their confidence); its outcome is delivered ``horizon`` bars later and never earlier. (Candidates, not only
-   emitted signals, feed the outcome-based modules — otherwise a gate that has not yet traded could never learn
-   that it should.)
+   its features, Layer 1's calibrated probabilities, the candidate direction, the spread, and the outcomes of
+   predictions whose horizon ended on this bar. A candidate is a bar on which all three Layer-1 models lean the same
+   way (whatever their confidence); its outcome is delivered ``horizon`` bars later and never earlier. (Candidates,
+   not only emitted signals, feed the outcome-based modules — otherwise a gate that has not yet traded could never
+   learn that it should.) A bar inside the Layer-1 bundle's training window (up to the end of its last training
+   label) is *in sample* for the models: it updates price-only state, makes no candidate and gets no Layer-1
+   probabilities in its Context, so no module ever learns from an in-sample prediction (warm-up on history
+   included); Layer 1 vetoes it. The updates are one transaction: if any of them raises, the state is restored
+   to what it was before the bar and the bar is refused (first veto ``internal``).
 3. **Verdicts, cheapest first**: L1 (compiled trees), then L4 (modules in configured order, SHAP last), then the
    size, then L2 (the LLM judge) and L3 (the debate), which run only on bars that every cheaper check passed.
    ``mode="cheapest"`` stops at the first veto; ``mode="full"`` evaluates every enabled layer and module for
    diagnostics (the LLM layers on every bar where Layer 1 proposes a direction). A disabled layer is never
-   reported as passed.
-4. **Size**: min(robust Kelly fraction, Bayesian size) × scale, capped at ``max_size``; the risk manager of L3 may
-   cut it.
+   reported as passed; with Layer 1 disabled nothing proposes a direction, so nothing is emitted (first veto L1).
+   A layer that has no model (L1 without a bundle, L2/L3 without a GGUF) fails closed with the fix in its reason.
+4. **Size**: a fraction of capital — the smallest fraction suggested by the modules that size
+   (:meth:`~fxgate.modules.CertaintyModule.suggested_fraction`: robust Kelly, Bayesian sizing) × ``[sizing] scale``,
+   capped at ``[sizing] max_fraction``; an undefined suggestion sizes 0 whatever the module order; the risk manager
+   of L3 may cut it.
 
 Steps 1-2 and the fast verdicts run under a lock; the LLM calls run outside it, so a second thread feeding the next
-bar keeps the feature and module state moving while an LLM call for the previous bar is in flight. An LLM failure
-of any kind (missing model, timeout, malformed answer, context overflow) is a fail-closed verdict with its reason;
-``on_bar`` never raises.
+bar keeps the feature and module state moving while an LLM call for the previous bar is in flight. A failure of any
+kind (missing model, timeout, malformed answer, context overflow, an internal error in a layer) is a fail-closed
+verdict naming that layer; ``on_bar`` never raises.
 """
 
 from __future__ import annotations
 
 import math
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -43,6 +55,10 @@ from fxgate.engine.decision import Decision, LayerVerdict
 __all__ = ["Gate"]
 
 _NS = time.perf_counter_ns
+_I64 = 2**63 - 1
+_DAY = 86_400 * 10**9
+#: The smallest accepted ``ts``: 1973-03-03 in ns. Anything smaller is a time in s, ms or µs (or not a time).
+_NS_FLOOR = 10**17
 
 
 class Gate:
@@ -59,7 +75,8 @@ class Gate:
         self.symbol = symbol
         self.features = FeatureEngine(timeframe)
         p = self.config.l4.params
-        self.modules = [create(n, **p.get(n, {})) for n in self.config.l4.modules] if self.config.l4.enabled else []
+        self.modules = ([create(n, gate=self.config.module_settings, **p.get(n, {})) for n in self.config.l4.modules]
+                        if self.config.l4.enabled else [])  # fmt: skip
         self.ensemble: Any = None
         self._llm_hashes: dict[str, str] = {}
         self.judge: Any = None
@@ -96,6 +113,9 @@ class Gate:
         if ensemble is not None and ensemble.timeframe and ensemble.timeframe != self.timeframe:
             raise ValueError(f"bundle is for {ensemble.timeframe} bars, the gate runs {self.timeframe}")
         self.ensemble = ensemble
+        # bars up to the end of the last training label are in sample for these models
+        tw = (ensemble.manifest or {}).get("training_window", {}) if ensemble is not None else {}
+        self._in_sample_until: int | None = int(tw["last_label_end_ts"]) if "last_label_end_ts" in tw else None
         # hashed once here, not per bar
         l1 = {"l1": ensemble.bundle_hash[:16]} if ensemble is not None and ensemble.manifest else {}
         self.model_hashes = {**l1, **self._llm_hashes}
@@ -110,9 +130,14 @@ class Gate:
         lc = c.llm
         from fxgate.engine.config import cache_dir
 
-        path = cache_dir() / "llm-verdicts.sqlite" if lc.cache == "auto" else lc.cache
-        cache = VerdictCache(path) if path else None
+        if not lc.model:
+            self._llm_error = ("no model: [llm] model is empty. Fix: set [llm] model to a GGUF file (\"nano\" is "
+                               "fxgate's test model), or turn the layer off explicitly with enabled = false in [l2] "
+                               "and [l3]")  # fmt: skip
+            return
         try:
+            path = cache_dir() / "llm-verdicts.sqlite" if lc.cache == "auto" else lc.cache
+            cache = VerdictCache(path) if path else None
             def runtime(path: str) -> Any:
                 path = _resolve_model(path or lc.model)
                 if path not in self._runtimes:
@@ -139,11 +164,12 @@ class Gate:
                                                 "risk": l3.risk_template})  # fmt: skip
                 for role, rt in rts.items():
                     self._llm_hashes[f"l3.{role}"] = rt.sha256[:16]
-        except (LlmError, ValueError, OSError) as exc:
+        except (LlmError, ValueError, OSError, sqlite3.Error) as exc:
             if lc.on_load_error == "raise":
                 raise
-            self._llm_error = f"model unavailable: {exc}"
+            self._llm_error = f"model unavailable: {type(exc).__name__}: {exc}"
             self.judge = self.debate = None
+            self.close()
 
     def close(self) -> None:
         """Release the LLM runtimes (worker threads, llama.cpp contexts)."""
@@ -154,8 +180,9 @@ class Gate:
     # -- warm-up ---------------------------------------------------------------------------------------------------
     def warm_up(self, bars: Bars | None = None) -> None:
         """Compile every kernel now (not on the first live bar), then run ``bars`` (history before the live feed)
-        through the state updates so windows are full when trading starts. The LLM models were already loaded and
-        verified by the constructor."""
+        through the state updates so windows are full when trading starts. History inside the Layer-1 bundle's
+        training window updates price-only state (no candidates, no outcomes: see the module docstring). The LLM
+        models were already loaded and verified by the constructor."""
         from fxgate.models.features import FeatureEngine
 
         probe = FeatureEngine(self.timeframe)
@@ -170,107 +197,201 @@ class Gate:
                     self._fast(b, verdicts=False)
 
     # -- the bar -----------------------------------------------------------------------------------------------------
-    def _reject(self, bar: Bar, reason: str) -> Decision:
+    def _reject(self, bar: Any, reason: str, veto: str = "input") -> Decision:
         self.rejected += 1
         layers = tuple(LayerVerdict(n, True, False, None, None, f"not evaluated: {reason}", 0.0) if self._enabled(n)
                        else LayerVerdict(n, False, False, None, None, self._off_reason(n), 0.0)
                        for n in ("L1", "L2", "L3", "L4"))  # fmt: skip
-        return Decision(int(bar.ts) if isinstance(bar.ts, int | np.integer) else 0, self.symbol or bar.symbol, "NONE",
-                        0.0, None, layers, "input", self.config_hash, self.model_hashes, __version__)  # fmt: skip
+        ts = getattr(bar, "ts", None)
+        ts = int(ts) if isinstance(ts, int | np.integer) and not isinstance(ts, bool) and 0 <= ts <= _I64 else 0
+        sym = getattr(bar, "symbol", "")
+        return Decision(ts, self.symbol or (sym if isinstance(sym, str) else ""), "NONE", 0.0, None, layers, veto,
+                        self.config_hash, self.model_hashes, __version__)  # fmt: skip
 
-    @staticmethod
-    def _off_reason(name: str) -> str:
+    def _off_reason(self, name: str) -> str:
+        if name == "L1":
+            return "disabled by config: nothing proposes a direction, so no signal can be emitted"
         return "disabled by config"
 
     def _enabled(self, name: str) -> bool:
         c = self.config
         return {"L1": c.l1.enabled, "L2": c.l2.enabled, "L3": c.l3.enabled, "L4": c.l4.enabled}[name]
 
-    def _check(self, bar: Bar) -> str | None:
-        vals = (bar.open, bar.high, bar.low, bar.close, bar.volume)
-        if not all(isinstance(v, int | float) and math.isfinite(v) for v in vals):
-            return "bar has a non-finite or non-numeric value"
-        if min(bar.open, bar.high, bar.low, bar.close) <= 0 or bar.volume < 0:
-            return "bar has a non-positive price or negative volume"
-        if bar.high < max(bar.open, bar.close) or bar.low > min(bar.open, bar.close):
-            return "bar's high/low do not contain its open and close"
-        if bar.spread is not None and not (math.isfinite(bar.spread) and bar.spread >= 0):
-            return "bar's spread is negative or not finite"
-        if self._last_ts is not None and bar.ts <= self._last_ts:
-            return f"bar time {bar.ts} is not after the last accepted bar ({self._last_ts})"
-        if bar.timeframe and bar.timeframe != self.timeframe:
-            return f"bar timeframe {bar.timeframe} differs from the gate's {self.timeframe}"
-        return None
+    def _check(self, bar: Any) -> tuple[Bar | None, str | None]:
+        """(the bar with plain-float fields, None) or (None, why it is refused). Touches no state."""
+        if not isinstance(bar, Bar):
+            return None, f"expected a fxgate Bar, got {type(bar).__name__}"
+        ts = bar.ts
+        if isinstance(ts, bool) or not isinstance(ts, int | np.integer):
+            return None, f"ts = {ts!r}: must be an int of nanoseconds since the epoch, UTC (got {type(ts).__name__})"
+        ts = int(ts)
+        if not 0 <= ts <= _I64:
+            return None, f"ts = {ts}: outside int64 nanoseconds since the epoch (1970..2262)"
+        if ts < _NS_FLOOR:
+            unit, k = ("seconds", 9) if ts < 10**11 else ("milliseconds", 6) if ts < 10**14 else ("microseconds", 3)
+            return None, f"ts = {ts} looks like {unit}; fxgate wants int nanoseconds UTC (multiply by 10**{k})"
+        vals = []
+        for name in ("open", "high", "low", "close", "volume", "spread"):
+            v = getattr(bar, name)
+            if name == "spread" and v is None:
+                vals.append(None)
+                continue
+            if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+                return None, f"{name} = {v!r}: must be a number (got {type(v).__name__})"
+            try:
+                f = float(v)
+            except OverflowError:
+                f = math.inf
+            if not math.isfinite(f):
+                return None, f"{name} = {v!r}: must be finite"
+            vals.append(f)
+        o, h, lo, c, vol, sp = vals
+        if min(o, h, lo, c) <= 0 or vol < 0:
+            return None, "bar has a non-positive price or negative volume"
+        if h < max(o, c) or lo > min(o, c):
+            return None, "bar's high/low do not contain its open and close"
+        if sp is not None and sp < 0:
+            return None, f"spread = {sp}: must be >= 0"
+        tf, sym = bar.timeframe, bar.symbol
+        if not isinstance(tf, str) or not isinstance(sym, str):
+            return None, "timeframe and symbol must be strings"
+        if tf and tf != self.timeframe:
+            return None, f"bar timeframe {tf} differs from the gate's {self.timeframe}"
+        if sym and self.symbol and sym != self.symbol:
+            return None, f"bar symbol {sym} differs from the gate's {self.symbol}"
+        last = self._last_ts
+        if last is not None and ts <= last:
+            return None, f"bar time {ts} is not after the last accepted bar ({last})"
+        inp = self.config.input
+        if last is not None and inp.max_gap_days and ts - last > inp.max_gap_days * _DAY:
+            return None, (f"bar time {np.datetime64(ts, 'ns')}Z is {(ts - last) / _DAY:.0f} days after the last "
+                          f"accepted bar ({np.datetime64(last, 'ns')}Z), more than [input] max_gap_days = "
+                          f"{inp.max_gap_days:g}: a wrong timestamp would stop the gate. If the gap is real, raise "
+                          "max_gap_days (0 turns the check off)")  # fmt: skip
+        if inp.max_future_s and ts > time.time_ns() + inp.max_future_s * 1e9:
+            return None, (f"bar time {np.datetime64(ts, 'ns')}Z is more than [input] max_future_s = "
+                          f"{inp.max_future_s:g} s after this machine's clock: check the feed's time zone and units")
+        return Bar(ts, o, h, lo, c, vol, sp, sym, tf), None
 
     def on_bar(self, bar: Bar) -> Decision:
-        """Decide on one bar. Never raises on bad input or an LLM failure: it answers NONE with the reason and keeps
-        its state."""
-        with self._lock:
-            fast = self._fast(bar)
-        if isinstance(fast, Decision):
-            return fast
-        assert fast is not None
+        """Decide on one bar. Never raises: bad input, an internal error or an LLM failure answers NONE with the
+        reason and keeps the state consistent (a refused bar changes nothing)."""
+        try:
+            with self._lock:
+                fast = self._fast(bar)
+            if isinstance(fast, Decision):
+                return fast
+            assert fast is not None
+        except Exception as exc:  # noqa: BLE001 - last resort: on_bar never raises
+            return self._reject(bar, f"internal error: {type(exc).__name__}: {exc}", "internal")
         try:
             self._llm_layers(fast)
         except Exception as exc:  # noqa: BLE001 - fail closed, never raise out of on_bar
+            stage = fast.stage or "L2"
             for name in ("L2", "L3"):
                 if name not in fast.layers:
                     on = self._enabled(name)
-                    fast.layers[name] = LayerVerdict(name, on, False, None, None, f"internal error: "
-                                                     f"{type(exc).__name__}: {exc}" if on else "disabled by config",
+                    why = (f"internal error: {type(exc).__name__}: {exc}" if name == stage else
+                           f"not evaluated: {stage} failed")  # fmt: skip
+                    fast.layers[name] = LayerVerdict(name, on, False, None, None, why if on else "disabled by config",
                                                      0.0)  # fmt: skip
-            fast.first_veto = fast.first_veto or "L2"
+            fast.first_veto = fast.first_veto or stage
             fast.action, fast.confidence = "NONE", None
         return self._decision(fast)
 
-    def _fast(self, bar: Bar, verdicts: bool = True) -> Decision | _Pending | None:
+    def _snapshot(self) -> tuple[Any, ...]:
+        return (self.features.state_dict(), [m.state_dict() for m in self.modules], self._last_ts, self._bars,
+                tuple(self._pending), getattr(self, "last_features", None))  # fmt: skip
+
+    def _restore(self, snap: tuple[Any, ...]) -> None:
+        feats, mods, self._last_ts, self._bars, pending, self.last_features = snap
+        self.features.load_state_dict(feats)
+        for m, st in zip(self.modules, mods, strict=True):
+            m.load_state_dict(st)
+        self._pending = deque(pending)
+
+    def _fast(self, bar: Any, verdicts: bool = True) -> Decision | _Pending | None:
         """State updates and the fast layers (L1, L4, sizing), under the lock. ``verdicts=False`` (warm-up): the
         state updates only."""
-        from fxgate.modules import Context, Outcome
+        from fxgate.modules import Context, Outcome  # engine/ is still both foundation and top (issue: architecture)
 
-        problem = self._check(bar)
-        if problem:
-            return self._reject(bar, problem)
+        clean, problem = self._check(bar)
+        if problem or clean is None:
+            return self._reject(bar, problem or "invalid bar")
+        bar = clean
         cfg = self.config
-        self._last_ts = int(bar.ts)
-        self._bars += 1
-        # 1. features and Layer 1 probabilities (state update: always)
-        t0 = _NS()
-        x = self.features.update(bar)
-        self.last_features = x  # this bar's feature vector (names: self.features.names)
-        probs = self.ensemble.predict_row(x) if self.ensemble is not None else None
-        t_l1 = _NS() - t0
-        direction = 0
-        if probs is not None and np.all(np.isfinite(probs)):
-            up = probs >= 0.5
-            direction = 1 if up.all() else (-1 if (~up).all() else 0)
         spread = bar.spread if bar.spread is not None else cfg.spread
-        # outcomes whose horizon ends on this bar
-        due: list[Outcome] = []
-        while self._pending and self._pending[0][0] <= self._bars:
-            _, ts0, d, entry, sp, pr = self._pending.popleft()
-            due.append(Outcome(ts0, int(bar.ts), d, entry, bar.close, sp, pr))
-        if direction:
-            pdir = float(np.mean(probs)) if direction > 0 else 1 - float(np.mean(probs))
-            self._pending.append((self._bars + cfg.horizon, int(bar.ts), direction, bar.close, spread, pdir))
-        ctx = Context(bar, features=x, probs=probs, direction=direction, size=cfg.sizing.max_size,
-                      outcomes=tuple(due), ensemble=self.ensemble)  # fmt: skip
-        t0 = _NS()
-        for m in self.modules:
-            m.update(ctx)
-        t_l4_update = _NS() - t0
+        in_sample = self._in_sample_until is not None and bar.ts <= self._in_sample_until
+        snap = self._snapshot()
+        try:
+            # 1. features and Layer 1 probabilities (state update: always)
+            t0 = _NS()
+            x = self.features.update(bar)
+            probs = self.ensemble.predict_row(x) if self.ensemble is not None and not in_sample else None
+            t_l1 = _NS() - t0
+            direction = 0
+            if probs is not None and np.all(np.isfinite(probs)):
+                up = probs >= 0.5
+                direction = 1 if up.all() else (-1 if (~up).all() else 0)
+            self._last_ts = bar.ts
+            self._bars += 1
+            # outcomes whose horizon ends on this bar
+            due: list[Outcome] = []
+            while self._pending and self._pending[0][0] <= self._bars:
+                _, ts0, d, entry, sp, pr = self._pending.popleft()
+                due.append(Outcome(ts0, bar.ts, d, entry, bar.close, sp, pr))
+            if direction:
+                pdir = float(np.mean(probs)) if direction > 0 else 1 - float(np.mean(probs))
+                self._pending.append((self._bars + cfg.horizon, bar.ts, direction, bar.close, spread, pdir))
+            ctx = Context(bar, features=x, probs=probs, direction=direction, size=1.0, outcomes=tuple(due),
+                          ensemble=self.ensemble, spread=spread)  # fmt: skip
+            t0 = _NS()
+            for m in self.modules:
+                m.update(ctx)
+            t_l4_update = _NS() - t0
+            self.last_features = x  # this bar's feature vector (names: self.features.names)
+        except Exception as exc:  # noqa: BLE001 - the bar is refused and the state is what it was before it
+            self._restore(snap)
+            return self._reject(bar, f"internal error while updating state: {type(exc).__name__}: {exc}; the bar "
+                                     "was not accepted and the state is unchanged", "internal")  # fmt: skip
         if not verdicts:
             return None
-        # 2. verdicts, cheapest first
-        full = cfg.mode == "full"
         p = _Pending(bar=bar, x=x, probs=probs, direction=direction, spread=spread)
+        try:
+            self._fast_verdicts(p, in_sample, t_l1, t_l4_update)
+        except Exception as exc:  # noqa: BLE001 - the bar is accepted (state moved); its verdict fails closed
+            stage = p.stage or "L1"
+            for name in ("L1", "L4"):
+                if name not in p.layers:
+                    p.layers[name] = LayerVerdict(name, self._enabled(name), False, None, None,
+                                                  f"internal error: {type(exc).__name__}: {exc}" if name == stage
+                                                  else f"not evaluated: {stage} failed", 0.0)  # fmt: skip
+            p.first_veto = p.first_veto or stage
+            p.action, p.confidence, p.size = "NONE", None, 0.0
+            p.stage = ""
+        return p
+
+    def _fast_verdicts(self, p: _Pending, in_sample: bool, t_l1: int, t_l4_update: int) -> None:
+        """L1, L4 and the size for the bar in ``p`` (under the lock)."""
+        cfg = self.config
+        full = cfg.mode == "full"
         layers = p.layers
+        probs, direction = p.probs, p.direction
         # L1
+        p.stage = "L1"
         if not cfg.l1.enabled:
             layers["L1"] = LayerVerdict("L1", False, False, None, cfg.l1.threshold, self._off_reason("L1"), t_l1 / 1e3)
+            p.first_veto = "L1"
         elif self.ensemble is None:
-            layers["L1"] = LayerVerdict("L1", True, False, None, cfg.l1.threshold, "no Layer-1 model loaded",
+            layers["L1"] = LayerVerdict("L1", True, False, None, cfg.l1.threshold, "no Layer-1 model loaded. Fix: "
+                                        "load a bundle (fxgate fit --out bundle/; Gate.from_config(..., bundle=...))",
                                         t_l1 / 1e3)  # fmt: skip
+            p.first_veto = "L1"
+        elif in_sample:
+            until = np.datetime64(self._in_sample_until, "ns")
+            layers["L1"] = LayerVerdict("L1", True, False, None, cfg.l1.threshold, f"in sample: this bar is inside "
+                                        f"the Layer-1 bundle's training window (labels up to {until}Z); only later "
+                                        "bars get out-of-sample predictions", t_l1 / 1e3)  # fmt: skip
             p.first_veto = "L1"
         else:
             t0 = _NS()
@@ -283,6 +404,7 @@ class Gate:
             else:
                 p.action, p.confidence = v.direction, v.confidence
         # L4
+        p.stage = "L4"
         if not cfg.l4.enabled:
             layers["L4"] = LayerVerdict("L4", False, False, None, None, self._off_reason("L4"), t_l4_update / 1e3)
         elif p.first_veto is not None and not full:
@@ -293,6 +415,7 @@ class Gate:
             det_l4: list[dict[str, Any]] = []
             failed: list[tuple[str, str]] = []
             for m in self.modules:
+                p.stage = f"L4:{m.name}"
                 r = m.verdict()
                 det_l4.append({"module": r.name, "passed": r.passed, "score": r.score, "threshold": r.threshold,
                                "reason": r.reason})  # fmt: skip
@@ -314,12 +437,13 @@ class Gate:
         if p.first_veto is not None:
             p.action, p.confidence = "NONE", None
         # size: from module state at this bar, so computed under the lock
+        p.stage = "sizing"
         wants_llm = (cfg.l2.enabled or cfg.l3.enabled) and (p.action != "NONE" or (full and direction != 0))
         if p.action != "NONE" or wants_llm:
             p.size = self._size()
         if p.action != "NONE" and p.size <= 0:
             p.action, p.first_veto = "NONE", "sizing"
-        return p
+        p.stage = ""
 
     def _llm_layers(self, p: _Pending) -> None:
         """L2 then L3, outside the lock. Cheapest mode: only when everything before passed."""
@@ -361,6 +485,7 @@ class Gate:
 
         # L2
         judge_txt = ""
+        p.stage = "L2"
         if (v := not_run("L2", cfg.l2)) is not None:
             p.layers["L2"] = v
         else:
@@ -374,6 +499,7 @@ class Gate:
             if not jv.passed and p.first_veto is None:
                 p.first_veto = "L2"
         # L3
+        p.stage = "L3"
         if (v := not_run("L3", cfg.l3)) is not None:
             p.layers["L3"] = v
         else:
@@ -385,10 +511,13 @@ class Gate:
                 p.first_veto = "L3"
             elif dv.passed and dv.size_fraction is not None:
                 p.size *= dv.size_fraction
+        p.stage = ""
         if p.first_veto is not None:
             p.action, p.confidence = "NONE", None
 
     def _decision(self, p: _Pending) -> Decision:
+        if p.action == "NONE" and p.first_veto is None:
+            p.first_veto = "L1"  # nothing proposed a direction (Layer 1 disabled): never "every layer passed"
         size = p.size if p.action != "NONE" else 0.0
         if p.action != "NONE" and size <= 0:
             p.action, p.first_veto, size = "NONE", "sizing", 0.0
@@ -397,20 +526,13 @@ class Gate:
                         p.first_veto, self.config_hash, self.model_hashes, __version__)  # fmt: skip
 
     def _size(self) -> float:
+        """min(suggested fractions) × scale, capped; any undefined (NaN) suggestion sizes 0, whatever the order."""
         cfg = self.config.sizing
-        fractions = []
-        for m in self.modules:
-            if m.name == "robust_kelly":
-                e = m.estimate()
-                fractions.append(e["fraction"])
-            elif m.name == "bayesian_sizing":
-                post = m.posterior()
-                if math.isfinite(post["payoff"]):
-                    fractions.append(m.size(post))
-        base = min(fractions) if fractions else 1.0
-        if not math.isfinite(base):
+        fractions = [f for m in self.modules if (f := m.suggested_fraction()) is not None]
+        if not all(math.isfinite(f) for f in fractions):
             return 0.0
-        return float(min(max(base, 0.0) * cfg.scale, cfg.max_size))
+        base = min(fractions) if fractions else 1.0
+        return float(min(max(base, 0.0) * cfg.scale, cfg.max_fraction))
 
 
 @dataclass
@@ -428,6 +550,7 @@ class _Pending:
     confidence: float | None = None
     size: float = 0.0
     modules: list[dict[str, Any]] = field(default_factory=list)
+    stage: str = ""  # the layer being evaluated (an exception there is reported as that layer's veto)
 
 
 def _resolve_model(path: str) -> str:

@@ -1,9 +1,10 @@
 """RobustKelly — Kelly fraction from the candidates' realized outcomes, shrunk for estimation error.
 
-It learns from every **candidate** (each bar on which all three Layer-1 models lean the same way, emitted or not),
-so that a gate that has not traded yet can still learn whether it should. From the last ``window`` outcomes: win rate p̂ (outcome P&L > 0 after the spread) and payoff ratio
-b = mean win / mean |loss|. Kelly (1956) for a bet that wins b per unit staked with probability p and loses the
-stake otherwise maximizes p·log(1 + f·b) + (1 − p)·log(1 − f) at
+It learns from every **candidate** (each bar on which all three Layer-1 models lean the same way, emitted or
+not), so that a gate that has not traded yet can still learn whether it should. From the last ``window``
+outcomes: win rate p̂ (outcome P&L > 0 after the spread) and payoff ratio b = mean win / mean |loss|. Kelly
+(1956) for a bet that wins b per unit staked with probability p and loses the stake otherwise maximizes
+p·log(1 + f·b) + (1 − p)·log(1 − f) at
 
     f* = p − (1 − p)/b.
 

@@ -33,8 +33,9 @@ def cfg_for(model: str, **kw) -> GateConfig:
     the nano model's random answers sometimes pass and the whole chain (size cut included) is exercised."""
     base = GateConfig(
         l1=L1Config(threshold=0.5),
-        l4=L4Config(modules=("vpin", "robust_kelly"), params={"vpin": {"rule": "absolute", "absolute": 1.01,
-                                                                       "n_buckets": 10}}),
+        # no sizing module: warm-up on the bundle's training bars teaches no outcome module (in sample), so robust
+        # Kelly would veto every bar here; without one the size is 1 x scale
+        l4=L4Config(modules=("vpin",), params={"vpin": {"rule": "absolute", "absolute": 1.01, "n_buckets": 10}}),
         llm=LlmConfig(model=model, n_threads=2, cache=""),
         l2=L2Config(enabled=True, threshold=0.0, think_budget=6),
         l3=L3Config(enabled=True, threshold=0.0, bear_max_strength=1.0, think_budget=6))  # fmt: skip
@@ -92,7 +93,7 @@ def test_all_four_layers_cheapest_first_and_schema_valid(nano, ens):
     assert decs[0].model_hashes["l2"] == nano["manifest"]["files"]["nano-q8_0.gguf"]["sha256"][:16]
     g.close()
     # the debate alone (judge disabled): reached on every bar that passed L1 and L4, transcript in the Decision
-    g = Gate(cfg_for(str(nano["q8"]), l2=L2Config()), ens, timeframe="H1", symbol="EURUSD")
+    g = Gate(cfg_for(str(nano["q8"]), l2=L2Config(enabled=False)), ens, timeframe="H1", symbol="EURUSD")
     decs = run(g, 2000, 2060)
     r2, r3 = check_order(decs)
     assert r2 == 0 and r3 > 5
@@ -105,7 +106,8 @@ def test_llm_layers_compose_with_the_gate(nano, ens, monkeypatch):
     from fxgate.models.llm import JudgeVerdict
 
     g = Gate(cfg_for(str(nano["q8"])), ens, timeframe="H1", symbol="EURUSD")
-    ref = Gate(cfg_for(str(nano["q8"]), l2=L2Config(), l3=L3Config()), ens, timeframe="H1", symbol="EURUSD")
+    ref = Gate(cfg_for(str(nano["q8"]), l2=L2Config(enabled=False), l3=L3Config(enabled=False)), ens, timeframe="H1",
+               symbol="EURUSD")
     g.warm_up(BARS[1400:2000])
     ref.warm_up(BARS[1400:2000])
     plan = iter([(True, True, 0.25), (False, True, 1.0), (True, False, 1.0)] * 100)
@@ -159,7 +161,7 @@ def test_replay_with_all_four_layers_is_byte_identical_on_rerun(nano):
 def test_a_replay_never_recomputes_a_call_it_has_made(nano, tmp_path):
     from fxgate.models.llm import VerdictCache
 
-    cfg = cfg_for(str(nano["q8"]), l3=L3Config(), replay=ReplayConfig(train_bars=2000, window_bars=200,
+    cfg = cfg_for(str(nano["q8"]), l3=L3Config(enabled=False), replay=ReplayConfig(train_bars=2000, window_bars=200,
                                                                        n_estimators=30, folds=2))  # fmt: skip
     cfg = replace(cfg, llm=replace(cfg.llm, cache=str(tmp_path / "v.sqlite")))
     a = replay(BARS[:2100], cfg)
@@ -183,6 +185,12 @@ def test_missing_model_refuses_to_start_or_vetoes_by_config(ens, tmp_path):
     with pytest.raises(ModelFileError, match="model file not found"):
         Gate(cfg_for(str(tmp_path / "gone.gguf")), ens, timeframe="H1")
     bad = cfg_for(str(tmp_path / "gone.gguf"))
+    # no model at all (the default [llm] model = ""): both LLM layers fail closed with the fix, whatever on_load_error
+    none = Gate(cfg_for(""), ens, timeframe="H1")
+    decs = run(none, 2000, 2040)
+    reached = [d for d in decs if d.layer("L1").passed and d.layer("L4").passed]
+    assert reached and all(d.first_veto == "L2" and "no model: [llm] model is empty" in d.layer("L3").reason
+                           for d in reached)  # fmt: skip
     g = Gate(replace(bad, llm=replace(bad.llm, on_load_error="veto")), ens, timeframe="H1")
     decs = run(g, 2000, 2040)
     assert all(d.action == "NONE" for d in decs)
@@ -190,10 +198,34 @@ def test_missing_model_refuses_to_start_or_vetoes_by_config(ens, tmp_path):
     assert any(d.first_veto == "L2" for d in decs)  # bars that passed L1 and L4 are vetoed by the missing model
 
 
+def test_an_internal_error_names_the_layer_that_raised(nano, ens, monkeypatch):
+    """An exception inside the debate is L3's veto (it used to be reported as L2's); inside the judge, L2's."""
+    g = Gate(cfg_for(str(nano["q8"])), ens, timeframe="H1")
+    g.warm_up(BARS[1400:2000])
+
+    from fxgate.models.llm import JudgeVerdict
+
+    def boom(*a, **k):
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(g.judge, "judge", lambda v, d, **k: JudgeVerdict(True, d, 0.99, "stub judge", None))
+    monkeypatch.setattr(g.debate, "debate", boom)
+    decs = [g.on_bar(b) for b in BARS[2000:2080]]
+    hit = [d for d in decs if d.layer("L2").passed]
+    assert hit and all(d.first_veto == "L3" and d.action == "NONE" for d in hit)
+    assert all(d.layer("L3").reason == "internal error: RuntimeError: planted" for d in hit)
+    monkeypatch.setattr(g.judge, "judge", boom)
+    decs = [g.on_bar(b) for b in BARS[2080:2160]]
+    hit = [d for d in decs if d.layer("L2").reason.startswith("internal error")]
+    assert hit and all(d.first_veto == "L2" and d.layer("L3").reason == "not evaluated: L2 failed" for d in hit)
+    g.close()
+
+
 def test_llm_timeout_vetoes_and_keeps_state(nano, ens):
-    slow = cfg_for(str(nano["q8"]), l2=L2Config(enabled=True, threshold=0.0, think_budget=3000), l3=L3Config())
+    slow = cfg_for(str(nano["q8"]), l2=L2Config(enabled=True, threshold=0.0, think_budget=3000),
+                   l3=L3Config(enabled=False))
     slow = replace(slow, llm=replace(slow.llm, timeout_s=0.05, n_threads=1))
-    fast = cfg_for(str(nano["q8"]), l2=L2Config(), l3=L3Config())
+    fast = cfg_for(str(nano["q8"]), l2=L2Config(enabled=False), l3=L3Config(enabled=False))
     g, ref = Gate(slow, ens, timeframe="H1"), Gate(fast, ens, timeframe="H1")
     da, db = run(g, 2000, 2030), run(ref, 2000, 2030)
     timed_out = [a for a in da if "timed out" in a.layer("L2").reason]
@@ -207,7 +239,7 @@ def test_llm_timeout_vetoes_and_keeps_state(nano, ens):
 
 def test_module_state_moves_while_an_llm_call_is_in_flight(nano, ens):
     cfg = cfg_for(str(nano["q8"]), mode="full", l2=L2Config(enabled=True, threshold=0.0, think_budget=2500),
-                  l3=L3Config())  # fmt: skip
+                  l3=L3Config(enabled=False))  # fmt: skip
     cfg = replace(cfg, llm=replace(cfg.llm, n_threads=1, timeout_s=30))
     g = Gate(cfg, ens, timeframe="H1")
     g.warm_up(BARS[1400:2000])
