@@ -367,6 +367,8 @@ def replay(bars: Bars, cfg: GateConfig, *, bundle: Any = None, skip_trained_bars
     metrics["interrupted"] = interrupted
     metrics["refits"] = fits
     metrics["warmup_bars"] = start
+    # what loading repaired (dropped, reordered rows; timeframe parts), so a repaired file is visible downstream
+    metrics["data"] = bars.report.to_dict(max_items=100) if getattr(bars, "report", None) is not None else None
     if bundle is not None:
         win = bundle.manifest["training_window"]
         metrics["bundle"] = {"bundle_hash": bundle.bundle_hash[:16], "trained_first_ts": int(win["first_ts"]),

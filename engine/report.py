@@ -238,6 +238,17 @@ def write_report(res: ReplayResult, path: str | Path, config_hash: str = "") -> 
     skipped = (f'<p class="warn">The first {bundle["skipped_trained_bars"]} bars of the file are inside the bundle\'s '
                "training window: they only warmed the gate's state (skip_trained_bars) and are not scored.</p>"
                if bundle.get("skipped_trained_bars") else "")  # fmt: skip
+    data = m.get("data") or {}
+    rep = {a: v for a, v in (data.get("repairs") or {}).items() if v.get("count")}
+    repaired = ""
+    if rep or len(data.get("timeframe_segments") or []) > 1:
+        parts = [f"{v['count']} row(s) {a} (lines " + ", ".join(f"{x}" if x == y else f"{x}-{y}"
+                 for x, y in v["lines"][:12]) + (", …" if len(v["lines"]) > 12 else "") + ")"
+                 for a, v in rep.items()]  # fmt: skip
+        segs = [f"lines {g['first_line']}-{g['last_line']}: {g['timeframe']} ({g['bars']} bars"
+                f"{', kept' if g['kept'] else ', dropped'})" for g in data.get("timeframe_segments") or []]
+        repaired = (f'<p class="warn">The data file was repaired on loading (policy {_esc(data.get("policy"))}): '
+                    f"{_esc('; '.join(parts + segs))}. The replay ran on the repaired bars.</p>")  # fmt: skip
     table = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in head)
     funnel = "".join(f"<tr><th>{_esc(k)} passed</th><td>{v}</td></tr>" for k, v in m["funnel_passed"].items())
     vetoes = "".join(f"<tr><th>{_esc(k)}</th><td>{v}</td></tr>" for k, v in list(m["first_veto"].items())[:15])
@@ -255,7 +266,7 @@ th,td{{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}} .note{{co
 <h1>fxgate replay — {_esc(b.symbol)} {_esc(b.timeframe)}</h1>
 <p>Out-of-sample bars {_esc(period)} · config {_esc(config_hash)} · the live <code>Gate.on_bar</code> loop run over
 history{" · interrupted, partial results" if m.get("interrupted") else ""}</p>
-{warn}{skipped}
+{warn}{skipped}{repaired}
 <p class="honest">{_esc(m["honesty"])}</p>
 <section><h2>Headline (out of sample)</h2><table>{table}</table>
 <p class=note>{_esc(" ".join(x for x in notes if x))}</p></section>

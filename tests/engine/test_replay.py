@@ -371,3 +371,28 @@ def test_a_real_replay_writes_strict_json(walk_forward, tmp_path):
     assert "Hansen–Hodrick" in m["precision_ci95_method"] or "Newey–West" in m["precision_ci95_method"]
     assert list(pd.read_csv(files["trades.csv"]).columns)[-4:] == ["pnl_price_per_unit", "pnl_pips_per_unit",
                                                                    "pnl_price", "pnl_pips"]  # fmt: skip
+
+
+def test_repairs_made_on_loading_reach_metrics_and_the_report(bundle, tmp_path):
+    """A file loaded with policy="repair" (a duplicated row, two rows swapped) says so in metrics.json and the
+    report: counts and lines, as the loader's own report lists them."""
+    from fxgate.engine import load_bars
+    from fxgate.engine.report import write_report
+
+    b = sample_bars()[1500:1800]
+    df = b.to_pandas().reset_index()
+    df["time"] = df["time"].dt.strftime("%Y-%m-%d %H:%M:%S") if "time" in df else df.iloc[:, 0]
+    rows = df.to_dict("records")
+    rows.insert(51, dict(rows[50]))  # a duplicate of line 52 at line 53 (header = line 1)
+    rows[100], rows[101] = rows[101], rows[100]  # out of order
+    p = tmp_path / "EURUSD_H1.csv"
+    pd.DataFrame(rows).to_csv(p, index=False)
+    bars = load_bars(p, policy="repair", symbol="EURUSD")
+    want = bars.report.counts()
+    assert want["dropped"] >= 1 and want["moved"] >= 1
+    res = replay(bars, CFG, bundle=bundle)
+    got = res.metrics["data"]["repairs"]
+    assert {a: v["count"] for a, v in got.items()} == want
+    json.dumps(res.metrics, allow_nan=False)
+    text = write_report(res, tmp_path / "report.html").read_text()
+    assert "The data file was repaired on loading (policy repair)" in text and "row(s) dropped" in text
