@@ -111,7 +111,9 @@ class Gate:
     def set_ensemble(self, ensemble: Any) -> None:
         """Swap the Layer-1 models (walk-forward refits); feature and module state carry on."""
         if ensemble is not None and ensemble.timeframe and ensemble.timeframe != self.timeframe:
-            raise ValueError(f"bundle is for {ensemble.timeframe} bars, the gate runs {self.timeframe}")
+            raise ValueError(f"bundle is for {ensemble.timeframe} bars, the gate runs {self.timeframe}. Fix: load a "
+                             f"bundle fitted on {self.timeframe} bars (fxgate fit), or resample the bars to "
+                             f"{ensemble.timeframe}")  # fmt: skip
         self.ensemble = ensemble
         # bars up to the end of the last training label are in sample for these models
         tw = (ensemble.manifest or {}).get("training_window", {}) if ensemble is not None else {}
