@@ -35,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from fxgate.engine import sample_bars
-    from fxgate.engine.config import GateConfig, L4Config
+    from fxgate.engine.config import GateConfig, L2Config, L3Config, L4Config
     from fxgate.engine.gate import Gate
     from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
     from fxgate.models.labels import LabelSpec
@@ -45,8 +45,9 @@ def main() -> None:
     ens.fit(bars[:2000], LabelSpec("next", 1, default_spread=8e-5), EnsembleConfig(), evaluate=False)
     out: dict = {"benchmark": "gate", "date": datetime.now(UTC).strftime("%Y-%m-%d"), "modes": {}}
     full_modules = tuple(m for m in GateConfig().l4.modules if m != "shap")
-    full_cfg = GateConfig(spread=8e-5, mode="full", l4=L4Config(modules=full_modules))
-    for mode, cfg in (("cheapest", GateConfig(spread=8e-5)), ("full_without_shap", full_cfg)):
+    fast = {"l2": L2Config(enabled=False), "l3": L3Config(enabled=False)}  # the fast layers only (bench_llm: L2/L3)
+    full_cfg = GateConfig(spread=8e-5, mode="full", l4=L4Config(modules=full_modules), **fast)
+    for mode, cfg in (("cheapest", GateConfig(spread=8e-5, **fast)), ("full_without_shap", full_cfg)):
         gate = Gate(cfg, ens, timeframe=bars.timeframe, symbol=bars.symbol)
         gate.warm_up(bars[:2000])
         live = bars[2000:]
