@@ -177,7 +177,14 @@ def _module_rates(res: ReplayResult) -> str:
         body.append(_polyline(_scale(ks, 0, n, PAD, W - 10), _scale(rate, 0, 1, H - PAD, PAD), c))
         legend.append(f'<span style="color:{c}">{_esc(name)} {ok.mean():.0%}</span>')
     return _frame("Module pass rates over time", "".join(body) + _axis_labels(0, 1, "{:.0%}"), "") + (
-        "<p class=note>" + " · ".join(legend) + "</p>")  # fmt: skip
+        "<p class=note>" + " · ".join(legend) + "</p>" + f"<p class=note>{_esc(POPULATION_NOTE)}</p>")  # fmt: skip
+
+
+#: Which bars the outcome-based modules learn from (the report and the README say the same).
+POPULATION_NOTE = ("The outcome-based modules (adverse selection, robust Kelly, Bayesian sizing) learn from every "
+                   "candidate — each bar on which all three Layer-1 models lean the same way, whether or not a signal "
+                   "was emitted — and only once its horizon has elapsed; bars inside the Layer-1 bundle's training "
+                   "window make no candidate.")  # fmt: skip
 
 
 def _llm_section(res: ReplayResult) -> str:

@@ -396,3 +396,12 @@ def test_repairs_made_on_loading_reach_metrics_and_the_report(bundle, tmp_path):
     json.dumps(res.metrics, allow_nan=False)
     text = write_report(res, tmp_path / "report.html").read_text()
     assert "The data file was repaired on loading (policy repair)" in text and "row(s) dropped" in text
+
+
+def test_the_report_says_which_bars_the_outcome_modules_learn_from(tmp_path):
+    from fxgate.engine.report import write_report
+
+    bars = sample_bars()[:2400]
+    cfg = replace(CFG, mode="full", replay=ReplayConfig(train_bars=2000, window_bars=400, n_estimators=10, folds=1))
+    text = write_report(replay(bars, cfg), tmp_path / "r.html").read_text()
+    assert "learn from every candidate" in text and "whether or not a signal was emitted" in text
