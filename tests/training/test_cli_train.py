@@ -37,3 +37,19 @@ def test_train_formulas_list_and_samples(tmp_path):
         assert cat in r.output
     assert len((tmp_path / "f.jsonl").read_text().splitlines()) > 200
     assert CliRunner().invoke(cli, ["train", "formulas"]).exit_code == 2
+
+
+def test_train_data_refuses_a_dated_import_before_writing(tmp_path):
+    """A JSONL line dated after the validation cut (here: the last bar's time) is rc 2 with the line named, and
+    nothing is written."""
+    p = tmp_path / "EURUSD.csv"
+    b = sample_bars()[:1000]
+    b.to_csv(p)
+    last = str(b.times[-1])[:16].replace("T", " ")
+    j = tmp_path / "mine.jsonl"
+    j.write_text(json.dumps({"instruction": f"EURUSD at {last}: buy?", "output": "no"}) + "\n")
+    out = tmp_path / "data"
+    r = CliRunner().invoke(cli, ["train", "data", "--bars", str(p), "--jsonl", str(j), "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert "mine.jsonl:1: dated" in r.output and "validation cut" in r.output and "Traceback" not in r.output
+    assert not out.exists()
