@@ -325,33 +325,38 @@ def _worker_init(event: Any, parent_pid: int) -> None:
     signal.signal(signal.SIGTERM, handler)
     # the parent blocked both while it started us, so that none could arrive before these handlers
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="fxgate-parent-watch", daemon=True).start()
 
 
-def _worker_orphaned() -> bool:
-    return os.getppid() != _WORKER["ppid"]  # the parent died (kill -9): nobody will record what we write
+def _watch_parent(parent_pid: int) -> None:
+    """Exit when the parent is gone (kill -9): nobody would record what we write, and an idle pool worker would
+    otherwise wait for work forever (it holds both ends of its own task pipe, so it never sees EOF)."""
+    import time
+
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)  # a file being written stays a temporary, which the next run removes
 
 
 def _worker_should_stop() -> bool:
-    return _WORKER["signum"] is not None or _WORKER["event"].is_set() or _worker_orphaned()
+    return _WORKER["signum"] is not None or _WORKER["event"].is_set()
 
 
 def _replay_worker(path: str, config_path: str | None, bundle: str | None, out: str, load_kwargs: dict,
-                   probe_llm: bool) -> dict | None:  # fmt: skip
+                   probe_llm: bool) -> dict:  # fmt: skip
     try:
-        r = _replay_one(path, config_path, bundle, out, load_kwargs, False, probe_llm,
-                        should_stop=_worker_should_stop, orphaned=_worker_orphaned)  # fmt: skip
+        r = _replay_one(path, config_path, bundle, out, load_kwargs, False, probe_llm, should_stop=_worker_should_stop)
     except FxgateError as exc:  # re-raised plain: subclasses such as BarDataError(problems) do not unpickle whole
         raise FxgateError(str(exc)) from None
-    if r is not None:
-        r["signum"] = _WORKER["signum"]
+    r["signum"] = _WORKER["signum"]
     return r
 
 
 def _replay_one(path: str, config_path: str | None, bundle: str | None, out: str, load_kwargs: dict,
-                show_progress: bool, probe_llm: bool = False, *, should_stop: Callable[[], bool] = lambda: False,
-                orphaned: Callable[[], bool] = lambda: False) -> dict | None:  # fmt: skip
+                show_progress: bool, probe_llm: bool = False, *,
+                should_stop: Callable[[], bool] = lambda: False) -> dict:  # fmt: skip
     """Replay one file into ``out`` (in a worker process with --jobs). Every file goes in through a temporary name;
-    run.json is the caller's. Returns None, having written nothing, if ``orphaned()`` says nobody awaits it."""
+    run.json is the caller's."""
     import time
 
     from fxgate.engine.config import load_config
@@ -383,8 +388,6 @@ def _replay_one(path: str, config_path: str | None, bundle: str | None, out: str
             prog.update(task, description=f"replay {bars.symbol}", completed=len(res.decisions))
     else:
         res = replay(bars, cfg, bundle=ens, should_stop=should_stop)
-    if orphaned():
-        return None
     files = write_outputs(res, out)
     rep = Path(out) / "report.html"
     with atomic_path(rep) as tmp:

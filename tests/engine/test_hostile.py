@@ -45,9 +45,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"dir": d, "config": d / "gate.toml", "eurusd": d / "EURUSD.csv", "gbpusd": d / "GBPUSD.csv"}
 
 
-def _replay(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([EXE, "replay", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
+def _replay(args: list[str], quiet: bool = False) -> subprocess.Popen:
+    return subprocess.Popen([EXE, "replay", *args], stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
 
 
 def _run_json(d: Path) -> dict | None:
@@ -62,7 +62,8 @@ def _wait_running(proc: subprocess.Popen, *dirs: Path) -> None:
     t0 = time.monotonic()
     while not all((r := _run_json(d)) is not None and r["status"] == "running" for d in dirs):
         if proc.poll() is not None:
-            pytest.fail(f"fxgate exited ({proc.returncode}) before its run started:\n{proc.stdout.read()}")
+            pytest.fail(f"fxgate exited ({proc.returncode}) before its run started:\n"
+                        f"{proc.stdout.read() if proc.stdout else ''}")  # fmt: skip
         if time.monotonic() - t0 > WAIT_S:
             proc.kill()
             pytest.fail("no run.json with status running appeared")
@@ -87,6 +88,19 @@ def _proc_table() -> dict[int, tuple[int, int, str, str]]:
 
 def _live_in_group(pgid: int) -> list[int]:
     return [pid for pid, (_, pg, state, _) in _proc_table().items() if pg == pgid and state not in ("Z", "X")]
+
+
+def _workers(proc: subprocess.Popen, n: int) -> list[int]:
+    """The pids of ``proc``'s spawned pool workers, once ``n`` of them run (multiprocessing's tracker is none)."""
+    t0 = time.monotonic()
+    while True:
+        workers = [pid for pid, (ppid, _, state, cmd) in _proc_table().items()
+                   if ppid == proc.pid and "resource_tracker" not in cmd and state not in ("Z", "X")]  # fmt: skip
+        if len(workers) >= n or proc.poll() is not None or time.monotonic() - t0 > WAIT_S:
+            break
+        time.sleep(0.05)
+    assert len(workers) == n, f"expected {n} worker processes, found {workers}"
+    return workers
 
 
 def _finish(proc: subprocess.Popen) -> str:
@@ -134,14 +148,7 @@ def test_sigterm_with_jobs_stops_every_worker_and_exits_143(inputs, tmp_path):
     proc = _replay(["--data", str(inputs["eurusd"]), "--data", str(inputs["gbpusd"]), "--config",
                     str(inputs["config"]), "--out", str(out), "--jobs", "2"])  # fmt: skip
     _wait_running(proc, out / "EURUSD", out / "GBPUSD")
-    t0 = time.monotonic()
-    while True:  # both spawned workers started (the resource tracker is not a worker)
-        workers = [pid for pid, (ppid, _, state, cmd) in _proc_table().items()
-                   if ppid == proc.pid and "resource_tracker" not in cmd and state not in ("Z", "X")]  # fmt: skip
-        if len(workers) >= 2 or proc.poll() is not None or time.monotonic() - t0 > WAIT_S:
-            break
-        time.sleep(0.05)
-    assert len(workers) == 2, f"expected 2 worker processes, found {workers}"
+    workers = _workers(proc, 2)
     os.kill(proc.pid, signal.SIGTERM)  # the parent only, as `kill PID` or systemd's main-process stop does
     text = _finish(proc)
     assert proc.returncode == 143, text
@@ -182,6 +189,26 @@ def test_kill_9_leaves_no_half_file_and_the_next_run_says_so(inputs, tmp_path):
     run = _run_json(out)
     assert run["status"] == "complete" and run["pid"] == os.getpid()
     _assert_whole_and_listed(out, run)
+
+
+def test_kill_9_of_the_parent_with_jobs_leaves_no_worker_behind(inputs, tmp_path):
+    out = tmp_path / "out"
+    proc = _replay(["--data", str(inputs["eurusd"]), "--data", str(inputs["gbpusd"]), "--config",
+                    str(inputs["config"]), "--out", str(out), "--jobs", "2"], quiet=True)  # fmt: skip
+    _wait_running(proc, out / "EURUSD", out / "GBPUSD")
+    workers = _workers(proc, 2)
+    proc.kill()  # no handler runs: the workers must notice by themselves
+    proc.wait()
+    t0 = time.monotonic()
+    while [w for w in workers if pid_alive(w)] and time.monotonic() - t0 < 30:
+        time.sleep(0.1)
+    alive = [w for w in workers if pid_alive(w)]
+    for w in alive:  # do not leave them to the next test
+        os.kill(w, signal.SIGKILL)
+    assert not alive, "pool workers outlived their killed parent"
+    for sym in ("EURUSD", "GBPUSD"):
+        assert _run_json(out / sym)["status"] == "running"
+        assert "stopped without finishing" in check_run_dir(out / sym).notes[0]
 
 
 def test_atomic_write_killed_midway_leaves_the_old_file_and_a_temporary_the_next_run_cleans(tmp_path):
