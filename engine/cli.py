@@ -587,7 +587,8 @@ def _run_replays(jobs: list[_Job], cfg: Any, config_path: Path | None, bundle: P
             continue
         err = None
         if isinstance(j.error, _Abort):
-            err = f"aborted by a second {signal.Signals(j.error.signum).name}: no results were written"
+            err = (f"aborted by a second {signal.Signals(j.error.signum).name}: the results are incomplete (only "
+                   "the files listed here were written)")  # fmt: skip
         elif j.error is not None:
             err = str(j.error)
         elif j.result is None:
@@ -602,8 +603,12 @@ def _run_replays(jobs: list[_Job], cfg: Any, config_path: Path | None, bundle: P
     if signum is None and any(j.status == "interrupted" for j in jobs):
         signum = signal.SIGINT
     if signum is not None:
-        click.secho(f"interrupted by {signal.Signals(signum).name}: partial results; each run.json says "
-                    "\"interrupted\"", fg="yellow", err=True)  # fmt: skip
+        if any(isinstance(j.error, _Abort) for j in jobs):
+            click.secho(f"aborted by a second {signal.Signals(signum).name}: results incomplete; each run.json says "
+                        "\"interrupted\" and lists only the files written whole", fg="red", err=True)  # fmt: skip
+        else:
+            click.secho(f"interrupted by {signal.Signals(signum).name}: partial results; each run.json says "
+                        "\"interrupted\"", fg="yellow", err=True)  # fmt: skip
         ctx.exit(128 + signum)
 
 

@@ -143,6 +143,49 @@ def test_sigint_during_replay_writes_partial_results_and_exits_130(inputs, tmp_p
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_a_second_signal_aborts_at_once_and_the_run_says_so(inputs, tmp_path, monkeypatch):
+    """In-process, so that both signals land at known points: the first while bars are replayed, the second in
+    the middle of writing decisions.parquet (two signals sent to a busy process can merge into one)."""
+    import importlib
+
+    from fxgate.engine.errors import FxgateError
+
+    replay_mod = importlib.import_module("fxgate.engine.replay")  # the module (fxgate.engine.replay is the function)
+
+    real_replay = replay_mod.replay
+
+    def replay_then_sigint(*a, should_stop, **k):  # the first SIGINT arrives on the 20th replayed bar
+        n = [0]
+
+        def hook() -> bool:
+            n[0] += 1
+            if n[0] == 20:
+                os.kill(os.getpid(), signal.SIGINT)
+            return should_stop()
+
+        return real_replay(*a, should_stop=hook, **k)
+
+    def write_half_then_sigint(res, out_dir):  # the second arrives with half a file on disk
+        with atomic_path(Path(out_dir) / "decisions.parquet") as tmp:
+            tmp.write_bytes(b"PAR1 half")
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises before this ends
+        raise FxgateError("the second signal did not abort")
+
+    monkeypatch.setattr(replay_mod, "replay", replay_then_sigint)
+    monkeypatch.setattr(replay_mod, "write_outputs", write_half_then_sigint)
+    out = tmp_path / "out"
+    before = signal.getsignal(signal.SIGINT)
+    r = CliRunner().invoke(cli, ["replay", "--data", str(inputs["eurusd"]), "--config", str(inputs["config"]),
+                                 "--out", str(out)])  # fmt: skip
+    assert r.exit_code == 130, r.output
+    assert "aborted by a second SIGINT" in r.output and "Traceback" not in r.output
+    assert signal.getsignal(signal.SIGINT) is before  # the command put the previous handler back
+    run = _run_json(out)
+    assert run["status"] == "interrupted" and "aborted" in run["error"] and run["files"] == {}
+    assert sorted(p.name for p in out.iterdir()) == ["run.json"]  # the half file went with its temporary name
+
+
 def test_sigterm_with_jobs_stops_every_worker_and_exits_143(inputs, tmp_path):
     out = tmp_path / "out"
     proc = _replay(["--data", str(inputs["eurusd"]), "--data", str(inputs["gbpusd"]), "--config",
