@@ -399,7 +399,10 @@ def build(bar_files: Sequence[str | Path], out: str | Path, spec: SplitSpec, *, 
     say = log or (lambda _msg: None)
     if not bar_files:
         raise DatasetError("no bar files given. Fix: --bars FILE (repeat for several pairs)")
-    out = Path(out)
+    out = Path(out).absolute()
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise DatasetError(f"--out {out}: the current directory or one above it; the build replaces --out whole. "
+                           f"Fix: a new directory, e.g. --out data/")  # fmt: skip
     _check_out(out)
     tpl = load_template("judge.v1")
     # -- read and check every input before any work ------------------------------------------------------------

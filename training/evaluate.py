@@ -167,8 +167,12 @@ def table(report: dict[str, Any]) -> str:
     def pct(x: Any) -> str:
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1%}"
 
+    def num(x: Any) -> str:  # NaN in a fresh report, None once it went through a strict-JSON manifest
+        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
     def ci(c: Any) -> str:
-        return "" if not c or any(isinstance(v, float) and math.isnan(v) for v in c) else f" [{c[0]:.1%}, {c[1]:.1%}]"
+        bad = not c or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in c)
+        return "" if bad else f" [{c[0]:.1%}, {c[1]:.1%}]"
 
     lines = [f"{'verdicts':<28}{'accuracy':>22}{'coverage':>10}{'precision @ thr':>30}{'ECE':>8}"]
     rows = [("model", report["model_scores"])] + [(k, v) for k, v in report["baselines"].items()
@@ -178,7 +182,7 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"{name:<28}{s['note']}")
             continue
         lines.append(f"{name:<28}{pct(s['accuracy']) + ci(s['accuracy_ci95']):>22}{pct(s['coverage']):>10}"
-                     f"{pct(s['precision']) + ci(s['precision_ci95']):>30}{s['ece']:>8.3f}")  # fmt: skip
+                     f"{pct(s['precision']) + ci(s['precision_ci95']):>30}{num(s['ece']):>8}")  # fmt: skip
     r = report["baselines"]["random_same_coverage"]
     if r["precision_mean"] is not None:
         lines.append(f"{'random, same coverage':<28}{'':>22}{pct(report['model_scores']['coverage']):>10}"

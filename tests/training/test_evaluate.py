@@ -50,3 +50,21 @@ def test_nano_model_is_scored_against_the_baselines(nano, tmp_path):
         evaluate(nano["hf"], tmp_path / "d")
     with pytest.raises(DatasetError, match="not found"):
         evaluate(nano["q8"], tmp_path / "nothing")
+
+
+def test_table_of_a_report_read_back_from_the_strict_json_manifest():
+    """The run manifest stores the evaluation as strict JSON (NaN -> null); `fxgate train all` prints its table
+    from there, so a metric that is NaN (no usable answer: no ECE) must print as "-", not crash."""
+    import json
+
+    from fxgate.training.pipeline import _strict
+
+    s = score([None, None, None], [None, None, None], ["BUY", "SELL", "NONE"], 0.95)
+    assert math.isnan(s["ece"])
+    rand = {"confident": 0, "precision_mean": None}
+    r = {"model_scores": s, "baselines": {"majority": {"class": "NONE", **s}, "random_same_coverage": rand}}
+    back = json.loads(json.dumps(_strict(r), allow_nan=False))
+    assert back["model_scores"]["ece"] is None
+    t = table(back)
+    assert t.splitlines()[1].startswith("model") and t.splitlines()[1].rstrip().endswith("-")
+    assert table(r) == t

@@ -51,7 +51,7 @@ def test_training_prompt_is_the_served_prompt_token_for_token(nano, data, tmp_pa
     """Real sample bars' scenarios: the prompt SFT/DPO train on (sft_examples, dpo_examples) is the live judge's
     prompt (LlmRuntime.build) text for text and token for token — with every section, and over the budget, where
     the live judge drops sections: training drops the same ones. For the R1-Distill template of the GGUF and for
-    ChatML (an [llm] chat_template override)."""
+    ChatML (an [llm] chat_template override), each also equal to transformers' apply_chat_template."""
     from fxgate.models.llm import LlmRuntime, LlmSettings
     from fxgate.models.prompt import load_template
     from fxgate.training.dpo import dpo_examples
@@ -81,6 +81,8 @@ def test_training_prompt_is_the_served_prompt_token_for_token(nano, data, tmp_pa
         for r, t in zip(rows, trained, strict=True):
             live = live_rt.build(tpl, r["values"], think_budget=think, answer_budget=answer)
             assert t["prompt"] == live.text
+            # and both are what Hugging Face's apply_chat_template makes of the messages the judge sent
+            assert live.text == tok.apply_chat_template(list(live.messages), tokenize=False, add_generation_prompt=True)
             ids_hf = tok(t["prompt"], add_special_tokens=False)["input_ids"]
             assert live_rt.tokenize(live.text) == ids_hf and len(ids_hf) == live.n_tokens
             seen_drops.add(live.dropped)
