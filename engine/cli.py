@@ -67,6 +67,18 @@ _LOAD_OPTIONS = [
         type=click.Choice(["strict", "repair"]),
         help="strict: fail on any bad row; repair: drop/sort and report every change.",
     ),
+    click.option(
+        "--encoding",
+        default=None,
+        help="Text encoding, e.g. latin-1 or cp1252 (Windows exports). Default: UTF-8, or UTF-16 with a BOM.",
+    ),
+    click.option(
+        "--decimal",
+        default="auto",
+        show_default=True,
+        type=click.Choice(["auto", ".", ","]),
+        help="Decimal mark of prices; auto reads 1,0716 (European Excel exports) when no price has a point.",
+    ),
 ]
 
 
@@ -79,7 +91,8 @@ def _load_options(f):  # type: ignore[no-untyped-def]
 @data.command("check")
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @_load_options
-def data_check(files: tuple[Path, ...], fmt: str, tz: str | None, symbol: str | None, policy: str) -> None:
+def data_check(files: tuple[Path, ...], fmt: str, tz: str | None, symbol: str | None, policy: str,
+               encoding: str | None, decimal: str) -> None:  # fmt: skip
     """Load FILES, validate every row and print what was read, repaired and found (gaps).
 
     With no FILES, checks the bundled EURUSD H1 sample. Exits 2 on the first file that fails.
@@ -88,7 +101,8 @@ def data_check(files: tuple[Path, ...], fmt: str, tz: str | None, symbol: str | 
 
     paths = list(files) or [sample_path()]
     for p in paths:
-        bars = load_bars(p, format=fmt, symbol=symbol, tz=tz, policy=policy)  # type: ignore[arg-type]
+        bars = load_bars(p, format=fmt, symbol=symbol, tz=tz, policy=policy, encoding=encoding,  # type: ignore[arg-type]
+                         decimal=decimal)  # fmt: skip
         click.echo(repr(bars))
         assert bars.report is not None
         click.echo(bars.report.summary())
@@ -106,7 +120,8 @@ def data_check(files: tuple[Path, ...], fmt: str, tz: str | None, symbol: str | 
 @click.option("--to", "to", default=None, help="Resample to this timeframe first (M5 M15 M30 H1 H4 D1).")
 @_load_options
 def data_convert(
-    file: Path, out: Path, to: str | None, fmt: str, tz: str | None, symbol: str | None, policy: str
+    file: Path, out: Path, to: str | None, fmt: str, tz: str | None, symbol: str | None, policy: str,
+    encoding: str | None, decimal: str,
 ) -> None:
     """Load FILE (any supported format), optionally resample it, and write it as CSV or Parquet."""
     from fxgate.engine.loader import load_bars
@@ -114,7 +129,8 @@ def data_convert(
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise ValueError(f"--out {out}: use a .csv or .parquet file name")
-    bars = load_bars(file, format=fmt, symbol=symbol, tz=tz, policy=policy)  # type: ignore[arg-type]
+    bars = load_bars(file, format=fmt, symbol=symbol, tz=tz, policy=policy, encoding=encoding,  # type: ignore[arg-type]
+                     decimal=decimal)  # fmt: skip
     if to:
         bars = resample(bars, to)
     with atomic_path(out) as tmp:
@@ -159,7 +175,7 @@ def data_convert(
 @_load_options
 def fit_cmd(data_path: Path | None, out: Path, horizon: int, label_kind: str, folds: int, threshold: float,
             spread: float, estimators: int, threads: int, fmt: str, tz: str | None, symbol: str | None,
-            policy: str) -> None:  # fmt: skip
+            policy: str, encoding: str | None, decimal: str) -> None:  # fmt: skip
     """Fit the Layer-1 ensemble walk-forward and write a verified bundle.
 
     Prints out-of-sample figures per fold: accuracy with its Wilson 95% interval, log loss, AUC, IC and rank IC
@@ -173,7 +189,8 @@ def fit_cmd(data_path: Path | None, out: Path, horizon: int, label_kind: str, fo
 
     console = Console()
     path = data_path or sample_path()
-    bars = load_bars(path, format=fmt, symbol=symbol, tz=tz, policy=policy)  # type: ignore[arg-type]
+    bars = load_bars(path, format=fmt, symbol=symbol, tz=tz, policy=policy, encoding=encoding,  # type: ignore[arg-type]
+                     decimal=decimal)  # fmt: skip
     console.print(f"data: {bars!r} from {path}")
     if bars.spread is None:
         console.print(f"cost: no spread column; labels net of an assumed spread of {spread} (--spread)")
@@ -343,9 +360,10 @@ def _worker_should_stop() -> bool:
 
 
 def _replay_worker(path: str, config_path: str | None, bundle: str | None, out: str, load_kwargs: dict,
-                   probe_llm: bool) -> dict:  # fmt: skip
+                   replay_kwargs: dict, probe_llm: bool) -> dict:  # fmt: skip
     try:
-        r = _replay_one(path, config_path, bundle, out, load_kwargs, False, probe_llm, should_stop=_worker_should_stop)
+        r = _replay_one(path, config_path, bundle, out, load_kwargs, replay_kwargs, False, probe_llm,
+                        should_stop=_worker_should_stop)  # fmt: skip
     except FxgateError as exc:  # re-raised plain: subclasses such as BarDataError(problems) do not unpickle whole
         raise FxgateError(str(exc)) from None
     r["signum"] = _WORKER["signum"]
@@ -353,7 +371,7 @@ def _replay_worker(path: str, config_path: str | None, bundle: str | None, out: 
 
 
 def _replay_one(path: str, config_path: str | None, bundle: str | None, out: str, load_kwargs: dict,
-                show_progress: bool, probe_llm: bool = False, *,
+                replay_kwargs: dict, show_progress: bool, probe_llm: bool = False, *,
                 should_stop: Callable[[], bool] = lambda: False) -> dict:  # fmt: skip
     """Replay one file into ``out`` (in a worker process with --jobs). Every file goes in through a temporary name;
     run.json is the caller's."""
@@ -384,10 +402,10 @@ def _replay_one(path: str, config_path: str | None, bundle: str | None, out: str
                 prog.update(task, completed=done, total=total, rate=f"{done / el:,.0f} bars/s" if el > 0 else "")
 
             res = replay(bars, cfg, bundle=ens, progress=tick, should_stop=should_stop,
-                         fit_progress=lambda msg: prog.update(task, description=msg))  # fmt: skip
+                         fit_progress=lambda msg: prog.update(task, description=msg), **replay_kwargs)  # fmt: skip
             prog.update(task, description=f"replay {bars.symbol}", completed=len(res.decisions))
     else:
-        res = replay(bars, cfg, bundle=ens, should_stop=should_stop)
+        res = replay(bars, cfg, bundle=ens, should_stop=should_stop, **replay_kwargs)
     files = write_outputs(res, out)
     rep = Path(out) / "report.html"
     with atomic_path(rep) as tmp:
@@ -527,7 +545,7 @@ def _jsonable(v: Any) -> Any:
 
 def _run_replays(jobs: list[_Job], cfg: Any, config_path: Path | None, bundle: Path | None, load_kwargs: dict,
                  n_jobs: int, force: bool, stop: _Stop, *, probe_llm: bool = False, extra_files: tuple[str, ...] = (),
-                 before: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 before: Callable[[], None] | None = None, replay_kwargs: dict | None = None) -> None:  # fmt: skip
     """Claim every output directory (run.json "running"), replay each file (in worker processes with
     ``n_jobs`` > 1), write each run.json last, and exit 128 + the signal if a stop signal cut the run short.
     ``cfg`` is the loaded ``config_path`` (loaded by the caller, so that a bad config fails before anything else)."""
@@ -556,7 +574,7 @@ def _run_replays(jobs: list[_Job], cfg: Any, config_path: Path | None, bundle: P
         if before is not None:
             before()
         args = [(str(j.data), str(config_path) if config_path else None, str(bundle) if bundle else None,
-                 str(j.out), load_kwargs) for j in jobs]  # fmt: skip
+                 str(j.out), load_kwargs, dict(replay_kwargs or {})) for j in jobs]  # fmt: skip
         if n_jobs == 1 or len(jobs) == 1:
             for j, a in zip(jobs, args, strict=True):
                 # a signal before or during this file stops it after its first/current bar; later files are not run
@@ -689,9 +707,13 @@ def _run_parallel(jobs: list[_Job], args: list[tuple], n_jobs: int, stop: _Stop,
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Files replayed in parallel.")
 @click.option("--force", is_flag=True,
               help="Write into --out even if its run.json says another run is in progress or its files do not match.")
+@click.option("--skip-trained-bars", is_flag=True,
+              help="With --bundle: bars up to the end of its training labels only warm the state (not scored), "
+                   "instead of refusing the bundle.")  # fmt: skip
 @_load_options
 def replay_cmd(data: tuple[Path, ...], config_path: Path | None, out: Path, bundle: Path | None, jobs: int,
-               force: bool, fmt: str, tz: str | None, symbol: str | None, policy: str) -> None:  # fmt: skip
+               force: bool, skip_trained_bars: bool, fmt: str, tz: str | None, symbol: str | None, policy: str,
+               encoding: str | None, decimal: str) -> None:  # fmt: skip
     """Stream bars through Gate.on_bar and write decisions.parquet, trades.csv, metrics.json, report.html and, last,
     run.json (the run's id, config hash, data sha256, status, and every file's size and sha256).
 
@@ -709,8 +731,10 @@ def replay_cmd(data: tuple[Path, ...], config_path: Path | None, out: Path, bund
                 if o.name != p.stem:
                     click.echo(f"{p} -> {o} (another --data file has the stem {p.stem!r})")
         jobs_list = [_Job(p, o) for p, o in zip(data, outs, strict=True)]
-        load_kwargs = {"format": fmt, "tz": tz, "symbol": symbol, "policy": policy}
-        _run_replays(jobs_list, cfg, config_path, bundle, load_kwargs, jobs, force, stop)
+        load_kwargs = {"format": fmt, "tz": tz, "symbol": symbol, "policy": policy, "encoding": encoding,
+                       "decimal": decimal}  # fmt: skip
+        _run_replays(jobs_list, cfg, config_path, bundle, load_kwargs, jobs, force, stop,
+                     replay_kwargs={"skip_trained_bars": skip_trained_bars})  # fmt: skip
 
 
 def _toml_set(text: str, section: str | None, key: str, value: str) -> str:
@@ -802,7 +826,8 @@ def train_group() -> None:
 @_load_options
 def train_data_cmd(bars: tuple[Path, ...], jsonl: tuple[Path, ...], out: Path, horizon: int, spread: float,
                    val_frac: float, test_frac: float, embargo: int, bundle: Path | None, skip_bad: bool, fmt: str,
-                   tz: str | None, symbol: str | None, policy: str) -> None:  # fmt: skip
+                   tz: str | None, symbol: str | None, policy: str, encoding: str | None,
+                   decimal: str) -> None:  # fmt: skip
     """Build SFT/DPO/test sets from bar files with a leak-proof time split; write a manifest."""
     from fxgate.training import datasets
     from rich.console import Console
@@ -820,7 +845,8 @@ def train_data_cmd(bars: tuple[Path, ...], jsonl: tuple[Path, ...], out: Path, h
             prog.update(tasks[name], completed=done)
 
         m = datasets.build(bars, out, spec, bundle=bundle, jsonl=jsonl, skip_bad=skip_bad, progress=tick,
-                           load_kwargs={"format": fmt, "tz": tz, "symbol": symbol, "policy": policy})  # fmt: skip
+                           load_kwargs={"format": fmt, "tz": tz, "symbol": symbol, "policy": policy,
+                                        "encoding": encoding, "decimal": decimal})  # fmt: skip
     con = Console()
     tb = Table(title=f"{out} (cuts: val from {m['cuts']['val_from']}, test from {m['cuts']['test_from']}; "
                      f"embargo {m['embargo_bars']} bars)")  # fmt: skip

@@ -121,6 +121,19 @@ def test_replay_writes_every_output_and_refuses_an_overlapping_bundle(tmp_path):
                                     "--estimators", "10"]).exit_code == 0  # fmt: skip
     r = CliRunner().invoke(cli, ["replay", "--data", str(data), "--bundle", str(bundle), "--out", str(tmp_path / "b")])
     assert r.exit_code == 2 and "nothing out of sample is left to replay" in r.output
+    # a bundle fitted on the first 2000 bars overlaps a file of 2500: refused with the flag that allows it, which works
+    early = tmp_path / "early"
+    (tmp_path / "first").mkdir()
+    sample_bars()[:2000].to_csv(tmp_path / "first" / "EURUSD.csv")
+    assert CliRunner().invoke(cli, ["fit", "--data", str(tmp_path / "first" / "EURUSD.csv"), "--out", str(early),
+                                    "--folds", "1", "--estimators", "10"]).exit_code == 0  # fmt: skip
+    args = ["replay", "--data", str(data), "--config", str(cfg), "--bundle", str(early), "--out", str(tmp_path / "c")]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 2 and "--skip-trained-bars" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, [*args, "--skip-trained-bars"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert m["bundle"]["skipped_trained_bars"] > 1990 and m["bars"] == 2500 - m["bundle"]["skipped_trained_bars"]
 
 
 @pytest.mark.slow
@@ -200,3 +213,16 @@ def test_demo_config_sets_spread_and_the_llm_layers_whatever_the_defaults_say(ll
     assert raw["llm"]["model"] == ("nano" if llm else "")
     assert cfg.l2.enabled is llm and cfg.l3.enabled is llm
     assert text.count("# path to a .gguf file") == 1  # comments kept
+
+
+def test_encoding_and_decimal_options_reach_the_loader(data_dir):
+    latin = data_dir / "latin1_note_EURUSD.csv"
+    r = CliRunner().invoke(cli, ["data", "check", str(latin)])
+    assert r.exit_code == 2 and "latin-1" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["data", "check", "--encoding", "latin-1", str(latin)])
+    assert r.exit_code == 0, r.output
+    comma = data_dir / "generic_excel_decimal_comma_EURUSD.csv"
+    r = CliRunner().invoke(cli, ["data", "check", "--decimal", ".", str(comma)])
+    assert r.exit_code == 2 and "decimal" in r.output.lower()
+    r = CliRunner().invoke(cli, ["data", "check", "--decimal", ",", str(comma)])
+    assert r.exit_code == 0, r.output
