@@ -337,14 +337,23 @@ def replay(bars: Bars, cfg: GateConfig, *, bundle: Any = None, skip_trained_bars
         windows = [(a, b, None) for a, b in zip(edges[:-1], edges[1:], strict=True)]
     gate = Gate(cfg, None, timeframe=bars.timeframe, symbol=bars.symbol)
     gate.warm_up()
-    for b in bars[:start]:
-        gate.on_bar(b)  # warm the state; these bars are history, not results
     decisions: list[Decision] = []
     interrupted = False
+    stop = should_stop or (lambda: False)
+    for i, b in enumerate(bars[:start]):
+        gate.on_bar(b)  # warm the state; these bars are history, not results
+        if i % 250 == 249 and stop():  # a signal during a long warm-up is answered within 250 bars
+            interrupted = True
+            break
+    if interrupted or stop():
+        windows, interrupted = [], True
     spec = LabelSpec("next", cfg.horizon, default_spread=cfg.spread)
     ens = None
     for a, b, ens in windows:
         if ens is None:
+            if stop():  # not after a refit that can take minutes
+                interrupted = True
+                break
             if fit_progress:
                 fit_progress(f"fitting Layer 1 on bars 0..{a - 1} for bars {a}..{b - 1}")
             ens = TreeEnsemble()

@@ -405,3 +405,23 @@ def test_the_report_says_which_bars_the_outcome_modules_learn_from(tmp_path):
     cfg = replace(CFG, mode="full", replay=ReplayConfig(train_bars=2000, window_bars=400, n_estimators=10, folds=1))
     text = write_report(replay(bars, cfg), tmp_path / "r.html").read_text()
     assert "learn from every candidate" in text and "whether or not a signal was emitted" in text
+
+
+def test_a_stop_during_warm_up_or_before_a_refit_is_answered_at_once():
+    """should_stop is polled in the warm-up loop and before each Layer-1 refit, not only between replayed bars."""
+    bars = sample_bars()[:3000]
+    cfg = replace(CFG, replay=ReplayConfig(train_bars=2000, window_bars=400, n_estimators=10, folds=1))
+    calls = {"n": 0}
+
+    def stop_at(k):
+        def f():
+            calls["n"] += 1
+            return calls["n"] >= k
+        return f
+
+    res = replay(bars, cfg, should_stop=stop_at(3))  # third poll: inside the 2000-bar warm-up
+    assert res.interrupted and res.decisions == [] and res.fits == [] and calls["n"] == 3
+    calls["n"] = 0
+    n_warm = 2000 // 250  # polls during warm-up, then one before the first fit
+    res = replay(bars, cfg, should_stop=stop_at(n_warm + 2))  # stop right before the first refit
+    assert res.interrupted and res.fits == [] and res.decisions == []
