@@ -871,23 +871,25 @@ def train_data_cmd(bars: tuple[Path, ...], jsonl: tuple[Path, ...], out: Path, h
 
 
 @train_group.command("formulas")
-@click.option("--list", "list_", is_flag=True, help="Print the number of entries per category.")
+@click.option("--list", "list_", is_flag=True,
+              help="List every entry: name, category, formula, citation, computed or described only.")
+@click.option("--category", default=None, help="With --list: only this category (alpha158, alpha101, volatility, ...).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the formula SFT samples (JSONL).")
-def train_formulas_cmd(list_: bool, out: Path | None) -> None:
-    """The formula catalogue: counts per category, or its SFT samples."""
+def train_formulas_cmd(list_: bool, category: str | None, out: Path | None) -> None:
+    """The formula catalogue: every entry (with --list), or its SFT samples."""
     import json
 
-    from fxgate.training.formulas import counts, sft_samples
+    from fxgate.training.formulas import listing, sft_samples
 
     if not list_ and out is None:
         raise click.UsageError("give --list and/or --out FILE")
+    if category is not None and not list_:
+        raise click.UsageError("--category goes with --list")
     if list_:
-        c = counts()
-        click.echo(f"{'category':<20}{'entries':>9}{'computable':>12}")
-        for k, v in c.items():
-            click.echo(f"{k:<20}{v['entries']:>9}{v['computable']:>12}")
-        click.echo(f"{'total':<20}{sum(v['entries'] for v in c.values()):>9}"
-                   f"{sum(v['computable'] for v in c.values()):>12}")  # fmt: skip
+        try:
+            click.echo(listing(category))
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     if out is not None:
         s = sft_samples()
         write_text(out, "".join(json.dumps(x) + "\n" for x in s))

@@ -413,8 +413,8 @@ def _build() -> list[Formula]:
                 var_historical, "returns"),
         Formula("Expected shortfall", "risk", "Acerbi & Tasche (2002), J. Banking & Finance 26(7)",
                 "ES_a = -mean(R | R <= quantile_a(R))", cvar_historical, "returns"),
-        Formula("Deflated Sharpe ratio", "risk", "Bailey & Lopez de Prado (2014), J. Portfolio Mgmt 40(5)",
-                "DSR = Phi((SR - SR_0) sqrt(T - 1) / sqrt(1 - g3 SR + (g4 - 1)/4 SR^2))", _dsr, "returns"),
+        Formula("Probabilistic Sharpe ratio", "risk", "Bailey & Lopez de Prado (2012), J. Risk 15(2)",
+                "PSR = Phi(SR sqrt(T - 1) / sqrt(1 - g3 SR + (g4 - 1)/4 SR^2)), g4 raw kurtosis", _psr, "returns"),
     ]  # fmt: skip
     cat += [
         Formula("Almgren-Chriss trajectory", "execution", "Almgren & Chriss (2001), J. Risk 3(2)",
@@ -442,8 +442,9 @@ def _build() -> list[Formula]:
             ("ModelConfidenceSet", "MCS = {m : not rejected at alpha}", "Hansen, Lunde & Nason (2011)"),
             ("BOCPD", "P(r_t | x_1:t), hazard 1/lambda", "Adams & MacKay (2007), arXiv:0710.3742"),
             ("SHAP", "phi_i = Shapley values of the tree model", "Lundberg et al. (2020), Nat. Mach. Intell. 2"),
-            ("ExecutionCost", "E[IS] + 1 sd < expected edge", "Almgren & Chriss (2001)"),
-            ("AdverseSelection", "net markout E[D dM] - spread/2", "Glosten & Milgrom (1985)"),
+            ("ExecutionCost", "round-trip E[IS] + 1 sd < expected edge", "Almgren & Chriss (2001)"),
+            ("AdverseSelection", "net markout E[D dM] - spread (the round trip's full spread)",
+             "Glosten & Milgrom (1985)"),
             ("BayesianSizing", "f = argmax E_posterior[log growth]", "Browne & Whitt (1996)"),
             ("FactorWeighting", "w_t = argmax E[r] - lambda Var[r]", "Markowitz (1952)"),
             ("RegimeDetection", "P(S_t | X_1:t) via the HMM forward filter", "Hamilton (1989), Econometrica 57(2)")]
@@ -490,10 +491,11 @@ def _kelly(p: float, b: float) -> float:
     return float(kelly_fraction(p, b))
 
 
-def _dsr(returns: Array) -> float:
-    from fxgate.engine.replay import deflated_sharpe
+def _psr(returns: Array) -> float:
+    from fxgate.engine.replay import probabilistic_sharpe
 
-    return float(deflated_sharpe(np.asarray(returns, float)))
+    v = probabilistic_sharpe(np.asarray(returns, float))
+    return math.nan if v is None else float(v)
 
 
 def _twap(x: float, n: int) -> Array:

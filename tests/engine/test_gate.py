@@ -493,6 +493,7 @@ def test_replay_of_a_non_fx_series_and_interruption_keeps_partial_results():
         calls["n"] += 1
         return calls["n"] >= 100
 
-    part = replay(goog, cfg, should_stop=stop_after_100)
-    assert part.interrupted and part.metrics["interrupted"] and part.metrics["bars"] == 100
-    assert [d.to_dict()["action"] for d in part.decisions] == [d.to_dict()["action"] for d in res.decisions[:100]]
+    part = replay(goog, cfg, should_stop=stop_after_100)  # polled in warm-up and before each refit too
+    k = part.metrics["bars"]
+    assert part.interrupted and part.metrics["interrupted"] and 50 <= k < 100 and len(part.decisions) == k
+    assert [d.to_dict()["action"] for d in part.decisions] == [d.to_dict()["action"] for d in res.decisions[:k]]

@@ -37,6 +37,11 @@ def test_train_formulas_list_and_samples(tmp_path):
         assert cat in r.output
     assert len((tmp_path / "f.jsonl").read_text().splitlines()) > 200
     assert CliRunner().invoke(cli, ["train", "formulas"]).exit_code == 2
+    r = CliRunner().invoke(cli, ["train", "formulas", "--list", "--category", "risk"])
+    assert r.exit_code == 0 and "Kelly fraction" in r.output and "Kelly (1956)" in r.output
+    assert "alpha158" not in r.output and "f* = p - (1 - p) / b" in r.output
+    r = CliRunner().invoke(cli, ["train", "formulas", "--list", "--category", "rsk"])
+    assert r.exit_code == 2 and "risk" in r.output and "Traceback" not in r.output
 
 
 def test_train_data_refuses_a_dated_import_before_writing(tmp_path):
