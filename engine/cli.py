@@ -823,9 +823,12 @@ def train_group() -> None:
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
               help="A Layer-1 bundle fitted before the validation cut: its probabilities go into the prompts.")
 @click.option("--skip-bad", is_flag=True, help="Drop (and count) bad JSONL lines instead of failing.")
+@click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
+              help="The served model's GGUF (or HF directory): store prompts as served, under the judge's budget.")
 @_load_options
 def train_data_cmd(bars: tuple[Path, ...], jsonl: tuple[Path, ...], out: Path, horizon: int, spread: float,
-                   val_frac: float, test_frac: float, embargo: int, bundle: Path | None, skip_bad: bool, fmt: str,
+                   val_frac: float, test_frac: float, embargo: int, bundle: Path | None, skip_bad: bool,
+                   tokenizer: Path | None, fmt: str,
                    tz: str | None, symbol: str | None, policy: str, encoding: str | None,
                    decimal: str) -> None:  # fmt: skip
     """Build SFT/DPO/test sets from bar files with a leak-proof time split; write a manifest."""
@@ -845,6 +848,7 @@ def train_data_cmd(bars: tuple[Path, ...], jsonl: tuple[Path, ...], out: Path, h
             prog.update(tasks[name], completed=done)
 
         m = datasets.build(bars, out, spec, bundle=bundle, jsonl=jsonl, skip_bad=skip_bad, progress=tick,
+                           tokenizer=tokenizer,
                            load_kwargs={"format": fmt, "tz": tz, "symbol": symbol, "policy": policy,
                                         "encoding": encoding, "decimal": decimal})  # fmt: skip
     con = Console()
@@ -859,12 +863,14 @@ def train_data_cmd(bars: tuple[Path, ...], jsonl: tuple[Path, ...], out: Path, h
     con.print(tb)
     if m["imported"]:
         ti = Table(title="imported JSONL")
-        for col in ("source", "lines", "bad", "exact_duplicates", "near_duplicates", "sft", "dpo"):
+        cols = ("source", "lines", "bad", "after_cut", "exact_duplicates", "near_duplicates", "sft", "dpo")
+        for col in cols:
             ti.add_column(col, justify="left" if col == "source" else "right")
         for r in m["imported"]["sources"]:
-            ti.add_row(*[str(r[c]) for c in ("source", "lines", "bad", "exact_duplicates", "near_duplicates", "sft",
-                                             "dpo")])  # fmt: skip
+            ti.add_row(*[str(r.get(c, "")) for c in cols])
         con.print(ti)
+    for w in m.get("warnings") or []:
+        click.secho(f"warning: {w}", fg="yellow", err=True)
     c = m["certainty_targets"]
     click.echo(f"certainty targets (training-split base rates): proposal right {c['same']:.3f}, no move past the "
                f"spread {c['none']:.3f}, opposite {c['opposite']:.3f}; manifest: {out / 'manifest.json'}")  # fmt: skip
