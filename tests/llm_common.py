@@ -1,6 +1,9 @@
-"""Shared by the LLM-layer tests: JSON Schemas of the answers and random prompt values."""
+"""Shared by the LLM-layer tests: JSON Schemas of the answers, random prompt values, and a way to make calls from
+several threads wait in the runtime's queue together."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 from fxgate.models.prompt import KEY_FEATURES, prompt_values
@@ -33,3 +36,28 @@ def values(rng: np.random.Generator, direction: str = "BUY") -> dict[str, str]:
         features={k: float(rng.normal()) for k in KEY_FEATURES},
         modules=[{"module": "vpin", "passed": True, "score": float(rng.uniform()), "threshold": 0.9, "reason": "ok"}],
         size=0.1)  # fmt: skip
+
+
+def queue_up(monkeypatch, runtime, n_calls: int) -> None:
+    """Hold the worker inside its first llama.cpp evaluation until ``n_calls`` calls have entered ``generate``, so
+    that calls from several threads wait in the queue at once (what per-call state kept on the runtime, instead of
+    in the call, would get wrong)."""
+    lock, all_in, held = threading.Lock(), threading.Event(), []
+    entered = [0]
+    real_eval, real_generate = runtime.llm.eval, runtime.generate
+
+    def eval_(tokens):
+        if not held:  # only the worker evaluates
+            held.append(True)
+            all_in.wait(60)
+        return real_eval(tokens)
+
+    def generate(*args, **kwargs):
+        with lock:
+            entered[0] += 1
+            if entered[0] >= n_calls:
+                all_in.set()
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(runtime.llm, "eval", eval_)
+    monkeypatch.setattr(runtime, "generate", generate)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fxgate.models.debate import Debate
 from fxgate.models.llm import Generation, LlmError, LlmRuntime, LlmSettings
-from llm_common import SCHEMAS, values
+from llm_common import SCHEMAS, queue_up, values
 
 
 @pytest.fixture(scope="module")
@@ -86,36 +86,10 @@ def test_a_failed_turn_ends_the_debate_closed(monkeypatch, rt):
     assert v.transcript[-1]["error"].startswith("generation timed out")
 
 
-def queue_up(monkeypatch, runtime, n_calls: int) -> None:
-    """Hold the worker inside its first llama.cpp evaluation until ``n_calls`` calls have entered ``generate``, so
-    that calls from several threads wait in the queue at once (what per-call state kept on the runtime, instead of
-    in the call, would get wrong)."""
-    lock, all_in, held = threading.Lock(), threading.Event(), []
-    entered = [0]
-    real_eval, real_generate = runtime.llm.eval, runtime.generate
-
-    def eval_(tokens):
-        if not held:  # only the worker evaluates
-            held.append(True)
-            all_in.wait(60)
-        return real_eval(tokens)
-
-    def generate(*args, **kwargs):
-        with lock:
-            entered[0] += 1
-            if entered[0] >= n_calls:
-                all_in.set()
-        return real_generate(*args, **kwargs)
-
-    monkeypatch.setattr(runtime.llm, "eval", eval_)
-    monkeypatch.setattr(runtime, "generate", generate)
-
-
 def test_concurrent_debates_on_shared_runtimes_give_their_single_threaded_verdicts(nano, monkeypatch):
     """Regression (#12.11): concurrent ``on_bar`` calls can run Layer 3 at once, every role on one shared runtime.
     Each thread's debate (verdict and every turn of its transcript) equals a single-threaded run of the same values
     on a fresh runtime."""
-    import threading
 
     settings = LlmSettings(model=str(nano["q8"]), n_ctx=4096, n_threads=1)
     cases = [(values(np.random.default_rng(k), d), d) for k, d in enumerate(["BUY", "SELL", "BUY"])]

@@ -30,7 +30,7 @@ from fxgate.models.prompt import (
     load_template,  # fmt: skip
     render_chat,
 )
-from llm_common import SCHEMAS, values
+from llm_common import SCHEMAS, queue_up, values
 
 
 @pytest.fixture(scope="module")
@@ -452,31 +452,6 @@ def test_token_cache_survives_an_eviction_between_lookup_and_reuse(nano):
     assert got == {"a": want[texts[0]], "b": want[texts[32]]}
     assert all(r.tokenize(t) == want[t] for t in texts)  # and the cache is consistent afterwards
     r.close()
-
-
-def queue_up(monkeypatch, runtime, n_calls: int) -> None:
-    """Hold the worker inside its first llama.cpp evaluation until ``n_calls`` calls have entered ``generate``, so
-    that calls from several threads wait in the queue at once (what per-call state kept on the runtime, instead of
-    in the call, would get wrong)."""
-    lock, all_in, held = threading.Lock(), threading.Event(), []
-    entered = [0]
-    real_eval, real_generate = runtime.llm.eval, runtime.generate
-
-    def eval_(tokens):
-        if not held:  # only the worker evaluates
-            held.append(True)
-            all_in.wait(60)
-        return real_eval(tokens)
-
-    def generate(*args, **kwargs):
-        with lock:
-            entered[0] += 1
-            if entered[0] >= n_calls:
-                all_in.set()
-        return real_generate(*args, **kwargs)
-
-    monkeypatch.setattr(runtime.llm, "eval", eval_)
-    monkeypatch.setattr(runtime, "generate", generate)
 
 
 def test_concurrent_judges_on_one_runtime_get_their_single_threaded_answers(nano, tmp_path, rng, monkeypatch):
