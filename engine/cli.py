@@ -384,6 +384,9 @@ def _replay_one(path: str, config_path: str | None, bundle: str | None, out: str
 
     cfg = load_config(config_path)
     bars = load_bars(path, **load_kwargs)
+    rep_ = bars.report
+    if rep_ is not None and (rep_.repaired or len(rep_.segments) > 1):  # repairs are said before the replay starts
+        click.secho(rep_.summary(), fg="yellow", err=True)
     ens = None
     if bundle:
         from fxgate.models.ensemble import TreeEnsemble

@@ -226,3 +226,20 @@ def test_encoding_and_decimal_options_reach_the_loader(data_dir):
     assert r.exit_code == 2 and "decimal" in r.output.lower()
     r = CliRunner().invoke(cli, ["data", "check", "--decimal", ",", str(comma)])
     assert r.exit_code == 0, r.output
+
+
+def test_replay_says_what_loading_repaired(tmp_path):
+    import pandas as pd
+
+    df = sample_bars()[:2300].to_pandas().reset_index()
+    rows = df.to_dict("records")
+    rows.insert(11, dict(rows[10]))  # a duplicated row: dropped under repair
+    data = tmp_path / "EURUSD.csv"
+    pd.DataFrame(rows).to_csv(data, index=False)
+    cfg = tmp_path / "gate.toml"
+    cfg.write_text("[l2]\nenabled = false\n[l3]\nenabled = false\n"
+                   "[replay]\ntrain_bars = 2000\nwindow_bars = 300\nn_estimators = 10\nfolds = 1\n")  # fmt: skip
+    r = CliRunner().invoke(cli, ["replay", "--data", str(data), "--config", str(cfg), "--out", str(tmp_path / "o"),
+                                 "--policy", "repair"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "repaired: 1 row(s): 1 dropped (lines 13)" in r.output and "duplicate time" in r.output
