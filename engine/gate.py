@@ -59,6 +59,8 @@ _I64 = 2**63 - 1
 _DAY = 86_400 * 10**9
 #: The smallest accepted ``ts``: 1973-03-03 in ns. Anything smaller is a time in s, ms or µs (or not a time).
 _NS_FLOOR = 10**17
+#: Bars, each consistent with the one before, that confirm a gap longer than ``[input] max_gap_days`` is real.
+_GAP_CONFIRM = 3
 
 
 class Gate:
@@ -89,6 +91,8 @@ class Gate:
         self._lock = threading.RLock()
         self._feature_index = {n: i for i, n in enumerate(self.features.names)}
         self._last_ts: int | None = None
+        self._gap_run: list[int] = []  # far-gap bars refused in a row (each consistent with the one before)
+        self._gap_run_next: list[int] = []
         self._bars = 0
         self._pending: deque[tuple[int, int, int, float, float, float]] = deque()  # due, ts, dir, entry, spread, p
         self.rejected = 0
@@ -180,11 +184,12 @@ class Gate:
         self._runtimes.clear()
 
     # -- warm-up ---------------------------------------------------------------------------------------------------
-    def warm_up(self, bars: Bars | None = None) -> None:
+    def warm_up(self, bars: Bars | None = None) -> int:
         """Compile every kernel now (not on the first live bar), then run ``bars`` (history before the live feed)
         through the state updates so windows are full when trading starts. History inside the Layer-1 bundle's
         training window updates price-only state (no candidates, no outcomes: see the module docstring). The LLM
-        models were already loaded and verified by the constructor."""
+        models were already loaded and verified by the constructor. Returns how many history bars were refused
+        (the same checks as ``on_bar``; ``self.rejected`` counts them too)."""
         from fxgate.models.features import FeatureEngine
 
         probe = FeatureEngine(self.timeframe)
@@ -193,10 +198,12 @@ class Gate:
             m.warm_up()
         if self.ensemble is not None:
             self.ensemble.predict_row(np.zeros(self.features.n_features))
+        refused = 0
         if bars is not None:
             for b in bars:  # state only: history never reaches the LLM layers
                 with self._lock:
-                    self._fast(b, verdicts=False)
+                    refused += isinstance(self._fast(b, verdicts=False), Decision)
+        return refused
 
     # -- the bar -----------------------------------------------------------------------------------------------------
     def _reject(self, bar: Any, reason: str, veto: str = "input") -> Decision:
@@ -248,15 +255,20 @@ class Gate:
                 return None, f"{name} = {v!r}: must be finite"
             vals.append(f)
         o, h, lo, c, vol, sp = vals
-        if min(o, h, lo, c) <= 0 or vol < 0:
-            return None, "bar has a non-positive price or negative volume"
+        for name, f in (("open", o), ("high", h), ("low", lo), ("close", c)):
+            if f <= 0:
+                return None, f"{name} = {f!r}: a price must be > 0"
+        if vol < 0:
+            return None, f"volume = {vol!r}: must be >= 0"
         if h < max(o, c) or lo > min(o, c):
-            return None, "bar's high/low do not contain its open and close"
+            return None, f"high = {h!r} / low = {lo!r} do not contain open = {o!r} and close = {c!r}"
         if sp is not None and sp < 0:
             return None, f"spread = {sp}: must be >= 0"
         tf, sym = bar.timeframe, bar.symbol
-        if not isinstance(tf, str) or not isinstance(sym, str):
-            return None, "timeframe and symbol must be strings"
+        if not isinstance(tf, str):
+            return None, f"timeframe = {tf!r}: must be a string such as {self.timeframe!r}"
+        if not isinstance(sym, str):
+            return None, f"symbol = {sym!r}: must be a string"
         if tf and tf != self.timeframe:
             return None, f"bar timeframe {tf} differs from the gate's {self.timeframe}"
         if sym and self.symbol and sym != self.symbol:
@@ -266,10 +278,18 @@ class Gate:
             return None, f"bar time {ts} is not after the last accepted bar ({last})"
         inp = self.config.input
         if last is not None and inp.max_gap_days and ts - last > inp.max_gap_days * _DAY:
-            return None, (f"bar time {np.datetime64(ts, 'ns')}Z is {(ts - last) / _DAY:.0f} days after the last "
-                          f"accepted bar ({np.datetime64(last, 'ns')}Z), more than [input] max_gap_days = "
-                          f"{inp.max_gap_days:g}: a wrong timestamp would stop the gate. If the gap is real, raise "
-                          "max_gap_days (0 turns the check off)")  # fmt: skip
+            # one wrong timestamp must not move the clock; a real gap shows as bars consistent with each other
+            gap = self._gap_run
+            consistent = bool(gap) and gap[-1] < ts <= gap[-1] + inp.max_gap_days * _DAY
+            run = [*gap, ts] if consistent else [ts]
+            if len(run) < _GAP_CONFIRM:
+                self._gap_run_next = run
+                return None, (f"bar time {np.datetime64(ts, 'ns')}Z is {(ts - last) / _DAY:.0f} days after the last "
+                              f"accepted bar ({np.datetime64(last, 'ns')}Z), more than [input] max_gap_days = "
+                              f"{inp.max_gap_days:g}: a wrong timestamp must not move the clock. If the gap is real, "
+                              f"the clock moves on the {_GAP_CONFIRM}rd consecutive bar after it "
+                              f"({len(run)}/{_GAP_CONFIRM}); raise max_gap_days to accept it at once (0: off)")
+            self._gap_run_next = []
         if inp.max_future_s and ts > time.time_ns() + inp.max_future_s * 1e9:
             return None, (f"bar time {np.datetime64(ts, 'ns')}Z is more than [input] max_future_s = "
                           f"{inp.max_future_s:g} s after this machine's clock: check the feed's time zone and units")
@@ -317,7 +337,9 @@ class Gate:
         state updates only."""
         from fxgate.modules import Context, Outcome  # engine/ is still both foundation and top (issue: architecture)
 
+        self._gap_run_next = []
         clean, problem = self._check(bar)
+        self._gap_run = self._gap_run_next  # any other bar (refused or accepted) breaks a run of gap bars
         if problem or clean is None:
             return self._reject(bar, problem or "invalid bar")
         bar = clean
@@ -352,8 +374,10 @@ class Gate:
                 m.update(ctx)
             t_l4_update = _NS() - t0
             self.last_features = x  # this bar's feature vector (names: self.features.names)
-        except Exception as exc:  # noqa: BLE001 - the bar is refused and the state is what it was before it
+        except BaseException as exc:  # noqa: BLE001 - the bar is refused and the state is what it was before it
             self._restore(snap)
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: state restored, then propagate
+                raise
             return self._reject(bar, f"internal error while updating state: {type(exc).__name__}: {exc}; the bar "
                                      "was not accepted and the state is unchanged", "internal")  # fmt: skip
         if not verdicts:
@@ -363,12 +387,17 @@ class Gate:
             self._fast_verdicts(p, in_sample, t_l1, t_l4_update)
         except Exception as exc:  # noqa: BLE001 - the bar is accepted (state moved); its verdict fails closed
             stage = p.stage or "L1"
+            layer = "L4" if stage == "sizing" else stage.split(":")[0]
+            what = f"internal error{' while sizing' if stage == 'sizing' else ''}"
+            why = f"{what}{f' in {stage}' if ':' in stage else ''}: {type(exc).__name__}: {exc}"
+            old = p.layers.get(layer)
+            p.layers[layer] = LayerVerdict(layer, self._enabled(layer), False, None, None, why,
+                                           old.latency_us if old else 0.0, old.details if old else ())  # fmt: skip
             for name in ("L1", "L4"):
                 if name not in p.layers:
                     p.layers[name] = LayerVerdict(name, self._enabled(name), False, None, None,
-                                                  f"internal error: {type(exc).__name__}: {exc}" if name == stage
-                                                  else f"not evaluated: {stage} failed", 0.0)  # fmt: skip
-            p.first_veto = p.first_veto or stage
+                                                  f"not evaluated: {layer} failed", 0.0)  # fmt: skip
+            p.first_veto = p.first_veto or layer
             p.action, p.confidence, p.size = "NONE", None, 0.0
             p.stage = ""
         return p

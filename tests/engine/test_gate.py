@@ -228,6 +228,24 @@ def test_a_far_future_bar_cannot_brick_the_gate(ens):
     assert off.on_bar(typo).first_veto != "input"  # both checks can be turned off
 
 
+def test_a_real_gap_longer_than_max_gap_days_resyncs_the_clock(ens):
+    """A month-long hole in the data: the first bars after it are refused (one bar could be a typo), the third
+    consistent bar moves the clock, and from there the gate runs as a gate fed only the bars after the hole."""
+    bars = sample_bars()[2000:2400]
+    shift = 45 * 86_400 * 10**9
+    after = [replace(x, ts=x.ts + shift) for x in bars[200:]]
+    g = Gate(LOOSE, ens, timeframe="H1")
+    assert g.warm_up(bars[:200]) == 0
+    d = [g.on_bar(x) for x in after[:3]]
+    assert [x.first_veto for x in d[:2]] == ["input", "input"] and "(1/3)" in d[0].layer("L1").reason
+    assert d[2].first_veto != "input" and g._last_ts == after[2].ts
+    typo = Gate(LOOSE, ens, timeframe="H1")
+    typo.warm_up(bars[:200])
+    seq = [after[0], bars[200], after[1], bars[201], after[2]]  # typos interleaved with the real next bars
+    assert [typo.on_bar(x).first_veto == "input" for x in seq] == [True, False, True, False, True]
+    assert typo._last_ts == bars[201].ts
+
+
 # Garbage for one field of a Bar: values that must never be accepted there.
 _GARBAGE_NUM = st.sampled_from([math.nan, math.inf, -math.inf, None, "1.07", True, False, 10**400, -1.0, 0.0, [],
                                 np.float64("nan"), np.float32("inf")])  # fmt: skip
@@ -436,6 +454,58 @@ def test_sizing_scale_and_cap_are_fractions_of_capital(ens):
             assert full._size() == pytest.approx(min(f, 1.0)) and half._size() == pytest.approx(min(0.5 * f, 1.0))
             assert capped._size() == pytest.approx(min(f, 0.01))
     assert seen > 0
+
+
+class _Boom(CertaintyModule):
+    """Raises from verdict(), suggested_fraction() or update() as told by ``where`` (planted bugs)."""
+
+    defaults = {"where": ""}
+
+    def reset(self):
+        pass
+
+    def update(self, ctx):
+        if self.params["where"] == "update":
+            raise KeyboardInterrupt  # what Ctrl-C in the middle of a state update looks like
+
+    def verdict(self):
+        if self.params["where"] == "verdict":
+            raise ZeroDivisionError("planted in verdict")
+        return self._result(1.0, True, 0.0, "fine")
+
+    def suggested_fraction(self):
+        if self.params["where"] == "sizing":
+            raise ValueError("planted in sizing")
+        return None
+
+
+def test_an_internal_error_in_a_module_or_in_sizing_keeps_its_reason(ens):
+    if "boom" not in REGISTRY:
+        register("boom")(_Boom)
+    bars = sample_bars()[2000:2150]
+    for where, veto, text in (("verdict", "L4", "internal error in L4:boom: ZeroDivisionError: planted in verdict"),
+                              ("sizing", "L4", "internal error while sizing: ValueError: planted in sizing")):
+        cfg = replace(LOOSE, l4=L4Config(modules=("boom",), params={"boom": {"where": where}}))
+        g = Gate(cfg, ens, timeframe="H1")
+        decs = [g.on_bar(b) for b in bars]
+        hit = [d for d in decs if d.layer("L1").passed]
+        assert hit and all(d.first_veto == veto and d.layer("L4").reason == text and not d.layer("L4").passed
+                           for d in hit)  # fmt: skip
+        assert all(text in d.why for d in hit)
+
+
+def test_an_interrupt_during_a_state_update_restores_the_state_and_propagates(ens):
+    if "boom" not in REGISTRY:
+        register("boom")(_Boom)
+    cfg = replace(LOOSE, l4=L4Config(modules=("vpin", "boom"), params={"boom": {"where": ""}}))
+    g = Gate(cfg, ens, timeframe="H1")
+    for b in sample_bars()[2000:2100]:
+        g.on_bar(b)
+    before = (g.features.bars_seen, g._last_ts, g.modules[0].state_dict()["ist"].tolist())
+    g.modules[1].params["where"] = "update"
+    with pytest.raises(KeyboardInterrupt):
+        g.on_bar(sample_bars()[2100])
+    assert (g.features.bars_seen, g._last_ts, g.modules[0].state_dict()["ist"].tolist()) == before
 
 
 # -- warm-up and in-sample bars --------------------------------------------------------------------------------
