@@ -421,7 +421,8 @@ def _replay_one(path: str, config_path: str | None, bundle: str | None, out: str
             "report": str(rep), "files": files, "bars": m["bars"],
             "signals": m["signals"], "precision": m["precision"], "precision_ci95": m["precision_ci95"],
             "pnl_pips": m["pnl_pips"], "honesty": m["honesty"], "interrupted": res.interrupted,
-            "seconds": time.perf_counter() - t0, "first_veto": m["first_veto"]}  # fmt: skip
+            "seconds": time.perf_counter() - t0, "first_veto": m["first_veto"],
+            "cost_warning": (m.get("costs") or {}).get("warning")}  # fmt: skip
 
 
 def _probe_llm(res: object, cfg: object, out: Path) -> dict | None:
@@ -456,6 +457,8 @@ def _print_summary(r: dict) -> None:
     click.echo(f"{r['symbol']}: {r['bars']} bars replayed out of sample in {r['seconds']:.0f} s, {r['signals']} "
                f"signals{' (interrupted: partial results)' if r['interrupted'] else ''}")  # fmt: skip
     click.echo(f"  first vetoes: {top}")
+    if r.get("cost_warning"):
+        click.secho(f"  warning: {r['cost_warning']}", fg="yellow")
     for name, s in r.get("llm_layers", {}).items():
         click.echo(f"  {name}: evaluated on {s['evaluated']} bars (only bars every cheaper layer passed), passed "
                    f"{s['passed']}, no usable answer {s['failed_closed']}")  # fmt: skip

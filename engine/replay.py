@@ -376,6 +376,10 @@ def replay(bars: Bars, cfg: GateConfig, *, bundle: Any = None, skip_trained_bars
     metrics["interrupted"] = interrupted
     metrics["refits"] = fits
     metrics["warmup_bars"] = start
+    metrics["costs"] = {"spread_from": "file" if bars.spread is not None else "config", "config_spread": cfg.spread}
+    if bars.spread is None and cfg.spread == 0:
+        metrics["costs"]["warning"] = ("no spread column and the config's spread = 0: every trade and cost check here "
+                                       "assumed zero cost. Fix: set spread in the config (EURUSD ~0.00008)")
     # what loading repaired (dropped, reordered rows; timeframe parts), so a repaired file is visible downstream
     metrics["data"] = bars.report.to_dict(max_items=100) if getattr(bars, "report", None) is not None else None
     if bundle is not None:

@@ -245,6 +245,8 @@ def write_report(res: ReplayResult, path: str | Path, config_hash: str = "") -> 
     skipped = (f'<p class="warn">The first {bundle["skipped_trained_bars"]} bars of the file are inside the bundle\'s '
                "training window: they only warmed the gate's state (skip_trained_bars) and are not scored.</p>"
                if bundle.get("skipped_trained_bars") else "")  # fmt: skip
+    cw = (m.get("costs") or {}).get("warning")
+    cost_warn = f'<p class="warn">Costs: {_esc(cw)}.</p>' if cw else ""
     data = m.get("data") or {}
     rep = {a: v for a, v in (data.get("repairs") or {}).items() if v.get("count")}
     repaired = ""
@@ -273,7 +275,7 @@ th,td{{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}} .note{{co
 <h1>fxgate replay — {_esc(b.symbol)} {_esc(b.timeframe)}</h1>
 <p>Out-of-sample bars {_esc(period)} · config {_esc(config_hash)} · the live <code>Gate.on_bar</code> loop run over
 history{" · interrupted, partial results" if m.get("interrupted") else ""}</p>
-{warn}{skipped}{repaired}
+{warn}{skipped}{repaired}{cost_warn}
 <p class="honest">{_esc(m["honesty"])}</p>
 <section><h2>Headline (out of sample)</h2><table>{table}</table>
 <p class=note>{_esc(" ".join(x for x in notes if x))}</p></section>

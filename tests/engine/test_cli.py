@@ -243,3 +243,22 @@ def test_replay_says_what_loading_repaired(tmp_path):
                                  "--policy", "repair"])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "repaired: 1 row(s): 1 dropped (lines 13)" in r.output and "duplicate time" in r.output
+
+
+def test_replay_warns_when_nothing_is_charged(tmp_path):
+    import json
+
+    data = tmp_path / "EURUSD.csv"
+    sample_bars()[:2100].to_csv(data)  # no spread column
+    cfgs = {"free": "", "paid": "spread = 0.00008\n"}
+    for name, top in cfgs.items():
+        cfg = tmp_path / f"{name}.toml"
+        cfg.write_text(top + "[l2]\nenabled = false\n[l3]\nenabled = false\n"
+                       "[replay]\ntrain_bars = 2000\nwindow_bars = 300\nn_estimators = 10\nfolds = 1\n")  # fmt: skip
+        out = tmp_path / name
+        r = CliRunner().invoke(cli, ["replay", "--data", str(data), "--config", str(cfg), "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        m = json.loads((out / "metrics.json").read_text())
+        warned = "assumed zero cost" in r.output
+        assert warned == (name == "free") and ("warning" in m["costs"]) == warned
+        assert ("assumed zero cost" in (out / "report.html").read_text()) == warned
