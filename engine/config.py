@@ -161,17 +161,25 @@ class GateConfig:
         for name, layer in (("l2", self.l2), ("l3", self.l3)):
             if not 0 <= layer.threshold <= 1:
                 raise ConfigError(f"[{name}] threshold = {layer.threshold}: must be in [0, 1]")
-            if layer.think_budget < 0 or layer.answer_budget < 16:
-                raise ConfigError(f"[{name}] think_budget must be >= 0 and answer_budget >= 16")
-        if not 0 <= self.l3.bear_max_strength <= 1 or self.l3.rounds < 1:
-            raise ConfigError("[l3] bear_max_strength must be in [0, 1] and rounds >= 1")
+            if layer.think_budget < 0:
+                raise ConfigError(f"[{name}] think_budget = {layer.think_budget}: must be >= 0 (0: no reasoning)")
+            if layer.answer_budget < 16:
+                raise ConfigError(f"[{name}] answer_budget = {layer.answer_budget}: must be >= 16 tokens (the "
+                                  "default 512 fits every answer the grammar allows)")  # fmt: skip
+        if not 0 <= self.l3.bear_max_strength <= 1:
+            raise ConfigError(f"[l3] bear_max_strength = {self.l3.bear_max_strength}: must be in [0, 1] (default "
+                              "0.05 = 1 - threshold)")  # fmt: skip
+        if self.l3.rounds < 1:
+            raise ConfigError(f"[l3] rounds = {self.l3.rounds}: must be >= 1 (1 = bull, bear, risk once)")
         lc = self.llm
         if lc.on_load_error not in ("raise", "veto"):
             raise ConfigError(f'[llm] on_load_error = {lc.on_load_error!r}: use "raise" or "veto"')
         _finite("[llm] timeout_s", lc.timeout_s, "> 0", lc.timeout_s > 0, "seconds per LLM layer, e.g. 60")
         _finite("[llm] temperature", lc.temperature, ">= 0", lc.temperature >= 0, "0 = greedy, deterministic")
-        if lc.n_ctx < 256 or lc.n_batch < 1:
-            raise ConfigError("[llm] needs n_ctx >= 256 and n_batch >= 1")
+        if lc.n_ctx < 256:
+            raise ConfigError(f"[llm] n_ctx = {lc.n_ctx}: must be >= 256 tokens (default 4096)")
+        if lc.n_batch < 1:
+            raise ConfigError(f"[llm] n_batch = {lc.n_batch}: must be >= 1 (default 256)")
         from fxgate.modules import REGISTRY, create
 
         l4 = self.l4

@@ -93,6 +93,10 @@ def test_default_toml_is_the_defaults(tmp_path):
      "[l4.params.bocpd]: module 'bocpd' is not in [l4] modules"),
     ("[l4.params.execution_cost]\nhorizon = 3\n", "takes 'horizon' from the gate's top-level setting"),
     ("[l4.params.bocdp]\nhazard = 0.01\n", "[l4.params.bocdp]: no such module; did you mean 'bocpd'?"),
+    ("[l3]\nrounds = 0\n", "[l3] rounds = 0: must be >= 1"),
+    ("[l3]\nbear_max_strength = 2.0\n", "[l3] bear_max_strength = 2.0: must be in [0, 1]"),
+    ("[l2]\nanswer_budget = 4\n", "[l2] answer_budget = 4: must be >= 16 tokens"),
+    ("[llm]\nn_ctx = 100\n", "[llm] n_ctx = 100: must be >= 256 tokens"),
 ])  # fmt: skip
 def test_bad_config_names_file_key_and_fix(tmp_path, text, fragment):
     p = tmp_path / "gate.toml"
