@@ -160,6 +160,11 @@ def verify(d: str | Path) -> list[str]:
                 f"again from the run"]
     root = d.resolve()
     out = []
+    if not is_data_manifest(m) and not any(isinstance(k, str) and k.endswith(".gguf") for k in files):
+        out.append(f"{mp}: lists no .gguf file, so a copy that verifies would still hold no model. Fix: copy the "
+                   "manifest written by `fxgate train all` at the end of the run")  # fmt: skip
+    if is_data_manifest(m) and not files:
+        out.append(f"{mp}: lists no file. Fix: rebuild the data directory with `fxgate train data`")
     for rel, info in files.items():
         if not isinstance(rel, str) or not rel:
             out.append(f"{mp}: an empty file name in \"files\"")

@@ -157,6 +157,12 @@ def test_manifest_and_verify_catch_missing_short_and_altered_files(tmp_path):
     assert verify(tmp_path / "nothing")[0].endswith("no such directory — nothing to verify")
     (tmp_path / "empty").mkdir()
     assert verify(tmp_path / "empty")[0].endswith("missing — nothing to verify against")
+    # a manifest that lists nothing (or no model) verifies nothing: it must not say OK
+    e = tmp_path / "nomodel"
+    (e / "sub").mkdir(parents=True)
+    (e / "sub" / "a.json").write_text("{}")
+    write_manifest(e)
+    assert len(verify(e)) == 1 and "lists no .gguf file" in verify(e)[0]
 
 
 def _entry(p: Path) -> dict:
