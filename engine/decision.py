@@ -80,6 +80,9 @@ class Decision:
         for v in self.layers:
             if self.first_veto == v.name or self.first_veto.startswith(v.name + ":"):
                 return f"NONE: {self.first_veto} — {v.reason}"
+        for v in self.layers:  # a refused bar ("input", "internal"): its reason is on every enabled layer
+            if v.enabled and v.reason.startswith("not evaluated: "):
+                return f"NONE: {self.first_veto} — {v.reason.removeprefix('not evaluated: ')}"
         return f"NONE: {self.first_veto}"
 
 

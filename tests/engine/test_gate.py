@@ -198,7 +198,7 @@ def test_bad_bars_fail_closed_and_leave_state_intact(ens):
 def test_bad_fields_are_named_in_the_reason(ens, field, value, fragment):
     g = Gate(LOOSE, ens, timeframe="H1")
     d = g.on_bar(replace(sample_bars()[2000], **{field: value}))
-    assert d.first_veto == "input" and fragment in d.layer("L1").reason
+    assert d.first_veto == "input" and fragment in d.layer("L1").reason and fragment in d.why
 
 
 def test_numpy_numbers_are_numbers(ens):
