@@ -77,35 +77,35 @@ class ExecutionCost(CertaintyModule):
         # spread, p of direction, size, sum |moves|, sum diffs, sum diffs^2, sum spreads, sum spreads^2
         self.fs = np.array([math.nan, math.nan, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
 
+    def _push(self, ring: np.ndarray, count: int, total: int, squares: int | None, x: float) -> None:
+        """Push ``x`` into ``ring`` (pushes counted in ``ist[count]``), keeping its running sum in ``fs[total]`` and,
+        when ``squares`` is given, its running sum of squares in ``fs[squares]``."""
+        w = len(ring)
+        k = int(self.ist[count])
+        if k >= w:
+            old = float(ring[k % w])
+            self.fs[total] -= old
+            if squares is not None:
+                self.fs[squares] -= old * old
+        ring[k % w] = x
+        self.fs[total] += x
+        if squares is not None:
+            self.fs[squares] += x * x
+        self.ist[count] = k + 1
+
     def update(self, ctx: Context) -> None:
-        b = ctx.bar
-        c = b.close
+        c = ctx.bar.close
         if math.isfinite(c) and c > 0:
             n = int(self.ist[0])
             h = len(self.closes) - 1
-            w = len(self.moves)
             if n >= 1:
-                d = c - float(self.closes[(n - 1) % (h + 1)])
-                k = int(self.ist[3])
-                if k >= w:
-                    old = float(self.diffs[k % w])
-                    self.fs[4] -= old
-                    self.fs[5] -= old * old
-                self.diffs[k % w] = d
-                self.fs[4] += d
-                self.fs[5] += d * d
-                self.ist[3] = k + 1
+                self._push(self.diffs, 3, 4, 5, c - float(self.closes[(n - 1) % (h + 1)]))
             if n >= h:
-                mv = abs(c - float(self.closes[(n - h) % (h + 1)]))
-                k = int(self.ist[2])
-                if k >= w:
-                    self.fs[3] -= self.moves[k % w]
-                self.moves[k % w] = mv
-                self.fs[3] += mv
-                self.ist[2] = k + 1
+                self._push(self.moves, 2, 3, None, abs(c - float(self.closes[(n - h) % (h + 1)])))
             self.closes[n % (h + 1)] = c
             self.ist[0] = n + 1
             if (n + 1) % 4096 == 0:  # bound the running sums' rounding drift
+                w = len(self.moves)
                 m, dd = self.moves[: min(int(self.ist[2]), w)], self.diffs[: min(int(self.ist[3]), w)]
                 ss = self.spreads[: min(int(self.ist[4]), w)]
                 self.fs[3], self.fs[4], self.fs[5] = m.sum(), dd.sum(), (dd * dd).sum()
@@ -113,16 +113,7 @@ class ExecutionCost(CertaintyModule):
         sp = float(ctx.spread)
         self.fs[0] = sp
         if math.isfinite(sp):
-            w = len(self.spreads)
-            k = int(self.ist[4])
-            if k >= w:
-                old = float(self.spreads[k % w])
-                self.fs[6] -= old
-                self.fs[7] -= old * old
-            self.spreads[k % w] = sp
-            self.fs[6] += sp
-            self.fs[7] += sp * sp
-            self.ist[4] = k + 1
+            self._push(self.spreads, 4, 6, 7, sp)
         self.ist[1] = ctx.direction
         probs = ctx.probs
         if ctx.direction and probs is not None and len(probs):
