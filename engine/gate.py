@@ -96,6 +96,7 @@ class Gate:
         self._bars = 0
         self._pending: deque[tuple[int, int, int, float, float, float]] = deque()  # due, ts, dir, entry, spread, p
         self.rejected = 0
+        self.last_features: np.ndarray | None = None  # the last accepted bar's features (names: features.names)
 
     @classmethod
     def from_config(cls, path: str | Path | None, *, bundle: str | Path | None = None, timeframe: str | None = None,
@@ -227,7 +228,8 @@ class Gate:
         return {"L1": c.l1.enabled, "L2": c.l2.enabled, "L3": c.l3.enabled, "L4": c.l4.enabled}[name]
 
     def _check(self, bar: Any) -> tuple[Bar | None, str | None]:
-        """(the bar with plain-float fields, None) or (None, why it is refused). Touches no state."""
+        """(the bar with plain-float fields, None) or (None, why it is refused). Touches no gate state; a bar
+        refused for a long gap is noted in ``_gap_run_next`` (the caller commits it: see ``_fast``)."""
         if not isinstance(bar, Bar):
             return None, f"expected a fxgate Bar, got {type(bar).__name__}"
         ts = bar.ts
@@ -289,7 +291,6 @@ class Gate:
                               f"{inp.max_gap_days:g}: a wrong timestamp must not move the clock. If the gap is real, "
                               f"the clock moves on the {_GAP_CONFIRM}rd consecutive bar after it "
                               f"({len(run)}/{_GAP_CONFIRM}); raise max_gap_days to accept it at once (0: off)")
-            self._gap_run_next = []
         if inp.max_future_s and ts > time.time_ns() + inp.max_future_s * 1e9:
             return None, (f"bar time {np.datetime64(ts, 'ns')}Z is more than [input] max_future_s = "
                           f"{inp.max_future_s:g} s after this machine's clock: check the feed's time zone and units")
@@ -323,7 +324,7 @@ class Gate:
 
     def _snapshot(self) -> tuple[Any, ...]:
         return (self.features.state_dict(), [m.state_dict() for m in self.modules], self._last_ts, self._bars,
-                tuple(self._pending), getattr(self, "last_features", None))  # fmt: skip
+                tuple(self._pending), self.last_features)  # fmt: skip
 
     def _restore(self, snap: tuple[Any, ...]) -> None:
         feats, mods, self._last_ts, self._bars, pending, self.last_features = snap
@@ -373,7 +374,7 @@ class Gate:
             for m in self.modules:
                 m.update(ctx)
             t_l4_update = _NS() - t0
-            self.last_features = x  # this bar's feature vector (names: self.features.names)
+            self.last_features = x
         except BaseException as exc:  # noqa: BLE001 - the bar is refused and the state is what it was before it
             self._restore(snap)
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: state restored, then propagate
