@@ -366,7 +366,7 @@ def replay(bars: Bars, cfg: GateConfig, *, bundle: Any = None, skip_trained_bars
             decisions.append(gate.on_bar(bars[i]))
             if progress and (i - start) % 250 == 0:
                 progress(i - start, n - start)
-            if should_stop and should_stop():
+            if stop():
                 interrupted = True
                 break
         if interrupted:
