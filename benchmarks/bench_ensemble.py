@@ -112,7 +112,7 @@ def main() -> None:
             "compiled_p50": res["compiled"]["p50_us"] <= 30,
             "ratio": ratio >= 20,
             "feature_update": pct(ft)["p50_us"] <= 20,
-        },  # fmt: skip
+        },
         "compiled_vs_native_max_abs_err": err,
         "summary": [
             {
@@ -137,7 +137,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "xgboost": xgb.__version__,
-        },  # fmt: skip
+        },
     }
     print(f"{'what':<28}{'p50 us':>10}{'p99 us':>10}")
     for k in ("xgboost", "lightgbm", "catboost", "native_three_models", "compiled"):

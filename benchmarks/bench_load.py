@@ -173,11 +173,16 @@ def main() -> None:
             "met": None if target is None else ratio <= target,
         }
     summary = [
-        {"figure": f"load {r_case} ({len(bars):,} M1 bars)", "ours": f"{r['ours']['p50_s']:.3f} s",
-         "reference": f"{r['reference']['p50_s']:.3f} s ({r['reference']['what']})", "ratio": f"{r['ratio_p50']:.2f}x",
-         "target": f"<= {r['target_ratio']}x" if r["target_ratio"] else "-", "met": r["met"]}
+        {
+            "figure": f"load {r_case} ({len(bars):,} M1 bars)",
+            "ours": f"{r['ours']['p50_s']:.3f} s",
+            "reference": f"{r['reference']['p50_s']:.3f} s ({r['reference']['what']})",
+            "ratio": f"{r['ratio_p50']:.2f}x",
+            "target": f"<= {r['target_ratio']}x" if r["target_ratio"] else "-",
+            "met": r["met"],
+        }
         for r_case, r in results.items()
-    ]  # fmt: skip
+    ]
     out = {
         "benchmark": "load",
         "summary": summary,

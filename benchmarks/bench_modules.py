@@ -102,8 +102,10 @@ def main() -> None:
         t0 = clock()
         hmm.predict_proba((r[t - 500 : t] / scale)[:, None])
         ref_t.append(clock() - t0)
-    results["regime"].update(reference="hmmlearn GaussianHMM.predict_proba over a 500-bar window (smoothed)",
-                             reference_p50_us=pct(ref_t)["p50_us"])  # fmt: skip
+    results["regime"].update(
+        reference="hmmlearn GaussianHMM.predict_proba over a 500-bar window (smoothed)",
+        reference_p50_us=pct(ref_t)["p50_us"],
+    )
     x = r[:1200] / np.std(r[:100], ddof=1)
     t0 = clock()
     bocpd_naive(x[:200])
@@ -111,16 +113,19 @@ def main() -> None:
     bocpd_naive(x[:1200])
     t2 = clock()
     step_us = ((t2 - t1) - (t1 - t0)) / 1000 / 1000.0  # marginal per-step cost between bar 200 and bar 1200
-    results["bocpd"].update(reference="exact untruncated Adams-MacKay recursion (numpy/scipy), mean per-step cost "
-                                      "over bars 200-1200", reference_p50_us=step_us)  # fmt: skip
+    results["bocpd"].update(
+        reference="exact untruncated Adams-MacKay recursion (numpy/scipy), mean per-step cost over bars 200-1200",
+        reference_p50_us=step_us,
+    )
     bucket = float(np.mean(bars.volume)) / 2
     ref_t = []
     for t in range(3000, 3050):
         t0 = clock()
         vpin_naive(bars.close[t - 2000 : t], bars.volume[t - 2000 : t], bucket)
         ref_t.append(clock() - t0)
-    results["vpin"].update(reference="naive VPIN recomputed over the last 2,000 bars",
-                           reference_p50_us=pct(ref_t)["p50_us"])  # fmt: skip
+    results["vpin"].update(
+        reference="naive VPIN recomputed over the last 2,000 bars", reference_p50_us=pct(ref_t)["p50_us"]
+    )
     from scipy import stats
 
     hist = np.random.default_rng(1).random(500)
@@ -132,8 +137,9 @@ def main() -> None:
         alea = np.mean([stats.entropy([q, 1 - q]) for q in p])
         _ = (tot - alea) <= np.quantile(hist, 0.9)
         ref_t.append(clock() - t0)
-    results["uncertainty"].update(reference="scipy.stats.entropy + numpy.quantile over 500 values",
-                                  reference_p50_us=pct(ref_t)["p50_us"])  # fmt: skip
+    results["uncertainty"].update(
+        reference="scipy.stats.entropy + numpy.quantile over 500 values", reference_p50_us=pct(ref_t)["p50_us"]
+    )
 
     # -- SHAP: native TreeSHAP (ours) vs the shap package, on a small fitted ensemble --------------------------------
     import shap as shap_pkg
@@ -163,8 +169,12 @@ def main() -> None:
         explainers["lightgbm"].shap_values(z)
         explainers["catboost"].shap_values(z)
         ref_t.append(clock() - t0)
-    results["shap"] = {**pct(ours_t), "reference": "shap.TreeExplainer on the three boosters",
-                       "reference_p50_us": pct(ref_t)["p50_us"], "runs": "candidate bars only"}  # fmt: skip
+    results["shap"] = {
+        **pct(ours_t),
+        "reference": "shap.TreeExplainer on the three boosters",
+        "reference_p50_us": pct(ref_t)["p50_us"],
+        "runs": "candidate bars only",
+    }
 
     tot = pct(total)
     regime_ratio = results["regime"]["reference_p50_us"] / results["regime"]["p50_us"]

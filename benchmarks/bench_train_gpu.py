@@ -24,11 +24,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import write_json  # noqa: E402
 
-R1_QWEN_7B = {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
-              "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 131072,
-              "rope_theta": 10000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": False}  # fmt: skip
-TINY = {**R1_QWEN_7B, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "vocab_size": 4096}  # fmt: skip
+R1_QWEN_7B = {
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "max_position_embeddings": 131072,
+    "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+}
+TINY = {
+    **R1_QWEN_7B,
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 4096,
+}
 PEAK_BF16 = 989e12
 
 
@@ -71,8 +87,9 @@ def main() -> None:
     if a.variant == "baseline":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    model = get_peft_model(model, LoraConfig(r=64, lora_alpha=128, target_modules="all-linear", lora_dropout=0.0,
-                                             task_type="CAUSAL_LM"))  # fmt: skip
+    model = get_peft_model(
+        model, LoraConfig(r=64, lora_alpha=128, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+    )
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-5)
     ids = torch.randint(0, shape["vocab_size"], (1, tokens), device=dev)
     base = model.get_base_model()
@@ -98,22 +115,39 @@ def main() -> None:
     times = [step() for _ in range(a.steps)]
     t = sorted(times)[len(times) // 2]
     tps = tokens / t
-    out = {"gpu": torch.cuda.get_device_name(0) if gpu else None, "shape": "R1-Distill-Qwen-7B" if shape is R1_QWEN_7B
-           else "tiny (2 layers)", "variant": a.variant, "tokens_per_step": tokens, "params": n_params,
-           "step_s_p50": t, "step_s_max": max(times), "tokens_per_s": tps,
-           "mfu": 6 * n_params * tps / PEAK_BF16 if gpu else None,
-           "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
-           "anchor": {"tokens_per_s": 6260, "mfu": 0.29, "gpu": "H200", "variant": "baseline"},
-           "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                       "torch": torch.__version__}}  # fmt: skip
+    out = {
+        "gpu": torch.cuda.get_device_name(0) if gpu else None,
+        "shape": "R1-Distill-Qwen-7B" if shape is R1_QWEN_7B else "tiny (2 layers)",
+        "variant": a.variant,
+        "tokens_per_step": tokens,
+        "params": n_params,
+        "step_s_p50": t,
+        "step_s_max": max(times),
+        "tokens_per_s": tps,
+        "mfu": 6 * n_params * tps / PEAK_BF16 if gpu else None,
+        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
+        "anchor": {"tokens_per_s": 6260, "mfu": 0.29, "gpu": "H200", "variant": "baseline"},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "torch": torch.__version__},
+    }
     ratio = tps / 6260 if gpu and shape is R1_QWEN_7B else None
-    out["summary"] = [{"figure": f"SFT step, R1-Distill-Qwen-7B shape, LoRA r=64 ({a.variant})",
-                       "ours": f"{tps:,.0f} tokens/s" + (f", MFU {out['mfu']:.0%}" if out["mfu"] else ""),
-                       "reference": "6,260 tokens/s (H200 anchor)", "ratio": f"{ratio:.2f}" if ratio else "-",
-                       "target": ">= 2x anchor", "met": (ratio >= 2) if ratio else None}] if gpu else []  # fmt: skip
-    print(f"{out['shape']} {a.variant}: {tokens} tokens/step, step p50 {t:.3f} s, {tps:,.0f} tokens/s"
-          + (f", MFU {out['mfu']:.1%}, peak {out['peak_mem_gb']:.1f} GB" if gpu
-             else " (CPU: no MFU, no GPU memory)"))  # fmt: skip
+    out["summary"] = (
+        [
+            {
+                "figure": f"SFT step, R1-Distill-Qwen-7B shape, LoRA r=64 ({a.variant})",
+                "ours": f"{tps:,.0f} tokens/s" + (f", MFU {out['mfu']:.0%}" if out["mfu"] else ""),
+                "reference": "6,260 tokens/s (H200 anchor)",
+                "ratio": f"{ratio:.2f}" if ratio else "-",
+                "target": ">= 2x anchor",
+                "met": (ratio >= 2) if ratio else None,
+            }
+        ]
+        if gpu
+        else []
+    )
+    print(
+        f"{out['shape']} {a.variant}: {tokens} tokens/step, step p50 {t:.3f} s, {tps:,.0f} tokens/s"
+        + (f", MFU {out['mfu']:.1%}, peak {out['peak_mem_gb']:.1f} GB" if gpu else " (CPU: no MFU, no GPU memory)")
+    )
     write_json(a.json, out)
 
 

@@ -30,8 +30,20 @@ from typing import Any
 from fxgate.engine._hash import file_sha256
 from fxgate.engine.errors import FxgateError
 
-__all__ = ["atomic_path", "write_bytes", "write_text", "clean_temps", "pid_alive", "RUN_FILE", "OUTPUT_NAMES",
-           "RunDirState", "check_run_dir", "start_run", "finish_run", "read_run"]  # fmt: skip
+__all__ = [
+    "atomic_path",
+    "write_bytes",
+    "write_text",
+    "clean_temps",
+    "pid_alive",
+    "RUN_FILE",
+    "OUTPUT_NAMES",
+    "RunDirState",
+    "check_run_dir",
+    "start_run",
+    "finish_run",
+    "read_run",
+]
 
 TEMP_PREFIX = ".fxgate-tmp-"
 RUN_FILE = "run.json"
@@ -107,7 +119,7 @@ def write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
 
 
 def _temp_pid(name: str) -> int | None:
-    rest = name[len(TEMP_PREFIX):].split("-", 1)[0] if name.startswith(TEMP_PREFIX) else ""
+    rest = name[len(TEMP_PREFIX) :].split("-", 1)[0] if name.startswith(TEMP_PREFIX) else ""
     return int(rest) if rest.isdigit() else None
 
 
@@ -139,7 +151,7 @@ def _proc_start(pid: int) -> int | None:
     except OSError:
         return None
     # the command name (field 2) is in parentheses and may hold spaces; starttime is field 22
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat[stat.rfind(")") + 2 :].split()
     try:
         return int(fields[19])
     except (IndexError, ValueError):
@@ -159,7 +171,7 @@ def pid_alive(pid: int, start: int | None = None) -> bool:
         pass  # exists, owned by someone else
     try:
         state = Path(f"/proc/{pid}/stat").read_text()
-        if state[state.rfind(")") + 2:].split()[0] in ("Z", "X"):
+        if state[state.rfind(")") + 2 :].split()[0] in ("Z", "X"):
             return False
     except (OSError, IndexError):
         pass
@@ -196,8 +208,9 @@ def read_run(directory: str | Path) -> dict[str, Any] | None:
     elif not isinstance(data.get("pid"), int) or not isinstance(data.get("host"), str):
         problem = "pid or host missing"
     elif not isinstance(data.get("files"), dict) or not all(
-            isinstance(v, dict) and isinstance(v.get("size"), int) and isinstance(v.get("sha256"), str)
-            for v in data["files"].values()):  # fmt: skip
+        isinstance(v, dict) and isinstance(v.get("size"), int) and isinstance(v.get("sha256"), str)
+        for v in data["files"].values()
+    ):
         problem = "files is not a map of name -> {size, sha256}"
     else:
         bad = [k for k in data["files"] if Path(k).name != k or k.startswith(".") or k == RUN_FILE]
@@ -248,8 +261,9 @@ def check_run_dir(directory: str | Path, *, option: str = "--out") -> RunDirStat
     """
     d = Path(directory)
     if d.exists() and not d.is_dir():
-        raise FxgateError(f"{option} {d}: is an existing file, not a directory. Fix: pass a directory path (it is "
-                          "created if missing)")  # fmt: skip
+        raise FxgateError(
+            f"{option} {d}: is an existing file, not a directory. Fix: pass a directory path (it is created if missing)"
+        )
     if not d.exists():
         return RunDirState(d, None, (), ())
     fix = f"Fix: use another {option} directory, move its files away, or pass --force to replace them"
@@ -260,23 +274,55 @@ def check_run_dir(directory: str | Path, *, option: str = "--out") -> RunDirStat
     if run is None:
         found = [n for n in OUTPUT_NAMES if (d / n).exists()]
         if found:
-            return RunDirState(d, None, (f"{d} holds fxgate outputs ({', '.join(found)}) but no {RUN_FILE}, so the "
-                                         f"run they belong to cannot be told. {fix}",), ())  # fmt: skip
+            return RunDirState(
+                d,
+                None,
+                (
+                    f"{d} holds fxgate outputs ({', '.join(found)}) but no {RUN_FILE}, so the "
+                    f"run they belong to cannot be told. {fix}",
+                ),
+                (),
+            )
         return RunDirState(d, None, (), ())
     if run["status"] == "running":
         if run["host"] != socket.gethostname():
-            return RunDirState(d, run, (f"{d / RUN_FILE}: {_describe(run)} is in progress on another host; its pid "
-                                        f"cannot be checked from here. {fix}",), ())  # fmt: skip
+            return RunDirState(
+                d,
+                run,
+                (
+                    f"{d / RUN_FILE}: {_describe(run)} is in progress on another host; its pid "
+                    f"cannot be checked from here. {fix}",
+                ),
+                (),
+            )
         if run["pid"] != os.getpid() and pid_alive(run["pid"], run.get("pid_start")):
-            return RunDirState(d, run, (f"{d / RUN_FILE}: another fxgate {_describe(run)} is still writing into "
-                                        f"{d}. Fix: wait for it to finish, use another {option} directory, or pass "
-                                        "--force if that process is not fxgate",), ())  # fmt: skip
-        return RunDirState(d, run, (), (f"{d}: the previous {_describe(run)} stopped without finishing (killed, or "
-                                        "the machine went down): its files are incomplete and are replaced",))
+            return RunDirState(
+                d,
+                run,
+                (
+                    f"{d / RUN_FILE}: another fxgate {_describe(run)} is still writing into "
+                    f"{d}. Fix: wait for it to finish, use another {option} directory, or pass "
+                    "--force if that process is not fxgate",
+                ),
+                (),
+            )
+        return RunDirState(
+            d,
+            run,
+            (),
+            (
+                f"{d}: the previous {_describe(run)} stopped without finishing (killed, or "
+                "the machine went down): its files are incomplete and are replaced",
+            ),
+        )
     problems = _file_problems(d, run)
     if problems:
-        return RunDirState(d, run, (f"{d}: its files do not match {RUN_FILE} of {_describe(run)}: "
-                                    + "; ".join(problems) + f". {fix}",), ())  # fmt: skip
+        return RunDirState(
+            d,
+            run,
+            (f"{d}: its files do not match {RUN_FILE} of {_describe(run)}: " + "; ".join(problems) + f". {fix}",),
+            (),
+        )
     return RunDirState(d, run, (), ())
 
 
@@ -297,8 +343,9 @@ def _locked(d: Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def start_run(directory: str | Path, record: dict[str, Any], *, force: bool = False,
-              option: str = "--out") -> tuple[dict[str, Any], RunDirState]:  # fmt: skip
+def start_run(
+    directory: str | Path, record: dict[str, Any], *, force: bool = False, option: str = "--out"
+) -> tuple[dict[str, Any], RunDirState]:
     """Claim ``directory`` for a new run. Under a lock on the directory: :func:`check_run_dir` again (another run
     may have started since the caller's early check), refuse with every reason unless ``force``, remove
     temporaries of dead processes and the previous run's outputs (so the directory never holds files of two runs),
@@ -311,8 +358,9 @@ def start_run(directory: str | Path, record: dict[str, Any], *, force: bool = Fa
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise FxgateError(f"{option} {d}: cannot create the directory ({exc.strerror}). Fix: pass a directory "
-                          "path you can write to") from None  # fmt: skip
+        raise FxgateError(
+            f"{option} {d}: cannot create the directory ({exc.strerror}). Fix: pass a directory path you can write to"
+        ) from None
     with _locked(d):
         state = check_run_dir(d, option=option)
         if state.refusals and not force:
@@ -323,15 +371,24 @@ def start_run(directory: str | Path, record: dict[str, Any], *, force: bool = Fa
             p = d / name
             if p.is_file() or p.is_symlink():
                 p.unlink()
-        run = {"format": RUN_FORMAT, **record, "status": "running", "host": socket.gethostname(),
-               "pid": os.getpid(), "pid_start": _proc_start(os.getpid()), "started": _now(), "ended": None,
-               "files": {}}  # fmt: skip
+        run = {
+            "format": RUN_FORMAT,
+            **record,
+            "status": "running",
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "pid_start": _proc_start(os.getpid()),
+            "started": _now(),
+            "ended": None,
+            "files": {},
+        }
         write_text(d / RUN_FILE, json.dumps(run, indent=1) + "\n")
     return run, state
 
 
-def finish_run(directory: str | Path, run: dict[str, Any], status: str, files: list[str],
-               error: str | None = None) -> dict[str, Any]:  # fmt: skip
+def finish_run(
+    directory: str | Path, run: dict[str, Any], status: str, files: list[str], error: str | None = None
+) -> dict[str, Any]:
     """Rewrite run.json last: ``status``, the end time, and size and sha256 of each of ``files`` (names in
     ``directory``) that exists."""
     if status not in STATUSES[1:]:

@@ -91,8 +91,15 @@ def _load_options(f):  # type: ignore[no-untyped-def]
 @data.command("check")
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @_load_options
-def data_check(files: tuple[Path, ...], fmt: str, tz: str | None, symbol: str | None, policy: str,
-               encoding: str | None, decimal: str) -> None:  # fmt: skip
+def data_check(
+    files: tuple[Path, ...],
+    fmt: str,
+    tz: str | None,
+    symbol: str | None,
+    policy: str,
+    encoding: str | None,
+    decimal: str,
+) -> None:
     """Load FILES, validate every row and print what was read, repaired and found (gaps).
 
     With no FILES, checks the bundled EURUSD H1 sample. Exits 2 on the first file that fails.
@@ -101,8 +108,15 @@ def data_check(files: tuple[Path, ...], fmt: str, tz: str | None, symbol: str | 
 
     paths = list(files) or [sample_path()]
     for p in paths:
-        bars = load_bars(p, format=fmt, symbol=symbol, tz=tz, policy=policy, encoding=encoding,  # type: ignore[arg-type]
-                         decimal=decimal)  # fmt: skip
+        bars = load_bars(
+            p,
+            format=fmt,
+            symbol=symbol,
+            tz=tz,
+            policy=policy,
+            encoding=encoding,  # type: ignore[arg-type]
+            decimal=decimal,
+        )
         click.echo(repr(bars))
         assert bars.report is not None
         click.echo(bars.report.summary())
@@ -120,8 +134,15 @@ def data_check(files: tuple[Path, ...], fmt: str, tz: str | None, symbol: str | 
 @click.option("--to", "to", default=None, help="Resample to this timeframe first (M5 M15 M30 H1 H4 D1).")
 @_load_options
 def data_convert(
-    file: Path, out: Path, to: str | None, fmt: str, tz: str | None, symbol: str | None, policy: str,
-    encoding: str | None, decimal: str,
+    file: Path,
+    out: Path,
+    to: str | None,
+    fmt: str,
+    tz: str | None,
+    symbol: str | None,
+    policy: str,
+    encoding: str | None,
+    decimal: str,
 ) -> None:
     """Load FILE (any supported format), optionally resample it, and write it as CSV or Parquet."""
     from fxgate.engine.loader import load_bars
@@ -129,8 +150,15 @@ def data_convert(
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise ValueError(f"--out {out}: use a .csv or .parquet file name")
-    bars = load_bars(file, format=fmt, symbol=symbol, tz=tz, policy=policy, encoding=encoding,  # type: ignore[arg-type]
-                     decimal=decimal)  # fmt: skip
+    bars = load_bars(
+        file,
+        format=fmt,
+        symbol=symbol,
+        tz=tz,
+        policy=policy,
+        encoding=encoding,  # type: ignore[arg-type]
+        decimal=decimal,
+    )
     if to:
         bars = resample(bars, to)
     with atomic_path(out) as tmp:
@@ -173,9 +201,23 @@ def data_convert(
 @click.option("--estimators", type=click.IntRange(min=1), default=300, show_default=True, help="Trees per booster.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
 @_load_options
-def fit_cmd(data_path: Path | None, out: Path, horizon: int, label_kind: str, folds: int, threshold: float,
-            spread: float, estimators: int, threads: int, fmt: str, tz: str | None, symbol: str | None,
-            policy: str, encoding: str | None, decimal: str) -> None:  # fmt: skip
+def fit_cmd(
+    data_path: Path | None,
+    out: Path,
+    horizon: int,
+    label_kind: str,
+    folds: int,
+    threshold: float,
+    spread: float,
+    estimators: int,
+    threads: int,
+    fmt: str,
+    tz: str | None,
+    symbol: str | None,
+    policy: str,
+    encoding: str | None,
+    decimal: str,
+) -> None:
     """Fit the Layer-1 ensemble walk-forward and write a verified bundle.
 
     Prints out-of-sample figures per fold: accuracy with its Wilson 95% interval, log loss, AUC, IC and rank IC
@@ -189,16 +231,24 @@ def fit_cmd(data_path: Path | None, out: Path, horizon: int, label_kind: str, fo
 
     console = Console()
     path = data_path or sample_path()
-    bars = load_bars(path, format=fmt, symbol=symbol, tz=tz, policy=policy, encoding=encoding,  # type: ignore[arg-type]
-                     decimal=decimal)  # fmt: skip
+    bars = load_bars(
+        path,
+        format=fmt,
+        symbol=symbol,
+        tz=tz,
+        policy=policy,
+        encoding=encoding,  # type: ignore[arg-type]
+        decimal=decimal,
+    )
     console.print(f"data: {bars!r} from {path}")
     if bars.spread is None:
         console.print(f"cost: no spread column; labels net of an assumed spread of {spread} (--spread)")
     spec = LabelSpec(label_kind, horizon, default_spread=spread)  # type: ignore[arg-type]
     cfg = EnsembleConfig(n_estimators=estimators, folds=folds, threshold=threshold, threads=threads)
     ens = TreeEnsemble()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=False) as prog:  # fmt: skip
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=False
+    ) as prog:
         task = prog.add_task("features and labels", total=None)
         report = ens.fit(bars, spec, cfg, progress=lambda msg: prog.update(task, description=msg))
         prog.update(task, description="writing bundle")
@@ -270,8 +320,10 @@ def config_check(path: Path) -> None:
 
     cfg = load_config(path)
     on = {"L1": cfg.l1.enabled, "L4": cfg.l4.enabled, "L2": cfg.l2.enabled, "L3": cfg.l3.enabled}
-    layers = ", ".join(f"{k} {'on' if v else 'off'}" + (f" ({len(cfg.l4.modules)} modules)" if k == "L4" and v else "")
-                       for k, v in on.items())  # fmt: skip
+    layers = ", ".join(
+        f"{k} {'on' if v else 'off'}" + (f" ({len(cfg.l4.modules)} modules)" if k == "L4" and v else "")
+        for k, v in on.items()
+    )
     click.echo(f"OK: {path}: config hash {cfg.hash}; {layers}; horizon {cfg.horizon} bar(s), spread {cfg.spread}")
 
 
@@ -313,9 +365,12 @@ def _stop_on_signals() -> Iterator[_Stop]:
             raise _Abort(signum)
         stop.signum = signum
         # os.write, not print: a handler may run while the main thread is inside a write to the same stream
-        os.write(2, f"\nfxgate: {signal.Signals(signum).name}: stopping after the current bar (a Layer-1 fit in "
-                    "progress finishes first), then writing partial results; send it again to abort without "
-                    "them\n".encode())  # fmt: skip
+        os.write(
+            2,
+            f"\nfxgate: {signal.Signals(signum).name}: stopping after the current bar (a Layer-1 fit in "
+            "progress finishes first), then writing partial results; send it again to abort without "
+            "them\n".encode(),
+        )
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -359,20 +414,45 @@ def _worker_should_stop() -> bool:
     return _WORKER["signum"] is not None or _WORKER["event"].is_set()
 
 
-def _replay_worker(path: str, config_path: str | None, bundle: str | None, out: str, load_kwargs: dict,
-                   replay_kwargs: dict, probe_llm: bool) -> dict:  # fmt: skip
+def _replay_worker(
+    path: str,
+    config_path: str | None,
+    bundle: str | None,
+    out: str,
+    load_kwargs: dict,
+    replay_kwargs: dict,
+    probe_llm: bool,
+) -> dict:
     try:
-        r = _replay_one(path, config_path, bundle, out, load_kwargs, replay_kwargs, False, probe_llm,
-                        should_stop=_worker_should_stop)  # fmt: skip
+        r = _replay_one(
+            path,
+            config_path,
+            bundle,
+            out,
+            load_kwargs,
+            replay_kwargs,
+            False,
+            probe_llm,
+            should_stop=_worker_should_stop,
+        )
     except FxgateError as exc:  # re-raised plain: subclasses such as BarDataError(problems) do not unpickle whole
         raise FxgateError(str(exc)) from None
     r["signum"] = _WORKER["signum"]
     return r
 
 
-def _replay_one(path: str, config_path: str | None, bundle: str | None, out: str, load_kwargs: dict,
-                replay_kwargs: dict, show_progress: bool, probe_llm: bool = False, *,
-                should_stop: Callable[[], bool] = lambda: False) -> dict:  # fmt: skip
+def _replay_one(
+    path: str,
+    config_path: str | None,
+    bundle: str | None,
+    out: str,
+    load_kwargs: dict,
+    replay_kwargs: dict,
+    show_progress: bool,
+    probe_llm: bool = False,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict:
     """Replay one file into ``out`` (in a worker process with --jobs). Every file goes in through a temporary name;
     run.json is the caller's."""
     import time
@@ -396,16 +476,28 @@ def _replay_one(path: str, config_path: str | None, bundle: str | None, out: str
     if show_progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} bars"),
-                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn()) as prog:  # fmt: skip
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} bars"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+        ) as prog:
             task = prog.add_task(f"replay {bars.symbol}", total=None, rate="")
 
             def tick(done: int, total: int) -> None:
                 el = time.perf_counter() - t0
                 prog.update(task, completed=done, total=total, rate=f"{done / el:,.0f} bars/s" if el > 0 else "")
 
-            res = replay(bars, cfg, bundle=ens, progress=tick, should_stop=should_stop,
-                         fit_progress=lambda msg: prog.update(task, description=msg), **replay_kwargs)  # fmt: skip
+            res = replay(
+                bars,
+                cfg,
+                bundle=ens,
+                progress=tick,
+                should_stop=should_stop,
+                fit_progress=lambda msg: prog.update(task, description=msg),
+                **replay_kwargs,
+            )
             prog.update(task, description=f"replay {bars.symbol}", completed=len(res.decisions))
     else:
         res = replay(bars, cfg, bundle=ens, should_stop=should_stop, **replay_kwargs)
@@ -417,12 +509,25 @@ def _replay_one(path: str, config_path: str | None, bundle: str | None, out: str
     probe = None
     if probe_llm and (cfg.l2.enabled or cfg.l3.enabled) and not res.interrupted:
         probe = _probe_llm(res, cfg, Path(out))
-    return {"llm_layers": m.get("llm_layers", {}), "probe": probe, "file": path, "symbol": bars.symbol, "out": out,
-            "report": str(rep), "files": files, "bars": m["bars"],
-            "signals": m["signals"], "precision": m["precision"], "precision_ci95": m["precision_ci95"],
-            "pnl_pips": m["pnl_pips"], "honesty": m["honesty"], "interrupted": res.interrupted,
-            "seconds": time.perf_counter() - t0, "first_veto": m["first_veto"],
-            "cost_warning": (m.get("costs") or {}).get("warning")}  # fmt: skip
+    return {
+        "llm_layers": m.get("llm_layers", {}),
+        "probe": probe,
+        "file": path,
+        "symbol": bars.symbol,
+        "out": out,
+        "report": str(rep),
+        "files": files,
+        "bars": m["bars"],
+        "signals": m["signals"],
+        "precision": m["precision"],
+        "precision_ci95": m["precision_ci95"],
+        "pnl_pips": m["pnl_pips"],
+        "honesty": m["honesty"],
+        "interrupted": res.interrupted,
+        "seconds": time.perf_counter() - t0,
+        "first_veto": m["first_veto"],
+        "cost_warning": (m.get("costs") or {}).get("warning"),
+    }
 
 
 def _probe_llm(res: object, cfg: object, out: Path) -> dict | None:
@@ -448,20 +553,29 @@ def _probe_llm(res: object, cfg: object, out: Path) -> dict | None:
     d = g.on_bar(bars[pick])
     g.close()
     write_text(out / "llm_probe.json", json.dumps(d.to_dict(), indent=1))
-    return {"ts": str(bars.times[pick])[:16], "L1": d.layer("L1").reason, "L2": d.layer("L2").reason,
-            "L3": d.layer("L3").reason, "file": str(out / "llm_probe.json")}  # fmt: skip
+    return {
+        "ts": str(bars.times[pick])[:16],
+        "L1": d.layer("L1").reason,
+        "L2": d.layer("L2").reason,
+        "L3": d.layer("L3").reason,
+        "file": str(out / "llm_probe.json"),
+    }
 
 
 def _print_summary(r: dict) -> None:
     top = ", ".join(f"{k} {v}" for k, v in list(r["first_veto"].items())[:4]) or "none"
-    click.echo(f"{r['symbol']}: {r['bars']} bars replayed out of sample in {r['seconds']:.0f} s, {r['signals']} "
-               f"signals{' (interrupted: partial results)' if r['interrupted'] else ''}")  # fmt: skip
+    click.echo(
+        f"{r['symbol']}: {r['bars']} bars replayed out of sample in {r['seconds']:.0f} s, {r['signals']} "
+        f"signals{' (interrupted: partial results)' if r['interrupted'] else ''}"
+    )
     click.echo(f"  first vetoes: {top}")
     if r.get("cost_warning"):
         click.secho(f"  warning: {r['cost_warning']}", fg="yellow")
     for name, s in r.get("llm_layers", {}).items():
-        click.echo(f"  {name}: evaluated on {s['evaluated']} bars (only bars every cheaper layer passed), passed "
-                   f"{s['passed']}, no usable answer {s['failed_closed']}")  # fmt: skip
+        click.echo(
+            f"  {name}: evaluated on {s['evaluated']} bars (only bars every cheaper layer passed), passed "
+            f"{s['passed']}, no usable answer {s['failed_closed']}"
+        )
     if r.get("probe"):
         p = r["probe"]
         click.echo(f"  LLM diagnostic (mode=full, bar {p['ts']}, not a trade): L1 {p['L1']}")
@@ -498,8 +612,9 @@ def _out_dirs(out: Path, data: tuple[Path, ...]) -> list[Path]:
     for p in data:
         key = p.resolve()
         if key in first:
-            raise FxgateError(f"--data {p}: the same file is given twice (also as {first[key]}). Fix: list each "
-                              "file once")  # fmt: skip
+            raise FxgateError(
+                f"--data {p}: the same file is given twice (also as {first[key]}). Fix: list each file once"
+            )
         first[key] = p
     names = [p.stem for p in data]
     for stem in {n for n in names if names.count(n) > 1}:
@@ -525,20 +640,21 @@ def _out_dirs(out: Path, data: tuple[Path, ...]) -> list[Path]:
 
 def _check_out_path(out: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise FxgateError(f"--out {out}: is an existing file, not a directory. Fix: pass a directory path (it is "
-                          "created if missing)")  # fmt: skip
+        raise FxgateError(
+            f"--out {out}: is an existing file, not a directory. Fix: pass a directory path (it is created if missing)"
+        )
     for parent in out.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise FxgateError(f"--out {out}: {parent} is a file, so no directory can be made under it. Fix: "
-                                  "pass another path")  # fmt: skip
+                raise FxgateError(
+                    f"--out {out}: {parent} is a file, so no directory can be made under it. Fix: pass another path"
+                )
             break
 
 
 def _check_data_file(p: Path) -> None:
     if not p.exists():
-        raise FxgateError(f"{p}: no such file. Fix: check the path (relative paths start from the current "
-                          "directory)")  # fmt: skip
+        raise FxgateError(f"{p}: no such file. Fix: check the path (relative paths start from the current directory)")
     if not p.is_file():
         raise FxgateError(f"{p}: is a directory, not a bar file. Fix: pass the file itself")
 
@@ -549,9 +665,21 @@ def _jsonable(v: Any) -> Any:
     return v if v is None or isinstance(v, bool | int | float | str) else str(v)
 
 
-def _run_replays(jobs: list[_Job], cfg: Any, config_path: Path | None, bundle: Path | None, load_kwargs: dict,
-                 n_jobs: int, force: bool, stop: _Stop, *, probe_llm: bool = False, extra_files: tuple[str, ...] = (),
-                 before: Callable[[], None] | None = None, replay_kwargs: dict | None = None) -> None:  # fmt: skip
+def _run_replays(
+    jobs: list[_Job],
+    cfg: Any,
+    config_path: Path | None,
+    bundle: Path | None,
+    load_kwargs: dict,
+    n_jobs: int,
+    force: bool,
+    stop: _Stop,
+    *,
+    probe_llm: bool = False,
+    extra_files: tuple[str, ...] = (),
+    before: Callable[[], None] | None = None,
+    replay_kwargs: dict | None = None,
+) -> None:
     """Claim every output directory (run.json "running"), replay each file (in worker processes with
     ``n_jobs`` > 1), write each run.json last, and exit 128 + the signal if a stop signal cut the run short.
     ``cfg`` is the loaded ``config_path`` (loaded by the caller, so that a bad config fails before anything else)."""
@@ -566,10 +694,15 @@ def _run_replays(jobs: list[_Job], cfg: Any, config_path: Path | None, bundle: P
         raise FxgateError("\n".join(refusals))  # before any work: nothing was loaded or written yet
     for j in jobs:
         _check_data_file(j.data)
-    record = {"id": uuid.uuid4().hex[:16], "command": ctx.command_path,
-              "options": {k: _jsonable(v) for k, v in ctx.params.items()}, "fxgate_version": __version__,
-              "config": str(config_path) if config_path else None, "config_hash": cfg.hash,
-              "bundle": str(bundle) if bundle else None}  # fmt: skip
+    record = {
+        "id": uuid.uuid4().hex[:16],
+        "command": ctx.command_path,
+        "options": {k: _jsonable(v) for k, v in ctx.params.items()},
+        "fxgate_version": __version__,
+        "config": str(config_path) if config_path else None,
+        "config_hash": cfg.hash,
+        "bundle": str(bundle) if bundle else None,
+    }
     written = (*OUTPUT_NAMES, *extra_files)
     try:
         for j in jobs:
@@ -579,8 +712,17 @@ def _run_replays(jobs: list[_Job], cfg: Any, config_path: Path | None, bundle: P
                 click.secho(("note: " if msg in state.notes else "--force: ") + msg, fg="yellow", err=True)
         if before is not None:
             before()
-        args = [(str(j.data), str(config_path) if config_path else None, str(bundle) if bundle else None,
-                 str(j.out), load_kwargs, dict(replay_kwargs or {})) for j in jobs]  # fmt: skip
+        args = [
+            (
+                str(j.data),
+                str(config_path) if config_path else None,
+                str(bundle) if bundle else None,
+                str(j.out),
+                load_kwargs,
+                dict(replay_kwargs or {}),
+            )
+            for j in jobs
+        ]
         if n_jobs == 1 or len(jobs) == 1:
             for j, a in zip(jobs, args, strict=True):
                 # a signal before or during this file stops it after its first/current bar; later files are not run
@@ -603,16 +745,23 @@ def _run_replays(jobs: list[_Job], cfg: Any, config_path: Path | None, bundle: P
     except BaseException as exc:  # a bug: record it in every unfinished run.json, then let it surface
         for j in jobs:
             if j.run is not None and j.status not in ("complete", "failed"):
-                finish_run(j.out, j.run, "failed", [n for n in written if (j.out / n).exists()],
-                           error=f"fxgate crashed: {type(exc).__name__}: {exc}")  # fmt: skip
+                finish_run(
+                    j.out,
+                    j.run,
+                    "failed",
+                    [n for n in written if (j.out / n).exists()],
+                    error=f"fxgate crashed: {type(exc).__name__}: {exc}",
+                )
         raise
     for j in jobs:
         if j.run is None:
             continue
         err = None
         if isinstance(j.error, _Abort):
-            err = (f"aborted by a second {signal.Signals(j.error.signum).name}: the results are incomplete (only "
-                   "the files listed here were written)")  # fmt: skip
+            err = (
+                f"aborted by a second {signal.Signals(j.error.signum).name}: the results are incomplete (only "
+                "the files listed here were written)"
+            )
         elif j.error is not None:
             err = str(j.error)
         elif j.result is None:
@@ -628,11 +777,18 @@ def _run_replays(jobs: list[_Job], cfg: Any, config_path: Path | None, bundle: P
         signum = signal.SIGINT
     if signum is not None:
         if any(isinstance(j.error, _Abort) for j in jobs):
-            click.secho(f"aborted by a second {signal.Signals(signum).name}: results incomplete; each run.json says "
-                        "\"interrupted\" and lists only the files written whole", fg="red", err=True)  # fmt: skip
+            click.secho(
+                f"aborted by a second {signal.Signals(signum).name}: results incomplete; each run.json says "
+                '"interrupted" and lists only the files written whole',
+                fg="red",
+                err=True,
+            )
         else:
-            click.secho(f"interrupted by {signal.Signals(signum).name}: partial results; each run.json says "
-                        "\"interrupted\"", fg="yellow", err=True)  # fmt: skip
+            click.secho(
+                f'interrupted by {signal.Signals(signum).name}: partial results; each run.json says "interrupted"',
+                fg="yellow",
+                err=True,
+            )
         ctx.exit(128 + signum)
 
 
@@ -648,8 +804,9 @@ def _run_parallel(jobs: list[_Job], args: list[tuple], n_jobs: int, stop: _Stop,
     # (a KeyboardInterrupt traceback from a half-started worker); a signal meanwhile waits, then reaches our handler.
     signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
     unblocked = False
-    pool = ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs)), mp_context=mp, initializer=_worker_init,
-                               initargs=(event, os.getpid()))  # fmt: skip
+    pool = ProcessPoolExecutor(
+        max_workers=min(n_jobs, len(jobs)), mp_context=mp, initializer=_worker_init, initargs=(event, os.getpid())
+    )
     try:
         futs = {pool.submit(_replay_worker, *a, probe_llm): j for a, j in zip(args, jobs, strict=True)}
         signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
@@ -674,8 +831,9 @@ def _run_parallel(jobs: list[_Job], args: list[tuple], n_jobs: int, stop: _Stop,
                     if stop():  # a worker hit by the signal as it started: interrupted, not a failure
                         continue
                     j.status = "failed"
-                    j.error = FxgateError("its worker process died (killed, or out of memory). Fix: retry with "
-                                          "fewer --jobs")  # fmt: skip
+                    j.error = FxgateError(
+                        "its worker process died (killed, or out of memory). Fix: retry with fewer --jobs"
+                    )
                     continue
                 _print_summary(j.result)  # type: ignore[arg-type]
                 j.status = "interrupted" if j.result["interrupted"] else "complete"  # type: ignore[index]
@@ -702,8 +860,12 @@ def _run_parallel(jobs: list[_Job], args: list[tuple], n_jobs: int, stop: _Stop,
     help="Bar file; repeat for several pairs.",
 )
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="gate.toml")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Output directory (one sub-directory per file when several are given).")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output directory (one sub-directory per file when several are given).",
+)
 @click.option(
     "--bundle",
     type=click.Path(path_type=Path),
@@ -711,15 +873,33 @@ def _run_parallel(jobs: list[_Job], args: list[tuple], n_jobs: int, stop: _Stop,
     help="A fitted Layer-1 bundle (refused if its training window overlaps the replay). Default: walk-forward refits.",
 )
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Files replayed in parallel.")
-@click.option("--force", is_flag=True,
-              help="Write into --out even if its run.json says another run is in progress or its files do not match.")
-@click.option("--skip-trained-bars", is_flag=True,
-              help="With --bundle: bars up to the end of its training labels only warm the state (not scored), "
-                   "instead of refusing the bundle.")  # fmt: skip
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write into --out even if its run.json says another run is in progress or its files do not match.",
+)
+@click.option(
+    "--skip-trained-bars",
+    is_flag=True,
+    help="With --bundle: bars up to the end of its training labels only warm the state (not scored), "
+    "instead of refusing the bundle.",
+)
 @_load_options
-def replay_cmd(data: tuple[Path, ...], config_path: Path | None, out: Path, bundle: Path | None, jobs: int,
-               force: bool, skip_trained_bars: bool, fmt: str, tz: str | None, symbol: str | None, policy: str,
-               encoding: str | None, decimal: str) -> None:  # fmt: skip
+def replay_cmd(
+    data: tuple[Path, ...],
+    config_path: Path | None,
+    out: Path,
+    bundle: Path | None,
+    jobs: int,
+    force: bool,
+    skip_trained_bars: bool,
+    fmt: str,
+    tz: str | None,
+    symbol: str | None,
+    policy: str,
+    encoding: str | None,
+    decimal: str,
+) -> None:
     """Stream bars through Gate.on_bar and write decisions.parquet, trades.csv, metrics.json, report.html and, last,
     run.json (the run's id, config hash, data sha256, status, and every file's size and sha256).
 
@@ -737,10 +917,25 @@ def replay_cmd(data: tuple[Path, ...], config_path: Path | None, out: Path, bund
                 if o.name != p.stem:
                     click.echo(f"{p} -> {o} (another --data file has the stem {p.stem!r})")
         jobs_list = [_Job(p, o) for p, o in zip(data, outs, strict=True)]
-        load_kwargs = {"format": fmt, "tz": tz, "symbol": symbol, "policy": policy, "encoding": encoding,
-                       "decimal": decimal}  # fmt: skip
-        _run_replays(jobs_list, cfg, config_path, bundle, load_kwargs, jobs, force, stop,
-                     replay_kwargs={"skip_trained_bars": skip_trained_bars})  # fmt: skip
+        load_kwargs = {
+            "format": fmt,
+            "tz": tz,
+            "symbol": symbol,
+            "policy": policy,
+            "encoding": encoding,
+            "decimal": decimal,
+        }
+        _run_replays(
+            jobs_list,
+            cfg,
+            config_path,
+            bundle,
+            load_kwargs,
+            jobs,
+            force,
+            stop,
+            replay_kwargs={"skip_trained_bars": skip_trained_bars},
+        )
 
 
 def _toml_set(text: str, section: str | None, key: str, value: str) -> str:
@@ -803,11 +998,24 @@ def demo_cmd(out: Path, no_llm: bool, force: bool) -> None:
             write_text(cfg_path, text)
             click.echo(f"demo: bundled EURUSD H1 sample ({sample_path()}), config {cfg_path}")
             if not no_llm:
-                click.echo("demo: layers 2 and 3 use the nano LLM (random weights: it exercises the machinery; its "
-                           "verdicts are noise)")  # fmt: skip
+                click.echo(
+                    "demo: layers 2 and 3 use the nano LLM (random weights: it exercises the machinery; its "
+                    "verdicts are noise)"
+                )
 
-        _run_replays([_Job(sample_path(), out)], cfg, cfg_path, None, {"symbol": "EURUSD"}, 1, force, stop,
-                     probe_llm=not no_llm, extra_files=("gate.toml",), before=announce)  # fmt: skip
+        _run_replays(
+            [_Job(sample_path(), out)],
+            cfg,
+            cfg_path,
+            None,
+            {"symbol": "EURUSD"},
+            1,
+            force,
+            stop,
+            probe_llm=not no_llm,
+            extra_files=("gate.toml",),
+            before=announce,
+        )
 
 
 @cli.group("train")
@@ -816,35 +1024,66 @@ def train_group() -> None:
 
 
 @train_group.command("data")
-@click.option("--bars", "bars", multiple=True, type=click.Path(path_type=Path), required=True,
-              help="Bar file; repeat for several pairs.")
-@click.option("--jsonl", multiple=True, type=click.Path(path_type=Path), help="Your own JSONL (Alpaca, chat "
-              "messages, TRL prompt/chosen/rejected); repeat.")
+@click.option(
+    "--bars",
+    "bars",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Bar file; repeat for several pairs.",
+)
+@click.option(
+    "--jsonl",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Your own JSONL (Alpaca, chat messages, TRL prompt/chosen/rejected); repeat.",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--horizon", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--spread", type=float, default=0.0, show_default=True, help="Price units, for bars without one.")
 @click.option("--val-frac", type=float, default=0.15, show_default=True)
 @click.option("--test-frac", type=float, default=0.15, show_default=True)
 @click.option("--embargo", type=click.IntRange(min=0), default=0, help="Bars between splits (default: horizon).")
-@click.option("--bundle", type=click.Path(path_type=Path), default=None,
-              help="A Layer-1 bundle fitted before the validation cut: its probabilities go into the prompts.")
+@click.option(
+    "--bundle",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A Layer-1 bundle fitted before the validation cut: its probabilities go into the prompts.",
+)
 @click.option("--skip-bad", is_flag=True, help="Drop (and count) bad JSONL lines instead of failing.")
-@click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
-              help="The served model's GGUF (or HF directory): store prompts as served, under the judge's budget.")
+@click.option(
+    "--tokenizer",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The served model's GGUF (or HF directory): store prompts as served, under the judge's budget.",
+)
 @_load_options
-def train_data_cmd(bars: tuple[Path, ...], jsonl: tuple[Path, ...], out: Path, horizon: int, spread: float,
-                   val_frac: float, test_frac: float, embargo: int, bundle: Path | None, skip_bad: bool,
-                   tokenizer: Path | None, fmt: str,
-                   tz: str | None, symbol: str | None, policy: str, encoding: str | None,
-                   decimal: str) -> None:  # fmt: skip
+def train_data_cmd(
+    bars: tuple[Path, ...],
+    jsonl: tuple[Path, ...],
+    out: Path,
+    horizon: int,
+    spread: float,
+    val_frac: float,
+    test_frac: float,
+    embargo: int,
+    bundle: Path | None,
+    skip_bad: bool,
+    tokenizer: Path | None,
+    fmt: str,
+    tz: str | None,
+    symbol: str | None,
+    policy: str,
+    encoding: str | None,
+    decimal: str,
+) -> None:
     """Build SFT/DPO/test sets from bar files with a leak-proof time split; write a manifest."""
     from fxgate.training import datasets
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn
     from rich.table import Table
 
-    spec = datasets.SplitSpec(horizon=horizon, spread=spread, val_frac=val_frac, test_frac=test_frac,
-                              embargo=embargo)  # fmt: skip
+    spec = datasets.SplitSpec(horizon=horizon, spread=spread, val_frac=val_frac, test_frac=test_frac, embargo=embargo)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}")) as prog:
         tasks: dict[str, int] = {}
 
@@ -853,13 +1092,29 @@ def train_data_cmd(bars: tuple[Path, ...], jsonl: tuple[Path, ...], out: Path, h
                 tasks[name] = prog.add_task(f"bars of {name}", total=total)
             prog.update(tasks[name], completed=done)
 
-        m = datasets.build(bars, out, spec, bundle=bundle, jsonl=jsonl, skip_bad=skip_bad, progress=tick,
-                           tokenizer=tokenizer,
-                           load_kwargs={"format": fmt, "tz": tz, "symbol": symbol, "policy": policy,
-                                        "encoding": encoding, "decimal": decimal})  # fmt: skip
+        m = datasets.build(
+            bars,
+            out,
+            spec,
+            bundle=bundle,
+            jsonl=jsonl,
+            skip_bad=skip_bad,
+            progress=tick,
+            tokenizer=tokenizer,
+            load_kwargs={
+                "format": fmt,
+                "tz": tz,
+                "symbol": symbol,
+                "policy": policy,
+                "encoding": encoding,
+                "decimal": decimal,
+            },
+        )
     con = Console()
-    tb = Table(title=f"{out} (cuts: val from {m['cuts']['val_from']}, test from {m['cuts']['test_from']}; "
-                     f"embargo {m['embargo_bars']} bars)")  # fmt: skip
+    tb = Table(
+        title=f"{out} (cuts: val from {m['cuts']['val_from']}, test from {m['cuts']['test_from']}; "
+        f"embargo {m['embargo_bars']} bars)"
+    )
     kinds = sorted({k for v in m["counts"].values() for k in v})
     tb.add_column("split")
     for k in kinds:
@@ -878,13 +1133,19 @@ def train_data_cmd(bars: tuple[Path, ...], jsonl: tuple[Path, ...], out: Path, h
     for w in m.get("warnings") or []:
         click.secho(f"warning: {w}", fg="yellow", err=True)
     c = m["certainty_targets"]
-    click.echo(f"certainty targets (training-split base rates): proposal right {c['same']:.3f}, no move past the "
-               f"spread {c['none']:.3f}, opposite {c['opposite']:.3f}; manifest: {out / 'manifest.json'}")  # fmt: skip
+    click.echo(
+        f"certainty targets (training-split base rates): proposal right {c['same']:.3f}, no move past the "
+        f"spread {c['none']:.3f}, opposite {c['opposite']:.3f}; manifest: {out / 'manifest.json'}"
+    )
 
 
 @train_group.command("formulas")
-@click.option("--list", "list_", is_flag=True,
-              help="List every entry: name, category, formula, citation, computed or described only.")
+@click.option(
+    "--list",
+    "list_",
+    is_flag=True,
+    help="List every entry: name, category, formula, citation, computed or described only.",
+)
 @click.option("--category", default=None, help="With --list: only this category (alpha158, alpha101, volatility, ...).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the formula SFT samples (JSONL).")
 def train_formulas_cmd(list_: bool, category: str | None, out: Path | None) -> None:
@@ -916,8 +1177,15 @@ def train_formulas_cmd(list_: bool, category: str | None, out: Path | None) -> N
 @click.option("--think-budget", type=click.IntRange(min=0), default=384, show_default=True)
 @click.option("--gpu-layers", type=int, default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
-def train_eval_cmd(model: Path, data: Path, threshold: float, limit: int | None, think_budget: int, gpu_layers: int,
-                   json_out: Path | None) -> None:  # fmt: skip
+def train_eval_cmd(
+    model: Path,
+    data: Path,
+    threshold: float,
+    limit: int | None,
+    think_budget: int,
+    gpu_layers: int,
+    json_out: Path | None,
+) -> None:
     """Score a model on the test split against the baselines (accuracy, precision with Wilson CI, coverage, ECE)."""
     import json
 
@@ -942,8 +1210,10 @@ def train_all_cmd(preset: str, out: Path, bars: tuple[str, ...], base: str | Non
     from fxgate.training.pipeline import run_all
 
     if preset == "nano":
-        click.echo("preset nano: a 2-layer model trained for minutes on CPU. It checks the pipeline, not a trading "
-                   "edge; its evaluation is printed next to the baselines so you can see that.")  # fmt: skip
+        click.echo(
+            "preset nano: a 2-layer model trained for minutes on CPU. It checks the pipeline, not a trading "
+            "edge; its evaluation is printed next to the baselines so you can see that."
+        )
     m = run_all(preset, out, bars=list(bars) or None, base=base, log=click.echo)
     from fxgate.training.evaluate import table
 

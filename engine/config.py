@@ -18,15 +18,37 @@ from typing import Any
 
 from fxgate.engine.errors import FxgateError
 
-__all__ = ["GateConfig", "L1Config", "L2Config", "L3Config", "LlmConfig", "L4Config", "SizingConfig", "ReplayConfig",
-           "InputConfig", "ConfigError", "DEFAULT_MODULES", "DEFAULT_TOML", "load_config"]  # fmt: skip
+__all__ = [
+    "GateConfig",
+    "L1Config",
+    "L2Config",
+    "L3Config",
+    "LlmConfig",
+    "L4Config",
+    "SizingConfig",
+    "ReplayConfig",
+    "InputConfig",
+    "ConfigError",
+    "DEFAULT_MODULES",
+    "DEFAULT_TOML",
+    "load_config",
+]
 
 #: The largest label/outcome horizon accepted, in bars (a sanity bound: a typo such as 1000000 is refused).
 MAX_HORIZON = 10_000
 
 #: Layer-4 modules built so far, in evaluation order (cheap streaming checks first, SHAP last).
-DEFAULT_MODULES = ("vpin", "bocpd", "regime", "uncertainty", "execution_cost", "adverse_selection", "robust_kelly",
-                   "bayesian_sizing", "shap")  # fmt: skip
+DEFAULT_MODULES = (
+    "vpin",
+    "bocpd",
+    "regime",
+    "uncertainty",
+    "execution_cost",
+    "adverse_selection",
+    "robust_kelly",
+    "bayesian_sizing",
+    "shap",
+)
 
 
 class ConfigError(FxgateError, ValueError):
@@ -89,7 +111,6 @@ class L3Config:
     risk_template: str = "risk.v1"
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class L4Config:
     enabled: bool = True
@@ -147,8 +168,13 @@ class GateConfig:
         _finite("pip", self.pip, "> 0", self.pip > 0, "0.0001 for most pairs, 0.01 for JPY pairs")
         s = self.sizing
         _finite("[sizing] scale", s.scale, "> 0", s.scale > 0, "1.0 = full Kelly, 0.5 = half Kelly")
-        _finite("[sizing] max_fraction", s.max_fraction, "> 0", s.max_fraction > 0,
-                "the largest share of capital one signal may use, e.g. 0.02")  # fmt: skip
+        _finite(
+            "[sizing] max_fraction",
+            s.max_fraction,
+            "> 0",
+            s.max_fraction > 0,
+            "the largest share of capital one signal may use, e.g. 0.02",
+        )
         r = self.replay
         for key in ("train_bars", "window_bars", "n_estimators", "folds"):
             if getattr(r, key) < 1:
@@ -164,11 +190,15 @@ class GateConfig:
             if layer.think_budget < 0:
                 raise ConfigError(f"[{name}] think_budget = {layer.think_budget}: must be >= 0 (0: no reasoning)")
             if layer.answer_budget < 16:
-                raise ConfigError(f"[{name}] answer_budget = {layer.answer_budget}: must be >= 16 tokens (the "
-                                  "default 512 fits every answer the grammar allows)")  # fmt: skip
+                raise ConfigError(
+                    f"[{name}] answer_budget = {layer.answer_budget}: must be >= 16 tokens (the "
+                    "default 512 fits every answer the grammar allows)"
+                )
         if not 0 <= self.l3.bear_max_strength <= 1:
-            raise ConfigError(f"[l3] bear_max_strength = {self.l3.bear_max_strength}: must be in [0, 1] (default "
-                              "0.05 = 1 - threshold)")  # fmt: skip
+            raise ConfigError(
+                f"[l3] bear_max_strength = {self.l3.bear_max_strength}: must be in [0, 1] (default "
+                "0.05 = 1 - threshold)"
+            )
         if self.l3.rounds < 1:
             raise ConfigError(f"[l3] rounds = {self.l3.rounds}: must be >= 1 (1 = bull, bear, risk once)")
         lc = self.llm
@@ -184,25 +214,33 @@ class GateConfig:
 
         l4 = self.l4
         if l4.enabled and not l4.modules:
-            raise ConfigError("[l4] modules is empty while [l4] enabled = true: an empty list would pass every "
-                              "bar unchecked. Fix: list the modules, or turn Layer 4 off with [l4] enabled = false")
+            raise ConfigError(
+                "[l4] modules is empty while [l4] enabled = true: an empty list would pass every "
+                "bar unchecked. Fix: list the modules, or turn Layer 4 off with [l4] enabled = false"
+            )
         seen: set[str] = set()
         for m in l4.modules:
             if m not in REGISTRY:
                 near = difflib.get_close_matches(m, REGISTRY, n=1)
-                raise ConfigError(f"[l4] modules: unknown module {m!r}" + (f"; did you mean {near[0]!r}?" if near
-                                  else f". Known: {', '.join(sorted(REGISTRY))}"))  # fmt: skip
+                raise ConfigError(
+                    f"[l4] modules: unknown module {m!r}"
+                    + (f"; did you mean {near[0]!r}?" if near else f". Known: {', '.join(sorted(REGISTRY))}")
+                )
             if m in seen:
                 raise ConfigError(f"[l4] modules: {m!r} is listed twice. Fix: list each module once")
             seen.add(m)
         for m, params in l4.params.items():
             if m not in REGISTRY:
                 near = difflib.get_close_matches(m, REGISTRY, n=1)
-                raise ConfigError(f"[l4.params.{m}]: no such module" + (f"; did you mean {near[0]!r}?" if near
-                                  else f". Known: {', '.join(sorted(REGISTRY))}"))  # fmt: skip
+                raise ConfigError(
+                    f"[l4.params.{m}]: no such module"
+                    + (f"; did you mean {near[0]!r}?" if near else f". Known: {', '.join(sorted(REGISTRY))}")
+                )
             if m not in l4.modules:
-                raise ConfigError(f"[l4.params.{m}]: module {m!r} is not in [l4] modules, so these parameters would "
-                                  f"be ignored. Fix: add {m!r} to [l4] modules or delete [l4.params.{m}]")  # fmt: skip
+                raise ConfigError(
+                    f"[l4.params.{m}]: module {m!r} is not in [l4] modules, so these parameters would "
+                    f"be ignored. Fix: add {m!r} to [l4] modules or delete [l4.params.{m}]"
+                )
             try:
                 create(m, gate=self.module_settings, **params)
             except (ValueError, TypeError) as exc:
@@ -224,8 +262,16 @@ class GateConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-_SECTIONS = {"l1": L1Config, "llm": LlmConfig, "l2": L2Config, "l3": L3Config, "l4": L4Config,
-             "sizing": SizingConfig, "replay": ReplayConfig, "input": InputConfig}  # fmt: skip
+_SECTIONS = {
+    "l1": L1Config,
+    "llm": LlmConfig,
+    "l2": L2Config,
+    "l3": L3Config,
+    "l4": L4Config,
+    "sizing": SizingConfig,
+    "replay": ReplayConfig,
+    "input": InputConfig,
+}
 
 #: Keys that were renamed: the old name gets an error that says what it became and why.
 _RENAMED = {("sizing", "max_size"): "max_fraction (Decision.size is a fraction of capital, not instrument units)"}
@@ -322,8 +368,10 @@ def load_config(path: str | Path | None) -> GateConfig:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{p}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); TOML files are "
-                          "UTF-8. Fix: re-save the file as UTF-8") from exc  # fmt: skip
+        raise ConfigError(
+            f"{p}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); TOML files are "
+            "UTF-8. Fix: re-save the file as UTF-8"
+        ) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -57,11 +57,18 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "ts": self.ts, "symbol": self.symbol, "action": self.action, "size": self.size,
-            "confidence": _num(self.confidence), "layers": [v.to_dict() for v in self.layers],
-            "first_veto": self.first_veto, "config_hash": self.config_hash, "model_hashes": dict(self.model_hashes),
-            "version": self.version, "schema_version": self.schema_version,
-        }  # fmt: skip
+            "ts": self.ts,
+            "symbol": self.symbol,
+            "action": self.action,
+            "size": self.size,
+            "confidence": _num(self.confidence),
+            "layers": [v.to_dict() for v in self.layers],
+            "first_veto": self.first_veto,
+            "config_hash": self.config_hash,
+            "model_hashes": dict(self.model_hashes),
+            "version": self.version,
+            "schema_version": self.schema_version,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), allow_nan=False)

@@ -66,8 +66,9 @@ _GAP_CONFIRM = 3
 class Gate:
     """Live signal gate for one instrument and timeframe (see the module docstring)."""
 
-    def __init__(self, config: GateConfig | None = None, ensemble: Any = None, *, timeframe: str,
-                 symbol: str = "") -> None:  # fmt: skip
+    def __init__(
+        self, config: GateConfig | None = None, ensemble: Any = None, *, timeframe: str, symbol: str = ""
+    ) -> None:
         from fxgate.models.features import FeatureEngine
         from fxgate.modules import create
 
@@ -77,8 +78,11 @@ class Gate:
         self.symbol = symbol
         self.features = FeatureEngine(timeframe)
         p = self.config.l4.params
-        self.modules = ([create(n, gate=self.config.module_settings, **p.get(n, {})) for n in self.config.l4.modules]
-                        if self.config.l4.enabled else [])  # fmt: skip
+        self.modules = (
+            [create(n, gate=self.config.module_settings, **p.get(n, {})) for n in self.config.l4.modules]
+            if self.config.l4.enabled
+            else []
+        )
         self.ensemble: Any = None
         self._llm_hashes: dict[str, str] = {}
         self.judge: Any = None
@@ -99,8 +103,14 @@ class Gate:
         self.last_features: np.ndarray | None = None  # the last accepted bar's features (names: features.names)
 
     @classmethod
-    def from_config(cls, path: str | Path | None, *, bundle: str | Path | None = None, timeframe: str | None = None,
-                    symbol: str = "") -> Gate:  # fmt: skip
+    def from_config(
+        cls,
+        path: str | Path | None,
+        *,
+        bundle: str | Path | None = None,
+        timeframe: str | None = None,
+        symbol: str = "",
+    ) -> Gate:
         """Build from a TOML file and (optionally) a Layer-1 bundle written by ``fxgate fit``."""
         cfg = load_config(path)
         ens = None
@@ -116,9 +126,11 @@ class Gate:
     def set_ensemble(self, ensemble: Any) -> None:
         """Swap the Layer-1 models (walk-forward refits); feature and module state carry on."""
         if ensemble is not None and ensemble.timeframe and ensemble.timeframe != self.timeframe:
-            raise ValueError(f"bundle is for {ensemble.timeframe} bars, the gate runs {self.timeframe}. Fix: load a "
-                             f"bundle fitted on {self.timeframe} bars (fxgate fit), or resample the bars to "
-                             f"{ensemble.timeframe}")  # fmt: skip
+            raise ValueError(
+                f"bundle is for {ensemble.timeframe} bars, the gate runs {self.timeframe}. Fix: load a "
+                f"bundle fitted on {self.timeframe} bars (fxgate fit), or resample the bars to "
+                f"{ensemble.timeframe}"
+            )
         self.ensemble = ensemble
         # bars up to the end of the last training label are in sample for these models
         tw = (ensemble.manifest or {}).get("training_window", {}) if ensemble is not None else {}
@@ -138,37 +150,58 @@ class Gate:
         from fxgate.engine.config import cache_dir
 
         if not lc.model:
-            self._llm_error = ("no model: [llm] model is empty. Fix: set [llm] model to a GGUF file (\"nano\" is "
-                               "fxgate's test model), or turn the layer off explicitly with enabled = false in [l2] "
-                               "and [l3]")  # fmt: skip
+            self._llm_error = (
+                'no model: [llm] model is empty. Fix: set [llm] model to a GGUF file ("nano" is '
+                "fxgate's test model), or turn the layer off explicitly with enabled = false in [l2] "
+                "and [l3]"
+            )
             return
         try:
             path = cache_dir() / "llm-verdicts.sqlite" if lc.cache == "auto" else lc.cache
             cache = VerdictCache(path) if path else None
+
             def runtime(path: str) -> Any:
                 path = _resolve_model(path or lc.model)
                 if path not in self._runtimes:
-                    s = LlmSettings(model=path, sha256=lc.sha256 if path == _resolve_model(lc.model) else "",
-                                    n_ctx=lc.n_ctx, n_threads=lc.n_threads, n_gpu_layers=lc.n_gpu_layers,
-                                    n_batch=lc.n_batch, seed=lc.seed, temperature=lc.temperature,
-                                    timeout_s=lc.timeout_s, chat_template=lc.chat_template,
-                                    cpu_extra_buffers=lc.cpu_extra_buffers)  # fmt: skip
+                    s = LlmSettings(
+                        model=path,
+                        sha256=lc.sha256 if path == _resolve_model(lc.model) else "",
+                        n_ctx=lc.n_ctx,
+                        n_threads=lc.n_threads,
+                        n_gpu_layers=lc.n_gpu_layers,
+                        n_batch=lc.n_batch,
+                        seed=lc.seed,
+                        temperature=lc.temperature,
+                        timeout_s=lc.timeout_s,
+                        chat_template=lc.chat_template,
+                        cpu_extra_buffers=lc.cpu_extra_buffers,
+                    )
                     self._runtimes[path] = LlmRuntime(s, cache=cache)
                 return self._runtimes[path]
 
             if c.l2.enabled:
                 rt = runtime(lc.model)
-                self.judge = Judge(rt, template=c.l2.template, threshold=c.l2.threshold,
-                                   think_budget=c.l2.think_budget, answer_budget=c.l2.answer_budget)  # fmt: skip
+                self.judge = Judge(
+                    rt,
+                    template=c.l2.template,
+                    threshold=c.l2.threshold,
+                    think_budget=c.l2.think_budget,
+                    answer_budget=c.l2.answer_budget,
+                )
                 self._llm_hashes["l2"] = rt.sha256[:16]
             if c.l3.enabled:
                 l3 = c.l3
                 rts = {"bull": runtime(l3.bull_model), "bear": runtime(l3.bear_model), "risk": runtime(l3.risk_model)}
-                self.debate = Debate(rts, rounds=l3.rounds, threshold=l3.threshold,
-                                     bear_max_strength=l3.bear_max_strength, think_budget=l3.think_budget,
-                                     answer_budget=l3.answer_budget, timeout_s=lc.timeout_s,
-                                     templates={"bull": l3.bull_template, "bear": l3.bear_template,
-                                                "risk": l3.risk_template})  # fmt: skip
+                self.debate = Debate(
+                    rts,
+                    rounds=l3.rounds,
+                    threshold=l3.threshold,
+                    bear_max_strength=l3.bear_max_strength,
+                    think_budget=l3.think_budget,
+                    answer_budget=l3.answer_budget,
+                    timeout_s=lc.timeout_s,
+                    templates={"bull": l3.bull_template, "bear": l3.bear_template, "risk": l3.risk_template},
+                )
                 for role, rt in rts.items():
                     self._llm_hashes[f"l3.{role}"] = rt.sha256[:16]
         except (LlmError, ValueError, OSError, sqlite3.Error) as exc:
@@ -209,14 +242,27 @@ class Gate:
     # -- the bar -----------------------------------------------------------------------------------------------------
     def _reject(self, bar: Any, reason: str, veto: str = "input") -> Decision:
         self.rejected += 1
-        layers = tuple(LayerVerdict(n, True, False, None, None, f"not evaluated: {reason}", 0.0) if self._enabled(n)
-                       else LayerVerdict(n, False, False, None, None, self._off_reason(n), 0.0)
-                       for n in ("L1", "L2", "L3", "L4"))  # fmt: skip
+        layers = tuple(
+            LayerVerdict(n, True, False, None, None, f"not evaluated: {reason}", 0.0)
+            if self._enabled(n)
+            else LayerVerdict(n, False, False, None, None, self._off_reason(n), 0.0)
+            for n in ("L1", "L2", "L3", "L4")
+        )
         ts = getattr(bar, "ts", None)
         ts = int(ts) if isinstance(ts, int | np.integer) and not isinstance(ts, bool) and 0 <= ts <= _I64 else 0
         sym = getattr(bar, "symbol", "")
-        return Decision(ts, self.symbol or (sym if isinstance(sym, str) else ""), "NONE", 0.0, None, layers, veto,
-                        self.config_hash, self.model_hashes, __version__)  # fmt: skip
+        return Decision(
+            ts,
+            self.symbol or (sym if isinstance(sym, str) else ""),
+            "NONE",
+            0.0,
+            None,
+            layers,
+            veto,
+            self.config_hash,
+            self.model_hashes,
+            __version__,
+        )
 
     def _off_reason(self, name: str) -> str:
         if name == "L1":
@@ -286,14 +332,18 @@ class Gate:
             run = [*gap, ts] if consistent else [ts]
             if len(run) < _GAP_CONFIRM:
                 self._gap_run_next = run
-                return None, (f"bar time {np.datetime64(ts, 'ns')}Z is {(ts - last) / _DAY:.0f} days after the last "
-                              f"accepted bar ({np.datetime64(last, 'ns')}Z), more than [input] max_gap_days = "
-                              f"{inp.max_gap_days:g}: a wrong timestamp must not move the clock. If the gap is real, "
-                              f"the clock moves on the {_GAP_CONFIRM}rd consecutive bar after it "
-                              f"({len(run)}/{_GAP_CONFIRM}); raise max_gap_days to accept it at once (0: off)")
+                return None, (
+                    f"bar time {np.datetime64(ts, 'ns')}Z is {(ts - last) / _DAY:.0f} days after the last "
+                    f"accepted bar ({np.datetime64(last, 'ns')}Z), more than [input] max_gap_days = "
+                    f"{inp.max_gap_days:g}: a wrong timestamp must not move the clock. If the gap is real, "
+                    f"the clock moves on the {_GAP_CONFIRM}rd consecutive bar after it "
+                    f"({len(run)}/{_GAP_CONFIRM}); raise max_gap_days to accept it at once (0: off)"
+                )
         if inp.max_future_s and ts > time.time_ns() + inp.max_future_s * 1e9:
-            return None, (f"bar time {np.datetime64(ts, 'ns')}Z is more than [input] max_future_s = "
-                          f"{inp.max_future_s:g} s after this machine's clock: check the feed's time zone and units")
+            return None, (
+                f"bar time {np.datetime64(ts, 'ns')}Z is more than [input] max_future_s = "
+                f"{inp.max_future_s:g} s after this machine's clock: check the feed's time zone and units"
+            )
         return Bar(ts, o, h, lo, c, vol, sp, sym, tf), None
 
     def on_bar(self, bar: Bar) -> Decision:
@@ -314,17 +364,27 @@ class Gate:
             for name in ("L2", "L3"):
                 if name not in fast.layers:
                     on = self._enabled(name)
-                    why = (f"internal error: {type(exc).__name__}: {exc}" if name == stage else
-                           f"not evaluated: {stage} failed")  # fmt: skip
-                    fast.layers[name] = LayerVerdict(name, on, False, None, None, why if on else "disabled by config",
-                                                     0.0)  # fmt: skip
+                    why = (
+                        f"internal error: {type(exc).__name__}: {exc}"
+                        if name == stage
+                        else f"not evaluated: {stage} failed"
+                    )
+                    fast.layers[name] = LayerVerdict(
+                        name, on, False, None, None, why if on else "disabled by config", 0.0
+                    )
             fast.first_veto = fast.first_veto or stage
             fast.action, fast.confidence = "NONE", None
         return self._decision(fast)
 
     def _snapshot(self) -> tuple[Any, ...]:
-        return (self.features.state_dict(), [m.state_dict() for m in self.modules], self._last_ts, self._bars,
-                tuple(self._pending), self.last_features)  # fmt: skip
+        return (
+            self.features.state_dict(),
+            [m.state_dict() for m in self.modules],
+            self._last_ts,
+            self._bars,
+            tuple(self._pending),
+            self.last_features,
+        )
 
     def _restore(self, snap: tuple[Any, ...]) -> None:
         feats, mods, self._last_ts, self._bars, pending, self.last_features = snap
@@ -368,8 +428,16 @@ class Gate:
             if direction:
                 pdir = float(np.mean(probs)) if direction > 0 else 1 - float(np.mean(probs))
                 self._pending.append((self._bars + cfg.horizon, bar.ts, direction, bar.close, spread, pdir))
-            ctx = Context(bar, features=x, probs=probs, direction=direction, size=1.0, outcomes=tuple(due),
-                          ensemble=self.ensemble, spread=spread)  # fmt: skip
+            ctx = Context(
+                bar,
+                features=x,
+                probs=probs,
+                direction=direction,
+                size=1.0,
+                outcomes=tuple(due),
+                ensemble=self.ensemble,
+                spread=spread,
+            )
             t0 = _NS()
             for m in self.modules:
                 m.update(ctx)
@@ -379,8 +447,12 @@ class Gate:
             self._restore(snap)
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: state restored, then propagate
                 raise
-            return self._reject(bar, f"internal error while updating state: {type(exc).__name__}: {exc}; the bar "
-                                     "was not accepted and the state is unchanged", "internal")  # fmt: skip
+            return self._reject(
+                bar,
+                f"internal error while updating state: {type(exc).__name__}: {exc}; the bar "
+                "was not accepted and the state is unchanged",
+                "internal",
+            )
         if not verdicts:
             return None
         p = _Pending(bar=bar, x=x, probs=probs, direction=direction, spread=spread)
@@ -392,12 +464,21 @@ class Gate:
             what = f"internal error{' while sizing' if stage == 'sizing' else ''}"
             why = f"{what}{f' in {stage}' if ':' in stage else ''}: {type(exc).__name__}: {exc}"
             old = p.layers.get(layer)
-            p.layers[layer] = LayerVerdict(layer, self._enabled(layer), False, None, None, why,
-                                           old.latency_us if old else 0.0, old.details if old else ())  # fmt: skip
+            p.layers[layer] = LayerVerdict(
+                layer,
+                self._enabled(layer),
+                False,
+                None,
+                None,
+                why,
+                old.latency_us if old else 0.0,
+                old.details if old else (),
+            )
             for name in ("L1", "L4"):
                 if name not in p.layers:
-                    p.layers[name] = LayerVerdict(name, self._enabled(name), False, None, None,
-                                                  f"not evaluated: {layer} failed", 0.0)  # fmt: skip
+                    p.layers[name] = LayerVerdict(
+                        name, self._enabled(name), False, None, None, f"not evaluated: {layer} failed", 0.0
+                    )
             p.first_veto = p.first_veto or layer
             p.action, p.confidence, p.size = "NONE", None, 0.0
             p.stage = ""
@@ -415,15 +496,30 @@ class Gate:
             layers["L1"] = LayerVerdict("L1", False, False, None, cfg.l1.threshold, self._off_reason("L1"), t_l1 / 1e3)
             p.first_veto = "L1"
         elif self.ensemble is None:
-            layers["L1"] = LayerVerdict("L1", True, False, None, cfg.l1.threshold, "no Layer-1 model loaded. Fix: "
-                                        "load a bundle (fxgate fit --out bundle/; Gate.from_config(..., bundle=...))",
-                                        t_l1 / 1e3)  # fmt: skip
+            layers["L1"] = LayerVerdict(
+                "L1",
+                True,
+                False,
+                None,
+                cfg.l1.threshold,
+                "no Layer-1 model loaded. Fix: "
+                "load a bundle (fxgate fit --out bundle/; Gate.from_config(..., bundle=...))",
+                t_l1 / 1e3,
+            )
             p.first_veto = "L1"
         elif in_sample:
             until = np.datetime64(self._in_sample_until, "ns")
-            layers["L1"] = LayerVerdict("L1", True, False, None, cfg.l1.threshold, f"in sample: this bar is inside "
-                                        f"the Layer-1 bundle's training window (labels up to {until}Z); only later "
-                                        "bars get out-of-sample predictions", t_l1 / 1e3)  # fmt: skip
+            layers["L1"] = LayerVerdict(
+                "L1",
+                True,
+                False,
+                None,
+                cfg.l1.threshold,
+                f"in sample: this bar is inside "
+                f"the Layer-1 bundle's training window (labels up to {until}Z); only later "
+                "bars get out-of-sample predictions",
+                t_l1 / 1e3,
+            )
             p.first_veto = "L1"
         else:
             t0 = _NS()
@@ -440,8 +536,9 @@ class Gate:
         if not cfg.l4.enabled:
             layers["L4"] = LayerVerdict("L4", False, False, None, None, self._off_reason("L4"), t_l4_update / 1e3)
         elif p.first_veto is not None and not full:
-            layers["L4"] = LayerVerdict("L4", True, False, None, None, f"not evaluated: {p.first_veto} vetoed",
-                                        t_l4_update / 1e3)  # fmt: skip
+            layers["L4"] = LayerVerdict(
+                "L4", True, False, None, None, f"not evaluated: {p.first_veto} vetoed", t_l4_update / 1e3
+            )
         else:
             t0 = _NS()
             det_l4: list[dict[str, Any]] = []
@@ -449,8 +546,15 @@ class Gate:
             for m in self.modules:
                 p.stage = f"L4:{m.name}"
                 r = m.verdict()
-                det_l4.append({"module": r.name, "passed": r.passed, "score": r.score, "threshold": r.threshold,
-                               "reason": r.reason})  # fmt: skip
+                det_l4.append(
+                    {
+                        "module": r.name,
+                        "passed": r.passed,
+                        "score": r.score,
+                        "threshold": r.threshold,
+                        "reason": r.reason,
+                    }
+                )
                 if not r.passed:
                     failed.append((r.name, r.reason))
                     if not full:
@@ -458,11 +562,15 @@ class Gate:
             lat = (t_l4_update + _NS() - t0) / 1e3
             n_ok = sum(d["passed"] for d in det_l4)
             ok = not failed and len(det_l4) == len(self.modules)
-            reason = (f"all {len(self.modules)} modules passed" if ok else
-                      f"{failed[0][0]}: {failed[0][1]}" + (f" (+{len(failed) - 1} more failing)" if len(failed) > 1
-                                                           else ""))  # fmt: skip
-            layers["L4"] = LayerVerdict("L4", True, ok, n_ok / max(1, len(self.modules)), 1.0, reason, lat,
-                                        tuple(det_l4))  # fmt: skip
+            reason = (
+                f"all {len(self.modules)} modules passed"
+                if ok
+                else f"{failed[0][0]}: {failed[0][1]}"
+                + (f" (+{len(failed) - 1} more failing)" if len(failed) > 1 else "")
+            )
+            layers["L4"] = LayerVerdict(
+                "L4", True, ok, n_ok / max(1, len(self.modules)), 1.0, reason, lat, tuple(det_l4)
+            )
             p.modules = det_l4
             if not ok and p.first_veto is None:
                 p.first_veto = f"L4:{failed[0][0]}"
@@ -506,13 +614,30 @@ class Gate:
                 feats = {n: float(p.x[i]) for n, i in self._feature_index.items()}
                 from fxgate.models.ensemble import MODEL_NAMES
 
-                probs = ({k: float(v) for k, v in zip(MODEL_NAMES, p.probs, strict=False)}
-                         if self.ensemble is not None and p.probs is not None else None)  # fmt: skip
-                values = prompt_values(symbol=self.symbol or b.symbol, timeframe=self.timeframe, ts_ns=int(b.ts),
-                                       bar={"open": b.open, "high": b.high, "low": b.low, "close": b.close,
-                                            "volume": b.volume, "spread": p.spread},
-                                       direction=str(proposed), horizon=cfg.horizon, probs=probs, features=feats,
-                                       modules=p.modules, size=p.size)  # fmt: skip
+                probs = (
+                    {k: float(v) for k, v in zip(MODEL_NAMES, p.probs, strict=False)}
+                    if self.ensemble is not None and p.probs is not None
+                    else None
+                )
+                values = prompt_values(
+                    symbol=self.symbol or b.symbol,
+                    timeframe=self.timeframe,
+                    ts_ns=int(b.ts),
+                    bar={
+                        "open": b.open,
+                        "high": b.high,
+                        "low": b.low,
+                        "close": b.close,
+                        "volume": b.volume,
+                        "spread": p.spread,
+                    },
+                    direction=str(proposed),
+                    horizon=cfg.horizon,
+                    probs=probs,
+                    features=feats,
+                    modules=p.modules,
+                    size=p.size,
+                )
             return dict(values, judge=judge) if judge else values
 
         # L2
@@ -523,11 +648,13 @@ class Gate:
         else:
             t0 = _NS()
             jv = self.judge.judge(get_values(), str(proposed))
-            p.layers["L2"] = LayerVerdict("L2", True, jv.passed, jv.certainty, cfg.l2.threshold, jv.reason,
-                                          (_NS() - t0) / 1e3, (jv.details(),))  # fmt: skip
+            p.layers["L2"] = LayerVerdict(
+                "L2", True, jv.passed, jv.certainty, cfg.l2.threshold, jv.reason, (_NS() - t0) / 1e3, (jv.details(),)
+            )
             if jv.direction is not None:
                 judge_txt = f"{jv.direction}, certainty {jv.certainty:.2f}: " + "; ".join(
-                    jv.generation.parsed["reasons"] if jv.generation and jv.generation.parsed else [])
+                    jv.generation.parsed["reasons"] if jv.generation and jv.generation.parsed else []
+                )
             if not jv.passed and p.first_veto is None:
                 p.first_veto = "L2"
         # L3
@@ -537,8 +664,9 @@ class Gate:
         else:
             t0 = _NS()
             dv = self.debate.debate(get_values(judge_txt), str(proposed))
-            p.layers["L3"] = LayerVerdict("L3", True, dv.passed, dv.bull_confidence, cfg.l3.threshold, dv.reason,
-                                          (_NS() - t0) / 1e3, dv.details())  # fmt: skip
+            p.layers["L3"] = LayerVerdict(
+                "L3", True, dv.passed, dv.bull_confidence, cfg.l3.threshold, dv.reason, (_NS() - t0) / 1e3, dv.details()
+            )
             if not dv.passed and p.first_veto is None:
                 p.first_veto = "L3"
             elif dv.passed and dv.size_fraction is not None:
@@ -554,8 +682,18 @@ class Gate:
         if p.action != "NONE" and size <= 0:
             p.action, p.first_veto, size = "NONE", "sizing", 0.0
         ordered = tuple(p.layers[n] for n in ("L1", "L2", "L3", "L4"))
-        return Decision(int(p.bar.ts), self.symbol or p.bar.symbol, p.action, float(size), p.confidence, ordered,
-                        p.first_veto, self.config_hash, self.model_hashes, __version__)  # fmt: skip
+        return Decision(
+            int(p.bar.ts),
+            self.symbol or p.bar.symbol,
+            p.action,
+            float(size),
+            p.confidence,
+            ordered,
+            p.first_veto,
+            self.config_hash,
+            self.model_hashes,
+            __version__,
+        )
 
     def _size(self) -> float:
         """min(suggested fractions) × scale, capped; any undefined (NaN) suggestion sizes 0, whatever the order."""
@@ -593,7 +731,9 @@ def _resolve_model(path: str) -> str:
         except ImportError as exc:  # pragma: no cover - needs the train extra
             from fxgate.models.llm import ModelFileError
 
-            raise ModelFileError("[llm] model = \"nano\" builds the nano model with torch and transformers. Fix: "
-                                 "pip install torch==2.13.0 'fxgate[train]'") from exc  # fmt: skip
+            raise ModelFileError(
+                '[llm] model = "nano" builds the nano model with torch and transformers. Fix: '
+                "pip install torch==2.13.0 'fxgate[train]'"
+            ) from exc
         return str(ensure_nano())
     return str(Path(path).expanduser())

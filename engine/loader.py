@@ -297,8 +297,9 @@ _MT5_TAGS = {
 }
 
 
-def _error(path: str, line: int | None, column: str | None, kind: str, problem: str, fix: str,
-           unit: str = "line") -> BarDataError:  # fmt: skip
+def _error(
+    path: str, line: int | None, column: str | None, kind: str, problem: str, fix: str, unit: str = "line"
+) -> BarDataError:
     """A BarDataError with one problem."""
     return BarDataError([Problem(path, line, column, kind, problem, fix, unit)])
 
@@ -532,15 +533,26 @@ def _decimal_mark(path: str, head_text: str, lay: _Layout, decimal: str | None) 
     if decimal == ",":
         if dot is not None and comma is None:
             no, col, cell = dot
-            raise _error(path, no, col, "decimal_mark", f"decimal=',' was given, but prices use '.' ({cell!r})",
-                         "leave decimal unset, or pass decimal='.' (CLI: --decimal .)")  # fmt: skip
+            raise _error(
+                path,
+                no,
+                col,
+                "decimal_mark",
+                f"decimal=',' was given, but prices use '.' ({cell!r})",
+                "leave decimal unset, or pass decimal='.' (CLI: --decimal .)",
+            )
         return ","
     if decimal == ".":
         if comma is not None and dot is None:
             no, col, cell = comma
-            raise _error(path, no, col, "decimal_mark",
-                         f"decimal='.' was given, but prices use a decimal comma ({cell!r})",
-                         "pass decimal=',' (CLI: --decimal ,), or re-export with '.' decimals")  # fmt: skip
+            raise _error(
+                path,
+                no,
+                col,
+                "decimal_mark",
+                f"decimal='.' was given, but prices use a decimal comma ({cell!r})",
+                "pass decimal=',' (CLI: --decimal ,), or re-export with '.' decimals",
+            )
         return "."
     if comma is None:
         return "."
@@ -857,12 +869,15 @@ def _read_text(raw: bytes, path: str, encoding: str | None = None) -> tuple[str,
         except UnicodeDecodeError as exc:
             line, col, shown = _where(raw, exc.start)
             raise _error(
-                path, line, None, "encoding",
+                path,
+                line,
+                None,
+                "encoding",
                 f"byte {col} of the line ({raw[exc.start]:#04x}, file offset {exc.start}) is not {encoding} text "
                 f"(here: {shown!r})",
                 "check encoding= (CLI: --encoding): leave it unset for UTF-8, or name the codec the file was saved "
                 "with",
-            ) from exc  # fmt: skip
+            ) from exc
         text = text.removeprefix("\ufeff")
         return text, text.encode("utf-8")
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -886,18 +901,24 @@ def _read_text(raw: bytes, path: str, encoding: str | None = None) -> tuple[str,
         byte = raw[exc.start]
         if b"\x00" in raw[:_HEAD_BYTES]:  # NUL bytes: not a text export at all
             raise _error(
-                path, line, None, "encoding",
+                path,
+                line,
+                None,
+                "encoding",
                 f"byte {col} of the line ({byte:#04x}, file offset {offset}) is not UTF-8 text, and the file holds NUL "
                 "bytes: it is not a text file",
                 "a bar file is text (CSV) or Parquet: check that this is the exported file and not another one",
-            ) from exc  # fmt: skip
+            ) from exc
         guess = bytes([byte]).decode("cp1252", "replace")
         raise _error(
-            path, line, None, "encoding",
+            path,
+            line,
+            None,
+            "encoding",
             f"byte {col} of the line ({byte:#04x}, file offset {offset}) is not UTF-8 text: the file was saved in "
             f"another encoding ({byte:#04x} is {guess!r} in Windows-1252/latin-1), here: {shown!r}",
             _ENCODING_FIX,
-        ) from exc  # fmt: skip
+        ) from exc
 
 
 def _read_parquet(path: str, data: bytes | None = None) -> tuple[_Raw, dict[str, str], str]:
@@ -1270,8 +1291,7 @@ def _step_words(step_ns: int) -> str:
     return f"{step_ns / NS:g} seconds"
 
 
-def _split_timeframes(raw: _Raw, path: str, unit: str, label: str, policy: str,
-                      changes: list[Change]) -> list[Segment]:  # fmt: skip
+def _split_timeframes(raw: _Raw, path: str, unit: str, label: str, policy: str, changes: list[Change]) -> list[Segment]:
     """Refuse (strict) or cut to its largest part (repair) a series whose timeframe changes mid-file."""
     parts = timeframe_segments(raw.ts)
     if not parts:
@@ -1303,8 +1323,10 @@ def _split_timeframes(raw: _Raw, path: str, unit: str, label: str, policy: str,
     for k, (a, b, _) in enumerate(parts):
         if k == keep:
             continue
-        why = (f"{names[k]} bar in a file that changes timeframe ({unit}s {span[k][0]}-{span[k][1]} are "
-               f"{names[k]}); kept {kept}")  # fmt: skip
+        why = (
+            f"{names[k]} bar in a file that changes timeframe ({unit}s {span[k][0]}-{span[k][1]} are "
+            f"{names[k]}); kept {kept}"
+        )
         changes.extend(Change(int(line), "dropped", why) for line in lines[a:b])
     a, b, _ = parts[keep]
     raw.ts, raw.lines = raw.ts[a:b], raw.lines[a:b]
@@ -1567,8 +1589,19 @@ def load_bars(
         notes.append(f"spread converted from points to price with point = 1e-{digits} ({digits}-digit quotes)")
     timeframe = infer_timeframe(raw.ts)
     gaps, closures = find_gaps(raw.ts, timeframe)
-    report = LoadReport(spath, fmt_name, rows_read, len(raw.ts), timeframe, changes, gaps, closures, notes,
-                        policy=policy, segments=segments)  # fmt: skip
+    report = LoadReport(
+        spath,
+        fmt_name,
+        rows_read,
+        len(raw.ts),
+        timeframe,
+        changes,
+        gaps,
+        closures,
+        notes,
+        policy=policy,
+        segments=segments,
+    )
     return Bars(
         raw.ts,
         raw.cols["open"],

@@ -46,12 +46,34 @@ from fxgate.engine.config import GateConfig
 from fxgate.engine.decision import Decision
 from fxgate.engine.errors import FxgateError
 
-__all__ = ["replay", "ReplayResult", "trades_from", "metrics_from", "probabilistic_sharpe", "probabilistic_sharpe_from",
-           "deflated_sharpe", "deflated_sharpe_from", "precision_interval", "base_rates", "check_bundle"]  # fmt: skip
+__all__ = [
+    "replay",
+    "ReplayResult",
+    "trades_from",
+    "metrics_from",
+    "probabilistic_sharpe",
+    "probabilistic_sharpe_from",
+    "deflated_sharpe",
+    "deflated_sharpe_from",
+    "precision_interval",
+    "base_rates",
+    "check_bundle",
+]
 
 SEED_CLAIM = 0.99999  # the original design's promised precision, quoted by the report
-TRADE_COLUMNS = ("entry_ts", "exit_ts", "direction", "size", "entry", "exit", "spread", "pnl_price_per_unit",
-                 "pnl_pips_per_unit", "pnl_price", "pnl_pips")  # fmt: skip
+TRADE_COLUMNS = (
+    "entry_ts",
+    "exit_ts",
+    "direction",
+    "size",
+    "entry",
+    "exit",
+    "spread",
+    "pnl_price_per_unit",
+    "pnl_pips_per_unit",
+    "pnl_price",
+    "pnl_pips",
+)
 
 
 @dataclass
@@ -89,10 +111,21 @@ def trades_from(bars: Bars, start: int, decisions: list[Decision], cfg: GateConf
         spread = _spread(bars, i, cfg)
         unit = direction * (exit_ - entry) - spread
         size = float(d.size)
-        out.append({"entry_ts": int(bars.ts[i]), "exit_ts": int(bars.ts[i + h]), "direction": direction,
-                    "size": size, "entry": entry, "exit": exit_, "spread": spread,
-                    "pnl_price_per_unit": unit, "pnl_pips_per_unit": unit / cfg.pip,
-                    "pnl_price": size * unit, "pnl_pips": size * unit / cfg.pip})  # fmt: skip
+        out.append(
+            {
+                "entry_ts": int(bars.ts[i]),
+                "exit_ts": int(bars.ts[i + h]),
+                "direction": direction,
+                "size": size,
+                "entry": entry,
+                "exit": exit_,
+                "spread": spread,
+                "pnl_price_per_unit": unit,
+                "pnl_pips_per_unit": unit / cfg.pip,
+                "pnl_price": size * unit,
+                "pnl_pips": size * unit / cfg.pip,
+            }
+        )
     return out
 
 
@@ -107,8 +140,9 @@ def probabilistic_sharpe_from(sr: float, t: int, skew: float, kurt: float, sr_be
     return float(stats.norm.cdf((sr - sr_benchmark) * math.sqrt(t - 1) / denom))
 
 
-def deflated_sharpe_from(sr: float, t: int, skew: float, kurt: float, n_trials: int = 1,
-                         sr_variance: float | None = None) -> float:  # fmt: skip
+def deflated_sharpe_from(
+    sr: float, t: int, skew: float, kurt: float, n_trials: int = 1, sr_variance: float | None = None
+) -> float:
     """Deflated Sharpe ratio (Bailey & López de Prado 2014, *The deflated Sharpe ratio*, J. Portfolio Mgmt 40(5),
     eq. 9-10): the probabilistic Sharpe ratio against the expected best Sharpe of ``n_trials`` unskilled trials
     whose Sharpe estimates have variance ``sr_variance``. It deflates only when ``n_trials`` is the real number of
@@ -130,8 +164,7 @@ def _moments(returns: np.ndarray) -> tuple[float, int, float, float] | None:
     r = np.asarray(returns, dtype=float)
     if len(r) < 3 or np.std(r, ddof=1) == 0:
         return None
-    return (float(np.mean(r) / np.std(r, ddof=1)), len(r), float(stats.skew(r)),
-            float(stats.kurtosis(r, fisher=False)))  # fmt: skip
+    return (float(np.mean(r) / np.std(r, ddof=1)), len(r), float(stats.skew(r)), float(stats.kurtosis(r, fisher=False)))
 
 
 def probabilistic_sharpe(returns: np.ndarray, sr_benchmark: float = 0.0) -> float | None:
@@ -165,8 +198,9 @@ def precision_interval(wins: np.ndarray, horizon: int, level: float = 0.95) -> t
     if n == 0:
         return [None, None], "no trades"
     if horizon <= 1:
-        return list(wilson(float(w.sum()), n, level)), ("Wilson interval; horizon 1: trades do not overlap and are "
-                                                         "treated as independent")  # fmt: skip
+        return list(wilson(float(w.sum()), n, level)), (
+            "Wilson interval; horizon 1: trades do not overlap and are treated as independent"
+        )
     p = float(w.mean())
     kernel, se = "Hansen–Hodrick", hac_se(w, horizon - 1, "uniform")
     if not se > 0:
@@ -174,7 +208,8 @@ def precision_interval(wins: np.ndarray, horizon: int, level: float = 0.95) -> t
     n_eff = float(n) if not se > 0 or p in (0.0, 1.0) else min(float(n), p * (1 - p) / se**2)
     return list(wilson(p * n_eff, n_eff, level)), (
         f"Wilson interval on the {kernel} effective number of trades ({n_eff:.1f} of {n}, {horizon - 1} lags): "
-        f"trades {horizon} bars long overlap, so they are not independent")  # fmt: skip
+        f"trades {horizon} bars long overlap, so they are not independent"
+    )
 
 
 def base_rates(bars: Bars, start: int, n: int, cfg: GateConfig) -> dict[str, Any]:
@@ -191,8 +226,9 @@ def base_rates(bars: Bars, start: int, n: int, cfg: GateConfig) -> dict[str, Any
     return {"bars": int(len(idx)), "BUY": float(np.mean(move - cost > 0)), "SELL": float(np.mean(-move - cost > 0))}
 
 
-def metrics_from(bars: Bars, start: int, decisions: list[Decision], trades: list[dict[str, Any]],
-                 cfg: GateConfig) -> dict[str, Any]:  # fmt: skip
+def metrics_from(
+    bars: Bars, start: int, decisions: list[Decision], trades: list[dict[str, Any]], cfg: GateConfig
+) -> dict[str, Any]:
     """The replay's figures (see the module docstring), strict-JSON ready."""
     from fxgate.models._stats import json_safe
 
@@ -217,11 +253,18 @@ def metrics_from(bars: Bars, start: int, decisions: list[Decision], trades: list
             veto[d.first_veto] = veto.get(d.first_veto, 0) + 1
     llm: dict[str, Any] = {}
     for name in ("L2", "L3"):
-        ev = [v for d in decisions for v in d.layers if v.name == name and v.enabled
-              and not v.reason.startswith("not evaluated")]  # fmt: skip
+        ev = [
+            v
+            for d in decisions
+            for v in d.layers
+            if v.name == name and v.enabled and not v.reason.startswith("not evaluated")
+        ]
         if any(v.name == name and v.enabled for d in decisions[:1] for v in d.layers):
-            llm[name] = {"evaluated": len(ev), "passed": sum(v.passed for v in ev),
-                         "failed_closed": sum(v.score is None for v in ev)}  # fmt: skip
+            llm[name] = {
+                "evaluated": len(ev),
+                "passed": sum(v.passed for v in ev),
+                "failed_closed": sum(v.score is None for v in ev),
+            }
     equity = np.r_[0.0, np.cumsum(pips)]
     mdd = float(np.max(np.maximum.accumulate(equity) - equity))
     span_years = (int(bars.ts[start + n - 1]) - int(bars.ts[start])) / (365.25 * 86400e9) if n else 0.0
@@ -238,11 +281,20 @@ def metrics_from(bars: Bars, start: int, decisions: list[Decision], trades: list
     mix = [(v["trades"], v["base_rate"]) for v in by_dir.values() if v["trades"] and v["base_rate"] is not None]
     base_mix = sum(k * b for k, b in mix) / sum(k for k, _ in mix) if mix else None
     m = {
-        "bars": n, "signals": signals, "coverage": signals / n if n else None, "horizon": h,
-        "trades_scored": len(trades), "precision": precision, "precision_ci95": ci, "precision_ci95_method": ci_method,
+        "bars": n,
+        "signals": signals,
+        "coverage": signals / n if n else None,
+        "horizon": h,
+        "trades_scored": len(trades),
+        "precision": precision,
+        "precision_ci95": ci,
+        "precision_ci95_method": ci_method,
         # the precision a skill-less signal gets: the same direction mix entered on every scorable replayed bar
-        "base_rate": base_mix, "base_rate_bars": base["bars"], "by_direction": by_dir,
-        "funnel_passed": funnel, "first_veto": dict(sorted(veto.items(), key=lambda kv: -kv[1])),
+        "base_rate": base_mix,
+        "base_rate_bars": base["bars"],
+        "by_direction": by_dir,
+        "funnel_passed": funnel,
+        "first_veto": dict(sorted(veto.items(), key=lambda kv: -kv[1])),
         "disabled_layers": sorted(disabled),
         "llm_layers": llm,  # bars that reached L2/L3, passed them, or got no usable answer (failed closed)
         # P&L of Decision.size units per trade (pips x units), net of the full entry spread
@@ -253,22 +305,33 @@ def metrics_from(bars: Bars, start: int, decisions: list[Decision], trades: list
         "sharpe_annualized": sharpe_trade * math.sqrt(per_year) if sharpe_trade is not None and per_year else None,
         # one configuration replayed, no selection among trials: the probabilistic (not deflated) Sharpe ratio
         "probabilistic_sharpe": probabilistic_sharpe(pips),
-        "sharpe_assumes": ("independent trades" if h == 1 else f"independent trades, but trades {h} bars long "
-                           "overlap: the Sharpe figures overstate the evidence"),  # fmt: skip
+        "sharpe_assumes": (
+            "independent trades"
+            if h == 1
+            else f"independent trades, but trades {h} bars long overlap: the Sharpe figures overstate the evidence"
+        ),
         "max_drawdown_pips": mdd,
-        "latency_us": {k: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))}
-                       for k, v in lat.items()},  # fmt: skip
+        "latency_us": {
+            k: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))} for k, v in lat.items()
+        },
         "replayed_from_ts": int(bars.ts[start]) if n else None,
-    }  # fmt: skip
+    }
     if trades:
-        base_txt = (f"; entering the same directions on every replayed bar would have won {base_mix:.1%}"
-                    if base_mix is not None else "")  # fmt: skip
-        m["honesty"] = (f"Measured out of sample: {precision:.1%} of {len(trades)} signals won after the spread "
-                        f"(95% CI {ci[0]:.1%}–{ci[1]:.1%}){base_txt}; the original design claimed "
-                        f"{SEED_CLAIM:.3%}.")  # fmt: skip
+        base_txt = (
+            f"; entering the same directions on every replayed bar would have won {base_mix:.1%}"
+            if base_mix is not None
+            else ""
+        )
+        m["honesty"] = (
+            f"Measured out of sample: {precision:.1%} of {len(trades)} signals won after the spread "
+            f"(95% CI {ci[0]:.1%}–{ci[1]:.1%}){base_txt}; the original design claimed "
+            f"{SEED_CLAIM:.3%}."
+        )
     else:
-        m["honesty"] = ("No signal was emitted out of sample, so no precision can be measured — not the "
-                        f"{SEED_CLAIM:.3%} the original design claimed.")  # fmt: skip
+        m["honesty"] = (
+            "No signal was emitted out of sample, so no precision can be measured — not the "
+            f"{SEED_CLAIM:.3%} the original design claimed."
+        )
     return json_safe(m)
 
 
@@ -278,19 +341,25 @@ def check_bundle(bundle: Any, bars: Bars, cfg: GateConfig, *, skip_trained_bars:
     where = f"bundle {bundle.directory}" if getattr(bundle, "directory", None) else "the bundle"
     bs, ds = (bundle.symbol or "").upper(), (bars.symbol or "").upper()
     if bs and ds and bs != ds:
-        raise FxgateError(f"{where} was fitted on {bundle.symbol} bars; this data is {bars.symbol}. Fix: fit a "
-                          f"bundle on {bars.symbol} (`fxgate fit --data FILE`), or replay {bundle.symbol} "
-                          "data")  # fmt: skip
+        raise FxgateError(
+            f"{where} was fitted on {bundle.symbol} bars; this data is {bars.symbol}. Fix: fit a "
+            f"bundle on {bars.symbol} (`fxgate fit --data FILE`), or replay {bundle.symbol} "
+            "data"
+        )
     if bundle.timeframe and bundle.timeframe != bars.timeframe:
-        raise FxgateError(f"{where} was fitted on {bundle.timeframe} bars; this data is {bars.timeframe}. Fix: fit "
-                          f"a bundle on {bars.timeframe} bars, or resample the data to {bundle.timeframe} "
-                          f"(`fxgate data convert --to {bundle.timeframe}`)")  # fmt: skip
+        raise FxgateError(
+            f"{where} was fitted on {bundle.timeframe} bars; this data is {bars.timeframe}. Fix: fit "
+            f"a bundle on {bars.timeframe} bars, or resample the data to {bundle.timeframe} "
+            f"(`fxgate data convert --to {bundle.timeframe}`)"
+        )
     bh = int(bundle.label_spec.horizon)
     if bh != cfg.horizon:
-        raise FxgateError(f"{where}'s labels look {bh} bar(s) ahead (label_spec.horizon = {bh}); the config's "
-                          f"horizon is {cfg.horizon}, so trades and outcome modules would score another question "
-                          f"than the one the models answer. Fix: set horizon = {bh} in the config, or refit the "
-                          f"bundle with `fxgate fit --horizon {cfg.horizon}`")  # fmt: skip
+        raise FxgateError(
+            f"{where}'s labels look {bh} bar(s) ahead (label_spec.horizon = {bh}); the config's "
+            f"horizon is {cfg.horizon}, so trades and outcome modules would score another question "
+            f"than the one the models answer. Fix: set horizon = {bh} in the config, or refit the "
+            f"bundle with `fxgate fit --horizon {cfg.horizon}`"
+        )
     win = bundle.manifest["training_window"]
     first, last = int(win["first_ts"]), int(win["last_label_end_ts"])
     k = int(np.searchsorted(bars.ts, last, side="right"))  # data bars at or before the last bar a label saw
@@ -300,22 +369,33 @@ def check_bundle(bundle: Any, bars: Bars, cfg: GateConfig, *, skip_trained_bars:
 
     trained = f"{where} was trained on bars {t(first)} .. {t(last)} (the last bar its labels looked at)"
     if k >= len(bars):
-        raise FxgateError(f"{trained}, the end of this data ({t(int(bars.ts[-1]))}): nothing out of sample is left "
-                          "to replay. Fix: replay later bars or refit on earlier ones")  # fmt: skip
+        raise FxgateError(
+            f"{trained}, the end of this data ({t(int(bars.ts[-1]))}): nothing out of sample is left "
+            "to replay. Fix: replay later bars or refit on earlier ones"
+        )
     if k and not skip_trained_bars:
-        raise FxgateError(f"{trained}; {k} of this data's {len(bars)} bars ({t(int(bars.ts[0]))} .. "
-                          f"{t(int(bars.ts[k - 1]))}) are at or before that: the model learned from them, or from "
-                          "bars after them, so scoring them is not out of sample. Fix: replay only bars after "
-                          f"{t(last)}, refit the bundle on bars before {t(int(bars.ts[0]))}, or ask to skip them "
-                          "(`fxgate replay --skip-trained-bars`, `replay(..., skip_trained_bars=True)`): they then "
-                          "only warm the gate's state and the replay starts at "
-                          f"{t(int(bars.ts[k]))}")  # fmt: skip
+        raise FxgateError(
+            f"{trained}; {k} of this data's {len(bars)} bars ({t(int(bars.ts[0]))} .. "
+            f"{t(int(bars.ts[k - 1]))}) are at or before that: the model learned from them, or from "
+            "bars after them, so scoring them is not out of sample. Fix: replay only bars after "
+            f"{t(last)}, refit the bundle on bars before {t(int(bars.ts[0]))}, or ask to skip them "
+            "(`fxgate replay --skip-trained-bars`, `replay(..., skip_trained_bars=True)`): they then "
+            "only warm the gate's state and the replay starts at "
+            f"{t(int(bars.ts[k]))}"
+        )
     return k
 
 
-def replay(bars: Bars, cfg: GateConfig, *, bundle: Any = None, skip_trained_bars: bool = False,
-           progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
-           fit_progress: Callable[[str], None] | None = None) -> ReplayResult:  # fmt: skip
+def replay(
+    bars: Bars,
+    cfg: GateConfig,
+    *,
+    bundle: Any = None,
+    skip_trained_bars: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    fit_progress: Callable[[str], None] | None = None,
+) -> ReplayResult:
     """Run ``Gate.on_bar`` over ``bars`` (see the module docstring for the bundle checks and
     ``skip_trained_bars``)."""
     from fxgate.engine.gate import Gate
@@ -331,8 +411,10 @@ def replay(bars: Bars, cfg: GateConfig, *, bundle: Any = None, skip_trained_bars
     else:
         start = rc.train_bars
         if start + 10 > n:
-            raise FxgateError(f"{n} bars: need more than replay.train_bars = {rc.train_bars} to replay anything. "
-                              "Fix: lower [replay] train_bars or give a longer file")  # fmt: skip
+            raise FxgateError(
+                f"{n} bars: need more than replay.train_bars = {rc.train_bars} to replay anything. "
+                "Fix: lower [replay] train_bars or give a longer file"
+            )
         edges = list(range(start, n, rc.window_bars)) + [n]
         windows = [(a, b, None) for a, b in zip(edges[:-1], edges[1:], strict=True)]
     gate = Gate(cfg, None, timeframe=bars.timeframe, symbol=bars.symbol)
@@ -357,10 +439,19 @@ def replay(bars: Bars, cfg: GateConfig, *, bundle: Any = None, skip_trained_bars
             if fit_progress:
                 fit_progress(f"fitting Layer 1 on bars 0..{a - 1} for bars {a}..{b - 1}")
             ens = TreeEnsemble()
-            ens.fit(bars[:a], spec, EnsembleConfig(n_estimators=rc.n_estimators, folds=rc.folds,
-                                                   threshold=cfg.l1.threshold), evaluate=False)  # fmt: skip
-            fits.append({"window_start_ts": int(bars.ts[a]), "trained_until_ts": int(bars.ts[a - 1]),
-                         "bundle_hash": ens.bundle_hash[:16]})  # fmt: skip
+            ens.fit(
+                bars[:a],
+                spec,
+                EnsembleConfig(n_estimators=rc.n_estimators, folds=rc.folds, threshold=cfg.l1.threshold),
+                evaluate=False,
+            )
+            fits.append(
+                {
+                    "window_start_ts": int(bars.ts[a]),
+                    "trained_until_ts": int(bars.ts[a - 1]),
+                    "bundle_hash": ens.bundle_hash[:16],
+                }
+            )
         gate.set_ensemble(ens)
         for i in range(a, b):
             decisions.append(gate.on_bar(bars[i]))
@@ -378,15 +469,20 @@ def replay(bars: Bars, cfg: GateConfig, *, bundle: Any = None, skip_trained_bars
     metrics["warmup_bars"] = start
     metrics["costs"] = {"spread_from": "file" if bars.spread is not None else "config", "config_spread": cfg.spread}
     if bars.spread is None and cfg.spread == 0:
-        metrics["costs"]["warning"] = ("no spread column and the config's spread = 0: every trade and cost check here "
-                                       "assumed zero cost. Fix: set spread in the config (EURUSD ~0.00008)")
+        metrics["costs"]["warning"] = (
+            "no spread column and the config's spread = 0: every trade and cost check here "
+            "assumed zero cost. Fix: set spread in the config (EURUSD ~0.00008)"
+        )
     # what loading repaired (dropped, reordered rows; timeframe parts), so a repaired file is visible downstream
     metrics["data"] = bars.report.to_dict(max_items=100) if getattr(bars, "report", None) is not None else None
     if bundle is not None:
         win = bundle.manifest["training_window"]
-        metrics["bundle"] = {"bundle_hash": bundle.bundle_hash[:16], "trained_first_ts": int(win["first_ts"]),
-                             "last_label_end_ts": int(win["last_label_end_ts"]),
-                             "skipped_trained_bars": start}  # fmt: skip
+        metrics["bundle"] = {
+            "bundle_hash": bundle.bundle_hash[:16],
+            "trained_first_ts": int(win["first_ts"]),
+            "last_label_end_ts": int(win["last_label_end_ts"]),
+            "skipped_trained_bars": start,
+        }
     gate.close()
     return ReplayResult(bars, start, decisions, trades, metrics, interrupted, fits, ens, cfg.horizon)
 
@@ -404,8 +500,14 @@ def write_outputs(res: ReplayResult, out_dir: Any) -> dict[str, str]:
     d.mkdir(parents=True, exist_ok=True)
     rows = []
     for dec in res.decisions:
-        row = {"ts": pd.Timestamp(dec.ts, tz="UTC"), "action": dec.action, "size": dec.size,
-               "confidence": dec.confidence, "first_veto": dec.first_veto, "decision_json": dec.to_json()}  # fmt: skip
+        row = {
+            "ts": pd.Timestamp(dec.ts, tz="UTC"),
+            "action": dec.action,
+            "size": dec.size,
+            "confidence": dec.confidence,
+            "first_veto": dec.first_veto,
+            "decision_json": dec.to_json(),
+        }
         for v in dec.layers:
             row[f"{v.name}_enabled"], row[f"{v.name}_passed"] = v.enabled, v.passed
             row[f"{v.name}_score"], row[f"{v.name}_latency_us"] = v.score, v.latency_us

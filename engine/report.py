@@ -45,14 +45,18 @@ def _polyline(x: np.ndarray, y: np.ndarray, color: str, width: float = 1.2) -> s
 
 
 def _frame(title: str, body: str, note: str = "", height: int = H) -> str:
-    return (f'<section><h2>{_esc(title)}</h2><svg viewBox="0 0 {W} {height}" width="100%" role="img" '
-            f'aria-label="{_esc(title)}"><rect x="0" y="0" width="{W}" height="{height}" fill="#fff" '
-            f'stroke="#ddd"/>{body}</svg>{f"<p class=note>{_esc(note)}</p>" if note else ""}</section>')  # fmt: skip
+    return (
+        f'<section><h2>{_esc(title)}</h2><svg viewBox="0 0 {W} {height}" width="100%" role="img" '
+        f'aria-label="{_esc(title)}"><rect x="0" y="0" width="{W}" height="{height}" fill="#fff" '
+        f'stroke="#ddd"/>{body}</svg>{f"<p class=note>{_esc(note)}</p>" if note else ""}</section>'
+    )
 
 
 def _axis_labels(lo: float, hi: float, fmt: str = "{:.5g}") -> str:
-    return (f'<text x="4" y="{PAD - 8}" class="ax">{fmt.format(hi)}</text>'
-            f'<text x="4" y="{H - 8}" class="ax">{fmt.format(lo)}</text>')  # fmt: skip
+    return (
+        f'<text x="4" y="{PAD - 8}" class="ax">{fmt.format(hi)}</text>'
+        f'<text x="4" y="{H - 8}" class="ax">{fmt.format(lo)}</text>'
+    )
 
 
 def _price_chart(res: ReplayResult) -> str:
@@ -85,10 +89,16 @@ def _equity_chart(res: ReplayResult) -> str:
     dd = eq - np.maximum.accumulate(eq)
     lo, hi = float(min(eq.min(), dd.min())), float(max(eq.max(), 0.0))
     xs = _scale(np.arange(len(eq), dtype=float), 0, max(1, len(eq) - 1), PAD, W - 10)
-    body = _polyline(xs, _scale(eq, lo, hi, H - PAD, PAD), "#0969da") + _polyline(
-        xs, _scale(dd, lo, hi, H - PAD, PAD), "#cf222e") + _axis_labels(lo, hi, "{:.1f}")  # fmt: skip
-    return _frame("Equity and drawdown (pips × size)", body, f"{len(pips)} trades of Decision.size units each, net "
-                  "of the full entry spread; blue equity, red drawdown")  # fmt: skip
+    body = (
+        _polyline(xs, _scale(eq, lo, hi, H - PAD, PAD), "#0969da")
+        + _polyline(xs, _scale(dd, lo, hi, H - PAD, PAD), "#cf222e")
+        + _axis_labels(lo, hi, "{:.1f}")
+    )
+    return _frame(
+        "Equity and drawdown (pips × size)",
+        body,
+        f"{len(pips)} trades of Decision.size units each, net of the full entry spread; blue equity, red drawdown",
+    )
 
 
 def _l1_arrays(res: ReplayResult) -> tuple[np.ndarray, np.ndarray]:
@@ -115,20 +125,29 @@ def _reliability_chart(res: ReplayResult) -> str:
     conf = np.maximum(p[ok], 1 - p[ok])
     hit = (p[ok] >= 0.5) == (move[ok] > 0)
     edges = np.linspace(0.5, 1.0, 11)
-    body = [_polyline(_scale(np.array([0.5, 1.0]), 0.5, 1, PAD, W - 10), _scale(np.array([0.5, 1.0]), 0.5, 1, H - PAD,
-                                                                                  PAD), "#bbb", 1)]  # fmt: skip
+    body = [
+        _polyline(
+            _scale(np.array([0.5, 1.0]), 0.5, 1, PAD, W - 10),
+            _scale(np.array([0.5, 1.0]), 0.5, 1, H - PAD, PAD),
+            "#bbb",
+            1,
+        )
+    ]
     rows = []
     for a, b in zip(edges[:-1], edges[1:], strict=True):
         m = (conf >= a) & (conf < b if b < 1 else conf <= b)
         if m.sum():
             x = float(_scale(np.array([conf[m].mean()]), 0.5, 1, PAD, W - 10)[0])
             y = float(_scale(np.array([hit[m].mean()]), 0.5, 1, H - PAD, PAD)[0])
-            body.append(f'<circle cx="{x:.1f}" cy="{min(max(y, 0), H):.1f}" r="{2 + math.log1p(m.sum()):.1f}" '
-                        f'fill="#0969da"/>')  # fmt: skip
+            body.append(
+                f'<circle cx="{x:.1f}" cy="{min(max(y, 0), H):.1f}" r="{2 + math.log1p(m.sum()):.1f}" fill="#0969da"/>'
+            )
             rows.append(f"{a:.2f}–{b:.2f}: {m.sum()} bars, hit rate {hit[m].mean():.3f}")
-    return _frame("Reliability of Layer-1 confidence (mean of the three models)", "".join(body),
-                  f"direction of the move over {res.horizon} bar(s); diagonal = perfectly calibrated. "
-                  + "; ".join(rows))  # fmt: skip
+    return _frame(
+        "Reliability of Layer-1 confidence (mean of the three models)",
+        "".join(body),
+        f"direction of the move over {res.horizon} bar(s); diagonal = perfectly calibrated. " + "; ".join(rows),
+    )
 
 
 def _precision_coverage(res: ReplayResult) -> str:
@@ -153,9 +172,12 @@ def _precision_coverage(res: ReplayResult) -> str:
         return _frame("Precision vs coverage of the Layer-1 rule", "", "; ".join(notes))
     cov, prec = np.array(pts).T
     body = _polyline(_scale(cov, 0, max(cov.max(), 1e-9), PAD, W - 10), _scale(prec, 0, 1, H - PAD, PAD), "#8250df")
-    return _frame("Precision vs coverage of the Layer-1 rule (before costs)", body + _axis_labels(0, 1, "{:.0%}"),
-                  f"x: share of bars on which the rule fires, y: precision of the direction over {res.horizon} "
-                  "bar(s); " + "; ".join(notes))  # fmt: skip
+    return _frame(
+        "Precision vs coverage of the Layer-1 rule (before costs)",
+        body + _axis_labels(0, 1, "{:.0%}"),
+        f"x: share of bars on which the rule fires, y: precision of the direction over {res.horizon} "
+        "bar(s); " + "; ".join(notes),
+    )
 
 
 def _module_rates(res: ReplayResult) -> str:
@@ -177,14 +199,17 @@ def _module_rates(res: ReplayResult) -> str:
         body.append(_polyline(_scale(ks, 0, n, PAD, W - 10), _scale(rate, 0, 1, H - PAD, PAD), c))
         legend.append(f'<span style="color:{c}">{_esc(name)} {ok.mean():.0%}</span>')
     return _frame("Module pass rates over time", "".join(body) + _axis_labels(0, 1, "{:.0%}"), "") + (
-        "<p class=note>" + " · ".join(legend) + "</p>" + f"<p class=note>{_esc(POPULATION_NOTE)}</p>")  # fmt: skip
+        "<p class=note>" + " · ".join(legend) + "</p>" + f"<p class=note>{_esc(POPULATION_NOTE)}</p>"
+    )
 
 
 #: Which bars the outcome-based modules learn from (the report and the README say the same).
-POPULATION_NOTE = ("The outcome-based modules (adverse selection, robust Kelly, Bayesian sizing) learn from every "
-                   "candidate — each bar on which all three Layer-1 models lean the same way, whether or not a signal "
-                   "was emitted — and only once its horizon has elapsed; bars inside the Layer-1 bundle's training "
-                   "window make no candidate.")  # fmt: skip
+POPULATION_NOTE = (
+    "The outcome-based modules (adverse selection, robust Kelly, Bayesian sizing) learn from every "
+    "candidate — each bar on which all three Layer-1 models lean the same way, whether or not a signal "
+    "was emitted — and only once its horizon has elapsed; bars inside the Layer-1 bundle's training "
+    "window make no candidate."
+)
 
 
 def _llm_section(res: ReplayResult) -> str:
@@ -192,77 +217,125 @@ def _llm_section(res: ReplayResult) -> str:
     s = res.metrics.get("llm_layers") or {}
     if not s:
         return ""
-    rows = "".join(f"<tr><th>{_esc(k)}</th><td>{v['evaluated']}</td><td>{v['passed']}</td><td>{v['failed_closed']}"
-                   f"</td></tr>" for k, v in s.items())  # fmt: skip
+    rows = "".join(
+        f"<tr><th>{_esc(k)}</th><td>{v['evaluated']}</td><td>{v['passed']}</td><td>{v['failed_closed']}</td></tr>"
+        for k, v in s.items()
+    )
     seen = []
     for d in res.decisions:
         v = d.layer("L2")
         if v.enabled and v.details and len(seen) < 10:
             a = v.details[0].get("answer") or {}
             l3 = d.layer("L3")
-            seen.append(f"<tr><td>{_esc(np.datetime_as_string(np.datetime64(d.ts, 'ns'), 'm'))}Z</td>"
-                        f"<td>{_esc(a.get('direction', '-'))}</td><td>{_esc(a.get('certainty', '-'))}</td>"
-                        f"<td>{_esc('; '.join(a.get('reasons', [])) or v.reason)}</td>"
-                        f"<td>{_esc(l3.reason if l3.enabled else 'disabled')}</td></tr>")  # fmt: skip
-    answered = ("<table><tr><th>bar</th><th>judge</th><th>certainty</th><th>reasons</th><th>debate</th></tr>"
-                + "".join(seen) + "</table>") if seen else (
-        "<p>No bar reached the LLM layers: they run only on bars that every cheaper layer passed.</p>")  # fmt: skip
-    return (f"<section><h2>LLM layers</h2><table><tr><th>layer</th><th>evaluated</th><th>passed</th>"
-            f"<th>no usable answer</th></tr>{rows}</table>{answered}<p class=note>Full reasoning and debate "
-            f"transcripts: decision_json in decisions.parquet.</p></section>")  # fmt: skip
+            seen.append(
+                f"<tr><td>{_esc(np.datetime_as_string(np.datetime64(d.ts, 'ns'), 'm'))}Z</td>"
+                f"<td>{_esc(a.get('direction', '-'))}</td><td>{_esc(a.get('certainty', '-'))}</td>"
+                f"<td>{_esc('; '.join(a.get('reasons', [])) or v.reason)}</td>"
+                f"<td>{_esc(l3.reason if l3.enabled else 'disabled')}</td></tr>"
+            )
+    answered = (
+        (
+            "<table><tr><th>bar</th><th>judge</th><th>certainty</th><th>reasons</th><th>debate</th></tr>"
+            + "".join(seen)
+            + "</table>"
+        )
+        if seen
+        else ("<p>No bar reached the LLM layers: they run only on bars that every cheaper layer passed.</p>")
+    )
+    return (
+        f"<section><h2>LLM layers</h2><table><tr><th>layer</th><th>evaluated</th><th>passed</th>"
+        f"<th>no usable answer</th></tr>{rows}</table>{answered}<p class=note>Full reasoning and debate "
+        f"transcripts: decision_json in decisions.parquet.</p></section>"
+    )
 
 
 def write_report(res: ReplayResult, path: str | Path, config_hash: str = "") -> Path:
     m = res.metrics
     b = res.bars
-    period = (f"{np.datetime_as_string(b.times[res.start], 'm')}Z – {np.datetime_as_string(b.times[-1], 'm')}Z"
-              if len(res.decisions) else "-")  # fmt: skip
+    period = (
+        f"{np.datetime_as_string(b.times[res.start], 'm')}Z – {np.datetime_as_string(b.times[-1], 'm')}Z"
+        if len(res.decisions)
+        else "-"
+    )
     disabled = m.get("disabled_layers", [])
-    warn = (f'<p class="warn">Disabled in every decision: {", ".join(disabled)}. Every decision below, signal or '
-            f"not, was made without {'these layers' if len(disabled) > 1 else 'this layer'}.</p>"
-            if disabled else "")  # fmt: skip
+    warn = (
+        f'<p class="warn">Disabled in every decision: {", ".join(disabled)}. Every decision below, signal or '
+        f"not, was made without {'these layers' if len(disabled) > 1 else 'this layer'}.</p>"
+        if disabled
+        else ""
+    )
     ci = m.get("precision_ci95") or [None, None]
 
     def fmt(x: Any, f: str = "{:.3f}") -> str:
         return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f.format(x)
 
     by = m.get("by_direction", {})
-    per_dir = "; ".join(f"{k} {fmt(v['precision'], '{:.1%}')} of {v['trades']} vs base {fmt(v['base_rate'], '{:.1%}')}"
-                        for k, v in by.items() if v["trades"])  # fmt: skip
-    head = [("bars replayed", m["bars"]), ("signals", m["signals"]), ("coverage", fmt(m["coverage"], "{:.2%}")),
-            (f"precision after spread ({m.get('horizon', 1)}-bar trades)", fmt(m["precision"], "{:.1%}")
-             + (f" [{fmt(ci[0], '{:.1%}')}, {fmt(ci[1], '{:.1%}')}]" if m["precision"] is not None else "")),
-            ("base rate, same directions on every replayed bar", fmt(m.get("base_rate"), "{:.1%}")
-             + (f" ({per_dir})" if per_dir else "")),
-            ("P&L (pips × size, after spread)", fmt(m["pnl_pips"], "{:.1f}")),
-            ("Sharpe per trade", fmt(m["sharpe_per_trade"])), ("Sharpe annualized", fmt(m["sharpe_annualized"])),
-            ("probabilistic Sharpe, P(true Sharpe > 0); one configuration, no trials to deflate by",
-             fmt(m.get("probabilistic_sharpe"))),
-            ("max drawdown (pips × size)", fmt(m["max_drawdown_pips"], "{:.1f}"))]  # fmt: skip
-    notes = [f"Precision interval: {m['precision_ci95_method']}." if m.get("precision_ci95_method") else "",
-             f"Sharpe figures assume {m['sharpe_assumes']}." if m.get("sharpe_assumes") else ""]
+    per_dir = "; ".join(
+        f"{k} {fmt(v['precision'], '{:.1%}')} of {v['trades']} vs base {fmt(v['base_rate'], '{:.1%}')}"
+        for k, v in by.items()
+        if v["trades"]
+    )
+    head = [
+        ("bars replayed", m["bars"]),
+        ("signals", m["signals"]),
+        ("coverage", fmt(m["coverage"], "{:.2%}")),
+        (
+            f"precision after spread ({m.get('horizon', 1)}-bar trades)",
+            fmt(m["precision"], "{:.1%}")
+            + (f" [{fmt(ci[0], '{:.1%}')}, {fmt(ci[1], '{:.1%}')}]" if m["precision"] is not None else ""),
+        ),
+        (
+            "base rate, same directions on every replayed bar",
+            fmt(m.get("base_rate"), "{:.1%}") + (f" ({per_dir})" if per_dir else ""),
+        ),
+        ("P&L (pips × size, after spread)", fmt(m["pnl_pips"], "{:.1f}")),
+        ("Sharpe per trade", fmt(m["sharpe_per_trade"])),
+        ("Sharpe annualized", fmt(m["sharpe_annualized"])),
+        (
+            "probabilistic Sharpe, P(true Sharpe > 0); one configuration, no trials to deflate by",
+            fmt(m.get("probabilistic_sharpe")),
+        ),
+        ("max drawdown (pips × size)", fmt(m["max_drawdown_pips"], "{:.1f}")),
+    ]
+    notes = [
+        f"Precision interval: {m['precision_ci95_method']}." if m.get("precision_ci95_method") else "",
+        f"Sharpe figures assume {m['sharpe_assumes']}." if m.get("sharpe_assumes") else "",
+    ]
     bundle = m.get("bundle") or {}
-    skipped = (f'<p class="warn">The first {bundle["skipped_trained_bars"]} bars of the file are inside the bundle\'s '
-               "training window: they only warmed the gate's state (skip_trained_bars) and are not scored.</p>"
-               if bundle.get("skipped_trained_bars") else "")  # fmt: skip
+    skipped = (
+        f'<p class="warn">The first {bundle["skipped_trained_bars"]} bars of the file are inside the bundle\'s '
+        "training window: they only warmed the gate's state (skip_trained_bars) and are not scored.</p>"
+        if bundle.get("skipped_trained_bars")
+        else ""
+    )
     cw = (m.get("costs") or {}).get("warning")
     cost_warn = f'<p class="warn">Costs: {_esc(cw)}.</p>' if cw else ""
     data = m.get("data") or {}
     rep = {a: v for a, v in (data.get("repairs") or {}).items() if v.get("count")}
     repaired = ""
     if rep or len(data.get("timeframe_segments") or []) > 1:
-        parts = [f"{v['count']} row(s) {a} (lines " + ", ".join(f"{x}" if x == y else f"{x}-{y}"
-                 for x, y in v["lines"][:12]) + (", …" if len(v["lines"]) > 12 else "") + ")"
-                 for a, v in rep.items()]  # fmt: skip
-        segs = [f"lines {g['first_line']}-{g['last_line']}: {g['timeframe']} ({g['bars']} bars"
-                f"{', kept' if g['kept'] else ', dropped'})" for g in data.get("timeframe_segments") or []]
-        repaired = (f'<p class="warn">The data file was repaired on loading (policy {_esc(data.get("policy"))}): '
-                    f"{_esc('; '.join(parts + segs))}. The replay ran on the repaired bars.</p>")  # fmt: skip
+        parts = [
+            f"{v['count']} row(s) {a} (lines "
+            + ", ".join(f"{x}" if x == y else f"{x}-{y}" for x, y in v["lines"][:12])
+            + (", …" if len(v["lines"]) > 12 else "")
+            + ")"
+            for a, v in rep.items()
+        ]
+        segs = [
+            f"lines {g['first_line']}-{g['last_line']}: {g['timeframe']} ({g['bars']} bars"
+            f"{', kept' if g['kept'] else ', dropped'})"
+            for g in data.get("timeframe_segments") or []
+        ]
+        repaired = (
+            f'<p class="warn">The data file was repaired on loading (policy {_esc(data.get("policy"))}): '
+            f"{_esc('; '.join(parts + segs))}. The replay ran on the repaired bars.</p>"
+        )
     table = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in head)
     funnel = "".join(f"<tr><th>{_esc(k)} passed</th><td>{v}</td></tr>" for k, v in m["funnel_passed"].items())
     vetoes = "".join(f"<tr><th>{_esc(k)}</th><td>{v}</td></tr>" for k, v in list(m["first_veto"].items())[:15])
-    lat = "".join(f"<tr><th>{_esc(k)}</th><td>{v['p50']:.1f}</td><td>{v['p99']:.1f}</td></tr>"
-                  for k, v in m["latency_us"].items())  # fmt: skip
+    lat = "".join(
+        f"<tr><th>{_esc(k)}</th><td>{v['p50']:.1f}</td><td>{v['p99']:.1f}</td></tr>" for k, v in m["latency_us"].items()
+    )
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fxgate replay — {_esc(b.symbol)} {_esc(b.timeframe)}</title>
 <style>

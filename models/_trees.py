@@ -57,9 +57,20 @@ class FlatForest:
         x = _as_2d(x, self.n_features)
         out = np.zeros((x.shape[0], self.n_class))
         (_forest_py if twin else _forest)(
-            x, self.feature, self.threshold, self.left, self.right, self.default_left, self.missing, self.value,
-            self.roots, self.tree_class, self.base, self.rule, out,
-        )  # fmt: skip
+            x,
+            self.feature,
+            self.threshold,
+            self.left,
+            self.right,
+            self.default_left,
+            self.missing,
+            self.value,
+            self.roots,
+            self.tree_class,
+            self.base,
+            self.rule,
+            out,
+        )
         return out
 
 
@@ -83,9 +94,17 @@ class FlatOblivious:
         x = _as_2d(x, self.n_features)
         out = np.zeros((x.shape[0], self.n_class))
         (_oblivious_py if twin else _oblivious)(
-            x, self.split_off, self.split_feature, self.border, self.leaf_off, self.leaf_values, self.nan_true,
-            self.scale, self.bias, out,
-        )  # fmt: skip
+            x,
+            self.split_off,
+            self.split_feature,
+            self.border,
+            self.leaf_off,
+            self.leaf_values,
+            self.nan_true,
+            self.scale,
+            self.bias,
+            out,
+        )
         return out
 
 
@@ -230,9 +249,20 @@ def from_xgboost(booster: Any) -> FlatForest:
     n_features = int(param["num_feature"])
     cat = np.concatenate
     return FlatForest(
-        XGB, cat(feats), cat(thr), cat(lft), cat(rgt), cat(dl), np.zeros(offset, np.int8), cat(val),
-        np.array(roots, dtype=np.int64), np.array(model["tree_info"], dtype=np.int64), base, n_class, n_features,
-    )  # fmt: skip
+        XGB,
+        cat(feats),
+        cat(thr),
+        cat(lft),
+        cat(rgt),
+        cat(dl),
+        np.zeros(offset, np.int8),
+        cat(val),
+        np.array(roots, dtype=np.int64),
+        np.array(model["tree_info"], dtype=np.int64),
+        base,
+        n_class,
+        n_features,
+    )
 
 
 def from_lightgbm(booster: Any) -> FlatForest:
@@ -281,10 +311,20 @@ def from_lightgbm(booster: Any) -> FlatForest:
         classes.append(t % per_iter)
     n_class = per_iter
     return FlatForest(
-        LGBM, np.array(feats, np.int64), np.array(thr), np.array(lft, np.int64), np.array(rgt, np.int64),
-        np.array(dl, bool), np.array(miss, np.int8), np.array(val), np.array(roots, np.int64),
-        np.array(classes, np.int64), np.zeros(n_class), n_class, int(d["max_feature_idx"]) + 1,
-    )  # fmt: skip
+        LGBM,
+        np.array(feats, np.int64),
+        np.array(thr),
+        np.array(lft, np.int64),
+        np.array(rgt, np.int64),
+        np.array(dl, bool),
+        np.array(miss, np.int8),
+        np.array(val),
+        np.array(roots, np.int64),
+        np.array(classes, np.int64),
+        np.zeros(n_class),
+        n_class,
+        int(d["max_feature_idx"]) + 1,
+    )
 
 
 def from_catboost(model: Any, path_json: str) -> FlatOblivious:
@@ -323,9 +363,17 @@ def from_catboost(model: Any, path_json: str) -> FlatOblivious:
         leaves.extend(float(v) for v in lv)
         leaf_off.append(len(leaves))
     return FlatOblivious(
-        np.array(split_off, np.int64), np.array(sf, np.int64), np.array(border), np.array(leaf_off, np.int64),
-        np.array(leaves), nan_true, float(scale), bias, n_class, n_features,
-    )  # fmt: skip
+        np.array(split_off, np.int64),
+        np.array(sf, np.int64),
+        np.array(border),
+        np.array(leaf_off, np.int64),
+        np.array(leaves),
+        nan_true,
+        float(scale),
+        bias,
+        n_class,
+        n_features,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -393,12 +441,30 @@ _l1_row = kernel(_l1_row_py, fastmath=False)
 def forest_args(f: FlatForest) -> tuple:
     if f.n_class != 1:
         raise ValueError("the one-row Layer-1 kernel takes binary models")
-    return (f.feature, f.threshold, f.left, f.right, f.default_left, f.missing, f.value, f.roots, float(f.base[0]),
-            f.rule)  # fmt: skip
+    return (
+        f.feature,
+        f.threshold,
+        f.left,
+        f.right,
+        f.default_left,
+        f.missing,
+        f.value,
+        f.roots,
+        float(f.base[0]),
+        f.rule,
+    )
 
 
 def oblivious_args(f: FlatOblivious) -> tuple:
     if f.n_class != 1:
         raise ValueError("the one-row Layer-1 kernel takes binary models")
-    return (f.split_off, f.split_feature, f.border, f.leaf_off, f.leaf_values, f.nan_true, float(f.scale),
-            float(f.bias[0]))  # fmt: skip
+    return (
+        f.split_off,
+        f.split_feature,
+        f.border,
+        f.leaf_off,
+        f.leaf_values,
+        f.nan_true,
+        float(f.scale),
+        float(f.bias[0]),
+    )

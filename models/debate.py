@@ -38,8 +38,13 @@ class DebateVerdict:
     transcript: list[dict[str, Any]] = field(default_factory=list)
 
     def details(self) -> tuple[dict[str, Any], ...]:
-        summary = {"role": "summary", "bull_confidence": self.bull_confidence, "bear_strength": self.bear_strength,
-                   "approve": self.approve, "size_fraction": self.size_fraction}  # fmt: skip
+        summary = {
+            "role": "summary",
+            "bull_confidence": self.bull_confidence,
+            "bear_strength": self.bear_strength,
+            "approve": self.approve,
+            "size_fraction": self.size_fraction,
+        }
         return (summary, *self.transcript)
 
 
@@ -54,10 +59,20 @@ def _turn_text(role: str, rnd: int, parsed: dict[str, Any]) -> str:
 class Debate:
     """Layer 3. ``debate(values, direction)`` never raises: every failure is a fail-closed verdict."""
 
-    def __init__(self, runtimes: dict[str, LlmRuntime], *, rounds: int = 1, threshold: float = 0.95,
-                 bear_max_strength: float = 0.05, think_budget: int = 256, answer_budget: int = 512,
-                 templates: dict[str, str] | None = None, max_items: int = 3, item_chars: int = 120,
-                 timeout_s: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        runtimes: dict[str, LlmRuntime],
+        *,
+        rounds: int = 1,
+        threshold: float = 0.95,
+        bear_max_strength: float = 0.05,
+        think_budget: int = 256,
+        answer_budget: int = 512,
+        templates: dict[str, str] | None = None,
+        max_items: int = 3,
+        item_chars: int = 120,
+        timeout_s: float | None = None,
+    ) -> None:
         missing = [r for r in ROLES if r not in runtimes]
         if missing:
             raise ValueError(f"Debate needs a runtime for every role; missing {missing}")
@@ -77,11 +92,18 @@ class Debate:
 
     def _call(self, role: str, values: dict[str, str], deadline: float | None) -> Generation:
         rt = self.runtimes[role]
-        prompt = rt.build(self.templates[role], values, think_budget=self.think_budget,
-                          answer_budget=self.answer_budget)  # fmt: skip
+        prompt = rt.build(
+            self.templates[role], values, think_budget=self.think_budget, answer_budget=self.answer_budget
+        )
         left = None if deadline is None else max(0.0, deadline - time.perf_counter())
-        return rt.generate(prompt, kind=role, think_budget=self.think_budget, answer_budget=self.answer_budget,
-                           grammar=self.grammars[role], timeout_s=left)  # fmt: skip
+        return rt.generate(
+            prompt,
+            kind=role,
+            think_budget=self.think_budget,
+            answer_budget=self.answer_budget,
+            grammar=self.grammars[role],
+            timeout_s=left,
+        )
 
     def debate(self, values: dict[str, str], direction: str) -> DebateVerdict:
         timeout = self.timeout_s if self.timeout_s is not None else self.runtimes["bull"].settings.timeout_s
@@ -105,11 +127,24 @@ class Debate:
                 v.transcript.append(entry)
                 v.reason = f"{role} (round {rnd}): {entry['error']}"
                 return v
-            entry.update({"answer": g.parsed, "raw_answer": g.answer, "think": g.think,
-                          "think_truncated": g.think_truncated, "cached": g.cached, "seconds": round(g.total_s, 4),
-                          "tokens": {"prompt": g.n_prompt, "prompt_evaluated": g.n_prompt_evaluated,
-                                     "think": g.n_think, "answer": g.n_answer}, "template": g.template,
-                          "dropped_sections": list(g.dropped_sections)})  # fmt: skip
+            entry.update(
+                {
+                    "answer": g.parsed,
+                    "raw_answer": g.answer,
+                    "think": g.think,
+                    "think_truncated": g.think_truncated,
+                    "cached": g.cached,
+                    "seconds": round(g.total_s, 4),
+                    "tokens": {
+                        "prompt": g.n_prompt,
+                        "prompt_evaluated": g.n_prompt_evaluated,
+                        "think": g.n_think,
+                        "answer": g.n_answer,
+                    },
+                    "template": g.template,
+                    "dropped_sections": list(g.dropped_sections),
+                }
+            )
             if g.error is not None or g.parsed is None:
                 entry["error"] = g.error or "no answer"
                 v.transcript.append(entry)
@@ -136,6 +171,8 @@ class Debate:
             fails.append("risk manager cuts the size to 0")
         v.passed = not fails
         v.reason = ("unanimous: " if v.passed else "no consensus: ") + (
-            "; ".join(fails) if fails else f"bull {bc:.2f}, bear {bs:.2f}, risk approves {v.size_fraction:g} "
-            f"of the size for {direction}")  # fmt: skip
+            "; ".join(fails)
+            if fails
+            else f"bull {bc:.2f}, bear {bs:.2f}, risk approves {v.size_fraction:g} of the size for {direction}"
+        )
         return v

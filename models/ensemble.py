@@ -60,8 +60,15 @@ from fxgate.models._trees import (
 from fxgate.models.features import FEATURE_ENGINE_VERSION, FeatureEngine, MadWinsorizer, feature_names
 from fxgate.models.labels import LabelSpec, make_labels
 
-__all__ = ["EnsembleConfig", "TreeEnsemble", "Calibrator", "L1Verdict", "BundleError", "MODEL_NAMES",
-           "purged_walk_forward"]  # fmt: skip
+__all__ = [
+    "EnsembleConfig",
+    "TreeEnsemble",
+    "Calibrator",
+    "L1Verdict",
+    "BundleError",
+    "MODEL_NAMES",
+    "purged_walk_forward",
+]
 
 MODEL_NAMES = ("xgboost", "lightgbm", "catboost")
 BUNDLE_FORMAT = 2  # 2: manifest sidecar, strict JSON, fixed file names
@@ -70,10 +77,19 @@ MANIFEST = "manifest.json"
 SIDECAR = "manifest.json.sha256"
 #: what :meth:`TreeEnsemble.load` reads from a manifest, with the JSON type each must have
 _MANIFEST_SCHEMA: dict[str, type | tuple[type, ...]] = {
-    "bundle_format": int, "symbol": str, "timeframe": str, "feature_engine_version": str, "feature_names": list,
-    "label_spec": dict, "config": dict, "training_window": dict, "calibrators": dict, "winsorizer": dict,
-    "files": dict, "probe": dict,
-}  # fmt: skip
+    "bundle_format": int,
+    "symbol": str,
+    "timeframe": str,
+    "feature_engine_version": str,
+    "feature_names": list,
+    "label_spec": dict,
+    "config": dict,
+    "training_window": dict,
+    "calibrators": dict,
+    "winsorizer": dict,
+    "files": dict,
+    "probe": dict,
+}
 _WINDOW_KEYS = ("first_ts", "last_ts", "last_label_end_ts")
 
 
@@ -154,8 +170,11 @@ class Calibrator:
         half), then refit the winner on the whole window."""
         n = len(p)
         if n < 40 or len(np.unique(y)) < 2:
-            return cls("identity", note=f"{n} calibration rows with {len(np.unique(y))} class(es): need >= 40 and "
-                                        "both classes; probabilities left as the booster gives them")  # fmt: skip
+            return cls(
+                "identity",
+                note=f"{n} calibration rows with {len(np.unique(y))} class(es): need >= 40 and "
+                "both classes; probabilities left as the booster gives them",
+            )
         half = n // 2
         scores = {}
         for kind in ("isotonic", "platt"):
@@ -216,17 +235,42 @@ class L1Verdict:
 
 def _booster_params(cfg: EnsembleConfig) -> dict[str, dict[str, Any]]:
     return {
-        "xgboost": {"objective": "binary:logistic", "max_depth": cfg.max_depth, "eta": cfg.learning_rate,
-                    "subsample": 0.8, "colsample_bytree": 0.8, "nthread": cfg.threads, "seed": cfg.seed,
-                    "tree_method": "hist", "eval_metric": "logloss"},
-        "lightgbm": {"objective": "binary", "num_leaves": 2 ** cfg.max_depth - 1, "max_depth": cfg.max_depth,
-                     "learning_rate": cfg.learning_rate, "bagging_fraction": 0.8, "bagging_freq": 1,
-                     "feature_fraction": 0.8, "num_threads": cfg.threads, "seed": cfg.seed, "verbose": -1,
-                     "deterministic": True, "min_data_in_leaf": 20},
-        "catboost": {"iterations": cfg.n_estimators, "depth": cfg.max_depth, "learning_rate": cfg.learning_rate,
-                     "loss_function": "Logloss", "thread_count": cfg.threads, "random_seed": cfg.seed,
-                     "verbose": 0, "allow_writing_files": False},
-    }  # fmt: skip
+        "xgboost": {
+            "objective": "binary:logistic",
+            "max_depth": cfg.max_depth,
+            "eta": cfg.learning_rate,
+            "subsample": 0.8,
+            "colsample_bytree": 0.8,
+            "nthread": cfg.threads,
+            "seed": cfg.seed,
+            "tree_method": "hist",
+            "eval_metric": "logloss",
+        },
+        "lightgbm": {
+            "objective": "binary",
+            "num_leaves": 2**cfg.max_depth - 1,
+            "max_depth": cfg.max_depth,
+            "learning_rate": cfg.learning_rate,
+            "bagging_fraction": 0.8,
+            "bagging_freq": 1,
+            "feature_fraction": 0.8,
+            "num_threads": cfg.threads,
+            "seed": cfg.seed,
+            "verbose": -1,
+            "deterministic": True,
+            "min_data_in_leaf": 20,
+        },
+        "catboost": {
+            "iterations": cfg.n_estimators,
+            "depth": cfg.max_depth,
+            "learning_rate": cfg.learning_rate,
+            "loss_function": "Logloss",
+            "thread_count": cfg.threads,
+            "random_seed": cfg.seed,
+            "verbose": 0,
+            "allow_writing_files": False,
+        },
+    }
 
 
 def _train_models(x: np.ndarray, y: np.ndarray, cfg: EnsembleConfig) -> dict[str, Any]:
@@ -270,20 +314,26 @@ def _metrics(p: dict[str, np.ndarray], y: np.ndarray, ret: np.ndarray, threshold
         hit = (pm[dec] >= 0.5) == (yb == 1)
         k = int(hit.sum())
         out[name] = {
-            "accuracy": k / max(1, dec.sum()), "accuracy_ci95": _stats.wilson(k, int(dec.sum())),
-            "logloss": _stats.log_loss(pm[dec], yb), "auc": _stats.auc(pm[dec], yb),
-            "ic": _stats.pearson(pm - 0.5, ret), "rank_ic": _stats.spearman(pm, ret),
+            "accuracy": k / max(1, dec.sum()),
+            "accuracy_ci95": _stats.wilson(k, int(dec.sum())),
+            "logloss": _stats.log_loss(pm[dec], yb),
+            "auc": _stats.auc(pm[dec], yb),
+            "ic": _stats.pearson(pm - 0.5, ret),
+            "rank_ic": _stats.spearman(pm, ret),
             "max_confidence": float(np.max(np.maximum(pm, 1 - pm))) if len(pm) else math.nan,
-        }  # fmt: skip
+        }
     probs = np.column_stack([p[m] for m in MODEL_NAMES])
     fires, direction = _rule(probs, threshold)
     n_sig = int(fires.sum())
     correct = int(((direction == y) & fires).sum())  # label 0 (move did not pay the cost) counts as wrong
     out["rule"] = {
-        "threshold": threshold, "signals": n_sig, "coverage": n_sig / max(1, len(y)),
-        "precision": correct / n_sig if n_sig else None, "precision_ci95": _stats.wilson(correct, n_sig),
+        "threshold": threshold,
+        "signals": n_sig,
+        "coverage": n_sig / max(1, len(y)),
+        "precision": correct / n_sig if n_sig else None,
+        "precision_ci95": _stats.wilson(correct, n_sig),
         "bars_all_agree": int((np.all(probs >= 0.5, axis=1) | np.all(probs < 0.5, axis=1)).sum()),
-    }  # fmt: skip
+    }
     return out
 
 
@@ -295,9 +345,15 @@ def _reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict[str,
     rows = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         m = (conf >= lo) & ((conf < hi) if hi < 1 else (conf <= hi))
-        rows.append({"lo": float(lo), "hi": float(hi), "count": int(m.sum()),
-                     "mean_confidence": float(conf[m].mean()) if m.any() else None,
-                     "hit_rate": float(hit[m].mean()) if m.any() else None})  # fmt: skip
+        rows.append(
+            {
+                "lo": float(lo),
+                "hi": float(hi),
+                "count": int(m.sum()),
+                "mean_confidence": float(conf[m].mean()) if m.any() else None,
+                "hit_rate": float(hit[m].mean()) if m.any() else None,
+            }
+        )
     return rows
 
 
@@ -319,8 +375,15 @@ class TreeEnsemble:
         self.directory: Path | None = None  # the bundle directory it was loaded from
 
     # -- training ------------------------------------------------------------------------------------------------
-    def fit(self, bars: Bars, spec: LabelSpec, cfg: EnsembleConfig = EnsembleConfig(),
-            progress: Callable[[str], None] | None = None, *, evaluate: bool = True) -> dict[str, Any]:  # fmt: skip
+    def fit(
+        self,
+        bars: Bars,
+        spec: LabelSpec,
+        cfg: EnsembleConfig = EnsembleConfig(),
+        progress: Callable[[str], None] | None = None,
+        *,
+        evaluate: bool = True,
+    ) -> dict[str, Any]:
         """Walk-forward evaluation, then the final fit on all labelled bars. Returns the report (also kept in
         ``self.manifest['metrics']``). ``evaluate=False`` skips the walk-forward folds (replay refits, whose
         out-of-sample figures come from the replay itself)."""
@@ -345,8 +408,12 @@ class TreeEnsemble:
             part = self._fit_on(x, lab, train, embargo)
             p = part._calibrated_native(x[test])
             rep = _metrics(p, lab.y[test], lab.ret[test], cfg.threshold)
-            rep.update(fold=k + 1, train_bars=int(len(train)), test_start=int(bars.ts[test[0]]),
-                       test_end=int(bars.ts[test[-1]]))  # fmt: skip
+            rep.update(
+                fold=k + 1,
+                train_bars=int(len(train)),
+                test_start=int(bars.ts[test[0]]),
+                test_end=int(bars.ts[test[-1]]),
+            )
             fold_reports.append(rep)
             for m in MODEL_NAMES:
                 pooled[m].append(p[m])
@@ -372,25 +439,30 @@ class TreeEnsemble:
             "reliability_oos": reliability,
             "silence": _silence_note(overall, cfg.threshold) if overall else None,
         }
-        self.manifest = _stats.json_safe({
-            "bundle_format": BUNDLE_FORMAT,
-            "fxgate_version": __version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "symbol": bars.symbol,
-            "timeframe": bars.timeframe,
-            "feature_engine_version": FEATURE_ENGINE_VERSION,
-            "feature_names": self.feature_names,
-            "label_spec": spec.to_dict(),
-            "config": asdict(cfg),
-            "embargo": embargo,
-            # the last bar any training label looked at: replays must start after it
-            "training_window": {"first_ts": int(bars.ts[final_train[0]]), "last_ts": int(bars.ts[final_train[-1]]),
-                                "last_label_end_ts": int(bars.ts[last_end])},
-            "calibrators": {m: asdict(c) for m, c in self.calibrators.items()},
-            "winsorizer": self.winsor.to_dict(),
-            "metrics": report,
-            "libraries": _library_versions(),
-        })  # fmt: skip
+        self.manifest = _stats.json_safe(
+            {
+                "bundle_format": BUNDLE_FORMAT,
+                "fxgate_version": __version__,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "symbol": bars.symbol,
+                "timeframe": bars.timeframe,
+                "feature_engine_version": FEATURE_ENGINE_VERSION,
+                "feature_names": self.feature_names,
+                "label_spec": spec.to_dict(),
+                "config": asdict(cfg),
+                "embargo": embargo,
+                # the last bar any training label looked at: replays must start after it
+                "training_window": {
+                    "first_ts": int(bars.ts[final_train[0]]),
+                    "last_ts": int(bars.ts[final_train[-1]]),
+                    "last_label_end_ts": int(bars.ts[last_end]),
+                },
+                "calibrators": {m: asdict(c) for m, c in self.calibrators.items()},
+                "winsorizer": self.winsor.to_dict(),
+                "metrics": report,
+                "libraries": _library_versions(),
+            }
+        )
         return report
 
     def _fit_on(self, x: np.ndarray, lab: Any, train: np.ndarray, embargo: int) -> TreeEnsemble:
@@ -427,10 +499,16 @@ class TreeEnsemble:
         for c in cal:
             iso += [np.array(c.x or [0.0], dtype=np.float64), np.array(c.y or [0.0], dtype=np.float64)]
         self._row_args = (
-            lo, hi, forest_args(self.compiled["xgboost"]), forest_args(self.compiled["lightgbm"]),
-            oblivious_args(self.compiled["catboost"]), np.array([kinds[c.kind] for c in cal], dtype=np.int64),
-            np.array([c.a for c in cal]), np.array([c.b for c in cal]), *iso,
-        )  # fmt: skip
+            lo,
+            hi,
+            forest_args(self.compiled["xgboost"]),
+            forest_args(self.compiled["lightgbm"]),
+            oblivious_args(self.compiled["catboost"]),
+            np.array([kinds[c.kind] for c in cal], dtype=np.int64),
+            np.array([c.a for c in cal]),
+            np.array([c.b for c in cal]),
+            *iso,
+        )
 
     def predict_row(self, x: np.ndarray) -> np.ndarray:
         """Calibrated P(up) of the three models for one feature vector, in one compiled call (the live path)."""
@@ -480,8 +558,14 @@ class TreeEnsemble:
                 thr,
                 f"all say {direction} but {MODEL_NAMES[weakest]} confidence {conf[weakest]:.3f} < {thr}",
             )
-        return L1Verdict(True, direction, probs, float(conf.min()), thr,
-                         f"all three say {direction} with confidence >= {thr} (min {conf.min():.3f})")  # fmt: skip
+        return L1Verdict(
+            True,
+            direction,
+            probs,
+            float(conf.min()),
+            thr,
+            f"all three say {direction} with confidence >= {thr} (min {conf.min():.3f})",
+        )
 
     # -- bundle --------------------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -524,8 +608,10 @@ class TreeEnsemble:
         raw = mpath.read_bytes()
         man = _parse_manifest(mpath, raw)
         if man.get("bundle_format") != BUNDLE_FORMAT:
-            raise BundleError(f"{mpath}: bundle_format {man.get('bundle_format')} != {BUNDLE_FORMAT} (this fxgate's); "
-                              "refit it with `fxgate fit`")  # fmt: skip
+            raise BundleError(
+                f"{mpath}: bundle_format {man.get('bundle_format')} != {BUNDLE_FORMAT} (this fxgate's); "
+                "refit it with `fxgate fit`"
+            )
         _check_sidecar(d, mpath, raw)
         _check_schema(mpath, man)
         blobs = _read_model_files(d, mpath, man["files"])
@@ -543,8 +629,9 @@ class TreeEnsemble:
         ens.label_spec = _from_manifest(mpath, "label_spec", lambda: LabelSpec(**man["label_spec"]))
         ens.config = _from_manifest(mpath, "config", lambda: EnsembleConfig(**man["config"]))
         ens.winsor = _from_manifest(mpath, "winsorizer", lambda: MadWinsorizer.from_dict(man["winsorizer"]))
-        ens.calibrators = _from_manifest(mpath, "calibrators", lambda: {m: Calibrator(**man["calibrators"][m])
-                                                                        for m in MODEL_NAMES})  # fmt: skip
+        ens.calibrators = _from_manifest(
+            mpath, "calibrators", lambda: {m: Calibrator(**man["calibrators"][m]) for m in MODEL_NAMES}
+        )
 
         def models() -> dict[str, Any]:
             xb = xgb.Booster()
@@ -552,25 +639,30 @@ class TreeEnsemble:
             xb.set_param({"nthread": 1})
             cm = cb.CatBoostClassifier()
             cm.load_model(blob=blobs["catboost"])
-            return {"xgboost": xb, "lightgbm": lgb.Booster(model_str=blobs["lightgbm"].decode("utf-8")),
-                    "catboost": cm}  # fmt: skip
+            return {"xgboost": xb, "lightgbm": lgb.Booster(model_str=blobs["lightgbm"].decode("utf-8")), "catboost": cm}
 
         try:
             ens.models = models()
         except Exception as exc:  # the libraries raise their own error types on a file they cannot parse
-            raise BundleError(f"{d}: a model file matches its sha256 but its library cannot read it ({exc}); the "
-                              "installed xgboost/lightgbm/catboost may be too old. Fix: install the versions in "
-                              f"{MANIFEST} 'libraries' or refit") from exc  # fmt: skip
+            raise BundleError(
+                f"{d}: a model file matches its sha256 but its library cannot read it ({exc}); the "
+                "installed xgboost/lightgbm/catboost may be too old. Fix: install the versions in "
+                f"{MANIFEST} 'libraries' or refit"
+            ) from exc
         ens._compile()
         probe = _from_manifest(mpath, "probe", lambda: np.array(man["probe"]["x"], dtype=np.float64))
         want = _from_manifest(mpath, "probe", lambda: np.array(man["probe"]["proba"], dtype=np.float64))
         if probe.ndim != 2 or want.shape != (len(probe), len(MODEL_NAMES)) or probe.shape[1] != len(feature_names()):
-            raise BundleError(f"{mpath}: probe has shape {probe.shape} -> {want.shape}, expected (k, "
-                              f"{len(feature_names())}) -> (k, {len(MODEL_NAMES)}). Fix: refit the bundle")  # fmt: skip
+            raise BundleError(
+                f"{mpath}: probe has shape {probe.shape} -> {want.shape}, expected (k, "
+                f"{len(feature_names())}) -> (k, {len(MODEL_NAMES)}). Fix: refit the bundle"
+            )
         # native must reproduce the training-time numbers; the compiled evaluator matches native margins to ~1e-6
         # (XGBoost adds leaves in float32), which a steep calibration map can stretch, hence its looser bound
-        for label, got, tol in (("native", ens.predict_proba(probe, native=True), 1e-7),
-                                ("compiled", ens.predict_proba(probe), 1e-5)):  # fmt: skip
+        for label, got, tol in (
+            ("native", ens.predict_proba(probe, native=True), 1e-7),
+            ("compiled", ens.predict_proba(probe), 1e-5),
+        ):
             err = float(np.max(np.abs(got - want)))
             if not err <= tol:
                 raise BundleError(
@@ -602,8 +694,10 @@ def _parse_manifest(mpath: Path, raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise BundleError(f"{mpath}: not UTF-8 text (byte {exc.start}). {_FIX_MANIFEST}") from None
     except json.JSONDecodeError as exc:
-        raise BundleError(f"{mpath}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); the file is truncated "
-                          f"or was edited. {_FIX_MANIFEST}") from None  # fmt: skip
+        raise BundleError(
+            f"{mpath}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); the file is truncated "
+            f"or was edited. {_FIX_MANIFEST}"
+        ) from None
     except ValueError as exc:
         raise BundleError(f"{mpath}: {exc} (strict JSON has no NaN or Infinity). {_FIX_MANIFEST}") from None
     if not isinstance(man, dict):
@@ -614,15 +708,19 @@ def _parse_manifest(mpath: Path, raw: bytes) -> dict[str, Any]:
 def _check_sidecar(d: Path, mpath: Path, raw: bytes) -> None:
     side = d / SIDECAR
     if not side.is_file():
-        raise BundleError(f"{side}: missing; without it an edited manifest (training window, symbol, label spec) "
-                          f"would go unnoticed. Fix: copy the whole bundle directory, or refit")  # fmt: skip
+        raise BundleError(
+            f"{side}: missing; without it an edited manifest (training window, symbol, label spec) "
+            f"would go unnoticed. Fix: copy the whole bundle directory, or refit"
+        )
     parts = side.read_text(encoding="utf-8", errors="replace").split()
     want = parts[0].lower() if parts else ""
     got = hashlib.sha256(raw).hexdigest()
     if got != want:
-        raise BundleError(f"{mpath}: sha256 {got[:12]}… does not match {SIDECAR} ({want[:12] or 'empty'}…): the "
-                          "manifest was changed after `fxgate fit` wrote it, and its training window, symbol, "
-                          f"timeframe and label spec are what replay trusts. {_FIX_MANIFEST}")  # fmt: skip
+        raise BundleError(
+            f"{mpath}: sha256 {got[:12]}… does not match {SIDECAR} ({want[:12] or 'empty'}…): the "
+            "manifest was changed after `fxgate fit` wrote it, and its training window, symbol, "
+            f"timeframe and label spec are what replay trusts. {_FIX_MANIFEST}"
+        )
 
 
 def _check_schema(mpath: Path, man: dict[str, Any]) -> None:
@@ -630,16 +728,20 @@ def _check_schema(mpath: Path, man: dict[str, Any]) -> None:
         if key not in man:
             raise BundleError(f"{mpath}: missing key {key!r}. {_FIX_MANIFEST}")
         if not isinstance(man[key], typ) or isinstance(man[key], bool):
-            raise BundleError(f"{mpath}: {key} is a JSON {type(man[key]).__name__}, expected "
-                              f"{getattr(typ, '__name__', typ)}. {_FIX_MANIFEST}")  # fmt: skip
+            raise BundleError(
+                f"{mpath}: {key} is a JSON {type(man[key]).__name__}, expected "
+                f"{getattr(typ, '__name__', typ)}. {_FIX_MANIFEST}"
+            )
     win = man["training_window"]
     for key in _WINDOW_KEYS:
         if not isinstance(win.get(key), int) or isinstance(win.get(key), bool):
-            raise BundleError(f"{mpath}: training_window.{key} = {win.get(key)!r}, expected an integer time in ns. "
-                              f"{_FIX_MANIFEST}")  # fmt: skip
+            raise BundleError(
+                f"{mpath}: training_window.{key} = {win.get(key)!r}, expected an integer time in ns. {_FIX_MANIFEST}"
+            )
     if not win["first_ts"] <= win["last_ts"] <= win["last_label_end_ts"]:
-        raise BundleError(f"{mpath}: training_window needs first_ts <= last_ts <= last_label_end_ts, got {win}. "
-                          f"{_FIX_MANIFEST}")  # fmt: skip
+        raise BundleError(
+            f"{mpath}: training_window needs first_ts <= last_ts <= last_label_end_ts, got {win}. {_FIX_MANIFEST}"
+        )
     for m in MODEL_NAMES:
         if m not in man["calibrators"]:
             raise BundleError(f"{mpath}: calibrators has no {m!r}. {_FIX_MANIFEST}")
@@ -649,28 +751,35 @@ def _read_model_files(d: Path, mpath: Path, files: dict[str, Any]) -> dict[str, 
     """The bytes of each model file, from the names fxgate fixes (:data:`_FILES`), each checked against the
     manifest's sha256. The manifest's names must be those names: it cannot point the check at another file."""
     if set(files) != set(MODEL_NAMES):
-        raise BundleError(f"{mpath}: files lists {sorted(files)}, expected exactly {list(MODEL_NAMES)}. "
-                          f"{_FIX_MANIFEST}")  # fmt: skip
+        raise BundleError(
+            f"{mpath}: files lists {sorted(files)}, expected exactly {list(MODEL_NAMES)}. {_FIX_MANIFEST}"
+        )
     root = d.resolve()
     out = {}
     for m in MODEL_NAMES:
         info = files[m]
         if not (isinstance(info, dict) and isinstance(info.get("name"), str) and isinstance(info.get("sha256"), str)):
-            raise BundleError(f"{mpath}: files.{m} = {info!r}, expected {{\"name\": ..., \"sha256\": ...}}. "
-                              f"{_FIX_MANIFEST}")  # fmt: skip
+            raise BundleError(
+                f'{mpath}: files.{m} = {info!r}, expected {{"name": ..., "sha256": ...}}. {_FIX_MANIFEST}'
+            )
         name = info["name"]
         if Path(name).is_absolute() or ".." in Path(os.path.normpath(name)).parts:  # by its text: links come below
-            raise BundleError(f"{mpath}: files.{m}.name = {name!r} is outside the bundle directory {d}; fxgate "
-                              f"loads only its own files inside it. {_FIX_MANIFEST}")  # fmt: skip
+            raise BundleError(
+                f"{mpath}: files.{m}.name = {name!r} is outside the bundle directory {d}; fxgate "
+                f"loads only its own files inside it. {_FIX_MANIFEST}"
+            )
         if name != _FILES[m]:
-            raise BundleError(f"{mpath}: files.{m}.name = {name!r}, but fxgate loads {m} from {_FILES[m]!r}: the "
-                              f"manifest cannot send the hash check to another file. {_FIX_MANIFEST}")  # fmt: skip
+            raise BundleError(
+                f"{mpath}: files.{m}.name = {name!r}, but fxgate loads {m} from {_FILES[m]!r}: the "
+                f"manifest cannot send the hash check to another file. {_FIX_MANIFEST}"
+            )
         p = d / _FILES[m]
         if not p.is_file():
             raise BundleError(f"{p}: missing. Fix: copy the whole bundle directory")
         if not p.resolve().is_relative_to(root):
-            raise BundleError(f"{p}: a link to {p.resolve()}, outside the bundle directory. Fix: copy the file itself "
-                              "into the bundle")  # fmt: skip
+            raise BundleError(
+                f"{p}: a link to {p.resolve()}, outside the bundle directory. Fix: copy the file itself into the bundle"
+            )
         data = p.read_bytes()
         got = hashlib.sha256(data).hexdigest()
         if got != info["sha256"]:
@@ -696,8 +805,10 @@ def _silence_note(overall: dict[str, Any], threshold: float) -> str | None:
     maxes = {m: overall[m]["max_confidence"] for m in MODEL_NAMES}
     below = [f"{m} {v:.3f}" for m, v in maxes.items() if v < threshold]
     if below:
-        return (f"the Layer-1 rule fired on no out-of-sample bar: the highest calibrated confidence of "
-                f"{', '.join(below)} never reached {threshold}")  # fmt: skip
+        return (
+            f"the Layer-1 rule fired on no out-of-sample bar: the highest calibrated confidence of "
+            f"{', '.join(below)} never reached {threshold}"
+        )
     return f"the Layer-1 rule fired on no out-of-sample bar: no bar had all three models >= {threshold} together"
 
 
@@ -720,6 +831,10 @@ def _library_versions() -> dict[str, str]:
     import xgboost
 
     return {
-        "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-        "xgboost": xgboost.__version__, "lightgbm": lightgbm.__version__, "catboost": catboost.__version__,
-    }  # fmt: skip
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "xgboost": xgboost.__version__,
+        "lightgbm": lightgbm.__version__,
+        "catboost": catboost.__version__,
+    }

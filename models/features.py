@@ -45,9 +45,36 @@ WINDOWS = (5, 10, 20, 30, 60)
 KBAR = ("KMID", "KLEN", "KMID2", "KUP", "KUP2", "KLOW", "KLOW2", "KSFT", "KSFT2")
 PRICE = ("OPEN0", "HIGH0", "LOW0")
 ROLLING = (
-    "ROC", "MA", "STD", "BETA", "RSQR", "RESI", "MAX", "MIN", "QTLU", "QTLD", "RANK", "RSV", "IMAX", "IMIN", "IMXD",
-    "CORR", "CORD", "CNTP", "CNTN", "CNTD", "SUMP", "SUMN", "SUMD", "VMA", "VSTD", "WVMA", "VSUMP", "VSUMN", "VSUMD",
-)  # fmt: skip
+    "ROC",
+    "MA",
+    "STD",
+    "BETA",
+    "RSQR",
+    "RESI",
+    "MAX",
+    "MIN",
+    "QTLU",
+    "QTLD",
+    "RANK",
+    "RSV",
+    "IMAX",
+    "IMIN",
+    "IMXD",
+    "CORR",
+    "CORD",
+    "CNTP",
+    "CNTN",
+    "CNTD",
+    "SUMP",
+    "SUMN",
+    "SUMD",
+    "VMA",
+    "VSTD",
+    "WVMA",
+    "VSUMP",
+    "VSUMN",
+    "VSUMD",
+)
 VOL = ("RV_D", "RV_W", "RV_M", "BV_D", "BNS_Z", "LM")
 TIME = ("TOD_SIN", "TOD_COS", "DOW", "SESS_ASIA", "SESS_LONDON", "SESS_NY", "SPREAD_REL")
 HIST = 64  # ring capacity for Alpha158 (max window 60 + Ref(., 1))
@@ -177,10 +204,36 @@ def _window_stats_py(o, h, lo, c, v, m, d, out, k):  # type: ignore[no-untyped-d
     else:
         cord = cntp = cntn = cntd = sump = sumn = sumd = wvma = vsump = vsumn = vsumd = nan
     vals = (
-        roc, mean / cur, std / cur, slope / cur, rsq, resi / cur, hmax / cur, lmin / cur, qu / cur, qd / cur, rank,
-        (cur - lmin) / (hmax - lmin + 1e-12), (imax + 1.0) / d, (imin + 1.0) / d, (imax - imin) / d, corr, cord,
-        cntp, cntn, cntd, sump, sumn, sumd, vmean / (vcur + 1e-12), vstd / (vcur + 1e-12), wvma, vsump, vsumn, vsumd,
-    )  # fmt: skip
+        roc,
+        mean / cur,
+        std / cur,
+        slope / cur,
+        rsq,
+        resi / cur,
+        hmax / cur,
+        lmin / cur,
+        qu / cur,
+        qd / cur,
+        rank,
+        (cur - lmin) / (hmax - lmin + 1e-12),
+        (imax + 1.0) / d,
+        (imin + 1.0) / d,
+        (imax - imin) / d,
+        corr,
+        cord,
+        cntp,
+        cntn,
+        cntd,
+        sump,
+        sumn,
+        sumd,
+        vmean / (vcur + 1e-12),
+        vstd / (vcur + 1e-12),
+        wvma,
+        vsump,
+        vsumn,
+        vsumd,
+    )
     for j in range(29):
         out[k + j * W] = vals[j]
 
@@ -441,26 +494,54 @@ class FeatureEngine:
 
     def update(self, bar: Bar) -> np.ndarray:
         o, h, lo, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
-        if not (math.isfinite(o) and math.isfinite(h) and math.isfinite(lo) and math.isfinite(c)
-                and math.isfinite(v) and min(o, h, lo, c) > 0 and v >= 0):  # fmt: skip
+        if not (
+            math.isfinite(o)
+            and math.isfinite(h)
+            and math.isfinite(lo)
+            and math.isfinite(c)
+            and math.isfinite(v)
+            and min(o, h, lo, c) > 0
+            and v >= 0
+        ):
             raise ValueError(f"bar at ts={bar.ts} has a non-finite or non-positive value; it was not applied")
         out = np.empty(N_FEATURES)
         sp = np.nan if bar.spread is None else float(bar.spread)
-        _update(self.ring, self.rv_ring, self.ist, self.fst, np.int64(bar.ts), o, h, lo, c, v, sp, self.bpd,
-                self.lm_k, out)  # fmt: skip
+        _update(
+            self.ring, self.rv_ring, self.ist, self.fst, np.int64(bar.ts), o, h, lo, c, v, sp, self.bpd, self.lm_k, out
+        )
         return out
 
     def batch(self, bars: Bars) -> np.ndarray:
         tmp = FeatureEngine(self.timeframe)
         out = np.empty((len(bars), N_FEATURES))
         spread = bars.spread if bars.spread is not None else np.full(len(bars), np.nan)
-        _batch(tmp.ring, tmp.rv_ring, tmp.ist, tmp.fst, bars.ts, bars.open, bars.high, bars.low, bars.close,
-               bars.volume, spread, tmp.bpd, tmp.lm_k, out)  # fmt: skip
+        _batch(
+            tmp.ring,
+            tmp.rv_ring,
+            tmp.ist,
+            tmp.fst,
+            bars.ts,
+            bars.open,
+            bars.high,
+            bars.low,
+            bars.close,
+            bars.volume,
+            spread,
+            tmp.bpd,
+            tmp.lm_k,
+            out,
+        )
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"timeframe": self.timeframe, "version": FEATURE_ENGINE_VERSION, "ring": self.ring.copy(),
-                "rv_ring": self.rv_ring.copy(), "ist": self.ist.copy(), "fst": self.fst.copy()}  # fmt: skip
+        return {
+            "timeframe": self.timeframe,
+            "version": FEATURE_ENGINE_VERSION,
+            "ring": self.ring.copy(),
+            "rv_ring": self.rv_ring.copy(),
+            "ist": self.ist.copy(),
+            "fst": self.fst.copy(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["timeframe"] != self.timeframe or state["version"] != FEATURE_ENGINE_VERSION:

@@ -43,8 +43,21 @@ from fxgate.models.prompt import (
     prompt_budget,
 )
 
-__all__ = ["LlmError", "ModelFileError", "LlmRuntime", "LlmSettings", "Generation", "VerdictCache", "Judge",
-           "JudgeVerdict", "verify_gguf", "grammar_for", "parse_answer", "load_llama", "PROTOCOL_VERSION"]  # fmt: skip
+__all__ = [
+    "LlmError",
+    "ModelFileError",
+    "LlmRuntime",
+    "LlmSettings",
+    "Generation",
+    "VerdictCache",
+    "Judge",
+    "JudgeVerdict",
+    "verify_gguf",
+    "grammar_for",
+    "parse_answer",
+    "load_llama",
+    "PROTOCOL_VERSION",
+]
 
 #: Bump when the generation protocol changes (think handling, grammar, parsing): part of every cache key.
 PROTOCOL_VERSION = 1
@@ -72,22 +85,28 @@ def verify_gguf(path: str | Path, expected_sha256: str = "") -> str:
     ``expected_sha256``); return its sha256. Raises :class:`ModelFileError` naming the file and the fix."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise ModelFileError(f"{p}: model file not found. Fix: set [llm] model to a GGUF file (`fxgate demo` builds "
-                             f"the nano model into ~/.cache/fxgate/)")  # fmt: skip
+        raise ModelFileError(
+            f"{p}: model file not found. Fix: set [llm] model to a GGUF file (`fxgate demo` builds "
+            f"the nano model into ~/.cache/fxgate/)"
+        )
     st = p.stat()
     with p.open("rb") as f:
         magic = f.read(4)
     if magic != GGUF_MAGIC:
-        raise ModelFileError(f"{p}: not a GGUF file (first bytes {magic!r}, expected {GGUF_MAGIC!r}). Fix: "
-                             f"convert the model to GGUF (fxgate.training.export) or point [llm] model at the "
-                             f".gguf file")  # fmt: skip
+        raise ModelFileError(
+            f"{p}: not a GGUF file (first bytes {magic!r}, expected {GGUF_MAGIC!r}). Fix: "
+            f"convert the model to GGUF (fxgate.training.export) or point [llm] model at the "
+            f".gguf file"
+        )
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     digest = _SHA_MEMO.get(key)
     if digest is None:
         digest = _SHA_MEMO[key] = file_sha256(p)
     if expected_sha256 and not digest.startswith(expected_sha256.lower()):
-        raise ModelFileError(f"{p}: sha256 {digest[:16]}… does not match the expected {expected_sha256[:16]}… — the "
-                             f"file is altered or not the model this config was written for")  # fmt: skip
+        raise ModelFileError(
+            f"{p}: sha256 {digest[:16]}… does not match the expected {expected_sha256[:16]}… — the "
+            f"file is altered or not the model this config was written for"
+        )
     return digest
 
 
@@ -127,6 +146,7 @@ def grammar_for(kind: str, *, max_items: int = 3, max_chars: int = 120) -> str:
     no multi-byte characters that a token boundary could split), 1..``max_items`` list items."""
     if max_items < 1 or max_chars < 1:
         raise ValueError("max_items and max_chars must be >= 1")
+
     def more(item: str) -> str:
         return f'(", " {item}){{0,{max_items - 1}}}' if max_items > 1 else ""
 
@@ -135,16 +155,22 @@ def grammar_for(kind: str, *, max_items: int = 3, max_chars: int = 120) -> str:
         f'str ::= "\\"" [\\x20\\x21\\x23-\\x5B\\x5D-\\x7E]{{1,{max_chars}}} "\\""\n'
     )
     if kind == "judge":
-        root = ('root ::= "{\\"direction\\": " dir ", \\"certainty\\": " num ", \\"reasons\\": [" str '
-                + more("str") + ' "]}"\n'
-                'dir ::= "\\"BUY\\"" | "\\"SELL\\"" | "\\"NONE\\""\n')  # fmt: skip
+        root = (
+            'root ::= "{\\"direction\\": " dir ", \\"certainty\\": " num ", \\"reasons\\": [" str '
+            + more("str")
+            + ' "]}"\n'
+            'dir ::= "\\"BUY\\"" | "\\"SELL\\"" | "\\"NONE\\""\n'
+        )
     elif kind in ("bull", "bear"):
         head = '"{\\"confidence\\": " num ", \\"arguments\\": ["' if kind == "bull" else '"{\\"arguments\\": ["'
-        root = (f"root ::= {head} arg " + more("arg") + ' "]}"\n'
-                'arg ::= "{\\"point\\": " str ", \\"strength\\": " num "}"\n')  # fmt: skip
+        root = (
+            f"root ::= {head} arg " + more("arg") + ' "]}"\narg ::= "{\\"point\\": " str ", \\"strength\\": " num "}"\n'
+        )
     elif kind == "risk":
-        root = ('root ::= "{\\"approve\\": " ("true" | "false") ", \\"size_fraction\\": " num ", \\"reasons\\": [" '
-                "str " + more("str") + ' "]}"\n')  # fmt: skip
+        root = (
+            'root ::= "{\\"approve\\": " ("true" | "false") ", \\"size_fraction\\": " num ", \\"reasons\\": [" '
+            "str " + more("str") + ' "]}"\n'
+        )
     else:
         raise ValueError(f"unknown answer kind {kind!r}")
     return root + common
@@ -193,8 +219,7 @@ def parse_answer(kind: str, text: str) -> dict[str, Any]:
     if kind == "risk":
         if not isinstance(d.get("approve"), bool):
             raise ValueError("'approve' must be true or false")
-        return {"approve": d["approve"], "size_fraction": _num01(d, "size_fraction"),
-                "reasons": _strings(d, "reasons")}  # fmt: skip
+        return {"approve": d["approve"], "size_fraction": _num01(d, "size_fraction"), "reasons": _strings(d, "reasons")}
     raise ValueError(f"unknown answer kind {kind!r}")
 
 
@@ -324,27 +349,37 @@ class LlmRuntime:
         except ImportError as exc:  # pragma: no cover - a core dependency
             raise LlmError("llama-cpp-python is not installed. Fix: pip install llama-cpp-python") from exc
         self._lc = llama_cpp
-        kw: dict[str, Any] = {"n_ctx": settings.n_ctx, "n_gpu_layers": settings.n_gpu_layers, "seed": settings.seed,
-                              "n_batch": settings.n_batch, "logits_all": False}  # fmt: skip
+        kw: dict[str, Any] = {
+            "n_ctx": settings.n_ctx,
+            "n_gpu_layers": settings.n_gpu_layers,
+            "seed": settings.seed,
+            "n_batch": settings.n_batch,
+            "logits_all": False,
+        }
         if settings.n_threads > 0:
             kw["n_threads"] = settings.n_threads
         try:
             self.llm = load_llama(Path(settings.model).expanduser(), cpu_extra_buffers=settings.cpu_extra_buffers, **kw)
         except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelFileError(f"{settings.model}: llama.cpp could not load it ({exc}); the file is corrupt, "
-                                 f"truncated or of an unsupported architecture") from exc  # fmt: skip
+            raise ModelFileError(
+                f"{settings.model}: llama.cpp could not load it ({exc}); the file is corrupt, "
+                f"truncated or of an unsupported architecture"
+            ) from exc
         if settings.chat_template:
             try:
                 self.chat_template = Path(settings.chat_template).expanduser().read_text()
             except OSError as exc:
-                raise ModelFileError(f"[llm] chat_template = {settings.chat_template!r}: cannot read "
-                                     f"({exc.strerror})") from exc  # fmt: skip
+                raise ModelFileError(
+                    f"[llm] chat_template = {settings.chat_template!r}: cannot read ({exc.strerror})"
+                ) from exc
         else:
             ct = self.llm.metadata.get("tokenizer.chat_template")
             if not ct:
-                raise ModelFileError(f"{settings.model}: the GGUF has no tokenizer.chat_template. Fix: re-export it "
-                                     f"with fxgate.training.export, or set [llm] chat_template to the model's "
-                                     f"Jinja template file")  # fmt: skip
+                raise ModelFileError(
+                    f"{settings.model}: the GGUF has no tokenizer.chat_template. Fix: re-export it "
+                    f"with fxgate.training.export, or set [llm] chat_template to the model's "
+                    f"Jinja template file"
+                )
             self.chat_template = ct
         self._tokens: OrderedDict[str, list[int]] = OrderedDict()  # LRU; shared by callers and the worker
         self._tokens_lock = threading.Lock()
@@ -389,22 +424,49 @@ class LlmRuntime:
         return len(self.tokenize(text))
 
     # prompts -----------------------------------------------------------------------------------------------------
-    def build(self, tpl: PromptTemplate, values: dict[str, str], *, think_budget: int,
-              answer_budget: int) -> RenderedPrompt:  # fmt: skip
+    def build(
+        self, tpl: PromptTemplate, values: dict[str, str], *, think_budget: int, answer_budget: int
+    ) -> RenderedPrompt:
         budget = prompt_budget(self.settings.n_ctx, think_budget, answer_budget)  # the one training uses too
-        return build_prompt(tpl, values, chat_template=self.chat_template, bos_token=self.bos_token,
-                            eos_token=self.eos_token, count_tokens=self.count_tokens, budget=budget)  # fmt: skip
+        return build_prompt(
+            tpl,
+            values,
+            chat_template=self.chat_template,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+            count_tokens=self.count_tokens,
+            budget=budget,
+        )
 
     def cache_key(self, prompt: RenderedPrompt, kind: str, think_budget: int, answer_budget: int, grammar: str) -> str:
         s = self.settings
-        return VerdictCache.key(protocol=PROTOCOL_VERSION, model=self.sha256, prompt=prompt.text, kind=kind,
-                                think=think_budget, answer=answer_budget, grammar=grammar, temperature=s.temperature,
-                                top_p=s.top_p, top_k=s.top_k, seed=s.seed if s.temperature > 0 else None,
-                                chat_template=hashlib.sha256(self.chat_template.encode()).hexdigest())  # fmt: skip
+        return VerdictCache.key(
+            protocol=PROTOCOL_VERSION,
+            model=self.sha256,
+            prompt=prompt.text,
+            kind=kind,
+            think=think_budget,
+            answer=answer_budget,
+            grammar=grammar,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            seed=s.seed if s.temperature > 0 else None,
+            chat_template=hashlib.sha256(self.chat_template.encode()).hexdigest(),
+        )
 
     # the call ----------------------------------------------------------------------------------------------------
-    def generate(self, prompt: RenderedPrompt, *, kind: str, think_budget: int, answer_budget: int,
-                 grammar: str, timeout_s: float | None = None, use_cache: bool = True) -> Generation:  # fmt: skip
+    def generate(
+        self,
+        prompt: RenderedPrompt,
+        *,
+        kind: str,
+        think_budget: int,
+        answer_budget: int,
+        grammar: str,
+        timeout_s: float | None = None,
+        use_cache: bool = True,
+    ) -> Generation:
         """Run one call under a deadline. Raises :class:`LlmError` (timeout, context overflow, llama.cpp failure);
         a completed call with an unusable answer returns a Generation with ``error`` set."""
         timeout = self.settings.timeout_s if timeout_s is None else timeout_s
@@ -451,9 +513,11 @@ class LlmRuntime:
         tokens = self.tokenize(prompt.text)
         total = len(tokens) + spec.think_budget + spec.answer_budget + GENERATION_RESERVE
         if total > self.settings.n_ctx:
-            raise ContextOverflow(f"prompt of {len(tokens)} tokens + thinking {spec.think_budget} + answer "
-                                  f"{spec.answer_budget} exceeds n_ctx {self.settings.n_ctx}. Fix: raise [llm] "
-                                  f"n_ctx")  # fmt: skip
+            raise ContextOverflow(
+                f"prompt of {len(tokens)} tokens + thinking {spec.think_budget} + answer "
+                f"{spec.answer_budget} exceeds n_ctx {self.settings.n_ctx}. Fix: raise [llm] "
+                f"n_ctx"
+            )
         static_len = 0
         if prompt.prefix_text:
             pre = self.tokenize(prompt.prefix_text)
@@ -508,12 +572,26 @@ class LlmRuntime:
         try:
             parsed = parse_answer(spec.kind, answer)
         except ValueError as exc:
-            error = f"malformed answer: {exc}" + ("" if finished else f" (answer budget of {spec.answer_budget} "
-                                                                     f"tokens exhausted)")  # fmt: skip
+            error = f"malformed answer: {exc}" + (
+                "" if finished else f" (answer budget of {spec.answer_budget} tokens exhausted)"
+            )
         total_s = time.perf_counter() - t_submit
-        return Generation(spec.kind, think_text, answer, parsed, error, truncated, len(tokens), evaluated,
-                          len(think_ids), len(out), prompt_s, ttft if ttft is not None else total_s, total_s,
-                          how)  # fmt: skip
+        return Generation(
+            spec.kind,
+            think_text,
+            answer,
+            parsed,
+            error,
+            truncated,
+            len(tokens),
+            evaluated,
+            len(think_ids),
+            len(out),
+            prompt_s,
+            ttft if ttft is not None else total_s,
+            total_s,
+            how,
+        )
 
     # KV-cache management -----------------------------------------------------------------------------------------
     def _eval(self, toks: list[int], cancel: threading.Event) -> None:
@@ -608,21 +686,41 @@ class JudgeVerdict:
         g = self.generation
         d: dict[str, Any] = {"role": "judge", "direction": self.direction, "certainty": self.certainty}
         if g is not None:
-            d.update({"answer": g.parsed, "raw_answer": g.answer, "think": g.think,
-                      "think_truncated": g.think_truncated,
-                      "tokens": {"prompt": g.n_prompt, "prompt_evaluated": g.n_prompt_evaluated, "think": g.n_think,
-                                 "answer": g.n_answer},
-                      "cached": g.cached, "prefix": g.prefix, "template": g.template,
-                      "dropped_sections": list(g.dropped_sections)})  # fmt: skip
+            d.update(
+                {
+                    "answer": g.parsed,
+                    "raw_answer": g.answer,
+                    "think": g.think,
+                    "think_truncated": g.think_truncated,
+                    "tokens": {
+                        "prompt": g.n_prompt,
+                        "prompt_evaluated": g.n_prompt_evaluated,
+                        "think": g.n_think,
+                        "answer": g.n_answer,
+                    },
+                    "cached": g.cached,
+                    "prefix": g.prefix,
+                    "template": g.template,
+                    "dropped_sections": list(g.dropped_sections),
+                }
+            )
         return d
 
 
 class Judge:
     """Layer 2. ``judge(values, direction)`` never raises: every failure is a fail-closed verdict."""
 
-    def __init__(self, runtime: LlmRuntime, *, template: str | Path = "judge.v1", threshold: float = 0.95,
-                 think_budget: int = 384, answer_budget: int = 512, max_reasons: int = 3,
-                 reason_chars: int = 120) -> None:  # fmt: skip
+    def __init__(
+        self,
+        runtime: LlmRuntime,
+        *,
+        template: str | Path = "judge.v1",
+        threshold: float = 0.95,
+        think_budget: int = 384,
+        answer_budget: int = 512,
+        max_reasons: int = 3,
+        reason_chars: int = 120,
+    ) -> None:
         self.runtime = runtime
         self.template = load_template(template)
         if self.template.output != "judge":
@@ -633,11 +731,17 @@ class Judge:
 
     def judge(self, values: dict[str, str], direction: str, *, timeout_s: float | None = None) -> JudgeVerdict:
         try:
-            prompt = self.runtime.build(self.template, values, think_budget=self.think_budget,
-                                        answer_budget=self.answer_budget)  # fmt: skip
-            g = self.runtime.generate(prompt, kind="judge", think_budget=self.think_budget,
-                                      answer_budget=self.answer_budget, grammar=self.grammar,
-                                      timeout_s=timeout_s)  # fmt: skip
+            prompt = self.runtime.build(
+                self.template, values, think_budget=self.think_budget, answer_budget=self.answer_budget
+            )
+            g = self.runtime.generate(
+                prompt,
+                kind="judge",
+                think_budget=self.think_budget,
+                answer_budget=self.answer_budget,
+                grammar=self.grammar,
+                timeout_s=timeout_s,
+            )
         except (LlmError, ContextOverflow) as exc:
             return JudgeVerdict(False, None, None, str(exc), None)
         except Exception as exc:  # noqa: BLE001 - the gate must never see an exception from here

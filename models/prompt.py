@@ -30,9 +30,22 @@ from typing import Any
 
 from fxgate.engine.errors import FxgateError
 
-__all__ = ["PromptTemplate", "Section", "RenderedPrompt", "ContextOverflow", "TemplateError", "load_template",
-           "render_chat", "build_prompt", "prompt_budget", "GENERATION_RESERVE", "R1_CHAT_TEMPLATE", "prompt_values",
-           "KEY_FEATURES", "fmt_num"]  # fmt: skip
+__all__ = [
+    "PromptTemplate",
+    "Section",
+    "RenderedPrompt",
+    "ContextOverflow",
+    "TemplateError",
+    "load_template",
+    "render_chat",
+    "build_prompt",
+    "prompt_budget",
+    "GENERATION_RESERVE",
+    "R1_CHAT_TEMPLATE",
+    "prompt_values",
+    "KEY_FEATURES",
+    "fmt_num",
+]
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 #: DeepSeek-R1-Distill-Qwen's chat template (tokenizer_config.json of deepseek-ai/DeepSeek-R1-Distill-Qwen-7B,
@@ -109,8 +122,9 @@ def load_template(name_or_path: str | Path) -> PromptTemplate:
         sections.append(Section(s["name"], pr, static, s["text"]))
     if not any(s.priority == 0 for s in sections):
         raise TemplateError(f"{p}: no required (priority 0) section")
-    return PromptTemplate(d["name"], d["version"], d["output"], d["system"], tuple(sections), str(p),
-                          hashlib.sha256(raw).hexdigest())  # fmt: skip
+    return PromptTemplate(
+        d["name"], d["version"], d["output"], d["system"], tuple(sections), str(p), hashlib.sha256(raw).hexdigest()
+    )
 
 
 # -- chat template ------------------------------------------------------------------------------------------------
@@ -127,8 +141,13 @@ def _compiled(template: str) -> Any:
         def raise_exception(message: str) -> None:
             raise jinja2.exceptions.TemplateError(message)
 
-        def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
-                   sort_keys: bool = False) -> str:  # fmt: skip
+        def tojson(
+            x: Any,
+            ensure_ascii: bool = False,
+            indent: int | None = None,
+            separators: Any = None,
+            sort_keys: bool = False,
+        ) -> str:
             return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
@@ -138,11 +157,18 @@ def _compiled(template: str) -> Any:
     return t
 
 
-def render_chat(template: str, messages: Sequence[Mapping[str, Any]], *, bos_token: str, eos_token: str,
-                add_generation_prompt: bool = True) -> str:  # fmt: skip
+def render_chat(
+    template: str,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    bos_token: str,
+    eos_token: str,
+    add_generation_prompt: bool = True,
+) -> str:
     """Render ``messages`` with a chat template exactly as ``transformers``' ``apply_chat_template`` does."""
-    return _compiled(template).render(messages=list(messages), bos_token=bos_token, eos_token=eos_token,
-                                      add_generation_prompt=add_generation_prompt)  # fmt: skip
+    return _compiled(template).render(
+        messages=list(messages), bos_token=bos_token, eos_token=eos_token, add_generation_prompt=add_generation_prompt
+    )
 
 
 # -- building a prompt under a token budget -----------------------------------------------------------------------
@@ -171,15 +197,25 @@ def _fill(section: Section, values: Mapping[str, str], source: str) -> str:
     def sub(m: re.Match[str]) -> str:
         k = m.group(1)
         if k not in values:
-            raise TemplateError(f"{source}: section {section.name!r} uses {{{k}}}, which the caller did not provide "
-                                f"(provided: {', '.join(sorted(values))})")  # fmt: skip
+            raise TemplateError(
+                f"{source}: section {section.name!r} uses {{{k}}}, which the caller did not provide "
+                f"(provided: {', '.join(sorted(values))})"
+            )
         return str(values[k])
 
     return _PLACEHOLDER.sub(sub, section.text)
 
 
-def build_prompt(tpl: PromptTemplate, values: Mapping[str, str], *, chat_template: str, bos_token: str,
-                 eos_token: str, count_tokens: Callable[[str], int], budget: int) -> RenderedPrompt:  # fmt: skip
+def build_prompt(
+    tpl: PromptTemplate,
+    values: Mapping[str, str],
+    *,
+    chat_template: str,
+    bos_token: str,
+    eos_token: str,
+    count_tokens: Callable[[str], int],
+    budget: int,
+) -> RenderedPrompt:
     """Fill the sections, render with the chat template, and drop whole sections (highest priority number first,
     later sections first among equals) until the prompt has at most ``budget`` tokens."""
     filled = [(s, _fill(s, values, tpl.source)) for s in tpl.sections]
@@ -189,20 +225,25 @@ def build_prompt(tpl: PromptTemplate, values: Mapping[str, str], *, chat_templat
     def render(add_gen: bool, static_only: bool = False) -> tuple[str, list[dict[str, str]]]:
         parts = [t for (s, t), k in zip(filled, keep, strict=True) if k and (s.static or not static_only)]
         msgs = [{"role": "system", "content": tpl.system}, {"role": "user", "content": "\n\n".join(parts)}]
-        return render_chat(chat_template, msgs, bos_token=bos_token, eos_token=eos_token,
-                           add_generation_prompt=add_gen), msgs  # fmt: skip
+        return render_chat(
+            chat_template, msgs, bos_token=bos_token, eos_token=eos_token, add_generation_prompt=add_gen
+        ), msgs
 
     while True:
         text, msgs = render(True)
         n = count_tokens(text)
         if n <= budget:
             break
-        order = sorted((i for i, (s, _) in enumerate(filled) if keep[i] and s.priority > 0),
-                       key=lambda i: (-filled[i][0].priority, -i))  # fmt: skip
+        order = sorted(
+            (i for i, (s, _) in enumerate(filled) if keep[i] and s.priority > 0),
+            key=lambda i: (-filled[i][0].priority, -i),
+        )
         if not order:
-            raise ContextOverflow(f"prompt {tpl.id}: the required sections need {n} tokens, over the budget of "
-                                  f"{budget} (context minus the thinking and answer budgets). Fix: raise [llm] n_ctx "
-                                  f"or lower the thinking budget")  # fmt: skip
+            raise ContextOverflow(
+                f"prompt {tpl.id}: the required sections need {n} tokens, over the budget of "
+                f"{budget} (context minus the thinking and answer budgets). Fix: raise [llm] n_ctx "
+                f"or lower the thinking budget"
+            )
         keep[order[0]] = False
         dropped.append(filled[order[0]][0].name)
     # The static prefix: system + static sections + the separator that follows them in the full prompt.
@@ -211,14 +252,38 @@ def build_prompt(tpl: PromptTemplate, values: Mapping[str, str], *, chat_templat
         prefix += "\n\n"
     if not text.startswith(prefix):  # a chat template that puts per-turn text before the system prompt
         prefix = ""
-    return RenderedPrompt(text, prefix, tuple(msgs), tuple(s.name for (s, _), k in zip(filled, keep, strict=True)
-                                                            if k), tuple(dropped), n, tpl.id)  # fmt: skip
+    return RenderedPrompt(
+        text,
+        prefix,
+        tuple(msgs),
+        tuple(s.name for (s, _), k in zip(filled, keep, strict=True) if k),
+        tuple(dropped),
+        n,
+        tpl.id,
+    )
 
 
 # -- the values a prompt shows ------------------------------------------------------------------------------------
 #: features shown to the LLM layers (explained in the templates' glossary)
-KEY_FEATURES = ("ROC5", "ROC20", "MA20", "STD20", "RSV20", "CORR20", "CNTP20", "SUMP20", "RV_D", "RV_W", "BV_D",
-                "BNS_Z", "LM", "SESS_ASIA", "SESS_LONDON", "SESS_NY", "SPREAD_REL")  # fmt: skip
+KEY_FEATURES = (
+    "ROC5",
+    "ROC20",
+    "MA20",
+    "STD20",
+    "RSV20",
+    "CORR20",
+    "CNTP20",
+    "SUMP20",
+    "RV_D",
+    "RV_W",
+    "BV_D",
+    "BNS_Z",
+    "LM",
+    "SESS_ASIA",
+    "SESS_LONDON",
+    "SESS_NY",
+    "SPREAD_REL",
+)
 
 
 def fmt_num(x: Any, digits: int = 6) -> str:
@@ -236,33 +301,58 @@ def fmt_num(x: Any, digits: int = 6) -> str:
     return f"{v:.{digits}g}"
 
 
-def prompt_values(*, symbol: str, timeframe: str, ts_ns: int, bar: Mapping[str, float | None], direction: str,
-                  horizon: int, probs: Mapping[str, float] | None, features: Mapping[str, float],
-                  modules: Sequence[Mapping[str, Any]] = (), size: float | None = None, judge: str = "",
-                  transcript: str = "") -> dict[str, str]:  # fmt: skip
+def prompt_values(
+    *,
+    symbol: str,
+    timeframe: str,
+    ts_ns: int,
+    bar: Mapping[str, float | None],
+    direction: str,
+    horizon: int,
+    probs: Mapping[str, float] | None,
+    features: Mapping[str, float],
+    modules: Sequence[Mapping[str, Any]] = (),
+    size: float | None = None,
+    judge: str = "",
+    transcript: str = "",
+) -> dict[str, str]:
     """The text of every placeholder, from the bar and what the other layers said. Pure: the training-data builders
     call it with the same arguments the gate uses."""
     import datetime as _dt
 
     t = _dt.datetime.fromtimestamp(ts_ns / 1e9, tz=_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     b = bar
-    bar_txt = (f"{symbol or 'instrument'} {timeframe} bar opening {t}: open {fmt_num(b.get('open'))}, high "
-               f"{fmt_num(b.get('high'))}, low {fmt_num(b.get('low'))}, close {fmt_num(b.get('close'))}, volume "
-               f"{fmt_num(b.get('volume'))}, spread {fmt_num(b.get('spread'))}")  # fmt: skip
+    bar_txt = (
+        f"{symbol or 'instrument'} {timeframe} bar opening {t}: open {fmt_num(b.get('open'))}, high "
+        f"{fmt_num(b.get('high'))}, low {fmt_num(b.get('low'))}, close {fmt_num(b.get('close'))}, volume "
+        f"{fmt_num(b.get('volume'))}, spread {fmt_num(b.get('spread'))}"
+    )
     prob_txt = ", ".join(f"{k} {fmt_num(v, 4)}" for k, v in (probs or {}).items()) or "not available"
     prop = f"{direction} over the next {horizon} bar{'s' if horizon != 1 else ''}"
     if size is not None:
         prop += f", proposed size {fmt_num(size, 4)}"
     prop += f". Layer-1 calibrated P(up): {prob_txt}."
-    mods = "\n".join(f"- {m['module']}: {'pass' if m['passed'] else 'FAIL'}, score {fmt_num(m.get('score'), 4)} "
-                     f"(threshold {fmt_num(m.get('threshold'), 4)}): {m.get('reason', '')}"
-                     for m in modules)  # fmt: skip
+    mods = "\n".join(
+        f"- {m['module']}: {'pass' if m['passed'] else 'FAIL'}, score {fmt_num(m.get('score'), 4)} "
+        f"(threshold {fmt_num(m.get('threshold'), 4)}): {m.get('reason', '')}"
+        for m in modules
+    )
     feats = "\n".join(f"- {k}: {fmt_num(features.get(k))}" for k in KEY_FEATURES if k in features)
     from fxgate.training.formulas import module_formulas  # the formula catalogue, for the modules shown
 
     formulas = module_formulas([str(m["module"]) for m in modules])
-    return {"symbol": symbol, "timeframe": timeframe, "time": t, "bar": bar_txt, "direction": direction,
-            "horizon": str(horizon), "proposal": prop, "modules": mods or "(none evaluated)",
-            "features": feats or "(none)", "formulas": formulas or "(none)", "size": fmt_num(size, 4),
-            "judge": judge or "(not consulted)",
-            "transcript": transcript or "(no turns yet)"}  # fmt: skip
+    return {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "time": t,
+        "bar": bar_txt,
+        "direction": direction,
+        "horizon": str(horizon),
+        "proposal": prop,
+        "modules": mods or "(none evaluated)",
+        "features": feats or "(none)",
+        "formulas": formulas or "(none)",
+        "size": fmt_num(size, 4),
+        "judge": judge or "(not consulted)",
+        "transcript": transcript or "(no turns yet)",
+    }

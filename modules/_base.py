@@ -22,8 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 from fxgate.engine.bars import Bar
 
-__all__ = ["CertaintyModule", "ModuleResult", "Context", "Outcome", "register", "REGISTRY", "create",
-           "insufficient"]  # fmt: skip
+__all__ = ["CertaintyModule", "ModuleResult", "Context", "Outcome", "register", "REGISTRY", "create", "insufficient"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +111,10 @@ def create(name: str, gate: dict[str, Any] | None = None, **params: Any) -> Cert
     cls = REGISTRY[name]
     for k in cls.gate_settings:
         if k in params:
-            raise ValueError(f"module {name!r} takes {k!r} from the gate's top-level setting ({k} = ...), so that "
-                             f"every layer uses one value. Fix: delete {k!r} from [l4.params.{name}]")  # fmt: skip
+            raise ValueError(
+                f"module {name!r} takes {k!r} from the gate's top-level setting ({k} = ...), so that "
+                f"every layer uses one value. Fix: delete {k!r} from [l4.params.{name}]"
+            )
     inject = {k: v for k, v in (gate or {}).items() if k in cls.gate_settings}
     return cls(**params, **inject)
 

@@ -69,5 +69,10 @@ class AdverseSelection(CertaintyModule):
             return insufficient(self.name, n, int(self.params["min_outcomes"]), thr, "outcomes")
         v = self.net_markout()
         ok = v >= thr
-        return self._result(v, ok, thr, f"mean markout after the spread {v:+.6f} {'>=' if ok else '<'} {thr} over "
-                                        f"the last {min(n, len(self.mark))} outcomes")  # fmt: skip
+        return self._result(
+            v,
+            ok,
+            thr,
+            f"mean markout after the spread {v:+.6f} {'>=' if ok else '<'} {thr} over "
+            f"the last {min(n, len(self.mark))} outcomes",
+        )

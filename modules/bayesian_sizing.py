@@ -24,8 +24,15 @@ from scipy import special
 
 @register("bayesian_sizing")
 class BayesianSizing(OutcomeWindowState, CertaintyModule):
-    defaults = {"window": 200, "min_outcomes": 30, "prior_a": 1.0, "prior_b": 1.0, "cost": 0.0, "threshold": 0.95,
-                "max_fraction": 1.0}  # fmt: skip
+    defaults = {
+        "window": 200,
+        "min_outcomes": 30,
+        "prior_a": 1.0,
+        "prior_b": 1.0,
+        "cost": 0.0,
+        "threshold": 0.95,
+        "max_fraction": 1.0,
+    }
 
     def reset(self) -> None:
         self.win = OutcomeWindow(int(self.params["window"]))
@@ -76,10 +83,13 @@ class BayesianSizing(OutcomeWindowState, CertaintyModule):
             return insufficient(self.name, n, need, thr, "outcomes")
         post = self.posterior()
         if not math.isfinite(post["payoff"]):
-            return self._result(math.nan, False, thr, f"payoff ratio undefined ({post['n']} outcomes, no wins or "
-                                                      "no losses)")  # fmt: skip
+            return self._result(
+                math.nan, False, thr, f"payoff ratio undefined ({post['n']} outcomes, no wins or no losses)"
+            )
         pe = self.prob_edge(post)
         ok = pe >= thr
-        msg = (f"P(edge > {self.params['cost']} | data) = {pe:.3f} {'>=' if ok else '<'} {thr}; posterior win rate "
-               f"{post['mean']:.3f}, size {self.size(post):.4f}")  # fmt: skip
+        msg = (
+            f"P(edge > {self.params['cost']} | data) = {pe:.3f} {'>=' if ok else '<'} {thr}; posterior win rate "
+            f"{post['mean']:.3f}, size {self.size(post):.4f}"
+        )
         return self._result(pe, ok, thr, msg)

@@ -100,8 +100,17 @@ _bocpd_step = kernel(_bocpd_step_py)
 
 @register("bocpd")
 class Bocpd(CertaintyModule):
-    defaults = {"hazard_lambda": 250.0, "max_run": 100, "k": 5, "threshold": 0.5, "calib_bars": 100,
-                "mu0": 0.0, "kappa0": 1.0, "alpha0": 1.0, "beta0": 1.0}  # fmt: skip
+    defaults = {
+        "hazard_lambda": 250.0,
+        "max_run": 100,
+        "k": 5,
+        "threshold": 0.5,
+        "calib_bars": 100,
+        "mu0": 0.0,
+        "kappa0": 1.0,
+        "alpha0": 1.0,
+        "beta0": 1.0,
+    }
     state_keys = ("rl", "logp", "mu", "kappa", "alpha", "beta", "dg", "ist", "fs", "calib")
 
     def reset(self) -> None:
@@ -127,10 +136,24 @@ class Bocpd(CertaintyModule):
         """Feed one standardized observation (the streaming step)."""
         p = self.params
         h = 1.0 / float(p["hazard_lambda"])
-        _bocpd_step(self.rl, self.logp, self.mu, self.kappa, self.alpha, self.beta, self.dg, self.ist, self.fs,
-                    float(x),
-                    math.log(h), math.log1p(-h), float(p["mu0"]), float(p["kappa0"]), float(p["alpha0"]),
-                    float(p["beta0"]))  # fmt: skip
+        _bocpd_step(
+            self.rl,
+            self.logp,
+            self.mu,
+            self.kappa,
+            self.alpha,
+            self.beta,
+            self.dg,
+            self.ist,
+            self.fs,
+            float(x),
+            math.log(h),
+            math.log1p(-h),
+            float(p["mu0"]),
+            float(p["kappa0"]),
+            float(p["alpha0"]),
+            float(p["beta0"]),
+        )
 
     def update(self, ctx: Context) -> None:
         r = next_log_return(self.fs, 1, ctx.bar.close)
@@ -165,9 +188,13 @@ class Bocpd(CertaintyModule):
         short = float(np.exp(lp[rl < int(p["k"])]).sum())
         ok = short <= p["threshold"]
         mode = int(rl[int(np.argmax(lp))])
-        return self._result(short, ok, p["threshold"],
-                            f"P(changepoint in last {p['k']} bars) = {short:.3f} {'<=' if ok else '>'} "
-                            f"{p['threshold']}; most likely run length {mode} bars")  # fmt: skip
+        return self._result(
+            short,
+            ok,
+            p["threshold"],
+            f"P(changepoint in last {p['k']} bars) = {short:.3f} {'<=' if ok else '>'} "
+            f"{p['threshold']}; most likely run length {mode} bars",
+        )
 
     def warm_up(self) -> None:
         tmp = Bocpd(max_run=2)

@@ -36,8 +36,9 @@ import numpy as np
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 
 
-def ac_trajectory(x_units: float, n_steps: int, tau: float, sigma: float, eta: float, gamma: float,
-                  lam: float) -> np.ndarray:  # fmt: skip
+def ac_trajectory(
+    x_units: float, n_steps: int, tau: float, sigma: float, eta: float, gamma: float, lam: float
+) -> np.ndarray:
     """Almgren–Chriss holdings x_0 = X, ..., x_N = 0 (N + 1 values)."""
     t = np.arange(n_steps + 1) * tau
     big_t = n_steps * tau
@@ -61,8 +62,18 @@ def ac_cost(x: np.ndarray, tau: float, sigma: float, eta: float, gamma: float, e
 
 @register("execution_cost")
 class ExecutionCost(CertaintyModule):
-    defaults = {"exec_steps": 1, "tau": 1.0, "eta": 0.0, "gamma": 0.0, "risk_aversion": 1e-6, "slippage": 0.0,
-                "z": 1.0, "k_edge": 1.0, "horizon": 1, "window": 200}  # fmt: skip
+    defaults = {
+        "exec_steps": 1,
+        "tau": 1.0,
+        "eta": 0.0,
+        "gamma": 0.0,
+        "risk_aversion": 1e-6,
+        "slippage": 0.0,
+        "z": 1.0,
+        "k_edge": 1.0,
+        "horizon": 1,
+        "window": 200,
+    }
     gate_settings = ("horizon",)
     state_keys = ("closes", "moves", "diffs", "spreads", "ist", "fs")
 
@@ -144,8 +155,7 @@ class ExecutionCost(CertaintyModule):
         ns = min(int(self.ist[4]), len(self.spreads))
         var_s = max((float(self.fs[7]) - float(self.fs[6]) ** 2 / ns) / (ns - 1), 0.0) if ns > 1 else 0.0
         sd = math.sqrt(2 * v + size * size * var_s / 4)
-        return {"edge": edge, "cost": 2 * e, "cost_sd": sd, "mean_abs_move": move, "sigma": sigma,
-                "spread_var": var_s}  # fmt: skip
+        return {"edge": edge, "cost": 2 * e, "cost_sd": sd, "mean_abs_move": move, "sigma": sigma, "spread_var": var_s}
 
     def verdict(self) -> ModuleResult:
         p = self.params
@@ -155,12 +165,20 @@ class ExecutionCost(CertaintyModule):
         if not self.ist[1] or not math.isfinite(self.fs[1]):
             return self._result(math.nan, False, math.nan, "no candidate signal on this bar to weigh costs against")
         if not math.isfinite(self.fs[0]):
-            return self._result(math.nan, False, math.nan, "no spread known for this bar. Fix: give bars a spread or "
-                                                           "set the gate's top-level spread")  # fmt: skip
+            return self._result(
+                math.nan,
+                False,
+                math.nan,
+                "no spread known for this bar. Fix: give bars a spread or set the gate's top-level spread",
+            )
         est = self.estimate()
         hurdle = est["cost"] + float(p["z"]) * est["cost_sd"]
         target = float(p["k_edge"]) * est["edge"]
         ok = hurdle < target
-        return self._result(target - hurdle, ok, 0.0,
-                            f"round-trip cost {est['cost']:.6f} + {p['z']}·sd {est['cost_sd']:.6f} "
-                            f"{'<' if ok else '>='} {p['k_edge']}·edge {est['edge']:.6f}")  # fmt: skip
+        return self._result(
+            target - hurdle,
+            ok,
+            0.0,
+            f"round-trip cost {est['cost']:.6f} + {p['z']}·sd {est['cost_sd']:.6f} "
+            f"{'<' if ok else '>='} {p['k_edge']}·edge {est['edge']:.6f}",
+        )

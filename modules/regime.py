@@ -60,8 +60,15 @@ _forward_step = kernel(_forward_step_py, fastmath=False)
 
 @register("regime")
 class RegimeDetection(CertaintyModule):
-    defaults = {"n_states": 2, "fit_bars": 1000, "refit_every": 0, "threshold": 0.6, "favourable": None,
-                "n_iter": 100, "seed": 0}  # fmt: skip
+    defaults = {
+        "n_states": 2,
+        "fit_bars": 1000,
+        "refit_every": 0,
+        "threshold": 0.6,
+        "favourable": None,
+        "n_iter": 100,
+        "seed": 0,
+    }
     state_keys = ("alpha", "startprob", "transmat", "means", "variances", "ist", "fs", "buf")
 
     def reset(self) -> None:
@@ -91,8 +98,12 @@ class RegimeDetection(CertaintyModule):
         if len(r) < 10 * k:
             raise ValueError(f"regime: need at least {10 * k} finite returns to fit {k} states, got {len(r)}")
         scale = float(np.std(r, ddof=1)) or 1.0
-        model = GaussianHMM(n_components=k, covariance_type="diag", n_iter=int(self.params["n_iter"]),
-                            random_state=int(self.params["seed"]))  # fmt: skip
+        model = GaussianHMM(
+            n_components=k,
+            covariance_type="diag",
+            n_iter=int(self.params["n_iter"]),
+            random_state=int(self.params["seed"]),
+        )
         model.fit((r / scale)[:, None])
         order = np.argsort(model.covars_.reshape(k, -1)[:, 0])
         self.startprob = model.startprob_[order].copy()
@@ -119,8 +130,7 @@ class RegimeDetection(CertaintyModule):
 
     def observe(self, x: float) -> None:
         """One forward step on a standardized observation."""
-        _forward_step(self.alpha, self.ist[1] == 0, self.startprob, self.transmat, self.means, self.variances,
-                      float(x))  # fmt: skip
+        _forward_step(self.alpha, self.ist[1] == 0, self.startprob, self.transmat, self.means, self.variances, float(x))
         self.ist[1] += 1
 
     def update(self, ctx: Context) -> None:
@@ -152,8 +162,13 @@ class RegimeDetection(CertaintyModule):
         pf = float(sum(float(self.alpha[i]) for i in fav))
         ok = pf >= thr
         state = int(np.argmax(self.alpha))
-        return self._result(pf, ok, thr, f"P(favourable regime {fav}) = {pf:.3f} {'>=' if ok else '<'} {thr}; "
-                                         f"most likely state {state} (0 = calmest)")  # fmt: skip
+        return self._result(
+            pf,
+            ok,
+            thr,
+            f"P(favourable regime {fav}) = {pf:.3f} {'>=' if ok else '<'} {thr}; "
+            f"most likely state {state} (0 = calmest)",
+        )
 
     def warm_up(self) -> None:
         k = int(self.params["n_states"])

@@ -79,6 +79,10 @@ class RobustKelly(OutcomeWindowState, CertaintyModule):
         if not math.isfinite(e["fraction"]):
             return self._result(math.nan, False, 0.0, f"no losing outcomes among {e['n']}: payoff ratio undefined")
         ok = e["fraction"] > 0
-        return self._result(e["fraction"], ok, 0.0,
-                            f"win rate {e['p']:.3f}, payoff {e['b']:.3f}, Kelly {e['kelly']:+.4f}, shrunk "
-                            f"({self.params['method']}) {e['fraction']:+.4f} {'>' if ok else '<='} 0")  # fmt: skip
+        return self._result(
+            e["fraction"],
+            ok,
+            0.0,
+            f"win rate {e['p']:.3f}, payoff {e['b']:.3f}, Kelly {e['kelly']:+.4f}, shrunk "
+            f"({self.params['method']}) {e['fraction']:+.4f} {'>' if ok else '<='} 0",
+        )

@@ -30,8 +30,11 @@ def tree_shap(ensemble: Any, x_row: np.ndarray) -> dict[str, tuple[np.ndarray, f
     out: dict[str, tuple[np.ndarray, float, float]] = {}
     xb = ensemble.models["xgboost"]
     contrib = xb.predict(xgb.DMatrix(z), pred_contribs=True)[0]
-    out["xgboost"] = (contrib[:-1].astype(np.float64), float(contrib[-1]),
-                      float(xb.predict(xgb.DMatrix(z), output_margin=True)[0]))  # fmt: skip
+    out["xgboost"] = (
+        contrib[:-1].astype(np.float64),
+        float(contrib[-1]),
+        float(xb.predict(xgb.DMatrix(z), output_margin=True)[0]),
+    )
     lb = ensemble.models["lightgbm"]
     contrib = lb.predict(z, pred_contrib=True)[0]
     out["lightgbm"] = (contrib[:-1], float(contrib[-1]), float(lb.predict(z, raw_score=True)[0]))
@@ -66,8 +69,12 @@ class Shap(CertaintyModule):
         for model, (phi, base, margin) in tree_shap(ens, z).items():
             tol = 1e-5 if model == "xgboost" else 1e-6
             if not abs(phi.sum() + base - margin) <= tol * max(1.0, abs(margin)):
-                return self._result(math.nan, False, thr, f"{model}: SHAP values do not add up to the margin "
-                                                          f"({phi.sum() + base:.6f} vs {margin:.6f})")  # fmt: skip
+                return self._result(
+                    math.nan,
+                    False,
+                    thr,
+                    f"{model}: SHAP values do not add up to the margin ({phi.sum() + base:.6f} vs {margin:.6f})",
+                )
             mag = np.abs(phi)
             total = mag.sum()
             share = float(mag.max() / total) if total > 0 else 0.0

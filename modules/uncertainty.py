@@ -59,8 +59,10 @@ class UncertaintyDecomposition(CertaintyModule):
         if not math.isfinite(e):
             return self._result(math.nan, False, q, "no model probabilities on this bar")
         ok = e <= q
-        msg = (f"epistemic {e:.5f} nats {'<=' if ok else '>'} rolling {p['quantile']:.0%} quantile {q:.5f} "
-               f"(total {self.fs[0]:.4f}, aleatoric {self.fs[1]:.4f})")  # fmt: skip
+        msg = (
+            f"epistemic {e:.5f} nats {'<=' if ok else '>'} rolling {p['quantile']:.0%} quantile {q:.5f} "
+            f"(total {self.fs[0]:.4f}, aleatoric {self.fs[1]:.4f})"
+        )
         return self._result(e, ok, q, msg)
 
     def warm_up(self) -> None:

@@ -94,9 +94,18 @@ _vpin_step = kernel(_vpin_step_py)
 
 @register("vpin")
 class Vpin(CertaintyModule):
-    defaults = {"sigma_window": 100, "n_buckets": 50, "history": 500, "min_history": 100, "quantile": 0.9,
-                "rule": "quantile", "absolute": 0.3, "bucket_volume": None, "bars_per_bucket": None,
-                "calib_bars": 100}  # fmt: skip
+    defaults = {
+        "sigma_window": 100,
+        "n_buckets": 50,
+        "history": 500,
+        "min_history": 100,
+        "quantile": 0.9,
+        "rule": "quantile",
+        "absolute": 0.3,
+        "bucket_volume": None,
+        "bars_per_bucket": None,
+        "calib_bars": 100,
+    }
     state_keys = ("fs", "ist", "dp", "imb", "hist", "srt", "hst")
 
     def reset(self) -> None:
@@ -135,9 +144,22 @@ class Vpin(CertaintyModule):
         if not (math.isfinite(b.close) and b.close > 0 and math.isfinite(b.volume) and b.volume >= 0):
             return  # a bad bar is skipped: the next good one continues from the last good state
         p = self.params
-        _vpin_step(self.fs, self.ist, self.dp, self.imb, self.hist, self.srt, self.hst, b.close, b.volume,
-                   p["sigma_window"], p["n_buckets"], float(p["quantile"]), p["calib_bars"],
-                   self._bpb(b.timeframe))  # fmt: skip
+        _vpin_step(
+            self.fs,
+            self.ist,
+            self.dp,
+            self.imb,
+            self.hist,
+            self.srt,
+            self.hst,
+            b.close,
+            b.volume,
+            p["sigma_window"],
+            p["n_buckets"],
+            float(p["quantile"]),
+            p["calib_bars"],
+            self._bpb(b.timeframe),
+        )
 
     @property
     def value(self) -> float:
@@ -157,8 +179,12 @@ class Vpin(CertaintyModule):
             return insufficient(self.name, max(0, have), p["min_history"], math.nan, "VPIN buckets of history")
         v, q = self.value, float(self.fs[6])
         ok = v <= q
-        return self._result(v, ok, q, f"VPIN {v:.3f} {'<=' if ok else '>'} its rolling {p['quantile']:.0%} "
-                                      f"quantile {q:.3f} (tick-volume proxy)")  # fmt: skip
+        return self._result(
+            v,
+            ok,
+            q,
+            f"VPIN {v:.3f} {'<=' if ok else '>'} its rolling {p['quantile']:.0%} quantile {q:.3f} (tick-volume proxy)",
+        )
 
     def warm_up(self) -> None:
         from fxgate.engine.bars import Bar

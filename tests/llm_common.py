@@ -11,31 +11,66 @@ from fxgate.models.prompt import KEY_FEATURES, prompt_values
 # JSON Schemas of the answers: an independent statement of what the GBNF grammars must admit.
 NUM01 = {"type": "number", "minimum": 0, "maximum": 1}
 STRS = {"type": "array", "minItems": 1, "maxItems": 3, "items": {"type": "string", "minLength": 1, "maxLength": 120}}
-ARGS = {"type": "array", "minItems": 1, "maxItems": 3, "items": {"type": "object", "additionalProperties": False,
-        "required": ["point", "strength"], "properties": {"point": STRS["items"], "strength": NUM01}}}  # fmt: skip
+ARGS = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": 3,
+    "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["point", "strength"],
+        "properties": {"point": STRS["items"], "strength": NUM01},
+    },
+}
 SCHEMAS = {
-    "judge": {"type": "object", "additionalProperties": False, "required": ["direction", "certainty", "reasons"],
-              "properties": {"direction": {"enum": ["BUY", "SELL", "NONE"]}, "certainty": NUM01, "reasons": STRS}},
-    "bull": {"type": "object", "additionalProperties": False, "required": ["confidence", "arguments"],
-             "properties": {"confidence": NUM01, "arguments": ARGS}},
-    "bear": {"type": "object", "additionalProperties": False, "required": ["arguments"],
-             "properties": {"arguments": ARGS}},
-    "risk": {"type": "object", "additionalProperties": False, "required": ["approve", "size_fraction", "reasons"],
-             "properties": {"approve": {"type": "boolean"}, "size_fraction": NUM01, "reasons": STRS}},
-}  # fmt: skip
+    "judge": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["direction", "certainty", "reasons"],
+        "properties": {"direction": {"enum": ["BUY", "SELL", "NONE"]}, "certainty": NUM01, "reasons": STRS},
+    },
+    "bull": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["confidence", "arguments"],
+        "properties": {"confidence": NUM01, "arguments": ARGS},
+    },
+    "bear": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["arguments"],
+        "properties": {"arguments": ARGS},
+    },
+    "risk": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["approve", "size_fraction", "reasons"],
+        "properties": {"approve": {"type": "boolean"}, "size_fraction": NUM01, "reasons": STRS},
+    },
+}
 
 
 def values(rng: np.random.Generator, direction: str = "BUY") -> dict[str, str]:
     px = float(rng.uniform(0.8, 1.6))
     return prompt_values(
-        symbol="EURUSD", timeframe="H1", ts_ns=int(1.5e18 + rng.integers(0, 10**16)),
-        bar={"open": px, "high": px * 1.001, "low": px * 0.999, "close": px * 1.0003,
-             "volume": float(rng.integers(1, 900)), "spread": 8e-5},
-        direction=direction, horizon=1,
+        symbol="EURUSD",
+        timeframe="H1",
+        ts_ns=int(1.5e18 + rng.integers(0, 10**16)),
+        bar={
+            "open": px,
+            "high": px * 1.001,
+            "low": px * 0.999,
+            "close": px * 1.0003,
+            "volume": float(rng.integers(1, 900)),
+            "spread": 8e-5,
+        },
+        direction=direction,
+        horizon=1,
         probs={"xgboost": 0.97, "lightgbm": float(rng.uniform(0.9, 1)), "catboost": 0.96},
         features={k: float(rng.normal()) for k in KEY_FEATURES},
         modules=[{"module": "vpin", "passed": True, "score": float(rng.uniform()), "threshold": 0.9, "reason": "ok"}],
-        size=0.1)  # fmt: skip
+        size=0.1,
+    )
 
 
 def queue_up(monkeypatch, runtime, n_calls: int) -> None:

@@ -92,17 +92,36 @@ def alpha158_pandas(o, h, low, c, v, windows=(5, 10, 20, 30, 60)) -> pd.DataFram
         cntp = (diff > 0).astype(float).where(diff.notna()).rolling(d).mean()
         cntn = (diff < 0).astype(float).where(diff.notna()).rolling(d).mean()
         rows[d] = {
-            "ROC": c.shift(d) / c, "MA": roll.mean() / c, "STD": roll.std() / c, "BETA": o3[0] / c, "RSQR": o3[1],
-            "RESI": o3[2] / c, "MAX": hmax / c, "MIN": lmin / c, "QTLU": roll.quantile(0.8) / c,
-            "QTLD": roll.quantile(0.2) / c, "RANK": roll.rank(pct=True), "RSV": (c - lmin) / (hmax - lmin + 1e-12),
-            "IMAX": imax / d, "IMIN": imin / d, "IMXD": (imax - imin) / d,
-            "CORR": c.rolling(d).corr(np.log(v + 1)), "CORD": ret.rolling(d).corr(lvr),
-            "CNTP": cntp, "CNTN": cntn, "CNTD": cntp - cntn,
-            "SUMP": up / (ab + 1e-12), "SUMN": dn / (ab + 1e-12), "SUMD": (up - dn) / (ab + 1e-12),
-            "VMA": v.rolling(d).mean() / (v + 1e-12), "VSTD": v.rolling(d).std() / (v + 1e-12),
+            "ROC": c.shift(d) / c,
+            "MA": roll.mean() / c,
+            "STD": roll.std() / c,
+            "BETA": o3[0] / c,
+            "RSQR": o3[1],
+            "RESI": o3[2] / c,
+            "MAX": hmax / c,
+            "MIN": lmin / c,
+            "QTLU": roll.quantile(0.8) / c,
+            "QTLD": roll.quantile(0.2) / c,
+            "RANK": roll.rank(pct=True),
+            "RSV": (c - lmin) / (hmax - lmin + 1e-12),
+            "IMAX": imax / d,
+            "IMIN": imin / d,
+            "IMXD": (imax - imin) / d,
+            "CORR": c.rolling(d).corr(np.log(v + 1)),
+            "CORD": ret.rolling(d).corr(lvr),
+            "CNTP": cntp,
+            "CNTN": cntn,
+            "CNTD": cntp - cntn,
+            "SUMP": up / (ab + 1e-12),
+            "SUMN": dn / (ab + 1e-12),
+            "SUMD": (up - dn) / (ab + 1e-12),
+            "VMA": v.rolling(d).mean() / (v + 1e-12),
+            "VSTD": v.rolling(d).std() / (v + 1e-12),
             "WVMA": wv.rolling(d).std() / (wv.rolling(d).mean() + 1e-12),
-            "VSUMP": vup / (vab + 1e-12), "VSUMN": vdn / (vab + 1e-12), "VSUMD": (vup - vdn) / (vab + 1e-12),
-        }  # fmt: skip
+            "VSUMP": vup / (vab + 1e-12),
+            "VSUMN": vdn / (vab + 1e-12),
+            "VSUMD": (vup - vdn) / (vab + 1e-12),
+        }
     for name in rows[windows[0]]:
         for d in windows:
             f[f"{name}{d}"] = rows[d][name]
@@ -125,10 +144,16 @@ def realized_vol_pandas(c, bpd: int, lm_k: int) -> pd.DataFrame:
     theta = (pi / 2) ** 2 + pi - 5
     z = ((rv - bv) / rv) / np.sqrt(theta / bpd * np.maximum(1.0, tq / bv**2))
     lm = r / np.sqrt(bvp.shift(1).rolling(lm_k - 2).sum() / (lm_k - 2))
-    return pd.DataFrame({
-        "RV_D": rv, "RV_W": (r**2).rolling(5 * bpd).sum() / 5, "RV_M": (r**2).rolling(22 * bpd).sum() / 22,
-        "BV_D": bv, "BNS_Z": z, "LM": lm,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "RV_D": rv,
+            "RV_W": (r**2).rolling(5 * bpd).sum() / 5,
+            "RV_M": (r**2).rolling(22 * bpd).sum() / 22,
+            "BV_D": bv,
+            "BNS_Z": z,
+            "LM": lm,
+        }
+    )
 
 
 def vpin_naive(close, volume, bucket, sigma_window=100, n_buckets=50):

@@ -63,16 +63,37 @@ import numpy as np
 from fxgate.engine._hash import file_sha256
 from fxgate.engine.errors import FxgateError
 
-__all__ = ["build", "SplitSpec", "DatasetError", "DatasetWarning", "think_text", "answer_text", "SPLITS", "KINDS",
-           "served_prompt", "data_budget", "oof_schedule", "is_data_manifest", "DATA_MANIFEST_KIND"]  # fmt: skip
+__all__ = [
+    "build",
+    "SplitSpec",
+    "DatasetError",
+    "DatasetWarning",
+    "think_text",
+    "answer_text",
+    "SPLITS",
+    "KINDS",
+    "served_prompt",
+    "data_budget",
+    "oof_schedule",
+    "is_data_manifest",
+    "DATA_MANIFEST_KIND",
+]
 
 SPLITS = ("train", "val", "test")
 KINDS = ("features", "scenarios", "dpo")
 #: ``manifest.json["kind"]`` of a data directory (a run directory's manifest has ``fxgate_manifest``)
 DATA_MANIFEST_KIND = "fxgate-train-data"
 #: modules whose verdicts the scenarios show (SHAP is left out: 20 ms per bar, and it explains Layer 1 only)
-DATASET_MODULES = ("vpin", "bocpd", "regime", "uncertainty", "execution_cost", "adverse_selection", "robust_kelly",
-                   "bayesian_sizing")  # fmt: skip
+DATASET_MODULES = (
+    "vpin",
+    "bocpd",
+    "regime",
+    "uncertainty",
+    "execution_cost",
+    "adverse_selection",
+    "robust_kelly",
+    "bayesian_sizing",
+)
 MEANINGS = {
     "ROC5": "close 5 bars ago over the current close (above 1: the price fell)",
     "ROC20": "close 20 bars ago over the current close (above 1: the price fell)",
@@ -87,10 +108,11 @@ MEANINGS = {
     "BV_D": "bipower variation over the last day (variance without jumps)",
     "BNS_Z": "Barndorff-Nielsen-Shephard jump statistic (above 3: a jump in the last day)",
     "LM": "Lee-Mykland jump statistic of the last return",
-    "SESS_ASIA": "1 in the Asian session", "SESS_LONDON": "1 in the London session",
+    "SESS_ASIA": "1 in the Asian session",
+    "SESS_LONDON": "1 in the London session",
     "SESS_NY": "1 in the New York session",
     "SPREAD_REL": "spread over the close",
-}  # fmt: skip
+}
 
 
 class DatasetError(FxgateError, ValueError):
@@ -117,21 +139,27 @@ class SplitSpec:
 
     def __post_init__(self) -> None:
         if self.n_ctx < 256 or self.think_budget < 0 or self.answer_budget < 16:
-            raise DatasetError(f"n_ctx = {self.n_ctx}, think_budget = {self.think_budget}, answer_budget = "
-                               f"{self.answer_budget}: need n_ctx >= 256, think_budget >= 0 and answer_budget >= 16 "
-                               f"(the [llm] and [l2] rules)")  # fmt: skip
+            raise DatasetError(
+                f"n_ctx = {self.n_ctx}, think_budget = {self.think_budget}, answer_budget = "
+                f"{self.answer_budget}: need n_ctx >= 256, think_budget >= 0 and answer_budget >= 16 "
+                f"(the [llm] and [l2] rules)"
+            )
         if self.n_ctx - self.think_budget - self.answer_budget < 64:
-            raise DatasetError(f"n_ctx = {self.n_ctx} leaves no room for a prompt after the thinking "
-                               f"({self.think_budget}) and answer ({self.answer_budget}) budgets. Fix: a larger "
-                               f"n_ctx or smaller budgets")  # fmt: skip
+            raise DatasetError(
+                f"n_ctx = {self.n_ctx} leaves no room for a prompt after the thinking "
+                f"({self.think_budget}) and answer ({self.answer_budget}) budgets. Fix: a larger "
+                f"n_ctx or smaller budgets"
+            )
         if self.horizon < 1:
             raise DatasetError(f"horizon = {self.horizon}: must be >= 1 bar")
         if not (0 < self.val_frac < 1 and 0 < self.test_frac < 1 and self.val_frac + self.test_frac < 0.9):
             raise DatasetError("val_frac and test_frac must be in (0, 1) with val_frac + test_frac < 0.9")
         if self.embargo and self.embargo < self.horizon:
-            raise DatasetError(f"embargo = {self.embargo} bars is shorter than the horizon ({self.horizon}): "
-                               f"labels would overlap the next split. Fix: embargo >= horizon (or 0 for the "
-                               f"horizon)")  # fmt: skip
+            raise DatasetError(
+                f"embargo = {self.embargo} bars is shorter than the horizon ({self.horizon}): "
+                f"labels would overlap the next split. Fix: embargo >= horizon (or 0 for the "
+                f"horizon)"
+            )
 
     @property
     def gap(self) -> int:
@@ -211,8 +239,9 @@ class _L1Model:
     info: dict[str, Any]
 
 
-def oof_schedule(bars: Any, train_end: int, ens: Any, embargo: int,
-                 say: Callable[[str], None] | None = None) -> list[_L1Model]:  # fmt: skip
+def oof_schedule(
+    bars: Any, train_end: int, ens: Any, embargo: int, say: Callable[[str], None] | None = None
+) -> list[_L1Model]:
     """Out-of-fold Layer-1 models for the training part ``bars[:train_end]`` of one file.
 
     The blocks are those of :func:`fxgate.models.ensemble.purged_walk_forward` (the bundle's ``folds`` and
@@ -234,22 +263,36 @@ def oof_schedule(bars: Any, train_end: int, ens: Any, embargo: int,
         a = int(test[0])
         c = a - embargo
         if c - 61 - spec.horizon < 200:
-            raise DatasetError(f"out-of-fold Layer-1 probabilities: block {k + 1} of the training split starts at "
-                               f"bar {a}, leaving {max(0, c)} bars to fit its model on (need >= {261 + spec.horizon})"
-                               f". Fix: more bars before the validation cut, or a bundle fitted with fewer folds or "
-                               f"a smaller test_frac")  # fmt: skip
+            raise DatasetError(
+                f"out-of-fold Layer-1 probabilities: block {k + 1} of the training split starts at "
+                f"bar {a}, leaving {max(0, c)} bars to fit its model on (need >= {261 + spec.horizon})"
+                f". Fix: more bars before the validation cut, or a bundle fitted with fewer folds or "
+                f"a smaller test_frac"
+            )
         if say:
             say(f"out-of-fold Layer-1 model {k + 1}/{len(folds)}: fit on bars 0..{c - 1}, predicts bars from {a}")
         m = TreeEnsemble()
         m.fit(head[:c], spec, cfg, evaluate=False)
-        info = {"model": f"oof-{k + 1}", "block_first_ts": int(bars.ts[a]), "block_last_ts": int(bars.ts[test[-1]]),
-                "fit_bars": c, "fit_last_ts": int(bars.ts[c - 1]), "bundle_hash": m.bundle_hash[:16]}  # fmt: skip
+        info = {
+            "model": f"oof-{k + 1}",
+            "block_first_ts": int(bars.ts[a]),
+            "block_last_ts": int(bars.ts[test[-1]]),
+            "fit_bars": c,
+            "fit_last_ts": int(bars.ts[c - 1]),
+            "bundle_hash": m.bundle_hash[:16],
+        }
         out.append(_L1Model(a, m, info))
     return out
 
 
-def _rows_for(bars: Any, src: int, spec: SplitSpec, models: Sequence[_L1Model], with_l1: bool,
-              progress: Callable[[int], None] | None) -> list[_Row]:  # fmt: skip
+def _rows_for(
+    bars: Any,
+    src: int,
+    spec: SplitSpec,
+    models: Sequence[_L1Model],
+    with_l1: bool,
+    progress: Callable[[int], None] | None,
+) -> list[_Row]:
     """Run the gate over one file and collect the scenarios. ``models``: the Layer-1 model to switch to at each
     start bar (none before the first: those bars get no scenario when ``with_l1``)."""
     from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config
@@ -257,9 +300,15 @@ def _rows_for(bars: Any, src: int, spec: SplitSpec, models: Sequence[_L1Model], 
     from fxgate.models.ensemble import MODEL_NAMES
     from fxgate.models.prompt import KEY_FEATURES, prompt_values
 
-    cfg = GateConfig(horizon=spec.horizon, spread=spec.spread, mode="full", l1=L1Config(enabled=with_l1),
-                     l2=L2Config(enabled=False), l3=L3Config(enabled=False),
-                     l4=L4Config(modules=DATASET_MODULES))  # fmt: skip
+    cfg = GateConfig(
+        horizon=spec.horizon,
+        spread=spec.spread,
+        mode="full",
+        l1=L1Config(enabled=with_l1),
+        l2=L2Config(enabled=False),
+        l3=L3Config(enabled=False),
+        l4=L4Config(modules=DATASET_MODULES),
+    )
     gate = Gate(cfg, None, timeframe=bars.timeframe, symbol=bars.symbol)
     switches = {m.start: m for m in models}
     current: _L1Model | None = None
@@ -275,8 +324,10 @@ def _rows_for(bars: Any, src: int, spec: SplitSpec, models: Sequence[_L1Model], 
         b = bars[i]
         d = gate.on_bar(b)
         if d.first_veto == "input":
-            raise DatasetError(f"{bars.symbol} bar {i} ({np.datetime64(int(b.ts), 'ns')}): the gate refused it "
-                               f"({d.layers[0].reason}). Fix: repair the file (--policy repair) or drop the bar")
+            raise DatasetError(
+                f"{bars.symbol} bar {i} ({np.datetime64(int(b.ts), 'ns')}): the gate refused it "
+                f"({d.layers[0].reason}). Fix: repair the file (--policy repair) or drop the bar"
+            )
         if progress and (i % 250 == 0 or i == n - 1):
             progress(i + 1)
         if i + h >= n or i < 1:
@@ -307,12 +358,34 @@ def _rows_for(bars: Any, src: int, spec: SplitSpec, models: Sequence[_L1Model], 
         spread = float(b.spread) if b.spread is not None else spec.spread
         move = float(close[i + h] - close[i])
         target = "BUY" if move > spread else ("SELL" if -move > spread else "NONE")
-        vals = prompt_values(symbol=bars.symbol, timeframe=bars.timeframe, ts_ns=int(b.ts),
-                             bar={"open": b.open, "high": b.high, "low": b.low, "close": b.close, "volume": b.volume,
-                                  "spread": spread},
-                             direction=proposal, horizon=h, probs=probs, features=feats, modules=mods)  # fmt: skip
-        rows.append(_Row(src, i, int(b.ts), int(bars.ts[i + h]), vals, feats, mods, proposal, target, move, spread,
-                         probs, dict(current.info) if with_l1 and current else None))  # fmt: skip
+        vals = prompt_values(
+            symbol=bars.symbol,
+            timeframe=bars.timeframe,
+            ts_ns=int(b.ts),
+            bar={"open": b.open, "high": b.high, "low": b.low, "close": b.close, "volume": b.volume, "spread": spread},
+            direction=proposal,
+            horizon=h,
+            probs=probs,
+            features=feats,
+            modules=mods,
+        )
+        rows.append(
+            _Row(
+                src,
+                i,
+                int(b.ts),
+                int(bars.ts[i + h]),
+                vals,
+                feats,
+                mods,
+                proposal,
+                target,
+                move,
+                spread,
+                probs,
+                dict(current.info) if with_l1 and current else None,
+            )
+        )
     gate.close()
     return rows
 
@@ -330,8 +403,10 @@ def _check_out(out: Path) -> None:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise DatasetError(f"--out {out}: exists and is not a directory. Fix: choose a new directory")
     if out.is_dir() and any(out.iterdir()) and not is_data_manifest(_read_json(out / "manifest.json")):
-        raise DatasetError(f"--out {out}: the directory holds files that are not a `fxgate train data` build; "
-                           f"the build replaces the whole directory. Fix: choose a new or empty directory")
+        raise DatasetError(
+            f"--out {out}: the directory holds files that are not a `fxgate train data` build; "
+            f"the build replaces the whole directory. Fix: choose a new or empty directory"
+        )
 
 
 def _read_json(p: Path) -> Any:
@@ -362,25 +437,45 @@ def _load_tokenizer(spec: str | Path) -> tuple[str, str, str, Callable[[str], in
         def piece(t: int) -> str:
             return "" if t is None or t < 0 else llm.detokenize([t], special=True).decode("utf-8", "replace")
 
-        return (ct, piece(llm.token_bos()), piece(llm.token_eos()),
-                lambda text: len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)), _sha(p))  # fmt: skip
+        return (
+            ct,
+            piece(llm.token_bos()),
+            piece(llm.token_eos()),
+            lambda text: len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)),
+            _sha(p),
+        )
     if (p / "tokenizer.json").is_file():
         from fxgate.training.export import load_tokenizer
 
         tok = load_tokenizer(p)
         if not tok.chat_template:
             raise DatasetError(f"--tokenizer {p}: the tokenizer has no chat_template")
-        return (tok.chat_template, tok.bos_token or "", tok.eos_token or "",
-                lambda text: len(tok(text, add_special_tokens=False)["input_ids"]),
-                _sha(p / "tokenizer.json"))  # fmt: skip
-    raise DatasetError(f"--tokenizer {p}: neither a .gguf file nor a directory with tokenizer.json. Fix: pass the "
-                       f"model that will be served (its GGUF) or its Hugging Face directory")  # fmt: skip
+        return (
+            tok.chat_template,
+            tok.bos_token or "",
+            tok.eos_token or "",
+            lambda text: len(tok(text, add_special_tokens=False)["input_ids"]),
+            _sha(p / "tokenizer.json"),
+        )
+    raise DatasetError(
+        f"--tokenizer {p}: neither a .gguf file nor a directory with tokenizer.json. Fix: pass the "
+        f"model that will be served (its GGUF) or its Hugging Face directory"
+    )
 
 
-def build(bar_files: Sequence[str | Path], out: str | Path, spec: SplitSpec, *, bundle: str | Path | None = None,
-          jsonl: Sequence[str | Path] = (), skip_bad: bool = False, load_kwargs: dict[str, Any] | None = None,
-          progress: Callable[[str, int, int], None] | None = None, tokenizer: str | Path | None = None,
-          log: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
+def build(
+    bar_files: Sequence[str | Path],
+    out: str | Path,
+    spec: SplitSpec,
+    *,
+    bundle: str | Path | None = None,
+    jsonl: Sequence[str | Path] = (),
+    skip_bad: bool = False,
+    load_kwargs: dict[str, Any] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    tokenizer: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Write the three splits and ``manifest.json`` into ``out``; return the manifest. ``progress(file, bars done,
     bars in the file)`` is called as bars are processed.
 
@@ -401,8 +496,10 @@ def build(bar_files: Sequence[str | Path], out: str | Path, spec: SplitSpec, *, 
         raise DatasetError("no bar files given. Fix: --bars FILE (repeat for several pairs)")
     out = Path(out).absolute()
     if Path.cwd().resolve().is_relative_to(out.resolve()):
-        raise DatasetError(f"--out {out}: the current directory or one above it; the build replaces --out whole. "
-                           f"Fix: a new directory, e.g. --out data/")  # fmt: skip
+        raise DatasetError(
+            f"--out {out}: the current directory or one above it; the build replaces --out whole. "
+            f"Fix: a new directory, e.g. --out data/"
+        )
     _check_out(out)
     tpl = load_template("judge.v1")
     # -- read and check every input before any work ------------------------------------------------------------
@@ -415,8 +512,10 @@ def build(bar_files: Sequence[str | Path], out: str | Path, spec: SplitSpec, *, 
             raise DatasetError(f"{p}: {len(bars)} bars; a time split with an embargo needs at least 500")
         sha = file_sha256(p)
         if sha in seen:
-            raise DatasetError(f"{p}: the same bars as {seen[sha]} (sha256 {sha[:12]}…); each bar would be a "
-                               f"training example twice. Fix: give each file once")  # fmt: skip
+            raise DatasetError(
+                f"{p}: the same bars as {seen[sha]} (sha256 {sha[:12]}…); each bar would be a "
+                f"training example twice. Fix: give each file once"
+            )
         seen[sha] = p
         loaded.append((p, bars, sha))
     ens = None
@@ -426,12 +525,16 @@ def build(bar_files: Sequence[str | Path], out: str | Path, spec: SplitSpec, *, 
         ens = TreeEnsemble.load(bundle)
         for p, bars, _ in loaded:
             if ens.timeframe and bars.timeframe != ens.timeframe:
-                raise DatasetError(f"{bundle}: the bundle was fitted on {ens.timeframe} bars, {p} has "
-                                   f"{bars.timeframe} bars. Fix: a bundle fitted on {bars.timeframe} bars")
+                raise DatasetError(
+                    f"{bundle}: the bundle was fitted on {ens.timeframe} bars, {p} has "
+                    f"{bars.timeframe} bars. Fix: a bundle fitted on {bars.timeframe} bars"
+                )
         if ens.label_spec.horizon != spec.horizon:
-            raise DatasetError(f"{bundle}: the bundle predicts {ens.label_spec.horizon} bar(s) ahead, the scenarios "
-                               f"ask about {spec.horizon}. Fix: --horizon {ens.label_spec.horizon}, or a bundle "
-                               f"fitted with horizon {spec.horizon}")  # fmt: skip
+            raise DatasetError(
+                f"{bundle}: the bundle predicts {ens.label_spec.horizon} bar(s) ahead, the scenarios "
+                f"ask about {spec.horizon}. Fix: --horizon {ens.label_spec.horizon}, or a bundle "
+                f"fitted with horizon {spec.horizon}"
+            )
     # one calendar cut for every file
     all_ts = np.sort(np.concatenate([np.asarray(b.ts, dtype=np.int64) for _, b, _ in loaded]))
     t1 = int(all_ts[int(len(all_ts) * (1 - spec.val_frac - spec.test_frac))])
@@ -439,9 +542,11 @@ def build(bar_files: Sequence[str | Path], out: str | Path, spec: SplitSpec, *, 
     if ens is not None:
         last = int(ens.manifest["training_window"]["last_label_end_ts"])
         if last >= t1:
-            raise DatasetError(f"{bundle}: the bundle's training labels reach {np.datetime64(last, 'ns')}, past the "
-                               f"validation cut {np.datetime64(t1, 'ns')}: its probabilities would leak the future "
-                               f"into training. Fix: fit the bundle on bars before the cut")  # fmt: skip
+            raise DatasetError(
+                f"{bundle}: the bundle's training labels reach {np.datetime64(last, 'ns')}, past the "
+                f"validation cut {np.datetime64(t1, 'ns')}: its probabilities would leak the future "
+                f"into training. Fix: fit the bundle on bars before the cut"
+            )
     imported = read_jsonl(jsonl, skip_bad=skip_bad, cut_ns=t1) if jsonl else None
     tok = _load_tokenizer(tokenizer) if tokenizer is not None else None
     budget = prompt_budget_of(spec)
@@ -461,22 +566,36 @@ def build(bar_files: Sequence[str | Path], out: str | Path, spec: SplitSpec, *, 
         if ens is not None:
             embargo = max(g, int(ens.manifest.get("embargo") or 0), ens.label_spec.horizon)
             models = oof_schedule(bars, a, ens, embargo, say) if a > 0 else []
-            models.append(_L1Model(a, ens, {"model": "bundle", "bundle_hash": ens.bundle_hash[:16],
-                                            "fit_last_ts": last}))  # fmt: skip
+            models.append(
+                _L1Model(a, ens, {"model": "bundle", "bundle_hash": ens.bundle_hash[:16], "fit_last_ts": last})
+            )
         rows = _rows_for(bars, k, spec, models, ens is not None, tick)
         counts = {}
         for split, lo, hi in (("train", 0, a), ("val", a + g, b), ("test", b + g, len(bars))):
             keep = [r for r in rows if lo <= r.i and r.i + h < hi]
             rows_by_split[split] += keep
-            counts[split] = {"examples": len(keep),
-                             "first": str(np.datetime64(keep[0].ts, "ns"))[:19] if keep else None,
-                             "last": str(np.datetime64(keep[-1].ts, "ns"))[:19] if keep else None}  # fmt: skip
-        sources.append({"file": str(p), "sha256": sha, "symbol": bars.symbol, "timeframe": bars.timeframe,
-                        "bars": len(bars), "first": str(bars.times[0])[:19], "last": str(bars.times[-1])[:19],
-                        "splits": counts, "layer1_oof": [m.info for m in models if m.ens is not ens]})  # fmt: skip
+            counts[split] = {
+                "examples": len(keep),
+                "first": str(np.datetime64(keep[0].ts, "ns"))[:19] if keep else None,
+                "last": str(np.datetime64(keep[-1].ts, "ns"))[:19] if keep else None,
+            }
+        sources.append(
+            {
+                "file": str(p),
+                "sha256": sha,
+                "symbol": bars.symbol,
+                "timeframe": bars.timeframe,
+                "bars": len(bars),
+                "first": str(bars.times[0])[:19],
+                "last": str(bars.times[-1])[:19],
+                "splits": counts,
+                "layer1_oof": [m.info for m in models if m.ens is not ens],
+            }
+        )
     if not rows_by_split["train"]:
-        raise DatasetError("no training example: the files are too short for the split. Fix: more bars or smaller "
-                           "val/test fractions")  # fmt: skip
+        raise DatasetError(
+            "no training example: the files are too short for the split. Fix: more bars or smaller val/test fractions"
+        )
     cert = _certainty_table(rows_by_split["train"])
     # -- write into a temporary directory, then swap it into place ---------------------------------------------
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -500,23 +619,44 @@ def build(bar_files: Sequence[str | Path], out: str | Path, spec: SplitSpec, *, 
         for w in warnings_[:20]:
             _warn(w)
         manifest = {
-            "kind": DATA_MANIFEST_KIND, "fxgate_version": __version__,
+            "kind": DATA_MANIFEST_KIND,
+            "fxgate_version": __version__,
             "feature_engine_version": FEATURE_ENGINE_VERSION,
-            "template": {"id": tpl.id, "sha256": tpl.sha256}, "horizon": spec.horizon, "embargo_bars": spec.gap,
-            "spread_default": spec.spread, "cuts": {"val_from": str(np.datetime64(t1, "ns"))[:19],
-                                                    "test_from": str(np.datetime64(t2, "ns"))[:19],
-                                                    "val_from_ns": t1, "test_from_ns": t2},
-            "prompt_budget": {"n_ctx": spec.n_ctx, "think_budget": spec.think_budget,
-                              "answer_budget": spec.answer_budget, "prompt_tokens_max": budget,
-                              "applied_with": None if tok is None else {"tokenizer": str(tokenizer),
-                                                                        "sha256": tok[4]}},
-            "bundle": None if ens is None else {"path": str(bundle), "sha256": ens.bundle_hash,
-                                                "training_split": "out-of-fold refits (sources[].layer1_oof)"},
-            "certainty_targets": cert, "sources": sources, "counts": table, "imported": imp_table,
+            "template": {"id": tpl.id, "sha256": tpl.sha256},
+            "horizon": spec.horizon,
+            "embargo_bars": spec.gap,
+            "spread_default": spec.spread,
+            "cuts": {
+                "val_from": str(np.datetime64(t1, "ns"))[:19],
+                "test_from": str(np.datetime64(t2, "ns"))[:19],
+                "val_from_ns": t1,
+                "test_from_ns": t2,
+            },
+            "prompt_budget": {
+                "n_ctx": spec.n_ctx,
+                "think_budget": spec.think_budget,
+                "answer_budget": spec.answer_budget,
+                "prompt_tokens_max": budget,
+                "applied_with": None if tok is None else {"tokenizer": str(tokenizer), "sha256": tok[4]},
+            },
+            "bundle": None
+            if ens is None
+            else {
+                "path": str(bundle),
+                "sha256": ens.bundle_hash,
+                "training_split": "out-of-fold refits (sources[].layer1_oof)",
+            },
+            "certainty_targets": cert,
+            "sources": sources,
+            "counts": table,
+            "imported": imp_table,
             "warnings": warnings_,
-        }  # fmt: skip
-        manifest["files"] = {str(q.relative_to(tmp)): {"bytes": q.stat().st_size, "sha256": file_sha256(q)}
-                             for q in sorted(tmp.rglob("*")) if q.is_file()}  # fmt: skip
+        }
+        manifest["files"] = {
+            str(q.relative_to(tmp)): {"bytes": q.stat().st_size, "sha256": file_sha256(q)}
+            for q in sorted(tmp.rglob("*"))
+            if q.is_file()
+        }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, allow_nan=False))
         _swap_into_place(tmp, out)
     except BaseException:
@@ -559,8 +699,15 @@ def prompt_budget_of(spec: SplitSpec) -> int:
     return prompt_budget(spec.n_ctx, spec.think_budget, spec.answer_budget)
 
 
-def _write_splits(d: Path, rows_by_split: dict[str, list[_Row]], loaded: list, tpl: Any, cert: dict[str, float],
-                  tok: tuple | None, budget: int) -> dict[str, dict[str, int]]:  # fmt: skip
+def _write_splits(
+    d: Path,
+    rows_by_split: dict[str, list[_Row]],
+    loaded: list,
+    tpl: Any,
+    cert: dict[str, float],
+    tok: tuple | None,
+    budget: int,
+) -> dict[str, dict[str, int]]:
     table: dict[str, dict[str, int]] = {}
     for split, rows in rows_by_split.items():
         sd = d / split
@@ -568,22 +715,43 @@ def _write_splits(d: Path, rows_by_split: dict[str, list[_Row]], loaded: list, t
         files = {kind: (sd / f"{kind}.jsonl").open("w") for kind in KINDS}
         try:
             for r in rows:
-                meta = {"source": r.src, "symbol": loaded[r.src][1].symbol, "ts": r.ts,
-                        "label_end_ts": r.label_end_ts, "proposal": r.proposal, "target": r.target, "move": r.move,
-                        "spread": r.spread, "probs": r.probs, "layer1": r.l1}  # fmt: skip
+                meta = {
+                    "source": r.src,
+                    "symbol": loaded[r.src][1].symbol,
+                    "ts": r.ts,
+                    "label_end_ts": r.label_end_ts,
+                    "proposal": r.proposal,
+                    "target": r.target,
+                    "move": r.move,
+                    "spread": r.spread,
+                    "probs": r.probs,
+                    "layer1": r.l1,
+                }
                 files["features"].write(json.dumps(_feature_example(r, meta)) + "\n")
                 if tok is None:
                     prompt = _prompt_messages(tpl, r.values)
                 else:
-                    rp = served_prompt(tpl, r.values, chat_template=tok[0], bos_token=tok[1], eos_token=tok[2],
-                                       count_tokens=tok[3], budget=budget)  # fmt: skip
+                    rp = served_prompt(
+                        tpl,
+                        r.values,
+                        chat_template=tok[0],
+                        bos_token=tok[1],
+                        eos_token=tok[2],
+                        count_tokens=tok[3],
+                        budget=budget,
+                    )
                     prompt = list(rp.messages)
                     meta["dropped_sections"] = list(rp.dropped)
                 chosen = _completion(r, cert)
-                files["scenarios"].write(json.dumps({"prompt": prompt, "completion": chosen, "values": r.values,
-                                                     "meta": meta}) + "\n")  # fmt: skip
-                files["dpo"].write(json.dumps({"prompt": prompt, "chosen": chosen, "rejected": _rejected(r),
-                                               "values": r.values, "meta": meta}) + "\n")  # fmt: skip
+                files["scenarios"].write(
+                    json.dumps({"prompt": prompt, "completion": chosen, "values": r.values, "meta": meta}) + "\n"
+                )
+                files["dpo"].write(
+                    json.dumps(
+                        {"prompt": prompt, "chosen": chosen, "rejected": _rejected(r), "values": r.values, "meta": meta}
+                    )
+                    + "\n"
+                )
         finally:
             for f in files.values():
                 f.close()
@@ -591,15 +759,30 @@ def _write_splits(d: Path, rows_by_split: dict[str, list[_Row]], loaded: list, t
     return table
 
 
-def served_prompt(tpl: Any, values: dict[str, str], *, chat_template: str, bos_token: str, eos_token: str,
-                  count_tokens: Callable[[str], int], budget: int) -> Any:  # fmt: skip
+def served_prompt(
+    tpl: Any,
+    values: dict[str, str],
+    *,
+    chat_template: str,
+    bos_token: str,
+    eos_token: str,
+    count_tokens: Callable[[str], int],
+    budget: int,
+) -> Any:
     """The judge's prompt for ``values`` exactly as the live judge builds it
     (:func:`fxgate.models.prompt.build_prompt` under the same budget): what SFT, DPO and the evaluation train and
     score on."""
     from fxgate.models.prompt import build_prompt
 
-    return build_prompt(tpl, values, chat_template=chat_template, bos_token=bos_token, eos_token=eos_token,
-                        count_tokens=count_tokens, budget=budget)  # fmt: skip
+    return build_prompt(
+        tpl,
+        values,
+        chat_template=chat_template,
+        bos_token=bos_token,
+        eos_token=eos_token,
+        count_tokens=count_tokens,
+        budget=budget,
+    )
 
 
 def data_budget(data: str | Path) -> dict[str, int]:
@@ -608,8 +791,11 @@ def data_budget(data: str | Path) -> dict[str, int]:
     m = _read_json(Path(data) / "manifest.json")
     d = SplitSpec()
     b = (m or {}).get("prompt_budget") or {}
-    return {"n_ctx": int(b.get("n_ctx", d.n_ctx)), "think_budget": int(b.get("think_budget", d.think_budget)),
-            "answer_budget": int(b.get("answer_budget", d.answer_budget))}  # fmt: skip
+    return {
+        "n_ctx": int(b.get("n_ctx", d.n_ctx)),
+        "think_budget": int(b.get("think_budget", d.think_budget)),
+        "answer_budget": int(b.get("answer_budget", d.answer_budget)),
+    }
 
 
 def _prompt_messages(tpl: Any, values: dict[str, str]) -> list[dict[str, str]]:
@@ -622,18 +808,24 @@ def _prompt_messages(tpl: Any, values: dict[str, str]) -> list[dict[str, str]]:
 
 def _completion(r: _Row, cert: dict[str, float]) -> str:
     c = cert["same"] if r.target == r.proposal else (cert["none"] if r.target == "NONE" else cert["opposite"])
-    return (f"{think_text(r.features, r.modules, r.proposal)}\n</think>\n\n"
-            f"{answer_text(r.target, c, _reasons(r.features, r.modules))}")  # fmt: skip
+    return (
+        f"{think_text(r.features, r.modules, r.proposal)}\n</think>\n\n"
+        f"{answer_text(r.target, c, _reasons(r.features, r.modules))}"
+    )
 
 
 def _rejected(r: _Row) -> str:
     wrong = r.proposal if r.target == "NONE" else ("SELL" if r.target == "BUY" else "BUY")
-    return (f"{think_text(r.features, r.modules, r.proposal)}\n</think>\n\n"
-            f"{answer_text(wrong, 0.99, _reasons(r.features, r.modules))}")  # fmt: skip
+    return (
+        f"{think_text(r.features, r.modules, r.proposal)}\n</think>\n\n"
+        f"{answer_text(wrong, 0.99, _reasons(r.features, r.modules))}"
+    )
 
 
 def _feature_example(r: _Row, meta: dict[str, Any]) -> dict[str, Any]:
     lines = [f"- {k} = {_fmt(v)}: {MEANINGS[k]}" for k, v in r.features.items() if k in MEANINGS]
     q = f"{r.values['bar']}\nWhat do this bar's key features say?"
-    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "\n".join(lines)}],
-            "meta": meta}  # fmt: skip
+    return {
+        "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "\n".join(lines)}],
+        "meta": meta,
+    }

@@ -35,8 +35,15 @@ def dpo_examples(data: str | Path, tok: Any, limit: int | None = None) -> list[d
     return out
 
 
-def train_dpo(base: str | Path, data: str | Path, out: str | Path, preset: Preset, *, resume: bool = False,
-              max_steps: int | None = None) -> dict[str, Any]:  # fmt: skip
+def train_dpo(
+    base: str | Path,
+    data: str | Path,
+    out: str | Path,
+    preset: Preset,
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -44,22 +51,40 @@ def train_dpo(base: str | Path, data: str | Path, out: str | Path, preset: Prese
     model, tok = setup(base, preset)
     ds = Dataset.from_list(dpo_examples(data, tok, preset.max_dpo_pairs))
     cfg = DPOConfig(
-        output_dir=str(out), num_train_epochs=preset.dpo_epochs, learning_rate=preset.dpo_lr, beta=preset.beta,
-        per_device_train_batch_size=max(1, preset.batch_size // 2), gradient_accumulation_steps=preset.grad_accum,
-        max_length=preset.max_length, bf16=preset.bf16, gradient_checkpointing=preset.gradient_checkpointing,
-        save_steps=preset.save_steps, save_total_limit=3, logging_steps=5, seed=preset.seed, report_to="none",
-        max_steps=max_steps or -1, disable_tqdm=True, use_cpu=not _has_gpu(),
-    )  # fmt: skip
-    trainer = DPOTrainer(model=model, ref_model=None, args=cfg, train_dataset=ds, processing_class=tok,
-                         peft_config=lora_config(preset))  # fmt: skip
+        output_dir=str(out),
+        num_train_epochs=preset.dpo_epochs,
+        learning_rate=preset.dpo_lr,
+        beta=preset.beta,
+        per_device_train_batch_size=max(1, preset.batch_size // 2),
+        gradient_accumulation_steps=preset.grad_accum,
+        max_length=preset.max_length,
+        bf16=preset.bf16,
+        gradient_checkpointing=preset.gradient_checkpointing,
+        save_steps=preset.save_steps,
+        save_total_limit=3,
+        logging_steps=5,
+        seed=preset.seed,
+        report_to="none",
+        max_steps=max_steps or -1,
+        disable_tqdm=True,
+        use_cpu=not _has_gpu(),
+    )
+    trainer = DPOTrainer(
+        model=model, ref_model=None, args=cfg, train_dataset=ds, processing_class=tok, peft_config=lora_config(preset)
+    )
     has_ckpt = any(out.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if (resume and has_ckpt) else None)
     trainer.save_model(str(out / "adapter"))
     tok.save_pretrained(str(out / "adapter"))
     hist = trainer.state.log_history
     acc = [h["rewards/accuracies"] for h in hist if "rewards/accuracies" in h]
-    metrics = {"pairs": len(ds), "steps": trainer.state.global_step, "train_loss": result.training_loss,
-               "reward_accuracy_last": acc[-1] if acc else None, "resumed": bool(resume and has_ckpt)}  # fmt: skip
+    metrics = {
+        "pairs": len(ds),
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "reward_accuracy_last": acc[-1] if acc else None,
+        "resumed": bool(resume and has_ckpt),
+    }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 

@@ -55,15 +55,24 @@ def score(answers: list[str | None], certainty: list[float | None], targets: lis
 
     n = len(targets)
     right = [a == t for a, t in zip(answers, targets, strict=True)]
-    conf = [i for i, (a, c) in enumerate(zip(answers, certainty, strict=True))
-            if a in ("BUY", "SELL") and c is not None and c >= threshold]  # fmt: skip
+    conf = [
+        i
+        for i, (a, c) in enumerate(zip(answers, certainty, strict=True))
+        if a in ("BUY", "SELL") and c is not None and c >= threshold
+    ]
     wins = sum(right[i] for i in conf)
     valid = [i for i, a in enumerate(answers) if a is not None and certainty[i] is not None]
-    return {"n": n, "answered": len(valid), "accuracy": sum(right) / n if n else math.nan,
-            "accuracy_ci95": list(wilson(sum(right), n)), "confident": len(conf),
-            "coverage": len(conf) / n if n else math.nan,
-            "precision": wins / len(conf) if conf else None, "precision_ci95": list(wilson(wins, len(conf))),
-            "ece": ece(np.array([certainty[i] for i in valid]), np.array([right[i] for i in valid]))}  # fmt: skip
+    return {
+        "n": n,
+        "answered": len(valid),
+        "accuracy": sum(right) / n if n else math.nan,
+        "accuracy_ci95": list(wilson(sum(right), n)),
+        "confident": len(conf),
+        "coverage": len(conf) / n if n else math.nan,
+        "precision": wins / len(conf) if conf else None,
+        "precision_ci95": list(wilson(wins, len(conf))),
+        "ece": ece(np.array([certainty[i] for i in valid]), np.array([right[i] for i in valid])),
+    }
 
 
 def _random_baseline(targets: list[str], k: int, rng: np.random.Generator, draws: int = 1000) -> dict[str, Any]:
@@ -75,14 +84,27 @@ def _random_baseline(targets: list[str], k: int, rng: np.random.Generator, draws
         pick = rng.choice(len(t), size=k, replace=False)
         side = np.where(rng.random(k) < 0.5, "BUY", "SELL")
         precs.append(float(np.mean(t[pick] == side)))
-    return {"confident": k, "precision_mean": float(np.mean(precs)),
-            "precision_range95": [float(np.quantile(precs, 0.025)), float(np.quantile(precs, 0.975))]}  # fmt: skip
+    return {
+        "confident": k,
+        "precision_mean": float(np.mean(precs)),
+        "precision_range95": [float(np.quantile(precs, 0.025)), float(np.quantile(precs, 0.975))],
+    }
 
 
-def evaluate(model: str | Path, data: str | Path, *, threshold: float = 0.95, limit: int | None = None,
-             think_budget: int = 384, answer_budget: int = 512, n_ctx: int = 4096, n_threads: int = 0,
-             n_gpu_layers: int = 0, seed: int = 0,
-             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:  # fmt: skip
+def evaluate(
+    model: str | Path,
+    data: str | Path,
+    *,
+    threshold: float = 0.95,
+    limit: int | None = None,
+    think_budget: int = 384,
+    answer_budget: int = 512,
+    n_ctx: int = 4096,
+    n_threads: int = 0,
+    n_gpu_layers: int = 0,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """Score ``model`` (a GGUF file) on ``data``'s test split and the baselines; return the report."""
     from fxgate.models.llm import LlmError, LlmRuntime, LlmSettings, grammar_for
     from fxgate.models.prompt import ContextOverflow, load_template
@@ -90,8 +112,10 @@ def evaluate(model: str | Path, data: str | Path, *, threshold: float = 0.95, li
     data = Path(data)
     mp = Path(model)
     if mp.is_dir():
-        raise DatasetError(f"{mp}: a Hugging Face directory; the evaluation runs the model the gate serves. Fix: "
-                           f"export it with fxgate.training.export.export_gguf and pass the .gguf")  # fmt: skip
+        raise DatasetError(
+            f"{mp}: a Hugging Face directory; the evaluation runs the model the gate serves. Fix: "
+            f"export it with fxgate.training.export.export_gguf and pass the .gguf"
+        )
     path = data / "test" / "scenarios.jsonl"
     if not path.is_file():
         raise DatasetError(f"{path}: not found. Fix: `fxgate train data --bars ... --out {data}` first")
@@ -100,19 +124,29 @@ def evaluate(model: str | Path, data: str | Path, *, threshold: float = 0.95, li
         rows = rows[:limit]
     if not rows:
         raise DatasetError(f"{path}: no test scenarios")
-    train = [json.loads(x)["meta"]["target"] for x in (data / "train" / "scenarios.jsonl").read_text().splitlines()
-             if x.strip()]  # fmt: skip
+    train = [
+        json.loads(x)["meta"]["target"]
+        for x in (data / "train" / "scenarios.jsonl").read_text().splitlines()
+        if x.strip()
+    ]
     if any("values" not in r for r in rows):
-        raise DatasetError(f"{path}: scenarios without template values (built by an older fxgate): the live judge's "
-                           f"prompt budget cannot be applied to them. Fix: rebuild with `fxgate train data`")
+        raise DatasetError(
+            f"{path}: scenarios without template values (built by an older fxgate): the live judge's "
+            f"prompt budget cannot be applied to them. Fix: rebuild with `fxgate train data`"
+        )
     man = json.loads((data / "manifest.json").read_text()) if (data / "manifest.json").is_file() else {}
     tinfo = man.get("template") or {}
     tpl = load_template(tinfo.get("id", "judge.v1"))
     if tinfo.get("sha256") and tinfo["sha256"] != tpl.sha256:
-        raise DatasetError(f"{data / 'manifest.json'}: built with template {tpl.id} sha256 {tinfo['sha256'][:12]}…, "
-                           f"this fxgate's is {tpl.sha256[:12]}…. Fix: rebuild the data with `fxgate train data`")
-    rt = LlmRuntime(LlmSettings(model=str(mp), n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                                seed=seed, timeout_s=600))  # fmt: skip
+        raise DatasetError(
+            f"{data / 'manifest.json'}: built with template {tpl.id} sha256 {tinfo['sha256'][:12]}…, "
+            f"this fxgate's is {tpl.sha256[:12]}…. Fix: rebuild the data with `fxgate train data`"
+        )
+    rt = LlmRuntime(
+        LlmSettings(
+            model=str(mp), n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, seed=seed, timeout_s=600
+        )
+    )
     grammar = grammar_for("judge")
     answers: list[str | None] = []
     certs: list[float | None] = []
@@ -123,8 +157,14 @@ def evaluate(model: str | Path, data: str | Path, *, threshold: float = 0.95, li
             # the live judge's own path: template values -> LlmRuntime.build under the serving budget
             prompt = rt.build(tpl, r["values"], think_budget=think_budget, answer_budget=answer_budget)
             dropped.update(prompt.dropped)
-            g = rt.generate(prompt, kind="judge", think_budget=think_budget, answer_budget=answer_budget,
-                            grammar=grammar, use_cache=False)  # fmt: skip
+            g = rt.generate(
+                prompt,
+                kind="judge",
+                think_budget=think_budget,
+                answer_budget=answer_budget,
+                grammar=grammar,
+                use_cache=False,
+            )
         except (LlmError, ContextOverflow) as exc:
             errors[str(exc).split(":")[0][:60]] += 1
             answers.append(None)
@@ -138,10 +178,19 @@ def evaluate(model: str | Path, data: str | Path, *, threshold: float = 0.95, li
             progress(k + 1, len(rows))
     rt.close()
     targets = [r["meta"]["target"] for r in rows]
-    report: dict[str, Any] = {"model": str(mp), "model_sha256": rt.sha256, "data": str(data), "split": "test",
-                              "threshold": threshold, "think_budget": think_budget, "answer_budget": answer_budget,
-                              "n_ctx": n_ctx, "dropped_sections": dict(dropped), "errors": dict(errors),
-                              "model_scores": score(answers, certs, targets, threshold)}  # fmt: skip
+    report: dict[str, Any] = {
+        "model": str(mp),
+        "model_sha256": rt.sha256,
+        "data": str(data),
+        "split": "test",
+        "threshold": threshold,
+        "think_budget": think_budget,
+        "answer_budget": answer_budget,
+        "n_ctx": n_ctx,
+        "dropped_sections": dict(dropped),
+        "errors": dict(errors),
+        "model_scores": score(answers, certs, targets, threshold),
+    }
     major, freq = Counter(train).most_common(1)[0]
     freq /= len(train)
     base = {"majority": {"class": major, **score([major] * len(rows), [freq] * len(rows), targets, threshold)}}
@@ -164,6 +213,7 @@ def evaluate(model: str | Path, data: str | Path, *, threshold: float = 0.95, li
 
 def table(report: dict[str, Any]) -> str:
     """The report as a short text table."""
+
     def pct(x: Any) -> str:
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1%}"
 
@@ -175,16 +225,21 @@ def table(report: dict[str, Any]) -> str:
         return "" if bad else f" [{c[0]:.1%}, {c[1]:.1%}]"
 
     lines = [f"{'verdicts':<28}{'accuracy':>22}{'coverage':>10}{'precision @ thr':>30}{'ECE':>8}"]
-    rows = [("model", report["model_scores"])] + [(k, v) for k, v in report["baselines"].items()
-                                                  if k != "random_same_coverage"]  # fmt: skip
+    rows = [("model", report["model_scores"])] + [
+        (k, v) for k, v in report["baselines"].items() if k != "random_same_coverage"
+    ]
     for name, s in rows:
         if "note" in s:
             lines.append(f"{name:<28}{s['note']}")
             continue
-        lines.append(f"{name:<28}{pct(s['accuracy']) + ci(s['accuracy_ci95']):>22}{pct(s['coverage']):>10}"
-                     f"{pct(s['precision']) + ci(s['precision_ci95']):>30}{num(s['ece']):>8}")  # fmt: skip
+        lines.append(
+            f"{name:<28}{pct(s['accuracy']) + ci(s['accuracy_ci95']):>22}{pct(s['coverage']):>10}"
+            f"{pct(s['precision']) + ci(s['precision_ci95']):>30}{num(s['ece']):>8}"
+        )
     r = report["baselines"]["random_same_coverage"]
     if r["precision_mean"] is not None:
-        lines.append(f"{'random, same coverage':<28}{'':>22}{pct(report['model_scores']['coverage']):>10}"
-                     f"{pct(r['precision_mean']) + ci(r['precision_range95']):>30}")  # fmt: skip
+        lines.append(
+            f"{'random, same coverage':<28}{'':>22}{pct(report['model_scores']['coverage']):>10}"
+            f"{pct(r['precision_mean']) + ci(r['precision_range95']):>30}"
+        )
     return "\n".join(lines)

@@ -85,8 +85,11 @@ def export_gguf(model_dir: str | Path, out: str | Path, ftype: str = "f16", *, n
         state.pop("lm_head.weight", None)
     n_layers = cfg.num_hidden_layers
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2, n_layers)
-    file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-                 "f32": gguf.LlamaFileType.ALL_F32}[ftype]  # fmt: skip
+    file_type = {
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+        "f32": gguf.LlamaFileType.ALL_F32,
+    }[ftype]
 
     out.parent.mkdir(parents=True, exist_ok=True)
     w = gguf.GGUFWriter(str(out), "qwen2")
@@ -145,9 +148,18 @@ def export_gguf(model_dir: str | Path, out: str | Path, ftype: str = "f16", *, n
     return out
 
 
-def parity_check(model_dir: str | Path, gguf_f16: str | Path, gguf_q8: str | Path | None, prompts: list[str], *,
-                 logit_rtol: float = 1e-2, top1_min: float = 0.98, n_logit_prompts: int = 32,
-                 min_prompts: int = 200, n_ctx: int = 4096) -> dict[str, Any]:  # fmt: skip
+def parity_check(
+    model_dir: str | Path,
+    gguf_f16: str | Path,
+    gguf_q8: str | Path | None,
+    prompts: list[str],
+    *,
+    logit_rtol: float = 1e-2,
+    top1_min: float = 0.98,
+    n_logit_prompts: int = 32,
+    min_prompts: int = 200,
+    n_ctx: int = 4096,
+) -> dict[str, Any]:
     """Compare the exported GGUF files with the torch model they came from; raise :class:`ParityError` on failure.
 
     * the prompts: at least ``min_prompts`` *distinct* texts (repeats are dropped, not counted);
@@ -163,8 +175,10 @@ def parity_check(model_dir: str | Path, gguf_f16: str | Path, gguf_q8: str | Pat
 
     prompts = list(dict.fromkeys(prompts))  # distinct, first occurrence order
     if len(prompts) < min_prompts:
-        raise ParityError(f"only {len(prompts)} distinct prompts for the parity check, it needs >= {min_prompts} "
-                          f"(repeats prove nothing). Fix: pass more distinct prompts (a larger validation split)")
+        raise ParityError(
+            f"only {len(prompts)} distinct prompts for the parity check, it needs >= {min_prompts} "
+            f"(repeats prove nothing). Fix: pass more distinct prompts (a larger validation split)"
+        )
     if len(prompts) < n_logit_prompts:
         raise ParityError(f"{len(prompts)} prompts, fewer than the {n_logit_prompts} the F16 logit check compares")
     tok = load_tokenizer(model_dir)
@@ -181,8 +195,10 @@ def parity_check(model_dir: str | Path, gguf_f16: str | Path, gguf_q8: str | Pat
             mism.append(i)
     report["tokenizer_mismatches"] = len(mism)
     if mism:
-        raise ParityError(f"llama.cpp tokenizes {len(mism)} of {len(prompts)} prompts differently from the HF "
-                          f"tokenizer (first: prompt #{mism[0]}: {prompts[mism[0]][:80]!r})")  # fmt: skip
+        raise ParityError(
+            f"llama.cpp tokenizes {len(mism)} of {len(prompts)} prompts differently from the HF "
+            f"tokenizer (first: prompt #{mism[0]}: {prompts[mism[0]][:80]!r})"
+        )
 
     def torch_logits(ids: list[int]) -> np.ndarray:
         with torch.no_grad():
@@ -204,8 +220,10 @@ def parity_check(model_dir: str | Path, gguf_f16: str | Path, gguf_q8: str | Pat
     report["max_abs_logit"] = scale
     report["f16_logit_rtol"] = logit_rtol
     if worst > logit_rtol * scale:
-        raise ParityError(f"F16 GGUF logits differ from the torch model by up to {worst:.3g}, over {logit_rtol:g} "
-                          f"x the largest |logit| ({scale:.3g})")  # fmt: skip
+        raise ParityError(
+            f"F16 GGUF logits differ from the torch model by up to {worst:.3g}, over {logit_rtol:g} "
+            f"x the largest |logit| ({scale:.3g})"
+        )
     if gguf_q8 is not None:
         q8 = load_llama(gguf_q8, n_ctx=n_ctx, logits_all=True, seed=0)
         agree = 0
@@ -214,8 +232,10 @@ def parity_check(model_dir: str | Path, gguf_f16: str | Path, gguf_q8: str | Pat
         report["q8_top1_agreement"] = agree / max(1, len(hf_ids))
         report["q8_top1_min"] = top1_min
         if report["q8_top1_agreement"] < top1_min:
-            raise ParityError(f"Q8_0 GGUF agrees with the torch model's next token on "
-                              f"{report['q8_top1_agreement']:.1%} of prompts (< {top1_min:.0%})")  # fmt: skip
+            raise ParityError(
+                f"Q8_0 GGUF agrees with the torch model's next token on "
+                f"{report['q8_top1_agreement']:.1%} of prompts (< {top1_min:.0%})"
+            )
         q8.close()
     f16.close()
     return report

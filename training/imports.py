@@ -41,8 +41,16 @@ from typing import Any
 
 from fxgate.training.datasets import DatasetError
 
-__all__ = ["import_jsonl", "read_jsonl", "write_imported", "parse_line", "normalized_key", "record_dates",
-           "Imported", "MAX_RECORD_CHARS"]  # fmt: skip
+__all__ = [
+    "import_jsonl",
+    "read_jsonl",
+    "write_imported",
+    "parse_line",
+    "normalized_key",
+    "record_dates",
+    "Imported",
+    "MAX_RECORD_CHARS",
+]
 
 ROLES = ("system", "user", "assistant")
 _NON_WORD = re.compile(r"[^0-9a-z]+")
@@ -99,8 +107,10 @@ def parse_line(obj: Any) -> tuple[str, dict[str, Any]]:
             raise ValueError("input: must be a string")
         user = obj["instruction"] + ("\n\n" + inp if inp.strip() else "")
         return "sft", {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": obj["output"]}]}
-    raise ValueError(f"unknown format (keys {sorted(obj)[:6]}); expected Alpaca instruction/input/output, chat "
-                     "messages, or TRL prompt/chosen/rejected")  # fmt: skip
+    raise ValueError(
+        f"unknown format (keys {sorted(obj)[:6]}); expected Alpaca instruction/input/output, chat "
+        "messages, or TRL prompt/chosen/rejected"
+    )
 
 
 def _flat(rec: dict[str, Any]) -> str:
@@ -177,8 +187,9 @@ class Imported:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_jsonl(files: Sequence[str | Path], *, skip_bad: bool = False, cut_ns: int | None = None,
-               max_chars: int = MAX_RECORD_CHARS) -> Imported:  # fmt: skip
+def read_jsonl(
+    files: Sequence[str | Path], *, skip_bad: bool = False, cut_ns: int | None = None, max_chars: int = MAX_RECORD_CHARS
+) -> Imported:
     """Validate and de-duplicate the files' records in memory (nothing is written). A record dated at or after
     ``cut_ns`` (the validation cut) is a problem like a malformed line. Raises :class:`DatasetError` listing every
     problem unless ``skip_bad``, which drops those lines and counts them."""
@@ -193,12 +204,21 @@ def read_jsonl(files: Sequence[str | Path], *, skip_bad: bool = False, cut_ns: i
         try:
             lines = p.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError as exc:
-            raise DatasetError(f"{p}: not UTF-8 text (byte {exc.start}: {exc.reason}). Fix: re-save it as UTF-8 "
-                               f"JSONL") from exc  # fmt: skip
+            raise DatasetError(
+                f"{p}: not UTF-8 text (byte {exc.start}: {exc.reason}). Fix: re-save it as UTF-8 JSONL"
+            ) from exc
         except OSError as exc:
             raise DatasetError(f"{p}: cannot read ({exc.strerror or exc}). Fix: check the --jsonl path") from exc
-        c = {"source": str(p), "lines": 0, "bad": 0, "after_cut": 0, "exact_duplicates": 0, "near_duplicates": 0,
-             "sft": 0, "dpo": 0}  # fmt: skip
+        c = {
+            "source": str(p),
+            "lines": 0,
+            "bad": 0,
+            "after_cut": 0,
+            "exact_duplicates": 0,
+            "near_duplicates": 0,
+            "sft": 0,
+            "dpo": 0,
+        }
         for no, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -217,9 +237,11 @@ def read_jsonl(files: Sequence[str | Path], *, skip_bad: bool = False, cut_ns: i
             if cut_ns is not None:
                 late = [t for t in record_dates(obj, rec) if t >= cut_ns]
                 if late:
-                    problems.append(f"{p}:{no}: dated {_iso(max(late))} UTC, at or after the validation cut "
-                                    f"{_iso(cut_ns)} UTC: imports go to training, and a training record must not "
-                                    f"carry a validation or test-period bar")  # fmt: skip
+                    problems.append(
+                        f"{p}:{no}: dated {_iso(max(late))} UTC, at or after the validation cut "
+                        f"{_iso(cut_ns)} UTC: imports go to training, and a training record must not "
+                        f"carry a validation or test-period bar"
+                    )
                     c["after_cut"] += 1
                     continue
             ek = hashlib.sha256(json.dumps(rec, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
@@ -234,17 +256,21 @@ def read_jsonl(files: Sequence[str | Path], *, skip_bad: bool = False, cut_ns: i
             near.add(nk)
             size = len(_flat(rec))
             if size > max_chars:
-                warnings.append(f"{p}:{no}: {size:,} characters, over the limit of {max_chars:,}: longer than a "
-                                f"training sequence, it will be truncated in training. Fix: split or shorten "
-                                f"it")  # fmt: skip
+                warnings.append(
+                    f"{p}:{no}: {size:,} characters, over the limit of {max_chars:,}: longer than a "
+                    f"training sequence, it will be truncated in training. Fix: split or shorten "
+                    f"it"
+                )
             kept[kind].append({**rec, "source": p.name})
             c[kind] += 1
         rows.append(c)
     if problems and not skip_bad:
         shown = "\n  ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise DatasetError(f"{len(problems)} bad line(s) in the JSONL imports:\n  {shown}{more}\nFix: correct the "
-                           f"lines, or pass --skip-bad to drop them (they are counted)")  # fmt: skip
+        raise DatasetError(
+            f"{len(problems)} bad line(s) in the JSONL imports:\n  {shown}{more}\nFix: correct the "
+            f"lines, or pass --skip-bad to drop them (they are counted)"
+        )
     return Imported(kept, rows, problems, warnings)
 
 
@@ -258,11 +284,11 @@ def write_imported(imp: Imported, out_dir: str | Path) -> dict[str, Any]:
             for r in recs:
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
         written[kind] = len(recs)
-    return {"sources": imp.sources, "written": written, "problems": imp.problems[:100],
-            "warnings": imp.warnings[:100]}  # fmt: skip
+    return {"sources": imp.sources, "written": written, "problems": imp.problems[:100], "warnings": imp.warnings[:100]}
 
 
-def import_jsonl(files: Sequence[str | Path], out_dir: str | Path, *, skip_bad: bool = False,
-                 cut_ns: int | None = None) -> dict[str, Any]:  # fmt: skip
+def import_jsonl(
+    files: Sequence[str | Path], out_dir: str | Path, *, skip_bad: bool = False, cut_ns: int | None = None
+) -> dict[str, Any]:
     """Validate, de-duplicate and write the files' records; return the per-source count table."""
     return write_imported(read_jsonl(files, skip_bad=skip_bad, cut_ns=cut_ns), out_dir)

@@ -24,8 +24,17 @@ import numpy as np
 from fxgate.engine._hash import file_sha256
 from fxgate.engine.config import cache_dir
 
-__all__ = ["NANO_VERSION", "SPECIAL_TOKENS", "ADDED_TOKENS", "QWEN2_SPLIT", "build_tokenizer", "build_nano",
-           "ensure_nano", "cache_dir", "sample_prompts"]  # fmt: skip
+__all__ = [
+    "NANO_VERSION",
+    "SPECIAL_TOKENS",
+    "ADDED_TOKENS",
+    "QWEN2_SPLIT",
+    "build_tokenizer",
+    "build_nano",
+    "ensure_nano",
+    "cache_dir",
+    "sample_prompts",
+]
 
 NANO_VERSION = 1
 BOS, EOS, PAD = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"
@@ -34,11 +43,22 @@ SPECIAL_TOKENS = (BOS, EOS, PAD, "<｜User｜>", "<｜Assistant｜>")
 #: added, non-special tokens (atomic when tokenizing, printed when decoding), as in R1-Distill
 ADDED_TOKENS = ("<think>", "</think>")
 #: the Qwen2 pre-tokenizer split (tokenizer.json of Qwen/Qwen2-7B; llama.cpp's LLAMA_VOCAB_PRE_TYPE_QWEN2)
-QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
-               r"\s+(?!\S)|\s+")  # fmt: skip
-NANO_CONFIG = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-               "num_key_value_heads": 2, "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
-               "rope_theta": 10000.0, "tie_word_embeddings": False, "initializer_range": 0.02}  # fmt: skip
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+    r"\s+(?!\S)|\s+"
+)
+NANO_CONFIG = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+    "initializer_range": 0.02,
+}
 
 
 def sample_prompts(n: int, seed: int = 0) -> list[str]:
@@ -53,28 +73,55 @@ def sample_prompts(n: int, seed: int = 0) -> list[str]:
         px = float(rng.uniform(0.6, 160))
         d = ["BUY", "SELL"][i % 2]
         vals = prompt_values(
-            symbol=["EURUSD", "USDJPY", "GBPUSD", "XAUUSD"][i % 4], timeframe="H1",
+            symbol=["EURUSD", "USDJPY", "GBPUSD", "XAUUSD"][i % 4],
+            timeframe="H1",
             ts_ns=int(1.5e18 + rng.integers(0, 10**17)),
-            bar={"open": px, "high": px * 1.001, "low": px * 0.999, "close": px * (1 + rng.normal(0, 5e-4)),
-                 "volume": float(rng.integers(1, 5000)), "spread": 0.00008},
-            direction=d, horizon=int(rng.integers(1, 5)),
+            bar={
+                "open": px,
+                "high": px * 1.001,
+                "low": px * 0.999,
+                "close": px * (1 + rng.normal(0, 5e-4)),
+                "volume": float(rng.integers(1, 5000)),
+                "spread": 0.00008,
+            },
+            direction=d,
+            horizon=int(rng.integers(1, 5)),
             probs={m: float(rng.uniform(0, 1)) for m in ("xgboost", "lightgbm", "catboost")},
             features={k: float(rng.normal()) for k in KEY_FEATURES},
-            modules=[{"module": "vpin", "passed": bool(rng.integers(2)), "score": float(rng.uniform()),
-                      "threshold": 0.5, "reason": "toxicity below its 90th percentile"}],
-            size=float(rng.uniform(0, 1)))  # fmt: skip
+            modules=[
+                {
+                    "module": "vpin",
+                    "passed": bool(rng.integers(2)),
+                    "score": float(rng.uniform()),
+                    "threshold": 0.5,
+                    "reason": "toxicity below its 90th percentile",
+                }
+            ],
+            size=float(rng.uniform(0, 1)),
+        )
         tpl = tpls[i % len(tpls)]
         text = "\n\n".join(s.text for s in tpl.sections)
         for k, v in vals.items():
             text = text.replace("{" + k + "}", v)
-        answer = json.dumps({"direction": d, "certainty": round(float(rng.uniform()), 4),
-                             "reasons": ["ROC20 and SUMP20 agree with the proposal"]})  # fmt: skip
+        answer = json.dumps(
+            {
+                "direction": d,
+                "certainty": round(float(rng.uniform()), 4),
+                "reasons": ["ROC20 and SUMP20 agree with the proposal"],
+            }
+        )
         think = f"<think>\nThe numbers: {vals['features'][:200]}\n</think>\n\n"
-        msgs = [{"role": "system", "content": tpl.system}, {"role": "user", "content": text},
-                {"role": "assistant", "content": think + answer}]  # fmt: skip
+        msgs = [
+            {"role": "system", "content": tpl.system},
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": think + answer},
+        ]
         gen = i % 3 == 0
-        out.append(render_chat(R1_CHAT_TEMPLATE, msgs[:2] if gen else msgs, bos_token=BOS, eos_token=EOS,
-                               add_generation_prompt=gen))  # fmt: skip
+        out.append(
+            render_chat(
+                R1_CHAT_TEMPLATE, msgs[:2] if gen else msgs, bos_token=BOS, eos_token=EOS, add_generation_prompt=gen
+            )
+        )
     return out
 
 
@@ -86,13 +133,20 @@ def build_tokenizer(corpus: list[str], vocab_size: int = 1024) -> Any:
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])  # fmt: skip
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[],
+    )
     # special tokens are not part of the BPE training text
     clean = corpus
     for s in (*SPECIAL_TOKENS, *ADDED_TOKENS):
@@ -100,8 +154,9 @@ def build_tokenizer(corpus: list[str], vocab_size: int = 1024) -> Any:
     tok.train_from_iterator(clean, trainer)
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIAL_TOKENS])
     tok.add_tokens([AddedToken(s, special=False, normalized=False) for s in ADDED_TOKENS])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-                                   clean_up_tokenization_spaces=False)  # fmt: skip
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, clean_up_tokenization_spaces=False
+    )
     fast.chat_template = R1_CHAT_TEMPLATE
     return fast
 
@@ -121,11 +176,18 @@ def build_nano(out: str | Path, *, seed: int = 0, log: Any = None) -> dict[str, 
     say("training the byte-level BPE tokenizer on rendered prompts")
     corpus = sample_prompts(400, seed=seed)
     tok = build_tokenizer(corpus)
-    say(f"initialising a random {NANO_CONFIG['num_hidden_layers']}-layer Qwen2 (hidden {NANO_CONFIG['hidden_size']}, "
-        f"vocab {len(tok)})")  # fmt: skip
+    say(
+        f"initialising a random {NANO_CONFIG['num_hidden_layers']}-layer Qwen2 (hidden {NANO_CONFIG['hidden_size']}, "
+        f"vocab {len(tok)})"
+    )
     torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=max(tok.get_vocab().values()) + 1, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **NANO_CONFIG)  # fmt: skip
+    cfg = Qwen2Config(
+        vocab_size=max(tok.get_vocab().values()) + 1,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **NANO_CONFIG,
+    )
     model = Qwen2ForCausalLM(cfg).eval()
     hf = out / "hf"
     model.save_pretrained(hf)
@@ -140,8 +202,14 @@ def build_nano(out: str | Path, *, seed: int = 0, log: Any = None) -> dict[str, 
     for p in sorted(out.rglob("*")):
         if p.is_file() and p.name != "manifest.json":
             files[str(p.relative_to(out))] = {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
-    manifest = {"nano_version": NANO_VERSION, "seed": seed, "config": NANO_CONFIG, "weights": "random (untrained)",
-                "parity": parity, "files": files}  # fmt: skip
+    manifest = {
+        "nano_version": NANO_VERSION,
+        "seed": seed,
+        "config": NANO_CONFIG,
+        "weights": "random (untrained)",
+        "parity": parity,
+        "files": files,
+    }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 

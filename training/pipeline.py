@@ -55,16 +55,20 @@ def write_modelfile(gguf: str | Path, out: str | Path, *, system: str = "") -> P
     token as the stop, greedy decoding."""
     from fxgate.training.nano import EOS
 
-    tpl = ('{{- if .System }}{{ .System }}{{ end }}'
-           '{{- range .Messages }}{{- if eq .Role "user" }}<｜User｜>{{ .Content }}'
-           '{{- else if eq .Role "assistant" }}<｜Assistant｜>{{ .Content }}' + EOS + '{{- end }}{{- end }}'
-           "<｜Assistant｜><think>\n")  # fmt: skip
-    text = (f"# Ollama Modelfile written by fxgate. `ollama create fxgate-judge -f {Path(out).name}`\n"
-            f"FROM ./{Path(gguf).name}\n"
-            f'TEMPLATE """{tpl}"""\n'
-            + (f'SYSTEM """{system}"""\n' if system else "")
-            + f'PARAMETER stop "{EOS}"\nPARAMETER stop "<｜User｜>"\n'
-            + "PARAMETER temperature 0\nPARAMETER seed 0\n")  # fmt: skip
+    tpl = (
+        "{{- if .System }}{{ .System }}{{ end }}"
+        '{{- range .Messages }}{{- if eq .Role "user" }}<｜User｜>{{ .Content }}'
+        '{{- else if eq .Role "assistant" }}<｜Assistant｜>{{ .Content }}' + EOS + "{{- end }}{{- end }}"
+        "<｜Assistant｜><think>\n"
+    )
+    text = (
+        f"# Ollama Modelfile written by fxgate. `ollama create fxgate-judge -f {Path(out).name}`\n"
+        f"FROM ./{Path(gguf).name}\n"
+        f'TEMPLATE """{tpl}"""\n'
+        + (f'SYSTEM """{system}"""\n' if system else "")
+        + f'PARAMETER stop "{EOS}"\nPARAMETER stop "<｜User｜>"\n'
+        + "PARAMETER temperature 0\nPARAMETER seed 0\n"
+    )
     p = Path(out)
     p.write_text(text)
     return p
@@ -79,8 +83,10 @@ def _files(d: Path) -> list[Path]:
         dirs[:] = sorted(x for x in dirs if not x.startswith(_SKIP_DIRS))
         for x in list(dirs) + names:
             if (r / x).is_symlink():
-                raise ValueError(f"{r / x}: a symlink in the run directory; a manifest records the run's own files "
-                                 f"only. Fix: replace it by the file it points to, or remove it")  # fmt: skip
+                raise ValueError(
+                    f"{r / x}: a symlink in the run directory; a manifest records the run's own files "
+                    f"only. Fix: replace it by the file it points to, or remove it"
+                )
         for x in names:
             p = r / x
             if p.relative_to(d).parts == (MANIFEST,):
@@ -92,8 +98,9 @@ def _files(d: Path) -> list[Path]:
 
 def _git_commit() -> str | None:
     try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                           cwd=Path(__file__).parent)  # fmt: skip
+        r = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
+        )
         return r.stdout.strip() or None if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -115,8 +122,13 @@ def write_manifest(d: str | Path, **extra: Any) -> dict[str, Any]:
     temporary name and renamed into place."""
     d = Path(d)
     files = {p.relative_to(d).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in _files(d)}
-    m = {"fxgate_manifest": 1, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-         "git_commit": _git_commit(), **_strict(extra), "files": files}  # fmt: skip
+    m = {
+        "fxgate_manifest": 1,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_commit": _git_commit(),
+        **_strict(extra),
+        "files": files,
+    }
     tmp = d / f".{MANIFEST}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(m, indent=1, default=str, allow_nan=False))
     tmp.replace(d / MANIFEST)
@@ -147,27 +159,35 @@ def verify(d: str | Path) -> list[str]:
     from fxgate.training.datasets import is_data_manifest
 
     if not isinstance(m, dict):
-        return [f"{mp}: not a manifest (a JSON {type(m).__name__}, expected an object with \"files\")"]
+        return [f'{mp}: not a manifest (a JSON {type(m).__name__}, expected an object with "files")']
     if is_data_manifest(m) and "files" not in m:
-        return [f"{mp}: this is a `fxgate train data` manifest from before file hashes were recorded; verify checks "
-                f"runs and data directories that list their files. Fix: rebuild it with `fxgate train data`"]
+        return [
+            f"{mp}: this is a `fxgate train data` manifest from before file hashes were recorded; verify checks "
+            f"runs and data directories that list their files. Fix: rebuild it with `fxgate train data`"
+        ]
     if "fxgate_manifest" not in m and not is_data_manifest(m):
-        return [f"{mp}: not a manifest written by `fxgate train all` or `fxgate train data` (no fxgate_manifest "
-                f"key). Fix: point at the run directory itself"]
+        return [
+            f"{mp}: not a manifest written by `fxgate train all` or `fxgate train data` (no fxgate_manifest "
+            f"key). Fix: point at the run directory itself"
+        ]
     files = m.get("files")
     if not isinstance(files, dict):
-        return [f"{mp}: \"files\" is missing or not an object of path -> {{bytes, sha256}}. Fix: copy the manifest "
-                f"again from the run"]
+        return [
+            f'{mp}: "files" is missing or not an object of path -> {{bytes, sha256}}. Fix: copy the manifest '
+            f"again from the run"
+        ]
     root = d.resolve()
     out = []
     if not is_data_manifest(m) and not any(isinstance(k, str) and k.endswith(".gguf") for k in files):
-        out.append(f"{mp}: lists no .gguf file, so a copy that verifies would still hold no model. Fix: copy the "
-                   "manifest written by `fxgate train all` at the end of the run")  # fmt: skip
+        out.append(
+            f"{mp}: lists no .gguf file, so a copy that verifies would still hold no model. Fix: copy the "
+            "manifest written by `fxgate train all` at the end of the run"
+        )
     if is_data_manifest(m) and not files:
         out.append(f"{mp}: lists no file. Fix: rebuild the data directory with `fxgate train data`")
     for rel, info in files.items():
         if not isinstance(rel, str) or not rel:
-            out.append(f"{mp}: an empty file name in \"files\"")
+            out.append(f'{mp}: an empty file name in "files"')
             continue
         pr = PurePosixPath(rel)
         if pr.is_absolute() or Path(rel).is_absolute() or "\\" in rel or ".." in pr.parts:
@@ -182,8 +202,10 @@ def verify(d: str | Path) -> list[str]:
                 inside = p.resolve().is_relative_to(root)
             except (OSError, RuntimeError):
                 inside = False
-            out.append(f"{rel}: a symlink{'' if inside else ' pointing outside the run directory'}; verify checks "
-                       f"the run's own files only (not followed)")  # fmt: skip
+            out.append(
+                f"{rel}: a symlink{'' if inside else ' pointing outside the run directory'}; verify checks "
+                f"the run's own files only (not followed)"
+            )
             continue
         if not p.is_file():
             out.append(f"{rel}: missing")
@@ -207,8 +229,15 @@ def manifest_kind(d: str | Path) -> str:
     return "run" if isinstance(m, dict) and "fxgate_manifest" in m else "unknown"
 
 
-def run_all(preset_name: str, out: str | Path, *, bars: list[str] | None = None, base: str | None = None,
-            log: Callable[[str], None] = print, eval_limit: int | None = None) -> dict[str, Any]:  # fmt: skip
+def run_all(
+    preset_name: str,
+    out: str | Path,
+    *,
+    bars: list[str] | None = None,
+    base: str | None = None,
+    log: Callable[[str], None] = print,
+    eval_limit: int | None = None,
+) -> dict[str, Any]:
     """The whole pipeline into ``out`` (see the module docstring); returns the manifest."""
     from fxgate.engine.loader import sample_path
     from fxgate.training import datasets
@@ -231,8 +260,12 @@ def run_all(preset_name: str, out: str | Path, *, bars: list[str] | None = None,
 
     done = step("data: fxgate train data (time split, manifest)")
     files = bars or [str(sample_path())]
-    dm = datasets.build(files, out / "data", datasets.SplitSpec(horizon=1, spread=0.00008),
-                        load_kwargs={"symbol": "EURUSD"} if not bars else None)  # fmt: skip
+    dm = datasets.build(
+        files,
+        out / "data",
+        datasets.SplitSpec(horizon=1, spread=0.00008),
+        load_kwargs={"symbol": "EURUSD"} if not bars else None,
+    )
     done()
     if p.base == "nano" and base is None:
         from fxgate.training.nano import build_nano
@@ -271,15 +304,28 @@ def run_all(preset_name: str, out: str | Path, *, bars: list[str] | None = None,
     done = step("evaluation on the test split (accuracy, precision with Wilson CI, coverage, ECE, baselines)")
     import torch
 
-    ev = evaluate(q8, out / "data", limit=eval_limit if eval_limit is not None else p.eval_examples,
-                  think_budget=384, n_gpu_layers=-1 if torch.cuda.is_available() else 0)  # fmt: skip
+    ev = evaluate(
+        q8,
+        out / "data",
+        limit=eval_limit if eval_limit is not None else p.eval_examples,
+        think_budget=384,
+        n_gpu_layers=-1 if torch.cuda.is_available() else 0,
+    )
     (out / "eval.json").write_text(json.dumps(ev, indent=1))
     done()
     # the intermediate model is not a deliverable; the manifest covers what a user downloads
     shutil.rmtree(out / "sft-merged", ignore_errors=True)
-    m = write_manifest(out, preset=p.to_dict(), base=base_dir, data_manifest=dm, metrics={"sft": sft, "dpo": dpo},
-                       parity=parity, evaluation={k: ev[k] for k in ("model_scores", "baselines", "outcomes")},
-                       timings_s=timings, python=sys.version.split()[0])  # fmt: skip
+    m = write_manifest(
+        out,
+        preset=p.to_dict(),
+        base=base_dir,
+        data_manifest=dm,
+        metrics={"sft": sft, "dpo": dpo},
+        parity=parity,
+        evaluation={k: ev[k] for k in ("model_scores", "baselines", "outcomes")},
+        timings_s=timings,
+        python=sys.version.split()[0],
+    )
     problems = verify(out)
     if problems:
         raise RuntimeError("the run's own files do not match its manifest: " + "; ".join(problems))

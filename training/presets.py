@@ -46,15 +46,49 @@ class Preset:
 
 
 PRESETS = {
-    "h100-7b": Preset(name="h100-7b", base="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", bf16=True, lora_r=64,
-                      lora_alpha=128, lora_dropout=0.05, sft_epochs=3, sft_lr=2e-5, dpo_epochs=2, dpo_lr=5e-6,
-                      beta=0.1, batch_size=4, grad_accum=4, max_length=4096, packing=True,
-                      gradient_checkpointing=True, save_steps=200),
-    "nano": Preset(name="nano", base="nano", bf16=False, lora_r=16, lora_alpha=32, lora_dropout=0.0, sft_epochs=2,
-                   sft_lr=1e-2, dpo_epochs=1, dpo_lr=1e-3, beta=0.1, batch_size=8, grad_accum=1, max_length=2048,
-                   packing=False, gradient_checkpointing=False, save_steps=10, max_train_examples=192,
-                   max_dpo_pairs=96, eval_examples=40, train_lm_head=True),
-}  # fmt: skip
+    "h100-7b": Preset(
+        name="h100-7b",
+        base="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+        bf16=True,
+        lora_r=64,
+        lora_alpha=128,
+        lora_dropout=0.05,
+        sft_epochs=3,
+        sft_lr=2e-5,
+        dpo_epochs=2,
+        dpo_lr=5e-6,
+        beta=0.1,
+        batch_size=4,
+        grad_accum=4,
+        max_length=4096,
+        packing=True,
+        gradient_checkpointing=True,
+        save_steps=200,
+    ),
+    "nano": Preset(
+        name="nano",
+        base="nano",
+        bf16=False,
+        lora_r=16,
+        lora_alpha=32,
+        lora_dropout=0.0,
+        sft_epochs=2,
+        sft_lr=1e-2,
+        dpo_epochs=1,
+        dpo_lr=1e-3,
+        beta=0.1,
+        batch_size=8,
+        grad_accum=1,
+        max_length=2048,
+        packing=False,
+        gradient_checkpointing=False,
+        save_steps=10,
+        max_train_examples=192,
+        max_dpo_pairs=96,
+        eval_examples=40,
+        train_lm_head=True,
+    ),
+}
 
 
 def get_preset(name: str) -> Preset:

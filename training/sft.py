@@ -58,9 +58,11 @@ def judge_renderer(data: str | Path, tok: Any) -> Callable[[dict[str, Any]], str
     tpl = load_template(tid)
     want = (man.get("template") or {}).get("sha256")
     if want and want != tpl.sha256:
-        raise ValueError(f"{d / 'manifest.json'}: built with template {tid} sha256 {want[:12]}…, this fxgate's "
-                         f"{tid} is {tpl.sha256[:12]}…; training on it would not be what is served. Fix: rebuild the "
-                         f"data with `fxgate train data`")  # fmt: skip
+        raise ValueError(
+            f"{d / 'manifest.json'}: built with template {tid} sha256 {want[:12]}…, this fxgate's "
+            f"{tid} is {tpl.sha256[:12]}…; training on it would not be what is served. Fix: rebuild the "
+            f"data with `fxgate train data`"
+        )
     budget = prompt_budget(**data_budget(d))
 
     def count(text: str) -> int:
@@ -68,10 +70,19 @@ def judge_renderer(data: str | Path, tok: Any) -> Callable[[dict[str, Any]], str
 
     def render(r: dict[str, Any]) -> str:
         if "values" not in r:
-            raise ValueError(f"{d}: a scenario without template values (built by an older fxgate), so the serving "
-                             f"budget cannot be applied. Fix: rebuild the data with `fxgate train data`")
-        return served_prompt(tpl, r["values"], chat_template=tok.chat_template, bos_token=tok.bos_token or "",
-                             eos_token=tok.eos_token or "", count_tokens=count, budget=budget).text  # fmt: skip
+            raise ValueError(
+                f"{d}: a scenario without template values (built by an older fxgate), so the serving "
+                f"budget cannot be applied. Fix: rebuild the data with `fxgate train data`"
+            )
+        return served_prompt(
+            tpl,
+            r["values"],
+            chat_template=tok.chat_template,
+            bos_token=tok.bos_token or "",
+            eos_token=tok.eos_token or "",
+            count_tokens=count,
+            budget=budget,
+        ).text
 
     return render
 
@@ -132,13 +143,26 @@ def lora_config(preset: Preset) -> Any:
     """LoRA on every linear layer (and, for presets that ask, the output layer trained in full)."""
     from peft import LoraConfig
 
-    return LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
-                      target_modules="all-linear", task_type="CAUSAL_LM",
-                      modules_to_save=["lm_head"] if preset.train_lm_head else None)  # fmt: skip
+    return LoraConfig(
+        r=preset.lora_r,
+        lora_alpha=preset.lora_alpha,
+        lora_dropout=preset.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+        modules_to_save=["lm_head"] if preset.train_lm_head else None,
+    )
 
 
-def train_sft(base: str | Path, data: str | Path, out: str | Path, preset: Preset, *, resume: bool = False,
-              max_steps: int | None = None, full: bool = False) -> dict[str, Any]:  # fmt: skip
+def train_sft(
+    base: str | Path,
+    data: str | Path,
+    out: str | Path,
+    preset: Preset,
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+    full: bool = False,
+) -> dict[str, Any]:
     """Train a LoRA adapter on ``base`` (``full=True``: every weight, for FSDP) and save it with the tokenizer to
     ``out/adapter`` (the full model, with ``full``); return the training metrics."""
     from datasets import Dataset
@@ -148,26 +172,51 @@ def train_sft(base: str | Path, data: str | Path, out: str | Path, preset: Prese
     model, tok = setup(base, preset)
     ds = Dataset.from_list(sft_examples(data, tok, preset.max_train_examples))
     cfg = SFTConfig(
-        output_dir=str(out), num_train_epochs=preset.sft_epochs, learning_rate=preset.sft_lr,
-        per_device_train_batch_size=preset.batch_size, gradient_accumulation_steps=preset.grad_accum,
-        max_length=preset.max_length, packing=preset.packing, completion_only_loss=True, bf16=preset.bf16,
-        gradient_checkpointing=preset.gradient_checkpointing, save_steps=preset.save_steps, save_total_limit=3,
-        logging_steps=5, seed=preset.seed, data_seed=preset.seed, report_to="none", max_steps=max_steps or -1,
-        lr_scheduler_type="cosine", disable_tqdm=True, use_cpu=not _has_gpu(),
-    )  # fmt: skip
+        output_dir=str(out),
+        num_train_epochs=preset.sft_epochs,
+        learning_rate=preset.sft_lr,
+        per_device_train_batch_size=preset.batch_size,
+        gradient_accumulation_steps=preset.grad_accum,
+        max_length=preset.max_length,
+        packing=preset.packing,
+        completion_only_loss=True,
+        bf16=preset.bf16,
+        gradient_checkpointing=preset.gradient_checkpointing,
+        save_steps=preset.save_steps,
+        save_total_limit=3,
+        logging_steps=5,
+        seed=preset.seed,
+        data_seed=preset.seed,
+        report_to="none",
+        max_steps=max_steps or -1,
+        lr_scheduler_type="cosine",
+        disable_tqdm=True,
+        use_cpu=not _has_gpu(),
+    )
     callbacks = []
     if os.environ.get("FXGATE_FAULT_EXIT_AT_STEP"):
         callbacks.append(_fault_exit(int(os.environ["FXGATE_FAULT_EXIT_AT_STEP"])))
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok,
-                         peft_config=None if full else lora_config(preset), callbacks=callbacks)  # fmt: skip
+    trainer = SFTTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=ds,
+        processing_class=tok,
+        peft_config=None if full else lora_config(preset),
+        callbacks=callbacks,
+    )
     has_ckpt = any(out.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if (resume and has_ckpt) else None)
     trainer.save_model(str(out / "adapter"))
     tok.save_pretrained(str(out / "adapter"))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    metrics = {"examples": len(ds), "steps": trainer.state.global_step, "train_loss": result.training_loss,
-               "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
-               "resumed": bool(resume and has_ckpt)}  # fmt: skip
+    metrics = {
+        "examples": len(ds),
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "first_logged_loss": losses[0] if losses else None,
+        "last_logged_loss": losses[-1] if losses else None,
+        "resumed": bool(resume and has_ckpt),
+    }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 
@@ -201,8 +250,9 @@ def main(argv: list[str] | None = None) -> None:
         p = replace(p, save_steps=a.save_steps)
     if a.max_examples:
         p = replace(p, max_train_examples=a.max_examples)
-    print(json.dumps(train_sft(a.base or p.base, a.data, a.out, p, resume=a.resume, max_steps=a.max_steps,
-                               full=a.full)))
+    print(
+        json.dumps(train_sft(a.base or p.base, a.data, a.out, p, resume=a.resume, max_steps=a.max_steps, full=a.full))
+    )
 
 
 if __name__ == "__main__":

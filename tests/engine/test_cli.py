@@ -71,8 +71,7 @@ def test_fit_writes_a_bundle_that_loads(tmp_path):
     from fxgate.models.ensemble import TreeEnsemble
 
     out = tmp_path / "bundle"
-    r = CliRunner().invoke(cli, ["fit", "--out", str(out), "--folds", "2", "--estimators", "20", "--spread",
-                                 "0.00008"])  # fmt: skip
+    r = CliRunner().invoke(cli, ["fit", "--out", str(out), "--folds", "2", "--estimators", "20", "--spread", "0.00008"])
     assert r.exit_code == 0, r.output
     assert "Layer 1, out of sample" in r.output and "rule (all agree, each >= 0.95)" in r.output
     assert "assumed spread of 8e-05" in r.output
@@ -98,8 +97,10 @@ def test_replay_writes_every_output_and_refuses_an_overlapping_bundle(tmp_path):
     data = tmp_path / "EURUSD.csv"
     sample_bars()[:2500].to_csv(data)
     cfg = tmp_path / "gate.toml"
-    cfg.write_text("spread = 0.00008\n[l2]\nenabled = false\n[l3]\nenabled = false\n"
-                   "[replay]\ntrain_bars = 2000\nwindow_bars = 300\nn_estimators = 20\nfolds = 1\n")  # fmt: skip
+    cfg.write_text(
+        "spread = 0.00008\n[l2]\nenabled = false\n[l3]\nenabled = false\n"
+        "[replay]\ntrain_bars = 2000\nwindow_bars = 300\nn_estimators = 20\nfolds = 1\n"
+    )
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, ["replay", "--data", str(data), "--config", str(cfg), "--out", str(out)])
     assert r.exit_code == 0, r.output
@@ -107,7 +108,8 @@ def test_replay_writes_every_output_and_refuses_an_overlapping_bundle(tmp_path):
         assert (out / f).exists(), f
     run = json.loads((out / "run.json").read_text())  # written last, naming every file with its size and sha256
     assert run["status"] == "complete" and sorted(run["files"]) == sorted(
-        ["decisions.parquet", "trades.csv", "metrics.json", "report.html"])  # fmt: skip
+        ["decisions.parquet", "trades.csv", "metrics.json", "report.html"]
+    )
     for f, want in run["files"].items():
         assert want == {"size": (out / f).stat().st_size, "sha256": hashlib.sha256((out / f).read_bytes()).hexdigest()}
     assert run["data"]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
@@ -117,16 +119,37 @@ def test_replay_writes_every_output_and_refuses_an_overlapping_bundle(tmp_path):
     assert len(pd.read_parquet(out / "decisions.parquet")) == 500
     assert "bars replayed out of sample" in r.output
     bundle = tmp_path / "bundle"
-    assert CliRunner().invoke(cli, ["fit", "--data", str(data), "--out", str(bundle), "--folds", "1",
-                                    "--estimators", "10"]).exit_code == 0  # fmt: skip
+    assert (
+        CliRunner()
+        .invoke(cli, ["fit", "--data", str(data), "--out", str(bundle), "--folds", "1", "--estimators", "10"])
+        .exit_code
+        == 0
+    )
     r = CliRunner().invoke(cli, ["replay", "--data", str(data), "--bundle", str(bundle), "--out", str(tmp_path / "b")])
     assert r.exit_code == 2 and "nothing out of sample is left to replay" in r.output
     # a bundle fitted on the first 2000 bars overlaps a file of 2500: refused with the flag that allows it, which works
     early = tmp_path / "early"
     (tmp_path / "first").mkdir()
     sample_bars()[:2000].to_csv(tmp_path / "first" / "EURUSD.csv")
-    assert CliRunner().invoke(cli, ["fit", "--data", str(tmp_path / "first" / "EURUSD.csv"), "--out", str(early),
-                                    "--folds", "1", "--estimators", "10"]).exit_code == 0  # fmt: skip
+    assert (
+        CliRunner()
+        .invoke(
+            cli,
+            [
+                "fit",
+                "--data",
+                str(tmp_path / "first" / "EURUSD.csv"),
+                "--out",
+                str(early),
+                "--folds",
+                "1",
+                "--estimators",
+                "10",
+            ],
+        )
+        .exit_code
+        == 0
+    )
     args = ["replay", "--data", str(data), "--config", str(cfg), "--bundle", str(early), "--out", str(tmp_path / "c")]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 2 and "--skip-trained-bars" in r.output and "Traceback" not in r.output
@@ -237,10 +260,13 @@ def test_replay_says_what_loading_repaired(tmp_path):
     data = tmp_path / "EURUSD.csv"
     pd.DataFrame(rows).to_csv(data, index=False)
     cfg = tmp_path / "gate.toml"
-    cfg.write_text("[l2]\nenabled = false\n[l3]\nenabled = false\n"
-                   "[replay]\ntrain_bars = 2000\nwindow_bars = 300\nn_estimators = 10\nfolds = 1\n")  # fmt: skip
-    r = CliRunner().invoke(cli, ["replay", "--data", str(data), "--config", str(cfg), "--out", str(tmp_path / "o"),
-                                 "--policy", "repair"])  # fmt: skip
+    cfg.write_text(
+        "[l2]\nenabled = false\n[l3]\nenabled = false\n"
+        "[replay]\ntrain_bars = 2000\nwindow_bars = 300\nn_estimators = 10\nfolds = 1\n"
+    )
+    r = CliRunner().invoke(
+        cli, ["replay", "--data", str(data), "--config", str(cfg), "--out", str(tmp_path / "o"), "--policy", "repair"]
+    )
     assert r.exit_code == 0, r.output
     assert "repaired: 1 row(s): 1 dropped (lines 13)" in r.output and "duplicate time" in r.output
 
@@ -253,8 +279,10 @@ def test_replay_warns_when_nothing_is_charged(tmp_path):
     cfgs = {"free": "", "paid": "spread = 0.00008\n"}
     for name, top in cfgs.items():
         cfg = tmp_path / f"{name}.toml"
-        cfg.write_text(top + "[l2]\nenabled = false\n[l3]\nenabled = false\n"
-                       "[replay]\ntrain_bars = 2000\nwindow_bars = 300\nn_estimators = 10\nfolds = 1\n")  # fmt: skip
+        cfg.write_text(
+            top + "[l2]\nenabled = false\n[l3]\nenabled = false\n"
+            "[replay]\ntrain_bars = 2000\nwindow_bars = 300\nn_estimators = 10\nfolds = 1\n"
+        )
         out = tmp_path / name
         r = CliRunner().invoke(cli, ["replay", "--data", str(data), "--config", str(cfg), "--out", str(out)])
         assert r.exit_code == 0, r.output

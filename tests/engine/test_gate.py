@@ -19,7 +19,7 @@ from fxgate.engine.config import (
     L1Config,
     L2Config,
     L3Config,
-    L4Config,  # fmt: skip
+    L4Config,
     LlmConfig,
     ReplayConfig,
     SizingConfig,
@@ -39,8 +39,11 @@ from hypothesis import strategies as st
 # sample, which is the honest result, not a test of trades).
 # The LLM layers are on by default; these tests of the fast layers turn them off explicitly.
 NO_LLM = {"l2": L2Config(enabled=False), "l3": L3Config(enabled=False)}
-LOOSE = GateConfig(l1=L1Config(threshold=0.5), l4=L4Config(modules=("vpin",), params={"vpin": {
-    "rule": "absolute", "absolute": 1.01, "n_buckets": 10}}), **NO_LLM)  # fmt: skip
+LOOSE = GateConfig(
+    l1=L1Config(threshold=0.5),
+    l4=L4Config(modules=("vpin",), params={"vpin": {"rule": "absolute", "absolute": 1.01, "n_buckets": 10}}),
+    **NO_LLM,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,45 +62,50 @@ def test_default_toml_is_the_defaults(tmp_path):
     assert GateConfig(spread=1e-4).hash != GateConfig().hash
 
 
-@pytest.mark.parametrize(("text", "fragment"), [
-    ("horizn = 2\n", "unknown key 'horizn'; did you mean 'horizon'?"),
-    ("[l1]\nthreshhold = 0.9\n", "[l1]: unknown key 'threshhold'; did you mean 'threshold'?"),
-    ("[l1]\nthreshold = \"high\"\n", "[l1] threshold = 'high': must be a number"),
-    ("[llm]\non_load_error = \"ignore\"\n", '[llm] on_load_error = \'ignore\': use "raise" or "veto"'),
-    ("[l3]\nthinking = 5\n", "unknown key 'thinking'"),
-    ("[l4]\nmodules = [\"vpn\"]\n", "unknown module 'vpn'; did you mean 'vpin'?"),
-    ("[l4.params.vpin]\nquantil = 0.8\n", "[l4.params.vpin]: module 'vpin' has no parameter 'quantil'"),
-    ("mode = \"fast\"\n", "mode = 'fast' is not allowed"),
-    ("horizon = 1.5\n", "horizon = 1.5: must be an integer"),
-    ("[l1\n", "not valid TOML"),
-    # values checked at load (each names the key, the rule and what to write)
-    ("horizon = 0\n", "horizon = 0: must be between 1 and 10000 bars"),
-    ("horizon = 1000000\n", "horizon = 1000000: must be between 1 and 10000 bars"),
-    ("spread = -0.0001\n", "spread = -0.0001: must be a finite number >= 0"),
-    ("spread = nan\n", "spread = nan: must be a finite number >= 0"),
-    ("pip = 0.0\n", "pip = 0.0: must be a finite number > 0"),
-    ("pip = inf\n", "pip = inf: must be a finite number > 0"),
-    ("[llm]\ntimeout_s = inf\n", "[llm] timeout_s = inf: must be a finite number > 0"),
-    ("[llm]\ntimeout_s = -1\n", "[llm] timeout_s = -1.0: must be a finite number > 0"),
-    ("[sizing]\nscale = 0\n", "[sizing] scale = 0.0: must be a finite number > 0"),
-    ("[sizing]\nmax_fraction = -1\n", "[sizing] max_fraction = -1.0: must be a finite number > 0"),
-    ("[sizing]\nmax_size = 2.0\n", "'max_size' was renamed max_fraction (Decision.size is a fraction of capital"),
-    ("[replay]\ntrain_bars = 0\n", "[replay] train_bars = 0: must be a positive integer"),
-    ("[replay]\nwindow_bars = -5\n", "[replay] window_bars = -5: must be a positive integer"),
-    ("[replay]\nn_estimators = 0\n", "[replay] n_estimators = 0: must be a positive integer"),
-    ("[replay]\nfolds = 0\n", "[replay] folds = 0: must be a positive integer"),
-    ("[input]\nmax_gap_days = -1\n", "[input] max_gap_days = -1.0: must be a finite number >= 0"),
-    ("[l4]\nmodules = []\n", "[l4] modules is empty while [l4] enabled = true"),
-    ("[l4]\nmodules = [\"vpin\", \"bocpd\", \"vpin\"]\n", "[l4] modules: 'vpin' is listed twice"),
-    ("[l4]\nmodules = [\"vpin\"]\n[l4.params.bocpd]\nhazard = 0.01\n",
-     "[l4.params.bocpd]: module 'bocpd' is not in [l4] modules"),
-    ("[l4.params.execution_cost]\nhorizon = 3\n", "takes 'horizon' from the gate's top-level setting"),
-    ("[l4.params.bocdp]\nhazard = 0.01\n", "[l4.params.bocdp]: no such module; did you mean 'bocpd'?"),
-    ("[l3]\nrounds = 0\n", "[l3] rounds = 0: must be >= 1"),
-    ("[l3]\nbear_max_strength = 2.0\n", "[l3] bear_max_strength = 2.0: must be in [0, 1]"),
-    ("[l2]\nanswer_budget = 4\n", "[l2] answer_budget = 4: must be >= 16 tokens"),
-    ("[llm]\nn_ctx = 100\n", "[llm] n_ctx = 100: must be >= 256 tokens"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("horizn = 2\n", "unknown key 'horizn'; did you mean 'horizon'?"),
+        ("[l1]\nthreshhold = 0.9\n", "[l1]: unknown key 'threshhold'; did you mean 'threshold'?"),
+        ('[l1]\nthreshold = "high"\n', "[l1] threshold = 'high': must be a number"),
+        ('[llm]\non_load_error = "ignore"\n', '[llm] on_load_error = \'ignore\': use "raise" or "veto"'),
+        ("[l3]\nthinking = 5\n", "unknown key 'thinking'"),
+        ('[l4]\nmodules = ["vpn"]\n', "unknown module 'vpn'; did you mean 'vpin'?"),
+        ("[l4.params.vpin]\nquantil = 0.8\n", "[l4.params.vpin]: module 'vpin' has no parameter 'quantil'"),
+        ('mode = "fast"\n', "mode = 'fast' is not allowed"),
+        ("horizon = 1.5\n", "horizon = 1.5: must be an integer"),
+        ("[l1\n", "not valid TOML"),
+        # values checked at load (each names the key, the rule and what to write)
+        ("horizon = 0\n", "horizon = 0: must be between 1 and 10000 bars"),
+        ("horizon = 1000000\n", "horizon = 1000000: must be between 1 and 10000 bars"),
+        ("spread = -0.0001\n", "spread = -0.0001: must be a finite number >= 0"),
+        ("spread = nan\n", "spread = nan: must be a finite number >= 0"),
+        ("pip = 0.0\n", "pip = 0.0: must be a finite number > 0"),
+        ("pip = inf\n", "pip = inf: must be a finite number > 0"),
+        ("[llm]\ntimeout_s = inf\n", "[llm] timeout_s = inf: must be a finite number > 0"),
+        ("[llm]\ntimeout_s = -1\n", "[llm] timeout_s = -1.0: must be a finite number > 0"),
+        ("[sizing]\nscale = 0\n", "[sizing] scale = 0.0: must be a finite number > 0"),
+        ("[sizing]\nmax_fraction = -1\n", "[sizing] max_fraction = -1.0: must be a finite number > 0"),
+        ("[sizing]\nmax_size = 2.0\n", "'max_size' was renamed max_fraction (Decision.size is a fraction of capital"),
+        ("[replay]\ntrain_bars = 0\n", "[replay] train_bars = 0: must be a positive integer"),
+        ("[replay]\nwindow_bars = -5\n", "[replay] window_bars = -5: must be a positive integer"),
+        ("[replay]\nn_estimators = 0\n", "[replay] n_estimators = 0: must be a positive integer"),
+        ("[replay]\nfolds = 0\n", "[replay] folds = 0: must be a positive integer"),
+        ("[input]\nmax_gap_days = -1\n", "[input] max_gap_days = -1.0: must be a finite number >= 0"),
+        ("[l4]\nmodules = []\n", "[l4] modules is empty while [l4] enabled = true"),
+        ('[l4]\nmodules = ["vpin", "bocpd", "vpin"]\n', "[l4] modules: 'vpin' is listed twice"),
+        (
+            '[l4]\nmodules = ["vpin"]\n[l4.params.bocpd]\nhazard = 0.01\n',
+            "[l4.params.bocpd]: module 'bocpd' is not in [l4] modules",
+        ),
+        ("[l4.params.execution_cost]\nhorizon = 3\n", "takes 'horizon' from the gate's top-level setting"),
+        ("[l4.params.bocdp]\nhazard = 0.01\n", "[l4.params.bocdp]: no such module; did you mean 'bocpd'?"),
+        ("[l3]\nrounds = 0\n", "[l3] rounds = 0: must be >= 1"),
+        ("[l3]\nbear_max_strength = 2.0\n", "[l3] bear_max_strength = 2.0: must be in [0, 1]"),
+        ("[l2]\nanswer_budget = 4\n", "[l2] answer_budget = 4: must be >= 16 tokens"),
+        ("[llm]\nn_ctx = 100\n", "[llm] n_ctx = 100: must be >= 256 tokens"),
+    ],
+)
 def test_bad_config_names_file_key_and_fix(tmp_path, text, fragment):
     p = tmp_path / "gate.toml"
     p.write_text(text)
@@ -166,12 +174,28 @@ def test_bad_bars_fail_closed_and_leave_state_intact(ens):
     a = Gate(LOOSE, ens, timeframe="H1", symbol="EURUSD")
     b = Gate(LOOSE, ens, timeframe="H1", symbol="EURUSD")
     x = bars[150]
-    bad = [replace(x, close=math.nan), replace(x, high=x.low * 0.5), replace(x, ts=bars[148].ts),
-           replace(x, volume=-1.0), replace(x, open=-1.0), replace(x, timeframe="M1"), replace(x, symbol="GBPUSD"),
-           replace(x, ts=math.nan), replace(x, ts=None), replace(x, ts="20"), replace(x, ts=float(x.ts)),
-           replace(x, spread="0.1"), replace(x, spread=-1e-4), replace(x, close=True), replace(x, volume=10**400),
-           replace(x, ts=2**70), replace(x, ts=x.ts // 10**9), replace(x, ts=x.ts + 40 * 86_400 * 10**9),
-           "not a bar", None]  # fmt: skip
+    bad = [
+        replace(x, close=math.nan),
+        replace(x, high=x.low * 0.5),
+        replace(x, ts=bars[148].ts),
+        replace(x, volume=-1.0),
+        replace(x, open=-1.0),
+        replace(x, timeframe="M1"),
+        replace(x, symbol="GBPUSD"),
+        replace(x, ts=math.nan),
+        replace(x, ts=None),
+        replace(x, ts="20"),
+        replace(x, ts=float(x.ts)),
+        replace(x, spread="0.1"),
+        replace(x, spread=-1e-4),
+        replace(x, close=True),
+        replace(x, volume=10**400),
+        replace(x, ts=2**70),
+        replace(x, ts=x.ts // 10**9),
+        replace(x, ts=x.ts + 40 * 86_400 * 10**9),
+        "not a bar",
+        None,
+    ]
     for i, bar in enumerate(bars):
         if i == 150:
             for y in bad:
@@ -183,18 +207,25 @@ def test_bad_bars_fail_closed_and_leave_state_intact(ens):
     assert a.rejected == len(bad) and b.rejected == 0
 
 
-@pytest.mark.parametrize(("field", "value", "fragment"), [
-    ("ts", 1_492_592_400, "ts = 1492592400 looks like seconds; fxgate wants int nanoseconds UTC (multiply by 10**9)"),
-    ("ts", 1_492_592_400_000, "looks like milliseconds; fxgate wants int nanoseconds UTC (multiply by 10**6)"),
-    ("ts", 1_492_592_400_000_000, "looks like microseconds; fxgate wants int nanoseconds UTC (multiply by 10**3)"),
-    ("ts", 2**64, "outside int64 nanoseconds"),
-    ("ts", True, "ts = True: must be an int of nanoseconds"),
-    ("ts", 1.4925924e18, "must be an int of nanoseconds since the epoch, UTC (got float)"),
-    ("close", True, "close = True: must be a number (got bool)"),
-    ("open", "1.07", "open = '1.07': must be a number (got str)"),
-    ("volume", math.inf, "volume = inf: must be finite"),
-    ("spread", math.nan, "spread = nan: must be finite"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        (
+            "ts",
+            1_492_592_400,
+            "ts = 1492592400 looks like seconds; fxgate wants int nanoseconds UTC (multiply by 10**9)",
+        ),
+        ("ts", 1_492_592_400_000, "looks like milliseconds; fxgate wants int nanoseconds UTC (multiply by 10**6)"),
+        ("ts", 1_492_592_400_000_000, "looks like microseconds; fxgate wants int nanoseconds UTC (multiply by 10**3)"),
+        ("ts", 2**64, "outside int64 nanoseconds"),
+        ("ts", True, "ts = True: must be an int of nanoseconds"),
+        ("ts", 1.4925924e18, "must be an int of nanoseconds since the epoch, UTC (got float)"),
+        ("close", True, "close = True: must be a number (got bool)"),
+        ("open", "1.07", "open = '1.07': must be a number (got str)"),
+        ("volume", math.inf, "volume = inf: must be finite"),
+        ("spread", math.nan, "spread = nan: must be finite"),
+    ],
+)
 def test_bad_fields_are_named_in_the_reason(ens, field, value, fragment):
     g = Gate(LOOSE, ens, timeframe="H1")
     d = g.on_bar(replace(sample_bars()[2000], **{field: value}))
@@ -205,8 +236,15 @@ def test_numpy_numbers_are_numbers(ens):
     bars = sample_bars()[2000:2100]
     a, b = Gate(LOOSE, ens, timeframe="H1"), Gate(LOOSE, ens, timeframe="H1")
     for x in bars:
-        y = replace(x, ts=np.int64(x.ts), open=np.float64(x.open), high=np.float64(x.high), low=np.float64(x.low),
-                    close=np.float64(x.close), volume=np.float32(x.volume))  # fmt: skip
+        y = replace(
+            x,
+            ts=np.int64(x.ts),
+            open=np.float64(x.open),
+            high=np.float64(x.high),
+            low=np.float64(x.low),
+            close=np.float64(x.close),
+            volume=np.float32(x.volume),
+        )
         da, db = a.on_bar(y), b.on_bar(x)
         assert da.first_veto != "input" and _same(da, db)
 
@@ -251,10 +289,26 @@ def test_a_real_gap_longer_than_max_gap_days_resyncs_the_clock(ens):
 
 
 # Garbage for one field of a Bar: values that must never be accepted there.
-_GARBAGE_NUM = st.sampled_from([math.nan, math.inf, -math.inf, None, "1.07", True, False, 10**400, -1.0, 0.0, [],
-                                np.float64("nan"), np.float32("inf")])  # fmt: skip
-_GARBAGE_TS = st.one_of(st.sampled_from([math.nan, None, "20", True, 2**64, -1, 0, 1.5e18]),
-                        st.integers(-(2**70), 10**17 - 1))  # fmt: skip
+_GARBAGE_NUM = st.sampled_from(
+    [
+        math.nan,
+        math.inf,
+        -math.inf,
+        None,
+        "1.07",
+        True,
+        False,
+        10**400,
+        -1.0,
+        0.0,
+        [],
+        np.float64("nan"),
+        np.float32("inf"),
+    ]
+)
+_GARBAGE_TS = st.one_of(
+    st.sampled_from([math.nan, None, "20", True, 2**64, -1, 0, 1.5e18]), st.integers(-(2**70), 10**17 - 1)
+)
 
 
 _KINDS = ("ts", "open", "high", "low", "close", "volume", "spread", "timeframe", "old_ts", "far_ts")
@@ -325,8 +379,13 @@ class _Flaky(CertaintyModule):
 def test_an_exception_in_a_state_update_rolls_the_whole_bar_back(ens):
     if "flaky" not in REGISTRY:
         register("flaky")(_Flaky)
-    cfg = replace(LOOSE, l4=L4Config(modules=("vpin", "robust_kelly", "flaky"),
-                                     params={"vpin": {"rule": "absolute", "absolute": 1.01, "n_buckets": 10}}))
+    cfg = replace(
+        LOOSE,
+        l4=L4Config(
+            modules=("vpin", "robust_kelly", "flaky"),
+            params={"vpin": {"rule": "absolute", "absolute": 1.01, "n_buckets": 10}},
+        ),
+    )
     bars = sample_bars()[2000:2300]
     a, b = Gate(cfg, ens, timeframe="H1"), Gate(cfg, ens, timeframe="H1")
     for i, x in enumerate(bars):
@@ -344,8 +403,12 @@ def test_no_look_ahead_in_decisions(ens, rng):
     for t in (100, 500):
         k = len(bars) - t - 1
         s = 1 + rng.normal(0, 0.003, k)
-        pert = Bars(bars.ts, *(np.r_[c[: t + 1], c[t + 1 :] * s] for c in (bars.open, bars.high, bars.low, bars.close)),
-                    np.r_[bars.volume[: t + 1], rng.integers(1, 5000, k)], symbol="EURUSD")  # fmt: skip
+        pert = Bars(
+            bars.ts,
+            *(np.r_[c[: t + 1], c[t + 1 :] * s] for c in (bars.open, bars.high, bars.low, bars.close)),
+            np.r_[bars.volume[: t + 1], rng.integers(1, 5000, k)],
+            symbol="EURUSD",
+        )
         got = [d.to_dict() for d in _run(ens, pert)]
         strip = lambda d: {**d, "layers": [{**v, "latency_us": 0} for v in d["layers"]]}  # noqa: E731
         assert [strip(d) for d in got[: t + 1]] == [strip(d) for d in base[: t + 1]]
@@ -429,10 +492,12 @@ def test_size_does_not_depend_on_module_order(ens):
     bars = sample_bars()[2000:2600]
     base = dict(l1=L1Config(threshold=0.5), spread=0.0, **NO_LLM)
     params = {"robust_kelly": {"min_outcomes": 5, "window": 20}, "bayesian_sizing": {"min_outcomes": 5, "window": 20}}
-    ab = Gate(GateConfig(**base, l4=L4Config(modules=("robust_kelly", "bayesian_sizing"), params=params)), ens,
-              timeframe="H1")  # fmt: skip
-    ba = Gate(GateConfig(**base, l4=L4Config(modules=("bayesian_sizing", "robust_kelly"), params=params)), ens,
-              timeframe="H1")  # fmt: skip
+    ab = Gate(
+        GateConfig(**base, l4=L4Config(modules=("robust_kelly", "bayesian_sizing"), params=params)), ens, timeframe="H1"
+    )
+    ba = Gate(
+        GateConfig(**base, l4=L4Config(modules=("bayesian_sizing", "robust_kelly"), params=params)), ens, timeframe="H1"
+    )
     undefined = 0
     for b in bars:
         ab.on_bar(b), ba.on_bar(b)
@@ -446,8 +511,22 @@ def test_size_does_not_depend_on_module_order(ens):
 def test_sizing_scale_and_cap_are_fractions_of_capital(ens):
     bars = sample_bars()[2000:2600]
     params = {"robust_kelly": {"min_outcomes": 5, "window": 50, "method": "half"}}
-    mk = lambda sz: Gate(GateConfig(l1=L1Config(threshold=0.5), l4=L4Config(modules=("robust_kelly",),  # noqa: E731
-                                    params=params), sizing=sz, **NO_LLM), ens, timeframe="H1")  # fmt: skip
+
+    def mk(sz):
+        return Gate(
+            GateConfig(
+                l1=L1Config(threshold=0.5),
+                l4=L4Config(
+                    modules=("robust_kelly",),
+                    params=params,
+                ),
+                sizing=sz,
+                **NO_LLM,
+            ),
+            ens,
+            timeframe="H1",
+        )
+
     full, half, capped = mk(SizingConfig()), mk(SizingConfig(scale=0.5)), mk(SizingConfig(max_fraction=0.01))
     seen = 0
     for b in bars:
@@ -487,14 +566,17 @@ def test_an_internal_error_in_a_module_or_in_sizing_keeps_its_reason(ens):
     if "boom" not in REGISTRY:
         register("boom")(_Boom)
     bars = sample_bars()[2000:2150]
-    for where, veto, text in (("verdict", "L4", "internal error in L4:boom: ZeroDivisionError: planted in verdict"),
-                              ("sizing", "L4", "internal error while sizing: ValueError: planted in sizing")):
+    for where, veto, text in (
+        ("verdict", "L4", "internal error in L4:boom: ZeroDivisionError: planted in verdict"),
+        ("sizing", "L4", "internal error while sizing: ValueError: planted in sizing"),
+    ):
         cfg = replace(LOOSE, l4=L4Config(modules=("boom",), params={"boom": {"where": where}}))
         g = Gate(cfg, ens, timeframe="H1")
         decs = [g.on_bar(b) for b in bars]
         hit = [d for d in decs if d.layer("L1").passed]
-        assert hit and all(d.first_veto == veto and d.layer("L4").reason == text and not d.layer("L4").passed
-                           for d in hit)  # fmt: skip
+        assert hit and all(
+            d.first_veto == veto and d.layer("L4").reason == text and not d.layer("L4").passed for d in hit
+        )
         assert all(text in d.why for d in hit)
 
 
@@ -541,8 +623,12 @@ def test_warm_up_on_the_bundles_training_bars_feeds_no_outcome(ens):
 def test_verdict_cache_error_at_start_obeys_on_load_error(ens, tmp_path):
     bad = tmp_path / "file"
     bad.write_text("x")
-    cfg = replace(LOOSE, llm=LlmConfig(model="nano", cache=str(bad / "v.sqlite"), on_load_error="veto"),
-                  l2=L2Config(), l3=L3Config())  # fmt: skip
+    cfg = replace(
+        LOOSE,
+        llm=LlmConfig(model="nano", cache=str(bad / "v.sqlite"), on_load_error="veto"),
+        l2=L2Config(),
+        l3=L3Config(),
+    )
     g = Gate(cfg, ens, timeframe="H1")  # a cache under a regular file cannot be opened: veto, do not crash
     decs = [g.on_bar(b) for b in sample_bars()[2000:2200]]
     reached = [d for d in decs if d.layer("L1").passed and d.layer("L4").passed]

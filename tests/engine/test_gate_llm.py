@@ -38,7 +38,8 @@ def cfg_for(model: str, **kw) -> GateConfig:
         l4=L4Config(modules=("vpin",), params={"vpin": {"rule": "absolute", "absolute": 1.01, "n_buckets": 10}}),
         llm=LlmConfig(model=model, n_threads=2, cache=""),
         l2=L2Config(enabled=True, threshold=0.0, think_budget=6),
-        l3=L3Config(enabled=True, threshold=0.0, bear_max_strength=1.0, think_budget=6))  # fmt: skip
+        l3=L3Config(enabled=True, threshold=0.0, bear_max_strength=1.0, think_budget=6),
+    )
     return replace(base, **kw)
 
 
@@ -66,8 +67,9 @@ def check_order(decs: list, threshold: float = 0.0) -> tuple[int, int]:
         ev2 = l2.enabled and not l2.reason.startswith("not evaluated")
         ev3 = l3.enabled and not l3.reason.startswith("not evaluated")
         assert ev2 == (l2.enabled and l1.passed and l4.passed and d.first_veto != "sizing")
-        assert ev3 == (l3.enabled and l1.passed and l4.passed and (l2.passed or not l2.enabled)
-                       and d.first_veto != "sizing")  # fmt: skip
+        assert ev3 == (
+            l3.enabled and l1.passed and l4.passed and (l2.passed or not l2.enabled) and d.first_veto != "sizing"
+        )
         if ev2:
             det = l2.details[0]
             proposed = "BUY" if all(x["p_up"] >= 0.5 for x in l1.details) else "SELL"
@@ -106,8 +108,12 @@ def test_llm_layers_compose_with_the_gate(nano, ens, monkeypatch):
     from fxgate.models.llm import JudgeVerdict
 
     g = Gate(cfg_for(str(nano["q8"])), ens, timeframe="H1", symbol="EURUSD")
-    ref = Gate(cfg_for(str(nano["q8"]), l2=L2Config(enabled=False), l3=L3Config(enabled=False)), ens, timeframe="H1",
-               symbol="EURUSD")
+    ref = Gate(
+        cfg_for(str(nano["q8"]), l2=L2Config(enabled=False), l3=L3Config(enabled=False)),
+        ens,
+        timeframe="H1",
+        symbol="EURUSD",
+    )
     g.warm_up(BARS[1400:2000])
     ref.warm_up(BARS[1400:2000])
     plan = iter([(True, True, 0.25), (False, True, 1.0), (True, False, 1.0)] * 100)
@@ -161,8 +167,11 @@ def test_replay_with_all_four_layers_is_byte_identical_on_rerun(nano):
 def test_a_replay_never_recomputes_a_call_it_has_made(nano, tmp_path):
     from fxgate.models.llm import VerdictCache
 
-    cfg = cfg_for(str(nano["q8"]), l3=L3Config(enabled=False), replay=ReplayConfig(train_bars=2000, window_bars=200,
-                                                                       n_estimators=30, folds=2))  # fmt: skip
+    cfg = cfg_for(
+        str(nano["q8"]),
+        l3=L3Config(enabled=False),
+        replay=ReplayConfig(train_bars=2000, window_bars=200, n_estimators=30, folds=2),
+    )
     cfg = replace(cfg, llm=replace(cfg.llm, cache=str(tmp_path / "v.sqlite")))
     a = replay(BARS[:2100], cfg)
     n = len(VerdictCache(tmp_path / "v.sqlite"))
@@ -189,8 +198,9 @@ def test_missing_model_refuses_to_start_or_vetoes_by_config(ens, tmp_path):
     none = Gate(cfg_for(""), ens, timeframe="H1")
     decs = run(none, 2000, 2040)
     reached = [d for d in decs if d.layer("L1").passed and d.layer("L4").passed]
-    assert reached and all(d.first_veto == "L2" and "no model: [llm] model is empty" in d.layer("L3").reason
-                           for d in reached)  # fmt: skip
+    assert reached and all(
+        d.first_veto == "L2" and "no model: [llm] model is empty" in d.layer("L3").reason for d in reached
+    )
     g = Gate(replace(bad, llm=replace(bad.llm, on_load_error="veto")), ens, timeframe="H1")
     decs = run(g, 2000, 2040)
     assert all(d.action == "NONE" for d in decs)
@@ -222,8 +232,9 @@ def test_an_internal_error_names_the_layer_that_raised(nano, ens, monkeypatch):
 
 
 def test_llm_timeout_vetoes_and_keeps_state(nano, ens):
-    slow = cfg_for(str(nano["q8"]), l2=L2Config(enabled=True, threshold=0.0, think_budget=3000),
-                   l3=L3Config(enabled=False))
+    slow = cfg_for(
+        str(nano["q8"]), l2=L2Config(enabled=True, threshold=0.0, think_budget=3000), l3=L3Config(enabled=False)
+    )
     slow = replace(slow, llm=replace(slow.llm, timeout_s=0.05, n_threads=1))
     fast = cfg_for(str(nano["q8"]), l2=L2Config(enabled=False), l3=L3Config(enabled=False))
     g, ref = Gate(slow, ens, timeframe="H1"), Gate(fast, ens, timeframe="H1")
@@ -231,15 +242,19 @@ def test_llm_timeout_vetoes_and_keeps_state(nano, ens):
     timed_out = [a for a in da if "timed out" in a.layer("L2").reason]
     assert timed_out and all(a.first_veto == "L2" and a.action == "NONE" for a in timed_out)
     for a, b in zip(da, db, strict=True):  # L1/L4 verdicts are those of a gate without the LLM
-        assert a.layer("L1") .score == b.layer("L1").score and a.layer("L4").details == b.layer("L4").details
+        assert a.layer("L1").score == b.layer("L1").score and a.layer("L4").details == b.layer("L4").details
     assert g.features.state_dict().keys() == ref.features.state_dict().keys()
     assert all((x == y).all() for x, y in zip(g.features.ring, ref.features.ring, strict=True))
     g.close()
 
 
 def test_module_state_moves_while_an_llm_call_is_in_flight(nano, ens):
-    cfg = cfg_for(str(nano["q8"]), mode="full", l2=L2Config(enabled=True, threshold=0.0, think_budget=2500),
-                  l3=L3Config(enabled=False))  # fmt: skip
+    cfg = cfg_for(
+        str(nano["q8"]),
+        mode="full",
+        l2=L2Config(enabled=True, threshold=0.0, think_budget=2500),
+        l3=L3Config(enabled=False),
+    )
     cfg = replace(cfg, llm=replace(cfg.llm, n_threads=1, timeout_s=30))
     g = Gate(cfg, ens, timeframe="H1")
     g.warm_up(BARS[1400:2000])

@@ -26,8 +26,10 @@ from fxgate.engine._atomic import atomic_path, check_run_dir, clean_temps, pid_a
 from fxgate.engine.cli import _out_dirs, cli
 
 EXE = shutil.which("fxgate") or str(Path(sys.executable).parent / "fxgate")
-SMALL = ("spread = 0.00008\n[l2]\nenabled = false\n[l3]\nenabled = false\n"
-         "[replay]\ntrain_bars = 300\nwindow_bars = 300\nn_estimators = 10\nfolds = 1\n")  # fmt: skip
+SMALL = (
+    "spread = 0.00008\n[l2]\nenabled = false\n[l3]\nenabled = false\n"
+    "[replay]\ntrain_bars = 300\nwindow_bars = 300\nn_estimators = 10\nfolds = 1\n"
+)
 REPLAYED = 300  # bars after train_bars in a 600-bar file
 WAIT_S = 90  # generous bound for a busy 2-core CI machine; no test asserts a duration
 
@@ -46,8 +48,13 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _replay(args: list[str], quiet: bool = False) -> subprocess.Popen:
-    return subprocess.Popen([EXE, "replay", *args], stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [EXE, "replay", *args],
+        stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _run_json(d: Path) -> dict | None:
@@ -62,8 +69,10 @@ def _wait_running(proc: subprocess.Popen, *dirs: Path) -> None:
     t0 = time.monotonic()
     while not all((r := _run_json(d)) is not None and r["status"] == "running" for d in dirs):
         if proc.poll() is not None:
-            pytest.fail(f"fxgate exited ({proc.returncode}) before its run started:\n"
-                        f"{proc.stdout.read() if proc.stdout else ''}")  # fmt: skip
+            pytest.fail(
+                f"fxgate exited ({proc.returncode}) before its run started:\n"
+                f"{proc.stdout.read() if proc.stdout else ''}"
+            )
         if time.monotonic() - t0 > WAIT_S:
             proc.kill()
             pytest.fail("no run.json with status running appeared")
@@ -81,7 +90,7 @@ def _proc_table() -> dict[int, tuple[int, int, str, str]]:
             cmd = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        f = stat[stat.rfind(")") + 2:].split()
+        f = stat[stat.rfind(")") + 2 :].split()
         out[int(name)] = (int(f[1]), int(f[2]), f[0], cmd)
     return out
 
@@ -94,8 +103,11 @@ def _workers(proc: subprocess.Popen, n: int) -> list[int]:
     """The pids of ``proc``'s spawned pool workers, once ``n`` of them run (multiprocessing's tracker is none)."""
     t0 = time.monotonic()
     while True:
-        workers = [pid for pid, (ppid, _, state, cmd) in _proc_table().items()
-                   if ppid == proc.pid and "resource_tracker" not in cmd and state not in ("Z", "X")]  # fmt: skip
+        workers = [
+            pid
+            for pid, (ppid, _, state, cmd) in _proc_table().items()
+            if ppid == proc.pid and "resource_tracker" not in cmd and state not in ("Z", "X")
+        ]
         if len(workers) >= n or proc.poll() is not None or time.monotonic() - t0 > WAIT_S:
             break
         time.sleep(0.05)
@@ -176,8 +188,9 @@ def test_a_second_signal_aborts_at_once_and_the_run_says_so(inputs, tmp_path, mo
     monkeypatch.setattr(replay_mod, "write_outputs", write_half_then_sigint)
     out = tmp_path / "out"
     before = signal.getsignal(signal.SIGINT)
-    r = CliRunner().invoke(cli, ["replay", "--data", str(inputs["eurusd"]), "--config", str(inputs["config"]),
-                                 "--out", str(out)])  # fmt: skip
+    r = CliRunner().invoke(
+        cli, ["replay", "--data", str(inputs["eurusd"]), "--config", str(inputs["config"]), "--out", str(out)]
+    )
     assert r.exit_code == 130, r.output
     assert "aborted by a second SIGINT" in r.output and "Traceback" not in r.output
     assert signal.getsignal(signal.SIGINT) is before  # the command put the previous handler back
@@ -188,8 +201,20 @@ def test_a_second_signal_aborts_at_once_and_the_run_says_so(inputs, tmp_path, mo
 
 def test_sigterm_with_jobs_stops_every_worker_and_exits_143(inputs, tmp_path):
     out = tmp_path / "out"
-    proc = _replay(["--data", str(inputs["eurusd"]), "--data", str(inputs["gbpusd"]), "--config",
-                    str(inputs["config"]), "--out", str(out), "--jobs", "2"])  # fmt: skip
+    proc = _replay(
+        [
+            "--data",
+            str(inputs["eurusd"]),
+            "--data",
+            str(inputs["gbpusd"]),
+            "--config",
+            str(inputs["config"]),
+            "--out",
+            str(out),
+            "--jobs",
+            "2",
+        ]
+    )
     _wait_running(proc, out / "EURUSD", out / "GBPUSD")
     workers = _workers(proc, 2)
     os.kill(proc.pid, signal.SIGTERM)  # the parent only, as `kill PID` or systemd's main-process stop does
@@ -221,8 +246,11 @@ def test_kill_9_leaves_no_half_file_and_the_next_run_says_so(inputs, tmp_path):
     assert run["status"] == "running" and run["pid"] == proc.pid and not pid_alive(proc.pid)
     finals = {p.name for p in out.iterdir() if not p.name.startswith(".")} - {"run.json"}
     for name in finals:  # whatever was renamed into place before the kill is whole
-        {"decisions.parquet": pd.read_parquet, "trades.csv": pd.read_csv,
-         "metrics.json": lambda p: json.loads(Path(p).read_text())}.get(name, Path.read_bytes)(out / name)  # fmt: skip
+        {
+            "decisions.parquet": pd.read_parquet,
+            "trades.csv": pd.read_csv,
+            "metrics.json": lambda p: json.loads(Path(p).read_text()),
+        }.get(name, Path.read_bytes)(out / name)
     leftover = out / f".fxgate-tmp-{proc.pid}-0badf00d-decisions.parquet"  # what a kill mid-write leaves
     leftover.write_bytes(b"PAR1 half a file")
     r = CliRunner().invoke(cli, ["replay", *args])
@@ -236,8 +264,21 @@ def test_kill_9_leaves_no_half_file_and_the_next_run_says_so(inputs, tmp_path):
 
 def test_kill_9_of_the_parent_with_jobs_leaves_no_worker_behind(inputs, tmp_path):
     out = tmp_path / "out"
-    proc = _replay(["--data", str(inputs["eurusd"]), "--data", str(inputs["gbpusd"]), "--config",
-                    str(inputs["config"]), "--out", str(out), "--jobs", "2"], quiet=True)  # fmt: skip
+    proc = _replay(
+        [
+            "--data",
+            str(inputs["eurusd"]),
+            "--data",
+            str(inputs["gbpusd"]),
+            "--config",
+            str(inputs["config"]),
+            "--out",
+            str(out),
+            "--jobs",
+            "2",
+        ],
+        quiet=True,
+    )
     _wait_running(proc, out / "EURUSD", out / "GBPUSD")
     workers = _workers(proc, 2)
     proc.kill()  # no handler runs: the workers must notice by themselves
@@ -265,7 +306,7 @@ def test_atomic_write_killed_midway_leaves_the_old_file_and_a_temporary_the_next
         "        f.write(b'x' * 100000); f.flush()\n"
         "        print('half', flush=True)\n"
         "        time.sleep(600)\n"
-    )  # fmt: skip
+    )
     proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "half"
     proc.kill()
@@ -343,8 +384,15 @@ def test_a_file_changed_after_the_run_is_refused_unless_forced(finished, inputs,
     d = _copy(finished, tmp_path)
     raw = (d / "trades.csv").read_bytes()
     (d / "trades.csv").write_bytes(b"X" + raw[1:])  # same size, other bytes: only the sha256 can tell
-    args = ["replay", "--data", str(inputs["dir"] / "EURUSD400.csv"), "--config", str(inputs["config"]), "--out",
-            str(d)]  # fmt: skip
+    args = [
+        "replay",
+        "--data",
+        str(inputs["dir"] / "EURUSD400.csv"),
+        "--config",
+        str(inputs["config"]),
+        "--out",
+        str(d),
+    ]
     before = (d / "run.json").read_bytes()
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 2 and "Traceback" not in r.output
@@ -358,14 +406,17 @@ def test_a_file_changed_after_the_run_is_refused_unless_forced(finished, inputs,
     _assert_whole_and_listed(d, run)
 
 
-@pytest.mark.parametrize("tamper, expect", [
-    ("truncate", "not a readable run manifest"),
-    ("outside", "not a plain file name"),
-    ("unlisted", "report.html: not listed"),
-    ("no_manifest", "but no run.json"),
-    ("missing", "decisions.parquet: listed in run.json but missing"),
-    ("size", "metrics.json: 3 bytes"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "tamper, expect",
+    [
+        ("truncate", "not a readable run manifest"),
+        ("outside", "not a plain file name"),
+        ("unlisted", "report.html: not listed"),
+        ("no_manifest", "but no run.json"),
+        ("missing", "decisions.parquet: listed in run.json but missing"),
+        ("size", "metrics.json: 3 bytes"),
+    ],
+)
 def test_tampered_run_manifests_are_refused_with_the_reason(finished, tmp_path, tamper, expect):
     d = _copy(finished, tmp_path)
     run = _run_json(d)
@@ -436,8 +487,20 @@ def test_inputs_with_the_same_stem_get_distinct_directories(inputs, tmp_path):
         sample_bars()[sl].to_csv(p)
         paths.append(p)
     out = tmp_path / "out"
-    r = CliRunner().invoke(cli, ["replay", "--data", str(paths[0]), "--data", str(paths[1]), "--config",
-                                 str(inputs["config"]), "--out", str(out)])  # fmt: skip
+    r = CliRunner().invoke(
+        cli,
+        [
+            "replay",
+            "--data",
+            str(paths[0]),
+            "--data",
+            str(paths[1]),
+            "--config",
+            str(inputs["config"]),
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     dirs = sorted(p for p in out.iterdir())
     assert [p.name for p in dirs] == ["EURUSD-x", "EURUSD-y"]
@@ -493,8 +556,10 @@ _PENDING: set[str] = set()
 
 
 def _cases() -> list:
-    return [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason="config check pending")) if k in _PENDING
-            else k for k in _BAD_CONFIGS]  # fmt: skip
+    return [
+        pytest.param(k, marks=pytest.mark.xfail(strict=True, reason="config check pending")) if k in _PENDING else k
+        for k in _BAD_CONFIGS
+    ]
 
 
 def _no_traceback(r) -> None:  # type: ignore[no-untyped-def]
@@ -507,10 +572,23 @@ def test_bad_config_into_the_commands_that_read_configs(case, inputs, tmp_path):
     p = tmp_path / f"{case}.toml"
     p.write_bytes(_BAD_CONFIGS[case])
     out = tmp_path / "out"
-    for argv in (["replay", "--data", str(inputs["eurusd"]), "--config", str(p), "--out", str(out)],
-                 ["replay", "--data", str(inputs["eurusd"]), "--data", str(inputs["gbpusd"]), "--config", str(p),
-                  "--out", str(out), "--jobs", "2"],
-                 ["config", "check", str(p)]):  # fmt: skip
+    for argv in (
+        ["replay", "--data", str(inputs["eurusd"]), "--config", str(p), "--out", str(out)],
+        [
+            "replay",
+            "--data",
+            str(inputs["eurusd"]),
+            "--data",
+            str(inputs["gbpusd"]),
+            "--config",
+            str(p),
+            "--out",
+            str(out),
+            "--jobs",
+            "2",
+        ],
+        ["config", "check", str(p)],
+    ):
         r = CliRunner().invoke(cli, argv)
         _no_traceback(r)
         assert str(p) in r.output, r.output  # the message names the file
@@ -530,9 +608,12 @@ def test_bad_config_through_the_installed_script_has_no_traceback(case, tmp_path
 def test_a_config_file_given_where_bars_are_expected_is_a_clean_error(case, tmp_path):
     p = tmp_path / f"{case}.toml"
     p.write_bytes(_BAD_CONFIGS[case])
-    for argv in (["data", "check", str(p)], ["fit", "--data", str(p), "--out", str(tmp_path / "bundle")],
-                 ["replay", "--data", str(p), "--out", str(tmp_path / "r")],
-                 ["train", "data", "--bars", str(p), "--out", str(tmp_path / "td")]):  # fmt: skip
+    for argv in (
+        ["data", "check", str(p)],
+        ["fit", "--data", str(p), "--out", str(tmp_path / "bundle")],
+        ["replay", "--data", str(p), "--out", str(tmp_path / "r")],
+        ["train", "data", "--bars", str(p), "--out", str(tmp_path / "td")],
+    ):
         r = CliRunner().invoke(cli, argv)
         _no_traceback(r)
         assert str(p) in r.output, (argv, r.output)
@@ -542,8 +623,7 @@ def test_config_file_with_a_non_utf8_name(tmp_path):
     name = os.fsdecode(b"gate-\xff.toml")  # a name the file system allows but UTF-8 cannot spell
     p = tmp_path / name
     p.write_bytes(b"horizon = 0\n")
-    done = subprocess.run([os.fsencode(EXE), b"config", b"check", os.fsencode(p)], capture_output=True,
-                          timeout=WAIT_S)  # fmt: skip
+    done = subprocess.run([os.fsencode(EXE), b"config", b"check", os.fsencode(p)], capture_output=True, timeout=WAIT_S)
     err = done.stderr.decode("utf-8", errors="replace")
     assert done.returncode == 2 and "Traceback" not in err
     assert "gate-" in err and "horizon" in err

@@ -35,9 +35,12 @@ from statsmodels.stats.proportion import proportion_confint
 
 # Permissive: Layer 1 at 0.5 and one always-passing module, so that signals are emitted and the trade path runs.
 # L2/L3 are off explicitly (no GGUF in these tests), whatever the defaults are.
-CFG = GateConfig(l1=L1Config(threshold=0.5), l2=L2Config(enabled=False), l3=L3Config(enabled=False),
-                 l4=L4Config(modules=("vpin",), params={"vpin": {"rule": "absolute", "absolute": 1.01,
-                                                                 "n_buckets": 10}}))  # fmt: skip
+CFG = GateConfig(
+    l1=L1Config(threshold=0.5),
+    l2=L2Config(enabled=False),
+    l3=L3Config(enabled=False),
+    l4=L4Config(modules=("vpin",), params={"vpin": {"rule": "absolute", "absolute": 1.01, "n_buckets": 10}}),
+)
 
 
 def _refuse_constant(name: str) -> None:
@@ -48,10 +51,12 @@ def _decision(ts: int, action: str, size: float = 1.0, p_up: float | None = None
     """A Decision as the gate shapes it (layers L1, L2, L3, L4), for tests of what is computed from decisions."""
     det = () if p_up is None else tuple({"model": m, "p_up": p_up} for m in MODEL_NAMES)
     emitted = action != "NONE"
-    layers = (LayerVerdict("L1", True, emitted, 0.6, 0.5, "test", 1.0, det),
-              LayerVerdict("L2", False, False, None, None, "disabled by config", 0.0),
-              LayerVerdict("L3", False, False, None, None, "disabled by config", 0.0),
-              LayerVerdict("L4", True, emitted, 1.0, 1.0, "test", 1.0))  # fmt: skip
+    layers = (
+        LayerVerdict("L1", True, emitted, 0.6, 0.5, "test", 1.0, det),
+        LayerVerdict("L2", False, False, None, None, "disabled by config", 0.0),
+        LayerVerdict("L3", False, False, None, None, "disabled by config", 0.0),
+        LayerVerdict("L4", True, emitted, 1.0, 1.0, "test", 1.0),
+    )
     return Decision(int(ts), "EURUSD", action, size if emitted else 0.0, 0.6, layers, None if emitted else "L1", "x")
 
 
@@ -145,8 +150,14 @@ def test_trades_honour_size_and_the_project_spread_convention(rng, column):
         if d.action == "NONE" or i + 3 >= len(bars):
             continue
         cost = spread[i] if column else 8e-5
-        o = Outcome(int(bars.ts[i]), int(bars.ts[i + 3]), 1 if d.action == "BUY" else -1, float(bars.close[i]),
-                    float(bars.close[i + 3]), cost)  # fmt: skip
+        o = Outcome(
+            int(bars.ts[i]),
+            int(bars.ts[i + 3]),
+            1 if d.action == "BUY" else -1,
+            float(bars.close[i]),
+            float(bars.close[i + 3]),
+            cost,
+        )
         want.append((o.entry_ts, o.exit_ts, d.size, o.pnl, d.size * o.pnl))
     assert len(got) == len(want) > 50
     for t, (e, x, size, unit, sized) in zip(got, want, strict=True):
@@ -210,8 +221,11 @@ def test_precision_sits_next_to_the_base_rate_of_the_same_directions(rng):
         mine = [t for t in trades if t["direction"] == direction]
         count[name] = len(mine)
         prec[name] = sum(t["pnl_price_per_unit"] > 0 for t in mine) / len(mine)
-        assert m["by_direction"][name] == {"trades": count[name], "precision": pytest.approx(prec[name]),
-                                           "base_rate": pytest.approx(base[name])}  # fmt: skip
+        assert m["by_direction"][name] == {
+            "trades": count[name],
+            "precision": pytest.approx(prec[name]),
+            "base_rate": pytest.approx(base[name]),
+        }
     mix = (count["BUY"] * base["BUY"] + count["SELL"] * base["SELL"]) / (count["BUY"] + count["SELL"])
     assert m["base_rate"] == pytest.approx(mix) and m["base_rate_bars"] == won[1][1]
     assert f"would have won {mix:.1%}" in m["honesty"]
@@ -225,8 +239,11 @@ def test_hac_standard_error_against_statsmodels(rng, kernel):
     c = np.cumsum(rng.normal(size=700))
     w = (c[5:] - c[:-5] > 0).astype(float)  # overlapping 5-bar outcomes: autocorrelated
     for lags in (0, 1, 4, 9):
-        ref = sm.OLS(w, np.ones(len(w))).fit(cov_type="HAC", cov_kwds={"maxlags": lags, "kernel": kernel,
-                                                                       "use_correction": False}).bse[0]  # fmt: skip
+        ref = (
+            sm.OLS(w, np.ones(len(w)))
+            .fit(cov_type="HAC", cov_kwds={"maxlags": lags, "kernel": kernel, "use_correction": False})
+            .bse[0]
+        )
         assert hac_se(w, lags, kernel) == pytest.approx(ref, rel=1e-10), lags
 
 
@@ -239,8 +256,11 @@ def test_precision_interval_uses_the_effective_number_of_overlapping_trades(rng)
     assert ci1 == pytest.approx(proportion_confint(int(w.sum()), len(w), method="wilson"), abs=1e-12)
     assert "independent" in how1
     ci4, how4 = precision_interval(w, 4)
-    se = sm.OLS(w, np.ones(len(w))).fit(cov_type="HAC", cov_kwds={"maxlags": 3, "kernel": "uniform",
-                                                                  "use_correction": False}).bse[0]  # fmt: skip
+    se = (
+        sm.OLS(w, np.ones(len(w)))
+        .fit(cov_type="HAC", cov_kwds={"maxlags": 3, "kernel": "uniform", "use_correction": False})
+        .bse[0]
+    )
     p = w.mean()
     n_eff = min(len(w), p * (1 - p) / se**2)
     assert ci4 == pytest.approx(proportion_confint(p * n_eff, n_eff, method="wilson"), abs=1e-12)
@@ -301,16 +321,25 @@ def test_metrics_call_one_trial_probabilistic_not_deflated(rng):
     pips = np.array([t["pnl_pips"] for t in trades_from(b, 200, decs, CFG)])
     assert m["probabilistic_sharpe"] == pytest.approx(probabilistic_sharpe(pips))
     assert m["sharpe_assumes"] == "independent trades"
-    assert "overlap" in metrics_from(b, 200, decs, trades_from(b, 200, decs, replace(CFG, horizon=4)),
-                                     replace(CFG, horizon=4))["sharpe_assumes"]  # fmt: skip
+    assert (
+        "overlap"
+        in metrics_from(b, 200, decs, trades_from(b, 200, decs, replace(CFG, horizon=4)), replace(CFG, horizon=4))[
+            "sharpe_assumes"
+        ]
+    )
 
 
 # -- the backtesting.py cross-check (moved from tests/engine/test_gate.py) ---------------------------------------
 @pytest.fixture(scope="module")
 def walk_forward():
     """A real walk-forward replay: 3-bar trades, a 0.8-pip spread, sizes of 0.37 (scale), two Layer-1 refits."""
-    cfg = replace(CFG, horizon=3, spread=8e-5, sizing=SizingConfig(scale=0.37),
-                  replay=ReplayConfig(train_bars=1500, window_bars=400, n_estimators=20, folds=1))  # fmt: skip
+    cfg = replace(
+        CFG,
+        horizon=3,
+        spread=8e-5,
+        sizing=SizingConfig(scale=0.37),
+        replay=ReplayConfig(train_bars=1500, window_bars=400, n_estimators=20, folds=1),
+    )
     bars = sample_bars()[:2300]
     return bars, cfg, replay(bars, cfg)
 
@@ -325,8 +354,11 @@ def test_replay_trades_match_backtesting_py_with_size_and_spread(walk_forward):
     h, units = cfg.horizon, 10**6  # backtesting.py wants whole units: sizes in micro-units
     assert res.metrics["bars"] == 800 and len(res.trades) > 20
     assert all(t["size"] == pytest.approx(0.37) for t in res.trades)
-    signals = {int(bars.ts[res.start + k]): (1 if d.action == "BUY" else -1, d.size)
-               for k, d in enumerate(res.decisions) if d.action != "NONE"}  # fmt: skip
+    signals = {
+        int(bars.ts[res.start + k]): (1 if d.action == "BUY" else -1, d.size)
+        for k, d in enumerate(res.decisions)
+        if d.action != "NONE"
+    }
     df = bars.to_pandas().rename(columns=str.capitalize)
     df.index = df.index.tz_localize(None)
     stamps = [int(t) for t in bars.ts]
@@ -347,8 +379,15 @@ def test_replay_trades_match_backtesting_py_with_size_and_spread(walk_forward):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        stats_ = Backtest(df, FromSignals, cash=1e12, commission=lambda size, price: abs(size) * cfg.spread / 2,
-                          trade_on_close=True, hedging=True, finalize_trades=True).run()  # fmt: skip
+        stats_ = Backtest(
+            df,
+            FromSignals,
+            cash=1e12,
+            commission=lambda size, price: abs(size) * cfg.spread / 2,
+            trade_on_close=True,
+            hedging=True,
+            finalize_trades=True,
+        ).run()
     bt = stats_["_trades"].sort_values("EntryTime")
     ours = pd.DataFrame(res.trades)
     ours = ours[ours["exit_ts"] < int(bars.ts[-1])]
@@ -358,8 +397,10 @@ def test_replay_trades_match_backtesting_py_with_size_and_spread(walk_forward):
     np.testing.assert_array_equal(bt["EntryPrice"].to_numpy(), ours["entry"].to_numpy())
     np.testing.assert_array_equal(bt["ExitPrice"].to_numpy(), ours["exit"].to_numpy())
     m = res.metrics
-    assert m["pnl_pips"] == pytest.approx(bt["PnL"].sum() / units / cfg.pip + sum(
-        t["pnl_pips"] for t in res.trades if t["exit_ts"] >= int(bars.ts[-1])), abs=1e-6)  # fmt: skip
+    assert m["pnl_pips"] == pytest.approx(
+        bt["PnL"].sum() / units / cfg.pip + sum(t["pnl_pips"] for t in res.trades if t["exit_ts"] >= int(bars.ts[-1])),
+        abs=1e-6,
+    )
 
 
 @pytest.mark.slow
@@ -369,8 +410,12 @@ def test_a_real_replay_writes_strict_json(walk_forward, tmp_path):
     m = json.loads(open(files["metrics.json"]).read(), parse_constant=_refuse_constant)
     assert m["horizon"] == 3 and m["trades_scored"] == len(res.trades)
     assert "Hansen–Hodrick" in m["precision_ci95_method"] or "Newey–West" in m["precision_ci95_method"]
-    assert list(pd.read_csv(files["trades.csv"]).columns)[-4:] == ["pnl_price_per_unit", "pnl_pips_per_unit",
-                                                                   "pnl_price", "pnl_pips"]  # fmt: skip
+    assert list(pd.read_csv(files["trades.csv"]).columns)[-4:] == [
+        "pnl_price_per_unit",
+        "pnl_pips_per_unit",
+        "pnl_price",
+        "pnl_pips",
+    ]
 
 
 def test_repairs_made_on_loading_reach_metrics_and_the_report(bundle, tmp_path):
@@ -417,6 +462,7 @@ def test_a_stop_during_warm_up_or_before_a_refit_is_answered_at_once():
         def f():
             calls["n"] += 1
             return calls["n"] >= k
+
         return f
 
     res = replay(bars, cfg, should_stop=stop_at(3))  # third poll: inside the 2000-bar warm-up

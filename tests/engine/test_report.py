@@ -21,14 +21,28 @@ from fxgate.engine.report import write_report
 from .test_replay import _decision
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
-CFG = GateConfig(mode="full", horizon=2, spread=8e-5, l1=L1Config(threshold=0.5), l2=L2Config(enabled=False),
-                 l3=L3Config(enabled=False), l4=L4Config(modules=("vpin",), params={"vpin": {
-                     "rule": "absolute", "absolute": 1.01, "n_buckets": 10}}),
-                 sizing=SizingConfig(scale=0.6),
-                 replay=ReplayConfig(train_bars=2000, window_bars=400, n_estimators=30, folds=1))  # fmt: skip
+CFG = GateConfig(
+    mode="full",
+    horizon=2,
+    spread=8e-5,
+    l1=L1Config(threshold=0.5),
+    l2=L2Config(enabled=False),
+    l3=L3Config(enabled=False),
+    l4=L4Config(modules=("vpin",), params={"vpin": {"rule": "absolute", "absolute": 1.01, "n_buckets": 10}}),
+    sizing=SizingConfig(scale=0.6),
+    replay=ReplayConfig(train_bars=2000, window_bars=400, n_estimators=30, folds=1),
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +54,21 @@ def report(tmp_path_factory):
 
 
 # -- self-contained: no fetch of any kind, no executable script -------------------------------------------------
-_URL_ATTRS = {"src", "href", "xlink:href", "action", "formaction", "poster", "data", "srcset", "background",
-              "cite", "longdesc", "manifest", "ping"}  # fmt: skip
+_URL_ATTRS = {
+    "src",
+    "href",
+    "xlink:href",
+    "action",
+    "formaction",
+    "poster",
+    "data",
+    "srcset",
+    "background",
+    "cite",
+    "longdesc",
+    "manifest",
+    "ping",
+}
 _CSS_FETCH = re.compile(r"url\(\s*(?!['\"]?(data:|#))|@import", re.IGNORECASE)
 
 
@@ -88,17 +115,29 @@ def fetches(text: str) -> list[str]:
     return p.found
 
 
-@pytest.mark.parametrize("plant", [
-    '<img src="https://example.com/x.png">', "<img src='//cdn.example.com/x.png'>", '<img src = "pixel.gif">',
-    '<link rel="stylesheet" href="https://cdn.example.com/a.css">', '<a href="http://example.com">x</a>',
-    '<div style="background:url(https://example.com/bg.png)">x</div>', "<style>@import 'a.css';</style>",
-    '<svg><image xlink:href="https://example.com/i.svg"/></svg>', '<script src="app.js"></script>',
-    "<script>fetch('https://example.com')</script>", '<body onload="x()">', '<iframe srcdoc="x"></iframe>',
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "plant",
+    [
+        '<img src="https://example.com/x.png">',
+        "<img src='//cdn.example.com/x.png'>",
+        '<img src = "pixel.gif">',
+        '<link rel="stylesheet" href="https://cdn.example.com/a.css">',
+        '<a href="http://example.com">x</a>',
+        '<div style="background:url(https://example.com/bg.png)">x</div>',
+        "<style>@import 'a.css';</style>",
+        '<svg><image xlink:href="https://example.com/i.svg"/></svg>',
+        '<script src="app.js"></script>',
+        "<script>fetch('https://example.com')</script>",
+        '<body onload="x()">',
+        '<iframe srcdoc="x"></iframe>',
+    ],
+)
 def test_the_self_containment_check_fires_on_each_kind_of_fetch(plant):
     """The check itself can fail (the old regex, ``\\\\s`` in a raw string, matched nothing real)."""
-    clean = '<html><head><style>p{color:red}</style></head><body><svg><circle r="3"/></svg><a href="#x">x</a>' \
-            '<script type="application/json" id="m">{"a": 1}</script></body></html>'  # fmt: skip
+    clean = (
+        '<html><head><style>p{color:red}</style></head><body><svg><circle r="3"/></svg><a href="#x">x</a>'
+        '<script type="application/json" id="m">{"a": 1}</script></body></html>'
+    )
     assert fetches(clean) == []
     assert fetches(clean.replace("</body>", plant + "</body>")) != [], plant
 
@@ -108,9 +147,16 @@ def test_report_is_self_contained_and_has_every_section(report):
     path, res, files = report
     text = path.read_text()
     assert fetches(text) == []
-    for section in ("Headline (out of sample)", "Price and signals", "Equity and drawdown", "Layer funnel",
-                    "Reliability of Layer-1 confidence", "Precision vs coverage", "Module pass rates over time",
-                    "Latency per bar"):  # fmt: skip
+    for section in (
+        "Headline (out of sample)",
+        "Price and signals",
+        "Equity and drawdown",
+        "Layer funnel",
+        "Reliability of Layer-1 confidence",
+        "Precision vs coverage",
+        "Module pass rates over time",
+        "Latency per bar",
+    ):
         assert section in text, section
     assert "Disabled in every decision: L2, L3" in text and "99.999%" in text
     assert res.metrics["signals"] > 0 and text.count("<circle") >= res.metrics["signals"]
@@ -182,8 +228,9 @@ def test_layer1_charts_score_the_configured_horizon(rng, tmp_path):
     p_up = rng.uniform(0.02, 0.98, len(bars) - start)
     decs = [_decision(int(bars.ts[start + k]), "NONE", p_up=float(p)) for k, p in enumerate(p_up)]
     cfg = replace(CFG, horizon=h)
-    res = ReplayResult(bars, start, decs, [], metrics_from(bars, start, decs, trades_from(bars, start, decs, cfg), cfg),
-                       horizon=h)  # fmt: skip
+    res = ReplayResult(
+        bars, start, decs, [], metrics_from(bars, start, decs, trades_from(bars, start, decs, cfg), cfg), horizon=h
+    )
     text = write_report(res, tmp_path / "r.html").read_text()
     edges = [0.5 + 0.05 * j for j in range(11)]
     want = []
@@ -213,9 +260,21 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     path, _, _ = report
     shot = tmp_path / "report.png"
     prof = tmp_path / "profile"
-    done = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={prof}", "--enable-logging=stderr", "--v=0",
-                           "--window-size=1000,2400", f"--screenshot={shot}", path.as_uri()],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={prof}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1000,2400",
+            f"--screenshot={shot}",
+            path.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists(), done.stderr[-2000:]
     console = [ln for ln in done.stderr.splitlines() if "CONSOLE" in ln]
     assert console == [], console
@@ -224,6 +283,10 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     img = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert img.std() > 5  # not blank
     assert (img < 128).mean() > 0.005  # dark pixels: text and lines were drawn
-    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={prof}", "--dump-dom", path.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    dom = subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={prof}", "--dump-dom", path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     assert "fxgate replay — EURUSD H1" in dom

@@ -37,8 +37,9 @@ def test_transcript_structure(rt, rounds):
     # the verdict recomputed from the transcript by hand
     assert v.bull_confidence == bull[-1]["confidence"]
     assert v.bear_strength == max(a["strength"] for b in bear for a in b["arguments"])
-    expect = (bull[-1]["confidence"] >= 0.95 and v.bear_strength <= 0.05 and risk["approve"]
-              and risk["size_fraction"] > 0)  # fmt: skip
+    expect = (
+        bull[-1]["confidence"] >= 0.95 and v.bear_strength <= 0.05 and risk["approve"] and risk["size_fraction"] > 0
+    )
     assert v.passed == expect
     summary, *turns = v.details()
     assert summary["role"] == "summary" and turns == v.transcript
@@ -51,19 +52,24 @@ def _gen(kind, parsed):
     return Generation(kind, "", "{}", parsed, None, False, 10, 10, 0, 5, 0.0, 0.0, 0.0, "cold")
 
 
-@pytest.mark.parametrize(("bull", "bear", "approve", "frac", "passed", "why"), [
-    (0.97, 0.04, True, 0.5, True, "unanimous"),
-    (0.95, 0.05, True, 1.0, True, "unanimous"),            # both thresholds are inclusive
-    (0.94, 0.01, True, 1.0, False, "bull confidence 0.94 < 0.95"),
-    (0.99, 0.06, True, 1.0, False, "bear's strongest counter-argument 0.06 > 0.05"),
-    (0.99, 0.00, False, 1.0, False, "risk manager rejects"),
-    (0.99, 0.00, True, 0.0, False, "risk manager cuts the size to 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("bull", "bear", "approve", "frac", "passed", "why"),
+    [
+        (0.97, 0.04, True, 0.5, True, "unanimous"),
+        (0.95, 0.05, True, 1.0, True, "unanimous"),  # both thresholds are inclusive
+        (0.94, 0.01, True, 1.0, False, "bull confidence 0.94 < 0.95"),
+        (0.99, 0.06, True, 1.0, False, "bear's strongest counter-argument 0.06 > 0.05"),
+        (0.99, 0.00, False, 1.0, False, "risk manager rejects"),
+        (0.99, 0.00, True, 0.0, False, "risk manager cuts the size to 0"),
+    ],
+)
 def test_pass_rule(monkeypatch, rt, bull, bear, approve, frac, passed, why):
     d = Debate({"bull": rt, "bear": rt, "risk": rt})
-    answers = {"bull": {"confidence": bull, "arguments": [{"point": "p", "strength": 0.9}]},
-               "bear": {"arguments": [{"point": "weak", "strength": bear / 2}, {"point": "strong", "strength": bear}]},
-               "risk": {"approve": approve, "size_fraction": frac, "reasons": ["r"]}}  # fmt: skip
+    answers = {
+        "bull": {"confidence": bull, "arguments": [{"point": "p", "strength": 0.9}]},
+        "bear": {"arguments": [{"point": "weak", "strength": bear / 2}, {"point": "strong", "strength": bear}]},
+        "risk": {"approve": approve, "size_fraction": frac, "reasons": ["r"]},
+    }
     monkeypatch.setattr(d, "_call", lambda role, vals, deadline: _gen(role, answers[role]))
     v = d.debate(values(np.random.default_rng(0)), "BUY")
     assert v.passed is passed and why in v.reason
@@ -95,8 +101,16 @@ def test_concurrent_debates_on_shared_runtimes_give_their_single_threaded_verdic
     cases = [(values(np.random.default_rng(k), d), d) for k, d in enumerate(["BUY", "SELL", "BUY"])]
 
     def key(v):  # how much of a prompt came from the KV cache depends on the order of calls, nothing else may
-        turns = [(e["role"], e.get("raw_answer"), e.get("think"), e.get("error"),
-                  {k: n for k, n in e.get("tokens", {}).items() if k != "prompt_evaluated"}) for e in v.transcript]
+        turns = [
+            (
+                e["role"],
+                e.get("raw_answer"),
+                e.get("think"),
+                e.get("error"),
+                {k: n for k, n in e.get("tokens", {}).items() if k != "prompt_evaluated"},
+            )
+            for e in v.transcript
+        ]
 
         return v.passed, v.reason, v.bull_confidence, v.bear_strength, v.approve, v.size_fraction, turns
 

@@ -81,8 +81,16 @@ def test_calibrator_picks_the_better_map_and_is_monotone(rng):
 
 
 def test_rule_matches_the_definition():
-    probs = np.array([[0.96, 0.97, 0.99], [0.04, 0.02, 0.05], [0.96, 0.94, 0.99], [0.96, 0.03, 0.99],
-                      [0.5, 0.6, 0.7], [0.95, 0.95, 0.95]])  # fmt: skip
+    probs = np.array(
+        [
+            [0.96, 0.97, 0.99],
+            [0.04, 0.02, 0.05],
+            [0.96, 0.94, 0.99],
+            [0.96, 0.03, 0.99],
+            [0.5, 0.6, 0.7],
+            [0.95, 0.95, 0.95],
+        ]
+    )
     fires, direction = _rule(probs, 0.95)
     assert fires.tolist() == [True, True, False, False, False, True]
     assert direction.tolist()[:2] == [1, -1]
@@ -127,8 +135,12 @@ def test_fold_report_matches_an_independent_purged_split(fitted):
 def test_silence_note_says_which_model_never_reached_the_threshold():
     from fxgate.models.ensemble import _silence_note
 
-    overall = {"rule": {"signals": 0}, "xgboost": {"max_confidence": 0.7}, "lightgbm": {"max_confidence": 0.97},
-               "catboost": {"max_confidence": 0.8}}  # fmt: skip
+    overall = {
+        "rule": {"signals": 0},
+        "xgboost": {"max_confidence": 0.7},
+        "lightgbm": {"max_confidence": 0.97},
+        "catboost": {"max_confidence": 0.8},
+    }
     note = _silence_note(overall, 0.95)
     assert "xgboost 0.700" in note and "catboost 0.800" in note and "lightgbm" not in note
     for m in MODEL_NAMES:
@@ -156,8 +168,9 @@ def test_training_window_ends_at_the_latest_label_end_for_triple_barrier_labels(
             break
     assert pick is not None
     ens = TreeEnsemble()
-    ens.fit(b[:pick], LabelSpec("triple-barrier", h, 1.0, 1.0), EnsembleConfig(n_estimators=10, max_depth=3),
-            evaluate=False)  # fmt: skip
+    ens.fit(
+        b[:pick], LabelSpec("triple-barrier", h, 1.0, 1.0), EnsembleConfig(n_estimators=10, max_depth=3), evaluate=False
+    )
     win = ens.manifest["training_window"]
     assert win["last_label_end_ts"] == int(b.ts[latest]) > int(b.ts[end[pick - h - 1]])
     assert win["last_ts"] == int(b.ts[pick - h - 1])
@@ -211,15 +224,18 @@ def test_bundle_round_trip_is_strict_json_and_verified(fitted):
     np.testing.assert_array_equal(back.predict_proba(x), ens.predict_proba(x))
     assert back.bundle_hash == ens.bundle_hash
     # the bundle hash covers what replay trusts, not the creation time
-    for key, value in (("training_window", {**ens.manifest["training_window"], "first_ts": 0}), ("symbol", "GBPUSD"),
-                       ("timeframe", "H4"), ("label_spec", {**ens.manifest["label_spec"], "horizon": 2}),
-                       ("files", {})):  # fmt: skip
+    for key, value in (
+        ("training_window", {**ens.manifest["training_window"], "first_ts": 0}),
+        ("symbol", "GBPUSD"),
+        ("timeframe", "H4"),
+        ("label_spec", {**ens.manifest["label_spec"], "horizon": 2}),
+        ("files", {}),
+    ):
         other = TreeEnsemble()
         other.manifest = {**ens.manifest, key: value}
         assert other.bundle_hash != ens.bundle_hash, key
     other.manifest = {**ens.manifest, "created": "2000-01-01T00:00:00+00:00"}
     assert other.bundle_hash == ens.bundle_hash
-
 
 
 def test_a_saved_manifest_is_strict_json_even_with_undefined_figures(fitted, tmp_path):
@@ -269,8 +285,11 @@ def test_an_edited_manifest_is_refused(fitted, tmp_path, edit):
     else:
         man[edit] = {"symbol": "GBPUSD", "timeframe": "H4"}[edit]
     _write_manifest(t, man, sidecar=False)
-    with pytest.raises(BundleError, match=r"manifest.json: sha256 .* does not match manifest.json.sha256.*changed "
-                                          r"after `fxgate fit` wrote it.*Fix:"):  # fmt: skip
+    with pytest.raises(
+        BundleError,
+        match=r"manifest.json: sha256 .* does not match manifest.json.sha256.*changed "
+        r"after `fxgate fit` wrote it.*Fix:",
+    ):
         TreeEnsemble.load(t)
     (t / "manifest.json.sha256").unlink()
     with pytest.raises(BundleError, match=r"manifest.json.sha256: missing.*Fix:"):
@@ -299,13 +318,15 @@ def test_a_manifest_cannot_send_the_hash_check_elsewhere(fitted, tmp_path):
     u = _bundle_copy(d, tmp_path, "swap")
     shutil.copy(u / "xgboost.json", u / "original.json")
     rng = np.random.default_rng(2)
-    xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(rng.normal(size=(40, 3)), label=rng.random(40) > .5),
-              2).save_model(str(u / "xgboost.json"))  # fmt: skip
+    xgb.train(
+        {"objective": "binary:logistic"}, xgb.DMatrix(rng.normal(size=(40, 3)), label=rng.random(40) > 0.5), 2
+    ).save_model(str(u / "xgboost.json"))
     man = json.loads((u / "manifest.json").read_text())
     man["files"]["xgboost"]["name"] = "original.json"
     _write_manifest(u, man)
-    with pytest.raises(BundleError, match="files.xgboost.name = 'original.json', but fxgate loads xgboost from "
-                                          "'xgboost.json'"):  # fmt: skip
+    with pytest.raises(
+        BundleError, match="files.xgboost.name = 'original.json', but fxgate loads xgboost from 'xgboost.json'"
+    ):
         TreeEnsemble.load(u)
 
 

@@ -82,8 +82,9 @@ def test_no_look_ahead(sample, rng):
     for t in (70, 600, 1200):
         k = len(sample) - t - 1
         scale = 1 + rng.normal(0, 0.01, k)
-        o, h, lo, c = (np.r_[a[: t + 1], a[t + 1 :] * scale] for a in (sample.open, sample.high, sample.low,
-                                                                       sample.close))  # fmt: skip
+        o, h, lo, c = (
+            np.r_[a[: t + 1], a[t + 1 :] * scale] for a in (sample.open, sample.high, sample.low, sample.close)
+        )
         v = np.r_[sample.volume[: t + 1], rng.integers(1, 9999, k)]
         pert = FeatureEngine("H1").batch(Bars(sample.ts, o, h, lo, c, v))
         np.testing.assert_array_equal(pert[: t + 1], base[: t + 1])

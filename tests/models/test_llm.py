@@ -19,7 +19,7 @@ from fxgate.models.llm import (
     ModelFileError,
     VerdictCache,
     grammar_for,
-    parse_answer,  # fmt: skip
+    parse_answer,
     verify_gguf,
 )
 from fxgate.models.prompt import (
@@ -27,7 +27,7 @@ from fxgate.models.prompt import (
     ContextOverflow,
     TemplateError,
     build_prompt,
-    load_template,  # fmt: skip
+    load_template,
     render_chat,
 )
 from llm_common import SCHEMAS, queue_up, values
@@ -48,12 +48,24 @@ def test_export_parity_report(nano):
     assert p["q8_top1_agreement"] >= 0.98
 
 
-@pytest.mark.parametrize("text", [
-    "", " ", "  leading spaces and trailing  ", "tabs\tand\nnew\n\nlines\r\n", "EURUSD 1.08523 -0.00012 1e-5",
-    "numbers 1234567890 and 3.14159", "<｜User｜>hi<｜Assistant｜><think>\nmaybe\n</think>\n\n{\"a\": 1}",
-    "unicode: café, naïve, 日本語, emoji 🙂, ÅÄÖ", "it's, we're, they'll, I'd", "<think></think><think>",
-    "a" * 500, "!!!???...,,,;;;", "<｜end▁of▁sentence｜><｜begin▁of▁sentence｜>",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " ",
+        "  leading spaces and trailing  ",
+        "tabs\tand\nnew\n\nlines\r\n",
+        "EURUSD 1.08523 -0.00012 1e-5",
+        "numbers 1234567890 and 3.14159",
+        '<｜User｜>hi<｜Assistant｜><think>\nmaybe\n</think>\n\n{"a": 1}',
+        "unicode: café, naïve, 日本語, emoji 🙂, ÅÄÖ",
+        "it's, we're, they'll, I'd",
+        "<think></think><think>",
+        "a" * 500,
+        "!!!???...,,,;;;",
+        "<｜end▁of▁sentence｜><｜begin▁of▁sentence｜>",
+    ],
+)
 def test_llama_cpp_tokenizes_like_hf(nano, rt, text):
     from fxgate.training.export import load_tokenizer
 
@@ -66,11 +78,15 @@ def test_chat_rendering_equals_hf_apply_chat_template(nano, gen):
     from fxgate.training.export import load_tokenizer
 
     hf = load_tokenizer(nano["hf"])
-    msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "q1"},
-            {"role": "assistant", "content": "<think>\nr\n</think>\n\na1"},
-            {"role": "user", "content": "q2"}]  # fmt: skip
-    ours = render_chat(R1_CHAT_TEMPLATE, msgs, bos_token=hf.bos_token, eos_token=hf.eos_token,
-                       add_generation_prompt=gen)  # fmt: skip
+    msgs = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "<think>\nr\n</think>\n\na1"},
+        {"role": "user", "content": "q2"},
+    ]
+    ours = render_chat(
+        R1_CHAT_TEMPLATE, msgs, bos_token=hf.bos_token, eos_token=hf.eos_token, add_generation_prompt=gen
+    )
     assert ours == hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
     # the served model carries the same template in its GGUF metadata
     from fxgate.models.llm import load_llama
@@ -103,14 +119,17 @@ def test_role_answers_are_grammar_valid(rt, rng, kind):
         jsonschema.validate(json.loads(g.answer), SCHEMAS[kind])
 
 
-@pytest.mark.parametrize(("kind", "text", "msg"), [
-    ("judge", '{"direction": "UP", "certainty": 0.5, "reasons": ["x"]}', "direction must be"),
-    ("judge", '{"direction": "BUY", "certainty": 1.5, "reasons": ["x"]}', "'certainty' must be a number in [0, 1]"),
-    ("judge", '{"direction": "BUY", "certainty": 0.5, "reasons": []}', "'reasons' must be a non-empty list"),
-    ("judge", '{"direction": "BUY", "certainty": 0.5', "answer is not JSON"),
-    ("bull", '{"confidence": 0.5, "arguments": [{"point": "", "strength": 0.1}]}', "non-empty 'point'"),
-    ("risk", '{"approve": "yes", "size_fraction": 1, "reasons": ["x"]}', "'approve' must be true or false"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kind", "text", "msg"),
+    [
+        ("judge", '{"direction": "UP", "certainty": 0.5, "reasons": ["x"]}', "direction must be"),
+        ("judge", '{"direction": "BUY", "certainty": 1.5, "reasons": ["x"]}', "'certainty' must be a number in [0, 1]"),
+        ("judge", '{"direction": "BUY", "certainty": 0.5, "reasons": []}', "'reasons' must be a non-empty list"),
+        ("judge", '{"direction": "BUY", "certainty": 0.5', "answer is not JSON"),
+        ("bull", '{"confidence": 0.5, "arguments": [{"point": "", "strength": 0.1}]}', "non-empty 'point'"),
+        ("risk", '{"approve": "yes", "size_fraction": 1, "reasons": ["x"]}', "'approve' must be true or false"),
+    ],
+)
 def test_parse_answer_rejects_what_the_grammar_forbids(kind, text, msg):
     with pytest.raises(ValueError, match=re.escape(msg)):
         parse_answer(kind, text)
@@ -154,8 +173,9 @@ def test_prefix_state_restore_gives_the_same_answer(nano, rng):
         p = r.build(tpl, v1, think_budget=8, answer_budget=512)
         kind = "judge" if tpl is judge else "bull"
         before = r.stats["state_restores"]
-        g[name] = r.generate(p, kind=kind, think_budget=8, answer_budget=512, grammar=grammar_for(kind),
-                             use_cache=False)  # fmt: skip
+        g[name] = r.generate(
+            p, kind=kind, think_budget=8, answer_budget=512, grammar=grammar_for(kind), use_cache=False
+        )
         restores[name] = r.stats["state_restores"] - before
     p = r.build(judge, v1, think_budget=8, answer_budget=512)
     full = hf(p.text, add_special_tokens=False)["input_ids"]
@@ -190,8 +210,9 @@ def test_verdict_cache_hits_and_misses(nano, tmp_path, rng):
     c = Judge(r2, think_budget=8).judge(vals, "BUY")
     assert cache2.hits == 1 and r2.stats["calls"] == 0 and c.generation.answer == a.generation.answer
     # a different model file is a different key
-    assert r2.cache_key(r2.build(load_template("judge.v1"), vals, think_budget=8, answer_budget=512), "judge", 8, 512,
-                        "g") != VerdictCache.key(model="other")  # fmt: skip
+    assert r2.cache_key(
+        r2.build(load_template("judge.v1"), vals, think_budget=8, answer_budget=512), "judge", 8, 512, "g"
+    ) != VerdictCache.key(model="other")
     r2.close()
 
 
@@ -244,13 +265,27 @@ def test_sections_are_dropped_whole_least_important_first(nano, rt, rng):
     def count(text: str) -> int:  # the HF tokenizer as the independent counter
         return len(hf(text, add_special_tokens=False)["input_ids"])
 
-    full = build_prompt(tpl, vals, chat_template=R1_CHAT_TEMPLATE, bos_token=hf.bos_token, eos_token=hf.eos_token,
-                        count_tokens=count, budget=10**6)  # fmt: skip
+    full = build_prompt(
+        tpl,
+        vals,
+        chat_template=R1_CHAT_TEMPLATE,
+        bos_token=hf.bos_token,
+        eos_token=hf.eos_token,
+        count_tokens=count,
+        budget=10**6,
+    )
     assert full.dropped == () and full.n_tokens == count(full.text) == len(rt.tokenize(full.text))
     budgets = sorted({full.n_tokens - 1, full.n_tokens - 300, full.n_tokens - 500})
     for budget in budgets:
-        p = build_prompt(tpl, vals, chat_template=R1_CHAT_TEMPLATE, bos_token=hf.bos_token, eos_token=hf.eos_token,
-                         count_tokens=count, budget=budget)  # fmt: skip
+        p = build_prompt(
+            tpl,
+            vals,
+            chat_template=R1_CHAT_TEMPLATE,
+            bos_token=hf.bos_token,
+            eos_token=hf.eos_token,
+            count_tokens=count,
+            budget=budget,
+        )
         assert p.n_tokens <= budget and count(p.text) == p.n_tokens
         assert list(p.dropped) == ["formulas", "glossary", "features", "modules"][: len(p.dropped)]
         for name in p.dropped:  # whole sections: none of their text is left
@@ -259,8 +294,15 @@ def test_sections_are_dropped_whole_least_important_first(nano, rt, rng):
         for name in p.sections:
             assert next(s for s in tpl.sections if s.name == name).text.split("\n")[0] in p.text
     with pytest.raises(ContextOverflow, match="required sections need"):
-        build_prompt(tpl, vals, chat_template=R1_CHAT_TEMPLATE, bos_token=hf.bos_token, eos_token=hf.eos_token,
-                     count_tokens=count, budget=50)  # fmt: skip
+        build_prompt(
+            tpl,
+            vals,
+            chat_template=R1_CHAT_TEMPLATE,
+            bos_token=hf.bos_token,
+            eos_token=hf.eos_token,
+            count_tokens=count,
+            budget=50,
+        )
 
 
 def test_context_overflow_fails_closed(nano, rng):
@@ -278,8 +320,10 @@ def test_bad_model_files_name_the_file_and_the_fix(nano, tmp_path):
         verify_gguf(tmp_path / "x.gguf")
     with pytest.raises(ModelFileError, match="does not match the expected"):
         verify_gguf(nano["q8"], "00" * 8)
-    assert verify_gguf(nano["q8"], nano["manifest"]["files"]["nano-q8_0.gguf"]["sha256"][:12]) == \
-        nano["manifest"]["files"]["nano-q8_0.gguf"]["sha256"]  # fmt: skip
+    assert (
+        verify_gguf(nano["q8"], nano["manifest"]["files"]["nano-q8_0.gguf"]["sha256"][:12])
+        == nano["manifest"]["files"]["nano-q8_0.gguf"]["sha256"]
+    )
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(nano["q8"].read_bytes()[:5000])  # the GGUF magic, then nothing usable
     with pytest.raises(ModelFileError, match="llama.cpp could not load it"):
@@ -288,8 +332,10 @@ def test_bad_model_files_name_the_file_and_the_fix(nano, tmp_path):
 
 def test_templates_are_validated(tmp_path):
     p = tmp_path / "t.toml"
-    p.write_text('name = "x"\nversion = 1\noutput = "judge"\nsystem = "s"\n[[section]]\nname = "a"\nstatic = true\n'
-                 'text = "{bar}"\n')  # fmt: skip
+    p.write_text(
+        'name = "x"\nversion = 1\noutput = "judge"\nsystem = "s"\n[[section]]\nname = "a"\nstatic = true\n'
+        'text = "{bar}"\n'
+    )
     with pytest.raises(TemplateError, match="a static section cannot contain a placeholder"):
         load_template(p)
     p.write_text('name = "x"\nversion = 1\noutput = "oracle"\nsystem = "s"\n[[section]]\nname = "a"\ntext = "t"\n')
@@ -346,15 +392,18 @@ def test_a_call_in_flight_does_not_block_other_threads(nano, rng, monkeypatch):
                 seen.setdefault(n, []).append(time.perf_counter())
 
     transcript = " ".join(f"Round {i}, bear: the spread widens to {i / 7:.3f} pips" for i in range(60))
-    prompts = [r.build(load_template("bull.v1"), dict(values(rng), transcript=transcript), think_budget=2,
-                       answer_budget=256) for _ in range(3)]  # fmt: skip
+    prompts = [
+        r.build(load_template("bull.v1"), dict(values(rng), transcript=transcript), think_budget=2, answer_budget=256)
+        for _ in range(3)
+    ]
     th = threading.Thread(target=probe)
     th.start()
     try:
         for p in prompts:
             r.forget_prefixes()  # cold: the long dynamic part is one native call per prompt
-            g = r.generate(p, kind="bull", think_budget=2, answer_budget=256, grammar=grammar_for("bull"),
-                           timeout_s=120)  # fmt: skip
+            g = r.generate(
+                p, kind="bull", think_budget=2, answer_budget=256, grammar=grammar_for("bull"), timeout_s=120
+            )
             assert g.n_prompt > 1500
     finally:
         done.set()
@@ -484,7 +533,7 @@ def test_concurrent_judges_on_one_runtime_get_their_single_threaded_answers(nano
             for i in mine:
                 results[(1, i)] = key(judge.judge(vals[i], vals[i]["direction"]))
             barrier.wait(120)
-            for i in range(len(vals))[::-1 if k % 2 else 1]:
+            for i in range(len(vals))[:: -1 if k % 2 else 1]:
                 results[(k + 2, i)] = key(judge.judge(vals[i], vals[i]["direction"]))
         except Exception as exc:  # noqa: BLE001 - reported below
             results[("error", k)] = exc

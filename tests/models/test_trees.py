@@ -60,8 +60,9 @@ def test_lightgbm(data, k, missing):
     b = lgb.train(params, lgb.Dataset(x, y3 if k == 3 else y2), 120)
     f = from_lightgbm(b)
     m = f.margins(xt)
-    _check(m, margins_to_proba(m), b.predict(xt, raw_score=True).reshape(len(xt), -1),
-           b.predict(xt).reshape(len(xt), -1))  # fmt: skip
+    _check(
+        m, margins_to_proba(m), b.predict(xt, raw_score=True).reshape(len(xt), -1), b.predict(xt).reshape(len(xt), -1)
+    )
     np.testing.assert_array_equal(f.margins(xt[:300], twin=True), m[:300])
 
 
@@ -83,8 +84,12 @@ def test_catboost(data, k, nan_mode, tmp_path):
     f = from_catboost(model, str(tmp_path / "m.json"))
     m = f.margins(xt)
     p = model.predict_proba(xt)
-    _check(m, margins_to_proba(m), model.predict(xt, prediction_type="RawFormulaVal").reshape(len(xt), -1),
-           p[:, 1:] if k == 2 else p)  # fmt: skip
+    _check(
+        m,
+        margins_to_proba(m),
+        model.predict(xt, prediction_type="RawFormulaVal").reshape(len(xt), -1),
+        p[:, 1:] if k == 2 else p,
+    )
     np.testing.assert_array_equal(f.margins(xt[:300], twin=True), m[:300])
 
 

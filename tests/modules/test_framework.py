@@ -13,13 +13,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 STREAMING = sorted(n for n, c in REGISTRY.items() if n != "shap")
-SMALL = {"regime": {"fit_bars": 300}, "vpin": {"min_history": 20, "history": 100}, "uncertainty": {"min_history": 20},
-         "bocpd": {"calib_bars": 50}}  # fmt: skip
+SMALL = {
+    "regime": {"fit_bars": 300},
+    "vpin": {"min_history": 20, "history": 100},
+    "uncertainty": {"min_history": 20},
+    "bocpd": {"calib_bars": 50},
+}
 
 
 def test_all_part_one_modules_are_registered():
-    assert set(REGISTRY) >= {"vpin", "bocpd", "regime", "adverse_selection", "execution_cost", "robust_kelly",
-                             "bayesian_sizing", "uncertainty", "shap"}  # fmt: skip
+    assert set(REGISTRY) >= {
+        "vpin",
+        "bocpd",
+        "regime",
+        "adverse_selection",
+        "execution_cost",
+        "robust_kelly",
+        "bayesian_sizing",
+        "uncertainty",
+        "shap",
+    }
 
 
 def test_duplicate_names_and_unknown_parameters_are_errors():
@@ -52,8 +65,12 @@ def test_bad_values_never_raise_and_are_skipped(name, stream):
         m.update(ctx)
         twin.update(ctx)
     b0 = stream[400].bar
-    bad_bars = [replace(b0, close=math.nan), replace(b0, close=math.inf), replace(b0, close=0.0, volume=math.nan),
-                replace(b0, close=-1.0, volume=-5.0)]  # fmt: skip
+    bad_bars = [
+        replace(b0, close=math.nan),
+        replace(b0, close=math.inf),
+        replace(b0, close=0.0, volume=math.nan),
+        replace(b0, close=-1.0, volume=-5.0),
+    ]
     for b in bad_bars:
         m.update(Context(b, probs=np.array([math.nan, 0.5, 0.5]), direction=1))
         r = m.verdict()
@@ -72,14 +89,27 @@ def test_bad_values_never_raise_and_are_skipped(name, stream):
 def test_constant_prices_and_zero_volume(name):
     m = create(name, **SMALL.get(name, {}))
     for i in range(600):
-        m.update(Context(Bar(i * 3_600_000_000_000, 1.1, 1.1, 1.1, 1.1, 0.0, timeframe="H1"),
-                         probs=np.array([0.5, 0.5, 0.5]), direction=1))  # fmt: skip
+        m.update(
+            Context(
+                Bar(i * 3_600_000_000_000, 1.1, 1.1, 1.1, 1.1, 0.0, timeframe="H1"),
+                probs=np.array([0.5, 0.5, 0.5]),
+                direction=1,
+            )
+        )
     r = m.verdict()
     # what each statistic says of 600 identical bars with no volume and no outcomes (derived by hand):
     # no changepoint, the calm regime and three agreeing members pass; no volume bucket fills (VPIN), no move to
     # pay the cost (execution cost), no outcome to learn from (the three outcome modules): fail closed
-    want = {"bocpd": True, "regime": True, "uncertainty": True, "vpin": False, "execution_cost": False,
-            "adverse_selection": False, "robust_kelly": False, "bayesian_sizing": False}  # fmt: skip
+    want = {
+        "bocpd": True,
+        "regime": True,
+        "uncertainty": True,
+        "vpin": False,
+        "execution_cost": False,
+        "adverse_selection": False,
+        "robust_kelly": False,
+        "bayesian_sizing": False,
+    }
     assert r.passed is want[name] and r.reason
     if not r.passed:
         assert "insufficient data" in r.reason or name == "execution_cost"
@@ -117,8 +147,15 @@ _finite = st.floats(min_value=0.5, max_value=2.0)
 _value = st.one_of(_finite, st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -1.0]))
 
 
-@given(st.lists(st.tuples(_value, _value, st.one_of(st.floats(0, 1e4), st.just(math.nan)), st.integers(-1, 1),
-                          st.floats(0.0, 1.0)), min_size=1, max_size=120))  # fmt: skip
+@given(
+    st.lists(
+        st.tuples(
+            _value, _value, st.one_of(st.floats(0, 1e4), st.just(math.nan)), st.integers(-1, 1), st.floats(0.0, 1.0)
+        ),
+        min_size=1,
+        max_size=120,
+    )
+)
 def test_random_inputs_never_raise_and_a_pass_has_a_finite_score(rows):
     """Property: any sequence of bars (including NaN, inf, zero and negative prices), probabilities and outcomes
     leaves every streaming module able to answer, and a module never passes with a non-finite score."""
@@ -129,8 +166,9 @@ def test_random_inputs_never_raise_and_a_pass_has_a_finite_score(rows):
     for i, (c, p, v, d, q) in enumerate(rows):
         bar = Bar(i * 3_600_000_000_000, c, max(c, 1.0) if math.isfinite(c) else c, min(c, 0.5), c, v, timeframe="H1")
         outs = (Outcome(0, 1, d or 1, prev, c, 1e-4, q),) if prev is not None else ()
-        ctx = Context(bar, probs=np.array([q, p if math.isfinite(p) and 0 <= p <= 1 else q, 0.5]), direction=d,
-                      outcomes=outs)  # fmt: skip
+        ctx = Context(
+            bar, probs=np.array([q, p if math.isfinite(p) and 0 <= p <= 1 else q, 0.5]), direction=d, outcomes=outs
+        )
         for m in mods:
             m.update(ctx)
             r = m.verdict()

@@ -58,8 +58,15 @@ def test_vpin_kernel_equals_twin():
     rng = np.random.default_rng(5)
     args = []
     for _ in range(2):
-        a = [np.zeros(8), np.zeros(4, np.int64), np.zeros(30), np.zeros(10), np.zeros(40), np.zeros(40),
-             np.zeros(2, np.int64)]  # fmt: skip
+        a = [
+            np.zeros(8),
+            np.zeros(4, np.int64),
+            np.zeros(30),
+            np.zeros(10),
+            np.zeros(40),
+            np.zeros(40),
+            np.zeros(2, np.int64),
+        ]
         a[0][3] = 700.0
         args.append(a)
     close = 1.1 + np.cumsum(rng.normal(0, 1e-4, 600))
@@ -210,8 +217,10 @@ def _outcome(d, entry, exit_, spread):
 
 def test_adverse_selection_equals_windowed_mean(rng):
     m = AdverseSelection(window=50, min_outcomes=10)
-    outs = [_outcome(int(rng.choice([-1, 1])), 1.1, 1.1 + rng.normal(0, 1e-3), abs(rng.normal(1e-4, 2e-5)))
-            for _ in range(237)]  # fmt: skip
+    outs = [
+        _outcome(int(rng.choice([-1, 1])), 1.1, 1.1 + rng.normal(0, 1e-3), abs(rng.normal(1e-4, 2e-5)))
+        for _ in range(237)
+    ]
     bar = sample_bars()[0]
     for i in range(0, 237, 3):
         m.update(Context(bar, outcomes=tuple(outs[i : i + 3])))
@@ -307,8 +316,12 @@ def test_modules_take_gate_settings_from_the_gate_only():
 # -- Kelly ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("p", "b"), [(0.55, 1.0), (0.6, 0.8), (0.4, 2.5), (0.7, 1.3)])
 def test_kelly_is_the_argmax_of_expected_log_growth(p, b):
-    res = optimize.minimize_scalar(lambda f: -(p * math.log1p(f * b) + (1 - p) * math.log1p(-f)),
-                                   bounds=(-0.999, 0.999), method="bounded", options={"xatol": 1e-10})  # fmt: skip
+    res = optimize.minimize_scalar(
+        lambda f: -(p * math.log1p(f * b) + (1 - p) * math.log1p(-f)),
+        bounds=(-0.999, 0.999),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
     assert kelly_fraction(p, b) == pytest.approx(res.x, abs=1e-6)
 
 

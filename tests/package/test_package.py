@@ -76,8 +76,10 @@ def test_every_runtime_dependency_is_imported_by_the_package():
     not_installed = sorted(d for d in dists if d not in provides)
     assert not not_installed, f"runtime dependencies not installed in this environment: {not_installed}"
     unused = sorted(d for d in dists if not provides[d] & imported)
-    assert not unused, (f"pyproject.toml [project] dependencies that no file in engine/ modules/ models/ training/ "
-                        f"imports: {unused}. Fix: drop them, or move them to the dev extra if only tests use them")
+    assert not unused, (
+        f"pyproject.toml [project] dependencies that no file in engine/ modules/ models/ training/ "
+        f"imports: {unused}. Fix: drop them, or move them to the dev extra if only tests use them"
+    )
 
 
 def test_importing_fxgate_models_loads_neither_llama_cpp_nor_the_boosters():
@@ -85,8 +87,10 @@ def test_importing_fxgate_models_loads_neither_llama_cpp_nor_the_boosters():
     import subprocess
     import sys
 
-    code = ("import sys, fxgate.models; heavy = {'llama_cpp', 'xgboost', 'lightgbm', 'catboost', 'numba'}; "
-            "print(sorted(heavy & set(sys.modules)))")  # fmt: skip
+    code = (
+        "import sys, fxgate.models; heavy = {'llama_cpp', 'xgboost', 'lightgbm', 'catboost', 'numba'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -108,17 +112,39 @@ def test_wheel_ships_prompt_templates_and_accelerate_configs_without_setuptools_
     for pkg in ("engine", "modules", "models", "training"):
         shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
     out = tmp_path / "wheel"
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                           "-v", "-w", str(out), str(src)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-v",
+            "-w",
+            str(out),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "would be ignored" not in log, log[max(0, log.find("would be ignored") - 1500) :][:3000]
     (wheel,) = out.glob("fxgate-*.whl")
-    expected = {f"fxgate/models/prompts/{p.name}": p for p in (ROOT / "models" / "prompts").iterdir()
-                if p.suffix in (".toml", ".jinja")}  # fmt: skip
+    expected = {
+        f"fxgate/models/prompts/{p.name}": p
+        for p in (ROOT / "models" / "prompts").iterdir()
+        if p.suffix in (".toml", ".jinja")
+    }
     expected |= {f"fxgate/training/accelerate/{p.name}": p for p in (ROOT / "training" / "accelerate").glob("*.yaml")}
-    assert {"fxgate/models/prompts/judge.v1.toml", "fxgate/models/prompts/deepseek_r1_distill.jinja",
-            "fxgate/training/accelerate/ddp.yaml"} <= set(expected)  # fmt: skip
+    assert {
+        "fxgate/models/prompts/judge.v1.toml",
+        "fxgate/models/prompts/deepseek_r1_distill.jinja",
+        "fxgate/training/accelerate/ddp.yaml",
+    } <= set(expected)
     with zipfile.ZipFile(wheel) as zf:
         missing = sorted(set(expected) - set(zf.namelist()))
         assert not missing, f"not in {wheel.name}: {missing}"

@@ -17,14 +17,44 @@ def test_train_data_then_eval(tmp_path, nano):
     j = tmp_path / "mine.jsonl"
     j.write_text('{"instruction": "q", "output": "a"}\n{"instruction": "q", "output": "a"}\n')
     out = tmp_path / "data"
-    r = CliRunner().invoke(cli, ["train", "data", "--bars", str(p), "--jsonl", str(j), "--out", str(out),
-                                 "--horizon", "2", "--spread", "0.00008"])  # fmt: skip
+    r = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "data",
+            "--bars",
+            str(p),
+            "--jsonl",
+            str(j),
+            "--out",
+            str(out),
+            "--horizon",
+            "2",
+            "--spread",
+            "0.00008",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "certainty targets" in r.output and "imported JSONL" in r.output
     m = json.loads((out / "manifest.json").read_text())
     assert m["horizon"] == 2 and m["imported"]["sources"][0]["exact_duplicates"] == 1
-    r = CliRunner().invoke(cli, ["train", "eval", "--model", str(nano["q8"]), "--data", str(out), "--limit", "5",
-                                 "--think-budget", "2", "--json", str(tmp_path / "e.json")])  # fmt: skip
+    r = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "eval",
+            "--model",
+            str(nano["q8"]),
+            "--data",
+            str(out),
+            "--limit",
+            "5",
+            "--think-budget",
+            "2",
+            "--json",
+            str(tmp_path / "e.json"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "majority" in r.output and json.loads((tmp_path / "e.json").read_text())["model_scores"]["n"] == 5
 
@@ -32,8 +62,17 @@ def test_train_data_then_eval(tmp_path, nano):
 def test_train_formulas_list_and_samples(tmp_path):
     r = CliRunner().invoke(cli, ["train", "formulas", "--list", "--out", str(tmp_path / "f.jsonl")])
     assert r.exit_code == 0, r.output
-    for cat in ("alpha158", "alpha101", "volatility", "microstructure", "risk", "execution", "certainty_modules",
-                "techniques", "total"):
+    for cat in (
+        "alpha158",
+        "alpha101",
+        "volatility",
+        "microstructure",
+        "risk",
+        "execution",
+        "certainty_modules",
+        "techniques",
+        "total",
+    ):
         assert cat in r.output
     assert len((tmp_path / "f.jsonl").read_text().splitlines()) > 200
     assert CliRunner().invoke(cli, ["train", "formulas"]).exit_code == 2

@@ -16,8 +16,9 @@ from fxgate.training.datasets import DatasetError, SplitSpec, build
 # the judge's GBNF grammar, restated as a regular expression
 NUM = r"(0(\.[0-9]{1,4})?|1(\.0{1,4})?)"
 STR = r'"[\x20\x21\x23-\x5B\x5D-\x7E]{1,120}"'
-ANSWER = re.compile(r'\{"direction": "(BUY|SELL|NONE)", "certainty": ' + NUM + r', "reasons": \[' + STR
-                    + r"(, " + STR + r"){0,2}\]\}")  # fmt: skip
+ANSWER = re.compile(
+    r'\{"direction": "(BUY|SELL|NONE)", "certainty": ' + NUM + r', "reasons": \[' + STR + r"(, " + STR + r"){0,2}\]\}"
+)
 
 
 def lines(p: Path) -> list[dict]:
@@ -62,8 +63,16 @@ def test_no_future_bar_reaches_training(built, tmp_path):
     f[a:] = np.exp(np.cumsum(rng.normal(0, 0.01, len(bars) - a)))
     vol = np.asarray(bars.volume, float).copy()
     vol[a:] = rng.integers(1, 5000, len(bars) - a)
-    other = Bars(np.asarray(bars.ts), np.asarray(bars.open) * f, np.asarray(bars.high) * f, np.asarray(bars.low) * f,
-                 np.asarray(bars.close) * f, vol, symbol=bars.symbol, timeframe=bars.timeframe)  # fmt: skip
+    other = Bars(
+        np.asarray(bars.ts),
+        np.asarray(bars.open) * f,
+        np.asarray(bars.high) * f,
+        np.asarray(bars.low) * f,
+        np.asarray(bars.close) * f,
+        vol,
+        symbol=bars.symbol,
+        timeframe=bars.timeframe,
+    )
     p = tmp_path / "EURUSD.csv"
     other.to_csv(p)
     m2 = build([p], tmp_path / "out", SplitSpec(horizon=3, spread=8e-5, embargo=5))
@@ -264,9 +273,16 @@ def test_perturbing_a_training_rows_label_does_not_move_its_prompt(oof, tmp_path
     j = int(np.searchsorted(ts, pick["meta"]["ts"])) + 1  # bars from j on change: pick's label changes
     f = np.ones(len(bars))
     f[j:] = np.exp(np.cumsum(np.random.default_rng(3).normal(0, 0.004, len(bars) - j)))
-    other = Bars(ts, np.asarray(bars.open) * f, np.asarray(bars.high) * f, np.asarray(bars.low) * f,
-                 np.asarray(bars.close) * f, np.asarray(bars.volume), symbol=bars.symbol,
-                 timeframe=bars.timeframe)  # fmt: skip
+    other = Bars(
+        ts,
+        np.asarray(bars.open) * f,
+        np.asarray(bars.high) * f,
+        np.asarray(bars.low) * f,
+        np.asarray(bars.close) * f,
+        np.asarray(bars.volume),
+        symbol=bars.symbol,
+        timeframe=bars.timeframe,
+    )
     m2, out2, _ = _oof_build(other, tmp_path, "EURUSD")
     assert m2["cuts"] == m["cuts"]
     new = {r["meta"]["ts"]: r for r in lines(out2 / "train" / "scenarios.jsonl")}
@@ -297,12 +313,14 @@ def test_dated_imports_are_routed_out_of_training_with_skip_bad(built, tmp_path)
     day = str(np.datetime64(t1, "ns"))[:10]
     before = str(np.datetime64(t1 - 3 * 86_400 * 10**9, "ns"))[:16].replace("T", " ")
     j = tmp_path / "mine.jsonl"
-    recs = [lines(out / "test" / "dpo.jsonl")[0],                                  # meta.ts after the cut
-            {"prompt": "p", "chosen": "c", "rejected": "r", "meta": {"ts": t1}},   # exactly at the cut
-            {"instruction": f"EURUSD on {day}: buy?", "output": "no"},             # a date-only text: the whole day
-            {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], "ts": t1 + 1},
-            {"instruction": f"EURUSD at {before}: buy?", "output": "no"},          # before the cut: kept
-            {"instruction": "What is VPIN?", "output": "toxicity"}]  # fmt: skip
+    recs = [
+        lines(out / "test" / "dpo.jsonl")[0],  # meta.ts after the cut
+        {"prompt": "p", "chosen": "c", "rejected": "r", "meta": {"ts": t1}},  # exactly at the cut
+        {"instruction": f"EURUSD on {day}: buy?", "output": "no"},  # a date-only text: the whole day
+        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], "ts": t1 + 1},
+        {"instruction": f"EURUSD at {before}: buy?", "output": "no"},  # before the cut: kept
+        {"instruction": "What is VPIN?", "output": "toxicity"},
+    ]
     j.write_text("".join(json.dumps(r) + "\n" for r in recs))
     r = import_jsonl([j], tmp_path / "imp", skip_bad=True, cut_ns=t1)
     assert r["sources"][0]["after_cut"] == 4 and r["written"] == {"sft": 2, "dpo": 0}

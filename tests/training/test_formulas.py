@@ -15,14 +15,27 @@ from fxgate.training import formulas as F
 @pytest.fixture(scope="module")
 def ohlcv():
     b = sample_bars()[:1500]
-    return (np.asarray(b.open, float), np.asarray(b.high, float), np.asarray(b.low, float),
-            np.asarray(b.close, float), np.asarray(b.volume, float))  # fmt: skip
+    return (
+        np.asarray(b.open, float),
+        np.asarray(b.high, float),
+        np.asarray(b.low, float),
+        np.asarray(b.close, float),
+        np.asarray(b.volume, float),
+    )
 
 
 def test_catalogue_covers_every_category():
     c = F.counts()
-    assert set(c) == {"alpha158", "alpha101", "volatility", "microstructure", "risk", "execution",
-                      "certainty_modules", "techniques"}  # fmt: skip
+    assert set(c) == {
+        "alpha158",
+        "alpha101",
+        "volatility",
+        "microstructure",
+        "risk",
+        "execution",
+        "certainty_modules",
+        "techniques",
+    }
     assert c["alpha158"]["entries"] == 157 and c["certainty_modules"]["entries"] == 18
     assert c["techniques"]["entries"] == 14 and all(v["computable"] > 0 for v in c.values())
     names = [f.name for f in F.CATALOGUE]
@@ -38,8 +51,9 @@ def test_catalogue_covers_every_category():
 def _qlib_eval(expr: str, b) -> np.ndarray:
     """Evaluate a Qlib expression string with pandas (rolling windows must be full; a comparison with a missing
     value is missing) — a reference independent of fxgate's feature kernel."""
-    close, open_, high, low, volume = (pd.Series(np.asarray(getattr(b, k), float))
-                                       for k in ("close", "open", "high", "low", "volume"))  # fmt: skip
+    close, open_, high, low, volume = (
+        pd.Series(np.asarray(getattr(b, k), float)) for k in ("close", "open", "high", "low", "volume")
+    )
 
     def ols(y, what):
         x = np.arange(1, len(y) + 1, dtype=float)
@@ -55,10 +69,19 @@ def _qlib_eval(expr: str, b) -> np.ndarray:
         return out.astype(float).where(a.notna() & bb.notna())
 
     ns = {
-        "close": close, "open_": open_, "high": high, "low": low, "volume": volume, "np": np, "cmp": cmp,
-        "Ref": lambda x, d: x.shift(d), "Mean": lambda x, d: x.rolling(d).mean(),
-        "Std": lambda x, d: x.rolling(d).std(ddof=1), "Sum": lambda x, d: x.rolling(d).sum(),
-        "Max": lambda x, d: x.rolling(d).max(), "Min": lambda x, d: x.rolling(d).min(),
+        "close": close,
+        "open_": open_,
+        "high": high,
+        "low": low,
+        "volume": volume,
+        "np": np,
+        "cmp": cmp,
+        "Ref": lambda x, d: x.shift(d),
+        "Mean": lambda x, d: x.rolling(d).mean(),
+        "Std": lambda x, d: x.rolling(d).std(ddof=1),
+        "Sum": lambda x, d: x.rolling(d).sum(),
+        "Max": lambda x, d: x.rolling(d).max(),
+        "Min": lambda x, d: x.rolling(d).min(),
         "Slope": lambda x, d: x.rolling(d).apply(lambda y: ols(y, "slope"), raw=True),
         "Rsquare": lambda x, d: x.rolling(d).apply(lambda y: ols(y, "r2"), raw=True),
         "Resi": lambda x, d: x.rolling(d).apply(lambda y: ols(y, "resi"), raw=True),
@@ -66,9 +89,12 @@ def _qlib_eval(expr: str, b) -> np.ndarray:
         "Rank": lambda x, d: x.rolling(d).rank(pct=True),
         "IdxMax": lambda x, d: x.rolling(d).apply(np.argmax, raw=True) + 1,
         "IdxMin": lambda x, d: x.rolling(d).apply(np.argmin, raw=True) + 1,
-        "Corr": lambda x, y, d: x.rolling(d).corr(y), "Log": np.log, "Abs": np.abs,
-        "Greater": np.maximum, "Less": np.minimum,
-    }  # fmt: skip
+        "Corr": lambda x, y, d: x.rolling(d).corr(y),
+        "Log": np.log,
+        "Abs": np.abs,
+        "Greater": np.maximum,
+        "Less": np.minimum,
+    }
     py = expr.replace("$open", "open_").replace("$", "")
     py = re.sub(r"(\w+)([<>])(Ref\(\w+,\d+\))", r"cmp(\1, \3, '\2')", py)
     with np.errstate(all="ignore"):
@@ -97,9 +123,14 @@ def test_realized_volatility_and_jump_entries_against_pandas():
     fe = FeatureEngine(b.timeframe)
     ref = realized_vol_pandas(b.close, fe.bpd, fe.lm_k)
     by_name = {f.name: f for f in F.CATALOGUE}
-    for entry, col in (("HAR-RV daily component", "RV_D"), ("HAR-RV weekly component", "RV_W"),
-                       ("HAR-RV monthly component", "RV_M"), ("Bipower variation", "BV_D"),
-                       ("BNS jump test", "BNS_Z"), ("Lee-Mykland jump", "LM")):  # fmt: skip
+    for entry, col in (
+        ("HAR-RV daily component", "RV_D"),
+        ("HAR-RV weekly component", "RV_W"),
+        ("HAR-RV monthly component", "RV_M"),
+        ("Bipower variation", "BV_D"),
+        ("BNS jump test", "BNS_Z"),
+        ("Lee-Mykland jump", "LM"),
+    ):
         got = by_name[entry].compute(b)
         want = ref[col].to_numpy()
         ok = np.isfinite(want)
@@ -120,16 +151,19 @@ def test_alpha101_against_naive_loops(ohlcv):
         w = d1[i - 4 : i + 1]
         ref9[i] = d1[i] if w.min() > 0 else (d1[i] if w.max() < 0 else -d1[i])
     np.testing.assert_allclose(F.alpha009(c)[5:], ref9[5:])
-    np.testing.assert_allclose(F.alpha012(c, v)[1:], [np.sign(v[i] - v[i - 1]) * -(c[i] - c[i - 1])
-                                                      for i in range(1, n)])  # fmt: skip
+    np.testing.assert_allclose(
+        F.alpha012(c, v)[1:], [np.sign(v[i] - v[i - 1]) * -(c[i] - c[i - 1]) for i in range(1, n)]
+    )
     ref23 = [(-(h[i] - h[i - 2]) if np.mean(h[i - 19 : i + 1]) < h[i] else 0.0) for i in range(19, n)]
     np.testing.assert_allclose(F.alpha023(h)[19:], ref23)
     a = lambda i: (c[i - 20] - c[i - 10]) / 10 - (c[i - 10] - c[i]) / 10  # noqa: E731
-    np.testing.assert_allclose(F.alpha046(c)[20:], [(-1.0 if a(i) > 0.25 else 1.0 if a(i) < 0 else -(c[i] - c[i - 1]))
-                                                    for i in range(20, n)])  # fmt: skip
+    np.testing.assert_allclose(
+        F.alpha046(c)[20:], [(-1.0 if a(i) > 0.25 else 1.0 if a(i) < 0 else -(c[i] - c[i - 1])) for i in range(20, n)]
+    )
     np.testing.assert_allclose(F.alpha049(c)[20:], [(1.0 if a(i) < -0.1 else -(c[i] - c[i - 1])) for i in range(20, n)])
-    np.testing.assert_allclose(F.alpha051(c)[20:], [(1.0 if a(i) < -0.05 else -(c[i] - c[i - 1]))
-                                                    for i in range(20, n)])  # fmt: skip
+    np.testing.assert_allclose(
+        F.alpha051(c)[20:], [(1.0 if a(i) < -0.05 else -(c[i] - c[i - 1])) for i in range(20, n)]
+    )
     x = ((c - lo) - (h - c)) / np.where(c - lo == 0, np.nan, c - lo)
     np.testing.assert_allclose(F.alpha053(c, h, lo)[9:], -(x[9:] - x[:-9]), equal_nan=True)
     np.testing.assert_allclose(F.alpha054(o, c, h, lo), (-(lo - c) * o**5) / ((lo - h) * c**5), equal_nan=True)
@@ -146,13 +180,22 @@ def test_volatility_estimators_against_naive_loops(ohlcv):
     n, k = len(c), 20
     for i in (k - 1, 500, n - 1):
         s = slice(i - k + 1, i + 1)
-        assert F.parkinson(h, lo, k)[i] == pytest.approx(sum(math.log(h[j] / lo[j]) ** 2 for j in range(n)[s])
-                                                         / (4 * math.log(2) * k))  # fmt: skip
-        gk = np.mean([0.5 * math.log(h[j] / lo[j]) ** 2 - (2 * math.log(2) - 1) * math.log(c[j] / o[j]) ** 2
-                      for j in range(n)[s]])  # fmt: skip
+        assert F.parkinson(h, lo, k)[i] == pytest.approx(
+            sum(math.log(h[j] / lo[j]) ** 2 for j in range(n)[s]) / (4 * math.log(2) * k)
+        )
+        gk = np.mean(
+            [
+                0.5 * math.log(h[j] / lo[j]) ** 2 - (2 * math.log(2) - 1) * math.log(c[j] / o[j]) ** 2
+                for j in range(n)[s]
+            ]
+        )
         assert F.garman_klass(o, h, lo, c, k)[i] == pytest.approx(gk)
-        rs = np.mean([math.log(h[j] / c[j]) * math.log(h[j] / o[j]) + math.log(lo[j] / c[j]) * math.log(lo[j] / o[j])
-                      for j in range(n)[s]])  # fmt: skip
+        rs = np.mean(
+            [
+                math.log(h[j] / c[j]) * math.log(h[j] / o[j]) + math.log(lo[j] / c[j]) * math.log(lo[j] / o[j])
+                for j in range(n)[s]
+            ]
+        )
         assert F.rogers_satchell(o, h, lo, c, k)[i] == pytest.approx(rs)
     assert np.isnan(F.parkinson(h, lo, k)[k - 2])
     r = np.diff(np.log(c))
@@ -238,8 +281,9 @@ def test_factor_research_against_references():
     ser = pd.Series(s)
     assert dec == pytest.approx([ser.corr(pd.Series(ret).shift(-k)) for k in (1, 2, 3)])
     w = rng.random((6, 4))
-    np.testing.assert_allclose(F.factor_turnover(w)[1:], [sum(abs(w[t, i] - w[t - 1, i]) for i in range(4))
-                                                          for t in range(1, 6)])  # fmt: skip
+    np.testing.assert_allclose(
+        F.factor_turnover(w)[1:], [sum(abs(w[t, i] - w[t - 1, i]) for i in range(4)) for t in range(1, 6)]
+    )
     exp = rng.normal(size=(500, 2))
     f = 0.5 + exp @ [1.0, -2.0] + rng.normal(size=500)
     import statsmodels.api as sm
@@ -266,8 +310,17 @@ def test_certainty_module_entries_behave_as_their_formulas():
     from naive import bocpd_naive, vpin_naive
 
     built = {f.name: f for f in F.CATALOGUE if f.category == "certainty_modules" and f.computable}
-    assert set(built) == {"VPIN", "RobustKelly", "UncertaintyDecomposition", "BOCPD", "SHAP", "ExecutionCost",
-                          "AdverseSelection", "BayesianSizing", "RegimeDetection"}  # fmt: skip
+    assert set(built) == {
+        "VPIN",
+        "RobustKelly",
+        "UncertaintyDecomposition",
+        "BOCPD",
+        "SHAP",
+        "ExecutionCost",
+        "AdverseSelection",
+        "BayesianSizing",
+        "RegimeDetection",
+    }
     bars = sample_bars()
     for f in built.values():
         m = f.compute()

@@ -16,26 +16,41 @@ def write(p, rows):
 
 def test_formats_become_sft_or_dpo():
     k, r = parse_line({"instruction": "Explain VPIN", "input": "EURUSD", "output": "toxicity"})
-    assert k == "sft" and r["messages"] == [{"role": "user", "content": "Explain VPIN\n\nEURUSD"},
-                                            {"role": "assistant", "content": "toxicity"}]  # fmt: skip
-    k, r = parse_line({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
-                                    {"role": "assistant", "content": "a"}]})  # fmt: skip
+    assert k == "sft" and r["messages"] == [
+        {"role": "user", "content": "Explain VPIN\n\nEURUSD"},
+        {"role": "assistant", "content": "toxicity"},
+    ]
+    k, r = parse_line(
+        {
+            "messages": [
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": "u"},
+                {"role": "assistant", "content": "a"},
+            ]
+        }
+    )
     assert k == "sft" and len(r["messages"]) == 3
     k, r = parse_line({"prompt": [{"role": "user", "content": "buy?"}], "chosen": "no", "rejected": "yes"})
     assert k == "dpo" and r["chosen"] == "no"
 
 
-@pytest.mark.parametrize(("obj", "msg"), [
-    ({"instruction": "x"}, "output: missing"),
-    ({"instruction": "x", "output": "y", "input": 3}, "input: must be a string"),
-    ({"messages": [{"role": "user", "content": "hi"}]}, "the last message must be the assistant's answer"),
-    ({"messages": [{"role": "bot", "content": "hi"}]}, "messages[0]: needs role in"),
-    ({"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "a"}]}, "messages[0]: empty"),
-    ({"prompt": "p", "chosen": "c"}, "rejected: missing"),
-    ({"prompt": "p", "chosen": "same", "rejected": "same"}, "identical to rejected"),
-    ({"text": "raw"}, "unknown format"),
-    ([1, 2], "not a JSON object"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("obj", "msg"),
+    [
+        ({"instruction": "x"}, "output: missing"),
+        ({"instruction": "x", "output": "y", "input": 3}, "input: must be a string"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "the last message must be the assistant's answer"),
+        ({"messages": [{"role": "bot", "content": "hi"}]}, "messages[0]: needs role in"),
+        (
+            {"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "a"}]},
+            "messages[0]: empty",
+        ),
+        ({"prompt": "p", "chosen": "c"}, "rejected: missing"),
+        ({"prompt": "p", "chosen": "same", "rejected": "same"}, "identical to rejected"),
+        ({"text": "raw"}, "unknown format"),
+        ([1, 2], "not a JSON object"),
+    ],
+)
 def test_bad_lines_name_the_field(obj, msg):
     with pytest.raises(ValueError) as ei:
         parse_line(obj)
@@ -53,18 +68,28 @@ def test_errors_carry_file_and_line(tmp_path):
 
 
 def test_exact_and_near_duplicates_across_files(tmp_path):
-    a = write(tmp_path / "a.jsonl", [
-        {"instruction": "What is the Kelly fraction?", "output": "f = p - (1 - p) / b"},
-        {"instruction": "What is the Kelly fraction?", "output": "f = p - (1 - p) / b"},      # exact
-        {"instruction": "what is the  KELLY fraction", "output": "f = p - (1-p)/b."},          # near
-        {"prompt": "Buy?", "chosen": "No.", "rejected": "Yes!"},
-    ])  # fmt: skip
-    b = write(tmp_path / "b.jsonl", [
-        {"messages": [{"role": "user", "content": "What is the Kelly fraction?"},
-                      {"role": "assistant", "content": "f = p - (1 - p) / b"}]},              # same as a:1 as chat
-        {"prompt": "buy", "chosen": "no", "rejected": "yes"},                                  # near a:4
-        {"instruction": "What is VPIN?", "output": "order-flow toxicity"},
-    ])  # fmt: skip
+    a = write(
+        tmp_path / "a.jsonl",
+        [
+            {"instruction": "What is the Kelly fraction?", "output": "f = p - (1 - p) / b"},
+            {"instruction": "What is the Kelly fraction?", "output": "f = p - (1 - p) / b"},  # exact
+            {"instruction": "what is the  KELLY fraction", "output": "f = p - (1-p)/b."},  # near
+            {"prompt": "Buy?", "chosen": "No.", "rejected": "Yes!"},
+        ],
+    )
+    b = write(
+        tmp_path / "b.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "What is the Kelly fraction?"},
+                    {"role": "assistant", "content": "f = p - (1 - p) / b"},
+                ]
+            },  # same as a:1 as chat
+            {"prompt": "buy", "chosen": "no", "rejected": "yes"},  # near a:4
+            {"instruction": "What is VPIN?", "output": "order-flow toxicity"},
+        ],
+    )
     r = import_jsonl([a, b], tmp_path / "out")
     ra, rb = r["sources"]
     assert (ra["lines"], ra["exact_duplicates"], ra["near_duplicates"], ra["sft"], ra["dpo"]) == (4, 1, 1, 1, 1)

@@ -30,9 +30,11 @@ def data(tmp_path_factory):
 
 
 #: Qwen2's ChatML chat template (the second template the training/serving parity is tested on)
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-          "'<|im_end|>' + '\\n' }}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 def _data_with_budget(src: Path, dst: Path, n_ctx: int, rows: list[dict]) -> Path:
@@ -106,8 +108,23 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(nano, data, tmp_path):
     p = replace(get_preset("nano"), save_steps=3, max_train_examples=24)
     a = train_sft(nano["hf"], data, tmp_path / "a", p, max_steps=6)
     env = dict(os.environ, FXGATE_FAULT_EXIT_AT_STEP="3")
-    cmd = [sys.executable, "-m", "fxgate.training.sft", "--preset", "nano", "--base", str(nano["hf"]), "--data",
-           str(data), "--out", str(tmp_path / "b"), "--max-steps", "6", "--save-steps", "3"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "fxgate.training.sft",
+        "--preset",
+        "nano",
+        "--base",
+        str(nano["hf"]),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "b"),
+        "--max-steps",
+        "6",
+        "--save-steps",
+        "3",
+    ]
     # the preset's example cap is part of the data order: pass the same one through the environment-free path
     killed = subprocess.run(cmd + ["--max-examples", "24"], env=env, capture_output=True, text=True)
     assert killed.returncode == 17, killed.stderr[-2000:]
@@ -128,8 +145,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(nano, data, tmp_path):
 
     merged_dir = merge(nano["hf"], tmp_path / "a" / "adapter", tmp_path / "merged")
     ids = torch.tensor([list(range(5, 60))])
-    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(nano["hf"])),
-                                     str(tmp_path / "a" / "adapter")).eval()  # fmt: skip
+    peft = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(nano["hf"])), str(tmp_path / "a" / "adapter")
+    ).eval()
     merged = AutoModelForCausalLM.from_pretrained(str(merged_dir)).eval()
     with torch.no_grad():
         np.testing.assert_allclose(merged(ids).logits.numpy(), peft(ids).logits.numpy(), atol=1e-5)
@@ -198,16 +216,19 @@ def test_verify_checks_the_run_directory_only(tmp_path):
         write_manifest(d)
 
 
-@pytest.mark.parametrize(("text", "msg"), [
-    ('{"fxgate_manifest": 1, "files": {"a": ', "unreadable"),
-    ("[1, 2]", "not a manifest"),
-    ('{"fxgate_manifest": 1, "files": ["a"]}', '"files" is missing or not an object'),
-    ('{"fxgate_manifest": 1}', '"files" is missing or not an object'),
-    ('{"fxgate_manifest": 1, "files": {"a": {"bytes": 1}}}', "a: malformed manifest entry"),
-    ('{"fxgate_manifest": 1, "files": {"a": 7}}', "a: malformed manifest entry"),
-    ('{"files": {}}', "not a manifest written by `fxgate train all` or `fxgate train data`"),
-    (b"\xff\xfe{}", "unreadable"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "msg"),
+    [
+        ('{"fxgate_manifest": 1, "files": {"a": ', "unreadable"),
+        ("[1, 2]", "not a manifest"),
+        ('{"fxgate_manifest": 1, "files": ["a"]}', '"files" is missing or not an object'),
+        ('{"fxgate_manifest": 1}', '"files" is missing or not an object'),
+        ('{"fxgate_manifest": 1, "files": {"a": {"bytes": 1}}}', "a: malformed manifest entry"),
+        ('{"fxgate_manifest": 1, "files": {"a": 7}}', "a: malformed manifest entry"),
+        ('{"files": {}}', "not a manifest written by `fxgate train all` or `fxgate train data`"),
+        (b"\xff\xfe{}", "unreadable"),
+    ],
+)
 def test_a_malformed_manifest_is_rc_1_with_a_message(tmp_path, text, msg):
     d = tmp_path / "run"
     d.mkdir()
