@@ -4,43 +4,57 @@ Public API::
 
     from fxgate.engine import Bars, Bar, load_bars, sample_bars, resample, BarDataError
     from fxgate.engine import Gate, Decision, LayerVerdict, GateConfig, load_config, replay
+
+The names load on first use (PEP 562), so importing the foundation (:mod:`fxgate.engine.core`) — which every
+other package does — never drags in the gate, the models or the loader.
 """
 
-from fxgate.engine._version import __version__
-from fxgate.engine.bars import TIMEFRAMES, Bar, Bars, infer_timeframe, timeframe_seconds
-from fxgate.engine.config import ConfigError, GateConfig, load_config
-from fxgate.engine.decision import Decision, LayerVerdict
-from fxgate.engine.errors import BarDataError, FxgateError, Problem
-from fxgate.engine.gate import Gate
-from fxgate.engine.loader import FORMATS, Change, Gap, LoadReport, load_bars, sample_bars, sample_path
-from fxgate.engine.replay import ReplayResult, replay
-from fxgate.engine.resample import RESAMPLE_TARGETS, resample
+from __future__ import annotations
 
-__all__ = [
-    "__version__",
-    "Bar",
-    "Bars",
-    "TIMEFRAMES",
-    "infer_timeframe",
-    "timeframe_seconds",
-    "FxgateError",
-    "BarDataError",
-    "Problem",
-    "FORMATS",
-    "LoadReport",
-    "Change",
-    "Gap",
-    "load_bars",
-    "sample_bars",
-    "sample_path",
-    "RESAMPLE_TARGETS",
-    "resample",
-    "Gate",
-    "Decision",
-    "LayerVerdict",
-    "GateConfig",
-    "ConfigError",
-    "load_config",
-    "replay",
-    "ReplayResult",
-]
+import importlib
+from typing import Any
+
+from fxgate.engine.core.version import __version__
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "Bar": "fxgate.engine.core.bars",
+    "Bars": "fxgate.engine.core.bars",
+    "TIMEFRAMES": "fxgate.engine.core.bars",
+    "infer_timeframe": "fxgate.engine.core.bars",
+    "timeframe_seconds": "fxgate.engine.core.bars",
+    "FxgateError": "fxgate.engine.core.errors",
+    "BarDataError": "fxgate.engine.core.errors",
+    "Problem": "fxgate.engine.core.errors",
+    "Decision": "fxgate.engine.core.decision",
+    "LayerVerdict": "fxgate.engine.core.decision",
+    "GateConfig": "fxgate.engine.config",
+    "ConfigError": "fxgate.engine.config",
+    "load_config": "fxgate.engine.config",
+    "FORMATS": "fxgate.engine.loader",
+    "LoadReport": "fxgate.engine.loader",
+    "Change": "fxgate.engine.loader",
+    "Gap": "fxgate.engine.loader",
+    "load_bars": "fxgate.engine.loader",
+    "sample_bars": "fxgate.engine.loader",
+    "sample_path": "fxgate.engine.loader",
+    "RESAMPLE_TARGETS": "fxgate.engine.resample",
+    "resample": "fxgate.engine.resample",
+    "Gate": "fxgate.engine.gate",
+    "replay": "fxgate.engine.replay",
+    "ReplayResult": "fxgate.engine.replay",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fxgate.engine' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

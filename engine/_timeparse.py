@@ -16,7 +16,7 @@ import re
 from datetime import UTC, datetime
 
 import numpy as np
-from fxgate.engine._jit import kernel
+from fxgate.engine.core.jit import kernel
 
 NS = 1_000_000_000
 #: int64 nanoseconds cover 1677-09-21 .. 2262-04-11; whole years inside that range are accepted.

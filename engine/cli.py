@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from fxgate.engine._atomic import atomic_path, write_text
-from fxgate.engine._version import __version__
-from fxgate.engine.errors import FxgateError
+from fxgate.engine.core.atomic import atomic_path, write_text
+from fxgate.engine.core.version import __version__
+from fxgate.engine.core.errors import FxgateError
 
 __all__ = ["main", "cli"]
 
@@ -685,8 +685,8 @@ def _run_replays(
     ``cfg`` is the loaded ``config_path`` (loaded by the caller, so that a bad config fails before anything else)."""
     import uuid
 
-    from fxgate.engine._atomic import OUTPUT_NAMES, check_run_dir, finish_run, start_run
-    from fxgate.engine._hash import file_sha256
+    from fxgate.engine.core.atomic import OUTPUT_NAMES, check_run_dir, finish_run, start_run
+    from fxgate.engine.core.hashing import file_sha256
 
     ctx = click.get_current_context()
     refusals = [r for j in jobs for r in check_run_dir(j.out).refusals]
@@ -694,6 +694,10 @@ def _run_replays(
         raise FxgateError("\n".join(refusals))  # before any work: nothing was loaded or written yet
     for j in jobs:
         _check_data_file(j.data)
+    if cfg.llm.model == "nano" and (cfg.l2.enabled or cfg.l3.enabled):
+        from fxgate.training.nano import ensure_nano
+
+        ensure_nano()  # building the model is training's job; the gate only reads it from the cache
     record = {
         "id": uuid.uuid4().hex[:16],
         "command": ctx.command_path,

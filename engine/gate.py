@@ -1,4 +1,4 @@
-"""The gate: one bar in, one :class:`~fxgate.engine.decision.Decision` out.
+"""The gate: one bar in, one :class:`~fxgate.engine.core.decision.Decision` out.
 
 Per bar (``Gate.on_bar``):
 
@@ -47,10 +47,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fxgate.engine._version import __version__
-from fxgate.engine.bars import Bar, Bars
+from fxgate.engine.core.version import __version__
+from fxgate.engine.core.bars import Bar, Bars
 from fxgate.engine.config import GateConfig, load_config
-from fxgate.engine.decision import Decision, LayerVerdict
+from fxgate.engine.core.config import NANO_GGUF, nano_dir
+from fxgate.engine.core.decision import Decision, LayerVerdict
 
 __all__ = ["Gate"]
 
@@ -724,16 +725,17 @@ class _Pending:
 
 
 def _resolve_model(path: str) -> str:
-    """``"nano"`` is fxgate's nano model (built into the cache on first use); anything else is a file path."""
+    """``"nano"`` is fxgate's nano model in the cache (``fxgate train nano``, or any CLI command whose config names
+    it, builds it: building is training's job, not the gate's); anything else is a file path."""
     if path == "nano":
-        try:
-            from fxgate.training.nano import ensure_nano
-        except ImportError as exc:  # pragma: no cover - needs the train extra
-            from fxgate.models.llm import ModelFileError
+        from fxgate.models.llm import ModelFileError
 
+        d = nano_dir()
+        if not ((d / "manifest.json").is_file() and (d / NANO_GGUF).is_file()):
             raise ModelFileError(
-                '[llm] model = "nano" builds the nano model with torch and transformers. Fix: '
-                "pip install torch==2.13.0 'fxgate[train]'"
-            ) from exc
-        return str(ensure_nano())
+                f'[llm] model = "nano": the nano model is not built in {d}. Fix: run `fxgate demo --llm` or '
+                "`fxgate train nano` once (needs pip install torch==2.13.0 'fxgate[train]'), or call "
+                "fxgate.training.nano.ensure_nano() before building the gate"
+            )
+        return str(d / NANO_GGUF)
     return str(Path(path).expanduser())

@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from fxgate.engine.bars import Bars
+from fxgate.engine.core.bars import Bars
 from fxgate.engine.config import GateConfig
-from fxgate.engine.decision import Decision
-from fxgate.engine.errors import FxgateError
+from fxgate.engine.core.decision import Decision
+from fxgate.engine.core.errors import FxgateError
 
 __all__ = [
     "replay",
@@ -489,11 +489,11 @@ def replay(
 
 def write_outputs(res: ReplayResult, out_dir: Any) -> dict[str, str]:
     """decisions.parquet, trades.csv and metrics.json into ``out_dir``, each written to a temporary name and renamed
-    into place (:mod:`fxgate.engine._atomic`): a kill mid-write never leaves half a file under a final name."""
+    into place (:mod:`fxgate.engine.core.atomic`): a kill mid-write never leaves half a file under a final name."""
     from pathlib import Path
 
     import pandas as pd
-    from fxgate.engine._atomic import atomic_path, write_text
+    from fxgate.engine.core.atomic import atomic_path, write_text
     from fxgate.models._stats import strict_dumps
 
     d = Path(out_dir)

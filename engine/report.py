@@ -364,6 +364,6 @@ history{" · interrupted, partial results" if m.get("interrupted") else ""}</p>
 <script type="application/json" id="metrics">{_json_island(m)}</script>
 </body></html>
 """
-    from fxgate.engine._atomic import write_text
+    from fxgate.engine.core.atomic import write_text
 
     return write_text(Path(path), doc)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from fxgate.engine import _calendar as cal
-from fxgate.engine.bars import NS, Bars, timeframe_seconds
+from fxgate.engine.core.bars import NS, Bars, timeframe_seconds
 
 __all__ = ["resample", "RESAMPLE_TARGETS"]
 

@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fxgate.engine._version import __version__
-from fxgate.engine.bars import Bars
-from fxgate.engine.errors import FxgateError
+from fxgate.engine.core.version import __version__
+from fxgate.engine.core.bars import Bars
+from fxgate.engine.core.errors import FxgateError
 from fxgate.models import _stats
 from fxgate.models._trees import (
     FlatForest,
@@ -571,7 +571,7 @@ class TreeEnsemble:
     def save(self, directory: str | Path) -> Path:
         """Write the bundle: native model files, manifest.json (strict JSON) with sha256 per file and a parity
         probe, and manifest.json.sha256, the manifest's own hash (see the module docstring)."""
-        from fxgate.engine._atomic import write_text
+        from fxgate.engine.core.atomic import write_text
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)

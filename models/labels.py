@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
-from fxgate.engine._jit import kernel
-from fxgate.engine.bars import Bars
+from fxgate.engine.core.jit import kernel
+from fxgate.engine.core.bars import Bars
 
 __all__ = ["LabelSpec", "Labels", "make_labels"]
 

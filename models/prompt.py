@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fxgate.engine.errors import FxgateError
+from fxgate.engine.core.errors import FxgateError
 
 __all__ = [
     "PromptTemplate",

@@ -8,7 +8,7 @@ Every module follows one shape (shared/DESIGN.md):
 * ``state_dict()``/``load_state_dict()`` snapshot and restore the state exactly;
 * ``warm_up()`` compiles the module's kernels (called at gate start, never on the first live bar).
 
-Kernels are plain-Python twins compiled with :func:`fxgate.engine._jit.kernel` (the one place for numba flags).
+Kernels are plain-Python twins compiled with :func:`fxgate.engine.core.jit.kernel` (the one place for numba flags).
 """
 
 from __future__ import annotations
@@ -20,18 +20,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from fxgate.engine.bars import Bar
+from fxgate.engine.core.bars import Bar
+from fxgate.engine.core.records import ModuleResult
 
 __all__ = ["CertaintyModule", "ModuleResult", "Context", "Outcome", "register", "REGISTRY", "create", "insufficient"]
-
-
-@dataclass(frozen=True, slots=True)
-class ModuleResult:
-    name: str
-    score: float
-    passed: bool
-    threshold: float
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)

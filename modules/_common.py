@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from fxgate.engine._jit import kernel
+from fxgate.engine.core.jit import kernel
 
 
 def _sw_push_py(srt, ring, ist, x):  # type: ignore[no-untyped-def]

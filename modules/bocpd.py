@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from fxgate.engine._jit import kernel
+from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import next_log_return
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from fxgate.engine._jit import kernel
-from fxgate.engine.bars import timeframe_seconds
+from fxgate.engine.core.jit import kernel
+from fxgate.engine.core.bars import timeframe_seconds
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import sw_push, sw_quantile
 
@@ -187,7 +187,7 @@ class Vpin(CertaintyModule):
         )
 
     def warm_up(self) -> None:
-        from fxgate.engine.bars import Bar
+        from fxgate.engine.core.bars import Bar
 
         tmp = Vpin(bucket_volume=1.0, n_buckets=2, history=4, min_history=1)
         sw_quantile(np.zeros(2), 2, 0.5)

@@ -60,8 +60,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fxgate.engine._hash import file_sha256
-from fxgate.engine.errors import FxgateError
+from fxgate.engine.core.hashing import file_sha256
+from fxgate.engine.core.errors import FxgateError
 
 __all__ = [
     "build",
@@ -423,7 +423,7 @@ def is_data_manifest(m: Any) -> bool:
 
 def _load_tokenizer(spec: str | Path) -> tuple[str, str, str, Callable[[str], int], str]:
     """(chat template, BOS, EOS, token counter, sha256) of a Hugging Face tokenizer directory or a GGUF file."""
-    from fxgate.engine._hash import file_sha256 as _sha
+    from fxgate.engine.core.hashing import file_sha256 as _sha
 
     p = Path(spec).expanduser()
     if p.is_file() and p.suffix == ".gguf":
@@ -485,7 +485,7 @@ def build(
     stored as the live judge would send it under ``spec``'s serving budget (sections dropped, least important
     first); without, every section is stored and SFT, DPO and ``fxgate train eval`` apply that budget with the
     model's own tokenizer (every scenario carries its template ``values`` for that)."""
-    from fxgate.engine._version import __version__
+    from fxgate.engine.core.version import __version__
     from fxgate.engine.loader import load_bars
     from fxgate.models.features import FEATURE_ENGINE_VERSION
     from fxgate.models.prompt import load_template

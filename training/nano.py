@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fxgate.engine._hash import file_sha256
-from fxgate.engine.config import cache_dir
+from fxgate.engine.core.hashing import file_sha256
+from fxgate.engine.core.config import NANO_GGUF, NANO_VERSION, cache_dir, nano_dir
 
 __all__ = [
     "NANO_VERSION",
@@ -36,7 +36,6 @@ __all__ = [
     "sample_prompts",
 ]
 
-NANO_VERSION = 1
 BOS, EOS, PAD = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"
 #: DeepSeek-R1-Distill-Qwen's special (control) tokens that its chat template uses
 SPECIAL_TOKENS = (BOS, EOS, PAD, "<｜User｜>", "<｜Assistant｜>")
@@ -216,8 +215,8 @@ def build_nano(out: str | Path, *, seed: int = 0, log: Any = None) -> dict[str, 
 
 def ensure_nano(*, quiet: bool = False) -> Path:
     """The nano Q8_0 GGUF, built into the cache on first use (a few seconds; says so)."""
-    d = cache_dir() / f"nano-v{NANO_VERSION}"
-    q8 = d / "nano-q8_0.gguf"
+    d = nano_dir()
+    q8 = d / NANO_GGUF
     if (d / "manifest.json").is_file() and q8.is_file():
         return q8
     tmp = d.with_name(d.name + f".tmp{os.getpid()}")

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from fxgate.engine._hash import file_sha256
+from fxgate.engine.core.hashing import file_sha256
 
 __all__ = ["merge", "write_modelfile", "write_manifest", "verify", "manifest_kind", "run_all", "MANIFEST"]
 

@@ -25,7 +25,7 @@ from fxgate.engine.config import (
     SizingConfig,
     load_config,
 )
-from fxgate.engine.decision import schema
+from fxgate.engine.core.decision import schema
 from fxgate.engine.gate import Gate
 from fxgate.engine.replay import replay
 from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 from fxgate.engine import sample_bars
 from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config, LlmConfig, ReplayConfig
-from fxgate.engine.decision import schema
+from fxgate.engine.core.decision import schema
 from fxgate.engine.gate import Gate
 from fxgate.engine.replay import replay
 from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from fxgate.engine import sample_bars
-from fxgate.engine._atomic import atomic_path, check_run_dir, clean_temps, pid_alive
+from fxgate.engine.core.atomic import atomic_path, check_run_dir, clean_temps, pid_alive
 from fxgate.engine.cli import _out_dirs, cli
 
 EXE = shutil.which("fxgate") or str(Path(sys.executable).parent / "fxgate")
@@ -160,7 +160,7 @@ def test_a_second_signal_aborts_at_once_and_the_run_says_so(inputs, tmp_path, mo
     the middle of writing decisions.parquet (two signals sent to a busy process can merge into one)."""
     import importlib
 
-    from fxgate.engine.errors import FxgateError
+    from fxgate.engine.core.errors import FxgateError
 
     replay_mod = importlib.import_module("fxgate.engine.replay")  # the module (fxgate.engine.replay is the function)
 
@@ -300,7 +300,7 @@ def test_atomic_write_killed_midway_leaves_the_old_file_and_a_temporary_the_next
     final.write_bytes(b"the previous run's whole file")
     child = (
         "import sys, time\n"
-        "from fxgate.engine._atomic import atomic_path\n"
+        "from fxgate.engine.core.atomic import atomic_path\n"
         f"with atomic_path({str(final)!r}) as tmp:\n"
         "    with open(tmp, 'wb') as f:\n"
         "        f.write(b'x' * 100000); f.flush()\n"
@@ -521,7 +521,7 @@ def test_output_directory_names_never_collide(tmp_path):
     names = [p.name for p in _out_dirs(out, (f, g, h))]
     assert len(set(names)) == 3
     assert [p.name for p in _out_dirs(out, (a, tmp_path / "GBPUSD.csv"))] == ["EURUSD", "GBPUSD"]
-    from fxgate.engine.errors import FxgateError
+    from fxgate.engine.core.errors import FxgateError
 
     with pytest.raises(FxgateError, match="the same file is given twice"):
         _out_dirs(out, (a, tmp_path / "d" / ".." / "d" / "EURUSD.csv"))

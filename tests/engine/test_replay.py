@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from fxgate.engine import Bars, resample, sample_bars
 from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config, ReplayConfig, SizingConfig
-from fxgate.engine.decision import Decision, LayerVerdict
-from fxgate.engine.errors import FxgateError
+from fxgate.engine.core.decision import Decision, LayerVerdict
+from fxgate.engine.core.errors import FxgateError
 from fxgate.engine.replay import (
     ReplayResult,
     deflated_sharpe_from,

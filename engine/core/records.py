@@ -1,0 +1,80 @@
+"""The typed records layers hand each other, and the one candidate rule.
+
+A record crosses a layer boundary (a module's result read by the gate, the prompt and the report; Layer 1's
+per-model probabilities read by the prompt, the dataset builder and the report), so it is a frozen dataclass with
+named fields, not a dict read by string key in several files. Each has ``to_dict()`` for JSON (the Decision
+schema's ``details`` items). Records produced and consumed inside one package live there (the judge's answer in
+:mod:`fxgate.models.llm`); the ones that cross from ``modules``/``models`` to each other live here, below both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = ["Record", "ModelProbability", "ModuleResult", "candidate_direction", "candidate_directions"]
+
+
+def _num(x: float | None) -> float | None:
+    """JSON has no NaN/inf: a non-finite number is written as null."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+class Record(Protocol):
+    """Anything a :class:`~fxgate.engine.core.decision.LayerVerdict` carries in ``details``."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelProbability:
+    """One Layer-1 model's calibrated probability that the next ``horizon`` bars close up."""
+
+    model: str  # "xgboost" | "lightgbm" | "catboost"
+    p_up: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "p_up": _num(self.p_up)}
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleResult:
+    """One Layer-4 module's verdict on a bar: its score against its threshold, and why (fails closed on too
+    little data: ``reason`` says how much is missing)."""
+
+    name: str
+    score: float
+    passed: bool
+    threshold: float
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "module": self.name,
+            "passed": self.passed,
+            "score": _num(self.score),
+            "threshold": _num(self.threshold),
+            "reason": self.reason,
+        }
+
+
+def candidate_direction(probs: np.ndarray | None) -> int:
+    """The candidate rule, for one bar: +1 when every Layer-1 probability of "up" is >= 0.5, -1 when every one is
+    < 0.5, else 0 (also for a missing or non-finite probability). Whether the models are *confident* is Layer 1's
+    threshold; a candidate only needs them to lean the same way, and every outcome-based module learns from it."""
+    if probs is None or len(probs) == 0 or not np.all(np.isfinite(probs)):
+        return 0
+    up = probs >= 0.5
+    return 1 if up.all() else (-1 if not up.any() else 0)
+
+
+def candidate_directions(probs: np.ndarray) -> np.ndarray:
+    """:func:`candidate_direction` for every row of an (n_bars, n_models) array, as int8 (+1, -1 or 0)."""
+    p = np.asarray(probs, dtype=float)
+    finite = np.isfinite(p).all(axis=1)
+    up = p >= 0.5
+    out = np.where(up.all(axis=1), 1, np.where((~up).all(axis=1), -1, 0))
+    return np.where(finite, out, 0).astype(np.int8)
