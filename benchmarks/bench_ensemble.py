@@ -39,6 +39,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import xgboost as xgb
+
     from fxgate.engine import sample_bars
     from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
     from fxgate.models.features import FeatureEngine

@@ -40,10 +40,11 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
+    from llm_common import values
+
     from fxgate.models.debate import Debate
     from fxgate.models.llm import Judge, LlmRuntime, LlmSettings, grammar_for
     from fxgate.models.prompt import load_template
-    from llm_common import values
 
     model = args.model
     if model is None:

@@ -72,6 +72,7 @@ def write_mt4(bars, path: Path) -> None:
 
 def _peak_child(kind: str, path: str) -> None:
     import pandas as pd
+
     from fxgate.engine import load_bars
 
     small = Path(tempfile.mkdtemp()) / "EURUSD.csv"
@@ -133,6 +134,7 @@ def main() -> None:
         return
 
     import pandas as pd
+
     from fxgate.engine import load_bars
 
     tmp = Path(tempfile.mkdtemp(prefix="fxgate-bench-load-"))

@@ -143,6 +143,7 @@ def main() -> None:
 
     # -- SHAP: native TreeSHAP (ours) vs the shap package, on a small fitted ensemble --------------------------------
     import shap as shap_pkg
+
     from fxgate.engine import sample_bars
     from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
     from fxgate.models.features import FeatureEngine

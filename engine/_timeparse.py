@@ -16,6 +16,7 @@ import re
 from datetime import UTC, datetime
 
 import numpy as np
+
 from fxgate.engine.core.jit import kernel
 
 NS = 1_000_000_000

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from fxgate.engine.core.atomic import atomic_path, write_text
-from fxgate.engine.core.version import __version__
 from fxgate.engine.core.errors import FxgateError
+from fxgate.engine.core.version import __version__
 
 __all__ = ["main", "cli"]
 
@@ -223,11 +224,12 @@ def fit_cmd(
     Prints out-of-sample figures per fold: accuracy with its Wilson 95% interval, log loss, AUC, IC and rank IC
     per booster, and the coverage and precision of the all-agree >= threshold rule.
     """
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from fxgate.engine.loader import load_bars, sample_path
     from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
     from fxgate.models.labels import LabelSpec
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     console = Console()
     path = data_path or sample_path()
@@ -1082,10 +1084,11 @@ def train_data_cmd(
     decimal: str,
 ) -> None:
     """Build SFT/DPO/test sets from bar files with a leak-proof time split; write a manifest."""
-    from fxgate.training import datasets
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn
     from rich.table import Table
+
+    from fxgate.training import datasets
 
     spec = datasets.SplitSpec(horizon=horizon, spread=spread, val_frac=val_frac, test_frac=test_frac, embargo=embargo)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}")) as prog:

@@ -47,11 +47,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fxgate.engine.core.version import __version__
-from fxgate.engine.core.bars import Bar, Bars
+
 from fxgate.engine.config import GateConfig, load_config
+from fxgate.engine.core.bars import Bar, Bars
 from fxgate.engine.core.config import NANO_GGUF, nano_dir
 from fxgate.engine.core.decision import Decision, LayerVerdict
+from fxgate.engine.core.version import __version__
 
 __all__ = ["Gate"]
 

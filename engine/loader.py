@@ -51,11 +51,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
 from fxgate.engine import _calendar as cal
 from fxgate.engine import _timeparse as tp
-from fxgate.engine.core.jit import kernel
 from fxgate.engine.core.bars import NS, Bars, infer_timeframe, timeframe_seconds
 from fxgate.engine.core.errors import BarDataError, Problem
+from fxgate.engine.core.jit import kernel
 
 __all__ = [
     "load_bars",

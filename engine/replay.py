@@ -41,8 +41,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from fxgate.engine.core.bars import Bars
+
 from fxgate.engine.config import GateConfig
+from fxgate.engine.core.bars import Bars
 from fxgate.engine.core.decision import Decision
 from fxgate.engine.core.errors import FxgateError
 
@@ -493,6 +494,7 @@ def write_outputs(res: ReplayResult, out_dir: Any) -> dict[str, str]:
     from pathlib import Path
 
     import pandas as pd
+
     from fxgate.engine.core.atomic import atomic_path, write_text
     from fxgate.models._stats import strict_dumps
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from fxgate.engine.replay import ReplayResult
 from fxgate.models._stats import strict_dumps
 

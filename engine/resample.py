@@ -13,6 +13,7 @@ with its open time. The last bin may be partial (the bar still forming).
 from __future__ import annotations
 
 import numpy as np
+
 from fxgate.engine import _calendar as cal
 from fxgate.engine.core.bars import NS, Bars, timeframe_seconds
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from fxgate.engine.core.jit import kernel
 
 __all__ = ["FlatForest", "FlatOblivious", "from_xgboost", "from_lightgbm", "from_catboost", "margins_to_proba"]

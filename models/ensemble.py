@@ -43,9 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fxgate.engine.core.version import __version__
+
 from fxgate.engine.core.bars import Bars
 from fxgate.engine.core.errors import FxgateError
+from fxgate.engine.core.version import __version__
 from fxgate.models import _stats
 from fxgate.models._trees import (
     FlatForest,

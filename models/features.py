@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from fxgate.engine.core.jit import kernel
+
 from fxgate.engine.core.bars import Bar, Bars, timeframe_seconds
+from fxgate.engine.core.jit import kernel
 
 __all__ = ["FeatureEngine", "MadWinsorizer", "feature_names", "FEATURE_ENGINE_VERSION", "WINDOWS"]
 

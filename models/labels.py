@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
-from fxgate.engine.core.jit import kernel
+
 from fxgate.engine.core.bars import Bars
+from fxgate.engine.core.jit import kernel
 
 __all__ = ["LabelSpec", "Labels", "make_labels"]
 

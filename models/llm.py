@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fxgate.engine.core.hashing import file_sha256
 from fxgate.engine.core.errors import FxgateError
+from fxgate.engine.core.hashing import file_sha256
 from fxgate.models.prompt import (
     GENERATION_RESERVE,
     ContextOverflow,

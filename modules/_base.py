@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+
 from fxgate.engine.core.bars import Bar
 from fxgate.engine.core.records import ModuleResult
 
@@ -116,6 +117,11 @@ class CertaintyModule(ABC):
     the streaming state, numpy arrays or scalars)."""
 
     name: ClassVar[str] = ""
+    #: the module's entry in the formula catalogue (``fxgate train formulas``) and in the LLM prompt: its name in
+    #: the design table, the formula it implements, and the paper it comes from
+    title: ClassVar[str] = ""
+    formula: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
     cost: ClassVar[str] = "streaming"  # "streaming": per bar; "scheduled": recomputed on a schedule
     #: gate-level settings (keys of ``GateConfig.module_settings``) this module's parameters take from the gate
     gate_settings: ClassVar[tuple[str, ...]] = ()

@@ -22,11 +22,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 
 
 @register("adverse_selection")
 class AdverseSelection(CertaintyModule):
+    title = "AdverseSelection"
+    formula = "net markout E[D dM] - spread (the round trip's full spread)"
+    citation = "Glosten & Milgrom (1985)"
     defaults = {"window": 100, "min_outcomes": 20, "threshold": 0.0}
     state_keys = ("mark", "spr", "ist", "fs")
 

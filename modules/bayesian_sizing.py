@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import math
 
+from scipy import special
+
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import OutcomeWindow, OutcomeWindowState
-from scipy import special
 
 
 @register("bayesian_sizing")
 class BayesianSizing(OutcomeWindowState, CertaintyModule):
+    title = "BayesianSizing"
+    formula = "f = argmax E_posterior[log growth]"
+    citation = "Browne & Whitt (1996)"
     defaults = {
         "window": 200,
         "min_outcomes": 30,

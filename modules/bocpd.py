@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import next_log_return
@@ -100,6 +101,9 @@ _bocpd_step = kernel(_bocpd_step_py)
 
 @register("bocpd")
 class Bocpd(CertaintyModule):
+    title = "BOCPD"
+    formula = "P(r_t | x_1:t), hazard 1/lambda"
+    citation = "Adams & MacKay (2007), arXiv:0710.3742"
     defaults = {
         "hazard_lambda": 250.0,
         "max_run": 100,

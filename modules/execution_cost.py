@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 
 
@@ -62,6 +63,9 @@ def ac_cost(x: np.ndarray, tau: float, sigma: float, eta: float, gamma: float, e
 
 @register("execution_cost")
 class ExecutionCost(CertaintyModule):
+    title = "ExecutionCost"
+    formula = "round-trip E[IS] + 1 sd < expected edge"
+    citation = "Almgren & Chriss (2001)"
     defaults = {
         "exec_steps": 1,
         "tau": 1.0,

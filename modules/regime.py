@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import next_log_return
@@ -60,6 +61,9 @@ _forward_step = kernel(_forward_step_py, fastmath=False)
 
 @register("regime")
 class RegimeDetection(CertaintyModule):
+    title = "RegimeDetection"
+    formula = "P(S_t | X_1:t) via the HMM forward filter"
+    citation = "Hamilton (1989), Econometrica 57(2)"
     defaults = {
         "n_states": 2,
         "fit_bars": 1000,

@@ -38,6 +38,9 @@ def baker_mchale_factor(p: float, b: float, n: int) -> float:
 
 @register("robust_kelly")
 class RobustKelly(OutcomeWindowState, CertaintyModule):
+    title = "RobustKelly"
+    formula = "f = Kelly x Baker-McHale shrinkage"
+    citation = "Baker & McHale (2013), Decision Analysis 10(3)"
     defaults = {"window": 200, "min_outcomes": 30, "method": "half", "max_fraction": 1.0}
 
     def reset(self) -> None:

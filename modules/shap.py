@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 import numpy as np
+
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 
 
@@ -46,6 +47,9 @@ def tree_shap(ensemble: Any, x_row: np.ndarray) -> dict[str, tuple[np.ndarray, f
 
 @register("shap")
 class Shap(CertaintyModule):
+    title = "SHAP"
+    formula = "phi_i = Shapley values of the tree model"
+    citation = "Lundberg et al. (2020), Nat. Mach. Intell. 2"
     cost = "scheduled"
     defaults = {"max_share": 0.5, "blacklist": ("TOD_SIN", "TOD_COS", "DOW"), "top": 3}
     state_keys = ()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import entropy, sw_push, sw_quantile
 
@@ -31,6 +32,9 @@ def decompose(p: np.ndarray) -> tuple[float, float, float]:
 
 @register("uncertainty")
 class UncertaintyDecomposition(CertaintyModule):
+    title = "UncertaintyDecomposition"
+    formula = "H[E p] = E H[p] + MI (aleatoric + epistemic)"
+    citation = "Depeweg et al. (2018)"
     defaults = {"history": 500, "min_history": 100, "quantile": 0.9}
     state_keys = ("hist", "srt", "ist", "fs")
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from fxgate.engine.core.jit import kernel
+
 from fxgate.engine.core.bars import timeframe_seconds
+from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import sw_push, sw_quantile
 
@@ -94,6 +95,9 @@ _vpin_step = kernel(_vpin_step_py)
 
 @register("vpin")
 class Vpin(CertaintyModule):
+    title = "VPIN"
+    formula = "sum |V_buy - V_sell| / (n V_bucket)"
+    citation = "Easley, Lopez de Prado & O'Hara (2012)"
     defaults = {
         "sigma_window": 100,
         "n_buckets": 50,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+
 from fxgate.models.prompt import KEY_FEATURES, prompt_values
 
 # JSON Schemas of the answers: an independent statement of what the GBNF grammars must admit.

@@ -60,8 +60,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fxgate.engine.core.hashing import file_sha256
+
 from fxgate.engine.core.errors import FxgateError
+from fxgate.engine.core.hashing import file_sha256
 
 __all__ = [
     "build",

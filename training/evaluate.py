@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from fxgate.training.datasets import DatasetError
 
 __all__ = ["evaluate", "score", "ece"]

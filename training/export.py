@@ -170,8 +170,9 @@ def parity_check(
     * Q8_0: next-token argmax at the last position of every prompt agrees with torch on >= ``top1_min``.
     """
     import torch
-    from fxgate.models.llm import load_llama
     from transformers import AutoModelForCausalLM
+
+    from fxgate.models.llm import load_llama
 
     prompts = list(dict.fromkeys(prompts))  # distinct, first occurrence order
     if len(prompts) < min_prompts:

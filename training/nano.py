@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fxgate.engine.core.hashing import file_sha256
+
 from fxgate.engine.core.config import NANO_GGUF, NANO_VERSION, cache_dir, nano_dir
+from fxgate.engine.core.hashing import file_sha256
 
 __all__ = [
     "NANO_VERSION",
@@ -127,9 +128,10 @@ def sample_prompts(n: int, seed: int = 0) -> list[str]:
 def build_tokenizer(corpus: list[str], vocab_size: int = 1024) -> Any:
     """A byte-level BPE tokenizer with the Qwen2 split, R1-Distill's special tokens and its chat template, as a
     ``transformers.PreTrainedTokenizerFast``."""
-    from fxgate.models.prompt import R1_CHAT_TEMPLATE
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
+
+    from fxgate.models.prompt import R1_CHAT_TEMPLATE
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -164,9 +166,10 @@ def build_nano(out: str | Path, *, seed: int = 0, log: Any = None) -> dict[str, 
     """Build the nano model into ``out``: ``hf/`` (torch weights + tokenizer), ``nano-f16.gguf``,
     ``nano-q8_0.gguf``, ``parity.json`` and ``manifest.json``. Returns the manifest."""
     import torch
-    from fxgate.training.export import export_gguf, parity_check
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from transformers.utils import logging as hf_logging
+
+    from fxgate.training.export import export_gguf, parity_check
 
     say = log or (lambda msg: None)
     hf_logging.disable_progress_bar()

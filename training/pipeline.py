@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+
 from fxgate.engine.core.hashing import file_sha256
 
 __all__ = ["merge", "write_modelfile", "write_manifest", "verify", "manifest_kind", "run_all", "MANIFEST"]
@@ -36,10 +37,11 @@ _SKIP_DIRS = ("checkpoint-",)
 def merge(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
     """Merge a LoRA adapter into its base model (fp32 on CPU, saved in the base's dtype)."""
     import torch
-    from fxgate.training.export import load_tokenizer
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
+
+    from fxgate.training.export import load_tokenizer
 
     hf_logging.disable_progress_bar()
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)

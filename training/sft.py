@@ -108,8 +108,9 @@ def sft_examples(data: str | Path, tok: Any, limit: int | None = None, split: st
 
 def load_base(path: str | Path, preset: Preset) -> tuple[Any, Any]:
     import torch
-    from fxgate.training.export import load_tokenizer
     from transformers import AutoModelForCausalLM
+
+    from fxgate.training.export import load_tokenizer
 
     dtype = torch.bfloat16 if preset.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")

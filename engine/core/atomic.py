@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fxgate.engine.core.hashing import file_sha256
 from fxgate.engine.core.errors import FxgateError
+from fxgate.engine.core.hashing import file_sha256
 
 __all__ = [
     "atomic_path",

@@ -17,6 +17,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
     from fxgate.engine.loader import LoadReport
 
 __all__ = ["Bar", "Bars", "TIMEFRAMES", "timeframe_seconds", "infer_timeframe"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
 from fxgate.engine import Bar, Bars, infer_timeframe, sample_bars, timeframe_seconds
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from fxgate.engine import load_bars, resample, sample_bars
 from fxgate.engine.cli import cli
 

@@ -7,6 +7,7 @@ import gzip
 import numpy as np
 import pandas as pd
 import pytest
+
 from fxgate.engine import BarDataError, Bars, load_bars, sample_bars, sample_path
 
 # The first six bars of the real EURUSD H1 sample (backtesting's EURUSD.csv), read independently with pandas.

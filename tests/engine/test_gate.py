@@ -10,6 +10,9 @@ from dataclasses import replace
 import jsonschema
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fxgate.engine import Bars, sample_bars
 from fxgate.engine.config import (
     DEFAULT_TOML,
@@ -32,8 +35,6 @@ from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
 from fxgate.models.labels import LabelSpec
 from fxgate.modules import REGISTRY, CertaintyModule, register
 from fxgate.modules._base import insufficient
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # A permissive configuration that emits signals, so the trade path is exercised (the defaults emit none on the
 # sample, which is the honest result, not a test of trades).
@@ -640,6 +641,7 @@ def test_verdict_cache_error_at_start_obeys_on_load_error(ens, tmp_path):
 # -- replay (its metrics, trades and the backtesting.py cross-check: tests/engine/test_replay.py) ------------------
 def test_replay_of_a_non_fx_series_and_interruption_keeps_partial_results():
     import backtesting
+
     from fxgate.engine import load_bars
 
     goog = load_bars(__import__("pathlib").Path(backtesting.__file__).parent / "test" / "GOOG.csv", symbol="GOOG")

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import jsonschema
 import pytest
+
 from fxgate.engine import sample_bars
 from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config, LlmConfig, ReplayConfig
 from fxgate.engine.core.decision import schema

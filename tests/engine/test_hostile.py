@@ -21,9 +21,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+
 from fxgate.engine import sample_bars
-from fxgate.engine.core.atomic import atomic_path, check_run_dir, clean_temps, pid_alive
 from fxgate.engine.cli import _out_dirs, cli
+from fxgate.engine.core.atomic import atomic_path, check_run_dir, clean_temps, pid_alive
 
 EXE = shutil.which("fxgate") or str(Path(sys.executable).parent / "fxgate")
 SMALL = (

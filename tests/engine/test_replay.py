@@ -12,6 +12,9 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
+from statsmodels.stats.proportion import proportion_confint
+
 from fxgate.engine import Bars, resample, sample_bars
 from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config, ReplayConfig, SizingConfig
 from fxgate.engine.core.decision import Decision, LayerVerdict
@@ -30,8 +33,6 @@ from fxgate.models._stats import hac_se
 from fxgate.models.ensemble import MODEL_NAMES, EnsembleConfig, TreeEnsemble
 from fxgate.models.labels import LabelSpec
 from fxgate.modules._base import Outcome
-from scipy import stats
-from statsmodels.stats.proportion import proportion_confint
 
 # Permissive: Layer 1 at 0.5 and one always-passing module, so that signals are emitted and the trade path runs.
 # L2/L3 are off explicitly (no GGUF in these tests), whatever the defaults are.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from fxgate.engine import Bars, resample, sample_bars
 from naive import fx_day_local, random_walk_bars, resample_pandas
+
+from fxgate.engine import Bars, resample, sample_bars
 
 RULES = {"M5": "5min", "M15": "15min", "M30": "30min", "H1": "1h", "H4": "4h", "D1": "1D"}
 

@@ -7,9 +7,10 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 import pytest
-from fxgate.engine import _timeparse as tp
 from hypothesis import given
 from hypothesis import strategies as st
+
+from fxgate.engine import _timeparse as tp
 
 FORMATS = [
     "%Y.%m.%d %H:%M",

@@ -10,9 +10,10 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from fxgate.engine import BarDataError, load_bars
 from hypothesis import given
 from hypothesis import strategies as st
+
+from fxgate.engine import BarDataError, load_bars
 
 MT4_GOOD = [
     "2017.04.19,12:00,1.07160,1.07220,1.07083,1.07219,1413",

@@ -8,9 +8,10 @@ import threading
 import jsonschema
 import numpy as np
 import pytest
+from llm_common import SCHEMAS, queue_up, values
+
 from fxgate.models.debate import Debate
 from fxgate.models.llm import Generation, LlmError, LlmRuntime, LlmSettings
-from llm_common import SCHEMAS, queue_up, values
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,11 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
+from statsmodels.stats.proportion import proportion_confint
+
 from fxgate.engine import Bars, sample_bars
 from fxgate.models import _stats
 from fxgate.models.ensemble import (
@@ -22,10 +27,6 @@ from fxgate.models.ensemble import (
 )
 from fxgate.models.features import FeatureEngine
 from fxgate.models.labels import LabelSpec
-from hypothesis import given
-from hypothesis import strategies as st
-from sklearn.metrics import roc_auc_score
-from statsmodels.stats.proportion import proportion_confint
 
 SMALL = EnsembleConfig(n_estimators=40, max_depth=4, folds=2, test_frac=0.3)
 

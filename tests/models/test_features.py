@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from naive import alpha158_pandas, realized_vol_pandas
+
 from fxgate.engine import Bars, sample_bars
 from fxgate.models.features import FeatureEngine, MadWinsorizer, feature_names
-from naive import alpha158_pandas, realized_vol_pandas
 
 N = 1500  # bars of the sample used for the slow pandas references
 

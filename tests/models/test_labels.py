@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from fxgate.engine import Bars, sample_bars
 from fxgate.models.labels import LabelSpec, make_labels
 

@@ -12,6 +12,8 @@ from collections import OrderedDict
 
 import jsonschema
 import pytest
+from llm_common import SCHEMAS, queue_up, values
+
 from fxgate.models.llm import (
     Judge,
     LlmRuntime,
@@ -30,7 +32,6 @@ from fxgate.models.prompt import (
     load_template,
     render_chat,
 )
-from llm_common import SCHEMAS, queue_up, values
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 import xgboost as xgb
+
 from fxgate.models._trees import from_catboost, from_lightgbm, from_xgboost, margins_to_proba
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fxgate.engine import sample_bars
 from fxgate.modules import Context, Outcome
 

@@ -7,10 +7,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from fxgate.engine import Bar
-from fxgate.modules import REGISTRY, CertaintyModule, Context, ModuleResult, create, register
 from hypothesis import given
 from hypothesis import strategies as st
+
+from fxgate.engine import Bar
+from fxgate.modules import REGISTRY, CertaintyModule, Context, ModuleResult, create, register
 
 STREAMING = sorted(n for n, c in REGISTRY.items() if n != "shap")
 SMALL = {

@@ -7,6 +7,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from naive import bocpd_naive, vpin_naive
+from scipy import optimize, stats
+
 from fxgate.engine import Bar, sample_bars
 from fxgate.modules import Context, Outcome, create
 from fxgate.modules.adverse_selection import AdverseSelection
@@ -16,8 +19,6 @@ from fxgate.modules.regime import RegimeDetection
 from fxgate.modules.robust_kelly import baker_mchale_factor, kelly_fraction
 from fxgate.modules.uncertainty import decompose
 from fxgate.modules.vpin import _vpin_step, _vpin_step_py
-from naive import bocpd_naive, vpin_naive
-from scipy import optimize, stats
 
 
 # -- VPIN -----------------------------------------------------------------------------------------------------------

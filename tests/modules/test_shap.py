@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import shap
 import xgboost as xgb
+
 from fxgate.engine import sample_bars
 from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
 from fxgate.models.features import FeatureEngine

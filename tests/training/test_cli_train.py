@@ -6,6 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+
 from fxgate.engine import sample_bars
 from fxgate.engine.cli import cli
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fxgate.engine import Bars, sample_bars
 from fxgate.training.datasets import DatasetError, SplitSpec, build
 

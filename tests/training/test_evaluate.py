@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from fxgate.engine import sample_bars
 from fxgate.training.datasets import DatasetError, SplitSpec, build
 from fxgate.training.evaluate import ece, evaluate, score, table

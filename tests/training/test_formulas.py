@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+
 from fxgate.engine import sample_bars
 from fxgate.training import formulas as F
 
@@ -116,8 +117,9 @@ def test_every_alpha158_entry_computes_the_formula_it_states():
 
 
 def test_realized_volatility_and_jump_entries_against_pandas():
-    from fxgate.models.features import FeatureEngine
     from naive import realized_vol_pandas
+
+    from fxgate.models.features import FeatureEngine
 
     b = sample_bars()[:1200]
     fe = FeatureEngine(b.timeframe)
@@ -306,8 +308,9 @@ def test_execution_and_module_entries():
 def test_certainty_module_entries_behave_as_their_formulas():
     """The entries that point at a module: each creates the module of its name, which fails closed on too little
     data; VPIN and BOCPD reproduce independent implementations of the formulas the entries state."""
-    from fxgate.modules import Context
     from naive import bocpd_naive, vpin_naive
+
+    from fxgate.modules import Context
 
     built = {f.name: f for f in F.CATALOGUE if f.category == "certainty_modules" and f.computable}
     assert set(built) == {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from fxgate.training.datasets import DatasetError
 from fxgate.training.imports import import_jsonl, normalized_key, parse_line
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from fxgate.engine import sample_bars
 from fxgate.engine.cli import cli
 from fxgate.training.datasets import SplitSpec, build
@@ -102,8 +103,9 @@ def test_training_prompt_is_the_served_prompt_token_for_token(nano, data, tmp_pa
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(nano, data, tmp_path):
     import torch
-    from fxgate.training.sft import train_sft
     from safetensors.torch import load_file
+
+    from fxgate.training.sft import train_sft
 
     p = replace(get_preset("nano"), save_steps=3, max_train_examples=24)
     a = train_sft(nano["hf"], data, tmp_path / "a", p, max_steps=6)
@@ -268,8 +270,9 @@ def test_train_all_nano_passes_parity_and_verify(tmp_path):
 
 @pytest.mark.parametrize("name", ["ddp.yaml", "fsdp.yaml"])
 def test_accelerate_configs_load(name):
-    import fxgate.training
     from accelerate.commands.config.config_args import ClusterConfig
+
+    import fxgate.training
 
     c = ClusterConfig.from_yaml_file(str(Path(fxgate.training.__file__).parent / "accelerate" / name))
     assert c.num_processes == 8 and c.mixed_precision == "bf16"
