@@ -300,7 +300,7 @@ def test_factor_research_against_references():
 def test_execution_and_module_entries():
     assert F.implementation_shortfall(1.1000, [1.1002, 1.1004], [1.0, 2.0], +1) == pytest.approx(0.0002 + 0.0008)
     assert F.implementation_shortfall(1.1000, [1.0998], [1.0], -1) == pytest.approx(0.0002)
-    np.testing.assert_allclose(F._twap(10, 5), [10, 8, 6, 4, 2, 0])
+    np.testing.assert_allclose(F.twap(10, 5), [10, 8, 6, 4, 2, 0])
     kelly = next(f for f in F.CATALOGUE if f.name == "Kelly fraction")
     assert kelly.compute(0.6, 1.0) == pytest.approx(0.2)
 
@@ -350,6 +350,23 @@ def test_certainty_module_entries_behave_as_their_formulas():
     for xt in x:
         m.observe(xt)
     np.testing.assert_allclose(m.run_length_probs(), want[-1], rtol=1e-9, atol=1e-300)
+
+
+def test_certainty_module_entries_are_read_from_the_modules():
+    """A built module's entry is its class's title, formula and citation (the prompt's formula line comes from the
+    same attributes); a design-table module still described here is not one that is built (it would be counted
+    twice)."""
+    from fxgate.modules import REGISTRY
+
+    entries = {f.name: f for f in F.CATALOGUE if f.category == "certainty_modules"}
+    for name, cls in REGISTRY.items():
+        f = entries[cls.title]
+        assert (f.formula, f.citation, f.compute.__name__) == (cls.formula, cls.citation, f"create_{name}")
+        assert F.module_formulas([name]) == {name: f"{cls.formula} ({cls.citation})"}
+    described = {t for t, _, _ in F.NOT_BUILT_MODULES}
+    assert described.isdisjoint(cls.title for cls in REGISTRY.values())
+    assert {n for n, f in entries.items() if not f.computable} == described
+    assert F.module_formulas(["not_a_module"]) == {}
 
 
 def test_listing_shows_every_entry_with_its_formula_citation_and_status():
