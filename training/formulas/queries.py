@@ -13,10 +13,10 @@ from fxgate.training.formulas.catalogue import CATALOGUE, CATEGORIES, Formula
 __all__ = ["by_category", "counts", "rows", "listing", "sft_samples", "module_formulas"]
 
 
-def module_formulas(modules: Iterable[str]) -> dict[str, str]:
-    """Registry name -> ``"formula (citation)"`` of each certainty module named (e.g. ``"vpin"``), from the module
-    class itself; names that are not registered modules are skipped. The judge prompt's ``formulas`` section."""
-    return {m: f"{REGISTRY[m].formula} ({REGISTRY[m].citation})" for m in modules if m in REGISTRY}
+def module_formulas(modules: Iterable[str]) -> str:
+    """Catalogue context for a prompt: the formula and citation of each certainty module named (registry names, e.g.
+    ``"vpin"``), one line each, from the module class itself; names that are not registered modules are skipped."""
+    return "\n".join(f"- {m}: {REGISTRY[m].formula} ({REGISTRY[m].citation})" for m in modules if m in REGISTRY)
 
 
 def by_category() -> dict[str, list[Formula]]:
