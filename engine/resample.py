@@ -1,10 +1,10 @@
 """Resample bars to a coarser timeframe with FX session alignment.
 
 Bins are aligned to the FX day, which rolls at 17:00 New York: bin edges are multiples of the period in New York
-wall time + 7 h (see :mod:`fxgate.engine._calendar`). For M1..H1 that is the same as UTC clock alignment (New York's
-offset is a whole number of hours); H4 bars start at 17:00, 21:00, 01:00, ... New York, and D1 bars run from 17:00
-New York to 17:00 New York and are stamped with the UTC time of the roll, as "New York close" MetaTrader servers
-show them. US DST changes happen at 02:00 New York on a Sunday, while FX is closed, so no bin straddles one.
+wall time + 7 h (see :mod:`fxgate.engine.loader._calendar`). For M1..H1 that is the same as UTC clock alignment
+(New York's offset is a whole number of hours); H4 bars start at 17:00, 21:00, 01:00, ... New York, and D1 bars run
+from 17:00 New York to 17:00 New York and are stamped with the UTC time of the roll, as "New York close" MetaTrader
+servers show them. US DST changes happen at 02:00 New York on a Sunday, while FX is closed, so no bin straddles one.
 
 Aggregation: open = first, high = max, low = min, close = last, volume = sum, spread = mean. A bar is stamped
 with its open time. The last bin may be partial (the bar still forming).
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fxgate.engine import _calendar as cal
 from fxgate.engine.core.bars import NS, Bars, timeframe_seconds
+from fxgate.engine.loader import _calendar as cal
 
 __all__ = ["resample", "RESAMPLE_TARGETS"]
 

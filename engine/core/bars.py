@@ -11,14 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 import numpy as np
-
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-
-    from fxgate.engine.loader import LoadReport
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 __all__ = ["Bar", "Bars", "TIMEFRAMES", "timeframe_seconds", "infer_timeframe"]
 
@@ -126,7 +124,7 @@ class Bars:
         *,
         symbol: str = "",
         timeframe: str | None = None,
-        report: LoadReport | None = None,
+        report: object | None = None,
         _copy: bool = True,
     ) -> None:
         ts_arr = np.asarray(ts)
@@ -143,7 +141,8 @@ class Bars:
         self.spread = None if spread is None else _column("spread", spread, np.float64, n, _copy)
         self.symbol = str(symbol)
         self.timeframe = infer_timeframe(self.ts) if timeframe is None else str(timeframe)
-        #: What the loader read and changed (see :class:`fxgate.engine.loader.LoadReport`); None if built in code.
+        #: What the loader read and changed: a :class:`fxgate.engine.loader.LoadReport` (typed ``object`` here because
+        #: the foundation imports nothing above it); None if built in code.
         self.report = report
 
     # -- sequence protocol -------------------------------------------------------------------------------------
@@ -214,8 +213,6 @@ class Bars:
 
     def to_pandas(self) -> pd.DataFrame:
         """A DataFrame indexed by a tz-aware UTC ``DatetimeIndex`` named ``time``."""
-        import pandas as pd
-
         data = {c: getattr(self, c) for c in PRICE_COLUMNS + ("volume",)}
         if self.spread is not None:
             data["spread"] = self.spread
@@ -226,8 +223,6 @@ class Bars:
     def from_pandas(cls, df: pd.DataFrame, *, symbol: str = "", timeframe: str | None = None) -> Bars:
         """Build from a DataFrame with a DatetimeIndex (naive = UTC) and ``open high low close volume [spread]``
         columns (any case). No validation: use :func:`fxgate.engine.load_bars` for untrusted data."""
-        import pandas as pd
-
         cols = {str(c).lower(): c for c in df.columns}
         missing = [c for c in PRICE_COLUMNS + ("volume",) if c not in cols]
         if missing:
@@ -260,9 +255,6 @@ class Bars:
     def to_parquet(self, path: str | Path) -> None:
         """Write Parquet with a ``time`` column of type ``timestamp[ns, UTC]``; symbol and timeframe go in the
         schema metadata."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         arrays = {"time": pa.array(self.ts, type=pa.timestamp("ns", tz="UTC"))}
         for c in PRICE_COLUMNS + ("volume",):
             arrays[c] = pa.array(getattr(self, c))

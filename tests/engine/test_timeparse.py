@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fxgate.engine import _timeparse as tp
+from fxgate.engine.loader import _timeparse as tp
 
 FORMATS = [
     "%Y.%m.%d %H:%M",

@@ -16,6 +16,7 @@ import re
 from datetime import UTC, datetime
 
 import numpy as np
+import pyarrow as pa
 
 from fxgate.engine.core.jit import kernel
 
@@ -51,8 +52,10 @@ def fixed_width(fmt: str) -> int | None:
     return sum(_TOKEN_WIDTH.get(v, 3) if k == "field" else 1 for k, v in toks)
 
 
-# Field slots of a compiled layout.
-_Y, _MO, _D, _H, _MI, _S, _F = range(7)
+#: Slots of a compiled layout's field arrays (``field_pos``, ``field_len``, the kernel's ``vals``): year, month, day,
+#: hour, minute, second, fraction of a second.
+_N_FIELDS = 7
+_Y, _MO, _D, _H, _MI, _S, _F = range(_N_FIELDS)
 _SLOT = {"Y": _Y, "m": _MO, "d": _D, "H": _H, "M": _MI, "S": _S, "f": _F}
 
 
@@ -62,8 +65,8 @@ def compile_format(fmt: str, frac_digits: int = 3) -> tuple[int, np.ndarray, np.
     ``field_pos[k]``/``field_len[k]`` locate field k (Y m d H M S f; -1/0 when absent); ``%f`` takes
     ``frac_digits`` digits. Literal characters must match exactly.
     """
-    pos = np.full(7, -1, dtype=np.int64)
-    length = np.zeros(7, dtype=np.int64)
+    pos = np.full(_N_FIELDS, -1, dtype=np.int64)
+    length = np.zeros(_N_FIELDS, dtype=np.int64)
     lit_pos: list[int] = []
     lit_val: list[int] = []
     at = 0
@@ -88,11 +91,11 @@ def _parse_fixed_py(data, offsets, width, field_pos, field_len, lit_pos, lit_val
     Days from the civil date: H. Hinnant's ``days_from_civil``.
     """
     n = len(offsets) - 1
-    has_date = field_pos[0] >= 0
+    has_date = field_pos[_Y] >= 0
     frac_scale = 1
-    for _ in range(9 - field_len[6]):
+    for _ in range(9 - field_len[_F]):
         frac_scale *= 10
-    vals = np.zeros(7, dtype=np.int64)
+    vals = np.zeros(_N_FIELDS, dtype=np.int64)
     # consecutive bars share their date: the calendar arithmetic (divisions) runs once per distinct date
     prev_key = -1
     prev_days = 0
@@ -105,7 +108,7 @@ def _parse_fixed_py(data, offsets, width, field_pos, field_len, lit_pos, lit_val
                 if data[s + lit_pos[j]] != lit_val[j]:
                     ok = False
         if ok:
-            for k in range(7):
+            for k in range(_N_FIELDS):
                 v = 0
                 p = field_pos[k]
                 if p >= 0:
@@ -119,9 +122,9 @@ def _parse_fixed_py(data, offsets, width, field_pos, field_len, lit_pos, lit_val
             out_ok[i] = False
             out_ns[i] = 0
             continue
-        y = vals[0]
-        mo = vals[1]
-        d = vals[2]
+        y = vals[_Y]
+        mo = vals[_MO]
+        d = vals[_D]
         days = 0
         key = (y * 100 + mo) * 100 + d
         if has_date and key == prev_key:
@@ -150,10 +153,13 @@ def _parse_fixed_py(data, offsets, width, field_pos, field_len, lit_pos, lit_val
             prev_key = key
             prev_days = days
             prev_date_ok = ok
-        if vals[3] > 23 or vals[4] > 59 or vals[5] > 59:
+        hh = vals[_H]
+        mi = vals[_MI]
+        ss = vals[_S]
+        if hh > 23 or mi > 59 or ss > 59:
             ok = False
         out_ok[i] = ok
-        out_ns[i] = ((((days * 24 + vals[3]) * 60 + vals[4]) * 60 + vals[5]) * NS + vals[6] * frac_scale) if ok else 0
+        out_ns[i] = ((((days * 24 + hh) * 60 + mi) * 60 + ss) * NS + vals[_F] * frac_scale) if ok else 0
 
 
 _parse_fixed = kernel(_parse_fixed_py, fastmath=False)
@@ -161,8 +167,6 @@ _parse_fixed = kernel(_parse_fixed_py, fastmath=False)
 
 def arrow_buffers(arr: object) -> tuple[np.ndarray, np.ndarray]:
     """``(data uint8, offsets int64)`` of an Arrow string array (chunks combined, slicing offset applied)."""
-    import pyarrow as pa
-
     a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     if a.type == pa.large_string():
         off = np.frombuffer(a.buffers()[1], dtype=np.int64, count=len(a) + 1, offset=a.offset * 8)

@@ -9,6 +9,7 @@ into midnight alignment (17:00 NY + 7 h = 00:00), which is what MetaTrader broke
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 NY_TZ = "America/New_York"
 NS = 1_000_000_000
@@ -23,8 +24,6 @@ _SUNDAY_1700 = 3 * DAY + 17 * HOUR
 
 def ny_local(ts: np.ndarray) -> np.ndarray:
     """UTC ns -> New York wall-clock ns (DST-aware), as int64."""
-    import pandas as pd
-
     idx = pd.DatetimeIndex(np.asarray(ts, dtype=np.int64).view("datetime64[ns]")).tz_localize("UTC")
     return idx.tz_convert(NY_TZ).tz_localize(None).as_unit("ns").asi8
 
