@@ -27,14 +27,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from _common import write_json
+
+from fxgate.engine import Bars, load_bars
 
 TARGET_CSV_RATIO = 1.5
 
 
 def make_bars(rows: int, seed: int = 1):
-    from fxgate.engine import Bars
-
     rng = np.random.default_rng(seed)
     start = np.datetime64("2015-01-05T00:00", "ns").astype(np.int64)  # a Monday
     minute = 60 * 10**9
@@ -53,8 +54,6 @@ def make_bars(rows: int, seed: int = 1):
 
 
 def write_mt4(bars, path: Path) -> None:
-    import pandas as pd
-
     t = pd.DatetimeIndex(bars.times)
     df = pd.DataFrame(
         {
@@ -71,10 +70,6 @@ def write_mt4(bars, path: Path) -> None:
 
 
 def _peak_child(kind: str, path: str) -> None:
-    import pandas as pd
-
-    from fxgate.engine import load_bars
-
     small = Path(tempfile.mkdtemp()) / "EURUSD.csv"
     small.write_text("time,open,high,low,close,volume\n2020-01-01 00:00,1,1,1,1,1\n2020-01-01 00:01,1,1,1,1,1\n")
     load_bars(small)  # compile/load cached kernels before the baseline
@@ -132,10 +127,6 @@ def main() -> None:
     if args._peak:
         _peak_child(*args._peak)
         return
-
-    import pandas as pd
-
-    from fxgate.engine import load_bars
 
     tmp = Path(tempfile.mkdtemp(prefix="fxgate-bench-load-"))
     bars = make_bars(args.rows)
