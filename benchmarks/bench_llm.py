@@ -24,6 +24,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from _common import write_json  # noqa: E402
+from llm_common import values  # noqa: E402
+
+from fxgate.models.debate import Debate  # noqa: E402
+from fxgate.models.llm import Judge, LlmRuntime, LlmSettings, grammar_for  # noqa: E402
+from fxgate.models.prompt import load_template  # noqa: E402
+from fxgate.training.nano import ensure_nano  # noqa: E402
 
 
 def pct(xs: list[float]) -> dict[str, float]:
@@ -40,16 +46,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    from llm_common import values
-
-    from fxgate.models.debate import Debate
-    from fxgate.models.llm import Judge, LlmRuntime, LlmSettings, grammar_for
-    from fxgate.models.prompt import load_template
-
     model = args.model
     if model is None:
-        from fxgate.training.nano import ensure_nano
-
         model = ensure_nano()
     rt = LlmRuntime(LlmSettings(model=str(model), n_ctx=4096, n_threads=args.threads, n_gpu_layers=args.gpu_layers))
     rng = np.random.default_rng(0)
@@ -85,8 +83,8 @@ def main() -> None:
         assert v.generation is not None, v.reason
         t_judge.append(v.generation.total_s)
         d = debate.debate(values(rng), "BUY")
-        assert all("error" not in e for e in d.transcript), d.reason
-        t_debate.append(sum(e["seconds"] for e in d.transcript))
+        assert all(e.error is None and e.generation is not None for e in d.transcript), d.reason
+        t_debate.append(sum(e.generation.total_s for e in d.transcript if e.generation is not None))
     rt.close()
 
     c, w = pct(cold), pct(warm)

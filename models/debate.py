@@ -16,44 +16,94 @@ is kept. The whole debate shares one deadline.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from fxgate.models.llm import Generation, LlmError, LlmRuntime, grammar_for
+from fxgate.engine.core.records import Record
+from fxgate.models.llm import Answer, BearAnswer, BullAnswer, Generation, LlmError, LlmRuntime, RiskAnswer, grammar_for
 from fxgate.models.prompt import ContextOverflow, fmt_num, load_template
 
-__all__ = ["Debate", "DebateVerdict", "ROLES"]
+__all__ = ["Debate", "DebateVerdict", "DebateSummary", "DebateTurn", "ROLES"]
 
 ROLES = ("bull", "bear", "risk")
 
 
-@dataclass
-class DebateVerdict:
-    passed: bool
-    reason: str
-    bull_confidence: float | None = None
-    bear_strength: float | None = None
-    approve: bool | None = None
-    size_fraction: float | None = None
-    transcript: list[dict[str, Any]] = field(default_factory=list)
+@dataclass(frozen=True, slots=True)
+class DebateTurn:
+    """One turn of the transcript: who spoke in which round, on which model, and the call (or why it failed)."""
 
-    def details(self) -> tuple[dict[str, Any], ...]:
-        summary = {
+    role: str  # "bull" | "bear" | "risk"
+    round: int
+    model: str  # the first 16 hex digits of the role's GGUF sha256
+    generation: Generation | None  # None when the call raised (timeout, overflow, internal error)
+    error: str | None = None  # the call's failure or its malformed answer; None for a usable answer
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"role": self.role, "round": self.round, "model": self.model}
+        g = self.generation
+        if g is not None:
+            d.update(
+                {
+                    "answer": None if g.parsed is None else g.parsed.to_dict(),
+                    "raw_answer": g.answer,
+                    "think": g.think,
+                    "think_truncated": g.think_truncated,
+                    "cached": g.cached,
+                    "seconds": round(g.total_s, 4),
+                    "tokens": g.token_counts(),
+                    "template": g.template,
+                    "dropped_sections": list(g.dropped_sections),
+                }
+            )
+        if self.error is not None:
+            d["error"] = self.error
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class DebateSummary:
+    """Layer 3's first ``details`` item: the numbers the pass rule read."""
+
+    bull_confidence: float | None
+    bear_strength: float | None
+    approve: bool | None
+    size_fraction: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
             "role": "summary",
             "bull_confidence": self.bull_confidence,
             "bear_strength": self.bear_strength,
             "approve": self.approve,
             "size_fraction": self.size_fraction,
         }
+
+
+@dataclass(frozen=True)
+class DebateVerdict:
+    """Layer 3's verdict on one proposal, with the transcript so far (complete unless a turn failed)."""
+
+    passed: bool
+    reason: str
+    bull_confidence: float | None = None  # the last bull turn's confidence
+    bear_strength: float | None = None  # the strongest bear argument over all rounds
+    approve: bool | None = None
+    size_fraction: float | None = None  # of the proposed size, in [0, 1]
+    transcript: tuple[DebateTurn, ...] = ()
+
+    def details(self) -> tuple[Record, ...]:
+        summary = DebateSummary(self.bull_confidence, self.bear_strength, self.approve, self.size_fraction)
         return (summary, *self.transcript)
 
 
-def _turn_text(role: str, rnd: int, parsed: dict[str, Any]) -> str:
-    if role == "risk":
-        head = f"Risk manager: {'approve' if parsed['approve'] else 'reject'}, size fraction {parsed['size_fraction']}"
-        return head + "".join(f"\n- {r}" for r in parsed["reasons"])
-    head = f"Round {rnd}, {role}" + (f" (confidence {fmt_num(parsed['confidence'], 4)})" if role == "bull" else "")
-    return head + ":" + "".join(f"\n- {a['point']} (strength {fmt_num(a['strength'], 4)})" for a in parsed["arguments"])
+def _turn_text(role: str, rnd: int, answer: Answer) -> str:
+    """A completed turn as the later turns' prompts show it (the ``{transcript}`` placeholder)."""
+    if isinstance(answer, RiskAnswer):
+        head = f"Risk manager: {'approve' if answer.approve else 'reject'}, size fraction {answer.size_fraction}"
+        return head + "".join(f"\n- {r}" for r in answer.reasons)
+    conf = f" (confidence {fmt_num(answer.confidence, 4)})" if isinstance(answer, BullAnswer) else ""
+    args = answer.arguments if isinstance(answer, BullAnswer | BearAnswer) else ()
+    return f"Round {rnd}, {role}{conf}:" + "".join(f"\n- {a.point} (strength {fmt_num(a.strength, 4)})" for a in args)
 
 
 class Debate:
@@ -108,71 +158,51 @@ class Debate:
     def debate(self, values: dict[str, str], direction: str) -> DebateVerdict:
         timeout = self.timeout_s if self.timeout_s is not None else self.runtimes["bull"].settings.timeout_s
         deadline = time.perf_counter() + timeout
-        v = DebateVerdict(False, "")
+        turns: list[DebateTurn] = []
         texts: list[str] = []
-        bear_max = 0.0
+        bull: float | None = None
+        bear: float | None = None
+        risk: RiskAnswer | None = None
+
+        def failed(role: str, rnd: int, g: Generation | None, error: str) -> DebateVerdict:
+            turns.append(DebateTurn(role, rnd, self.runtimes[role].sha256[:16], g, error))
+            approve, frac = (risk.approve, risk.size_fraction) if risk is not None else (None, None)
+            return DebateVerdict(False, f"{role} (round {rnd}): {error}", bull, bear, approve, frac, tuple(turns))
+
         plan = [(r, role) for r in range(1, self.rounds + 1) for role in ("bull", "bear")] + [(self.rounds, "risk")]
         for rnd, role in plan:
             vals = dict(values, transcript="\n\n".join(texts))
-            entry: dict[str, Any] = {"role": role, "round": rnd, "model": self.runtimes[role].sha256[:16]}
             try:
                 g = self._call(role, vals, deadline)
             except (LlmError, ContextOverflow) as exc:
-                entry["error"] = str(exc)
-                v.transcript.append(entry)
-                v.reason = f"{role} (round {rnd}): {exc}"
-                return v
+                return failed(role, rnd, None, str(exc))
             except Exception as exc:  # noqa: BLE001 - the gate must never see an exception from here
-                entry["error"] = f"internal error: {type(exc).__name__}: {exc}"
-                v.transcript.append(entry)
-                v.reason = f"{role} (round {rnd}): {entry['error']}"
-                return v
-            entry.update(
-                {
-                    "answer": g.parsed,
-                    "raw_answer": g.answer,
-                    "think": g.think,
-                    "think_truncated": g.think_truncated,
-                    "cached": g.cached,
-                    "seconds": round(g.total_s, 4),
-                    "tokens": {
-                        "prompt": g.n_prompt,
-                        "prompt_evaluated": g.n_prompt_evaluated,
-                        "think": g.n_think,
-                        "answer": g.n_answer,
-                    },
-                    "template": g.template,
-                    "dropped_sections": list(g.dropped_sections),
-                }
-            )
-            if g.error is not None or g.parsed is None:
-                entry["error"] = g.error or "no answer"
-                v.transcript.append(entry)
-                v.reason = f"{role} (round {rnd}): {entry['error']}"
-                return v
-            v.transcript.append(entry)
-            texts.append(_turn_text(role, rnd, g.parsed))
-            if role == "bull":
-                v.bull_confidence = g.parsed["confidence"]
-            elif role == "bear":
-                bear_max = max([bear_max] + [a["strength"] for a in g.parsed["arguments"]])
-                v.bear_strength = bear_max
-            else:
-                v.approve, v.size_fraction = g.parsed["approve"], g.parsed["size_fraction"]
-        bc, bs = v.bull_confidence or 0.0, v.bear_strength or 0.0
+                return failed(role, rnd, None, f"internal error: {type(exc).__name__}: {exc}")
+            a = g.parsed
+            if g.error is not None or a is None:
+                return failed(role, rnd, g, g.error or "no answer")
+            turns.append(DebateTurn(role, rnd, self.runtimes[role].sha256[:16], g))
+            texts.append(_turn_text(role, rnd, a))
+            if isinstance(a, BullAnswer):
+                bull = a.confidence
+            elif isinstance(a, BearAnswer):
+                bear = max([bear or 0.0] + [x.strength for x in a.arguments])
+            elif isinstance(a, RiskAnswer):
+                risk = a
+        bc, bs = bull or 0.0, bear or 0.0
+        approve, frac = (risk.approve, risk.size_fraction) if risk is not None else (None, None)
         fails = []
         if bc < self.threshold:
             fails.append(f"bull confidence {bc:.2f} < {self.threshold:g}")
         if bs > self.bear_max_strength:
             fails.append(f"bear's strongest counter-argument {bs:.2f} > {self.bear_max_strength:g}")
-        if not v.approve:
+        if not approve:
             fails.append("risk manager rejects")
-        elif not (v.size_fraction or 0) > 0:
+        elif not (frac or 0) > 0:
             fails.append("risk manager cuts the size to 0")
-        v.passed = not fails
-        v.reason = ("unanimous: " if v.passed else "no consensus: ") + (
+        reason = ("unanimous: " if not fails else "no consensus: ") + (
             "; ".join(fails)
             if fails
-            else f"bull {bc:.2f}, bear {bs:.2f}, risk approves {v.size_fraction:g} of the size for {direction}"
+            else f"bull {bc:.2f}, bear {bs:.2f}, risk approves {frac:g} of the size for {direction}"
         )
-        return v
+        return DebateVerdict(not fails, reason, bull, bear, approve, frac, tuple(turns))

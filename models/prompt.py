@@ -18,17 +18,23 @@ model is trained on is the text it is served.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import jinja2
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from fxgate.engine.core.errors import FxgateError
+from fxgate.engine.core.records import ModelProbability, ModuleResult
 
 __all__ = [
     "PromptTemplate",
@@ -43,6 +49,7 @@ __all__ = [
     "GENERATION_RESERVE",
     "R1_CHAT_TEMPLATE",
     "prompt_values",
+    "formulas_of",
     "KEY_FEATURES",
     "fmt_num",
 ]
@@ -134,9 +141,6 @@ _JINJA_CACHE: dict[str, Any] = {}
 def _compiled(template: str) -> Any:
     t = _JINJA_CACHE.get(template)
     if t is None:
-        import jinja2
-        from jinja2.ext import loopcontrols
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         def raise_exception(message: str) -> None:
             raise jinja2.exceptions.TemplateError(message)
@@ -301,6 +305,21 @@ def fmt_num(x: Any, digits: int = 6) -> str:
     return f"{v:.{digits}g}"
 
 
+class _Documented(Protocol):
+    """A certainty module (class or instance) with its formula-catalogue entry (see fxgate.modules' base class)."""
+
+    name: str
+    formula: str
+    citation: str
+
+
+def formulas_of(modules: Iterable[_Documented]) -> dict[str, str]:
+    """The ``formulas`` argument of :func:`prompt_values` from the modules themselves: name -> "formula (citation)"
+    for each module that documents a formula. The gate and the training-data builders both build it here, so the
+    prompt a model is trained on shows the formulas the served one shows."""
+    return {m.name: f"{m.formula} ({m.citation})" for m in modules if m.formula}
+
+
 def prompt_values(
     *,
     symbol: str,
@@ -309,38 +328,36 @@ def prompt_values(
     bar: Mapping[str, float | None],
     direction: str,
     horizon: int,
-    probs: Mapping[str, float] | None,
+    probs: Sequence[ModelProbability] | None,
     features: Mapping[str, float],
-    modules: Sequence[Mapping[str, Any]] = (),
+    modules: Sequence[ModuleResult] = (),
+    formulas: Mapping[str, str],
     size: float | None = None,
     judge: str = "",
     transcript: str = "",
 ) -> dict[str, str]:
     """The text of every placeholder, from the bar and what the other layers said. Pure: the training-data builders
-    call it with the same arguments the gate uses."""
-    import datetime as _dt
-
-    t = _dt.datetime.fromtimestamp(ts_ns / 1e9, tz=_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    call it with the same arguments the gate uses. ``formulas``: module name -> "formula (citation)"
+    (:func:`formulas_of`), shown for the modules in ``modules`` that have one."""
+    t = datetime.datetime.fromtimestamp(ts_ns / 1e9, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     b = bar
     bar_txt = (
         f"{symbol or 'instrument'} {timeframe} bar opening {t}: open {fmt_num(b.get('open'))}, high "
         f"{fmt_num(b.get('high'))}, low {fmt_num(b.get('low'))}, close {fmt_num(b.get('close'))}, volume "
         f"{fmt_num(b.get('volume'))}, spread {fmt_num(b.get('spread'))}"
     )
-    prob_txt = ", ".join(f"{k} {fmt_num(v, 4)}" for k, v in (probs or {}).items()) or "not available"
+    prob_txt = ", ".join(f"{p.model} {fmt_num(p.p_up, 4)}" for p in probs or ()) or "not available"
     prop = f"{direction} over the next {horizon} bar{'s' if horizon != 1 else ''}"
     if size is not None:
         prop += f", proposed size {fmt_num(size, 4)}"
     prop += f". Layer-1 calibrated P(up): {prob_txt}."
     mods = "\n".join(
-        f"- {m['module']}: {'pass' if m['passed'] else 'FAIL'}, score {fmt_num(m.get('score'), 4)} "
-        f"(threshold {fmt_num(m.get('threshold'), 4)}): {m.get('reason', '')}"
+        f"- {m.name}: {'pass' if m.passed else 'FAIL'}, score {fmt_num(m.score, 4)} "
+        f"(threshold {fmt_num(m.threshold, 4)}): {m.reason}"
         for m in modules
     )
     feats = "\n".join(f"- {k}: {fmt_num(features.get(k))}" for k in KEY_FEATURES if k in features)
-    from fxgate.training.formulas import module_formulas  # the formula catalogue, for the modules shown
-
-    formulas = module_formulas([str(m["module"]) for m in modules])
+    formula_txt = "\n".join(f"- {m.name}: {formulas[m.name]}" for m in modules if m.name in formulas)
     return {
         "symbol": symbol,
         "timeframe": timeframe,
@@ -351,7 +368,7 @@ def prompt_values(
         "proposal": prop,
         "modules": mods or "(none evaluated)",
         "features": feats or "(none)",
-        "formulas": formulas or "(none)",
+        "formulas": formula_txt or "(none)",
         "size": fmt_num(size, 4),
         "judge": judge or "(not consulted)",
         "transcript": transcript or "(no turns yet)",

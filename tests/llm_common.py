@@ -7,7 +7,9 @@ import threading
 
 import numpy as np
 
-from fxgate.models.prompt import KEY_FEATURES, prompt_values
+from fxgate.engine.core.records import ModelProbability, ModuleResult
+from fxgate.models.prompt import KEY_FEATURES, formulas_of, prompt_values
+from fxgate.modules import REGISTRY
 
 # JSON Schemas of the answers: an independent statement of what the GBNF grammars must admit.
 NUM01 = {"type": "number", "minimum": 0, "maximum": 1}
@@ -67,9 +69,14 @@ def values(rng: np.random.Generator, direction: str = "BUY") -> dict[str, str]:
         },
         direction=direction,
         horizon=1,
-        probs={"xgboost": 0.97, "lightgbm": float(rng.uniform(0.9, 1)), "catboost": 0.96},
+        probs=[
+            ModelProbability("xgboost", 0.97),
+            ModelProbability("lightgbm", float(rng.uniform(0.9, 1))),
+            ModelProbability("catboost", 0.96),
+        ],
         features={k: float(rng.normal()) for k in KEY_FEATURES},
-        modules=[{"module": "vpin", "passed": True, "score": float(rng.uniform()), "threshold": 0.9, "reason": "ok"}],
+        modules=[ModuleResult("vpin", float(rng.uniform()), True, 0.9, "ok")],
+        formulas=formulas_of([REGISTRY["vpin"]]),
         size=0.1,
     )
 

@@ -3,6 +3,7 @@ from several threads at once."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import jsonschema
@@ -11,7 +12,7 @@ import pytest
 from llm_common import SCHEMAS, queue_up, values
 
 from fxgate.models.debate import Debate
-from fxgate.models.llm import Generation, LlmError, LlmRuntime, LlmSettings
+from fxgate.models.llm import Generation, LlmError, LlmRuntime, LlmSettings, parse_answer
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +26,17 @@ def rt(nano):
 def test_transcript_structure(rt, rounds):
     d = Debate({"bull": rt, "bear": rt, "risk": rt}, rounds=rounds, think_budget=6)
     v = d.debate(values(np.random.default_rng(rounds)), "SELL")
-    roles = [e["role"] for e in v.transcript]
+    roles = [e.role for e in v.transcript]
     assert roles == ["bull", "bear"] * rounds + ["risk"]
-    assert [e["round"] for e in v.transcript] == [r for r in range(1, rounds + 1) for _ in (0, 1)] + [rounds]
-    for e in v.transcript:
+    assert [e.round for e in v.transcript] == [r for r in range(1, rounds + 1) for _ in (0, 1)] + [rounds]
+    transcript = [e.to_dict() for e in v.transcript]  # as the Decision shows it
+    for e in transcript:
         assert "error" not in e, e.get("error")
         jsonschema.validate(e["answer"], SCHEMAS[e["role"]])
         assert e["model"] == rt.sha256[:16] and e["tokens"]["answer"] > 0 and e["template"] == f"{e['role']}.v1"
-    bull = [e["answer"] for e in v.transcript if e["role"] == "bull"]
-    bear = [e["answer"] for e in v.transcript if e["role"] == "bear"]
-    risk = v.transcript[-1]["answer"]
+    bull = [e["answer"] for e in transcript if e["role"] == "bull"]
+    bear = [e["answer"] for e in transcript if e["role"] == "bear"]
+    risk = transcript[-1]["answer"]
     # the verdict recomputed from the transcript by hand
     assert v.bull_confidence == bull[-1]["confidence"]
     assert v.bear_strength == max(a["strength"] for b in bear for a in b["arguments"])
@@ -43,14 +45,15 @@ def test_transcript_structure(rt, rounds):
     )
     assert v.passed == expect
     summary, *turns = v.details()
-    assert summary["role"] == "summary" and turns == v.transcript
+    assert summary.to_dict()["role"] == "summary" and turns == list(v.transcript)
     # later turns see the earlier ones
     if rounds == 2:
-        assert v.transcript[2]["tokens"]["prompt"] > v.transcript[0]["tokens"]["prompt"]
+        assert transcript[2]["tokens"]["prompt"] > transcript[0]["tokens"]["prompt"]
 
 
 def _gen(kind, parsed):
-    return Generation(kind, "", "{}", parsed, None, False, 10, 10, 0, 5, 0.0, 0.0, 0.0, "cold")
+    answer = parse_answer(kind, json.dumps(parsed))
+    return Generation(kind, "", "{}", answer, None, False, 10, 10, 0, 5, 0.0, 0.0, 0.0, "cold")
 
 
 @pytest.mark.parametrize(
@@ -90,7 +93,7 @@ def test_a_failed_turn_ends_the_debate_closed(monkeypatch, rt):
     monkeypatch.setattr(d, "_call", call)
     v = d.debate(values(np.random.default_rng(0)), "BUY")
     assert seen == ["bull", "bear"] and not v.passed and v.reason.startswith("bear (round 1): generation timed out")
-    assert v.transcript[-1]["error"].startswith("generation timed out")
+    assert v.transcript[-1].error.startswith("generation timed out")
 
 
 def test_concurrent_debates_on_shared_runtimes_give_their_single_threaded_verdicts(nano, monkeypatch):
@@ -110,7 +113,7 @@ def test_concurrent_debates_on_shared_runtimes_give_their_single_threaded_verdic
                 e.get("error"),
                 {k: n for k, n in e.get("tokens", {}).items() if k != "prompt_evaluated"},
             )
-            for e in v.transcript
+            for e in (t.to_dict() for t in v.transcript)
         ]
 
         return v.passed, v.reason, v.bull_confidence, v.bear_strength, v.approve, v.size_fraction, turns

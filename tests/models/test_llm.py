@@ -15,6 +15,7 @@ import pytest
 from llm_common import SCHEMAS, queue_up, values
 
 from fxgate.models.llm import (
+    ROLES,
     Judge,
     LlmRuntime,
     LlmSettings,
@@ -105,7 +106,7 @@ def test_judge_answers_are_grammar_valid_for_100_prompts(rt, rng):
         assert g is not None and g.error is None, v.reason
         jsonschema.validate(json.loads(g.answer), SCHEMAS["judge"])
         assert g.answer == json.dumps(json.loads(g.answer), ensure_ascii=False)  # canonical spacing
-        assert v.passed == (g.parsed["direction"] == ["BUY", "SELL"][i % 2] and g.parsed["certainty"] >= 0.95)
+        assert v.passed == (g.parsed.direction == ["BUY", "SELL"][i % 2] and g.parsed.certainty >= 0.95)
         ok += 1
     assert ok == 100
 
@@ -134,6 +135,22 @@ def test_role_answers_are_grammar_valid(rt, rng, kind):
 def test_parse_answer_rejects_what_the_grammar_forbids(kind, text, msg):
     with pytest.raises(ValueError, match=re.escape(msg)):
         parse_answer(kind, text)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [
+        ("judge", '{"direction": "SELL", "certainty": 0.9731, "reasons": ["a", "b c"]}'),
+        ("bull", '{"confidence": 1, "arguments": [{"point": "p", "strength": 0.5}, {"point": "q", "strength": 0}]}'),
+        ("bear", '{"arguments": [{"point": "the spread widens", "strength": 0.25}]}'),
+        ("risk", '{"approve": false, "size_fraction": 0.5, "reasons": ["x"]}'),
+    ],
+)
+def test_typed_answers_give_back_the_json_the_model_wrote(kind, text):
+    """The Decision shows ``answer.to_dict()``: the model's JSON object, field for field and in its order."""
+    a, want = parse_answer(kind, text), json.loads(text)
+    assert a.to_dict() == want and list(a.to_dict()) == list(want) == [f.key for f in ROLES[kind].fields]
+    assert re.search(r"root ::= .*" + ".*".join(re.escape(k) for k in want), grammar_for(kind))
 
 
 # -- determinism, caches ------------------------------------------------------------------------------------------
