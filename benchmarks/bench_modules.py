@@ -29,7 +29,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import xgboost as xgb
 from _common import write_json
+from scipy import stats
+
+from fxgate.engine import Bars, sample_bars
+from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
+from fxgate.models.features import FeatureEngine
+from fxgate.models.labels import LabelSpec
+from fxgate.modules import REGISTRY, Context, Outcome, create
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from naive import bocpd_naive, vpin_naive  # noqa: E402
 
 
 def pct(xs: list[int] | np.ndarray) -> dict[str, float]:
@@ -38,9 +49,6 @@ def pct(xs: list[int] | np.ndarray) -> dict[str, float]:
 
 
 def contexts(n_bars: int):
-    from fxgate.engine import Bars, sample_bars
-    from fxgate.modules import Context, Outcome
-
     s = sample_bars()
     reps = -(-n_bars // len(s))
     span = int(s.ts[-1] - s.ts[0]) + 3600 * 10**9
@@ -66,9 +74,6 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from fxgate.modules import REGISTRY, create
-
     bars, ctxs = contexts(args.bars)
     results: dict[str, dict] = {}
     streaming = [n for n in sorted(REGISTRY) if n != "shap"]
@@ -91,9 +96,6 @@ def main() -> None:
     results["regime"]["fit_ms"] = float(per_bar["regime"][1000] / 1e6)
 
     # -- references ------------------------------------------------------------------------------------------------
-    from hmmlearn.hmm import GaussianHMM  # noqa: F401 - imported before timing
-    from naive import bocpd_naive, vpin_naive
-
     r = np.diff(np.log(bars.close))
     hmm = mods["regime"].to_hmmlearn()
     scale = float(mods["regime"].fs[1])
@@ -126,8 +128,6 @@ def main() -> None:
     results["vpin"].update(
         reference="naive VPIN recomputed over the last 2,000 bars", reference_p50_us=pct(ref_t)["p50_us"]
     )
-    from scipy import stats
-
     hist = np.random.default_rng(1).random(500)
     ref_t = []
     for ctx in ctxs[2000:4000]:
@@ -142,13 +142,7 @@ def main() -> None:
     )
 
     # -- SHAP: native TreeSHAP (ours) vs the shap package, on a small fitted ensemble --------------------------------
-    import shap as shap_pkg
-
-    from fxgate.engine import sample_bars
-    from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
-    from fxgate.models.features import FeatureEngine
-    from fxgate.models.labels import LabelSpec
-    from fxgate.modules import Context
+    import shap as shap_pkg  # optional (the dev extra): only this reference needs it
 
     sb = sample_bars()
     ens = TreeEnsemble()
@@ -157,8 +151,6 @@ def main() -> None:
     sm = create("shap")
     ours_t, ref_t = [], []
     explainers = {m: shap_pkg.TreeExplainer(ens.models[m]) for m in ("xgboost", "lightgbm", "catboost")}
-    import xgboost as xgb
-
     for i in range(3000, 3100):
         t0 = clock()
         sm.update(Context(sb[i], features=feats[i], ensemble=ens))

@@ -3,12 +3,34 @@
 Every module follows one shape (shared/DESIGN.md):
 
 * ``update(ctx)`` runs on every bar, whatever the verdicts, in O(1) or O(window);
-* ``verdict()`` returns a :class:`ModuleResult` — score, pass/fail, threshold and a reason a trader can read;
-  a module with too little data fails closed ("insufficient data: 12/50 bars");
+* ``verdict()`` returns a :class:`~fxgate.engine.core.records.ModuleResult` — score, pass/fail, threshold and a
+  reason a trader can read; a module with too little data fails closed ("insufficient data: 12/50 bars");
 * ``state_dict()``/``load_state_dict()`` snapshot and restore the state exactly;
-* ``warm_up()`` compiles the module's kernels (called at gate start, never on the first live bar).
+* ``warm_up()`` compiles the module's kernels (called at gate start, never on the first live bar);
+* ``suggested_fraction()`` (modules that size: robust_kelly, bayesian_sizing) is the share of capital to commit to
+  the current candidate's signal, for a position counted in units of notional (``Context.size`` = 1 unit: the
+  outcomes it learns from are the P&L of one unit). 0.02 means "stake 2% of capital on this signal"; NaN means
+  "cannot say" and sizes 0; None (the default) means the module does not size. The gate takes the smallest
+  suggestion, times ``[sizing] scale``, capped at ``[sizing] max_fraction``.
 
-Kernels are plain-Python twins compiled with :func:`fxgate.engine.core.jit.kernel` (the one place for numba flags).
+State lives in numpy arrays named in ``state_keys``. Scalar state sits in named slots of an int64 array ``ist``
+and a float64 array ``fs``: the slot names are module-level ints (``I_SEEN``, ``F_SCALE``, …; numba freezes them
+into compiled code and plain Python reads them as fast as literals), tabulated in each module's docstring with
+their meaning and the paper's symbol.
+
+Kernel call shape. Kernels are plain-Python twins compiled with :func:`fxgate.engine.core.jit.kernel` (the one
+place for numba flags); every per-bar kernel takes its arguments in one order and returns nothing::
+
+    _x_step(state arrays..., the bar's values..., parameters...)
+
+* state arrays: the module's state, updated in place (the arrays of ``state_keys`` it reads or writes, ``ist`` and
+  ``fs`` among them);
+* the bar's values: the scalars this bar brings — a close, a volume, or the one number the module's ``update``
+  derives from them (BOCPD's and the regime filter's standardized return);
+* parameters: the module's settings and the constants derived from them (log H, the prior), fixed between resets.
+
+The wrapper (``update``) checks its inputs and skips bad bars; the kernel does none of that. One order for all is
+what lets a later fused kernel run every streaming module's step from one compiled call.
 """
 
 from __future__ import annotations
@@ -122,7 +144,6 @@ class CertaintyModule(ABC):
     title: ClassVar[str] = ""
     formula: ClassVar[str] = ""
     citation: ClassVar[str] = ""
-    cost: ClassVar[str] = "streaming"  # "streaming": per bar; "scheduled": recomputed on a schedule
     #: gate-level settings (keys of ``GateConfig.module_settings``) this module's parameters take from the gate
     gate_settings: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict[str, Any]] = {}
@@ -151,8 +172,9 @@ class CertaintyModule(ABC):
     def verdict(self) -> ModuleResult: ...
 
     def suggested_fraction(self) -> float | None:
-        """The share of capital this module suggests for the current candidate, or None when it does not size
-        (most modules). NaN means "cannot say": the gate then sizes 0 (fails closed)."""
+        """The share of capital this module suggests for the current candidate's signal (units: the module
+        docstring), or None when it does not size (most modules). NaN means "cannot say": the gate then sizes 0
+        (fails closed)."""
         return None
 
     def warm_up(self) -> None:  # noqa: B027 - optional hook; modules without kernels need nothing

@@ -1,5 +1,23 @@
 """Helpers shared by several modules: a sliding window kept sorted (O(window) memmove per push, O(1) quantile
-reads) and the binary entropy."""
+reads), a window of outcome P&L with running tallies, the last-good-close log return, and the binary entropy.
+
+State slots (module-level ints: numba freezes them into the compiled kernels, and plain Python reads them as fast
+as literals):
+
+Sorted window, int state ``ist`` (the value arrays ``ring``, arrival order, and ``srt``, sorted, have the window's
+capacity w)::
+
+    SW_PUSHES   values pushed so far; the next goes to ring[SW_PUSHES % w]
+    SW_N        values in the window, min(SW_PUSHES, w); srt[:SW_N] is sorted
+
+:class:`OutcomeWindow`, int state ``ist`` and float state ``fs`` (the P&L ring ``pnl`` has capacity w)::
+
+    OW_PUSHES        ist  outcomes pushed so far
+    OW_WINS          ist  outcomes in the window with P&L > 0
+    OW_SINCE_EXACT   ist  pushes since the tallies were last recomputed exactly
+    OW_WIN_SUM       fs   sum of the window's winning P&L
+    OW_LOSS_SUM      fs   sum of the window's |losing P&L| (P&L <= 0)
+"""
 
 from __future__ import annotations
 
@@ -9,13 +27,19 @@ import numpy as np
 
 from fxgate.engine.core.jit import kernel
 
+SW_PUSHES, SW_N = 0, 1
+OW_PUSHES, OW_WINS, OW_SINCE_EXACT = 0, 1, 2
+OW_WIN_SUM, OW_LOSS_SUM = 0, 1
+#: running tallies are recomputed from the ring this often, to bound their rounding drift
+EXACT_EVERY = 4096
+
 
 def _sw_push_py(srt, ring, ist, x):  # type: ignore[no-untyped-def]
-    """Push ``x`` into a sliding window of capacity len(ring): ``ring`` keeps arrival order, ``srt[:ist[1]]`` the same
-    values sorted; ``ist[0]`` counts pushes. The outgoing value is removed from ``srt`` first."""
+    """Push ``x`` into a sliding window of capacity len(ring): ``ring`` keeps arrival order, ``srt[:ist[SW_N]]`` the
+    same values sorted. The outgoing value is removed from ``srt`` first."""
     w = ring.shape[0]
-    c = ist[0]
-    n = ist[1]
+    c = ist[SW_PUSHES]
+    n = ist[SW_N]
     if c >= w:
         old = ring[c % w]
         j = np.searchsorted(srt[:n], old)
@@ -27,12 +51,14 @@ def _sw_push_py(srt, ring, ist, x):  # type: ignore[no-untyped-def]
     for k in range(n, j, -1):
         srt[k] = srt[k - 1]
     srt[j] = x
-    ist[0] = c + 1
-    ist[1] = n + 1
+    ist[SW_PUSHES] = c + 1
+    ist[SW_N] = n + 1
 
 
-def _sw_quantile_py(srt, n, q):  # type: ignore[no-untyped-def]
-    """Linear-interpolation quantile (numpy's default) of the sorted ``srt[:n]``."""
+def _sw_quantile_py(srt, ist, q):  # type: ignore[no-untyped-def]
+    """Linear-interpolation quantile (numpy's default) of the window's sorted values ``srt[:ist[SW_N]]``, which
+    must not be empty."""
+    n = ist[SW_N]
     pos = q * (n - 1)
     lo = int(math.floor(pos))
     hi = min(lo + 1, n - 1)
@@ -51,64 +77,72 @@ def entropy(p: float) -> float:
 
 
 class OutcomeWindow:
-    """The P&L of the last ``window`` outcomes with O(1) running tallies: count of wins, sum of wins, sum of |losses|.
-    A win is P&L > 0 (after the spread). Tallies are recomputed exactly every 4,096 pushes to bound rounding drift."""
+    """The P&L of the last ``window`` outcomes with O(1) running tallies: count of wins, sum of wins, sum of |losses|
+    (slots in the module docstring). A win is P&L > 0 (after the spread)."""
 
     __slots__ = ("pnl", "ist", "fs")
 
     def __init__(self, window: int) -> None:
         self.pnl = np.zeros(int(window))
-        self.ist = np.zeros(3, dtype=np.int64)  # pushes, wins in window, pushes since exact recompute
-        self.fs = np.zeros(2)  # sum of wins, sum of |losses|
+        self.ist = np.zeros(3, dtype=np.int64)
+        self.fs = np.zeros(2)
 
     def push(self, x: float) -> None:
+        ist, fs = self.ist, self.fs
         w = len(self.pnl)
-        c = int(self.ist[0])
+        c = int(ist[OW_PUSHES])
         if c >= w:
             old = float(self.pnl[c % w])
             if old > 0:
-                self.ist[1] -= 1
-                self.fs[0] -= old
+                ist[OW_WINS] -= 1
+                fs[OW_WIN_SUM] -= old
             else:
-                self.fs[1] += old
+                fs[OW_LOSS_SUM] += old
         self.pnl[c % w] = x
         if x > 0:
-            self.ist[1] += 1
-            self.fs[0] += x
+            ist[OW_WINS] += 1
+            fs[OW_WIN_SUM] += x
         else:
-            self.fs[1] -= x
-        self.ist[0] = c + 1
-        self.ist[2] += 1
-        if self.ist[2] >= 4096:
+            fs[OW_LOSS_SUM] -= x
+        ist[OW_PUSHES] = c + 1
+        ist[OW_SINCE_EXACT] += 1
+        if ist[OW_SINCE_EXACT] >= EXACT_EVERY:
             v = self.values()
-            self.ist[1], self.fs[0], self.fs[1], self.ist[2] = (v > 0).sum(), v[v > 0].sum(), -v[v <= 0].sum(), 0
+            ist[OW_WINS], ist[OW_SINCE_EXACT] = (v > 0).sum(), 0
+            fs[OW_WIN_SUM], fs[OW_LOSS_SUM] = v[v > 0].sum(), -v[v <= 0].sum()
 
     def values(self) -> np.ndarray:
-        return self.pnl[: min(int(self.ist[0]), len(self.pnl))]
+        return self.pnl[: self.n]
+
+    @property
+    def pushes(self) -> int:
+        """Outcomes pushed so far (the window holds the last ``min(pushes, window)``)."""
+        return int(self.ist[OW_PUSHES])
 
     @property
     def n(self) -> int:
-        return min(int(self.ist[0]), len(self.pnl))
+        return min(int(self.ist[OW_PUSHES]), len(self.pnl))
 
     @property
     def wins(self) -> int:
-        return int(self.ist[1])
+        return int(self.ist[OW_WINS])
 
     def payoff(self) -> float:
         """Mean win / mean |loss|; NaN without wins or without (non-zero) losses."""
         nw, nl = self.wins, self.n - self.wins
-        if nw == 0 or nl == 0 or self.fs[1] <= 0:
+        loss = self.fs[OW_LOSS_SUM]
+        if nw == 0 or nl == 0 or loss <= 0:
             return math.nan
-        return (self.fs[0] / nw) / (self.fs[1] / nl)
+        return (self.fs[OW_WIN_SUM] / nw) / (loss / nl)
 
 
-def next_log_return(fs: np.ndarray, i: int, close: float) -> float:
-    """log(close / last good close), keeping the last good close in ``fs[i]``; NaN for a bad bar (which is skipped:
-    the next good bar is compared with the last good close) and for the first good bar."""
+def next_log_return(fs: np.ndarray, slot: int, close: float) -> float:
+    """log(close / last good close), keeping the last good close in ``fs[slot]``; NaN for a bad bar (which is
+    skipped: the next good bar is compared with the last good close) and for the first good bar."""
     if not (math.isfinite(close) and close > 0):
         return math.nan
-    prev = float(fs[i])
-    fs[i] = close
+    prev = float(fs[slot])
+    fs[slot] = close
     return math.log(close / prev) if math.isfinite(prev) else math.nan
 
 

@@ -15,6 +15,14 @@ informed, and flow below it is being adversely selected. A round trip crosses tw
 the protective rule is the one that passes when their impact covers the full spread: **pass when net markout ≥
 0**. (The original issue wrote AS = E[D·ΔM] − spread/2 and "pass when AS ≤ 0"; with D = our direction that passes
 exactly when our entries lose after costs, so the sign is flipped here.)
+
+State (slots are module-level ints)::
+
+    mark, spr              rings of the last ``window`` markouts D·(M_{t+Δ} − M_t) and entry spreads
+    ist  I_SEEN            outcomes pushed so far
+         I_SINCE_EXACT     pushes since the running sums were recomputed exactly
+    fs   F_MARK_SUM        Σ markout over the window
+         F_SPREAD_SUM      Σ spread over the window
 """
 
 from __future__ import annotations
@@ -24,6 +32,10 @@ import math
 import numpy as np
 
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+from fxgate.modules._common import EXACT_EVERY
+
+I_SEEN, I_SINCE_EXACT = 0, 1
+F_MARK_SUM, F_SPREAD_SUM = 0, 1
 
 
 @register("adverse_selection")
@@ -38,37 +50,38 @@ class AdverseSelection(CertaintyModule):
         w = int(self.params["window"])
         self.mark = np.zeros(w)
         self.spr = np.zeros(w)
-        self.ist = np.zeros(2, dtype=np.int64)  # outcomes seen, since last exact recompute
-        self.fs = np.zeros(2)  # running sums of markout and spread
+        self.ist = np.zeros(2, dtype=np.int64)
+        self.fs = np.zeros(2)
 
     def update(self, ctx: Context) -> None:
         w = len(self.mark)
+        ist, fs = self.ist, self.fs
         for o in ctx.outcomes:
             m, s = o.markout, o.spread
             if not (math.isfinite(m) and math.isfinite(s)):
                 continue
-            n = int(self.ist[0])
+            n = int(ist[I_SEEN])
             j = n % w
             if n >= w:
-                self.fs[0] -= self.mark[j]
-                self.fs[1] -= self.spr[j]
+                fs[F_MARK_SUM] -= self.mark[j]
+                fs[F_SPREAD_SUM] -= self.spr[j]
             self.mark[j], self.spr[j] = m, s
-            self.fs[0] += m
-            self.fs[1] += s
-            self.ist[0] = n + 1
-            self.ist[1] += 1
-            if self.ist[1] >= 4096:  # bound the running sums' rounding drift
+            fs[F_MARK_SUM] += m
+            fs[F_SPREAD_SUM] += s
+            ist[I_SEEN] = n + 1
+            ist[I_SINCE_EXACT] += 1
+            if ist[I_SINCE_EXACT] >= EXACT_EVERY:  # bound the running sums' rounding drift
                 k = min(n + 1, w)
-                self.fs[0], self.fs[1] = self.mark[:k].sum(), self.spr[:k].sum()
-                self.ist[1] = 0
+                fs[F_MARK_SUM], fs[F_SPREAD_SUM] = self.mark[:k].sum(), self.spr[:k].sum()
+                ist[I_SINCE_EXACT] = 0
 
     def net_markout(self) -> float:
-        k = min(int(self.ist[0]), len(self.mark))
-        return (self.fs[0] - self.fs[1]) / k if k else math.nan
+        k = min(int(self.ist[I_SEEN]), len(self.mark))
+        return (self.fs[F_MARK_SUM] - self.fs[F_SPREAD_SUM]) / k if k else math.nan
 
     def verdict(self) -> ModuleResult:
         thr = float(self.params["threshold"])
-        n = int(self.ist[0])
+        n = int(self.ist[I_SEEN])
         if n < self.params["min_outcomes"]:
             return insufficient(self.name, n, int(self.params["min_outcomes"]), thr, "outcomes")
         v = self.net_markout()

@@ -10,7 +10,11 @@ regularized incomplete beta function. Pass rule: P(edge > ``cost`` | data) ≥ `
 already net of the spread, so ``cost`` (per unit staked) defaults to 0.
 
 The outcomes are those of every **candidate** (all three Layer-1 models lean one way, emitted or not). The size, f,
-is a share of capital (:meth:`suggested_fraction`; NaN while the payoff ratio is undefined).
+is a share of capital per signal (:meth:`suggested_fraction`, units: ``fxgate.modules._base``; NaN while the payoff
+ratio is undefined).
+
+State: one :class:`~fxgate.modules._common.OutcomeWindow` of outcome P&L (``pnl``, ``ist``, ``fs``; its slot table
+is in ``fxgate.modules._common``).
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ class BayesianSizing(OutcomeWindowState, CertaintyModule):
 
     def _verdict(self) -> ModuleResult:
         thr = float(self.params["threshold"])
-        n = int(self.ist[0])
+        n = self.win.pushes
         need = int(self.params["min_outcomes"])
         if n < need:
             return insufficient(self.name, n, need, thr, "outcomes")

@@ -15,6 +15,20 @@ The dropped mass is accumulated in ``truncated_mass``; tests compare with the ex
 
 Pass rule: no changepoint is likely in the last ``k`` bars, i.e. P(r_t < k) ≤ ``threshold``. (P(r_t = 0) alone is
 useless: with a constant hazard it equals H on every bar.)
+
+Kernel state (``_bocpd_step``; R slots per run-length array, in no particular order; slots are module-level ints)::
+
+    rl            r, the run length of each hypothesis
+    logp          log P(r_t = r | x_1:t), normalized
+    mu, kappa,    μ_r, κ_r, α_r, β_r: the Normal-Gamma posterior of each run length
+    alpha, beta
+    dg            lgamma(α_r + 1/2) − lgamma(α_r), carried by a recurrence
+    ist  I_ACTIVE     hypotheses in use (≤ R)
+         I_SEEN       good returns seen (calibration included)
+    fs   F_TRUNCATED  Σ of the normalized mass dropped by the truncation
+         F_PREV_CLOSE the last good close
+         F_SCALE      the calibration standard deviation that standardizes returns
+    calib             the first ``calib_bars`` returns (the scale's sample)
 """
 
 from __future__ import annotations
@@ -27,14 +41,18 @@ from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import next_log_return
 
+I_ACTIVE, I_SEEN = 0, 1
+F_TRUNCATED, F_PREV_CLOSE, F_SCALE = 0, 1, 2
 
-def _bocpd_step_py(rl, logp, mu, kappa, alpha, beta, dg, ist, fs, x, log_h, log_1h, mu0, kappa0, alpha0, beta0):  # type: ignore[no-untyped-def]  # noqa: E501
-    """One Adams-MacKay step in log space over the ``ist[0]`` active run lengths (capacity R = len(logp)).
 
-    Entries are (run length ``rl``, log mass, Normal-Gamma statistics) in no particular order. When all R slots
-    are taken, the least probable entry is dropped; ``fs[0]`` accumulates the dropped (normalized) mass.
+def _bocpd_step_py(rl, logp, mu, kappa, alpha, beta, dg, ist, fs, x, log_h, log_1h, mu0, kappa0, alpha0, beta0):  # type: ignore[no-untyped-def]
+    """One Adams-MacKay step in log space on the standardized return ``x``, over the ``ist[I_ACTIVE]`` active run
+    lengths (capacity R = len(logp)); ``log_h``, ``log_1h`` are log H and log(1 − H), the rest the prior.
+
+    When all R slots are taken, the least probable entry is dropped; ``fs[F_TRUNCATED]`` accumulates the dropped
+    (normalized) mass.
     """
-    n = ist[0]
+    n = ist[I_ACTIVE]
     cap = logp.shape[0]
     m = -np.inf
     for i in range(n):
@@ -79,7 +97,7 @@ def _bocpd_step_py(rl, logp, mu, kappa, alpha, beta, dg, ist, fs, x, log_h, log_
         alpha[j] = alpha0
         beta[j] = beta0
         dg[j] = math.lgamma(alpha0 + 0.5) - math.lgamma(alpha0)
-    ist[0] = n
+    ist[I_ACTIVE] = n
     m = -np.inf
     for i in range(n):
         if logp[i] > m:
@@ -93,7 +111,7 @@ def _bocpd_step_py(rl, logp, mu, kappa, alpha, beta, dg, ist, fs, x, log_h, log_
     for i in range(n):
         logp[i] -= lz
     if drop > -np.inf:
-        fs[0] += math.exp(drop - lz)
+        fs[F_TRUNCATED] += math.exp(drop - lz)
 
 
 _bocpd_step = kernel(_bocpd_step_py)
@@ -128,13 +146,15 @@ class Bocpd(CertaintyModule):
         self.alpha = np.full(big_r, float(p["alpha0"]))
         self.beta = np.full(big_r, float(p["beta0"]))
         self.dg = np.full(big_r, math.lgamma(float(p["alpha0"]) + 0.5) - math.lgamma(float(p["alpha0"])))
-        self.ist = np.array([1, 0], dtype=np.int64)  # active run lengths, bars seen
-        self.fs = np.array([0.0, np.nan, 0.0])  # truncated mass, prev close, scale
+        self.ist = np.zeros(2, dtype=np.int64)
+        self.ist[I_ACTIVE] = 1  # r = 0 with all the mass
+        self.fs = np.zeros(3)
+        self.fs[F_PREV_CLOSE] = np.nan
         self.calib = np.zeros(int(p["calib_bars"]))
 
     @property
     def truncated_mass(self) -> float:
-        return float(self.fs[0])
+        return float(self.fs[F_TRUNCATED])
 
     def observe(self, x: float) -> None:
         """Feed one standardized observation (the streaming step)."""
@@ -160,34 +180,34 @@ class Bocpd(CertaintyModule):
         )
 
     def update(self, ctx: Context) -> None:
-        r = next_log_return(self.fs, 1, ctx.bar.close)
+        r = next_log_return(self.fs, F_PREV_CLOSE, ctx.bar.close)
         if math.isnan(r):
             return
-        seen = int(self.ist[1])
-        self.ist[1] = seen + 1
+        seen = int(self.ist[I_SEEN])
+        self.ist[I_SEEN] = seen + 1
         nc = len(self.calib)
         if seen < nc:
             self.calib[seen] = r
             if seen + 1 == nc:
                 sd = float(np.std(self.calib, ddof=1))
-                self.fs[2] = sd if sd > 0 else 1.0
+                self.fs[F_SCALE] = sd if sd > 0 else 1.0
             return
-        self.observe(r / self.fs[2])
+        self.observe(r / self.fs[F_SCALE])
 
     def run_length_probs(self) -> np.ndarray:
         """P(r_t = r) for r = 0 .. max tracked run length (dropped hypotheses count as 0)."""
-        n = int(self.ist[0])
+        n = int(self.ist[I_ACTIVE])
         out = np.zeros(int(self.rl[:n].max()) + 1)
         np.add.at(out, self.rl[:n], np.exp(self.logp[:n]))
         return out
 
     def verdict(self) -> ModuleResult:
         p = self.params
-        seen = int(self.ist[1])
+        seen = int(self.ist[I_SEEN])
         need = int(p["calib_bars"]) + int(p["k"])
         if seen < need:
             return insufficient(self.name, seen, need, p["threshold"], "returns")
-        n = int(self.ist[0])
+        n = int(self.ist[I_ACTIVE])
         lp, rl = self.logp[:n], self.rl[:n]
         short = float(np.exp(lp[rl < int(p["k"])]).sum())
         ok = short <= p["threshold"]

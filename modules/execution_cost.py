@@ -26,6 +26,24 @@ Expected edge of the candidate: (2p̄ − 1) · mean |close_t − close_{t−h}|
 probability the Layer-1 models give the candidate's direction and h the gate's ``horizon``.
 
 Pass rule: 2E + z·sd < ``k_edge`` · edge.
+
+State (slots are module-level ints)::
+
+    closes                 ring of the last h + 1 closes
+    moves, diffs, spreads  rings of the last ``window`` |close_t − close_{t−h}|, close_t − close_{t−1} and known spreads
+    ist  I_CLOSES          good closes seen
+         I_DIRECTION       D, the candidate direction on this bar (0: none)
+         I_MOVES           pushes into ``moves``
+         I_DIFFS           pushes into ``diffs``
+         I_SPREADS         pushes into ``spreads``
+    fs   F_SPREAD          this bar's spread s (NaN: unknown)
+         F_P_DIRECTION     p̄, the mean probability of D (NaN without a candidate)
+         F_SIZE            X, the intended size (units of notional)
+         F_MOVE_SUM        Σ moves           (running sums over the rings, recomputed exactly every 4,096 bars)
+         F_DIFF_SUM        Σ diffs
+         F_DIFF_SQ         Σ diffs²          (σ² of one-bar changes)
+         F_SPREAD_SUM      Σ spreads
+         F_SPREAD_SQ       Σ spreads²        (Var(s))
 """
 
 from __future__ import annotations
@@ -35,6 +53,10 @@ import math
 import numpy as np
 
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+from fxgate.modules._common import EXACT_EVERY
+
+I_CLOSES, I_DIRECTION, I_MOVES, I_DIFFS, I_SPREADS = range(5)
+F_SPREAD, F_P_DIRECTION, F_SIZE, F_MOVE_SUM, F_DIFF_SUM, F_DIFF_SQ, F_SPREAD_SUM, F_SPREAD_SQ = range(8)
 
 
 def ac_trajectory(
@@ -83,72 +105,75 @@ class ExecutionCost(CertaintyModule):
 
     def reset(self) -> None:
         w, h = int(self.params["window"]), int(self.params["horizon"])
-        self.closes = np.zeros(h + 1)  # the last h + 1 closes
-        self.moves = np.zeros(w)  # |close_t - close_{t-h}|, last `window`
-        self.diffs = np.zeros(w)  # close_t - close_{t-1}, last `window`
-        self.spreads = np.zeros(w)  # known spreads, last `window`
-        # closes seen, candidate direction, moves pushed, diffs pushed, spreads pushed
+        self.closes = np.zeros(h + 1)
+        self.moves = np.zeros(w)
+        self.diffs = np.zeros(w)
+        self.spreads = np.zeros(w)
         self.ist = np.zeros(5, dtype=np.int64)
-        # spread, p of direction, size, sum |moves|, sum diffs, sum diffs^2, sum spreads, sum spreads^2
-        self.fs = np.array([math.nan, math.nan, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+        self.fs = np.zeros(8)
+        self.fs[F_SPREAD] = self.fs[F_P_DIRECTION] = math.nan
+        self.fs[F_SIZE] = 1.0
 
     def _push(self, ring: np.ndarray, count: int, total: int, squares: int | None, x: float) -> None:
         """Push ``x`` into ``ring`` (pushes counted in ``ist[count]``), keeping its running sum in ``fs[total]`` and,
         when ``squares`` is given, its running sum of squares in ``fs[squares]``."""
+        ist, fs = self.ist, self.fs
         w = len(ring)
-        k = int(self.ist[count])
+        k = int(ist[count])
         if k >= w:
             old = float(ring[k % w])
-            self.fs[total] -= old
+            fs[total] -= old
             if squares is not None:
-                self.fs[squares] -= old * old
+                fs[squares] -= old * old
         ring[k % w] = x
-        self.fs[total] += x
+        fs[total] += x
         if squares is not None:
-            self.fs[squares] += x * x
-        self.ist[count] = k + 1
+            fs[squares] += x * x
+        ist[count] = k + 1
 
     def update(self, ctx: Context) -> None:
+        ist, fs = self.ist, self.fs
         c = ctx.bar.close
         if math.isfinite(c) and c > 0:
-            n = int(self.ist[0])
+            n = int(ist[I_CLOSES])
             h = len(self.closes) - 1
             if n >= 1:
-                self._push(self.diffs, 3, 4, 5, c - float(self.closes[(n - 1) % (h + 1)]))
+                self._push(self.diffs, I_DIFFS, F_DIFF_SUM, F_DIFF_SQ, c - float(self.closes[(n - 1) % (h + 1)]))
             if n >= h:
-                self._push(self.moves, 2, 3, None, abs(c - float(self.closes[(n - h) % (h + 1)])))
+                self._push(self.moves, I_MOVES, F_MOVE_SUM, None, abs(c - float(self.closes[(n - h) % (h + 1)])))
             self.closes[n % (h + 1)] = c
-            self.ist[0] = n + 1
-            if (n + 1) % 4096 == 0:  # bound the running sums' rounding drift
+            ist[I_CLOSES] = n + 1
+            if (n + 1) % EXACT_EVERY == 0:  # bound the running sums' rounding drift
                 w = len(self.moves)
-                m, dd = self.moves[: min(int(self.ist[2]), w)], self.diffs[: min(int(self.ist[3]), w)]
-                ss = self.spreads[: min(int(self.ist[4]), w)]
-                self.fs[3], self.fs[4], self.fs[5] = m.sum(), dd.sum(), (dd * dd).sum()
-                self.fs[6], self.fs[7] = ss.sum(), (ss * ss).sum()
+                m, dd = self.moves[: min(int(ist[I_MOVES]), w)], self.diffs[: min(int(ist[I_DIFFS]), w)]
+                ss = self.spreads[: min(int(ist[I_SPREADS]), w)]
+                fs[F_MOVE_SUM], fs[F_DIFF_SUM], fs[F_DIFF_SQ] = m.sum(), dd.sum(), (dd * dd).sum()
+                fs[F_SPREAD_SUM], fs[F_SPREAD_SQ] = ss.sum(), (ss * ss).sum()
         sp = float(ctx.spread)
-        self.fs[0] = sp
+        fs[F_SPREAD] = sp
         if math.isfinite(sp):
-            self._push(self.spreads, 4, 6, 7, sp)
-        self.ist[1] = ctx.direction
+            self._push(self.spreads, I_SPREADS, F_SPREAD_SUM, F_SPREAD_SQ, sp)
+        ist[I_DIRECTION] = ctx.direction
         probs = ctx.probs
         if ctx.direction and probs is not None and len(probs):
             pu = float(sum(float(v) for v in probs) / len(probs))
-            self.fs[1] = pu if ctx.direction > 0 else 1 - pu
+            fs[F_P_DIRECTION] = pu if ctx.direction > 0 else 1 - pu
         else:
-            self.fs[1] = math.nan
-        self.fs[2] = ctx.size
+            fs[F_P_DIRECTION] = math.nan
+        fs[F_SIZE] = ctx.size
 
     def estimate(self) -> dict[str, float]:
         """Edge and cost figures for the current candidate (price units, for ``size`` units)."""
         p = self.params
+        ist, fs = self.ist, self.fs
         w = len(self.moves)
-        nm, nd = min(int(self.ist[2]), w), min(int(self.ist[3]), w)
-        move = float(self.fs[3]) / nm
-        var = (float(self.fs[5]) - float(self.fs[4]) ** 2 / nd) / (nd - 1)
+        nm, nd = min(int(ist[I_MOVES]), w), min(int(ist[I_DIFFS]), w)
+        move = float(fs[F_MOVE_SUM]) / nm
+        var = (float(fs[F_DIFF_SQ]) - float(fs[F_DIFF_SUM]) ** 2 / nd) / (nd - 1)
         sigma = math.sqrt(max(var, 0.0))
-        size = float(self.fs[2])
-        edge = (2 * float(self.fs[1]) - 1) * move * size
-        eps = float(self.fs[0]) / 2 + float(p["slippage"])
+        size = float(fs[F_SIZE])
+        edge = (2 * float(fs[F_P_DIRECTION]) - 1) * move * size
+        eps = float(fs[F_SPREAD]) / 2 + float(p["slippage"])
         tau, eta, gamma = float(p["tau"]), float(p["eta"]), float(p["gamma"])
         if int(p["exec_steps"]) == 1:  # one clip: x = (X, 0)
             e = 0.5 * gamma * size**2 + eps * abs(size) + (eta - 0.5 * gamma * tau) / tau * size**2
@@ -156,19 +181,20 @@ class ExecutionCost(CertaintyModule):
         else:
             x = ac_trajectory(size, int(p["exec_steps"]), tau, sigma, eta, gamma, float(p["risk_aversion"]))
             e, v = ac_cost(x, tau, sigma, eta, gamma, eps)
-        ns = min(int(self.ist[4]), len(self.spreads))
-        var_s = max((float(self.fs[7]) - float(self.fs[6]) ** 2 / ns) / (ns - 1), 0.0) if ns > 1 else 0.0
+        ns = min(int(ist[I_SPREADS]), len(self.spreads))
+        ssum, ssq = float(fs[F_SPREAD_SUM]), float(fs[F_SPREAD_SQ])
+        var_s = max((ssq - ssum**2 / ns) / (ns - 1), 0.0) if ns > 1 else 0.0
         sd = math.sqrt(2 * v + size * size * var_s / 4)
         return {"edge": edge, "cost": 2 * e, "cost_sd": sd, "mean_abs_move": move, "sigma": sigma, "spread_var": var_s}
 
     def verdict(self) -> ModuleResult:
         p = self.params
         need = int(p["horizon"]) + 20
-        if self.ist[0] < need:
-            return insufficient(self.name, int(self.ist[0]), need, math.nan, "bars")
-        if not self.ist[1] or not math.isfinite(self.fs[1]):
+        if self.ist[I_CLOSES] < need:
+            return insufficient(self.name, int(self.ist[I_CLOSES]), need, math.nan, "bars")
+        if not self.ist[I_DIRECTION] or not math.isfinite(self.fs[F_P_DIRECTION]):
             return self._result(math.nan, False, math.nan, "no candidate signal on this bar to weigh costs against")
-        if not math.isfinite(self.fs[0]):
+        if not math.isfinite(self.fs[F_SPREAD]):
             return self._result(
                 math.nan,
                 False,

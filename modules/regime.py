@@ -15,6 +15,18 @@ probabilities P(S_t | x_1..T), which use bars after t; only its last row (t = T)
 probabilities in a live gate would be look-ahead.
 
 Pass rule: P(S_t ∈ favourable) ≥ ``threshold``, favourable = every state but the most volatile by default.
+
+State (slots are module-level ints; ``_forward_step`` reads and writes the first six entries)::
+
+    alpha                 α_t, the filtered P(S_t | x_1..t) (K values)
+    ist  I_FITTED         1 once the HMM is fitted
+         I_FILTERED       forward steps since the last fit (0: the next step starts from π)
+         I_PUSHED         returns pushed into ``buf``
+    startprob, transmat,  π, A, and the emission means and variances of the fitted HMM (in scaled units)
+    means, variances
+    fs   F_PREV_CLOSE     the last good close
+         F_SCALE          the standard deviation that scales returns (set by each fit)
+    buf                   ring of the last ``fit_bars`` one-bar log returns (the next fit's sample)
 """
 
 from __future__ import annotations
@@ -22,17 +34,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from hmmlearn.hmm import GaussianHMM
 
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import next_log_return
 
+I_FITTED, I_FILTERED, I_PUSHED = 0, 1, 2
+F_PREV_CLOSE, F_SCALE = 0, 1
 
-def _forward_step_py(alpha, first, startprob, transmat, means, variances, x):  # type: ignore[no-untyped-def]
-    """One normalized forward step for a 1-D Gaussian HMM, in place. O(K²)."""
+
+def _forward_step_py(alpha, ist, startprob, transmat, means, variances, x):  # type: ignore[no-untyped-def]
+    """One normalized forward step for a 1-D Gaussian HMM on the standardized return ``x``, in place. O(K²)."""
     k = alpha.shape[0]
     prior = np.empty(k)
-    if first:
+    if ist[I_FILTERED] == 0:
         for j in range(k):
             prior[j] = startprob[j]
     else:
@@ -54,6 +70,7 @@ def _forward_step_py(alpha, first, startprob, transmat, means, variances, x):  #
         z += alpha[j]
     for j in range(k):
         alpha[j] /= z
+    ist[I_FILTERED] += 1
 
 
 _forward_step = kernel(_forward_step_py, fastmath=False)
@@ -84,18 +101,18 @@ class RegimeDetection(CertaintyModule):
         self.variances = np.ones(k)
         if int(self.params["refit_every"]) < 0 or int(self.params["fit_bars"]) < 10 * k:
             raise ValueError(f"regime: refit_every must be >= 0 and fit_bars >= {10 * k} (10 per state)")
-        self.ist = np.array([0, 0, 0], dtype=np.int64)  # fitted, filtered steps, returns pushed into the ring
-        self.fs = np.array([np.nan, 1.0])  # prev close, scale
-        self.buf = np.zeros(int(self.params["fit_bars"]))  # ring of the last fit_bars returns
+        self.ist = np.zeros(3, dtype=np.int64)
+        self.fs = np.zeros(2)
+        self.fs[F_PREV_CLOSE] = np.nan
+        self.fs[F_SCALE] = 1.0
+        self.buf = np.zeros(int(self.params["fit_bars"]))
 
     @property
     def fitted(self) -> bool:
-        return bool(self.ist[0])
+        return bool(self.ist[I_FITTED])
 
     def fit(self, returns: np.ndarray) -> RegimeDetection:
         """Fit the HMM on past one-bar log returns (hmmlearn EM), relabel states by variance, restart filtering."""
-        from hmmlearn.hmm import GaussianHMM
-
         r = np.asarray(returns, dtype=np.float64)
         r = r[np.isfinite(r)]
         k = int(self.params["n_states"])
@@ -114,17 +131,15 @@ class RegimeDetection(CertaintyModule):
         self.transmat = model.transmat_[np.ix_(order, order)].copy()
         self.means = model.means_[order, 0].copy()
         self.variances = model.covars_.reshape(k, -1)[order, 0].copy()
-        self.fs[1] = scale
-        self.ist[0] = 1
-        self.ist[1] = 0
+        self.fs[F_SCALE] = scale
+        self.ist[I_FITTED] = 1
+        self.ist[I_FILTERED] = 0
         for x in r / scale:  # filter the fit window: the live filter continues from its end state
             self.observe(x)
         return self
 
     def to_hmmlearn(self):  # type: ignore[no-untyped-def]
         """The relabelled model as an hmmlearn GaussianHMM (the reference the tests compare with)."""
-        from hmmlearn.hmm import GaussianHMM
-
         k = len(self.means)
         m = GaussianHMM(n_components=k, covariance_type="diag", init_params="", params="")
         m.startprob_, m.transmat_ = self.startprob.copy(), self.transmat.copy()
@@ -134,22 +149,21 @@ class RegimeDetection(CertaintyModule):
 
     def observe(self, x: float) -> None:
         """One forward step on a standardized observation."""
-        _forward_step(self.alpha, self.ist[1] == 0, self.startprob, self.transmat, self.means, self.variances, float(x))
-        self.ist[1] += 1
+        _forward_step(self.alpha, self.ist, self.startprob, self.transmat, self.means, self.variances, float(x))
 
     def update(self, ctx: Context) -> None:
-        r = next_log_return(self.fs, 0, ctx.bar.close)
+        r = next_log_return(self.fs, F_PREV_CLOSE, ctx.bar.close)
         if math.isnan(r):
             return
         w = len(self.buf)
-        n = int(self.ist[2])
+        n = int(self.ist[I_PUSHED])
         self.buf[n % w] = r
-        self.ist[2] = n + 1
+        self.ist[I_PUSHED] = n + 1
         every = int(self.params["refit_every"])
         if n + 1 == w or (self.fitted and every and n + 1 > w and (n + 1 - w) % every == 0):
             self.fit(np.roll(self.buf, -((n + 1) % w)))  # the ring in arrival order
         elif self.fitted:
-            self.observe(r / self.fs[1])
+            self.observe(r / self.fs[F_SCALE])
 
     def favourable(self) -> list[int]:
         fav = self.params["favourable"]
@@ -159,8 +173,8 @@ class RegimeDetection(CertaintyModule):
     def verdict(self) -> ModuleResult:
         thr = float(self.params["threshold"])
         if not self.fitted:
-            return insufficient(self.name, int(self.ist[2]), len(self.buf), thr, "returns to fit")
-        if self.ist[1] == 0:
+            return insufficient(self.name, int(self.ist[I_PUSHED]), len(self.buf), thr, "returns to fit")
+        if self.ist[I_FILTERED] == 0:
             return insufficient(self.name, 0, 1, thr, "filtered bars")
         fav = self.favourable()
         pf = float(sum(float(self.alpha[i]) for i in fav))
@@ -176,4 +190,5 @@ class RegimeDetection(CertaintyModule):
 
     def warm_up(self) -> None:
         k = int(self.params["n_states"])
-        _forward_step(np.full(k, 1 / k), True, np.full(k, 1 / k), np.full((k, k), 1 / k), np.zeros(k), np.ones(k), 0.1)
+        tmp = np.zeros(3, dtype=np.int64)
+        _forward_step(np.full(k, 1 / k), tmp, np.full(k, 1 / k), np.full((k, k), 1 / k), np.zeros(k), np.ones(k), 0.1)

@@ -14,7 +14,11 @@ uses Baker & McHale (2013, *Optimal betting under parameter uncertainty*, Decisi
 second-order shrinkage factor is k = f*² / (f*² + Var(f̂)) with Var(f̂) = (1 + 1/b)²·p̂(1 − p̂)/n.
 
 Pass rule: the shrunk fraction is positive (the estimated edge survives its own uncertainty); the fraction — a
-share of capital — is the verdict's score and this module's suggested size (:meth:`suggested_fraction`).
+share of capital per signal (units: ``fxgate.modules._base``) — is the verdict's score and this module's
+suggested size (:meth:`suggested_fraction`).
+
+State: one :class:`~fxgate.modules._common.OutcomeWindow` of outcome P&L (``pnl``, ``ist``, ``fs``; its slot table
+is in ``fxgate.modules._common``).
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ class RobustKelly(OutcomeWindowState, CertaintyModule):
         return float(self.estimate()["fraction"])
 
     def verdict(self) -> ModuleResult:
-        n = int(self.win.ist[0])
+        n = self.win.pushes
         need = int(self.params["min_outcomes"])
         if n < need:
             return insufficient(self.name, n, need, 0.0, "outcomes")

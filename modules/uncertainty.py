@@ -10,6 +10,14 @@ learning*, eq. 4; in nats):
 with H the binary entropy. The members are the three calibrated Layer-1 boosters (CatBoost virtual ensembles are
 not used). Pass rule: epistemic uncertainty at most its rolling ``quantile`` (0.9) over the last ``history`` bars
 — the members disagree no more than usual.
+
+State (slots are module-level ints)::
+
+    hist, srt, ist        the epistemic values of the last ``history`` bars: a sorted window (``_common``)
+    fs   F_TOTAL          H(p̄) on this bar (NaN without finite probabilities)
+         F_ALEATORIC      (1/M) Σ H(p_m)
+         F_EPISTEMIC      total − aleatoric
+         F_THRESHOLD      the rolling quantile of the epistemic values before this bar
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ import math
 import numpy as np
 
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from fxgate.modules._common import entropy, sw_push, sw_quantile
+from fxgate.modules._common import SW_N, SW_PUSHES, entropy, sw_push, sw_quantile
+
+F_TOTAL, F_ALEATORIC, F_EPISTEMIC, F_THRESHOLD = range(4)
 
 
 def decompose(p: np.ndarray) -> tuple[float, float, float]:
@@ -42,33 +52,35 @@ class UncertaintyDecomposition(CertaintyModule):
         self.hist = np.zeros(int(self.params["history"]))
         self.srt = np.zeros(int(self.params["history"]))
         self.ist = np.zeros(2, dtype=np.int64)
-        self.fs = np.full(4, math.nan)  # total, aleatoric, epistemic, threshold
+        self.fs = np.full(4, math.nan)
 
     def update(self, ctx: Context) -> None:
+        fs = self.fs
         if ctx.probs is None or not np.all(np.isfinite(ctx.probs)):
-            self.fs[:] = math.nan
+            fs[:] = math.nan
             return
         t, a, e = decompose(ctx.probs)
-        n = int(self.ist[1])
-        self.fs[3] = sw_quantile(self.srt, n, float(self.params["quantile"])) if n else math.nan
-        self.fs[0], self.fs[1], self.fs[2] = t, a, e
+        q = float(self.params["quantile"])
+        fs[F_THRESHOLD] = sw_quantile(self.srt, self.ist, q) if self.ist[SW_N] else math.nan
+        fs[F_TOTAL], fs[F_ALEATORIC], fs[F_EPISTEMIC] = t, a, e
         sw_push(self.srt, self.hist, self.ist, e)
 
     def verdict(self) -> ModuleResult:
         p = self.params
-        have = int(self.ist[0]) - 1
+        have = int(self.ist[SW_PUSHES]) - 1
         if have < p["min_history"]:
             return insufficient(self.name, max(have, 0), int(p["min_history"]), math.nan, "bars of history")
-        e, q = float(self.fs[2]), float(self.fs[3])
+        e, q = float(self.fs[F_EPISTEMIC]), float(self.fs[F_THRESHOLD])
         if not math.isfinite(e):
             return self._result(math.nan, False, q, "no model probabilities on this bar")
         ok = e <= q
         msg = (
             f"epistemic {e:.5f} nats {'<=' if ok else '>'} rolling {p['quantile']:.0%} quantile {q:.5f} "
-            f"(total {self.fs[0]:.4f}, aleatoric {self.fs[1]:.4f})"
+            f"(total {self.fs[F_TOTAL]:.4f}, aleatoric {self.fs[F_ALEATORIC]:.4f})"
         )
         return self._result(e, ok, q, msg)
 
     def warm_up(self) -> None:
-        sw_push(np.zeros(2), np.zeros(2), np.zeros(2, np.int64), 0.5)
-        sw_quantile(np.zeros(2), 2, 0.5)
+        ist = np.zeros(2, np.int64)
+        sw_push(np.zeros(2), np.zeros(2), ist, 0.5)
+        sw_quantile(np.zeros(2), ist, 0.5)

@@ -15,6 +15,24 @@ completed buckets — "not in the most toxic tenth of its own recent past". ``ru
 design's fixed rule VPIN < ``absolute`` (0.3). Bucket size: ``bucket_volume``, or (default) the mean volume of the
 first ``calib_bars`` bars times ``bars_per_bucket`` (default: a fiftieth of a day's bars, at least 1, as the paper
 uses 50 buckets a day).
+
+Kernel state (``_vpin_step``; the slots are module-level ints)::
+
+    fs   F_PREV_CLOSE    P_{t-1}, the last close
+         F_BUCKET_VOL    volume in the bucket being filled
+         F_BUCKET_BUY    its buy volume V_buy
+         F_BUCKET_SIZE   V_b (0 while it is being calibrated)
+         F_IMB_SUM       Σ OI_τ over the last n buckets
+         F_VPIN          VPIN after the last completed bucket
+         F_THRESHOLD     the rolling quantile of VPIN before that bucket (the pass threshold)
+         F_CALIB_VOL     volume summed over the calibration bars
+    ist  I_BARS          good bars seen
+         I_CHANGES       close-to-close changes ΔP pushed into ``dp``
+         I_BUCKETS       buckets completed
+         I_HISTORY       VPIN values pushed into the history window
+    dp                   ring of the last ``sigma_window`` ΔP (σ_ΔP)
+    imb                  ring of the last n bucket imbalances OI_τ
+    hist, srt, hst       the VPIN history: a sorted window (``fxgate.modules._common``)
 """
 
 from __future__ import annotations
@@ -23,71 +41,74 @@ import math
 
 import numpy as np
 
-from fxgate.engine.core.bars import timeframe_seconds
+from fxgate.engine.core.bars import Bar, timeframe_seconds
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from fxgate.modules._common import sw_push, sw_quantile
+from fxgate.modules._common import SW_N, sw_push, sw_quantile
 
-# float state: 0 prev_close, 1 bucket_vol, 2 bucket_buy, 3 bucket_size, 4 imb_sum, 5 vpin, 6 q_threshold, 7 calib_vol
-# int state:   0 bars, 1 n_dp, 2 n_buckets, 3 n_hist
+F_PREV_CLOSE, F_BUCKET_VOL, F_BUCKET_BUY, F_BUCKET_SIZE, F_IMB_SUM, F_VPIN, F_THRESHOLD, F_CALIB_VOL = range(8)
+I_BARS, I_CHANGES, I_BUCKETS, I_HISTORY = range(4)
 
 
-def _vpin_step_py(fs, ist, dp, imb, hist, srt, hst, close, volume, sigma_window, n_buckets, quantile, calib_bars, bpb):  # type: ignore[no-untyped-def]  # noqa: E501
-    bars = ist[0]
-    ist[0] = bars + 1
+def _vpin_step_py(fs, ist, dp, imb, hist, srt, hst, close, volume, sigma_window, n_buckets, quantile, calib_bars, bpb):  # type: ignore[no-untyped-def]
+    """One bar of VPIN: classify its volume (BVC), fill buckets, and on each completed bucket update VPIN and its
+    rolling pass threshold. State slots: the module docstring."""
+    bars = ist[I_BARS]
+    ist[I_BARS] = bars + 1
     if bars == 0:
-        fs[0] = close
-        fs[7] += volume
+        fs[F_PREV_CLOSE] = close
+        fs[F_CALIB_VOL] += volume
         return
-    d = close - fs[0]
-    fs[0] = close
+    d = close - fs[F_PREV_CLOSE]
+    fs[F_PREV_CLOSE] = close
     w = dp.shape[0]
-    dp[ist[1] % w] = d
-    ist[1] += 1
-    if fs[3] <= 0.0:  # bucket size still being calibrated
-        fs[7] += volume
-        if ist[0] >= calib_bars:
-            fs[3] = fs[7] / ist[0] * bpb
+    dp[ist[I_CHANGES] % w] = d
+    ist[I_CHANGES] += 1
+    if fs[F_BUCKET_SIZE] <= 0.0:  # bucket size still being calibrated
+        fs[F_CALIB_VOL] += volume
+        if ist[I_BARS] >= calib_bars:
+            fs[F_BUCKET_SIZE] = fs[F_CALIB_VOL] / ist[I_BARS] * bpb
         return
-    m = min(ist[1], sigma_window)
+    nd = ist[I_CHANGES]
+    m = min(nd, sigma_window)
     if m < 2 or volume <= 0.0:
         return
     mean = 0.0
     for k in range(m):
-        mean += dp[(ist[1] - 1 - k) % w]
+        mean += dp[(nd - 1 - k) % w]
     mean /= m
     ss = 0.0
     for k in range(m):
-        e = dp[(ist[1] - 1 - k) % w] - mean
+        e = dp[(nd - 1 - k) % w] - mean
         ss += e * e
     sd = math.sqrt(ss / (m - 1))
     share = 0.5 if sd <= 0.0 else 0.5 * (1.0 + math.erf(d / sd / math.sqrt(2.0)))
     remaining = volume
-    vb = fs[3]
+    vb = fs[F_BUCKET_SIZE]
     nb = imb.shape[0]
     while remaining > 0.0:
-        take = min(vb - fs[1], remaining)
-        fs[1] += take
-        fs[2] += take * share
+        take = min(vb - fs[F_BUCKET_VOL], remaining)
+        fs[F_BUCKET_VOL] += take
+        fs[F_BUCKET_BUY] += take * share
         remaining -= take
-        if fs[1] >= vb * (1.0 - 1e-12):
-            oi = abs(2.0 * fs[2] - fs[1])
-            k = ist[2]
+        if fs[F_BUCKET_VOL] >= vb * (1.0 - 1e-12):
+            oi = abs(2.0 * fs[F_BUCKET_BUY] - fs[F_BUCKET_VOL])
+            k = ist[I_BUCKETS]
             if k >= n_buckets:
-                fs[4] -= imb[(k - n_buckets) % nb]
+                fs[F_IMB_SUM] -= imb[(k - n_buckets) % nb]
             imb[k % nb] = oi
-            fs[4] += oi
-            ist[2] = k + 1
-            fs[1] = 0.0
-            fs[2] = 0.0
-            if ist[2] >= n_buckets:
-                v = fs[4] / (n_buckets * vb)
+            fs[F_IMB_SUM] += oi
+            ist[I_BUCKETS] = k + 1
+            fs[F_BUCKET_VOL] = 0.0
+            fs[F_BUCKET_BUY] = 0.0
+            if ist[I_BUCKETS] >= n_buckets:
+                v = fs[F_IMB_SUM] / (n_buckets * vb)
                 # the pass threshold comes from the history *before* this bucket
-                if hst[1] > 0:
-                    fs[6] = sw_quantile(srt, hst[1], quantile)
+                if hst[SW_N] > 0:
+                    fs[F_THRESHOLD] = sw_quantile(srt, hst, quantile)
                 sw_push(srt, hist, hst, v)
-                ist[3] += 1
-                fs[5] = v
+                ist[I_HISTORY] += 1
+                fs[F_VPIN] = v
 
 
 _vpin_step = kernel(_vpin_step_py)
@@ -120,13 +141,13 @@ class Vpin(CertaintyModule):
         self.ist = np.zeros(4, dtype=np.int64)
         self.dp = np.zeros(int(p["sigma_window"]))
         self.imb = np.zeros(int(p["n_buckets"]))
-        self.hist = np.zeros(int(p["history"]))  # VPIN history in arrival order
-        self.srt = np.zeros(int(p["history"]))  # the same values, sorted
+        self.hist = np.zeros(int(p["history"]))
+        self.srt = np.zeros(int(p["history"]))
         self.hst = np.zeros(2, dtype=np.int64)
         self._bpb_cache: dict[str, float] = {}
-        self.fs[6] = np.nan
+        self.fs[F_THRESHOLD] = np.nan
         if p["bucket_volume"] is not None:
-            self.fs[3] = float(p["bucket_volume"])
+            self.fs[F_BUCKET_SIZE] = float(p["bucket_volume"])
 
     def _bpb(self, timeframe: str) -> float:
         hit = self._bpb_cache.get(timeframe)
@@ -167,21 +188,21 @@ class Vpin(CertaintyModule):
 
     @property
     def value(self) -> float:
-        return float(self.fs[5]) if self.ist[2] >= self.params["n_buckets"] else math.nan
+        return float(self.fs[F_VPIN]) if self.ist[I_BUCKETS] >= self.params["n_buckets"] else math.nan
 
     def verdict(self) -> ModuleResult:
         p = self.params
-        nb = int(self.ist[2])
+        nb = int(self.ist[I_BUCKETS])
         if p["rule"] == "absolute":
             if nb < p["n_buckets"]:
                 return insufficient(self.name, nb, p["n_buckets"], p["absolute"], "volume buckets")
             v = self.value
             ok = v < p["absolute"]
             return self._result(v, ok, p["absolute"], f"VPIN {v:.3f} {'<' if ok else '>='} {p['absolute']}")
-        have = int(self.ist[3]) - 1  # values before the current one
+        have = int(self.ist[I_HISTORY]) - 1  # values before the current one
         if have < p["min_history"]:
             return insufficient(self.name, max(0, have), p["min_history"], math.nan, "VPIN buckets of history")
-        v, q = self.value, float(self.fs[6])
+        v, q = self.value, float(self.fs[F_THRESHOLD])
         ok = v <= q
         return self._result(
             v,
@@ -191,9 +212,6 @@ class Vpin(CertaintyModule):
         )
 
     def warm_up(self) -> None:
-        from fxgate.engine.core.bars import Bar
-
         tmp = Vpin(bucket_volume=1.0, n_buckets=2, history=4, min_history=1)
-        sw_quantile(np.zeros(2), 2, 0.5)
         for i in range(6):
             tmp.update(Context(Bar(i, 1.0, 1.0, 1.0, 1.0 + 0.001 * (i % 2), 1.5, timeframe="H1")))

@@ -15,10 +15,10 @@ from fxgate.modules import Context, Outcome, create
 from fxgate.modules.adverse_selection import AdverseSelection
 from fxgate.modules.bocpd import Bocpd
 from fxgate.modules.execution_cost import ac_cost, ac_trajectory
-from fxgate.modules.regime import RegimeDetection
+from fxgate.modules.regime import F_SCALE, RegimeDetection
 from fxgate.modules.robust_kelly import baker_mchale_factor, kelly_fraction
 from fxgate.modules.uncertainty import decompose
-from fxgate.modules.vpin import _vpin_step, _vpin_step_py
+from fxgate.modules.vpin import F_BUCKET_SIZE, I_HISTORY, _vpin_step, _vpin_step_py
 
 
 # -- VPIN -----------------------------------------------------------------------------------------------------------
@@ -42,9 +42,11 @@ def test_vpin_quantile_rule_uses_only_past_buckets():
     m = create("vpin", bucket_volume=float(np.mean(b.volume)) * 2, n_buckets=20, history=200, min_history=50)
     values: list[float] = []
     for bar in b:
-        nb = int(m.ist[3])
+        nb = int(m.ist[I_HISTORY])
         m.update(Context(bar))
-        new = [float(m.hist[k % len(m.hist)]) for k in range(nb, int(m.ist[3]))]  # a bar may fill several buckets
+        new = [
+            float(m.hist[k % len(m.hist)]) for k in range(nb, int(m.ist[I_HISTORY]))
+        ]  # a bar may fill several buckets
         if new:
             values += new[:-1]
             if len(values) >= 50:
@@ -68,7 +70,7 @@ def test_vpin_kernel_equals_twin():
             np.zeros(40),
             np.zeros(2, np.int64),
         ]
-        a[0][3] = 700.0
+        a[0][F_BUCKET_SIZE] = 700.0
         args.append(a)
     close = 1.1 + np.cumsum(rng.normal(0, 1e-4, 600))
     vol = rng.integers(0, 900, 600).astype(float)
@@ -77,7 +79,7 @@ def test_vpin_kernel_equals_twin():
         _vpin_step_py(*args[1], c, v, 30, 10, 0.9, 100, 1.0)
     for x, y in zip(args[0], args[1], strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15)
-    assert args[0][1][3] > 100  # many buckets completed
+    assert args[0][1][I_HISTORY] > 100  # many buckets completed
 
 
 def test_sorted_window_against_numpy(rng):
@@ -90,7 +92,7 @@ def test_sorted_window_against_numpy(rng):
         window = xs[max(0, i - 36) : i + 1]
         np.testing.assert_array_equal(srt[: ist[1]], np.sort(window))
         for q in (0.0, 0.2, 0.9, 1.0):
-            assert sw_quantile(srt, ist[1], q) == pytest.approx(np.quantile(window, q), abs=1e-12)
+            assert sw_quantile(srt, ist, q) == pytest.approx(np.quantile(window, q), abs=1e-12)
 
 
 def test_vpin_absolute_rule_from_the_original_design():
@@ -163,7 +165,7 @@ def test_regime_filter_matches_hmmlearn_last_row_and_differs_from_smoothed():
     m.fit(r[:1000])
     assert np.all(np.diff(m.variances) > 0)  # relabelled: state 0 is the calmest
     ref = m.to_hmmlearn()
-    x = r[:1400] / m.fs[1]  # the fit window, then 400 live bars
+    x = r[:1400] / m.fs[F_SCALE]  # the fit window, then 400 live bars
     np.testing.assert_allclose(m.alpha, ref.predict_proba(x[:1000, None])[-1], atol=1e-8)  # filtered at the end
     filtered = []
     for xt in x[1000:]:
@@ -190,7 +192,7 @@ def test_regime_continues_from_the_filtered_state_of_its_fit_window():
     _regime_stream(m, c[:1001])  # 1000 returns: fitted on them
     assert m.fitted
     ref = m.to_hmmlearn()
-    x = r / m.fs[1]
+    x = r / m.fs[F_SCALE]
     for t in range(1001, 1101):
         _regime_stream(m, c[t : t + 1])
         np.testing.assert_allclose(m.alpha, ref.predict_proba(x[:t, None])[-1], atol=1e-8)
