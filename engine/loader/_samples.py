@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+import backtesting
 
 from fxgate.engine.core.bars import Bars
 from fxgate.engine.loader._load import load_bars
@@ -12,11 +13,7 @@ from fxgate.engine.loader._load import load_bars
 def sample_path() -> Path:
     """Path of the bundled sample: real EURUSD H1 bars (2017-04-19 -> 2018-02-07, 5,000 bars, tick volume)
     shipped inside the ``backtesting`` package. Times are read as UTC."""
-    # find_spec locates the package without importing it (backtesting pulls in bokeh: about a second)
-    spec = importlib.util.find_spec("backtesting")
-    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - a required dependency
-        raise FileNotFoundError("the sample ships inside the 'backtesting' package: pip install backtesting")
-    p = Path(spec.submodule_search_locations[0]) / "test" / "EURUSD.csv"
+    p = Path(backtesting.__file__).parent / "test" / "EURUSD.csv"
     if not p.exists():  # pragma: no cover - a broken backtesting install
         raise FileNotFoundError(f"{p} is missing: reinstall the 'backtesting' package (pip install backtesting)")
     return p
