@@ -12,6 +12,7 @@ import pytest
 from naive import alpha158_pandas, realized_vol_pandas
 
 from fxgate.engine import Bars, sample_bars
+from fxgate.models import _feature_kernels
 from fxgate.models.features import FeatureEngine, MadWinsorizer, feature_names
 
 N = 1500  # bars of the sample used for the slow pandas references
@@ -155,3 +156,17 @@ def test_mad_winsorizer_against_numpy(rng):
     np.testing.assert_allclose(y[300:], np.clip(x[300:], med - 3 * mad, med + 3 * mad))
     assert np.isnan(y[5, 1])
     assert np.array_equal(MadWinsorizer.from_dict(w.to_dict()).transform(x), y, equal_nan=True)
+
+
+def test_every_state_slot_has_one_name():
+    """The kernel's state is indexed by named slots: each row of ``ring``/``rv_ring`` and each entry of ``ist``/``fst``
+    has exactly one name (R_*, RV_*, I_*, F_*) and none points past its array."""
+    eng = FeatureEngine("H1")
+    for prefix, size in (
+        ("R_", eng.ring.shape[0]),
+        ("RV_", eng.rv_ring.shape[0]),
+        ("I_", len(eng.ist)),
+        ("F_", len(eng.fst)),
+    ):
+        values = sorted(v for k, v in vars(_feature_kernels).items() if k.startswith(prefix) and isinstance(v, int))
+        assert values == list(range(size)), prefix

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import replace
 
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fxgate.engine import Bar
-from fxgate.modules import REGISTRY, CertaintyModule, Context, ModuleResult, create, register
+from fxgate.modules import REGISTRY, CertaintyModule, Context, ModuleResult, _common, create, register
 
 STREAMING = sorted(n for n, c in REGISTRY.items() if n != "shap")
 SMALL = {
@@ -205,3 +206,29 @@ def test_kernels_equal_their_python_twins(rng):
         _forward_step_py(a2, i2, sp, tm, mu, var, x)
         np.testing.assert_allclose(a1, a2, rtol=1e-12)
     np.testing.assert_array_equal(i1, i2)
+
+
+def _slots(module, names) -> list[int]:
+    """The values of the module-level ints whose names pass ``names`` (a prefix, or a predicate)."""
+    ok = names if callable(names) else (lambda k: k.startswith(names))
+    return sorted(v for k, v in vars(module).items() if ok(k) and isinstance(v, int))
+
+
+_OW_INT = ("OW_PUSHES", "OW_WINS", "OW_SINCE_EXACT")
+
+
+@pytest.mark.parametrize("name", STREAMING)
+def test_every_state_slot_has_one_name(name):
+    """The scalar state arrays ``ist``/``fs`` are indexed by named slots (I_*/F_* in the module, the outcome
+    window's OW_*, the sorted window's SW_*): each slot of the array has exactly one name, none points past it."""
+    m = create(name, **SMALL.get(name, {}))
+    mod = importlib.import_module(type(m).__module__)
+    if isinstance(getattr(m, "win", None), _common.OutcomeWindow):
+        ints = _slots(_common, lambda k: k in _OW_INT)
+        floats = _slots(_common, lambda k: k.startswith("OW_") and k not in _OW_INT)
+    elif name == "uncertainty":  # its ist is a sorted window's
+        ints, floats = _slots(_common, "SW_"), _slots(mod, "F_")
+    else:
+        ints, floats = _slots(mod, "I_"), _slots(mod, "F_")
+    assert ints == list(range(len(m.ist))), (name, ints)
+    assert floats == list(range(len(m.fs))), (name, floats)
