@@ -54,8 +54,9 @@ def localize(raw: Raw, tz: str | None, path: str, unit: str, label: str) -> None
             )
         )
     keep = ~bad
+    utc = loc[keep].tz_convert("UTC").as_unit("ns").asi8
     raw.keep(keep)
-    raw.ts = loc[keep].tz_convert("UTC").as_unit("ns").asi8
+    raw.ts = utc
 
 
 #: What each kind of value fault says about the cell (the rule itself is in fxgate.engine.core.validate).

@@ -17,6 +17,8 @@ FORMATS = ("generic", "mt4", "mt5", "histdata", "dukascopy", "parquet")
 
 @dataclass(slots=True)
 class Layout:
+    """How to read one CSV-like bar file: what :func:`detect` (and :func:`decimal_mark`) found in its first lines."""
+
     format: str
     delimiter: str
     header_lines: int
