@@ -228,7 +228,7 @@ def test_an_output_in_a_missing_directory_is_a_clean_error(tmp_path):
 def test_demo_config_sets_spread_and_the_llm_layers_whatever_the_defaults_say(llm):
     import tomllib
 
-    from fxgate.engine.cli import _demo_config
+    from fxgate.engine.cli.demo import _demo_config
 
     text, cfg = _demo_config(llm=llm, where="gate.toml")
     raw = tomllib.loads(text)  # read back with the TOML parser, not with fxgate's config code
@@ -291,3 +291,28 @@ def test_replay_warns_when_nothing_is_charged(tmp_path):
         warned = "assumed zero cost" in r.output
         assert warned == (name == "free") and ("warning" in m["costs"]) == warned
         assert ("assumed zero cost" in (out / "report.html").read_text()) == warned
+
+
+def test_the_command_list_is_each_commands_own_help_and_imports_no_command_module():
+    """``fxgate --help`` lists the subcommands from the help lines declared beside their import paths, so that it
+    imports none of them: each declared line must be the loaded command's own first sentence, and the listing must
+    leave every command module (and training, and torch) unimported."""
+    import click
+
+    from fxgate.engine.cli import COMMANDS
+
+    ctx = click.Context(cli)
+    assert sorted(COMMANDS) == cli.list_commands(ctx)
+    for name, (_target, declared) in COMMANDS.items():
+        cmd = cli.get_command(ctx, name)
+        assert cmd is not None and cmd.name == name
+        assert declared == cmd.get_short_help_str(limit=10_000), name
+    heavy = sorted({t.split(":")[0] for t, _ in COMMANDS.values()} | {"fxgate.training", "torch", "fxgate.engine.gate"})
+    code = (
+        "import sys; from click.testing import CliRunner; from fxgate.engine.cli import cli; "
+        "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0, r.output; print(r.output); "
+        f"print(sorted(set({heavy!r}) & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "demo    Replay the bundled EURUSD H1 sample" in out and "train   Training data" in out
+    assert out.strip().splitlines()[-1] == "[]"
