@@ -3,6 +3,7 @@ Newey-West) standard error of a mean, and strict-JSON cleaning (NaN and inf beco
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -98,6 +99,4 @@ def json_safe(obj: Any) -> Any:
 
 def strict_dumps(obj: Any, **kwargs: Any) -> str:
     """``json.dumps`` of :func:`json_safe` ``(obj)`` with ``allow_nan=False`` (raises rather than write ``NaN``)."""
-    import json
-
     return json.dumps(json_safe(obj), allow_nan=False, **kwargs)

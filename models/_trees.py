@@ -17,6 +17,8 @@ decide equality with native ``predict`` are each library's own:
   ``nan_mode="Min"``, ``AsTrue`` for ``"Max"``); leaves store ``dim`` values each; margin = scale * sum + bias.
 
 Outputs are raw margins ``(n, K)`` (K = 1 for binary); :func:`margins_to_proba` applies the sigmoid or softmax.
+:func:`leaf` is the one tree walk both paths share: the batch kernels here and the one-row Layer-1 kernel
+(:mod:`fxgate.models.ensemble.row`).
 """
 
 from __future__ import annotations
@@ -30,15 +32,26 @@ import numpy as np
 
 from fxgate.engine.core.jit import kernel
 
-__all__ = ["FlatForest", "FlatOblivious", "from_xgboost", "from_lightgbm", "from_catboost", "margins_to_proba"]
+__all__ = [
+    "FlatForest",
+    "FlatOblivious",
+    "from_xgboost",
+    "from_lightgbm",
+    "from_catboost",
+    "margins_to_proba",
+    "leaf",
+]
 
+#: ``FlatForest.rule``: whose split and accumulation conventions a forest follows (the module docstring)
 XGB, LGBM = 0, 1
-_MISSING = {"None": 0, "Zero": 1, "NaN": 2}
+#: ``FlatForest.missing``: LightGBM's ``missing_type`` per node (XGBoost nodes carry ``MISSING_NONE``)
+MISSING_NONE, MISSING_ZERO, MISSING_NAN = 0, 1, 2
+_MISSING = {"None": MISSING_NONE, "Zero": MISSING_ZERO, "NaN": MISSING_NAN}
 
 
 @dataclass
 class FlatForest:
-    """Binary trees of XGBoost (rule 0) or LightGBM (rule 1) as flat arrays; ``left < 0`` marks a leaf."""
+    """Binary trees of XGBoost (``rule`` XGB) or LightGBM (``rule`` LGBM) as flat arrays; ``left < 0`` marks a leaf."""
 
     rule: int
     feature: np.ndarray
@@ -125,7 +138,7 @@ def _leaf_py(x, node, feature, threshold, left, right, default_left, missing, ru
     """Walk one tree from ``node`` for feature row ``x`` and return the leaf's index (rules in the module docstring)."""
     while left[node] >= 0:
         v = x[feature[node]]
-        if rule == 0:
+        if rule == XGB:
             if np.isnan(v):
                 node = left[node] if default_left[node] else right[node]
             elif np.float32(v) < threshold[node]:
@@ -134,9 +147,9 @@ def _leaf_py(x, node, feature, threshold, left, right, default_left, missing, ru
                 node = right[node]
         else:
             mt = missing[node]
-            if np.isnan(v) and mt != 2:
+            if np.isnan(v) and mt != MISSING_NAN:
                 v = 0.0
-            if (mt == 1 and abs(v) <= 1e-35) or (mt == 2 and np.isnan(v)):
+            if (mt == MISSING_ZERO and abs(v) <= 1e-35) or (mt == MISSING_NAN and np.isnan(v)):
                 node = left[node] if default_left[node] else right[node]
             elif v <= threshold[node]:
                 node = left[node]
@@ -145,7 +158,7 @@ def _leaf_py(x, node, feature, threshold, left, right, default_left, missing, ru
     return node
 
 
-_leaf = kernel(_leaf_py, fastmath=False)
+leaf = kernel(_leaf_py, fastmath=False)
 
 
 def _forest_py(x, feature, threshold, left, right, default_left, missing, value, roots, tree_class, base, rule, out):  # type: ignore[no-untyped-def]  # noqa: E501
@@ -156,13 +169,13 @@ def _forest_py(x, feature, threshold, left, right, default_left, missing, value,
             out[i, k] = base[k]
             acc32[k] = np.float32(base[k])
         for t in range(len(roots)):
-            node = _leaf(x[i], roots[t], feature, threshold, left, right, default_left, missing, rule)
+            node = leaf(x[i], roots[t], feature, threshold, left, right, default_left, missing, rule)
             k = tree_class[t]
-            if rule == 0:  # XGBoost adds leaves in float32
+            if rule == XGB:  # XGBoost adds leaves in float32
                 acc32[k] = acc32[k] + np.float32(value[node])
             else:
                 out[i, k] += value[node]
-        if rule == 0:
+        if rule == XGB:
             for k in range(n_class):
                 out[i, k] = acc32[k]
 
@@ -256,7 +269,7 @@ def from_xgboost(booster: Any) -> FlatForest:
         cat(lft),
         cat(rgt),
         cat(dl),
-        np.zeros(offset, np.int8),
+        np.full(offset, MISSING_NONE, np.int8),
         cat(val),
         np.array(roots, dtype=np.int64),
         np.array(model["tree_info"], dtype=np.int64),
@@ -374,98 +387,4 @@ def from_catboost(model: Any, path_json: str) -> FlatOblivious:
         bias,
         n_class,
         n_features,
-    )
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# One row, all three binary models, calibrated: the per-bar Layer-1 path in a single compiled call.
-# ------------------------------------------------------------------------------------------------------------------
-def _forest_row_py(x, feature, threshold, left, right, default_left, missing, value, roots, base, rule):  # type: ignore[no-untyped-def]  # noqa: E501
-    """One row through a binary forest: the margin, with the same leaf walk as :func:`_forest_py`."""
-    acc32 = np.float32(base)
-    acc = base
-    for t in range(len(roots)):
-        node = _leaf(x, roots[t], feature, threshold, left, right, default_left, missing, rule)
-        if rule == 0:
-            acc32 = acc32 + np.float32(value[node])
-        else:
-            acc += value[node]
-    return float(acc32) if rule == 0 else acc
-
-
-def _oblivious_row_py(x, split_off, split_feature, border, leaf_off, leaf_values, nan_true, scale, bias):  # type: ignore[no-untyped-def]  # noqa: E501
-    s = 0.0
-    for t in range(len(split_off) - 1):
-        idx = 0
-        for j in range(split_off[t], split_off[t + 1]):
-            v = x[split_feature[j]]
-            bit = nan_true[split_feature[j]] if np.isnan(v) else np.float32(v) > border[j]
-            if bit:
-                idx |= 1 << (j - split_off[t])
-        s += leaf_values[leaf_off[t] + idx]
-    return scale * s + bias
-
-
-def _calibrate_py(p, kind, a, b, ix, iy):  # type: ignore[no-untyped-def]
-    """kind 0 identity, 1 isotonic (linear interpolation, clipped at the ends), 2 Platt."""
-    if kind == 1:
-        return np.interp(p, ix, iy)
-    if kind == 2:
-        q = min(max(p, 1e-12), 1 - 1e-12)
-        return 1.0 / (1.0 + math.exp(-(a * math.log(q / (1 - q)) + b)))
-    return p
-
-
-_forest_row = kernel(_forest_row_py, fastmath=False)
-_oblivious_row = kernel(_oblivious_row_py, fastmath=False)
-_calibrate = kernel(_calibrate_py, fastmath=False)
-
-
-def _l1_row_py(x, lo, hi, xg, lg, cbt, cal_kind, cal_a, cal_b, ix0, iy0, ix1, iy1, ix2, iy2, out):  # type: ignore[no-untyped-def]  # noqa: E501
-    """Winsorize one feature row, evaluate XGBoost, LightGBM and CatBoost, calibrate: ``out`` = P(up) x 3."""
-    n = len(x)
-    z = np.empty(n)
-    for i in range(n):
-        v = x[i]
-        z[i] = v if np.isnan(v) else min(max(v, lo[i]), hi[i])
-    m0 = _forest_row(z, *xg)
-    m1 = _forest_row(z, *lg)
-    m2 = _oblivious_row(z, *cbt)
-    out[0] = _calibrate(1.0 / (1.0 + math.exp(-m0)), cal_kind[0], cal_a[0], cal_b[0], ix0, iy0)
-    out[1] = _calibrate(1.0 / (1.0 + math.exp(-m1)), cal_kind[1], cal_a[1], cal_b[1], ix1, iy1)
-    out[2] = _calibrate(1.0 / (1.0 + math.exp(-m2)), cal_kind[2], cal_a[2], cal_b[2], ix2, iy2)
-
-
-_l1_row = kernel(_l1_row_py, fastmath=False)
-
-
-def forest_args(f: FlatForest) -> tuple:
-    if f.n_class != 1:
-        raise ValueError("the one-row Layer-1 kernel takes binary models")
-    return (
-        f.feature,
-        f.threshold,
-        f.left,
-        f.right,
-        f.default_left,
-        f.missing,
-        f.value,
-        f.roots,
-        float(f.base[0]),
-        f.rule,
-    )
-
-
-def oblivious_args(f: FlatOblivious) -> tuple:
-    if f.n_class != 1:
-        raise ValueError("the one-row Layer-1 kernel takes binary models")
-    return (
-        f.split_off,
-        f.split_feature,
-        f.border,
-        f.leaf_off,
-        f.leaf_values,
-        f.nan_true,
-        float(f.scale),
-        float(f.bias[0]),
     )

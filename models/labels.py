@@ -11,8 +11,8 @@
   barrier is hit the vertical barrier at t+h labels like ``next``. Known at the bar that ended it.
 
 ``end`` is the bar index at which each label is determined; samples whose ``end`` reaches into a test fold are
-purged from training (see :mod:`fxgate.models.ensemble`). Labels that would need bars past the end of the data
-are invalid (``valid`` False), never guessed.
+purged from training (see :mod:`fxgate.models.ensemble.walk_forward`). Labels that would need bars past the end of
+the data are invalid (``valid`` False), never guessed.
 
 ``end`` is not monotone for triple-barrier labels: a sample whose barrier is hit early ends before an earlier
 sample that ran to its vertical barrier. The last bar a set of samples looked at is therefore the *maximum* of
@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
 from fxgate.engine.core.bars import Bars
 from fxgate.engine.core.jit import kernel
@@ -76,8 +77,6 @@ class Labels:
 def _ewm_vol(c: np.ndarray, span: int) -> np.ndarray:
     """EWM standard deviation of one-bar log returns up to and including each bar (pandas ``ewm(span).std()``
     with ``adjust=True``); NaN for the first bars."""
-    import pandas as pd
-
     r = pd.Series(np.log(c)).diff()
     return r.ewm(span=span, min_periods=min(span, 20)).std().to_numpy()
 

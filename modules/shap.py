@@ -1,10 +1,11 @@
 """SHAP — which features drive the Layer-1 models on this bar, by TreeSHAP (Lundberg et al. 2020, *From local
 explanations to global understanding with explainable AI for trees*, Nat. Mach. Intell. 2).
 
-Attributions come from each library's own TreeSHAP: XGBoost ``predict(pred_contribs=True)``, LightGBM
-``predict(pred_contrib=True)``, CatBoost ``get_feature_importance(type="ShapValues")``, on the winsorized feature
-row the models saw. Additivity is checked on every call: attributions + base value = the raw margin (to 1e-5 for
-XGBoost, whose margins are float32, 1e-6 for the others); a violation fails the module.
+Attributions come from each booster library's own TreeSHAP, through the Layer-1 ensemble the gate puts in the
+Context (``ctx.ensemble.explain(features)``: one explanation per model, on the winsorized row the models saw; this
+module knows no booster library). Additivity is checked on every call: attributions + base value = the raw margin,
+to the tolerance each explanation carries (1e-5 for XGBoost, whose margins are float32, 1e-6 for the others); a
+violation fails the module.
 
 Attributions are computed in :meth:`verdict`, i.e. only on bars the gate asks about (the gate evaluates layers
 cheapest first), because native TreeSHAP costs milliseconds. Pass rule: in no model does a single feature carry
@@ -20,29 +21,6 @@ from typing import Any
 import numpy as np
 
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-
-
-def tree_shap(ensemble: Any, x_row: np.ndarray) -> dict[str, tuple[np.ndarray, float, float]]:
-    """Per model: (attributions, base value, raw margin) for one winsorized feature row."""
-    import catboost as cb
-    import xgboost as xgb
-
-    z = np.asarray(x_row, dtype=np.float64)[None, :]
-    out: dict[str, tuple[np.ndarray, float, float]] = {}
-    xb = ensemble.models["xgboost"]
-    contrib = xb.predict(xgb.DMatrix(z), pred_contribs=True)[0]
-    out["xgboost"] = (
-        contrib[:-1].astype(np.float64),
-        float(contrib[-1]),
-        float(xb.predict(xgb.DMatrix(z), output_margin=True)[0]),
-    )
-    lb = ensemble.models["lightgbm"]
-    contrib = lb.predict(z, pred_contrib=True)[0]
-    out["lightgbm"] = (contrib[:-1], float(contrib[-1]), float(lb.predict(z, raw_score=True)[0]))
-    cm = ensemble.models["catboost"]
-    contrib = cm.get_feature_importance(cb.Pool(z), type="ShapValues")[0]
-    out["catboost"] = (contrib[:-1], float(contrib[-1]), float(cm.predict(z, prediction_type="RawFormulaVal")[0]))
-    return out
 
 
 @register("shap")
@@ -64,20 +42,18 @@ class Shap(CertaintyModule):
 
     def verdict(self) -> ModuleResult:
         thr = float(self.params["max_share"])
-        if self._row is None or self._ensemble is None or not self._ensemble.models:
+        if self._row is None or self._ensemble is None or not self._ensemble.fitted:
             return insufficient(self.name, 0, 1, thr, "bars with a fitted Layer-1 model")
-        ens = self._ensemble
-        z = ens.winsor.transform(self._row[None, :])[0]
-        names = ens.feature_names
+        names = self._ensemble.feature_names
         worst_share, reasons, bad = 0.0, [], []
-        for model, (phi, base, margin) in tree_shap(ens, z).items():
-            tol = 1e-5 if model == "xgboost" else 1e-6
-            if not abs(phi.sum() + base - margin) <= tol * max(1.0, abs(margin)):
+        for e in self._ensemble.explain(self._row):
+            model, phi = e.model, e.phi
+            if not abs(phi.sum() + e.base - e.margin) <= e.tolerance * max(1.0, abs(e.margin)):
                 return self._result(
                     math.nan,
                     False,
                     thr,
-                    f"{model}: SHAP values do not add up to the margin ({phi.sum() + base:.6f} vs {margin:.6f})",
+                    f"{model}: SHAP values do not add up to the margin ({phi.sum() + e.base:.6f} vs {e.margin:.6f})",
                 )
             mag = np.abs(phi)
             total = mag.sum()

@@ -21,10 +21,11 @@ from fxgate.models.ensemble import (
     Calibrator,
     EnsembleConfig,
     TreeEnsemble,
-    _rule,
-    _split_calibration,
     purged_walk_forward,
 )
+from fxgate.models.ensemble.metrics import l1_rule, silence_note
+from fxgate.models.ensemble.row import _l1_row_py
+from fxgate.models.ensemble.walk_forward import split_calibration
 from fxgate.models.features import FeatureEngine
 from fxgate.models.labels import LabelSpec
 
@@ -51,7 +52,7 @@ def test_walk_forward_is_purged_and_embargoed(n, h, folds, embargo):
         assert (train < a).all()
         assert (end[train] < a - embargo).all()  # no label window reaches into (or just before) the test block
         assert usable[train].all() and usable[test].all()
-        fit, cal = _split_calibration(train, end, 0.2, embargo) if len(train) else (train, train)
+        fit, cal = split_calibration(train, end, 0.2, embargo) if len(train) else (train, train)
         if len(cal):
             assert (end[fit] < cal[0] - embargo).all() and (fit < cal[0]).all()
 
@@ -92,7 +93,7 @@ def test_rule_matches_the_definition():
             [0.95, 0.95, 0.95],
         ]
     )
-    fires, direction = _rule(probs, 0.95)
+    fires, direction = l1_rule(probs, 0.95)
     assert fires.tolist() == [True, True, False, False, False, True]
     assert direction.tolist()[:2] == [1, -1]
 
@@ -134,21 +135,19 @@ def test_fold_report_matches_an_independent_purged_split(fitted):
 
 
 def test_silence_note_says_which_model_never_reached_the_threshold():
-    from fxgate.models.ensemble import _silence_note
-
     overall = {
         "rule": {"signals": 0},
         "xgboost": {"max_confidence": 0.7},
         "lightgbm": {"max_confidence": 0.97},
         "catboost": {"max_confidence": 0.8},
     }
-    note = _silence_note(overall, 0.95)
+    note = silence_note(overall, 0.95)
     assert "xgboost 0.700" in note and "catboost 0.800" in note and "lightgbm" not in note
     for m in MODEL_NAMES:
         overall[m]["max_confidence"] = 0.99
-    assert "no bar had all three models >= 0.95 together" in _silence_note(overall, 0.95)
+    assert "no bar had all three models >= 0.95 together" in silence_note(overall, 0.95)
     overall["rule"]["signals"] = 3
-    assert _silence_note(overall, 0.95) is None
+    assert silence_note(overall, 0.95) is None
 
 
 @pytest.mark.slow
@@ -188,11 +187,12 @@ def test_verdict_agrees_with_vectorized_rule(fitted):
     x = FeatureEngine(bars.timeframe).batch(bars)[100:400]
     p = ens.predict_proba(x)
     for thr in (0.95, 0.52):
-        fires, direction = _rule(p, thr)
+        fires, direction = l1_rule(p, thr)
         for i in range(len(x)):
             v = ens.verdict(x[i], thr)
             assert v.passed == fires[i]
-            assert v.probs == pytest.approx(dict(zip(MODEL_NAMES, p[i], strict=True)))
+            assert [q.model for q in v.probs] == list(MODEL_NAMES)
+            assert [q.p_up for q in v.probs] == pytest.approx(p[i].tolist())
             if v.passed:
                 assert v.direction == ("BUY" if direction[i] > 0 else "SELL")
             else:
@@ -364,6 +364,9 @@ def test_a_malformed_manifest_is_a_clear_error_naming_the_file(fitted, tmp_path)
     _write_manifest(t, {**man, "calibrators": {**man["calibrators"], "xgboost": {"kind": "platt", "slope": 2}}})
     with pytest.raises(BundleError, match="manifest.json: calibrators is malformed"):
         TreeEnsemble.load(t)
+    _write_manifest(t, {**man, "calibrators": {**man["calibrators"], "lightgbm": {"kind": "sigmoid"}}})
+    with pytest.raises(BundleError, match="calibrators is malformed .*kind 'sigmoid' is not one of"):
+        TreeEnsemble.load(t)
     nan = json.loads(text)
     nan["probe"]["proba"][0][0] = float("nan")
     _write_manifest(t, nan, allow_nan=True)
@@ -420,11 +423,9 @@ def test_one_row_kernel_equals_batch_prediction(fitted):
     x = FeatureEngine(bars.timeframe).batch(bars)[61:]
     rows = np.array([ens.predict_row(r) for r in x])
     np.testing.assert_allclose(rows, ens.predict_proba(x), atol=1e-12, rtol=0)
-    from fxgate.models._trees import _l1_row_py
-
     out = np.empty(3)
     for r in x[:20]:
-        _l1_row_py(r, *ens._row_args, out)
+        _l1_row_py(r, ens._row_args, out)
         np.testing.assert_allclose(out, ens.predict_row(r), atol=1e-12, rtol=0)
 
 

@@ -1,4 +1,5 @@
-"""SHAP module: native TreeSHAP is additive and equals the shap package's TreeExplainer."""
+"""SHAP module: native TreeSHAP (``TreeEnsemble.explain``) is additive and equals the shap package's
+TreeExplainer."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
 from fxgate.models.features import FeatureEngine
 from fxgate.models.labels import LabelSpec
 from fxgate.modules import Context, create
-from fxgate.modules.shap import tree_shap
 
 
 @pytest.fixture(scope="module")
@@ -24,23 +24,30 @@ def ens_and_x():
     return bars, ens, x
 
 
+def _tree_shap(ens, x_row):
+    """model name -> (attributions, base value, raw margin) for one (raw) feature row."""
+    return {e.model: (e.phi, e.base, e.margin) for e in ens.explain(x_row)}
+
+
 def test_native_tree_shap_is_additive_and_matches_the_shap_package(ens_and_x):
     _, ens, x = ens_and_x
-    rows = ens.winsor.transform(x[[200, 700, 1400]])
-    for r in rows:
-        out = tree_shap(ens, r)
+    raw = x[[200, 700, 1400]]
+    rows = ens.winsor.transform(raw)
+    for r in raw:
+        out = _tree_shap(ens, r)
+        assert list(out) == ["xgboost", "lightgbm", "catboost"]
         for model, (phi, base, margin) in out.items():
             assert phi.sum() + base == pytest.approx(margin, abs=1e-5), model
     ref = shap.TreeExplainer(ens.models["lightgbm"]).shap_values(rows)
     ref = ref[1] if isinstance(ref, list) else ref
-    for i, r in enumerate(rows):
-        np.testing.assert_allclose(tree_shap(ens, r)["lightgbm"][0], ref[i], atol=1e-6)
+    for i, r in enumerate(raw):
+        np.testing.assert_allclose(_tree_shap(ens, r)["lightgbm"][0], ref[i], atol=1e-6)
     ref_x = shap.TreeExplainer(ens.models["xgboost"]).shap_values(xgb.DMatrix(rows))
-    for i, r in enumerate(rows):
-        np.testing.assert_allclose(tree_shap(ens, r)["xgboost"][0], ref_x[i], atol=1e-5)
+    for i, r in enumerate(raw):
+        np.testing.assert_allclose(_tree_shap(ens, r)["xgboost"][0], ref_x[i], atol=1e-5)
     ref_c = shap.TreeExplainer(ens.models["catboost"]).shap_values(rows)
-    for i, r in enumerate(rows):
-        np.testing.assert_allclose(tree_shap(ens, r)["catboost"][0], ref_c[i], atol=1e-6)
+    for i, r in enumerate(raw):
+        np.testing.assert_allclose(_tree_shap(ens, r)["catboost"][0], ref_c[i], atol=1e-6)
 
 
 def test_shap_verdict_names_top_contributors_and_applies_the_share_rule(ens_and_x):

@@ -1,0 +1,317 @@
+"""The Layer-1 :class:`TreeEnsemble`: walk-forward fit, calibrated prediction (native and compiled), the verdict,
+explanations, and the bundle round trip.
+
+Training (:meth:`TreeEnsemble.fit`)
+    Features come from :class:`~fxgate.models.features.FeatureEngine` (the serving code), labels from
+    :func:`~fxgate.models.labels.make_labels`. Walk-forward: the last part of the data is cut into ``folds``
+    consecutive test blocks; each block is predicted by models trained only on earlier bars whose label window
+    ends before the block starts minus an ``embargo`` (:mod:`~fxgate.models.ensemble.walk_forward`). Inside each
+    training set the latest ``calib_frac`` is held out (purged the same way) to calibrate each booster's
+    probability (:mod:`~fxgate.models.ensemble.calibration`). The boosters learn the direction of bars whose move
+    covered the cost (label +1 or -1).
+
+The Layer-1 rule (:meth:`TreeEnsemble.verdict`)
+    The calibrated P(up) of every model must agree on the direction (the candidate rule,
+    :func:`~fxgate.engine.core.records.candidate_direction`) and each confidence ``max(p, 1 - p)`` must be at least
+    the threshold (0.95 by default). The verdict carries every model's probability as a
+    :class:`~fxgate.engine.core.records.ModelProbability`, in model order.
+
+Serving
+    The boosters are flattened into numba kernels (:mod:`fxgate.models._trees`, :mod:`~fxgate.models.ensemble.row`)
+    whose outputs equal native ``predict``; the bundle (:mod:`~fxgate.models.ensemble.bundle`) stores a probe of
+    features with the expected calibrated probabilities so that :meth:`TreeEnsemble.load` proves the model it
+    serves is the model that was trained. ``bundle_hash`` covers the whole manifest (every file's sha256 included)
+    except its creation time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fxgate.engine.core.bars import Bars
+from fxgate.engine.core.errors import FxgateError
+from fxgate.engine.core.records import ModelProbability, candidate_direction
+from fxgate.engine.core.version import __version__
+from fxgate.models import _stats
+from fxgate.models._trees import FlatForest, FlatOblivious
+from fxgate.models.ensemble import bundle
+from fxgate.models.ensemble.boosters import ADAPTERS, MODEL_NAMES, Explanation, library_versions
+from fxgate.models.ensemble.bundle import BundleError
+from fxgate.models.ensemble.calibration import Calibrator
+from fxgate.models.ensemble.config import EnsembleConfig
+from fxgate.models.ensemble.metrics import block_metrics, reliability, silence_note
+from fxgate.models.ensemble.row import L1Row, l1_row
+from fxgate.models.ensemble.walk_forward import purged_walk_forward, split_calibration
+from fxgate.models.features import FEATURE_ENGINE_VERSION, FeatureEngine, MadWinsorizer, feature_names
+from fxgate.models.labels import Labels, LabelSpec, make_labels
+
+__all__ = ["TreeEnsemble", "L1Verdict"]
+
+_DEFAULT_CONFIG = EnsembleConfig()  # frozen: safe to share as a default argument
+
+
+@dataclass(frozen=True, slots=True)
+class L1Verdict:
+    passed: bool
+    direction: str  # "BUY" | "SELL" | "NONE"
+    probs: tuple[ModelProbability, ...]  # calibrated P(up) per model, in model order
+    confidence: float  # the weakest model's confidence in the agreed direction (0 if they disagree)
+    threshold: float
+    reason: str
+
+
+class TreeEnsemble:
+    """The calibrated boosters with their compiled evaluators (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, Any] = {}
+        self.calibrators: dict[str, Calibrator] = {}
+        self.compiled: dict[str, FlatForest | FlatOblivious] = {}
+        self.winsor = MadWinsorizer()
+        self.feature_names: list[str] = feature_names()
+        self.timeframe = ""
+        self.symbol = ""
+        self.label_spec = LabelSpec()
+        self.config = EnsembleConfig()
+        self.manifest: dict[str, Any] = {}
+        self._row_args: L1Row | None = None
+        self.directory: Path | None = None  # the bundle directory it was loaded from
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.models)
+
+    # -- training ------------------------------------------------------------------------------------------------
+    def fit(
+        self,
+        bars: Bars,
+        spec: LabelSpec,
+        cfg: EnsembleConfig = _DEFAULT_CONFIG,
+        progress: Callable[[str], None] | None = None,
+        *,
+        evaluate: bool = True,
+    ) -> dict[str, Any]:
+        """Walk-forward evaluation, then the final fit on all labelled bars. Returns the report (also kept in
+        ``self.manifest['metrics']``). ``evaluate=False`` skips the walk-forward folds (replay refits, whose
+        out-of-sample figures come from the replay itself)."""
+        say = progress or (lambda _msg: None)
+        self.timeframe, self.symbol, self.label_spec, self.config = bars.timeframe, bars.symbol, spec, cfg
+        embargo = spec.horizon if cfg.embargo is None else cfg.embargo
+        x = FeatureEngine(bars.timeframe).batch(bars)
+        lab = make_labels(bars, spec)
+        usable = lab.valid & (np.arange(len(bars)) >= 61)
+        folds = purged_walk_forward(usable, lab.end, cfg.folds, cfg.test_frac, embargo) if evaluate else []
+        fold_reports = []
+        pooled: dict[str, list[np.ndarray]] = {m: [] for m in MODEL_NAMES}
+        pooled_y: list[np.ndarray] = []
+        pooled_ret: list[np.ndarray] = []
+        for k, (train, test) in enumerate(folds):
+            say(f"fold {k + 1}/{len(folds)}: train {len(train)} bars, test {len(test)} bars")
+            if len(train) < 200 or len(test) == 0:
+                raise FxgateError(
+                    f"fold {k + 1} has {len(train)} training and {len(test)} test bars; need >= 200 training bars. "
+                    "Fix: give more data, fewer folds, or a smaller test_frac"
+                )
+            part = self._fit_on(x, lab, train, embargo)
+            p = part._calibrated_native(x[test])
+            rep = block_metrics(p, lab.y[test], lab.ret[test], cfg.threshold)
+            rep.update(
+                fold=k + 1,
+                train_bars=int(len(train)),
+                test_start=int(bars.ts[test[0]]),
+                test_end=int(bars.ts[test[-1]]),
+            )
+            fold_reports.append(rep)
+            for m in MODEL_NAMES:
+                pooled[m].append(p[m])
+            pooled_y.append(lab.y[test])
+            pooled_ret.append(lab.ret[test])
+        if fold_reports:
+            pool = {m: np.concatenate(v) for m, v in pooled.items()}
+            y_all, ret_all = np.concatenate(pooled_y), np.concatenate(pooled_ret)
+            overall = block_metrics(pool, y_all, ret_all, cfg.threshold)
+            dec = y_all != 0
+            table = {m: reliability(pool[m][dec], (y_all[dec] > 0).astype(int)) for m in MODEL_NAMES}
+        else:
+            overall, table = None, {}
+        say("final fit on all labelled bars")
+        final_train = np.flatnonzero(usable)
+        fitted = self._fit_on(x, lab, final_train, embargo)
+        self.models, self.calibrators, self.winsor = fitted.models, fitted.calibrators, fitted.winsor
+        self._compile()
+        last_end = lab.last_end(final_train)  # max over the samples' label ends: triple-barrier ends are not monotone
+        report = {
+            "folds": fold_reports,
+            "overall_oos": overall,
+            "reliability_oos": table,
+            "silence": silence_note(overall, cfg.threshold) if overall else None,
+        }
+        self.manifest = _stats.json_safe(
+            {
+                "bundle_format": bundle.BUNDLE_FORMAT,
+                "fxgate_version": __version__,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "symbol": bars.symbol,
+                "timeframe": bars.timeframe,
+                "feature_engine_version": FEATURE_ENGINE_VERSION,
+                "feature_names": self.feature_names,
+                "label_spec": spec.to_dict(),
+                "config": asdict(cfg),
+                "embargo": embargo,
+                # the last bar any training label looked at: replays must start after it
+                "training_window": {
+                    "first_ts": int(bars.ts[final_train[0]]),
+                    "last_ts": int(bars.ts[final_train[-1]]),
+                    "last_label_end_ts": int(bars.ts[last_end]),
+                },
+                "calibrators": {m: asdict(c) for m, c in self.calibrators.items()},
+                "winsorizer": self.winsor.to_dict(),
+                "metrics": report,
+                "libraries": library_versions(),
+            }
+        )
+        return report
+
+    def _fit_on(self, x: np.ndarray, lab: Labels, train: np.ndarray, embargo: int) -> TreeEnsemble:
+        fit_idx, cal_idx = split_calibration(train, lab.end, self.config.calib_frac, embargo)
+        fit_idx = fit_idx[lab.y[fit_idx] != 0]
+        cal_idx = cal_idx[lab.y[cal_idx] != 0]
+        out = TreeEnsemble()
+        out.config = self.config
+        out.winsor = MadWinsorizer().fit(x[fit_idx])
+        xf = out.winsor.transform(x[fit_idx])
+        yf = (lab.y[fit_idx] > 0).astype(int)
+        out.models = {a.name: a.train(xf, yf, self.config) for a in ADAPTERS}
+        xc = out.winsor.transform(x[cal_idx])
+        yc = (lab.y[cal_idx] > 0).astype(int)
+        out.calibrators = {a.name: Calibrator.fit(a.proba(out.models[a.name], xc), yc) for a in ADAPTERS}
+        return out
+
+    def _calibrated_native(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        z = self.winsor.transform(x)
+        return {a.name: self.calibrators[a.name](a.proba(self.models[a.name], z)) for a in ADAPTERS}
+
+    def _compile(self) -> None:
+        self.compiled = {a.name: a.flatten(self.models[a.name]) for a in ADAPTERS}
+        self._row_args = L1Row.build(
+            self.winsor, [self.compiled[m] for m in MODEL_NAMES], [self.calibrators[m] for m in MODEL_NAMES]
+        )
+
+    # -- inference -----------------------------------------------------------------------------------------------
+    def predict_row(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated P(up) of every model for one feature vector, in one compiled call (the live path)."""
+        out = np.empty(len(MODEL_NAMES))
+        l1_row(np.ascontiguousarray(x, dtype=np.float64), self._row_args, out)
+        return out
+
+    def predict_proba(self, x: np.ndarray, *, native: bool = False) -> np.ndarray:
+        """Calibrated P(up) per model, columns in :data:`MODEL_NAMES` order, for feature rows ``x``."""
+        x2 = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        if native:
+            p = self._calibrated_native(x2)
+            return np.column_stack([p[m] for m in MODEL_NAMES])
+        xw = self.winsor.transform(x2)
+        cols = []
+        for m in MODEL_NAMES:
+            marg = self.compiled[m].margins(xw)[:, 0]
+            cols.append(self.calibrators[m](1.0 / (1.0 + np.exp(-marg))))
+        return np.column_stack(cols)
+
+    def explain(self, x: np.ndarray) -> tuple[Explanation, ...]:
+        """Each model's TreeSHAP attributions for one feature vector (winsorized as the models see it), in model
+        order. Native TreeSHAP costs milliseconds: for bars that are asked about, not every bar."""
+        z = self.winsor.transform(np.asarray(x, dtype=np.float64)[None, :])[0]
+        return tuple(a.explain(self.models[a.name], z) for a in ADAPTERS)
+
+    def verdict(self, x: np.ndarray, threshold: float | None = None) -> L1Verdict:
+        """The Layer-1 rule on one feature vector."""
+        return self.verdict_from_probs(self.predict_row(x), threshold)
+
+    def verdict_from_probs(self, p: np.ndarray, threshold: float | None = None) -> L1Verdict:
+        """The Layer-1 rule on already computed calibrated P(up) (one per model, MODEL_NAMES order)."""
+        thr = self.config.threshold if threshold is None else threshold
+        probs = tuple(ModelProbability(m, float(v)) for m, v in zip(MODEL_NAMES, p, strict=True))
+        if not np.all(np.isfinite(p)):
+            return L1Verdict(False, "NONE", probs, 0.0, thr, "non-finite model output")
+        up = p >= 0.5
+        if candidate_direction(p) == 0:
+            votes = ", ".join(
+                f"{m} {'up' if u else 'down'} {v:.3f}" for m, u, v in zip(MODEL_NAMES, up, p, strict=True)
+            )
+            return L1Verdict(False, "NONE", probs, 0.0, thr, f"models disagree ({votes})")
+        conf = np.where(up, p, 1 - p)
+        direction = "BUY" if up[0] else "SELL"
+        weakest = int(np.argmin(conf))
+        if conf[weakest] < thr:
+            return L1Verdict(
+                False,
+                "NONE",
+                probs,
+                float(conf[weakest]),
+                thr,
+                f"all say {direction} but {MODEL_NAMES[weakest]} confidence {conf[weakest]:.3f} < {thr}",
+            )
+        return L1Verdict(
+            True,
+            direction,
+            probs,
+            float(conf.min()),
+            thr,
+            f"all three say {direction} with confidence >= {thr} (min {conf.min():.3f})",
+        )
+
+    # -- bundle --------------------------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write the bundle (:mod:`~fxgate.models.ensemble.bundle`): the native model files, the manifest with each
+        file's sha256 and a parity probe, and the manifest's own hash."""
+        d = Path(directory)
+        rng = np.random.default_rng(0)
+        med, mad = self.winsor.median, np.where(self.winsor.mad > 0, self.winsor.mad, 1e-3)
+        probe = med + rng.normal(0, 2, size=(32, len(med))) * mad
+        probe[rng.random(probe.shape) < 0.05] = np.nan
+        self.manifest = bundle.write(d, self.models, self.manifest, probe, self.predict_proba(probe, native=True))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TreeEnsemble:
+        """Load and verify a bundle (:mod:`~fxgate.models.ensemble.bundle`): the manifest against its sidecar hash,
+        its shape, every model file's sha256 (over the very bytes then loaded), the feature list and engine version,
+        and that native and compiled predictions reproduce the stored probe."""
+        d = Path(directory)
+        man, blobs = bundle.read(d)
+        mpath = d / bundle.MANIFEST
+        ens = cls()
+        ens.manifest, ens.directory = man, d
+        ens.timeframe, ens.symbol = man["timeframe"], man["symbol"]
+        ens.label_spec = bundle.from_manifest(mpath, "label_spec", lambda: LabelSpec(**man["label_spec"]))
+        ens.config = bundle.from_manifest(mpath, "config", lambda: EnsembleConfig(**man["config"]))
+        ens.winsor = bundle.from_manifest(mpath, "winsorizer", lambda: MadWinsorizer.from_dict(man["winsorizer"]))
+        ens.calibrators = bundle.from_manifest(
+            mpath, "calibrators", lambda: {m: Calibrator(**man["calibrators"][m]) for m in MODEL_NAMES}
+        )
+        try:
+            ens.models = {a.name: a.load(blobs[a.name]) for a in ADAPTERS}
+        except Exception as exc:  # the libraries raise their own error types on a file they cannot parse
+            raise BundleError(
+                f"{d}: a model file matches its sha256 but its library cannot read it ({exc}); the "
+                f"installed {'/'.join(MODEL_NAMES)} may be too old. Fix: install the versions in "
+                f"{bundle.MANIFEST} 'libraries' or refit"
+            ) from exc
+        ens._compile()
+        bundle.check_probe(d, man, ens.predict_proba)
+        return ens
+
+    @property
+    def bundle_hash(self) -> str:
+        """sha256 of the canonical JSON of the whole manifest except its creation time: the model files' sha256,
+        the calibrators, the feature list, the training window, symbol, timeframe and label spec. (Before
+        :meth:`save` the manifest has no files yet, so a refit that is never saved is named by its metadata.)"""
+        body = {k: v for k, v in self.manifest.items() if k != "created"}
+        return hashlib.sha256(_stats.strict_dumps(body, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,156 @@
+"""The per-bar Layer-1 path in one compiled call: winsorize a feature row, evaluate every booster, calibrate.
+
+The gate calls :meth:`~fxgate.models.ensemble.model.TreeEnsemble.predict_row` once per bar; one numba call keeps
+it at microseconds where the three native ``predict`` calls take far longer (``benchmarks/bench_ensemble.py``).
+Each kernel argument is a named tuple (numba passes them by their fields), so a kernel reads ``f.roots``, not the
+eighth of a dozen positional arrays. The tree walk is :func:`fxgate.models._trees.leaf`, the batch kernels' own,
+so the row path and :meth:`FlatForest.margins <fxgate.models._trees.FlatForest.margins>` agree exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from fxgate.engine.core.jit import kernel
+from fxgate.models._trees import XGB, FlatForest, FlatOblivious, leaf
+from fxgate.models.ensemble.calibration import CalibrationArrays, Calibrator, calibrate
+from fxgate.models.features import MadWinsorizer
+
+__all__ = ["ForestRow", "ObliviousRow", "L1Row", "l1_row"]
+
+
+class ForestRow(NamedTuple):
+    """A binary :class:`FlatForest` as the one-row kernel reads it."""
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    default_left: np.ndarray
+    missing: np.ndarray
+    value: np.ndarray
+    roots: np.ndarray
+    base: float  # the base margin of the one class
+    rule: int  # XGB or LGBM
+
+
+class ObliviousRow(NamedTuple):
+    """A binary :class:`FlatOblivious` as the one-row kernel reads it."""
+
+    split_off: np.ndarray
+    split_feature: np.ndarray
+    border: np.ndarray
+    leaf_off: np.ndarray
+    leaf_values: np.ndarray
+    nan_true: np.ndarray
+    scale: float
+    bias: float  # the bias of the one class
+
+
+def _forest_row_py(x, f):  # type: ignore[no-untyped-def]
+    """One row through a binary forest (``f``: :class:`ForestRow`): the margin, with the leaf walk of
+    :func:`_forest_py`."""
+    acc32 = np.float32(f.base)
+    acc = f.base
+    for t in range(len(f.roots)):
+        node = leaf(x, f.roots[t], f.feature, f.threshold, f.left, f.right, f.default_left, f.missing, f.rule)
+        if f.rule == XGB:
+            acc32 = acc32 + np.float32(f.value[node])
+        else:
+            acc += f.value[node]
+    return float(acc32) if f.rule == XGB else acc
+
+
+def _oblivious_row_py(x, f):  # type: ignore[no-untyped-def]
+    """One row through binary oblivious trees (``f``: :class:`ObliviousRow`): the margin."""
+    s = 0.0
+    for t in range(len(f.split_off) - 1):
+        idx = 0
+        for j in range(f.split_off[t], f.split_off[t + 1]):
+            v = x[f.split_feature[j]]
+            bit = f.nan_true[f.split_feature[j]] if np.isnan(v) else np.float32(v) > f.border[j]
+            if bit:
+                idx |= 1 << (j - f.split_off[t])
+        s += f.leaf_values[f.leaf_off[t] + idx]
+    return f.scale * s + f.bias
+
+
+_forest_row = kernel(_forest_row_py, fastmath=False)
+_oblivious_row = kernel(_oblivious_row_py, fastmath=False)
+
+
+def forest_row(f: FlatForest) -> ForestRow:
+    if f.n_class != 1:
+        raise ValueError("the one-row Layer-1 kernel takes binary models")
+    return ForestRow(
+        f.feature,
+        f.threshold,
+        f.left,
+        f.right,
+        f.default_left,
+        f.missing,
+        f.value,
+        f.roots,
+        float(f.base[0]),
+        f.rule,
+    )
+
+
+def oblivious_row(f: FlatOblivious) -> ObliviousRow:
+    if f.n_class != 1:
+        raise ValueError("the one-row Layer-1 kernel takes binary models")
+    return ObliviousRow(
+        f.split_off, f.split_feature, f.border, f.leaf_off, f.leaf_values, f.nan_true, float(f.scale), float(f.bias[0])
+    )
+
+
+class L1Row(NamedTuple):
+    """Everything :func:`l1_row` reads: the winsorizer's clips, the models, their calibrators. Output slot ``k`` is
+    model ``k`` in model order; the forest models come first in that order, then the oblivious ones."""
+
+    lo: np.ndarray  # per feature: median - k * MAD (-inf where the MAD is 0: the feature is not clipped)
+    hi: np.ndarray  # median + k * MAD (+inf likewise)
+    forests: tuple[ForestRow, ...]
+    oblivious: tuple[ObliviousRow, ...]
+    calibration: tuple[CalibrationArrays, ...]  # one per model, model order
+
+    @classmethod
+    def build(
+        cls, winsor: MadWinsorizer, models: Sequence[FlatForest | FlatOblivious], calibrators: Sequence[Calibrator]
+    ) -> L1Row:
+        """From the fitted winsorizer and, in model order, the flattened models and their calibrators."""
+        forests = [m for m in models if isinstance(m, FlatForest)]
+        if any(isinstance(m, FlatForest) for m in models[len(forests) :]):
+            raise ValueError("the one-row kernel takes the forest models first in model order, then the oblivious")
+        w = winsor
+        return cls(
+            np.where(w.mad > 0, w.median - w.k * w.mad, -np.inf),
+            np.where(w.mad > 0, w.median + w.k * w.mad, np.inf),
+            tuple(forest_row(m) for m in forests),
+            tuple(oblivious_row(m) for m in models[len(forests) :]),
+            tuple(c.arrays() for c in calibrators),
+        )
+
+
+def _l1_row_py(x, a, out):  # type: ignore[no-untyped-def]
+    """Winsorize the feature row ``x``, evaluate every model of ``a`` (:class:`L1Row`), calibrate: ``out[k]`` =
+    model ``k``'s calibrated P(up)."""
+    n = len(x)
+    z = np.empty(n)
+    for i in range(n):
+        v = x[i]
+        z[i] = v if np.isnan(v) else min(max(v, a.lo[i]), a.hi[i])
+    k = 0
+    for f in a.forests:
+        out[k] = calibrate(1.0 / (1.0 + math.exp(-_forest_row(z, f))), a.calibration[k])
+        k += 1
+    for f in a.oblivious:
+        out[k] = calibrate(1.0 / (1.0 + math.exp(-_oblivious_row(z, f))), a.calibration[k])
+        k += 1
+
+
+l1_row = kernel(_l1_row_py, fastmath=False)
