@@ -165,9 +165,9 @@ class Debate:
         risk: RiskAnswer | None = None
 
         def failed(role: str, rnd: int, g: Generation | None, error: str) -> DebateVerdict:
+            # the risk manager speaks last: a failed turn never has its answer
             turns.append(DebateTurn(role, rnd, self.runtimes[role].sha256[:16], g, error))
-            approve, frac = (risk.approve, risk.size_fraction) if risk is not None else (None, None)
-            return DebateVerdict(False, f"{role} (round {rnd}): {error}", bull, bear, approve, frac, tuple(turns))
+            return DebateVerdict(False, f"{role} (round {rnd}): {error}", bull, bear, transcript=tuple(turns))
 
         plan = [(r, role) for r in range(1, self.rounds + 1) for role in ("bull", "bear")] + [(self.rounds, "risk")]
         for rnd, role in plan:
