@@ -24,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import write_json  # noqa: E402
 
+from fxgate.training import _optional  # noqa: E402 - torch, peft, transformers: the train extra, with its hint
+
 R1_QWEN_7B = {
     "hidden_size": 3584,
     "intermediate_size": 18944,
@@ -50,8 +52,7 @@ PEAK_BF16 = 989e12
 
 def chunked_ce(hidden, lm_head, labels, chunk: int = 2048):  # type: ignore[no-untyped-def]
     """Next-token cross-entropy over ``chunk`` positions at a time (the [T x V] logits never exist at once)."""
-    import torch
-
+    torch = _optional.torch()
     h, y = hidden[:, :-1].reshape(-1, hidden.shape[-1]), labels[:, 1:].reshape(-1)
     total = torch.zeros((), device=hidden.device, dtype=torch.float32)
     for i in range(0, h.shape[0], chunk):
@@ -70,25 +71,23 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
 
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
+    torch, peft, tf = _optional.torch(), _optional.peft(), _optional.transformers()
     gpu = torch.cuda.is_available()
     dev = torch.device("cuda" if gpu else "cpu")
     dtype = torch.bfloat16 if gpu else torch.float32
     shape = TINY if a.tiny or not gpu else R1_QWEN_7B
     tokens = a.tokens if gpu else min(a.tokens, 512)
     torch.manual_seed(0)
-    cfg = Qwen2Config(**shape, attn_implementation="sdpa")
+    cfg = tf.Qwen2Config(**shape, attn_implementation="sdpa")
     with torch.device(dev):
-        model = Qwen2ForCausalLM(cfg).to(dtype)
+        model = tf.Qwen2ForCausalLM(cfg).to(dtype)
     n_params = sum(p.numel() for p in model.parameters())
     if a.variant == "baseline":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    model = get_peft_model(
-        model, LoraConfig(r=64, lora_alpha=128, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+    model = peft.get_peft_model(
+        model,
+        peft.LoraConfig(r=64, lora_alpha=128, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM"),
     )
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-5)
     ids = torch.randint(0, shape["vocab_size"], (1, tokens), device=dev)

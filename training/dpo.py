@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fxgate.training import _optional
 from fxgate.training.presets import Preset, get_preset
 from fxgate.training.sft import _has_gpu, _lines, _render, judge_renderer, lora_config, parser, setup
 
@@ -44,13 +45,11 @@ def train_dpo(
     resume: bool = False,
     max_steps: int | None = None,
 ) -> dict[str, Any]:
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
-
+    trl = _optional.trl()
     out = Path(out)
     model, tok = setup(base, preset)
-    ds = Dataset.from_list(dpo_examples(data, tok, preset.max_dpo_pairs))
-    cfg = DPOConfig(
+    ds = _optional.hf_datasets().Dataset.from_list(dpo_examples(data, tok, preset.max_dpo_pairs))
+    cfg = trl.DPOConfig(
         output_dir=str(out),
         num_train_epochs=preset.dpo_epochs,
         learning_rate=preset.dpo_lr,
@@ -69,7 +68,7 @@ def train_dpo(
         disable_tqdm=True,
         use_cpu=not _has_gpu(),
     )
-    trainer = DPOTrainer(
+    trainer = trl.DPOTrainer(
         model=model, ref_model=None, args=cfg, train_dataset=ds, processing_class=tok, peft_config=lora_config(preset)
     )
     has_ckpt = any(out.glob("checkpoint-*"))

@@ -31,6 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from fxgate.models._stats import wilson
+from fxgate.models.llm import LlmError, LlmRuntime, LlmSettings, grammar_for
+from fxgate.models.prompt import ContextOverflow, load_template
 from fxgate.training.datasets import DatasetError
 
 __all__ = ["evaluate", "score", "ece"]
@@ -52,8 +55,6 @@ def ece(certainty: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
 
 def score(answers: list[str | None], certainty: list[float | None], targets: list[str], threshold: float) -> dict:
     """The metrics of one set of verdicts (``None`` = no usable answer)."""
-    from fxgate.models._stats import wilson
-
     n = len(targets)
     right = [a == t for a, t in zip(answers, targets, strict=True)]
     conf = [
@@ -107,9 +108,6 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` (a GGUF file) on ``data``'s test split and the baselines; return the report."""
-    from fxgate.models.llm import LlmError, LlmRuntime, LlmSettings, grammar_for
-    from fxgate.models.prompt import ContextOverflow, load_template
-
     data = Path(data)
     mp = Path(model)
     if mp.is_dir():
@@ -173,8 +171,8 @@ def evaluate(
             continue
         if g.parsed is None:
             errors["malformed answer"] += 1
-        answers.append(g.parsed["direction"] if g.parsed else None)
-        certs.append(g.parsed["certainty"] if g.parsed else None)
+        answers.append(g.parsed.direction if g.parsed else None)
+        certs.append(g.parsed.certainty if g.parsed else None)
         if progress:
             progress(k + 1, len(rows))
     rt.close()

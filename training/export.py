@@ -20,6 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from fxgate.models.llm import load_llama
+from fxgate.training import _optional
+
 __all__ = ["export_gguf", "parity_check", "ParityError", "FTYPES", "load_tokenizer"]
 
 FTYPES = ("f16", "q8_0", "f32")
@@ -32,14 +35,12 @@ class ParityError(RuntimeError):
 def load_tokenizer(model_dir: str | Path) -> Any:
     """The tokenizer exactly as ``tokenizer.json`` defines it. (``AutoTokenizer`` would pick the class named by the
     model type — for ``qwen2`` it adds an ``<|endoftext|>`` unknown token that the file does not have.)"""
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast.from_pretrained(model_dir)
+    return _optional.transformers().PreTrainedTokenizerFast.from_pretrained(model_dir)
 
 
 def _tokenizer_tables(tok: Any) -> tuple[list[str], list[int], list[str], dict[str, int]]:
     """Tokens in id order, their GGUF token types, the BPE merges, and the special-token ids."""
-    import gguf
+    gguf = _optional.gguf()
 
     tj = json.loads(tok.backend_tokenizer.to_str())
     if tj["model"]["type"] != "BPE":
@@ -65,21 +66,16 @@ def _tokenizer_tables(tok: Any) -> tuple[list[str], list[int], list[str], dict[s
 
 def export_gguf(model_dir: str | Path, out: str | Path, ftype: str = "f16", *, name: str = "") -> Path:
     """Write the Qwen2 model saved in ``model_dir`` (config.json, weights, tokenizer) as a GGUF file."""
-    import gguf
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
+    gguf, torch, tf = _optional.gguf(), _optional.torch(), _optional.transformers()
+    tf.utils.logging.disable_progress_bar()
     if ftype not in FTYPES:
         raise ValueError(f"ftype {ftype!r}: use one of {', '.join(FTYPES)}")
     model_dir, out = Path(model_dir), Path(out)
-    cfg = AutoConfig.from_pretrained(model_dir)
+    cfg = tf.AutoConfig.from_pretrained(model_dir)
     if cfg.model_type != "qwen2":
         raise ValueError(f"{model_dir}: model_type {cfg.model_type!r}; this exporter writes Qwen2 models only")
     tok = load_tokenizer(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = tf.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     state = {k: v.detach().to(torch.float32).numpy() for k, v in model.state_dict().items()}
     if cfg.tie_word_embeddings:
         state.pop("lm_head.weight", None)
@@ -169,11 +165,7 @@ def parity_check(
       at that scale);
     * Q8_0: next-token argmax at the last position of every prompt agrees with torch on >= ``top1_min``.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from fxgate.models.llm import load_llama
-
+    torch, tf = _optional.torch(), _optional.transformers()
     prompts = list(dict.fromkeys(prompts))  # distinct, first occurrence order
     if len(prompts) < min_prompts:
         raise ParityError(
@@ -183,7 +175,7 @@ def parity_check(
     if len(prompts) < n_logit_prompts:
         raise ParityError(f"{len(prompts)} prompts, fewer than the {n_logit_prompts} the F16 logit check compares")
     tok = load_tokenizer(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = tf.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     f16 = load_llama(gguf_f16, n_ctx=n_ctx, logits_all=True, seed=0)
     report: dict[str, Any] = {"prompts": len(prompts)}
     mism = []

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fxgate.training.datasets import DatasetError
+from fxgate.training.errors import DatasetError
 
 __all__ = [
     "import_jsonl",

@@ -22,8 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from fxgate.engine.core.config import NANO_GGUF, NANO_VERSION, cache_dir, nano_dir
+from fxgate.engine.core.config import NANO_GGUF, NANO_VERSION, nano_dir
 from fxgate.engine.core.hashing import file_sha256
+from fxgate.engine.core.records import ModelProbability, ModuleResult
+from fxgate.models.prompt import KEY_FEATURES, R1_CHAT_TEMPLATE, formulas_of, load_template, prompt_values, render_chat
+from fxgate.modules import REGISTRY
+from fxgate.training import _optional
+from fxgate.training.export import export_gguf, parity_check
 
 __all__ = [
     "NANO_VERSION",
@@ -33,7 +38,6 @@ __all__ = [
     "build_tokenizer",
     "build_nano",
     "ensure_nano",
-    "cache_dir",
     "sample_prompts",
 ]
 
@@ -64,8 +68,6 @@ NANO_CONFIG = {
 def sample_prompts(n: int, seed: int = 0) -> list[str]:
     """``n`` chat-rendered prompts of every role with random (but plausible) numbers, with answers: the corpus the
     nano tokenizer is trained on and the prompts the parity check compares."""
-    from fxgate.models.prompt import KEY_FEATURES, R1_CHAT_TEMPLATE, load_template, prompt_values, render_chat
-
     rng = np.random.default_rng(seed)
     tpls = [load_template(f"{r}.v1") for r in ("judge", "bull", "bear", "risk")]
     out = []
@@ -86,17 +88,18 @@ def sample_prompts(n: int, seed: int = 0) -> list[str]:
             },
             direction=d,
             horizon=int(rng.integers(1, 5)),
-            probs={m: float(rng.uniform(0, 1)) for m in ("xgboost", "lightgbm", "catboost")},
+            probs=tuple(ModelProbability(m, float(rng.uniform(0, 1))) for m in ("xgboost", "lightgbm", "catboost")),
             features={k: float(rng.normal()) for k in KEY_FEATURES},
-            modules=[
-                {
-                    "module": "vpin",
-                    "passed": bool(rng.integers(2)),
-                    "score": float(rng.uniform()),
-                    "threshold": 0.5,
-                    "reason": "toxicity below its 90th percentile",
-                }
-            ],
+            modules=(
+                ModuleResult(
+                    name="vpin",
+                    passed=bool(rng.integers(2)),
+                    score=float(rng.uniform()),
+                    threshold=0.5,
+                    reason="toxicity below its 90th percentile",
+                ),
+            ),
+            formulas=formulas_of([REGISTRY["vpin"]]),
             size=float(rng.uniform(0, 1)),
         )
         tpl = tpls[i % len(tpls)]
@@ -128,24 +131,20 @@ def sample_prompts(n: int, seed: int = 0) -> list[str]:
 def build_tokenizer(corpus: list[str], vocab_size: int = 1024) -> Any:
     """A byte-level BPE tokenizer with the Qwen2 split, R1-Distill's special tokens and its chat template, as a
     ``transformers.PreTrainedTokenizerFast``."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from fxgate.models.prompt import R1_CHAT_TEMPLATE
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
+    tk = _optional.tokenizers()
+    tok = tk.Tokenizer(tk.models.BPE())
+    tok.pre_tokenizer = tk.pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            tk.pre_tokenizers.Split(tk.Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
+    tok.decoder = tk.decoders.ByteLevel()
+    trainer = tk.trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
         show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=[],
     )
     # special tokens are not part of the BPE training text
@@ -153,9 +152,9 @@ def build_tokenizer(corpus: list[str], vocab_size: int = 1024) -> Any:
     for s in (*SPECIAL_TOKENS, *ADDED_TOKENS):
         clean = [c.replace(s, "\n") for c in clean]
     tok.train_from_iterator(clean, trainer)
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIAL_TOKENS])
-    tok.add_tokens([AddedToken(s, special=False, normalized=False) for s in ADDED_TOKENS])
-    fast = PreTrainedTokenizerFast(
+    tok.add_special_tokens([tk.AddedToken(s, special=True, normalized=False) for s in SPECIAL_TOKENS])
+    tok.add_tokens([tk.AddedToken(s, special=False, normalized=False) for s in ADDED_TOKENS])
+    fast = _optional.transformers().PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, clean_up_tokenization_spaces=False
     )
     fast.chat_template = R1_CHAT_TEMPLATE
@@ -165,14 +164,9 @@ def build_tokenizer(corpus: list[str], vocab_size: int = 1024) -> Any:
 def build_nano(out: str | Path, *, seed: int = 0, log: Any = None) -> dict[str, Any]:
     """Build the nano model into ``out``: ``hf/`` (torch weights + tokenizer), ``nano-f16.gguf``,
     ``nano-q8_0.gguf``, ``parity.json`` and ``manifest.json``. Returns the manifest."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    from fxgate.training.export import export_gguf, parity_check
-
+    torch, tf = _optional.torch(), _optional.transformers()
     say = log or (lambda msg: None)
-    hf_logging.disable_progress_bar()
+    tf.utils.logging.disable_progress_bar()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say("training the byte-level BPE tokenizer on rendered prompts")
@@ -183,14 +177,14 @@ def build_nano(out: str | Path, *, seed: int = 0, log: Any = None) -> dict[str, 
         f"vocab {len(tok)})"
     )
     torch.manual_seed(seed)
-    cfg = Qwen2Config(
+    cfg = tf.Qwen2Config(
         vocab_size=max(tok.get_vocab().values()) + 1,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         **NANO_CONFIG,
     )
-    model = Qwen2ForCausalLM(cfg).eval()
+    model = tf.Qwen2ForCausalLM(cfg).eval()
     hf = out / "hf"
     model.save_pretrained(hf)
     tok.save_pretrained(hf)

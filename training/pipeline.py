@@ -26,6 +26,14 @@ from typing import Any
 import numpy as np
 
 from fxgate.engine.core.hashing import file_sha256
+from fxgate.engine.loader import sample_path
+from fxgate.training import _optional, datasets
+from fxgate.training.dpo import train_dpo
+from fxgate.training.evaluate import evaluate
+from fxgate.training.export import export_gguf, load_tokenizer, parity_check
+from fxgate.training.nano import EOS, build_nano
+from fxgate.training.presets import get_preset
+from fxgate.training.sft import sft_examples, train_sft
 
 __all__ = ["merge", "write_modelfile", "write_manifest", "verify", "manifest_kind", "run_all", "MANIFEST"]
 
@@ -36,16 +44,10 @@ _SKIP_DIRS = ("checkpoint-",)
 
 def merge(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
     """Merge a LoRA adapter into its base model (fp32 on CPU, saved in the base's dtype)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    from fxgate.training.export import load_tokenizer
-
-    hf_logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    torch, tf = _optional.torch(), _optional.transformers()
+    tf.utils.logging.disable_progress_bar()
+    model = tf.AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    merged = _optional.peft().PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     out = Path(out)
     merged.save_pretrained(str(out))
     load_tokenizer(base).save_pretrained(str(out))
@@ -55,8 +57,6 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
 def write_modelfile(gguf: str | Path, out: str | Path, *, system: str = "") -> Path:
     """An Ollama Modelfile for an R1-Distill-style GGUF: its chat template as a Go template, the end-of-sentence
     token as the stop, greedy decoding."""
-    from fxgate.training.nano import EOS
-
     tpl = (
         "{{- if .System }}{{ .System }}{{ end }}"
         '{{- range .Messages }}{{- if eq .Role "user" }}<｜User｜>{{ .Content }}'
@@ -158,16 +158,14 @@ def verify(d: str | Path) -> list[str]:
         m = json.loads(mp.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         return [f"{mp}: unreadable ({exc}). Fix: copy the manifest again from the run"]
-    from fxgate.training.datasets import is_data_manifest
-
     if not isinstance(m, dict):
         return [f'{mp}: not a manifest (a JSON {type(m).__name__}, expected an object with "files")']
-    if is_data_manifest(m) and "files" not in m:
+    if datasets.is_data_manifest(m) and "files" not in m:
         return [
             f"{mp}: this is a `fxgate train data` manifest from before file hashes were recorded; verify checks "
             f"runs and data directories that list their files. Fix: rebuild it with `fxgate train data`"
         ]
-    if "fxgate_manifest" not in m and not is_data_manifest(m):
+    if "fxgate_manifest" not in m and not datasets.is_data_manifest(m):
         return [
             f"{mp}: not a manifest written by `fxgate train all` or `fxgate train data` (no fxgate_manifest "
             f"key). Fix: point at the run directory itself"
@@ -180,12 +178,12 @@ def verify(d: str | Path) -> list[str]:
         ]
     root = d.resolve()
     out = []
-    if not is_data_manifest(m) and not any(isinstance(k, str) and k.endswith(".gguf") for k in files):
+    if not datasets.is_data_manifest(m) and not any(isinstance(k, str) and k.endswith(".gguf") for k in files):
         out.append(
             f"{mp}: lists no .gguf file, so a copy that verifies would still hold no model. Fix: copy the "
             "manifest written by `fxgate train all` at the end of the run"
         )
-    if is_data_manifest(m) and not files:
+    if datasets.is_data_manifest(m) and not files:
         out.append(f"{mp}: lists no file. Fix: rebuild the data directory with `fxgate train data`")
     for rel, info in files.items():
         if not isinstance(rel, str) or not rel:
@@ -220,13 +218,11 @@ def verify(d: str | Path) -> list[str]:
 
 def manifest_kind(d: str | Path) -> str:
     """``"run"``, ``"data"`` or ``"unknown"``: what the manifest in ``d`` describes (for the CLI's message)."""
-    from fxgate.training.datasets import is_data_manifest
-
     try:
         m = json.loads((Path(d) / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return "unknown"
-    if is_data_manifest(m):
+    if datasets.is_data_manifest(m):
         return "data"
     return "run" if isinstance(m, dict) and "fxgate_manifest" in m else "unknown"
 
@@ -241,14 +237,6 @@ def run_all(
     eval_limit: int | None = None,
 ) -> dict[str, Any]:
     """The whole pipeline into ``out`` (see the module docstring); returns the manifest."""
-    from fxgate.engine.loader import sample_path
-    from fxgate.training import datasets
-    from fxgate.training.dpo import train_dpo
-    from fxgate.training.evaluate import evaluate
-    from fxgate.training.export import export_gguf, load_tokenizer, parity_check
-    from fxgate.training.presets import get_preset
-    from fxgate.training.sft import sft_examples, train_sft
-
     p = get_preset(preset_name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -270,8 +258,6 @@ def run_all(
     )
     done()
     if p.base == "nano" and base is None:
-        from fxgate.training.nano import build_nano
-
         done = step("base: the nano model (random 2-layer Qwen2 + its BPE tokenizer)")
         build_nano(out / "base", seed=p.seed)
         base_dir: str = str(out / "base" / "hf")
@@ -304,14 +290,12 @@ def run_all(
     done()
     write_modelfile(q8, out / "Modelfile")
     done = step("evaluation on the test split (accuracy, precision with Wilson CI, coverage, ECE, baselines)")
-    import torch
-
     ev = evaluate(
         q8,
         out / "data",
         limit=eval_limit if eval_limit is not None else p.eval_examples,
         think_budget=384,
-        n_gpu_layers=-1 if torch.cuda.is_available() else 0,
+        n_gpu_layers=-1 if _optional.torch().cuda.is_available() else 0,
     )
     (out / "eval.json").write_text(json.dumps(ev, indent=1))
     done()

@@ -29,6 +29,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fxgate.models.prompt import load_template, prompt_budget, render_chat
+from fxgate.training import _optional
+from fxgate.training.datasets import data_budget, served_prompt
+from fxgate.training.export import load_tokenizer
 from fxgate.training.presets import Preset, get_preset
 
 __all__ = ["sft_examples", "judge_renderer", "train_sft", "load_base", "main"]
@@ -39,8 +43,6 @@ def _lines(p: Path) -> list[dict[str, Any]]:
 
 
 def _render(tok: Any, messages: list[dict[str, str]]) -> str:
-    from fxgate.models.prompt import render_chat
-
     return render_chat(tok.chat_template, messages, bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
 
 
@@ -49,9 +51,6 @@ def judge_renderer(data: str | Path, tok: Any) -> Callable[[dict[str, Any]], str
     template ``values`` through :func:`fxgate.training.datasets.served_prompt` with the model's chat template and
     tokenizer, under the serving budget recorded in the data manifest (sections dropped least important first, as
     :meth:`fxgate.models.llm.LlmRuntime.build` does)."""
-    from fxgate.models.prompt import load_template, prompt_budget
-    from fxgate.training.datasets import data_budget, served_prompt
-
     d = Path(data)
     man = json.loads((d / "manifest.json").read_text()) if (d / "manifest.json").is_file() else {}
     tid = (man.get("template") or {}).get("id", "judge.v1")
@@ -107,22 +106,17 @@ def sft_examples(data: str | Path, tok: Any, limit: int | None = None, split: st
 
 
 def load_base(path: str | Path, preset: Preset) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from fxgate.training.export import load_tokenizer
-
+    torch, tf = _optional.torch(), _optional.transformers()
     dtype = torch.bfloat16 if preset.bf16 else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
+    model = tf.AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
     return model, load_tokenizer(path)
 
 
 def _fault_exit(step: int) -> Any:
     """Test hook: a callback that ends the process without cleanup right after the checkpoint of ``step`` (a
     simulated kill -9)."""
-    from transformers import TrainerCallback
 
-    class FaultExit(TrainerCallback):
+    class FaultExit(_optional.transformers().TrainerCallback):
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if state.global_step >= step:
                 os._exit(17)
@@ -132,19 +126,14 @@ def _fault_exit(step: int) -> Any:
 
 def setup(base: str | Path, preset: Preset) -> tuple[Any, Any]:
     """Quiet progress bars, then the base model and its tokenizer (shared by SFT and DPO)."""
-    from datasets import disable_progress_bars
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    disable_progress_bars()
+    _optional.transformers().utils.logging.disable_progress_bar()
+    _optional.hf_datasets().disable_progress_bars()
     return load_base(base, preset)
 
 
 def lora_config(preset: Preset) -> Any:
     """LoRA on every linear layer (and, for presets that ask, the output layer trained in full)."""
-    from peft import LoraConfig
-
-    return LoraConfig(
+    return _optional.peft().LoraConfig(
         r=preset.lora_r,
         lora_alpha=preset.lora_alpha,
         lora_dropout=preset.lora_dropout,
@@ -166,13 +155,11 @@ def train_sft(
 ) -> dict[str, Any]:
     """Train a LoRA adapter on ``base`` (``full=True``: every weight, for FSDP) and save it with the tokenizer to
     ``out/adapter`` (the full model, with ``full``); return the training metrics."""
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
+    trl = _optional.trl()
     out = Path(out)
     model, tok = setup(base, preset)
-    ds = Dataset.from_list(sft_examples(data, tok, preset.max_train_examples))
-    cfg = SFTConfig(
+    ds = _optional.hf_datasets().Dataset.from_list(sft_examples(data, tok, preset.max_train_examples))
+    cfg = trl.SFTConfig(
         output_dir=str(out),
         num_train_epochs=preset.sft_epochs,
         learning_rate=preset.sft_lr,
@@ -197,7 +184,7 @@ def train_sft(
     callbacks = []
     if os.environ.get("FXGATE_FAULT_EXIT_AT_STEP"):
         callbacks.append(_fault_exit(int(os.environ["FXGATE_FAULT_EXIT_AT_STEP"])))
-    trainer = SFTTrainer(
+    trainer = trl.SFTTrainer(
         model=model,
         args=cfg,
         train_dataset=ds,
@@ -223,9 +210,7 @@ def train_sft(
 
 
 def _has_gpu() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
+    return bool(_optional.torch().cuda.is_available())
 
 
 def parser(doc: str | None, *, base_required: bool, base_help: str) -> argparse.ArgumentParser:

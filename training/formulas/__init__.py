@@ -35,7 +35,7 @@ from fxgate.training.formulas.alpha101 import (
 )
 from fxgate.training.formulas.catalogue import CATALOGUE, CATEGORIES, NOT_BUILT_MODULES, Formula
 from fxgate.training.formulas.operators import delay, delta, ts_max, ts_min, ts_sum
-from fxgate.training.formulas.queries import by_category, counts, listing, module_formulas, rows, sft_samples
+from fxgate.training.formulas.queries import by_category, counts, listing, rows, sft_samples
 from fxgate.training.formulas.reference import (
     amihud,
     cvar_historical,
@@ -69,7 +69,6 @@ __all__ = [
     "by_category",
     "counts",
     "listing",
-    "module_formulas",
     "rows",
     "sft_samples",
     # causal operators

@@ -1,22 +1,14 @@
 """What is asked of the catalogue: entries per category and their counts, the ``fxgate train formulas --list``
-table, the formula-knowledge SFT conversations, and the formula lines of the certainty modules a prompt shows."""
+table, and the formula-knowledge SFT conversations."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
 from typing import Any
 
-from fxgate.modules import REGISTRY
 from fxgate.training.formulas.catalogue import CATALOGUE, CATEGORIES, Formula
 
-__all__ = ["by_category", "counts", "rows", "listing", "sft_samples", "module_formulas"]
-
-
-def module_formulas(modules: Iterable[str]) -> str:
-    """Catalogue context for a prompt: the formula and citation of each certainty module named (registry names, e.g.
-    ``"vpin"``), one line each, from the module class itself; names that are not registered modules are skipped."""
-    return "\n".join(f"- {m}: {REGISTRY[m].formula} ({REGISTRY[m].citation})" for m in modules if m in REGISTRY)
+__all__ = ["by_category", "counts", "rows", "listing", "sft_samples"]
 
 
 def by_category() -> dict[str, list[Formula]]:
