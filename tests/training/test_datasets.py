@@ -338,7 +338,7 @@ def _snapshot(d):
 def test_a_failed_build_leaves_the_previous_build_byte_identical(built, tmp_path, monkeypatch):
     import shutil
 
-    from fxgate.training import datasets
+    from fxgate.training.datasets import builder
 
     src, out, _ = built
     d = tmp_path / "data"
@@ -350,7 +350,7 @@ def test_a_failed_build_leaves_the_previous_build_byte_identical(built, tmp_path
         build([src], d, SplitSpec(horizon=1, spread=1e-4), jsonl=[bad])
     assert _snapshot(d) == before
     calls = {"n": 0}
-    real = datasets._rejected
+    real = builder.rejected
 
     def dies(r):
         calls["n"] += 1
@@ -358,7 +358,7 @@ def test_a_failed_build_leaves_the_previous_build_byte_identical(built, tmp_path
             raise OSError(28, "No space left on device")
         return real(r)
 
-    monkeypatch.setattr(datasets, "_rejected", dies)
+    monkeypatch.setattr(builder, "rejected", dies)
     with pytest.raises(OSError, match="No space left"):
         build([src], d, SplitSpec(horizon=1, spread=1e-4))
     assert calls["n"] == 1500 and _snapshot(d) == before
