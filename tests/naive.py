@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from math import erf, gamma, pi, sqrt
+
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 NY = "America/New_York"
 
@@ -131,8 +134,6 @@ def alpha158_pandas(o, h, low, c, v, windows=(5, 10, 20, 30, 60)) -> pd.DataFram
 def realized_vol_pandas(c, bpd: int, lm_k: int) -> pd.DataFrame:
     """HAR-RV (Corsi 2009), bipower variation, BNS ratio statistic (Huang & Tauchen 2005) and Lee-Mykland (2008)
     written with pandas rolling sums."""
-    from math import gamma, pi
-
     r = np.log(pd.Series(np.asarray(c, dtype=float))).diff()
     ar = r.abs()
     bvp = ar * ar.shift(1)
@@ -160,8 +161,6 @@ def vpin_naive(close, volume, bucket, sigma_window=100, n_buckets=50):
     """VPIN straight from Easley, Lopez de Prado & O'Hara (2012): BVC with sigma of the last sigma_window price
     changes, equal-volume buckets, VPIN = mean |V_buy - V_sell| / V_b over the last n buckets. Returns the VPIN value
     after each bar (NaN before n buckets)."""
-    from math import erf, sqrt
-
     out = np.full(len(close), np.nan)
     diffs: list[float] = []
     buckets: list[float] = []
@@ -190,15 +189,13 @@ def vpin_naive(close, volume, bucket, sigma_window=100, n_buckets=50):
 def bocpd_naive(x, hazard_lambda=250.0, mu0=0.0, kappa0=1.0, alpha0=1.0, beta0=1.0):
     """Untruncated Adams & MacKay (2007) recursion with a Normal-Gamma prior, in plain numpy/scipy.
     Returns the run-length distribution after each observation (list of arrays of growing length)."""
-    from scipy import stats as st
-
     h = 1.0 / hazard_lambda
     p = np.array([1.0])
     mu, kappa, alpha, beta = (np.array([v]) for v in (mu0, kappa0, alpha0, beta0))
     out = []
     for xt in x:
         scale = np.sqrt(beta * (kappa + 1) / (alpha * kappa))
-        pred = st.t.pdf(xt, df=2 * alpha, loc=mu, scale=scale)
+        pred = stats.t.pdf(xt, df=2 * alpha, loc=mu, scale=scale)
         growth = p * pred * (1 - h)
         cp = (p * pred * h).sum()
         p = np.r_[cp, growth]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -112,8 +113,6 @@ def test_bad_bar_is_refused_and_state_untouched(sample):
         eng.update(b)
     snap = eng.state_dict()
     bad = sample[100]
-    from dataclasses import replace
-
     with pytest.raises(ValueError, match="not applied"):
         eng.update(replace(bad, close=float("nan")))
     for k, v in snap.items():

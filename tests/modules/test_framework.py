@@ -12,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fxgate.engine import Bar
-from fxgate.modules import REGISTRY, CertaintyModule, Context, ModuleResult, _common, create, register
+from fxgate.modules import REGISTRY, CertaintyModule, Context, ModuleResult, Outcome, _common, create, register
+from fxgate.modules.bocpd import _bocpd_step, _bocpd_step_py
+from fxgate.modules.regime import _forward_step, _forward_step_py
 
 STREAMING = sorted(n for n, c in REGISTRY.items() if n != "shap")
 SMALL = {
@@ -161,8 +163,6 @@ _value = st.one_of(_finite, st.sampled_from([math.nan, math.inf, -math.inf, 0.0,
 def test_random_inputs_never_raise_and_a_pass_has_a_finite_score(rows):
     """Property: any sequence of bars (including NaN, inf, zero and negative prices), probabilities and outcomes
     leaves every streaming module able to answer, and a module never passes with a non-finite score."""
-    from fxgate.modules import Outcome
-
     mods = [create(n, **SMALL.get(n, {})) for n in STREAMING]
     prev = None
     for i, (c, p, v, d, q) in enumerate(rows):
@@ -181,9 +181,6 @@ def test_random_inputs_never_raise_and_a_pass_has_a_finite_score(rows):
 
 
 def test_kernels_equal_their_python_twins(rng):
-    from fxgate.modules.bocpd import _bocpd_step, _bocpd_step_py
-    from fxgate.modules.regime import _forward_step, _forward_step_py
-
     def fresh(cap):
         logp = np.r_[0.0, np.full(cap - 1, -np.inf)]
         ones = [np.ones(cap) for _ in range(3)]

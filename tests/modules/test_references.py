@@ -12,6 +12,7 @@ from scipy import optimize, stats
 
 from fxgate.engine import Bar, sample_bars
 from fxgate.modules import Context, Outcome, create
+from fxgate.modules._common import sw_push, sw_quantile
 from fxgate.modules.adverse_selection import AdverseSelection
 from fxgate.modules.bocpd import Bocpd
 from fxgate.modules.execution_cost import ac_cost, ac_trajectory
@@ -83,8 +84,6 @@ def test_vpin_kernel_equals_twin():
 
 
 def test_sorted_window_against_numpy(rng):
-    from fxgate.modules._common import sw_push, sw_quantile
-
     ring, srt, ist = np.zeros(37), np.zeros(37), np.zeros(2, np.int64)
     xs = np.round(rng.normal(size=400), 1)  # ties
     for i, x in enumerate(xs):
