@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from fxgate.engine.core.records import Record
 from fxgate.models.llm import Answer, BearAnswer, BullAnswer, Generation, LlmError, LlmRuntime, RiskAnswer, grammar_for
@@ -37,6 +37,11 @@ class DebateTurn:
     model: str  # the first 16 hex digits of the role's GGUF sha256
     generation: Generation | None  # None when the call raised (timeout, overflow, internal error)
     error: str | None = None  # the call's failure or its malformed answer; None for a usable answer
+
+    @property
+    def answer(self) -> Answer | None:
+        """The role's typed answer; None when the call failed or the answer was malformed."""
+        return None if self.generation is None else self.generation.parsed
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"role": self.role, "round": self.round, "model": self.model}
@@ -64,6 +69,7 @@ class DebateTurn:
 class DebateSummary:
     """Layer 3's first ``details`` item: the numbers the pass rule read."""
 
+    role: ClassVar[str] = "summary"
     bull_confidence: float | None
     bear_strength: float | None
     approve: bool | None
@@ -71,7 +77,7 @@ class DebateSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "role": "summary",
+            "role": self.role,
             "bull_confidence": self.bull_confidence,
             "bear_strength": self.bear_strength,
             "approve": self.approve,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from fxgate.engine.core.records import Record
 from fxgate.models.llm.answers import JudgeAnswer, grammar_for
@@ -22,12 +22,19 @@ __all__ = ["Judge", "JudgeVerdict", "JudgeRecord"]
 class JudgeRecord:
     """The judge's call as Layer 2's ``details`` item in the Decision: its answer, reasoning, tokens and cache use."""
 
+    role: ClassVar[str] = "judge"
     direction: str | None
     certainty: float | None
     generation: Generation | None
 
+    @property
+    def answer(self) -> JudgeAnswer | None:
+        """The judge's typed answer; None when the call failed or the answer was malformed."""
+        g = self.generation
+        return g.parsed if g is not None and isinstance(g.parsed, JudgeAnswer) else None
+
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"role": "judge", "direction": self.direction, "certainty": self.certainty}
+        d: dict[str, Any] = {"role": self.role, "direction": self.direction, "certainty": self.certainty}
         g = self.generation
         if g is not None:
             d.update(

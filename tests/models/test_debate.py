@@ -46,6 +46,10 @@ def test_transcript_structure(rt, rounds):
     assert v.passed == expect
     summary, *turns = v.details()
     assert summary.to_dict()["role"] == "summary" and turns == list(v.transcript)
+    assert [e.role for e in v.details()] == ["summary", *roles]
+    assert all(
+        e.answer is not None and e.answer.to_dict() == t["answer"] for e, t in zip(turns, transcript, strict=True)
+    )
     # later turns see the earlier ones
     if rounds == 2:
         assert transcript[2]["tokens"]["prompt"] > transcript[0]["tokens"]["prompt"]

@@ -107,6 +107,8 @@ def test_judge_answers_are_grammar_valid_for_100_prompts(rt, rng):
         jsonschema.validate(json.loads(g.answer), SCHEMAS["judge"])
         assert g.answer == json.dumps(json.loads(g.answer), ensure_ascii=False)  # canonical spacing
         assert v.passed == (g.parsed.direction == ["BUY", "SELL"][i % 2] and g.parsed.certainty >= 0.95)
+        (rec,) = v.details()
+        assert rec.answer == g.parsed and v.reasons == g.parsed.reasons == tuple(rec.to_dict()["answer"]["reasons"])
         ok += 1
     assert ok == 100
 
