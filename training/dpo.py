@@ -3,7 +3,7 @@
 The SFT adapter is merged into the base first (:func:`fxgate.training.pipeline.merge`); DPO trains a new adapter on
 that model, and the reference policy is the same model with the adapter disabled (no second copy in memory).
 Prompts are rendered with the model's chat template and the serving budget exactly as in SFT and at serving time
-(:func:`fxgate.training.sft.judge_renderer`).
+(:func:`fxgate.training._trainer.judge_renderer`).
 
     python -m fxgate.training.dpo --preset h100-7b --base run/sft-merged --data data/ --out run/dpo [--resume]
 """
@@ -15,22 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from fxgate.training import _optional
+from fxgate.training._trainer import has_gpu, jsonl_records, judge_renderer, lora_config, parser, render_messages, setup
 from fxgate.training.presets import Preset, get_preset
-from fxgate.training.sft import _has_gpu, _lines, _render, judge_renderer, lora_config, parser, setup
 
 __all__ = ["dpo_examples", "train_dpo", "main"]
 
 
 def dpo_examples(data: str | Path, tok: Any, limit: int | None = None) -> list[dict[str, str]]:
     d = Path(data) / "train"
-    pairs = _lines(d / "dpo.jsonl")[:limit]
+    pairs = jsonl_records(d / "dpo.jsonl")[:limit]
     render = judge_renderer(data, tok) if pairs else None
     out = [{"prompt": render(r), "chosen": r["chosen"], "rejected": r["rejected"]} for r in pairs]  # type: ignore[misc]
-    for r in _lines(d / "imported_dpo.jsonl")[:limit]:
+    for r in jsonl_records(d / "imported_dpo.jsonl")[:limit]:
         p = r["prompt"] if isinstance(r["prompt"], list) else [{"role": "user", "content": r["prompt"]}]
         c = r["chosen"] if isinstance(r["chosen"], str) else r["chosen"][-1]["content"]
         j = r["rejected"] if isinstance(r["rejected"], str) else r["rejected"][-1]["content"]
-        out.append({"prompt": _render(tok, p), "chosen": c, "rejected": j})
+        out.append({"prompt": render_messages(tok, p), "chosen": c, "rejected": j})
     if not out:
         raise ValueError(f"{d}: no DPO pairs. Fix: `fxgate train data --out {Path(data)}` first")
     return out
@@ -66,7 +66,7 @@ def train_dpo(
         report_to="none",
         max_steps=max_steps or -1,
         disable_tqdm=True,
-        use_cpu=not _has_gpu(),
+        use_cpu=not has_gpu(),
     )
     trainer = trl.DPOTrainer(
         model=model, ref_model=None, args=cfg, train_dataset=ds, processing_class=tok, peft_config=lora_config(preset)

@@ -2,11 +2,11 @@
 
 The training text is rendered with the **model's own chat template** through
 :func:`fxgate.models.prompt.build_prompt` — the function the live judge renders with, under the same token budget
-(:func:`judge_renderer`: sections dropped least important first when over it) — so the prompt a model is trained on
-is, token for token, the prompt it is served (tested, with the R1-Distill and ChatML templates). Examples are
-prompt/completion pairs: the prompt ends with the template's generation prompt (``<｜Assistant｜><think>\\n``
-for R1-Distill), the completion is the reasoning, ``</think>``, and the answer; the loss is on the completion
-only.
+(:func:`fxgate.training._trainer.judge_renderer`: sections dropped least important first when over it) — so the
+prompt a model is trained on is, token for token, the prompt it is served (tested, with the R1-Distill and ChatML
+templates). Examples are prompt/completion pairs: the prompt ends with the template's generation prompt
+(``<｜Assistant｜><think>\\n`` for R1-Distill), the completion is the reasoning, ``</think>``, and the answer; the
+loss is on the completion only.
 
 Run on one GPU or many::
 
@@ -21,69 +21,17 @@ environment variable ``FXGATE_FAULT_EXIT_AT_STEP=N`` ends the process abruptly a
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from fxgate.models.prompt import load_template, prompt_budget, render_chat
 from fxgate.training import _optional
-from fxgate.training.datasets import data_budget, served_prompt
-from fxgate.training.export import load_tokenizer
+from fxgate.training._trainer import has_gpu, jsonl_records, judge_renderer, lora_config, parser, render_messages, setup
 from fxgate.training.presets import Preset, get_preset
 
-__all__ = ["sft_examples", "judge_renderer", "train_sft", "load_base", "main"]
-
-
-def _lines(p: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.is_file() else []
-
-
-def _render(tok: Any, messages: list[dict[str, str]]) -> str:
-    return render_chat(tok.chat_template, messages, bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
-
-
-def judge_renderer(data: str | Path, tok: Any) -> Callable[[dict[str, Any]], str]:
-    """A function from a scenario/DPO record to its prompt text exactly as the live judge serves it: the record's
-    template ``values`` through :func:`fxgate.training.datasets.served_prompt` with the model's chat template and
-    tokenizer, under the serving budget recorded in the data manifest (sections dropped least important first, as
-    :meth:`fxgate.models.llm.LlmRuntime.build` does)."""
-    d = Path(data)
-    man = json.loads((d / "manifest.json").read_text()) if (d / "manifest.json").is_file() else {}
-    tid = (man.get("template") or {}).get("id", "judge.v1")
-    tpl = load_template(tid)
-    want = (man.get("template") or {}).get("sha256")
-    if want and want != tpl.sha256:
-        raise ValueError(
-            f"{d / 'manifest.json'}: built with template {tid} sha256 {want[:12]}…, this fxgate's "
-            f"{tid} is {tpl.sha256[:12]}…; training on it would not be what is served. Fix: rebuild the "
-            f"data with `fxgate train data`"
-        )
-    budget = prompt_budget(**data_budget(d))
-
-    def count(text: str) -> int:
-        return len(tok(text, add_special_tokens=False)["input_ids"])
-
-    def render(r: dict[str, Any]) -> str:
-        if "values" not in r:
-            raise ValueError(
-                f"{d}: a scenario without template values (built by an older fxgate), so the serving "
-                f"budget cannot be applied. Fix: rebuild the data with `fxgate train data`"
-            )
-        return served_prompt(
-            tpl,
-            r["values"],
-            chat_template=tok.chat_template,
-            bos_token=tok.bos_token or "",
-            eos_token=tok.eos_token or "",
-            count_tokens=count,
-            budget=budget,
-        ).text
-
-    return render
+__all__ = ["sft_examples", "train_sft", "main"]
 
 
 def sft_examples(data: str | Path, tok: Any, limit: int | None = None, split: str = "train") -> list[dict[str, str]]:
@@ -91,25 +39,18 @@ def sft_examples(data: str | Path, tok: Any, limit: int | None = None, split: st
     served), feature examples, formula knowledge and imported conversations (``limit`` per kind)."""
     d = Path(data) / split
     out = []
-    scen = _lines(d / "scenarios.jsonl")[:limit]
+    scen = jsonl_records(d / "scenarios.jsonl")[:limit]
     if scen:
         render = judge_renderer(data, tok)
         for r in scen:
             out.append({"prompt": render(r), "completion": r["completion"]})
     for name in ("features", "formulas", "imported_sft"):
-        for r in _lines(d / f"{name}.jsonl")[:limit]:
+        for r in jsonl_records(d / f"{name}.jsonl")[:limit]:
             msgs = r["messages"]
-            out.append({"prompt": _render(tok, msgs[:-1]), "completion": "</think>\n\n" + msgs[-1]["content"]})
+            out.append({"prompt": render_messages(tok, msgs[:-1]), "completion": "</think>\n\n" + msgs[-1]["content"]})
     if not out:
         raise ValueError(f"{d}: no training examples. Fix: `fxgate train data --out {Path(data)}` first")
     return out
-
-
-def load_base(path: str | Path, preset: Preset) -> tuple[Any, Any]:
-    torch, tf = _optional.torch(), _optional.transformers()
-    dtype = torch.bfloat16 if preset.bf16 else torch.float32
-    model = tf.AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
-    return model, load_tokenizer(path)
 
 
 def _fault_exit(step: int) -> Any:
@@ -122,25 +63,6 @@ def _fault_exit(step: int) -> Any:
                 os._exit(17)
 
     return FaultExit()
-
-
-def setup(base: str | Path, preset: Preset) -> tuple[Any, Any]:
-    """Quiet progress bars, then the base model and its tokenizer (shared by SFT and DPO)."""
-    _optional.transformers().utils.logging.disable_progress_bar()
-    _optional.hf_datasets().disable_progress_bars()
-    return load_base(base, preset)
-
-
-def lora_config(preset: Preset) -> Any:
-    """LoRA on every linear layer (and, for presets that ask, the output layer trained in full)."""
-    return _optional.peft().LoraConfig(
-        r=preset.lora_r,
-        lora_alpha=preset.lora_alpha,
-        lora_dropout=preset.lora_dropout,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-        modules_to_save=["lm_head"] if preset.train_lm_head else None,
-    )
 
 
 def train_sft(
@@ -179,7 +101,7 @@ def train_sft(
         max_steps=max_steps or -1,
         lr_scheduler_type="cosine",
         disable_tqdm=True,
-        use_cpu=not _has_gpu(),
+        use_cpu=not has_gpu(),
     )
     callbacks = []
     if os.environ.get("FXGATE_FAULT_EXIT_AT_STEP"):
@@ -207,22 +129,6 @@ def train_sft(
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
-
-
-def _has_gpu() -> bool:
-    return bool(_optional.torch().cuda.is_available())
-
-
-def parser(doc: str | None, *, base_required: bool, base_help: str) -> argparse.ArgumentParser:
-    """The command-line options the SFT and DPO steps share."""
-    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="h100-7b")
-    ap.add_argument("--base", required=base_required, default=None, help=base_help)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--max-steps", type=int, default=None)
-    return ap
 
 
 def main(argv: list[str] | None = None) -> None:

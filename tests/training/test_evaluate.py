@@ -58,7 +58,7 @@ def test_table_of_a_report_read_back_from_the_strict_json_manifest():
     from there, so a metric that is NaN (no usable answer: no ECE) must print as "-", not crash."""
     import json
 
-    from fxgate.training.pipeline import _strict
+    from fxgate.training.pipeline.manifest import _strict
 
     s = score([None, None, None], [None, None, None], ["BUY", "SELL", "NONE"], 0.95)
     assert math.isnan(s["ece"])
