@@ -316,3 +316,49 @@ def test_the_command_list_is_each_commands_own_help_and_imports_no_command_modul
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "demo    Replay the bundled EURUSD H1 sample" in out and "train   Training data" in out
     assert out.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    ("command", "toml"),
+    [
+        ("replay", '[llm]\nmodel = "nano"\n[l2]\nenabled = false\n[l3]\nenabled = true\n'),  # L3 alone needs it too
+        ("replay", '[llm]\nmodel = "nano"\n[l3]\nenabled = false\n'),
+        ("demo", None),
+    ],
+)
+def test_commands_build_the_nano_model_before_any_gate_reads_it(command, toml, tmp_path, monkeypatch):
+    """The gate reads the nano model from the cache only; building it is the CLI's job (training's code), done
+    before any gate is built. A stand-in builder that refuses shows it is called first, and its error surfaces
+    cleanly."""
+    import importlib
+
+    from fxgate.engine.core.errors import FxgateError
+
+    calls = []
+
+    def refuse(**kwargs: object) -> None:
+        calls.append(kwargs)
+        raise FxgateError("stand-in: the nano model was asked for")
+
+    monkeypatch.setattr(importlib.import_module("fxgate.engine.cli._runs"), "ensure_nano", refuse)
+    out = tmp_path / "out"
+    if command == "demo":
+        argv = ["demo", "--out", str(out)]
+    else:
+        data, cfg = tmp_path / "EURUSD.csv", tmp_path / "gate.toml"
+        sample_bars()[:600].to_csv(data)
+        cfg.write_text(toml)
+        argv = ["replay", "--data", str(data), "--config", str(cfg), "--out", str(out)]
+    r = CliRunner().invoke(cli, argv)
+    assert r.exit_code == 2 and "stand-in: the nano model was asked for" in r.output, r.output
+    assert len(calls) == 1 and not (out / "run.json").exists()  # before any run directory is claimed
+    if command == "demo":  # without the LLM layers it is not asked for: the run goes on to claim its directory
+        calls.clear()
+
+        def claimed(*args: object, **kwargs: object) -> None:
+            raise FxgateError("stand-in: the run directory was claimed")
+
+        monkeypatch.setattr(importlib.import_module("fxgate.engine.cli._runs"), "start_run", claimed)
+        r = CliRunner().invoke(cli, ["demo", "--no-llm", "--out", str(out)])
+        assert r.exit_code == 2 and "stand-in: the run directory was claimed" in r.output, r.output
+        assert calls == []
