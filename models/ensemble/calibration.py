@@ -118,14 +118,14 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _calibrate_py(p, c):  # type: ignore[no-untyped-def]
-    """:meth:`Calibrator.__call__` on one probability ``p`` (``c``: :class:`CalibrationArrays`): isotonic is linear
-    interpolation clipped at the end knots, Platt the sigmoid of ``a * logit(p) + b``."""
-    if c.kind == ISOTONIC:
-        return np.interp(p, c.x, c.y)
-    if c.kind == PLATT:
+def _calibrate_py(p, kind, a, b, x, y):  # type: ignore[no-untyped-def]
+    """:meth:`Calibrator.__call__` on one probability ``p`` (the other arguments: :class:`CalibrationArrays`'s
+    fields): isotonic is linear interpolation clipped at the end knots, Platt the sigmoid of ``a * logit(p) + b``."""
+    if kind == ISOTONIC:
+        return np.interp(p, x, y)
+    if kind == PLATT:
         q = min(max(p, 1e-12), 1 - 1e-12)
-        return 1.0 / (1.0 + math.exp(-(c.a * math.log(q / (1 - q)) + c.b)))
+        return 1.0 / (1.0 + math.exp(-(a * math.log(q / (1 - q)) + b)))
     return p
 
 

@@ -81,7 +81,7 @@ class TreeEnsemble:
         self.label_spec = LabelSpec()
         self.config = EnsembleConfig()
         self.manifest: dict[str, Any] = {}
-        self._row_args: L1Row | None = None
+        self._row_args: tuple = ()  # L1Row.kernel_args(), for the one-row kernel
         self.directory: Path | None = None  # the bundle directory it was loaded from
 
     @property
@@ -202,7 +202,7 @@ class TreeEnsemble:
         self.compiled = {a.name: a.flatten(self.models[a.name]) for a in ADAPTERS}
         self._row_args = L1Row.build(
             self.winsor, [self.compiled[m] for m in MODEL_NAMES], [self.calibrators[m] for m in MODEL_NAMES]
-        )
+        ).kernel_args()
 
     # -- inference -----------------------------------------------------------------------------------------------
     def predict_row(self, x: np.ndarray) -> np.ndarray:

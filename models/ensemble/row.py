@@ -2,9 +2,13 @@
 
 The gate calls :meth:`~fxgate.models.ensemble.model.TreeEnsemble.predict_row` once per bar; one numba call keeps
 it at microseconds where the three native ``predict`` calls take far longer (``benchmarks/bench_ensemble.py``).
-Each kernel argument is a named tuple (numba passes them by their fields), so a kernel reads ``f.roots``, not the
-eighth of a dozen positional arrays. The tree walk is :func:`fxgate.models._trees.leaf`, the batch kernels' own,
-so the row path and :meth:`FlatForest.margins <fxgate.models._trees.FlatForest.margins>` agree exactly.
+
+Each kernel's arguments are the fields of a named tuple (:class:`ForestRow`, :class:`ObliviousRow`, :class:`L1Row`,
+:class:`~fxgate.models.ensemble.calibration.CalibrationArrays`) that documents them and builds them in order; the
+kernels take them as plain tuples unpacked into named locals, because numba types a plain tuple argument on a C
+fast path and a named one through Python, on every call. The tree walk is :func:`fxgate.models._trees.leaf`, the
+batch kernels' own, so the row path and :meth:`FlatForest.margins <fxgate.models._trees.FlatForest.margins>` agree
+exactly.
 """
 
 from __future__ import annotations
@@ -51,32 +55,32 @@ class ObliviousRow(NamedTuple):
     bias: float  # the bias of the one class
 
 
-def _forest_row_py(x, f):  # type: ignore[no-untyped-def]
-    """One row through a binary forest (``f``: :class:`ForestRow`): the margin, with the leaf walk of
-    :func:`_forest_py`."""
-    acc32 = np.float32(f.base)
-    acc = f.base
-    for t in range(len(f.roots)):
-        node = leaf(x, f.roots[t], f.feature, f.threshold, f.left, f.right, f.default_left, f.missing, f.rule)
-        if f.rule == XGB:
-            acc32 = acc32 + np.float32(f.value[node])
+def _forest_row_py(x, feature, threshold, left, right, default_left, missing, value, roots, base, rule):  # type: ignore[no-untyped-def]  # noqa: E501
+    """One row through a binary forest (the arguments: :class:`ForestRow`'s fields): the margin, with the leaf walk
+    of the batch kernel."""
+    acc32 = np.float32(base)
+    acc = base
+    for t in range(len(roots)):
+        node = leaf(x, roots[t], feature, threshold, left, right, default_left, missing, rule)
+        if rule == XGB:  # XGBoost adds leaves in float32
+            acc32 = acc32 + np.float32(value[node])
         else:
-            acc += f.value[node]
-    return float(acc32) if f.rule == XGB else acc
+            acc += value[node]
+    return float(acc32) if rule == XGB else acc
 
 
-def _oblivious_row_py(x, f):  # type: ignore[no-untyped-def]
-    """One row through binary oblivious trees (``f``: :class:`ObliviousRow`): the margin."""
+def _oblivious_row_py(x, split_off, split_feature, border, leaf_off, leaf_values, nan_true, scale, bias):  # type: ignore[no-untyped-def]  # noqa: E501
+    """One row through binary oblivious trees (the arguments: :class:`ObliviousRow`'s fields): the margin."""
     s = 0.0
-    for t in range(len(f.split_off) - 1):
+    for t in range(len(split_off) - 1):
         idx = 0
-        for j in range(f.split_off[t], f.split_off[t + 1]):
-            v = x[f.split_feature[j]]
-            bit = f.nan_true[f.split_feature[j]] if np.isnan(v) else np.float32(v) > f.border[j]
+        for j in range(split_off[t], split_off[t + 1]):
+            v = x[split_feature[j]]
+            bit = nan_true[split_feature[j]] if np.isnan(v) else np.float32(v) > border[j]
             if bit:
-                idx |= 1 << (j - f.split_off[t])
-        s += f.leaf_values[f.leaf_off[t] + idx]
-    return f.scale * s + f.bias
+                idx |= 1 << (j - split_off[t])
+        s += leaf_values[leaf_off[t] + idx]
+    return scale * s + bias
 
 
 _forest_row = kernel(_forest_row_py, fastmath=False)
@@ -135,21 +139,33 @@ class L1Row(NamedTuple):
             tuple(c.arrays() for c in calibrators),
         )
 
+    def kernel_args(self) -> tuple:
+        """The same fields as plain nested tuples, what :func:`l1_row` takes (a named tuple argument costs 5 us more
+        per call on a 45 us call, measured: numba types it through Python)."""
+        return (
+            self.lo,
+            self.hi,
+            tuple(tuple(f) for f in self.forests),
+            tuple(tuple(f) for f in self.oblivious),
+            tuple(tuple(c) for c in self.calibration),
+        )
+
 
 def _l1_row_py(x, a, out):  # type: ignore[no-untyped-def]
-    """Winsorize the feature row ``x``, evaluate every model of ``a`` (:class:`L1Row`), calibrate: ``out[k]`` =
-    model ``k``'s calibrated P(up)."""
+    """Winsorize the feature row ``x``, evaluate every model, calibrate: ``out[k]`` = model ``k``'s calibrated P(up).
+    ``a``: :meth:`L1Row.kernel_args`, each tuple in its named tuple's field order."""
+    lo, hi, forests, oblivious, calibration = a
     n = len(x)
     z = np.empty(n)
     for i in range(n):
         v = x[i]
-        z[i] = v if np.isnan(v) else min(max(v, a.lo[i]), a.hi[i])
+        z[i] = v if np.isnan(v) else min(max(v, lo[i]), hi[i])
     k = 0
-    for f in a.forests:
-        out[k] = calibrate(1.0 / (1.0 + math.exp(-_forest_row(z, f))), a.calibration[k])
+    for f in forests:
+        out[k] = calibrate(1.0 / (1.0 + math.exp(-_forest_row(z, *f))), *calibration[k])
         k += 1
-    for f in a.oblivious:
-        out[k] = calibrate(1.0 / (1.0 + math.exp(-_oblivious_row(z, f))), a.calibration[k])
+    for f in oblivious:
+        out[k] = calibrate(1.0 / (1.0 + math.exp(-_oblivious_row(z, *f))), *calibration[k])
         k += 1
 
 
