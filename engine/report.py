@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fxgate.engine.core.atomic import write_text
 from fxgate.engine.replay import ReplayResult
 from fxgate.models._stats import strict_dumps
 
@@ -109,7 +110,7 @@ def _l1_arrays(res: ReplayResult) -> tuple[np.ndarray, np.ndarray]:
     for k, d in enumerate(res.decisions):
         det = d.layers[0].details
         if len(det) == 3:
-            probs[k] = [x["p_up"] for x in det]
+            probs[k] = [x.p_up for x in det]
     c = res.bars.close
     h = res.horizon
     i = res.start + np.arange(len(res.decisions))
@@ -185,7 +186,7 @@ def _module_rates(res: ReplayResult) -> str:
     per: dict[str, list[tuple[int, bool]]] = {}
     for k, d in enumerate(res.decisions):
         for x in d.layers[3].details:
-            per.setdefault(x["module"], []).append((k, bool(x["passed"])))
+            per.setdefault(x.name, []).append((k, bool(x.passed)))
     if not per:
         note = 'Layer 4 was never evaluated (the gate stops at the first veto; mode = "full" shows every module)'
         return _frame("Module pass rates over time", "", note)
@@ -226,12 +227,12 @@ def _llm_section(res: ReplayResult) -> str:
     for d in res.decisions:
         v = d.layer("L2")
         if v.enabled and v.details and len(seen) < 10:
-            a = v.details[0].get("answer") or {}
+            a = v.details[0].answer  # the judge's typed answer, None when it did not answer
             l3 = d.layer("L3")
             seen.append(
                 f"<tr><td>{_esc(np.datetime_as_string(np.datetime64(d.ts, 'ns'), 'm'))}Z</td>"
-                f"<td>{_esc(a.get('direction', '-'))}</td><td>{_esc(a.get('certainty', '-'))}</td>"
-                f"<td>{_esc('; '.join(a.get('reasons', [])) or v.reason)}</td>"
+                f"<td>{_esc(a.direction if a else '-')}</td><td>{_esc(a.certainty if a else '-')}</td>"
+                f"<td>{_esc(('; '.join(a.reasons) if a else '') or v.reason)}</td>"
                 f"<td>{_esc(l3.reason if l3.enabled else 'disabled')}</td></tr>"
             )
     answered = (
@@ -365,6 +366,4 @@ history{" · interrupted, partial results" if m.get("interrupted") else ""}</p>
 <script type="application/json" id="metrics">{_json_island(m)}</script>
 </body></html>
 """
-    from fxgate.engine.core.atomic import write_text
-
     return write_text(Path(path), doc)

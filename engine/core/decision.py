@@ -7,19 +7,15 @@ file, versioned by ``SCHEMA_VERSION``).
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fxgate.engine.core.records import Record, json_number
 
 __all__ = ["LayerVerdict", "Decision", "SCHEMA_VERSION", "schema"]
 
 SCHEMA_VERSION = 1
-LAYERS = ("L1", "L2", "L3", "L4")
-
-
-def _num(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,14 +27,21 @@ class LayerVerdict:
     threshold: float | None
     reason: str
     latency_us: float
-    #: Layer 1: each model's calibrated P(up); Layer 4: each module's verdict
-    details: tuple[dict[str, Any], ...] = ()
+    #: typed records, owned by the layer that produced them: Layer 1 one ModelProbability per model, Layer 4 one
+    #: ModuleResult per module evaluated, Layers 2 and 3 the LLM answers (fxgate.engine.core.records, models.llm)
+    details: tuple[Record, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["score"], d["threshold"] = _num(self.score), _num(self.threshold)
-        d["details"] = [{k: (_num(v) if isinstance(v, float) else v) for k, v in x.items()} for x in self.details]
-        return d
+        return {
+            "name": self.name,
+            "enabled": self.enabled,
+            "passed": self.passed,
+            "score": json_number(self.score),
+            "threshold": json_number(self.threshold),
+            "reason": self.reason,
+            "latency_us": self.latency_us,
+            "details": [x.to_dict() for x in self.details],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,7 @@ class Decision:
             "symbol": self.symbol,
             "action": self.action,
             "size": self.size,
-            "confidence": _num(self.confidence),
+            "confidence": json_number(self.confidence),
             "layers": [v.to_dict() for v in self.layers],
             "first_veto": self.first_veto,
             "config_hash": self.config_hash,

@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Record", "ModelProbability", "ModuleResult", "candidate_direction", "candidate_directions"]
+__all__ = ["Record", "json_number", "ModelProbability", "ModuleResult", "candidate_direction", "candidate_directions"]
 
 
-def _num(x: float | None) -> float | None:
+def json_number(x: float | None) -> float | None:
     """JSON has no NaN/inf: a non-finite number is written as null."""
     return None if x is None or not math.isfinite(x) else float(x)
 
@@ -37,7 +37,7 @@ class ModelProbability:
     p_up: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "p_up": _num(self.p_up)}
+        return {"model": self.model, "p_up": json_number(self.p_up)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +55,8 @@ class ModuleResult:
         return {
             "module": self.name,
             "passed": self.passed,
-            "score": _num(self.score),
-            "threshold": _num(self.threshold),
+            "score": json_number(self.score),
+            "threshold": json_number(self.threshold),
             "reason": self.reason,
         }
 

@@ -259,7 +259,7 @@ def test_a_far_future_bar_cannot_brick_the_gate(ens):
     typo = replace(bars[50], ts=bars[50].ts + 365 * 86_400 * 10**9)  # a year ahead
     d = g.on_bar(typo)
     assert d.first_veto == "input" and "more than [input] max_gap_days = 30" in d.layer("L1").reason
-    assert g._last_ts == int(bars.ts[49])  # the clock did not move
+    assert g.intake.last_ts == int(bars.ts[49])  # the clock did not move
     future = replace(bars[50], ts=time.time_ns() + 3 * 86_400 * 10**9)  # 3 days ahead of the wall clock
     wide = Gate(replace(LOOSE, input=InputConfig(max_gap_days=0)), ens, timeframe="H1")
     wide.on_bar(bars[49])
@@ -281,12 +281,12 @@ def test_a_real_gap_longer_than_max_gap_days_resyncs_the_clock(ens):
     assert g.warm_up(bars[:200]) == 0
     d = [g.on_bar(x) for x in after[:3]]
     assert [x.first_veto for x in d[:2]] == ["input", "input"] and "(1/3)" in d[0].layer("L1").reason
-    assert d[2].first_veto != "input" and g._last_ts == after[2].ts
+    assert d[2].first_veto != "input" and g.intake.last_ts == after[2].ts
     typo = Gate(LOOSE, ens, timeframe="H1")
     typo.warm_up(bars[:200])
     seq = [after[0], bars[200], after[1], bars[201], after[2]]  # typos interleaved with the real next bars
     assert [typo.on_bar(x).first_veto == "input" for x in seq] == [True, False, True, False, True]
-    assert typo._last_ts == bars[201].ts
+    assert typo.intake.last_ts == bars[201].ts
 
 
 # Garbage for one field of a Bar: values that must never be accepted there.
@@ -464,8 +464,8 @@ def test_cheapest_mode_stops_at_the_first_veto_full_mode_does_not(ens):
     for b in bars:
         dc, df = cheap.on_bar(b), full.on_bar(b)
         l1, l4 = df.layer("L1"), df.layer("L4")
-        assert [x["module"] for x in l4.details] == list(mods)
-        failing = [x["module"] for x in l4.details if not x["passed"]]
+        assert [x.name for x in l4.details] == list(mods)
+        failing = [x.name for x in l4.details if not x.passed]
         want = "L1" if not l1.passed else f"L4:{failing[0]}" if failing else ("sizing" if df.size == 0 else None)
         if want is None:
             want = None if df.action != "NONE" else "sizing"
@@ -474,7 +474,7 @@ def test_cheapest_mode_stops_at_the_first_veto_full_mode_does_not(ens):
         if want == "L1":
             assert dc.layer("L4").details == () and "not evaluated: L1 vetoed" in dc.layer("L4").reason
         elif want and want.startswith("L4:"):
-            shown = [x["module"] for x in dc.layer("L4").details]
+            shown = [x.name for x in dc.layer("L4").details]
             assert shown == list(mods[: mods.index(want[3:]) + 1])  # stopped at the first failing module
     assert {"L1", "L4"} <= kinds  # both kinds of veto occurred on these bars
 
@@ -505,7 +505,7 @@ def test_size_does_not_depend_on_module_order(ens):
         fa = {m.name: m.suggested_fraction() for m in ab.modules}
         want = 0.0 if any(math.isnan(f) for f in fa.values()) else min(max(min(fa.values()), 0.0), 1.0)
         undefined += any(math.isnan(f) for f in fa.values())
-        assert ab._size() == ba._size() == want
+        assert ab.layer("sizing").size() == ba.layer("sizing").size() == want
     assert undefined > 0  # the NaN case was exercised
 
 
@@ -535,8 +535,10 @@ def test_sizing_scale_and_cap_are_fractions_of_capital(ens):
         f = full.modules[0].suggested_fraction()  # the module's shrunk Kelly fraction (share of capital)
         if math.isfinite(f) and f > 0:
             seen += 1
-            assert full._size() == pytest.approx(min(f, 1.0)) and half._size() == pytest.approx(min(0.5 * f, 1.0))
-            assert capped._size() == pytest.approx(min(f, 0.01))
+            assert full.layer("sizing").size() == pytest.approx(min(f, 1.0)) and half.layer(
+                "sizing"
+            ).size() == pytest.approx(min(0.5 * f, 1.0))
+            assert capped.layer("sizing").size() == pytest.approx(min(f, 0.01))
     assert seen > 0
 
 
@@ -588,11 +590,11 @@ def test_an_interrupt_during_a_state_update_restores_the_state_and_propagates(en
     g = Gate(cfg, ens, timeframe="H1")
     for b in sample_bars()[2000:2100]:
         g.on_bar(b)
-    before = (g.features.bars_seen, g._last_ts, g.modules[0].state_dict()["ist"].tolist())
+    before = (g.features.bars_seen, g.intake.last_ts, g.modules[0].state_dict()["ist"].tolist())
     g.modules[1].params["where"] = "update"
     with pytest.raises(KeyboardInterrupt):
         g.on_bar(sample_bars()[2100])
-    assert (g.features.bars_seen, g._last_ts, g.modules[0].state_dict()["ist"].tolist()) == before
+    assert (g.features.bars_seen, g.intake.last_ts, g.modules[0].state_dict()["ist"].tolist()) == before
 
 
 # -- warm-up and in-sample bars --------------------------------------------------------------------------------

@@ -72,13 +72,14 @@ def check_order(decs: list, threshold: float = 0.0) -> tuple[int, int]:
             l3.enabled and l1.passed and l4.passed and (l2.passed or not l2.enabled) and d.first_veto != "sizing"
         )
         if ev2:
-            det = l2.details[0]
-            proposed = "BUY" if all(x["p_up"] >= 0.5 for x in l1.details) else "SELL"
+            det = l2.details[0].to_dict()
+            proposed = "BUY" if all(x.p_up >= 0.5 for x in l1.details) else "SELL"
             assert det["role"] == "judge" and det["answer"] is not None
             assert l2.passed == (det["direction"] == proposed and det["certainty"] >= threshold)
         if ev3:
-            assert [e["role"] for e in l3.details] == ["summary", "bull", "bear", "risk"]
-            assert l3.passed == (l3.details[0]["approve"] and l3.details[0]["size_fraction"] > 0)
+            assert [e.to_dict()["role"] for e in l3.details] == ["summary", "bull", "bear", "risk"]
+            summary = l3.details[0].to_dict()
+            assert l3.passed == (summary["approve"] and summary["size_fraction"] > 0)
         assert (d.action != "NONE") == (d.first_veto is None)
         if d.action != "NONE":
             assert all(v.passed for v in d.layers if v.enabled)
@@ -128,8 +129,8 @@ def test_llm_layers_compose_with_the_gate(nano, ens, monkeypatch):
         ok, frac = state["plan"][1], state["plan"][2]
         return DebateVerdict(ok, "stub debate", 0.99, 0.0, ok, frac, [])
 
-    monkeypatch.setattr(g.judge, "judge", judge)
-    monkeypatch.setattr(g.debate, "debate", debate)
+    monkeypatch.setattr(g.llm.judge, "judge", judge)
+    monkeypatch.setattr(g.llm.debate, "debate", debate)
     seen = set()
     for b in BARS[2000:2150]:
         r = ref.on_bar(b)
@@ -179,7 +180,7 @@ def test_a_replay_never_recomputes_a_call_it_has_made(nano, tmp_path):
     assert n > 5  # one entry per judge call made
     b = replay(BARS[:2100], cfg)
     assert len(VerdictCache(tmp_path / "v.sqlite")) == n  # nothing new was computed
-    hits = [d.layer("L2").details[0].get("cached") for d in b.decisions if d.layer("L2").details]
+    hits = [d.layer("L2").details[0].to_dict().get("cached") for d in b.decisions if d.layer("L2").details]
     assert len(hits) == n and all(hits)
 
     def strip(d: dict) -> dict:  # latency and the cache-hit flag are the only differences
@@ -219,13 +220,13 @@ def test_an_internal_error_names_the_layer_that_raised(nano, ens, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("planted")
 
-    monkeypatch.setattr(g.judge, "judge", lambda v, d, **k: JudgeVerdict(True, d, 0.99, "stub judge", None))
-    monkeypatch.setattr(g.debate, "debate", boom)
+    monkeypatch.setattr(g.llm.judge, "judge", lambda v, d, **k: JudgeVerdict(True, d, 0.99, "stub judge", None))
+    monkeypatch.setattr(g.llm.debate, "debate", boom)
     decs = [g.on_bar(b) for b in BARS[2000:2080]]
     hit = [d for d in decs if d.layer("L2").passed]
     assert hit and all(d.first_veto == "L3" and d.action == "NONE" for d in hit)
     assert all(d.layer("L3").reason == "internal error: RuntimeError: planted" for d in hit)
-    monkeypatch.setattr(g.judge, "judge", boom)
+    monkeypatch.setattr(g.llm.judge, "judge", boom)
     decs = [g.on_bar(b) for b in BARS[2080:2160]]
     hit = [d for d in decs if d.layer("L2").reason.startswith("internal error")]
     assert hit and all(d.first_veto == "L2" and d.layer("L3").reason == "not evaluated: L2 failed" for d in hit)
@@ -262,7 +263,7 @@ def test_module_state_moves_while_an_llm_call_is_in_flight(nano, ens):
     # find a bar where Layer 1 proposes a direction (full mode then asks the judge)
     i = 2000
     out: dict = {}
-    rt = next(iter(g._runtimes.values()))
+    rt = next(iter(g.llm.runtimes.values()))
     calls0 = rt.stats["calls"]
     th = threading.Thread(target=lambda: out.setdefault("d", g.on_bar(BARS[i])))
     th.start()

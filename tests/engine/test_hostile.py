@@ -23,8 +23,10 @@ import pytest
 from click.testing import CliRunner
 
 from fxgate.engine import sample_bars
-from fxgate.engine.cli import _out_dirs, cli
-from fxgate.engine.core.atomic import atomic_path, check_run_dir, clean_temps, pid_alive
+from fxgate.engine.cli import cli
+from fxgate.engine.cli.replay import out_dirs as _out_dirs
+from fxgate.engine.core.atomic import atomic_path
+from fxgate.engine.rundir import check_run_dir, clean_temps, pid_alive
 
 EXE = shutil.which("fxgate") or str(Path(sys.executable).parent / "fxgate")
 SMALL = (
