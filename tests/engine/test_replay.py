@@ -19,16 +19,14 @@ from fxgate.engine import Bars, resample, sample_bars
 from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config, ReplayConfig, SizingConfig
 from fxgate.engine.core.decision import Decision, LayerVerdict
 from fxgate.engine.core.errors import FxgateError
-from fxgate.engine.replay import (
-    ReplayResult,
+from fxgate.engine.metrics import (
     deflated_sharpe_from,
     metrics_from,
     precision_interval,
     probabilistic_sharpe,
-    replay,
     trades_from,
-    write_outputs,
 )
+from fxgate.engine.replay import ReplayResult, replay, write_outputs
 from fxgate.models._stats import hac_se
 from fxgate.models.ensemble import MODEL_NAMES, EnsembleConfig, TreeEnsemble
 from fxgate.models.labels import LabelSpec

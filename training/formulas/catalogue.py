@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fxgate.engine.replay import probabilistic_sharpe
+from fxgate.engine.metrics import probabilistic_sharpe
 from fxgate.models.features import FeatureEngine, feature_names
 from fxgate.modules import REGISTRY, create
 from fxgate.modules.robust_kelly import kelly_fraction
@@ -89,6 +89,9 @@ NOT_BUILT_MODULES = (
 
 @dataclass(frozen=True)
 class Formula:
+    """One catalogue entry: its name, category, source and formula text, and — when fxgate computes it — the
+    function (``compute``) and what that function takes (``inputs``)."""
+
     name: str
     category: str
     citation: str
