@@ -42,11 +42,11 @@ class LazyGroup(ErrorGroup):
         self.lazy_subcommands = lazy_subcommands
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *self.lazy_subcommands])
+        return sorted(self.lazy_subcommands)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.lazy_subcommands:
-            return super().get_command(ctx, cmd_name)
+            return None  # click then says "No such command" (with a did-you-mean)
         module_name, attr = self.lazy_subcommands[cmd_name][0].split(":")
         cmd = getattr(importlib.import_module(module_name), attr)
         if not isinstance(cmd, click.Command):
@@ -55,16 +55,10 @@ class LazyGroup(ErrorGroup):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The command list of ``--help``, from the declared one-line helps (importing no command module)."""
-        names = self.list_commands(ctx)
-        if not names:
-            return
-        limit = formatter.width - 6 - max(len(n) for n in names)
-        rows = []
-        for name in names:
-            if name in self.lazy_subcommands:
-                short = click.Command(name, help=self.lazy_subcommands[name][1]).get_short_help_str(limit)
-            else:
-                short = super().get_command(ctx, name).get_short_help_str(limit)  # type: ignore[union-attr]
-            rows.append((name, short))
+        limit = formatter.width - 6 - max(len(n) for n in self.lazy_subcommands)
+        rows = [
+            (name, click.Command(name, help=self.lazy_subcommands[name][1]).get_short_help_str(limit))
+            for name in self.list_commands(ctx)
+        ]
         with formatter.section("Commands"):
             formatter.write_dl(rows)

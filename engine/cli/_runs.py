@@ -15,6 +15,7 @@ import click
 from fxgate.engine.cli._parallel import run_parallel
 from fxgate.engine.cli._replay_file import Job, print_summary, replay_one
 from fxgate.engine.cli._signals import Abort, Stop
+from fxgate.engine.config import GateConfig
 from fxgate.engine.core.errors import FxgateError
 from fxgate.engine.core.hashing import file_sha256
 from fxgate.engine.core.version import __version__
@@ -56,7 +57,7 @@ def _jsonable(v: Any) -> Any:
 
 def run_replays(
     jobs: list[Job],
-    cfg: Any,
+    cfg: GateConfig,
     config_path: Path | None,
     bundle: Path | None,
     load_kwargs: dict,
