@@ -38,11 +38,11 @@ _EXPORTS = {
     "load_bars": "fxgate.engine.loader",
     "sample_bars": "fxgate.engine.loader",
     "sample_path": "fxgate.engine.loader",
-    "RESAMPLE_TARGETS": "fxgate.engine.resample",
-    "resample": "fxgate.engine.resample",
+    "RESAMPLE_TARGETS": "fxgate.engine.resampling",
+    "resample": "fxgate.engine.resampling",
     "Gate": "fxgate.engine.gate",
-    "replay": "fxgate.engine.replay",
-    "ReplayResult": "fxgate.engine.replay",
+    "replay": "fxgate.engine.replaying",
+    "ReplayResult": "fxgate.engine.replaying",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from fxgate.engine.core.atomic import write_text
-from fxgate.engine.replay import ReplayResult
+from fxgate.engine.replaying import ReplayResult
 from fxgate.models._stats import strict_dumps
 
 __all__ = ["write_report"]

@@ -19,7 +19,7 @@ from fxgate.engine.core.atomic import atomic_path, write_text
 from fxgate.engine.core.records import candidate_direction
 from fxgate.engine.gate import Gate
 from fxgate.engine.loader import load_bars
-from fxgate.engine.replay import ReplayResult, replay, write_outputs
+from fxgate.engine.replaying import ReplayResult, replay, write_outputs
 from fxgate.engine.report import write_report
 from fxgate.models.ensemble import TreeEnsemble
 

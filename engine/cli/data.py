@@ -9,7 +9,7 @@ import click
 from fxgate.engine.cli._options import load_kwargs, load_options
 from fxgate.engine.core.atomic import atomic_path
 from fxgate.engine.loader import load_bars, sample_path
-from fxgate.engine.resample import resample
+from fxgate.engine.resampling import resample
 
 __all__ = ["data"]
 

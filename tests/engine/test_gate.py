@@ -30,7 +30,7 @@ from fxgate.engine.config import (
 )
 from fxgate.engine.core.decision import schema
 from fxgate.engine.gate import Gate
-from fxgate.engine.replay import replay
+from fxgate.engine.replaying import replay
 from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
 from fxgate.models.labels import LabelSpec
 from fxgate.modules import REGISTRY, CertaintyModule, register

@@ -14,7 +14,7 @@ from fxgate.engine import sample_bars
 from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config, LlmConfig, ReplayConfig
 from fxgate.engine.core.decision import schema
 from fxgate.engine.gate import Gate
-from fxgate.engine.replay import replay
+from fxgate.engine.replaying import replay
 from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
 from fxgate.models.labels import LabelSpec
 from fxgate.models.llm import ModelFileError

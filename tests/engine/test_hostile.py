@@ -165,7 +165,7 @@ def test_a_second_signal_aborts_at_once_and_the_run_says_so(inputs, tmp_path, mo
 
     from fxgate.engine.core.errors import FxgateError
 
-    replay_mod = importlib.import_module("fxgate.engine.replay")  # the module (fxgate.engine.replay is the function)
+    replay_mod = importlib.import_module("fxgate.engine.cli._replay_file")  # where the CLI looks replay up
 
     real_replay = replay_mod.replay
 

@@ -19,6 +19,7 @@ from fxgate.engine import Bars, resample, sample_bars
 from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config, ReplayConfig, SizingConfig
 from fxgate.engine.core.decision import Decision, LayerVerdict
 from fxgate.engine.core.errors import FxgateError
+from fxgate.engine.core.records import ModelProbability
 from fxgate.engine.metrics import (
     deflated_sharpe_from,
     metrics_from,
@@ -26,7 +27,7 @@ from fxgate.engine.metrics import (
     probabilistic_sharpe,
     trades_from,
 )
-from fxgate.engine.replay import ReplayResult, replay, write_outputs
+from fxgate.engine.replaying import ReplayResult, replay, write_outputs
 from fxgate.models._stats import hac_se
 from fxgate.models.ensemble import MODEL_NAMES, EnsembleConfig, TreeEnsemble
 from fxgate.models.labels import LabelSpec
@@ -48,7 +49,7 @@ def _refuse_constant(name: str) -> None:
 
 def _decision(ts: int, action: str, size: float = 1.0, p_up: float | None = None) -> Decision:
     """A Decision as the gate shapes it (layers L1, L2, L3, L4), for tests of what is computed from decisions."""
-    det = () if p_up is None else tuple({"model": m, "p_up": p_up} for m in MODEL_NAMES)
+    det = () if p_up is None else tuple(ModelProbability(m, p_up) for m in MODEL_NAMES)
     emitted = action != "NONE"
     layers = (
         LayerVerdict("L1", True, emitted, 0.6, 0.5, "test", 1.0, det),

@@ -17,7 +17,7 @@ import pytest
 from fxgate.engine import sample_bars
 from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config, ReplayConfig, SizingConfig
 from fxgate.engine.metrics import metrics_from, trades_from
-from fxgate.engine.replay import ReplayResult, replay, write_outputs
+from fxgate.engine.replaying import ReplayResult, replay, write_outputs
 from fxgate.engine.report import write_report
 
 from .test_replay import _decision

@@ -197,3 +197,15 @@ def test_the_rules_catch_a_planted_violation(tmp_path, me, line, rule):
     planted.write_text(clean.read_text() + line + "\n")
     assert _violations(rule, [clean], lambda p: me) == []
     assert _violations(rule, [planted], lambda p: me) != []
+
+
+def test_no_submodule_of_the_engine_shadows_one_of_its_lazy_public_names():
+    """``fxgate.engine`` loads its public names on first use; importing a submodule sets an attribute of the same
+    name on the package, so a submodule called like a public function (``replay``) would replace the function."""
+    import fxgate.engine as engine
+
+    submodules = {p.stem for p in (ROOT / "engine").glob("*.py")} | {
+        p.name for p in (ROOT / "engine").iterdir() if p.is_dir()
+    }
+    assert submodules & set(engine._EXPORTS) == set()
+    assert {"gate", "replaying", "core"} <= submodules
