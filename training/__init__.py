@@ -10,7 +10,12 @@ training extra):
 * :mod:`~fxgate.training.export` — GGUF F16/Q8_0 export and the parity check against the torch model;
 * :mod:`~fxgate.training.evaluate` — the test-split evaluation against baselines (``fxgate train eval``);
 * :mod:`~fxgate.training.pipeline` — the whole run, its manifest and ``fxgate train verify``;
-* :mod:`~fxgate.training.nano`, :mod:`~fxgate.training.presets` — the nano model and the training presets.
+* :mod:`~fxgate.training.nano`, :mod:`~fxgate.training.presets` — the nano model and the training presets;
+* :mod:`~fxgate.training.errors` — :class:`DatasetError` and :class:`DatasetWarning`.
+
+The ``train`` extra's libraries (torch, transformers, peft, trl, datasets, gguf, tokenizers) are imported in one
+place, ``training/_optional.py``, on first use: ``fxgate train data``, ``formulas``, ``eval`` and ``verify`` run
+without them.
 """
 
 __all__: list[str] = []

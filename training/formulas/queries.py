@@ -12,6 +12,7 @@ __all__ = ["by_category", "counts", "rows", "listing", "sft_samples"]
 
 
 def by_category() -> dict[str, list[Formula]]:
+    """The entries of each category, in catalogue order (every category present, empty or not)."""
     out: dict[str, list[Formula]] = {c: [] for c in CATEGORIES}
     for f in CATALOGUE:
         out[f.category].append(f)
@@ -19,6 +20,7 @@ def by_category() -> dict[str, list[Formula]]:
 
 
 def counts() -> dict[str, dict[str, int]]:
+    """Per category: how many entries, and how many of them fxgate computes."""
     return {c: {"entries": len(fs), "computable": sum(f.computable for f in fs)} for c, fs in by_category().items()}
 
 
