@@ -39,7 +39,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ from fxgate.engine.layers import (
     failed,
     off,
     skipped,
+    unavailable,
 )
 from fxgate.engine.llm_setup import start_llm
 from fxgate.models.ensemble import TreeEnsemble
@@ -130,7 +131,12 @@ class Gate:
         return cls(cfg, ens, timeframe=tf, symbol=symbol or (ens.symbol if ens is not None else ""))
 
     def set_ensemble(self, ensemble: Any) -> None:
-        """Swap the Layer-1 models (walk-forward refits); feature and module state carry on."""
+        """Swap the Layer-1 models (walk-forward refits); feature and module state carry on. Takes the lock: a bar
+        in flight is evaluated wholly by the old models or wholly by the new ones."""
+        with self._lock:
+            self._set_ensemble(ensemble)
+
+    def _set_ensemble(self, ensemble: Any) -> None:
         if ensemble is not None and ensemble.timeframe and ensemble.timeframe != self.timeframe:
             raise ValueError(
                 f"bundle is for {ensemble.timeframe} bars, the gate runs {self.timeframe}. Fix: load a "
@@ -313,7 +319,7 @@ class Gate:
         if not layer.enabled:
             return off(layer, spent), layer.off_vetoes
         if (why := layer.unavailable) is not None:
-            return LayerVerdict(layer.name, True, False, None, layer.threshold, why, spent), True
+            return unavailable(layer, why, spent), True
         if c.first_veto is not None and not c.full:
             return (skipped(layer, f"{c.first_veto} vetoed", spent) if layer.reported else None), False
         if not layer.applies(c):
@@ -333,7 +339,8 @@ class Gate:
         )
         for la in phase:
             if la.reported and la.name not in c.layers:
-                c.layers[la.name] = skipped(la, f"{name} failed") if la.enabled else off(la)
+                v = skipped(la, f"{name} failed") if la.enabled else off(la)
+                c.layers[la.name] = replace(v, threshold=None)
         c.first_veto = c.first_veto or name
         c.action, c.confidence, c.size = "NONE", None, 0.0
         c.stage = ""

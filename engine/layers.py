@@ -42,6 +42,7 @@ __all__ = [
     "off",
     "skipped",
     "failed",
+    "unavailable",
     "REPORTED",
 ]
 
@@ -68,6 +69,7 @@ class Candidate:
     confidence: float | None = None
     size: float = 0.0
     modules: tuple[ModuleResult, ...] = ()
+    failed_module: str = ""  # the first Layer-4 module that failed (the veto's name: "L4:<module>")
     judge_reasons: str = ""  # the judge's answer, for the debate's prompt
     prompt: dict[str, str] | None = None  # the LLM prompt's placeholders, shared by the judge and the debate
     stage: str = ""  # the layer (or "L4:module") being evaluated: an exception there is that layer's failure
@@ -113,6 +115,11 @@ def skipped(layer: Layer, why: str | None, latency_us: float = 0.0) -> LayerVerd
     """A layer not evaluated on this bar (an earlier veto, a refused bar): ``why`` is the cause, when there is one."""
     reason = f"not evaluated: {why}" if why else "not evaluated"
     return LayerVerdict(layer.name, True, False, None, layer.threshold, reason, latency_us)
+
+
+def unavailable(layer: Layer, why: str, latency_us: float = 0.0) -> LayerVerdict:
+    """A layer that cannot run at all (no model loaded): fails closed on every bar, with the fix in ``why``."""
+    return LayerVerdict(layer.name, True, False, None, layer.threshold, why, latency_us)
 
 
 def failed(name: str, enabled: bool, reason: str, old: LayerVerdict | None = None) -> LayerVerdict:
@@ -189,7 +196,6 @@ class L4Layer(_Base):
     def __init__(self, cfg: GateConfig, modules: list[CertaintyModule]) -> None:
         self.enabled = cfg.l4.enabled
         self.modules = modules
-        self._failed = ""
 
     def evaluate(self, c: Candidate) -> LayerVerdict:
         t0 = _NS()
@@ -212,14 +218,14 @@ class L4Layer(_Base):
         else:
             more = f" (+{len(failing) - 1} more failing)" if len(failing) > 1 else ""
             reason = f"{failing[0].name}: {failing[0].reason}{more}"
-        self._failed = failing[0].name if failing else ""
+        c.failed_module = failing[0].name if failing else ""
         c.modules = tuple(results)
         return LayerVerdict(
             self.name, True, ok, sum(r.passed for r in results) / max(1, n), 1.0, reason, lat, c.modules
         )
 
     def veto_name(self, c: Candidate) -> str:
-        return f"L4:{self._failed}"
+        return f"L4:{c.failed_module}"
 
 
 # -- sizing ----------------------------------------------------------------------------------------------------------
@@ -228,9 +234,9 @@ class SizingLayer(_Base):
 
     One unit: a fraction of capital per signal. Modules that size declare
     :meth:`~fxgate.modules.CertaintyModule.suggested_fraction` (None: the module does not size); an undefined (NaN)
-    suggestion sizes 0 whatever the order; with no sizing module the size is ``scale``. A size of 0 vetoes
-    (``first_veto = "sizing"``). Not a layer of the Decision: its errors are Layer 4's (the sizes come from Layer-4
-    module state), and it runs under the lock because it reads that state.
+    suggestion sizes 0 whatever the order; with no sizing module the size is ``min(scale, max_fraction)``. A
+    size of 0 vetoes (``first_veto = "sizing"``). Not a layer of the Decision: its errors are Layer 4's (the sizes
+    come from Layer-4 module state), and it runs under the lock because it reads that state.
     """
 
     name = "sizing"

@@ -80,7 +80,10 @@ def run_replays(
         raise FxgateError("\n".join(refusals))  # before any work: nothing was loaded or written yet
     for j in jobs:
         check_data_file(j.data)
-    if cfg.llm.model == "nano" and (cfg.l2.enabled or cfg.l3.enabled):
+    l3 = cfg.l3
+    named = {cfg.llm.model} if cfg.l2.enabled else set()
+    named |= {cfg.llm.model, l3.bull_model, l3.bear_model, l3.risk_model} if l3.enabled else set()
+    if "nano" in named:  # the debate's roles may name their own model ("" = [llm] model)
         ensure_nano()  # building the model is training's job; the gate only reads it from the cache
     record = {
         "id": uuid.uuid4().hex[:16],

@@ -323,6 +323,8 @@ def test_the_command_list_is_each_commands_own_help_and_imports_no_command_modul
     [
         ("replay", '[llm]\nmodel = "nano"\n[l2]\nenabled = false\n[l3]\nenabled = true\n'),  # L3 alone needs it too
         ("replay", '[llm]\nmodel = "nano"\n[l3]\nenabled = false\n'),
+        # a debate role on the nano model while [llm] model is another file
+        ("replay", '[llm]\nmodel = "/nowhere/x.gguf"\n[l2]\nenabled = false\n[l3]\nbear_model = "nano"\n'),
         ("demo", None),
     ],
 )
