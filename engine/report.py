@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fxgate.engine.core.atomic import write_text
+from fxgate.engine.core.records import candidate_directions
 from fxgate.engine.replaying import ReplayResult
 from fxgate.models._stats import strict_dumps
 
@@ -159,13 +160,14 @@ def _precision_coverage(res: ReplayResult) -> str:
         return _frame("Precision vs coverage of the Layer-1 rule", "", "too few bars with Layer-1 probabilities")
     p, mv = probs[ok], move[ok]
     up = p >= 0.5
-    agree = up.all(axis=1) | (~up).all(axis=1)
+    lean = candidate_directions(p)  # +1/-1 where all three lean the same way, else 0
+    agree = lean != 0
     conf = np.where(up, p, 1 - p).min(axis=1)
     pts, notes = [], []
     for thr in np.linspace(0.5, 0.99, 50):
         fire = agree & (conf >= thr)
         if fire.sum() >= 5:
-            prec = float((np.where(up[fire, 0], 1, -1) == mv[fire]).mean())
+            prec = float((lean[fire] == mv[fire]).mean())
             pts.append((fire.mean(), prec))
     for thr in (0.55, 0.6, 0.7, 0.95):
         fire = agree & (conf >= thr)
