@@ -11,45 +11,12 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from fxgate.engine.core.config import (
-    DEFAULT_MODULES,
-    DEFAULT_TOML,
-    MAX_HORIZON,
-    ConfigError,
-    GateConfig,
-    InputConfig,
-    L1Config,
-    L2Config,
-    L3Config,
-    L4Config,
-    LlmConfig,
-    ReplayConfig,
-    SizingConfig,
-    cache_dir,
-    parse_config,
-    read_config,
-)
+from fxgate.engine.core import config as _core
+from fxgate.engine.core.config import *  # noqa: F403 - this module is the checked face of the config types
+from fxgate.engine.core.config import ConfigError, GateConfig, parse_config, read_config
 from fxgate.modules import REGISTRY, create
 
-__all__ = [
-    "GateConfig",
-    "L1Config",
-    "L2Config",
-    "L3Config",
-    "LlmConfig",
-    "L4Config",
-    "SizingConfig",
-    "ReplayConfig",
-    "InputConfig",
-    "ConfigError",
-    "DEFAULT_MODULES",
-    "DEFAULT_TOML",
-    "MAX_HORIZON",
-    "cache_dir",
-    "check_modules",
-    "config_from_dict",
-    "load_config",
-]
+__all__ = [*_core.__all__, "check_modules", "config_from_dict", "load_config"]
 
 
 def _unknown(what: str, name: str) -> str:
