@@ -23,13 +23,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-from _common import write_json  # noqa: E402
-from llm_common import values  # noqa: E402
+from _common import write_json
+from llm_common import values
 
-from fxgate.models.debate import Debate  # noqa: E402
-from fxgate.models.llm import Judge, LlmRuntime, LlmSettings, grammar_for  # noqa: E402
-from fxgate.models.prompt import load_template  # noqa: E402
-from fxgate.training.nano import ensure_nano  # noqa: E402
+from fxgate.models.debate import Debate
+from fxgate.models.llm import Judge, LlmRuntime, LlmSettings, grammar_for
+from fxgate.models.prompt import load_template
+from fxgate.training.nano import ensure_nano
 
 
 def pct(xs: list[float]) -> dict[str, float]:

@@ -40,7 +40,7 @@ from fxgate.models.labels import LabelSpec
 from fxgate.modules import REGISTRY, Context, Outcome, create
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from naive import bocpd_naive, vpin_naive  # noqa: E402
+from naive import bocpd_naive, vpin_naive
 
 
 def pct(xs: list[int] | np.ndarray) -> dict[str, float]:

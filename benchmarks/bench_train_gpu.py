@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import write_json  # noqa: E402
+from _common import write_json
 
-from fxgate.training import _optional  # noqa: E402 - torch, peft, transformers: the train extra, with its hint
+from fxgate.training import _optional  # torch, peft, transformers: the train extra, with its hint
 
 R1_QWEN_7B = {
     "hidden_size": 3584,

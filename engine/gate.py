@@ -267,7 +267,7 @@ class Gate:
             for m in self.modules:
                 m.update(ctx)
             t_l4_update = _NS() - t0
-        except BaseException as exc:  # noqa: BLE001 - the bar is refused and the state is what it was before it
+        except BaseException as exc:  # the bar is refused and the state is what it was before it
             self._restore(snap)
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: state restored, then propagate
                 raise

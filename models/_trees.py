@@ -161,7 +161,7 @@ def _leaf_py(x, node, feature, threshold, left, right, default_left, missing, ru
 leaf = kernel(_leaf_py, fastmath=False)
 
 
-def _forest_py(x, feature, threshold, left, right, default_left, missing, value, roots, tree_class, base, rule, out):  # type: ignore[no-untyped-def]  # noqa: E501
+def _forest_py(x, feature, threshold, left, right, default_left, missing, value, roots, tree_class, base, rule, out):  # type: ignore[no-untyped-def]
     n_class = out.shape[1]
     acc32 = np.zeros(n_class, dtype=np.float32)
     for i in range(x.shape[0]):
@@ -180,7 +180,7 @@ def _forest_py(x, feature, threshold, left, right, default_left, missing, value,
                 out[i, k] = acc32[k]
 
 
-def _oblivious_py(x, split_off, split_feature, border, leaf_off, leaf_values, nan_true, scale, bias, out):  # type: ignore[no-untyped-def]  # noqa: E501
+def _oblivious_py(x, split_off, split_feature, border, leaf_off, leaf_values, nan_true, scale, bias, out):  # type: ignore[no-untyped-def]
     n_class = out.shape[1]
     n_trees = len(split_off) - 1
     for i in range(x.shape[0]):

@@ -20,7 +20,7 @@ def check_tz(tz: str | None) -> None:
         return
     try:
         pd.Timestamp(0).tz_localize(tz)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ValueError(
             f"tz={tz!r} is not a known time zone; use an IANA name such as 'UTC' or 'Europe/Athens' (many MetaTrader "
             "servers run on EET/EEST)"

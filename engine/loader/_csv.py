@@ -52,7 +52,7 @@ def _times_from_strings(col: object, lay: Layout) -> tuple[np.ndarray, bool]:
         return pd.DatetimeIndex(pd.to_datetime(values, format=fmt)).as_unit("ns").asi8, False
     except Irregular:
         raise
-    except Exception as exc:  # noqa: BLE001 - any parse failure sends the file to the line-by-line path
+    except Exception as exc:  # any parse failure sends the file to the line-by-line path
         raise Irregular from exc
 
 
@@ -109,7 +109,7 @@ def parse_fast(source: str | bytes, lay: Layout) -> Raw:
                 decimal_point=lay.decimal,
             ),
         )
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types; all mean "irregular"
+    except Exception as exc:  # pyarrow raises several types; all mean "irregular"
         raise Irregular from exc
     n = table.num_rows
     cols: dict[str, np.ndarray] = {}

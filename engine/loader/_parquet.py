@@ -17,7 +17,7 @@ def read_parquet(path: str, data: bytes | None = None) -> tuple[Raw, dict[str, s
     """Read ``path`` (or ``data``, its decompressed bytes) as Parquet."""
     try:
         table = pq.read_table(path if data is None else pa.BufferReader(data))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise data_error(
             path,
             None,

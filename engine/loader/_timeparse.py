@@ -83,7 +83,7 @@ def compile_format(fmt: str, frac_digits: int = 3) -> tuple[int, np.ndarray, np.
     return at, pos, length, np.array(lit_pos, dtype=np.int64), np.array(lit_val, dtype=np.uint8)
 
 
-def _parse_fixed_py(data, offsets, width, field_pos, field_len, lit_pos, lit_val, out_ns, out_ok):  # type: ignore[no-untyped-def]  # noqa: E501
+def _parse_fixed_py(data, offsets, width, field_pos, field_len, lit_pos, lit_val, out_ns, out_ok):  # type: ignore[no-untyped-def]
     """Reference twin of the compiled kernel. ``data``/``offsets`` are an Arrow string array's buffers.
 
     Writes naive ns since the epoch and a validity flag per row: right length, digits where digits belong, the

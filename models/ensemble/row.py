@@ -55,7 +55,7 @@ class ObliviousRow(NamedTuple):
     bias: float  # the bias of the one class
 
 
-def _forest_row_py(x, feature, threshold, left, right, default_left, missing, value, roots, base, rule):  # type: ignore[no-untyped-def]  # noqa: E501
+def _forest_row_py(x, feature, threshold, left, right, default_left, missing, value, roots, base, rule):  # type: ignore[no-untyped-def]
     """One row through a binary forest (the arguments: :class:`ForestRow`'s fields): the margin, with the leaf walk
     of the batch kernel."""
     acc32 = np.float32(base)
@@ -69,7 +69,7 @@ def _forest_row_py(x, feature, threshold, left, right, default_left, missing, va
     return float(acc32) if rule == XGB else acc
 
 
-def _oblivious_row_py(x, split_off, split_feature, border, leaf_off, leaf_values, nan_true, scale, bias):  # type: ignore[no-untyped-def]  # noqa: E501
+def _oblivious_row_py(x, split_off, split_feature, border, leaf_off, leaf_values, nan_true, scale, bias):  # type: ignore[no-untyped-def]
     """One row through binary oblivious trees (the arguments: :class:`ObliviousRow`'s fields): the margin."""
     s = 0.0
     for t in range(len(split_off) - 1):
