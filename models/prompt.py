@@ -49,6 +49,7 @@ __all__ = [
     "GENERATION_RESERVE",
     "R1_CHAT_TEMPLATE",
     "prompt_values",
+    "fill_section",
     "formulas_of",
     "KEY_FEATURES",
     "fmt_num",
@@ -197,7 +198,10 @@ class RenderedPrompt:
     template_id: str
 
 
-def _fill(section: Section, values: Mapping[str, str], source: str) -> str:
+def fill_section(section: Section, values: Mapping[str, str], source: str) -> str:
+    """One section's text with every placeholder filled (unbudgeted: the training-data builders write whole
+    sections; :func:`build_prompt` drops sections to fit the budget)."""
+
     def sub(m: re.Match[str]) -> str:
         k = m.group(1)
         if k not in values:
@@ -222,7 +226,7 @@ def build_prompt(
 ) -> RenderedPrompt:
     """Fill the sections, render with the chat template, and drop whole sections (highest priority number first,
     later sections first among equals) until the prompt has at most ``budget`` tokens."""
-    filled = [(s, _fill(s, values, tpl.source)) for s in tpl.sections]
+    filled = [(s, fill_section(s, values, tpl.source)) for s in tpl.sections]
     keep = [True] * len(filled)
     dropped: list[str] = []
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from fxgate.engine.core.hashing import file_sha256
 from fxgate.models.llm import load_llama
-from fxgate.models.prompt import PromptTemplate, RenderedPrompt, _fill, build_prompt
+from fxgate.models.prompt import PromptTemplate, RenderedPrompt, build_prompt, fill_section
 from fxgate.training.errors import DatasetError
 from fxgate.training.export import load_tokenizer
 
@@ -56,7 +56,7 @@ def served_prompt(
 
 def prompt_messages(tpl: PromptTemplate, values: dict[str, str]) -> list[dict[str, str]]:
     """The judge's system and user messages with every section (the budget is applied when a model renders it)."""
-    text = "\n\n".join(_fill(s, values, tpl.source) for s in tpl.sections)
+    text = "\n\n".join(fill_section(s, values, tpl.source) for s in tpl.sections)
     return [{"role": "system", "content": tpl.system}, {"role": "user", "content": text}]
 
 
