@@ -239,7 +239,9 @@ def test_sigterm_with_jobs_stops_every_worker_and_exits_143(inputs, tmp_path):
 
 def test_kill_9_leaves_no_half_file_and_the_next_run_says_so(inputs, tmp_path):
     out = tmp_path / "out"
-    args = ["--data", str(inputs["eurusd"]), "--config", str(inputs["config"]), "--out", str(out)]
+    data = tmp_path / "EURUSD.csv"  # 2,700 replayed bars and nine refits: still running a second after it started
+    sample_bars()[:3000].to_csv(data)
+    args = ["--data", str(data), "--config", str(inputs["config"]), "--out", str(out)]
     proc = _replay(args)
     _wait_running(proc, out)
     time.sleep(1.0)  # somewhere in loading, fitting or replaying: any moment must be safe

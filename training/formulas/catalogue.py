@@ -473,6 +473,7 @@ def _certainty_modules() -> list[Formula]:
     built = [
         Formula(cls.title, "certainty_modules", cls.citation, cls.formula, _module(name), "module")
         for name, cls in sorted(REGISTRY.items())
+        if cls.__module__.startswith("fxgate.modules.")  # fxgate's own, not a module a user or a test registered
     ]
     return built + [Formula(t, "certainty_modules", c, f) for t, f, c in NOT_BUILT_MODULES]
 
