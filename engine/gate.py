@@ -36,6 +36,7 @@ in a layer) is a fail-closed verdict naming that layer; ``on_bar`` never raises.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -69,7 +70,7 @@ from fxgate.engine.layers import (
 from fxgate.engine.llm_setup import start_llm
 from fxgate.models.ensemble import TreeEnsemble
 from fxgate.models.features import FeatureEngine
-from fxgate.modules import Context, Outcome, create
+from fxgate.modules import Context, Matured, Outcome, create
 
 __all__ = ["Gate", "BarRecord"]
 
@@ -110,6 +111,10 @@ class Gate:
         self._lock = threading.RLock()
         self._bars = 0
         self._pending: deque[tuple[int, int, int, float, float, float]] = deque()  # due, ts, dir, entry, spread, p
+        #: every accepted bar's forecast until its horizon ends: (due, entry_bar, ts, close, probs, features, dir,
+        #: spread); and the LLM judge's P(up) per entry bar, filled in after the slow layers answer
+        self._forecasts: deque[tuple[int, int, int, float, Any, Any, int, float]] = deque()
+        self._llm_probs: dict[int, float] = {}
         self.rejected = 0
         self.set_ensemble(ensemble)
 
@@ -213,18 +218,38 @@ class Gate:
                 self._reject(bar, f"internal error: {type(exc).__name__}: {exc}", "internal"), None, (), (), 0
             )
         self._run(c, self._slow_layers)
+        if math.isfinite(c.llm_prob):  # the judge's answer joins this bar's forecast, if it is still pending
+            with self._lock:
+                if self._forecasts and self._forecasts[0][1] <= c.bar_index:
+                    self._llm_probs[c.bar_index] = c.llm_prob
         return BarRecord(self._decision(c), c.features, c.model_probabilities(), c.modules, c.direction)
 
     def _snapshot(self) -> tuple[Any, ...]:
         feats = self.features.state_dict()
-        return (feats, [m.state_dict() for m in self.modules], self.intake.last_ts, self._bars, tuple(self._pending))
+        return (
+            feats,
+            [m.state_dict() for m in self.modules],
+            self.intake.last_ts,
+            self._bars,
+            tuple(self._pending),
+            tuple(self._forecasts),
+            dict(self._llm_probs),
+        )
 
     def _restore(self, snap: tuple[Any, ...]) -> None:
-        feats, mods, self.intake.last_ts, self._bars, pending = snap
+        feats, mods, self.intake.last_ts, self._bars, pending, forecasts, llm = snap
         self.features.load_state_dict(feats)
         for m, st in zip(self.modules, mods, strict=True):
             m.load_state_dict(st)
         self._pending = deque(pending)
+        self._forecasts = deque(forecasts)
+        self._llm_probs = llm
+
+    @property
+    def refit_recommended(self) -> tuple[str, ...]:
+        """The Layer-4 modules that currently recommend refitting the Layer-1 models (drift detected)."""
+        with self._lock:
+            return tuple(m.name for m in self.modules if m.refit_recommended())
 
     def _fast(self, bar: Any, verdicts: bool = True) -> Decision | Candidate | None:
         """Validation, the state updates and the fast layers, under the lock. A refused bar returns its Decision;
@@ -253,6 +278,14 @@ class Gate:
             if direction:
                 pdir = float(np.mean(probs)) if direction > 0 else 1 - float(np.mean(probs))
                 self._pending.append((self._bars + cfg.horizon, bar.ts, direction, bar.close, spread, pdir))
+            matured: list[Matured] = []  # every bar's forecast whose horizon ends on this bar
+            while self._forecasts and self._forecasts[0][0] <= self._bars:
+                _, i0, ts0, entry, p0, x0, d0, sp0 = self._forecasts.popleft()
+                llm = self._llm_probs.pop(i0, math.nan)
+                matured.append(Matured(i0, ts0, bar.ts, entry, bar.close, p0, x0, d0, sp0, llm))
+            self._forecasts.append(
+                (self._bars + cfg.horizon, self._bars, bar.ts, bar.close, probs, x, direction, spread)
+            )
             ctx = Context(
                 bar,
                 features=x,
@@ -262,6 +295,9 @@ class Gate:
                 outcomes=tuple(due),
                 ensemble=self.ensemble,
                 spread=spread,
+                matured=tuple(matured),
+                bar_index=self._bars,
+                in_sample=in_sample,
             )
             t0 = _NS()
             for m in self.modules:
@@ -287,6 +323,7 @@ class Gate:
             spread=spread,
             in_sample=in_sample,
             full=cfg.mode == "full",
+            bar_index=self._bars,
             latency_us={"L1": t_l1 / 1e3, "L4": t_l4_update / 1e3},
         )
         self._run(c, self._fast_layers)

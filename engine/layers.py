@@ -16,6 +16,7 @@ evaluated under the gate's lock with the state it just updated; ``"slow"``: the 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class Candidate:
     spread: float
     in_sample: bool
     full: bool  # mode = "full": evaluate every enabled layer for diagnostics
+    bar_index: int = 0  # the gate's count of accepted bars (Context.bar_index)
     latency_us: dict[str, float] = field(default_factory=dict)  # state-update time already spent per layer
     layers: dict[str, LayerVerdict] = field(default_factory=dict)
     first_veto: str | None = None
@@ -71,6 +73,7 @@ class Candidate:
     modules: tuple[ModuleResult, ...] = ()
     failed_module: str = ""  # the first Layer-4 module that failed (the veto's name: "L4:<module>")
     judge_reasons: str = ""  # the judge's answer, for the debate's prompt
+    llm_prob: float = math.nan  # the judge's P(up): its certainty for BUY, 1 - certainty for SELL (NaN: no answer)
     prompt: dict[str, str] | None = None  # the LLM prompt's placeholders, shared by the judge and the debate
     stage: str = ""  # the layer (or "L4:module") being evaluated: an exception there is that layer's failure
 
@@ -337,6 +340,8 @@ class JudgeLayer(_LlmLayer):
         t0 = _NS()
         jv = self.judge.judge(self.facts.values(c), str(c.proposed))
         if jv.direction is not None:
+            if jv.certainty is not None and math.isfinite(jv.certainty):
+                c.llm_prob = jv.certainty if jv.direction == "BUY" else 1.0 - jv.certainty
             c.judge_reasons = f"{jv.direction}, certainty {jv.certainty:.2f}: " + "; ".join(jv.reasons)
         lat = (_NS() - t0) / 1e3
         return LayerVerdict(self.name, True, jv.passed, jv.certainty, self.threshold, jv.reason, lat, jv.details())

@@ -1,20 +1,16 @@
 """fxgate.modules: the layer-4 certainty modules (streaming state + numba kernels + pass rule).
 
-Modules register by name; ``create("vpin", quantile=0.95)`` builds one from config. Part 1 (this release): vpin,
-bocpd, regime, adverse_selection, execution_cost, robust_kelly, bayesian_sizing, uncertainty, shap.
+Modules register by name; ``create("vpin", quantile=0.95)`` builds one from config. Importing the package imports
+every public module file in it (``modules/<name>.py``, sorted by name), and importing a file registers its
+module: a new module is one new file. The modules, their formulas and pass rules: README's module table.
 """
 
-from fxgate.modules import (  # noqa: F401 - importing registers the modules
-    adverse_selection,
-    bayesian_sizing,
-    bocpd,
-    execution_cost,
-    regime,
-    robust_kelly,
-    shap,
-    uncertainty,
-    vpin,
-)
-from fxgate.modules._base import REGISTRY, CertaintyModule, Context, ModuleResult, Outcome, create, register
+import importlib
+import pkgutil
 
-__all__ = ["CertaintyModule", "Context", "ModuleResult", "Outcome", "REGISTRY", "create", "register"]
+from fxgate.modules._base import REGISTRY, CertaintyModule, Context, Matured, ModuleResult, Outcome, create, register
+
+for _m in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
+    importlib.import_module(f"{__name__}.{_m}")
+
+__all__ = ["CertaintyModule", "Context", "Matured", "ModuleResult", "Outcome", "REGISTRY", "create", "register"]

@@ -7,6 +7,12 @@ Every module follows one shape (shared/DESIGN.md):
   reason a trader can read; a module with too little data fails closed ("insufficient data: 12/50 bars");
 * ``state_dict()``/``load_state_dict()`` snapshot and restore the state exactly;
 * ``warm_up()`` compiles the module's kernels (called at gate start, never on the first live bar);
+* ``scheduled`` modules (bootstraps: edge_proof, model_confidence_set) keep O(1) streaming state per bar and run
+  their expensive ``recompute()`` only every ``every`` bars, inside ``update``; the verdict reads the last
+  recompute. A recompute is deterministic (its random stream is seeded from the module's ``seed`` and the number of
+  observations), so a replay and a restored snapshot give the same p-values;
+* ``refit_recommended()`` (drift detectors: double_adapt) says the Layer-1 models should be refit; the gate
+  collects it (``Gate.refit_recommended``) and replay may act on it (``[replay] refit_on_drift``);
 * ``suggested_fraction()`` (modules that size: robust_kelly, bayesian_sizing) is the share of capital to commit to
   the current candidate's signal, for a position counted in units of notional (``Context.size`` = 1 unit: the
   outcomes it learns from are the P&L of one unit). 0.02 means "stake 2% of capital on this signal"; NaN means
@@ -46,7 +52,17 @@ import numpy as np
 from fxgate.engine.core.bars import Bar
 from fxgate.engine.core.records import ModuleResult
 
-__all__ = ["CertaintyModule", "ModuleResult", "Context", "Outcome", "register", "REGISTRY", "create", "insufficient"]
+__all__ = [
+    "CertaintyModule",
+    "ModuleResult",
+    "Context",
+    "Matured",
+    "Outcome",
+    "register",
+    "REGISTRY",
+    "create",
+    "insufficient",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +96,45 @@ class Outcome:
         return self.pnl > 0
 
 
+@dataclass(frozen=True, slots=True)
+class Matured:
+    """One accepted bar's forecast whose horizon has elapsed: what the gate knew at ``entry_ts`` and what the price
+    did by ``exit_ts``, delivered ``horizon`` accepted bars later, never earlier.
+
+    Every accepted bar matures (not only candidates): the outcome-scoring modules (IC, conformal intervals,
+    quantile calibration, drift on the loss stream, factor weights, the model confidence set) need each bar's
+    prediction paired with its realized return. ``probs`` is None for a bar inside the Layer-1 bundle's training
+    window (in sample for the models) and without a model: a module that scores predictions skips those.
+    ``entry_bar`` is the gate's index of the entry bar (``Context.bar_index`` then): a module that stores its own
+    prediction at entry (a conformal interval, quantiles) keeps it in a ring indexed by it.
+    """
+
+    entry_bar: int
+    entry_ts: int
+    exit_ts: int
+    entry_price: float
+    exit_price: float
+    probs: np.ndarray | None  # calibrated P(up) per Layer-1 model at entry; None in sample / without a model
+    features: np.ndarray | None  # the entry bar's feature row
+    direction: int = 0  # the candidate direction at entry (+1/-1), 0 when there was none
+    spread: float = math.nan  # the full spread at entry, price units
+    #: the LLM judge's P(up) at entry (its certainty if it answered BUY, 1 - certainty if SELL); NaN when the judge
+    #: did not answer on that bar (it runs only on proposed bars, and only if its answer arrived in time)
+    llm_prob: float = math.nan
+
+    @property
+    def log_return(self) -> float:
+        """log(exit / entry): the realized move over the horizon, before costs."""
+        if self.entry_price > 0 and self.exit_price > 0:
+            return math.log(self.exit_price / self.entry_price)
+        return math.nan
+
+    @property
+    def up(self) -> bool:
+        """Whether the price rose over the horizon (the event Layer 1's P(up) forecasts)."""
+        return self.exit_price > self.entry_price
+
+
 @dataclass(slots=True)
 class Context:
     """What a module sees on one bar. Outcomes arrive only once their horizon has elapsed (no look-ahead)."""
@@ -93,6 +148,10 @@ class Context:
     #: the spread this bar trades at, price units: the bar's own, else the gate's ``spread`` setting (NaN: unknown)
     spread: float = math.nan
     ensemble: Any = None  # the Layer-1 TreeEnsemble, for modules that explain it (SHAP)
+    #: every accepted bar's forecast whose horizon ended on this bar (see :class:`Matured`)
+    matured: tuple[Matured, ...] = ()
+    bar_index: int = 0  # the gate's count of accepted bars, this one included (Matured.entry_bar refers to it)
+    in_sample: bool = False  # the bar lies inside the Layer-1 bundle's training window (no probabilities)
 
 
 def insufficient(name: str, have: int, need: int, threshold: float, what: str = "bars") -> ModuleResult:
@@ -144,6 +203,8 @@ class CertaintyModule(ABC):
     title: ClassVar[str] = ""
     formula: ClassVar[str] = ""
     citation: ClassVar[str] = ""
+    #: True for a module whose verdict comes from a periodic ``recompute()`` (a bootstrap) rather than per bar
+    scheduled: ClassVar[bool] = False
     #: gate-level settings (keys of ``GateConfig.module_settings``) this module's parameters take from the gate
     gate_settings: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict[str, Any]] = {}
@@ -176,6 +237,11 @@ class CertaintyModule(ABC):
         docstring), or None when it does not size (most modules). NaN means "cannot say": the gate then sizes 0
         (fails closed)."""
         return None
+
+    def refit_recommended(self) -> bool:
+        """True when this module has evidence that the Layer-1 models no longer fit the data (drift); default
+        False."""
+        return False
 
     def warm_up(self) -> None:  # noqa: B027 - optional hook; modules without kernels need nothing
         """Compile kernels on a throwaway copy so the first live bar pays no JIT cost."""

@@ -4,15 +4,18 @@ import numpy as np
 import pytest
 
 from fxgate.engine import sample_bars
-from fxgate.modules import Context, Outcome
+from fxgate.models.features import FeatureEngine
+from fxgate.modules import Context, Matured, Outcome
 
 
 def context_stream(n: int | None = None, seed: int = 3, horizon: int = 1):
-    """Contexts over the sample: synthetic model probabilities, a candidate on every other bar, and each
-    candidate's outcome delivered ``horizon`` bars later (never earlier)."""
+    """Contexts over the sample, shaped like the gate's: the bar's real feature row, synthetic model probabilities,
+    a candidate on every other bar, each candidate's Outcome and every bar's Matured forecast delivered ``horizon``
+    bars later (never earlier)."""
     bars = sample_bars()
     if n is not None:
         bars = bars[:n]
+    feats = FeatureEngine("H1").batch(bars)
     rng = np.random.default_rng(seed)
     pending: list[tuple[int, Outcome]] = []
     out = []
@@ -21,6 +24,22 @@ def context_stream(n: int | None = None, seed: int = 3, horizon: int = 1):
         direction = (1 if probs.mean() >= 0.5 else -1) if i % 2 == 0 else 0
         due = tuple(o for j, o in pending if j == i)
         pending = [(j, o) for j, o in pending if j != i]
+        matured = ()
+        if i >= horizon:
+            e = out[i - horizon]
+            matured = (
+                Matured(
+                    i - horizon + 1,
+                    int(e.bar.ts),
+                    int(bar.ts),
+                    e.bar.close,
+                    bar.close,
+                    e.probs,
+                    e.features,
+                    e.direction,
+                    8e-5,
+                ),
+            )
         if direction and i + horizon < len(bars):
             o = Outcome(
                 int(bar.ts),
@@ -32,7 +51,18 @@ def context_stream(n: int | None = None, seed: int = 3, horizon: int = 1):
                 prob=float(probs.mean() if direction > 0 else 1 - probs.mean()),
             )
             pending.append((i + horizon, o))
-        out.append(Context(bar, probs=probs, direction=direction, outcomes=due))
+        out.append(
+            Context(
+                bar,
+                features=feats[i],
+                probs=probs,
+                direction=direction,
+                outcomes=due,
+                spread=8e-5,
+                matured=matured,
+                bar_index=i + 1,
+            )
+        )
     return out
 
 
