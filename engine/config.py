@@ -16,7 +16,7 @@ from fxgate.engine.core.config import *  # noqa: F403 - this module is the check
 from fxgate.engine.core.config import ConfigError, GateConfig, parse_config, read_config
 from fxgate.modules import REGISTRY, create
 
-__all__ = [*_core.__all__, "check_modules", "config_from_dict", "load_config"]
+__all__ = [*_core.__all__, "check_modules", "config_from_dict", "load_config", "init_toml", "module_reference"]
 
 
 def _unknown(what: str, name: str) -> str:
@@ -53,3 +53,42 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> GateConfig:
 def load_config(path: str | Path | None) -> GateConfig:
     """Read a TOML gate config (None: all defaults), every key, value, module and parameter checked."""
     return check_modules(read_config(path), str(path) if path is not None else "config")
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, float):
+        return repr(v) if v == v and abs(v) != float("inf") else ("nan" if v != v else ("inf" if v > 0 else "-inf"))
+    return str(v)
+
+
+def module_reference(names: tuple[str, ...] | list[str] | None = None) -> str:
+    """Commented TOML: for each module (default: every registered one, in ``DEFAULT_MODULES`` order first), its
+    title, formula, citation, default pass rule and a ``[l4.params.<name>]`` table of its defaults. Uncommenting a
+    table reproduces the defaults exactly (tested)."""
+    order = list(names) if names is not None else [*_core.DEFAULT_MODULES]
+    if names is None:
+        order += sorted(n for n in REGISTRY if n not in order and REGISTRY[n].__module__.startswith("fxgate.modules."))
+    out = ["# -- Layer-4 modules: pass rule, formula and default parameters of each (uncomment a table to change it)"]
+    for n in order:
+        cls = REGISTRY[n]
+        out.append("#")
+        out.append(f"# {cls.title or n} ({n}): pass when {cls.rule}")
+        if cls.formula or cls.citation:
+            out.append(f"#   {cls.formula}; {cls.citation}")
+        out.append(f"# [l4.params.{n}]")
+        for k, v in cls.defaults.items():
+            if k in cls.gate_settings or v is None:
+                continue
+            out.append(f"# {k} = {_toml_value(v)}")
+    return "\n".join(out) + "\n"
+
+
+def init_toml() -> str:
+    """What ``fxgate config init`` writes: the commented defaults plus every module's pass rule and parameters."""
+    return _core.DEFAULT_TOML + "\n" + module_reference()

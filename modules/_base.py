@@ -203,6 +203,8 @@ class CertaintyModule(ABC):
     title: ClassVar[str] = ""
     formula: ClassVar[str] = ""
     citation: ClassVar[str] = ""
+    #: the default pass rule in one line (``fxgate config init`` and README's module table show it)
+    rule: ClassVar[str] = ""
     #: True for a module whose verdict comes from a periodic ``recompute()`` (a bootstrap) rather than per bar
     scheduled: ClassVar[bool] = False
     #: gate-level settings (keys of ``GateConfig.module_settings``) this module's parameters take from the gate

@@ -43,6 +43,7 @@ class AdverseSelection(CertaintyModule):
     title = "AdverseSelection"
     formula = "net markout E[D dM] - spread (the round trip's full spread)"
     citation = "Glosten & Milgrom (1985)"
+    rule = "mean candidate markout after the spread >= `threshold` (0) over the last `window` outcomes"
     defaults = {"window": 100, "min_outcomes": 20, "threshold": 0.0}
     state_keys = ("mark", "spr", "ist", "fs")
 

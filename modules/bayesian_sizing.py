@@ -32,6 +32,7 @@ class BayesianSizing(OutcomeWindowState, CertaintyModule):
     title = "BayesianSizing"
     formula = "f = argmax E_posterior[log growth]"
     citation = "Browne & Whitt (1996)"
+    rule = "P(edge > `cost` | outcomes) >= `threshold` (0.95) under a Beta posterior (it also sizes)"
     defaults = {
         "window": 200,
         "min_outcomes": 30,

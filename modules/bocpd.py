@@ -122,6 +122,7 @@ class Bocpd(CertaintyModule):
     title = "BOCPD"
     formula = "P(r_t | x_1:t), hazard 1/lambda"
     citation = "Adams & MacKay (2007), arXiv:0710.3742"
+    rule = "P(run length < `k`) <= `threshold`: no changepoint is likely in the last k bars"
     defaults = {
         "hazard_lambda": 250.0,
         "max_run": 100,

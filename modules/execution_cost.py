@@ -88,6 +88,7 @@ class ExecutionCost(CertaintyModule):
     title = "ExecutionCost"
     formula = "round-trip E[IS] + 1 sd < expected edge"
     citation = "Almgren & Chriss (2001)"
+    rule = "2E + z*sd < `k_edge` * expected edge (Almgren-Chriss cost of the round trip vs the edge)"
     defaults = {
         "exec_steps": 1,
         "tau": 1.0,

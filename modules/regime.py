@@ -81,6 +81,7 @@ class RegimeDetection(CertaintyModule):
     title = "RegimeDetection"
     formula = "P(S_t | X_1:t) via the HMM forward filter"
     citation = "Hamilton (1989), Econometrica 57(2)"
+    rule = "P(favourable regime) >= `threshold` (favourable: every state but the most volatile)"
     defaults = {
         "n_states": 2,
         "fit_bars": 1000,

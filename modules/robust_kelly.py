@@ -45,6 +45,7 @@ class RobustKelly(OutcomeWindowState, CertaintyModule):
     title = "RobustKelly"
     formula = "f = Kelly x Baker-McHale shrinkage"
     citation = "Baker & McHale (2013), Decision Analysis 10(3)"
+    rule = "shrunk Kelly fraction > 0 (it also sizes: the fraction is its suggested size)"
     defaults = {"window": 200, "min_outcomes": 30, "method": "half", "max_fraction": 1.0}
 
     def reset(self) -> None:

@@ -28,6 +28,7 @@ class Shap(CertaintyModule):
     title = "SHAP"
     formula = "phi_i = Shapley values of the tree model"
     citation = "Lundberg et al. (2020), Nat. Mach. Intell. 2"
+    rule = "no feature carries > `max_share` (0.5) of any model's |attribution|; no `blacklist` feature on top"
     cost = "scheduled"
     defaults = {"max_share": 0.5, "blacklist": ("TOD_SIN", "TOD_COS", "DOW"), "top": 3}
     state_keys = ()

@@ -45,6 +45,7 @@ class UncertaintyDecomposition(CertaintyModule):
     title = "UncertaintyDecomposition"
     formula = "H[E p] = E H[p] + MI (aleatoric + epistemic)"
     citation = "Depeweg et al. (2018)"
+    rule = "epistemic uncertainty <= its rolling `quantile` (0.9) over the last `history` bars"
     defaults = {"history": 500, "min_history": 100, "quantile": 0.9}
     state_keys = ("hist", "srt", "ist", "fs")
 

@@ -119,6 +119,7 @@ class Vpin(CertaintyModule):
     title = "VPIN"
     formula = "sum |V_buy - V_sell| / (n V_bucket)"
     citation = "Easley, Lopez de Prado & O'Hara (2012)"
+    rule = "VPIN <= its rolling `quantile` (0.9) over the last `history` buckets (rule=absolute: VPIN < `absolute`)"
     defaults = {
         "sigma_window": 100,
         "n_buckets": 50,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fxgate.engine.config import DEFAULT_TOML, load_config
+from fxgate.engine.config import init_toml, load_config
 from fxgate.engine.core.atomic import write_text
 from fxgate.engine.core.errors import FxgateError
 
@@ -22,12 +22,13 @@ def config_group() -> None:
 @click.argument("path", type=click.Path(path_type=Path), default=Path("gate.toml"))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def config_init(path: Path, force: bool) -> None:
-    """Write a commented default gate configuration to PATH (default gate.toml)."""
+    """Write a commented default gate configuration to PATH (default gate.toml), with every Layer-4 module's pass
+    rule and parameters."""
     if path.is_dir():
         raise FxgateError(f"{path} is a directory. Fix: give a file name, e.g. {path / 'gate.toml'}")
     if path.exists() and not force:
         raise ValueError(f"{path} exists; pass --force to overwrite it")
-    write_text(path, DEFAULT_TOML)
+    write_text(path, init_toml())
     load_config(path)  # what we write must load
     click.echo(f"wrote {path}")
 

@@ -431,10 +431,9 @@ enabled = true
 modules = ["vpin", "bocpd", "regime", "uncertainty", "execution_cost", "adverse_selection", "robust_kelly",
            "bayesian_sizing", "shap"]
 
-# Module parameters, one table per module, e.g.:
-# [l4.params.vpin]
-# rule = "absolute"  # the original design's VPIN < 0.3
-# absolute = 0.3
+# Module parameters: one [l4.params.<name>] table per module. `fxgate config init` lists every module's pass
+# rule and default table at the end of the file (vpin's rule = "absolute", absolute = 0.3 is the original
+# design's VPIN < 0.3).
 
 [sizing]             # Decision.size is a fraction of capital: the smallest fraction the sizing modules
 scale = 1.0          # (robust_kelly, bayesian_sizing) suggest, times scale (0.5 = half Kelly),
