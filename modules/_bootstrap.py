@@ -1,0 +1,308 @@
+"""Block-bootstrap helpers shared by the bootstrap modules (edge_proof's SPA / Reality Check, model_confidence_set).
+
+Everything here is a numba kernel with a plain-Python twin (``_x_py``; ``_x = kernel(_x_py)``) behind a small
+wrapper that checks its inputs. The API is stable: other modules import it.
+
+* :func:`stationary_indices` — Politis & Romano (1994) stationary bootstrap indices, shape (reps, n): blocks of
+  consecutive indices (mod n, wrap-around) whose lengths are geometric with mean ``block``, each starting at a
+  uniform index. The random stream comes from ``numpy.random.default_rng(seed)``, so a seed gives one matrix.
+* :func:`stationary_means` — the bootstrap means of the columns of ``x`` over exactly the resamples
+  :func:`stationary_indices` would give for the same (n, reps, block, seed), without materializing the index
+  matrix: each block's sum comes from prefix sums (O(blocks · k) per resample instead of O(n · k)). Equal to
+  ``bootstrap_means(x, stationary_indices(...))`` up to summation rounding (~1e-15 relative).
+* :func:`bootstrap_means` — column means of ``x[idx[r]]`` for every row r of an index matrix (any bootstrap: a
+  reference library's own indices, for a test that must reproduce it to the last bit).
+* :func:`optimal_block_length` — Politis & White (2004) automatic block length with the correction of Patton,
+  Politis & White (2009), stationary-bootstrap value; the same estimator, tuning constants and numerics as
+  ``arch.bootstrap.optimal_block_length(x)["stationary"]`` (the reference test).
+* :func:`sb_variance` — the long-run variance of each column implied by the stationary bootstrap with mean block
+  ``block`` (Hansen 2005, eq. 9's kernel κ(n, i) = (1 − i/n)(1 − p)^i + (i/n)(1 − p)^(n−i), p = 1/block; the
+  estimator ``arch.bootstrap.SPA`` uses when ``nested=False``).
+
+How the stationary stream is drawn (the contract of ``seed``): with ``rng = default_rng(seed)`` and p = 1/block,
+block lengths L_j ~ Geometric(p) on {1, 2, …} and starts S_j ~ Uniform{0, …, n−1} are drawn in chunks,
+``rng.geometric(p, C)`` then ``rng.integers(0, n, C)``, and consumed in order: resample r is filled left to right
+with S_j, S_j + 1, … (mod n) for min(L_j, room left) positions, then the next block. The first chunk holds
+C = ⌈1.1 · reps · (1 + (n − 1) p)⌉ + 64 blocks (the expected count plus a margin), later ones a tenth of that.
+This is the same law as arch's per-position construction (a new block starts at each position with probability
+p) with fewer random draws: the stream, not the law, differs from arch's, so tests that must reproduce arch bit for
+bit feed arch's own indices to :func:`bootstrap_means`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fxgate.engine.core.jit import kernel
+
+__all__ = [
+    "stationary_indices",
+    "stationary_means",
+    "bootstrap_means",
+    "optimal_block_length",
+    "sb_variance",
+]
+
+#: slots of the resumable fill state (the kernels stop when a chunk of blocks runs out and resume on the next)
+FILL_REP, FILL_POS, FILL_USED = 0, 1, 2
+
+
+def _sb_fill_idx_py(out, lens, starts, st):  # type: ignore[no-untyped-def]
+    """Fill ``out`` (reps, n) with stationary-bootstrap indices from the blocks ``lens``/``starts``, resuming at
+    ``st`` (rep, position, blocks used). Returns True when ``out`` is full, False when the blocks ran out first."""
+    reps, n = out.shape
+    m = lens.shape[0]
+    r, i, j = st[FILL_REP], st[FILL_POS], st[FILL_USED]
+    while r < reps:
+        while i < n:
+            if j >= m:
+                st[FILL_REP], st[FILL_POS], st[FILL_USED] = r, i, j
+                return False
+            s = starts[j]
+            length = min(lens[j], n - i)
+            j += 1
+            for _ in range(length):
+                out[r, i] = s
+                i += 1
+                s += 1
+                if s == n:
+                    s = 0
+        i = 0
+        r += 1
+    st[FILL_REP], st[FILL_POS], st[FILL_USED] = r, i, j
+    return True
+
+
+def _sb_fill_sums_py(out, csum, lens, starts, st):  # type: ignore[no-untyped-def]
+    """Same block consumption as :func:`_sb_fill_idx_py`, but accumulate each resample's column sums into ``out``
+    (reps, k) from the prefix sums ``csum`` (n + 1, k) instead of writing indices."""
+    reps = out.shape[0]
+    k = out.shape[1]
+    n = csum.shape[0] - 1
+    m = lens.shape[0]
+    r, i, j = st[FILL_REP], st[FILL_POS], st[FILL_USED]
+    while r < reps:
+        while i < n:
+            if j >= m:
+                st[FILL_REP], st[FILL_POS], st[FILL_USED] = r, i, j
+                return False
+            s = starts[j]
+            length = min(lens[j], n - i)
+            j += 1
+            e = s + length
+            if e <= n:
+                for c in range(k):
+                    out[r, c] += csum[e, c] - csum[s, c]
+            else:
+                for c in range(k):
+                    out[r, c] += (csum[n, c] - csum[s, c]) + csum[e - n, c]
+            i += length
+        i = 0
+        r += 1
+    st[FILL_REP], st[FILL_POS], st[FILL_USED] = r, i, j
+    return True
+
+
+def _bootstrap_means_py(out, x, idx):  # type: ignore[no-untyped-def]
+    """out[r, c] = mean of x[idx[r, :], c] (summed in index order)."""
+    reps, n = idx.shape
+    k = x.shape[1]
+    for r in range(reps):
+        for c in range(k):
+            out[r, c] = 0.0
+        for i in range(n):
+            t = idx[r, i]
+            for c in range(k):
+                out[r, c] += x[t, c]
+        for c in range(k):
+            out[r, c] /= n
+
+
+def _opt_block_py(x):  # type: ignore[no-untyped-def]
+    """Politis-White (2004) / Patton-Politis-White (2009) stationary-bootstrap block length of the series ``x``,
+    following arch's ``_single_optimal_block`` step by step (same m selection, flat-top lag window, cap
+    min(3√n, n/3)). NaN when the series is constant or too short to estimate (n < 10)."""
+    nobs = x.shape[0]
+    if nobs < 10:
+        return math.nan
+    mean = 0.0
+    for t in range(nobs):
+        mean += x[t]
+    mean /= nobs
+    eps = np.empty(nobs)
+    for t in range(nobs):
+        eps[t] = x[t] - mean
+    b_max = math.ceil(min(3.0 * math.sqrt(nobs), nobs / 3.0))
+    kn = max(5, int(math.log10(nobs)))
+    m_max = int(math.ceil(math.sqrt(nobs))) + kn
+    cv = 2.0 * math.sqrt(math.log10(nobs) / nobs)
+    acv = np.zeros(m_max + 1)
+    abs_acorr = np.zeros(m_max + 1)
+    opt_m = -1
+    for i in range(m_max + 1):
+        v1 = 0.0
+        for t in range(i + 1, nobs):
+            v1 += eps[t] * eps[t]
+        v2 = 0.0
+        for t in range(0, nobs - i - 1):
+            v2 += eps[t] * eps[t]
+        cross = 0.0
+        for t in range(i, nobs):
+            cross += eps[t] * eps[t - i]
+        acv[i] = cross / nobs
+        den = math.sqrt(v1 * v2)
+        abs_acorr[i] = abs(cross) / den if den > 0.0 else math.nan
+        if i >= kn and opt_m < 0:
+            inside = True
+            for q in range(i - kn, i):
+                if not abs_acorr[q] < cv:  # NaN counts as outside, as in arch (np.all(nan < cv) is False)
+                    inside = False
+                    break
+            if inside:
+                opt_m = i - kn
+    m = 2 * max(opt_m, 1) if opt_m >= 0 else m_max
+    m = min(m, m_max)
+    g = 0.0
+    lr_acv = acv[0]
+    for k in range(1, m + 1):
+        lam = 1.0 if k / m <= 0.5 else 2.0 * (1.0 - k / m)
+        g += 2.0 * lam * k * acv[k]
+        lr_acv += 2.0 * lam * acv[k]
+    d_sb = 2.0 * lr_acv * lr_acv
+    if not d_sb > 0.0:
+        return math.nan
+    b_sb = ((2.0 * g * g) / d_sb) ** (1.0 / 3.0) * nobs ** (1.0 / 3.0)
+    return min(b_sb, b_max)
+
+
+def _sb_variance_py(out, x, block):  # type: ignore[no-untyped-def]
+    """out[c] = stationary-bootstrap long-run variance of column c of ``x`` (Hansen 2005 eq. 9, κ weights,
+    p = 1/block), the estimator arch's SPA uses without nesting."""
+    t, k = x.shape
+    p = 1.0 / block
+    for c in range(k):
+        mean = 0.0
+        for s in range(t):
+            mean += x[s, c]
+        mean /= t
+        v = 0.0
+        for s in range(t):
+            d = x[s, c] - mean
+            v += d * d
+        v /= t
+        for i in range(1, t):
+            kappa = (1.0 - i / t) * (1.0 - p) ** i + (i / t) * (1.0 - p) ** (t - i)
+            acc = 0.0
+            for s in range(t - i):
+                acc += (x[s, c] - mean) * (x[s + i, c] - mean)
+            v += 2.0 * kappa * acc / t
+        out[c] = v
+
+
+_sb_fill_idx = kernel(_sb_fill_idx_py, fastmath=False)
+_sb_fill_sums = kernel(_sb_fill_sums_py, fastmath=False)
+_bootstrap_means = kernel(_bootstrap_means_py, fastmath=False)
+_opt_block = kernel(_opt_block_py, fastmath=False)
+_sb_variance = kernel(_sb_variance_py, fastmath=False)
+
+
+def _check_stream(n: int, reps: int, block: float) -> tuple[int, int, float]:
+    n, reps, block = int(n), int(reps), float(block)
+    if n < 1:
+        raise ValueError(f"stationary bootstrap needs n >= 1 observations; got n={n}")
+    if reps < 1:
+        raise ValueError(f"stationary bootstrap needs reps >= 1; got reps={reps}")
+    if not (math.isfinite(block) and block >= 1.0):
+        raise ValueError(f"stationary bootstrap mean block length must be a finite number >= 1; got {block!r}")
+    return n, reps, 1.0 / block
+
+
+def _chunks(rng: np.random.Generator, n: int, reps: int, p: float):  # type: ignore[no-untyped-def]
+    """The block stream of the module docstring: (lengths, starts) chunks, first the expected count plus 10%."""
+    first = int(math.ceil(1.1 * reps * (1.0 + (n - 1) * p))) + 64
+    size = first
+    while True:
+        lens = rng.geometric(p, size).astype(np.int64)
+        starts = rng.integers(0, n, size, dtype=np.int64)
+        yield lens, starts
+        size = max(first // 10, 64)
+
+
+def stationary_indices(n: int, reps: int, block: float, seed: int) -> np.ndarray:
+    """Stationary-bootstrap index matrix, int64 (reps, n): each row is a resample of range(n) made of blocks of
+    consecutive indices mod n with Geometric(1/block) lengths (mean ``block``) and uniform starts. Deterministic:
+    the same (n, reps, block, seed) gives the same matrix (stream: the module docstring)."""
+    n, reps, p = _check_stream(n, reps, block)
+    out = np.empty((reps, n), dtype=np.int64)
+    st = np.zeros(3, dtype=np.int64)
+    for lens, starts in _chunks(np.random.default_rng(seed), n, reps, p):
+        st[FILL_USED] = 0
+        if _sb_fill_idx(out, lens, starts, st):
+            return out
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def stationary_means(x: np.ndarray, reps: int, block: float, seed: int) -> np.ndarray:
+    """Bootstrap column means, float64 (reps, k), of ``x`` (n,) or (n, k) over the resamples
+    ``stationary_indices(n, reps, block, seed)`` — computed from prefix sums, without the index matrix. ``x``
+    must be finite (a NaN would spread through the prefix sums)."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise ValueError(f"stationary_means needs a 1-d or 2-d array; got shape {a.shape}")
+    n, reps, p = _check_stream(a.shape[0], reps, block)
+    if not np.all(np.isfinite(a)):
+        raise ValueError("stationary_means needs finite data; drop or fill NaN/inf first")
+    csum = np.zeros((n + 1, a.shape[1]))
+    np.cumsum(a, axis=0, out=csum[1:])
+    out = np.zeros((reps, a.shape[1]))
+    st = np.zeros(3, dtype=np.int64)
+    for lens, starts in _chunks(np.random.default_rng(seed), n, reps, p):
+        st[FILL_USED] = 0
+        if _sb_fill_sums(out, csum, lens, starts, st):
+            out /= n
+            return out
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def bootstrap_means(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Column means of ``x`` (n,) or (n, k) over each row of the index matrix ``idx`` (reps, m), float64
+    (reps, k). Indices must lie in [0, n)."""
+    a = np.ascontiguousarray(x, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    ix = np.ascontiguousarray(idx, dtype=np.int64)
+    if ix.ndim != 2 or a.ndim != 2:
+        raise ValueError(f"bootstrap_means needs x (n,) or (n, k) and idx (reps, m); got {a.shape} and {ix.shape}")
+    if ix.size and (ix.min() < 0 or ix.max() >= a.shape[0]):
+        raise ValueError(f"bootstrap indices must lie in [0, {a.shape[0]}); got [{ix.min()}, {ix.max()}]")
+    out = np.empty((ix.shape[0], a.shape[1]))
+    _bootstrap_means(out, a, ix)
+    return out
+
+
+def optimal_block_length(x: np.ndarray) -> float:
+    """Politis & White (2004) optimal mean block length for the stationary bootstrap, with the Patton, Politis &
+    White (2009) correction; equals ``arch.bootstrap.optimal_block_length(x)["stationary"]``. NaN for a constant
+    or non-finite series, or fewer than 10 observations (callers fall back to a fixed block)."""
+    a = np.ascontiguousarray(x, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(a)):
+        return math.nan
+    return float(_opt_block(a))
+
+
+def sb_variance(x: np.ndarray, block: float) -> np.ndarray:
+    """Per-column long-run variance under the stationary bootstrap with mean block ``block`` (Hansen 2005 eq. 9),
+    float64 (k,); O(n²·k), as arch computes it."""
+    a = np.ascontiguousarray(x, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    b = float(block)
+    if not (math.isfinite(b) and b >= 1.0):
+        raise ValueError(f"sb_variance needs a finite mean block length >= 1; got {block!r}")
+    out = np.empty(a.shape[1])
+    _sb_variance(out, a, b)
+    return out

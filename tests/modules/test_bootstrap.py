@@ -1,0 +1,200 @@
+"""The shared block-bootstrap helpers (modules/_bootstrap.py): against arch, the python twins, and the stationary
+bootstrap's defining properties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from arch.bootstrap import StationaryBootstrap
+from arch.bootstrap import optimal_block_length as arch_obl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fxgate.modules import _bootstrap as B
+from fxgate.modules._bootstrap import (
+    bootstrap_means,
+    optimal_block_length,
+    sb_variance,
+    stationary_indices,
+    stationary_means,
+)
+
+
+def _ar1(n: int, phi: float, seed: int) -> np.ndarray:
+    e = np.random.default_rng(seed).standard_normal(n)
+    x = np.empty(n)
+    x[0] = e[0]
+    for t in range(1, n):
+        x[t] = phi * x[t - 1] + e[t]
+    return x
+
+
+def _series():
+    rng = np.random.default_rng(11)
+    yield "iid", rng.standard_normal(300)
+    yield "ar1_0.5", _ar1(500, 0.5, 1)
+    yield "ar1_0.9", _ar1(1000, 0.9, 2)
+    yield "random_walk", np.cumsum(rng.standard_normal(400))
+    yield "student_t", rng.standard_t(3, 250)
+    yield "short", rng.standard_normal(20)
+
+
+@pytest.mark.parametrize(("name", "x"), list(_series()))
+def test_optimal_block_length_equals_arch(name, x):
+    ref = float(arch_obl(x)["stationary"].iloc[0])
+    assert optimal_block_length(x) == pytest.approx(ref, rel=1e-10, abs=1e-10), name
+    assert B._opt_block_py(x) == pytest.approx(ref, rel=1e-10, abs=1e-10), name
+
+
+def test_optimal_block_length_degenerate_inputs_are_nan():
+    assert math.isnan(optimal_block_length(np.ones(100)))
+    assert math.isnan(optimal_block_length(np.arange(5.0)))
+    x = np.random.default_rng(0).standard_normal(100)
+    x[7] = np.nan
+    assert math.isnan(optimal_block_length(x))
+
+
+def test_indices_are_consecutive_blocks_with_mean_length_block():
+    n, reps, block = 200, 4000, 6.0
+    idx = stationary_indices(n, reps, block, seed=5)
+    assert idx.shape == (reps, n) and idx.dtype == np.int64
+    assert idx.min() >= 0 and idx.max() < n
+    # a step inside a block is +1 mod n; every other step is a new block (whose start is uniform, so it can also
+    # land on +1 mod n by chance: probability 1/n)
+    step = (np.diff(idx, axis=1) % n) == 1
+    p = 1 / block
+    p_cont = (1 - p) + p / n
+    m = step.size
+    # continuation rate within 4 binomial standard errors of (1 - p) + p/n
+    assert abs(step.mean() - p_cont) < 4 * math.sqrt(p_cont * (1 - p_cont) / m)
+    # mean block length over complete (interior) blocks: geometric mean 1/p, 4 standard errors
+    lengths = []
+    for row in step[:500]:
+        breaks = np.flatnonzero(~row)
+        lengths += list(np.diff(breaks))
+    lengths = np.array(lengths)
+    se = math.sqrt((1 - p) / p**2 / len(lengths))
+    assert abs(lengths.mean() - block) < 4 * se + 0.2  # the 1/n accidental continuations lengthen a block a little
+    # starts of rows are uniform on [0, n): chi-square over 10 bins at the 0.1% level
+    counts = np.bincount(idx[:, 0] * 10 // n, minlength=10)
+    from scipy.stats import chisquare
+
+    assert chisquare(counts).pvalue > 1e-3
+
+
+def test_indices_are_deterministic_per_seed_and_differ_across_seeds():
+    a = stationary_indices(100, 50, 4.0, seed=1)
+    np.testing.assert_array_equal(a, stationary_indices(100, 50, 4.0, seed=1))
+    assert not np.array_equal(a, stationary_indices(100, 50, 4.0, seed=2))
+
+
+def test_block_one_is_the_iid_bootstrap():
+    idx = stationary_indices(50, 400, 1.0, seed=0)
+    # with p = 1 every position starts a block: consecutive steps occur only by chance (1/n)
+    assert ((np.diff(idx, axis=1) % 50) == 1).mean() < 0.05
+
+
+def test_stationary_means_equal_means_over_the_index_matrix():
+    rng = np.random.default_rng(3)
+    for n, k, reps, block in [(100, 3, 300, 5.0), (37, 1, 200, 40.0), (500, 10, 100, 1.0), (10, 2, 50, 2.5)]:
+        x = rng.standard_normal((n, k))
+        idx = stationary_indices(n, reps, block, seed=9)
+        ref = x[idx].mean(axis=1)
+        np.testing.assert_allclose(bootstrap_means(x, idx), ref, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(stationary_means(x, reps, block, seed=9), ref, rtol=0, atol=1e-13)
+
+
+def test_bootstrap_means_reproduce_arch_resamples():
+    x = np.random.default_rng(4).standard_normal((120, 2))
+    bs = StationaryBootstrap(7, x, seed=12)
+    rows, ref = [], []
+    for pos, _ in bs.bootstrap(30):
+        rows.append(bs.index.copy())
+        ref.append(pos[0].mean(0))
+    np.testing.assert_allclose(bootstrap_means(x, np.array(rows)), np.array(ref), rtol=0, atol=1e-14)
+
+
+def test_twins_equal_kernels():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((60, 2))
+    lens = rng.geometric(0.2, 400).astype(np.int64)
+    starts = rng.integers(0, 60, 400, dtype=np.int64)
+    for fill in ("idx", "sums"):
+        outs = []
+        for fn in (getattr(B, f"_sb_fill_{fill}_py"), getattr(B, f"_sb_fill_{fill}")):
+            st_ = np.zeros(3, dtype=np.int64)
+            if fill == "idx":
+                out = np.zeros((20, 60), dtype=np.int64)
+                done = fn(out, lens, starts, st_)
+            else:
+                csum = np.zeros((61, 2))
+                np.cumsum(x, axis=0, out=csum[1:])
+                out = np.zeros((20, 2))
+                done = fn(out, csum, lens, starts, st_)
+            outs.append((out, bool(done), st_.copy()))
+        np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=0, atol=1e-13)
+        assert outs[0][1:][0] == outs[1][1:][0]
+        np.testing.assert_array_equal(outs[0][2], outs[1][2])
+    idx = stationary_indices(60, 10, 3.0, 0)
+    a, b = np.empty((10, 2)), np.empty((10, 2))
+    B._bootstrap_means_py(a, x, idx)
+    B._bootstrap_means(b, x, idx)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-14)
+    v1, v2 = np.empty(2), np.empty(2)
+    B._sb_variance_py(v1, x, 4.0)
+    B._sb_variance(v2, x, 4.0)
+    np.testing.assert_allclose(v1, v2, rtol=1e-12)
+
+
+def test_resumes_across_chunks():
+    """A tiny first chunk forces the kernels to stop and resume; the result must not depend on the chunking."""
+    rng = np.random.default_rng(1)
+    lens = rng.geometric(0.25, 2000).astype(np.int64)
+    starts = rng.integers(0, 40, 2000, dtype=np.int64)
+    whole = np.zeros((30, 40), dtype=np.int64)
+    st_ = np.zeros(3, dtype=np.int64)
+    assert B._sb_fill_idx(whole, lens, starts, st_)
+    used = int(st_[B.FILL_USED])
+    parts = np.zeros((30, 40), dtype=np.int64)
+    st_ = np.zeros(3, dtype=np.int64)
+    cut = 0
+    for size in (7, 1, 50, 3, 10_000):
+        st_[B.FILL_USED] = 0
+        done = B._sb_fill_idx(parts, lens[cut : cut + size], starts[cut : cut + size], st_)
+        cut += int(st_[B.FILL_USED])
+        if done:
+            break
+    assert done and cut == used
+    np.testing.assert_array_equal(whole, parts)
+
+
+def test_sb_variance_equals_arch_spa_variance():
+    from arch.bootstrap import SPA
+
+    x = np.random.default_rng(8).standard_normal((150, 3)) + np.array([0.1, 0.0, -0.1])
+    spa = SPA(np.zeros(150), -x, block_size=6, reps=10, seed=0)  # loss_diff = benchmark - models = x
+    spa._compute_variance()
+    np.testing.assert_allclose(sb_variance(x, 6.0), spa._loss_diff_var, rtol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 60),
+    reps=st.integers(1, 20),
+    block=st.floats(1.0, 100.0),
+    seed=st.integers(0, 2**31),
+)
+def test_indices_property(n, reps, block, seed):
+    idx = stationary_indices(n, reps, block, seed)
+    assert idx.shape == (reps, n)
+    assert idx.min() >= 0 and idx.max() < n
+    x = np.arange(n, dtype=float) ** 0.5
+    np.testing.assert_allclose(stationary_means(x, reps, block, seed)[:, 0], x[idx].mean(1), atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0.5, math.nan, math.inf, -3.0])
+def test_bad_block_raises_with_the_fix(bad):
+    with pytest.raises(ValueError, match="block length"):
+        stationary_indices(10, 2, bad, 0)
