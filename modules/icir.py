@@ -1,0 +1,88 @@
+"""ICIR — is the signal's information coefficient stable from one period to the next?
+
+Every matured forecast (:class:`~fxgate.modules._base.Matured`; in-sample bars, whose ``probs`` is None, and
+non-finite values skipped) gives a pair: the signal s = mean P(up) − 0.5 at entry and the realized move
+r = log(exit / entry) over the horizon. Pairs fill periods of ``period`` forecasts (24: a day of H1 bars); each full
+period's IC is the Pearson correlation of its pairs (a period with a constant signal or move has none and is
+dropped). Over the last ``periods`` period ICs (Grinold & Kahn 2000, *Active Portfolio Management*, ch. 6, the
+information ratio of the IC; Qian, Hua & Sorensen 2007, *Quantitative Equity Portfolio Management*, ch. 4):
+
+    ICIR = mean(IC_k) / sd(IC_k)            (sd with ddof = 1)
+
+Amortized O(1) per forecast (O(period) once a period, O(periods) for the ring's moments; ``fxgate.modules._ic``).
+A positive mean IC that swings wildly between periods is luck more than edge; ICIR is the t-like ratio that says.
+
+Pass rule (default): ICIR ≥ ``threshold`` = 0.5, with at least ``min_periods`` period ICs; fewer fail closed
+("insufficient data: 3/10 periods"), and so does a zero sd (every period's IC equal: the ratio is undefined).
+Score: ICIR. Reference in the tests: a naive loop with numpy.
+
+State (``fxgate.modules._ic``, period ICs; slots are module-level ints)::
+
+    ps, pr           the period being filled: its s and r
+    pics             ring of the last ``periods`` period ICs
+    ist  I_FILL      pairs in the period being filled
+         I_PERIODS   period ICs pushed so far
+         I_DROPPED   full periods whose IC was undefined
+    fs   F_LAST_IC   the last period's IC
+         F_IC_MEAN   mean of the ring
+         F_IC_SD     sd of the ring (ddof = 1)
+         F_ICIR      F_IC_MEAN / F_IC_SD
+"""
+
+from __future__ import annotations
+
+import math
+
+from fxgate.modules import _ic
+from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+from fxgate.modules._ic import F_IC_MEAN, F_IC_SD, F_ICIR, F_LAST_IC, I_DROPPED, I_FILL, I_PERIODS, PeriodIc
+
+__all__ = ["Icir", "I_FILL", "I_PERIODS", "I_DROPPED", "F_LAST_IC", "F_IC_MEAN", "F_IC_SD", "F_ICIR"]
+
+
+@register("icir")
+class Icir(CertaintyModule):
+    title = "ICIR"
+    formula = "ICIR = mean(IC per period) / sd(IC per period)"
+    citation = "Grinold & Kahn (2000), Active Portfolio Management, ch. 6"
+    defaults = {"period": 24, "periods": 20, "min_periods": 10, "threshold": 0.5}
+    state_keys = ("ps", "pr", "pics", "ist", "fs")
+
+    def reset(self) -> None:
+        p = self.params
+        if not 2 <= int(p["min_periods"]) <= int(p["periods"]):
+            raise ValueError(f"icir min_periods must be between 2 and periods = {p['periods']}; got {p['min_periods']}")
+        self.st = PeriodIc(int(p["period"]), int(p["periods"]))
+
+    ps = property(lambda self: self.st.ps, lambda self, v: setattr(self.st, "ps", v))
+    pr = property(lambda self: self.st.pr, lambda self, v: setattr(self.st, "pr", v))
+    pics = property(lambda self: self.st.pics, lambda self, v: setattr(self.st, "pics", v))
+    ist = property(lambda self: self.st.ist, lambda self, v: setattr(self.st, "ist", v))
+    fs = property(lambda self: self.st.fs, lambda self, v: setattr(self.st, "fs", v))
+
+    def update(self, ctx: Context) -> None:
+        for m in ctx.matured:
+            if m.probs is None:
+                continue
+            s, r = _ic.signal(m.probs), m.log_return
+            if math.isfinite(s) and math.isfinite(r):
+                self.st.push(s, r)
+
+    def verdict(self) -> ModuleResult:
+        p = self.params
+        thr = float(p["threshold"])
+        k, need = self.st.n, int(p["min_periods"])
+        if k < need:
+            return insufficient(self.name, k, need, thr, "periods")
+        fs = self.fs
+        v = float(fs[F_ICIR])
+        detail = (
+            f"mean IC {fs[F_IC_MEAN]:+.4f}, sd {fs[F_IC_SD]:.4f} over the last {k} periods of {p['period']} forecasts"
+        )
+        if not math.isfinite(v):
+            return self._result(math.nan, False, thr, f"ICIR undefined (the period ICs do not vary): {detail}")
+        ok = v >= thr
+        return self._result(v, ok, thr, f"ICIR {v:+.3f} {'>=' if ok else '<'} {thr}: {detail}")
+
+    def warm_up(self) -> None:
+        _ic.warm_up()
