@@ -55,14 +55,14 @@ Period ICs (``ps``, ``pr``: the period being filled; ``pics``: ring of the last 
     fs   F_LAST_IC     the last period's IC
          F_IC_MEAN     mean of the ring's ICs
          F_IC_SD       their standard deviation (ddof = 1)
-         F_ICIR        F_IC_MEAN / F_IC_SD (NaN with fewer than 2 ICs or a zero sd)
+         F_ICIR        F_IC_MEAN / F_IC_SD (NaN with fewer than 2 ICs or an sd ≤ SD_FLOOR = 1e-12)
 
 HAC mean (``vals``: ring of the last n values)::
 
     ist  I_VALUES      values pushed so far
     fs   F_MEAN        mean of the window
          F_SE          its Newey–West standard error
-         F_T           F_MEAN / F_SE (NaN when the se is 0 or undefined)
+         F_T           F_MEAN / F_SE (NaN when the se is 0 or undefined: fewer than 2 values, or all equal)
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ ICIR_INTS, ICIR_FLOATS = 3, 4
 I_VALUES = 0
 F_MEAN, F_SE, F_T = range(3)
 HAC_INTS, HAC_FLOATS = 1, 3
+#: a period-IC sd at or below this (ICs lie in [-1, 1]) is rounding, not dispersion: ICIR is then undefined
+SD_FLOOR = 1e-12
 
 
 def signal(probs: np.ndarray | None) -> float:
@@ -113,7 +115,8 @@ def phi(x: float) -> float:
 # -- IC window -------------------------------------------------------------------------------------------------------
 def _pearson_nw_py(ws, wr, start, n, lags, out):  # type: ignore[no-untyped-def]
     """Pearson correlation, OLS slope and its Newey–West t over the n pairs ws/wr[(start + k) % len(ws)], k = 0..n−1
-    (time order); writes out[0] = IC, out[1] = β, out[2] = t (NaN where undefined). Two-pass sums."""
+    (time order); writes out[0] = IC, out[1] = β, out[2] = t (NaN where undefined: fewer than 3 pairs, or a series
+    whose values are all equal). Two-pass sums."""
     w = ws.shape[0]
     out[0] = np.nan
     out[1] = np.nan
@@ -122,10 +125,20 @@ def _pearson_nw_py(ws, wr, start, n, lags, out):  # type: ignore[no-untyped-def]
         return
     ms = 0.0
     mr = 0.0
+    s_lo = ws[start % w]
+    s_hi = s_lo
+    r_lo = wr[start % w]
+    r_hi = r_lo
     for k in range(n):
         j = (start + k) % w
         ms += ws[j]
         mr += wr[j]
+        s_lo = min(s_lo, ws[j])
+        s_hi = max(s_hi, ws[j])
+        r_lo = min(r_lo, wr[j])
+        r_hi = max(r_hi, wr[j])
+    if s_lo == s_hi or r_lo == r_hi:
+        return  # a constant series has no correlation (scipy's pearsonr: NaN); rounding would make one up
     ms /= n
     mr /= n
     sxx = 0.0
@@ -333,7 +346,8 @@ def _icir_push_py(ps, pr, pics, ist, fs, out3, s, r):  # type: ignore[no-untyped
         v += d * d
     sd = math.sqrt(v / (n - 1))
     fs[F_IC_SD] = sd
-    fs[F_ICIR] = m / sd if sd > 0.0 else np.nan
+    # identical period ICs leave a rounding-level sd (~1e-17), not a real one: the ratio is undefined, not huge
+    fs[F_ICIR] = m / sd if sd > SD_FLOOR else np.nan
 
 
 _icir_push = kernel(_icir_push_py, fastmath=False)
@@ -374,10 +388,19 @@ def _hac_mean_push_py(vals, ist, fs, x, lags):  # type: ignore[no-untyped-def]
     n = min(c, w)
     start = (c - n) % w
     m = 0.0
+    lo = vals[start % w]
+    hi = lo
     for k in range(n):
-        m += vals[(start + k) % w]
+        v = vals[(start + k) % w]
+        m += v
+        lo = min(lo, v)
+        hi = max(hi, v)
     m /= n
     fs[F_MEAN] = m
+    if lo == hi:  # a constant window: the se is 0 (rounding would make up a tiny one); the t is undefined
+        fs[F_SE] = np.nan
+        fs[F_T] = np.nan
+        return
     big_s = 0.0
     for k in range(n):
         u = vals[(start + k) % w] - m
