@@ -19,14 +19,15 @@ wrapper that checks its inputs. The API is stable: other modules import it.
   ``block`` (Hansen 2005, eq. 9's kernel κ(n, i) = (1 − i/n)(1 − p)^i + (i/n)(1 − p)^(n−i), p = 1/block; the
   estimator ``arch.bootstrap.SPA`` uses when ``nested=False``).
 
-How the stationary stream is drawn (the contract of ``seed``): with ``rng = default_rng(seed)`` and p = 1/block,
-block lengths L_j ~ Geometric(p) on {1, 2, …} and starts S_j ~ Uniform{0, …, n−1} are drawn in chunks,
-``rng.geometric(p, C)`` then ``rng.integers(0, n, C)``, and consumed in order: resample r is filled left to right
-with S_j, S_j + 1, … (mod n) for min(L_j, room left) positions, then the next block. The first chunk holds
-C = ⌈1.1 · reps · (1 + (n − 1) p)⌉ + 64 blocks (the expected count plus a margin), later ones a tenth of that.
-This is the same law as arch's per-position construction (a new block starts at each position with probability
-p) with fewer random draws: the stream, not the law, differs from arch's, so tests that must reproduce arch bit for
-bit feed arch's own indices to :func:`bootstrap_means`.
+How the stationary stream is drawn (the contract of ``seed``): with ``rng = default_rng(seed)``, p = 1/block and
+λ = −log(1 − p), each block takes one standard exponential E_j and one uniform U_j, drawn in chunks
+(``rng.standard_exponential(C)`` then ``rng.random(C)``) and consumed in order: its length is L_j = ⌊E_j/λ⌋ + 1
+(Geometric(p) on {1, 2, …}, mean 1/p) and its start S_j = ⌊U_j n⌋ (uniform on {0, …, n−1}); resample r is filled
+left to right with S_j, S_j + 1, … (mod n) for min(L_j, room left) positions, then the next block. The first chunk
+holds C = ⌈1.1 · reps · (1 + (n − 1) p)⌉ + 64 blocks (the expected count plus a margin), later ones a tenth of that.
+This is the law of arch's per-position construction (a new block starts at each position with probability p) with
+far fewer random draws (numpy's geometric sampler is slow, hence the exponential); the stream, not the law, differs
+from arch's, so tests that must reproduce arch bit for bit feed arch's own indices to :func:`bootstrap_means`.
 """
 
 from __future__ import annotations
@@ -49,19 +50,21 @@ __all__ = [
 FILL_REP, FILL_POS, FILL_USED = 0, 1, 2
 
 
-def _sb_fill_idx_py(out, lens, starts, st):  # type: ignore[no-untyped-def]
-    """Fill ``out`` (reps, n) with stationary-bootstrap indices from the blocks ``lens``/``starts``, resuming at
-    ``st`` (rep, position, blocks used). Returns True when ``out`` is full, False when the blocks ran out first."""
+def _sb_fill_idx_py(out, e, u, lam, st):  # type: ignore[no-untyped-def]
+    """Fill ``out`` (reps, n) with stationary-bootstrap indices from the block draws ``e`` (standard exponential:
+    length floor(e / lam) + 1, Geometric(1 - exp(-lam))) and ``u`` (uniform: start floor(u n)), resuming at ``st``
+    (rep, position, draws used). Returns True when ``out`` is full, False when the draws ran out first."""
     reps, n = out.shape
-    m = lens.shape[0]
+    m = e.shape[0]
     r, i, j = st[FILL_REP], st[FILL_POS], st[FILL_USED]
     while r < reps:
         while i < n:
             if j >= m:
                 st[FILL_REP], st[FILL_POS], st[FILL_USED] = r, i, j
                 return False
-            s = starts[j]
-            length = min(lens[j], n - i)
+            s = min(int(u[j] * n), n - 1)
+            q = e[j] / lam
+            length = n - i if q >= n - i else min(int(q) + 1, n - i)
             j += 1
             for _ in range(length):
                 out[r, i] = s
@@ -75,29 +78,30 @@ def _sb_fill_idx_py(out, lens, starts, st):  # type: ignore[no-untyped-def]
     return True
 
 
-def _sb_fill_sums_py(out, csum, lens, starts, st):  # type: ignore[no-untyped-def]
-    """Same block consumption as :func:`_sb_fill_idx_py`, but accumulate each resample's column sums into ``out``
+def _sb_fill_sums_py(out, csum, e, u, lam, st):  # type: ignore[no-untyped-def]
+    """Same block draws as :func:`_sb_fill_idx_py`, but accumulate each resample's column sums into ``out``
     (reps, k) from the prefix sums ``csum`` (n + 1, k) instead of writing indices."""
     reps = out.shape[0]
     k = out.shape[1]
     n = csum.shape[0] - 1
-    m = lens.shape[0]
+    m = e.shape[0]
     r, i, j = st[FILL_REP], st[FILL_POS], st[FILL_USED]
     while r < reps:
         while i < n:
             if j >= m:
                 st[FILL_REP], st[FILL_POS], st[FILL_USED] = r, i, j
                 return False
-            s = starts[j]
-            length = min(lens[j], n - i)
+            s = min(int(u[j] * n), n - 1)
+            q = e[j] / lam
+            length = n - i if q >= n - i else min(int(q) + 1, n - i)
             j += 1
-            e = s + length
-            if e <= n:
+            f = s + length
+            if f <= n:
                 for c in range(k):
-                    out[r, c] += csum[e, c] - csum[s, c]
+                    out[r, c] += csum[f, c] - csum[s, c]
             else:
                 for c in range(k):
-                    out[r, c] += (csum[n, c] - csum[s, c]) + csum[e - n, c]
+                    out[r, c] += (csum[n, c] - csum[s, c]) + csum[f - n, c]
             i += length
         i = 0
         r += 1
@@ -220,14 +224,21 @@ def _check_stream(n: int, reps: int, block: float) -> tuple[int, int, float]:
 
 
 def _chunks(rng: np.random.Generator, n: int, reps: int, p: float):  # type: ignore[no-untyped-def]
-    """The block stream of the module docstring: (lengths, starts) chunks, first the expected count plus 10%."""
+    """The block stream of the module docstring: (exponentials, uniforms) chunks, first the expected count of
+    blocks plus 10%, then a tenth of that at a time."""
     first = int(math.ceil(1.1 * reps * (1.0 + (n - 1) * p))) + 64
     size = first
     while True:
-        lens = rng.geometric(p, size).astype(np.int64)
-        starts = rng.integers(0, n, size, dtype=np.int64)
-        yield lens, starts
+        e = rng.standard_exponential(size)
+        u = rng.random(size)
+        yield e, u
         size = max(first // 10, 64)
+
+
+def _rate(p: float) -> float:
+    """λ = −log(1 − p): floor(E/λ) + 1 with E ~ Exp(1) is Geometric(p) on {1, 2, …} (inf for p = 1: every block
+    has length 1)."""
+    return math.inf if p >= 1.0 else -math.log1p(-p)
 
 
 def stationary_indices(n: int, reps: int, block: float, seed: int) -> np.ndarray:
@@ -237,9 +248,10 @@ def stationary_indices(n: int, reps: int, block: float, seed: int) -> np.ndarray
     n, reps, p = _check_stream(n, reps, block)
     out = np.empty((reps, n), dtype=np.int64)
     st = np.zeros(3, dtype=np.int64)
-    for lens, starts in _chunks(np.random.default_rng(seed), n, reps, p):
+    lam = _rate(p)
+    for e, u in _chunks(np.random.default_rng(seed), n, reps, p):
         st[FILL_USED] = 0
-        if _sb_fill_idx(out, lens, starts, st):
+        if _sb_fill_idx(out, e, u, lam, st):
             return out
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -260,9 +272,10 @@ def stationary_means(x: np.ndarray, reps: int, block: float, seed: int) -> np.nd
     np.cumsum(a, axis=0, out=csum[1:])
     out = np.zeros((reps, a.shape[1]))
     st = np.zeros(3, dtype=np.int64)
-    for lens, starts in _chunks(np.random.default_rng(seed), n, reps, p):
+    lam = _rate(p)
+    for e, u in _chunks(np.random.default_rng(seed), n, reps, p):
         st[FILL_USED] = 0
-        if _sb_fill_sums(out, csum, lens, starts, st):
+        if _sb_fill_sums(out, csum, e, u, lam, st):
             out /= n
             return out
     raise AssertionError("unreachable")  # pragma: no cover

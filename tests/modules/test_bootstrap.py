@@ -119,20 +119,19 @@ def test_bootstrap_means_reproduce_arch_resamples():
 def test_twins_equal_kernels():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((60, 2))
-    lens = rng.geometric(0.2, 400).astype(np.int64)
-    starts = rng.integers(0, 60, 400, dtype=np.int64)
+    e, u, lam = rng.standard_exponential(400), rng.random(400), -math.log(1 - 0.2)
     for fill in ("idx", "sums"):
         outs = []
         for fn in (getattr(B, f"_sb_fill_{fill}_py"), getattr(B, f"_sb_fill_{fill}")):
             st_ = np.zeros(3, dtype=np.int64)
             if fill == "idx":
                 out = np.zeros((20, 60), dtype=np.int64)
-                done = fn(out, lens, starts, st_)
+                done = fn(out, e, u, lam, st_)
             else:
                 csum = np.zeros((61, 2))
                 np.cumsum(x, axis=0, out=csum[1:])
                 out = np.zeros((20, 2))
-                done = fn(out, csum, lens, starts, st_)
+                done = fn(out, csum, e, u, lam, st_)
             outs.append((out, bool(done), st_.copy()))
         np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=0, atol=1e-13)
         assert outs[0][1:][0] == outs[1][1:][0]
@@ -151,18 +150,17 @@ def test_twins_equal_kernels():
 def test_resumes_across_chunks():
     """A tiny first chunk forces the kernels to stop and resume; the result must not depend on the chunking."""
     rng = np.random.default_rng(1)
-    lens = rng.geometric(0.25, 2000).astype(np.int64)
-    starts = rng.integers(0, 40, 2000, dtype=np.int64)
+    e, u, lam = rng.standard_exponential(2000), rng.random(2000), -math.log(1 - 0.25)
     whole = np.zeros((30, 40), dtype=np.int64)
     st_ = np.zeros(3, dtype=np.int64)
-    assert B._sb_fill_idx(whole, lens, starts, st_)
+    assert B._sb_fill_idx(whole, e, u, lam, st_)
     used = int(st_[B.FILL_USED])
     parts = np.zeros((30, 40), dtype=np.int64)
     st_ = np.zeros(3, dtype=np.int64)
     cut = 0
     for size in (7, 1, 50, 3, 10_000):
         st_[B.FILL_USED] = 0
-        done = B._sb_fill_idx(parts, lens[cut : cut + size], starts[cut : cut + size], st_)
+        done = B._sb_fill_idx(parts, e[cut : cut + size], u[cut : cut + size], lam, st_)
         cut += int(st_[B.FILL_USED])
         if done:
             break
