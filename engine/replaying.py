@@ -3,7 +3,10 @@
 Walk-forward by default: the first ``replay.train_bars`` bars warm the gate's state and train the first Layer-1
 fit; then, window by window (``replay.window_bars``), the ensemble is refit on every bar strictly before the
 window (labels that would need a bar inside the window are invalid at fit time, so nothing from the window leaks
-in) and the window is replayed bar by bar.
+in) and the window is replayed bar by bar. A module that detects drift (``refit_recommended``: double_adapt) is
+recorded in ``metrics.json`` (``drift.episodes``: the first bar of each flagged stretch); with ``[replay]
+refit_on_drift = true`` the ensemble is also refit right after the flagged bar, on every bar up to it, at most once
+per ``refit_min_bars`` bars, and ``refits`` says why each fit happened ("scheduled" or "drift: <modules>").
 
 With a given bundle (``replay(bars, cfg, bundle=...)``, ``fxgate replay --bundle``) the bundle is checked first and
 refused, with the fix, when
@@ -142,6 +145,7 @@ def replay(
             )
         edges = list(range(start, n, rc.window_bars)) + [n]
         windows = [(a, b, None) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    refit_at: dict[int, tuple[str, ...]] = {}  # window start -> the modules whose drift flag started it
     gate = Gate(cfg, None, timeframe=bars.timeframe, symbol=bars.symbol)
     gate.warm_up()
     decisions: list[Decision] = []
@@ -156,13 +160,19 @@ def replay(
         windows, interrupted = [], True
     spec = LabelSpec("next", cfg.horizon, default_spread=cfg.spread)
     ens = None
-    for a, b, ens in windows:
+    drift: list[dict[str, Any]] = []  # bars on which a module recommended a refit (the first of each episode)
+    flagged = False
+    k = 0
+    while k < len(windows) and not interrupted:
+        a, b, ens = windows[k]
+        k += 1
         if ens is None:
             if stop():  # not after a refit that can take minutes
                 interrupted = True
                 break
+            why = a in refit_at and f"drift: {', '.join(refit_at[a])}"
             if fit_progress:
-                fit_progress(f"fitting Layer 1 on bars 0..{a - 1} for bars {a}..{b - 1}")
+                fit_progress(f"fitting Layer 1 on bars 0..{a - 1} for bars {a}..{b - 1}" + (f" ({why})" if why else ""))
             ens = TreeEnsemble()
             ens.fit(
                 bars[:a],
@@ -175,6 +185,7 @@ def replay(
                     "window_start_ts": int(bars.ts[a]),
                     "trained_until_ts": int(bars.ts[a - 1]),
                     "bundle_hash": ens.bundle_hash[:16],
+                    "reason": why or "scheduled",
                 }
             )
         gate.set_ensemble(ens)
@@ -185,12 +196,22 @@ def replay(
             if stop():
                 interrupted = True
                 break
-        if interrupted:
-            break
+            names = gate.refit_recommended
+            if names and not flagged:
+                drift.append({"ts": int(bars.ts[i]), "modules": list(names)})
+            flagged = bool(names)
+            # walk-forward only: refit now on every bar so far (labels reaching past bar i are invalid at fit
+            # time), and the rest of this window is replayed with the new fit
+            if names and rc.refit_on_drift and bundle is None and i + 1 < b and i + 1 - a >= rc.refit_min_bars:
+                refit_at[i + 1] = names
+                windows.insert(k, (i + 1, b, None))
+                break
+    metrics_drift = {"episodes": drift, "refit_on_drift": rc.refit_on_drift}
     trades = trades_from(bars, start, decisions, cfg)
     metrics = metrics_from(bars, start, decisions, trades, cfg)
     metrics["interrupted"] = interrupted
     metrics["refits"] = fits
+    metrics["drift"] = metrics_drift
     metrics["warmup_bars"] = start
     metrics["costs"] = {"spread_from": "file" if bars.spread is not None else "config", "config_spread": cfg.spread}
     if bars.spread is None and cfg.spread == 0:

@@ -149,6 +149,10 @@ class ReplayConfig:
     window_bars: int = 1000  # the ensemble is refit on all earlier bars before each window
     n_estimators: int = 300
     folds: int = 3
+    #: refit early, on every bar so far, when a Layer-4 module recommends it (drift: double_adapt); walk-forward
+    #: replays only (a given bundle is never refit), at most once per ``refit_min_bars`` bars
+    refit_on_drift: bool = False
+    refit_min_bars: int = 250
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,7 +187,7 @@ class GateConfig:
             "the largest share of capital one signal may use, e.g. 0.02",
         )
         r = self.replay
-        for key in ("train_bars", "window_bars", "n_estimators", "folds"):
+        for key in ("train_bars", "window_bars", "n_estimators", "folds", "refit_min_bars"):
             if getattr(r, key) < 1:
                 raise ConfigError(f"[replay] {key} = {getattr(r, key)}: must be a positive integer")
         i = self.input
@@ -448,4 +452,6 @@ train_bars = 2000
 window_bars = 1000
 n_estimators = 300
 folds = 3
+refit_on_drift = false  # also refit early when a module recommends it (double_adapt: drift), at most once per
+refit_min_bars = 250    # this many bars; the report lists every refit and why
 """

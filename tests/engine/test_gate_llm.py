@@ -18,6 +18,7 @@ from fxgate.engine.replaying import replay
 from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
 from fxgate.models.labels import LabelSpec
 from fxgate.models.llm import ModelFileError
+from fxgate.modules import CertaintyModule, ModuleResult
 
 BARS = sample_bars()
 
@@ -277,3 +278,40 @@ def test_module_state_moves_while_an_llm_call_is_in_flight(nano, ens):
     th.join()
     assert out["d"].layer("L2").enabled and not out["d"].layer("L2").reason.startswith("not evaluated")
     g.close()
+
+
+def test_the_judges_answer_matures_with_its_bar(nano, ens):
+    """The LLM judge's P(up) on a bar joins that bar's forecast: Matured.llm_prob is the certainty it answered (BUY)
+    or one minus it (SELL) on exactly the bars it answered, horizon bars later; NaN elsewhere."""
+
+    class Spy(CertaintyModule):
+        name = "spy"
+
+        def reset(self) -> None:
+            self.matured = []
+
+        def update(self, ctx) -> None:
+            self.matured.extend(ctx.matured)
+
+        def verdict(self) -> ModuleResult:
+            return ModuleResult(self.name, 1.0, True, 0.0, "spy")
+
+    h = 2
+    g = Gate(cfg_for(str(nano["q8"]), horizon=h, l3=L3Config(enabled=False)), ens, timeframe="H1", symbol="EURUSD")
+    spy = Spy()
+    g.modules.append(spy)
+    decs = run(g, 2000, 2060)
+    g.close()
+    want = {}
+    for d in decs:
+        det = d.layer("L2").details
+        if det and det[0].to_dict().get("direction") in ("BUY", "SELL"):
+            j = det[0].to_dict()
+            want[int(d.ts)] = j["certainty"] if j["direction"] == "BUY" else 1 - j["certainty"]
+    got = {m.entry_ts: m.llm_prob for m in spy.matured if m.entry_ts >= int(decs[0].ts)}
+    assert len(want) > 5
+    matured_ts = set(got)
+    assert {t for t in want if t in matured_ts} == {t for t, p in got.items() if p == p}
+    for t, p in want.items():
+        if t in matured_ts:
+            assert got[t] == pytest.approx(p, abs=1e-12)

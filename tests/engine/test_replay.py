@@ -20,6 +20,7 @@ from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Con
 from fxgate.engine.core.decision import Decision, LayerVerdict
 from fxgate.engine.core.errors import FxgateError
 from fxgate.engine.core.records import ModelProbability
+from fxgate.engine.gate import Gate
 from fxgate.engine.metrics import (
     deflated_sharpe_from,
     metrics_from,
@@ -471,3 +472,25 @@ def test_a_stop_during_warm_up_or_before_a_refit_is_answered_at_once():
     n_warm = 2000 // 250  # polls during warm-up, then one before the first fit
     res = replay(bars, cfg, should_stop=stop_at(n_warm + 2))  # stop right before the first refit
     assert res.interrupted and res.fits == [] and res.decisions == []
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_a_drift_flag_is_recorded_and_refits_early_only_when_asked(monkeypatch, on):
+    """A module's refit recommendation (faked here on bars 2100-2110: the detector has its own tests) is recorded
+    as one drift episode; with refit_on_drift the ensemble is refit right after the first flagged bar on every bar
+    up to it, once (refit_min_bars), and no bar is lost or replayed twice."""
+    bars = sample_bars()[:2600]
+    lo, hi = int(bars.ts[2100]), int(bars.ts[2110])
+    monkeypatch.setattr(
+        Gate, "refit_recommended", property(lambda g: ("double_adapt",) if lo <= g.intake.last_ts <= hi else ())
+    )
+    rc = ReplayConfig(train_bars=2000, window_bars=400, n_estimators=10, folds=1, refit_on_drift=on, refit_min_bars=50)
+    res = replay(bars, replace(CFG, replay=rc))
+    assert [d.ts for d in res.decisions] == [int(t) for t in bars.ts[2000:2600]]
+    assert res.metrics["drift"]["episodes"] == [{"ts": lo, "modules": ["double_adapt"]}]
+    got = [(f["window_start_ts"], f["trained_until_ts"], f["reason"]) for f in res.metrics["refits"]]
+    want = [(int(bars.ts[2000]), int(bars.ts[1999]), "scheduled")]
+    if on:
+        want.append((int(bars.ts[2101]), lo, "drift: double_adapt"))
+    want.append((int(bars.ts[2400]), int(bars.ts[2399]), "scheduled"))
+    assert got == want
