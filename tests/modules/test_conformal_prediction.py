@@ -416,6 +416,7 @@ def test_kernels_equal_their_python_twins():
             np.full(cap, np.nan),
             np.full(cap, np.nan),
             np.full(cap, np.nan),
+            np.full(cap, np.nan),
             np.zeros(w),
             np.zeros(w),
             np.zeros(2, np.int64),
@@ -430,14 +431,14 @@ def test_kernels_equal_their_python_twins():
     for i in range(600):
         if i >= 3:
             j = i - 3 + 1
-            _cp_score(*a, j, sig[j - 1], ret[j - 1], 0.1, 0.1, True, lam)
-            _cp_score_py(*b, j, sig[j - 1], ret[j - 1], 0.1, 0.1, True, lam)
+            _cp_score(*a, j, ret[j - 1], 0.1, 0.1, True, lam)
+            _cp_score_py(*b, j, ret[j - 1], 0.1, 0.1, True, lam)
         si = math.nan if i % 37 == 5 else sig[i]
-        _cp_issue(a[0], a[1], a[2], a[3], a[5], a[6], a[7], a[8], i + 1, si, 1e-4, 1, 0.1, True, True, 8)
-        _cp_issue_py(b[0], b[1], b[2], b[3], b[5], b[6], b[7], b[8], i + 1, si, 1e-4, 1, 0.1, True, True, 8)
+        _cp_issue(*a[:5], *a[6:], i + 1, si, 1e-4, 1, 0.1, True, True, 8)
+        _cp_issue_py(*b[:5], *b[6:], i + 1, si, 1e-4, 1, 0.1, True, True, 8)
     for u, v in zip(a, b, strict=True):
         np.testing.assert_array_equal(u, v)
-    assert a[8][F_ALPHA_T] != 0.1 and a[7][I_CHECKED] > 500
+    assert a[9][F_ALPHA_T] != 0.1 and a[8][I_CHECKED] > 500
 
 
 def test_halfwidth_is_the_kth_order_statistic():
