@@ -20,11 +20,11 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from fxgate.engine.core.bars import Bars
 from fxgate.engine.core.config import GateConfig
 from fxgate.engine.core.decision import Decision
+from fxgate.engine.core.sharpe import deflated_sharpe_from, probabilistic_sharpe_from, sharpe_moments
 from fxgate.models._stats import hac_se, json_safe, wilson
 
 __all__ = [
@@ -95,36 +95,8 @@ def trades_from(bars: Bars, start: int, decisions: list[Decision], cfg: GateConf
     return out
 
 
-def probabilistic_sharpe_from(sr: float, t: int, skew: float, kurt: float, sr_benchmark: float = 0.0) -> float:
-    """Probabilistic Sharpe ratio (Bailey & López de Prado 2012, *The Sharpe ratio efficient frontier*, J. Risk
-    15(2), eq. 11): the probability that the true per-period Sharpe exceeds ``sr_benchmark``, given the estimate
-    ``sr`` from ``t`` i.i.d. returns with skewness ``skew`` and (non-excess) kurtosis ``kurt``:
-    ``Phi((sr - sr*) sqrt(t - 1) / sqrt(1 - skew sr + (kurt - 1) / 4 sr^2))``."""
-    denom = math.sqrt(max(1e-12, 1 - skew * sr + (kurt - 1) / 4 * sr * sr))
-    return float(stats.norm.cdf((sr - sr_benchmark) * math.sqrt(t - 1) / denom))
-
-
-def deflated_sharpe_from(
-    sr: float, t: int, skew: float, kurt: float, n_trials: int = 1, sr_variance: float | None = None
-) -> float:
-    """Deflated Sharpe ratio (Bailey & López de Prado 2014, *The deflated Sharpe ratio*, J. Portfolio Mgmt 40(5),
-    eq. 9-10): the probabilistic Sharpe ratio against the expected best Sharpe of ``n_trials`` unskilled trials
-    whose Sharpe estimates have variance ``sr_variance``. It deflates only when ``n_trials`` is the real number of
-    configurations tried; with one trial it *is* :func:`probabilistic_sharpe_from` against 0."""
-    sr0 = 0.0
-    if n_trials > 1:
-        v = sr_variance if sr_variance is not None else 1.0 / (t - 1)
-        g = 0.5772156649015329  # Euler-Mascheroni
-        z1, z2 = stats.norm.ppf(1 - 1 / n_trials), stats.norm.ppf(1 - 1 / (n_trials * math.e))
-        sr0 = math.sqrt(v) * ((1 - g) * z1 + g * z2)
-    return probabilistic_sharpe_from(sr, t, skew, kurt, sr0)
-
-
-def _moments(returns: np.ndarray) -> tuple[float, int, float, float] | None:
-    r = np.asarray(returns, dtype=float)
-    if len(r) < 3 or np.std(r, ddof=1) == 0:
-        return None
-    return (float(np.mean(r) / np.std(r, ddof=1)), len(r), float(stats.skew(r)), float(stats.kurtosis(r, fisher=False)))
+# the pure formulas live in the foundation (the EdgeProof module uses them too); re-exported here by their names
+_moments = sharpe_moments
 
 
 def probabilistic_sharpe(returns: np.ndarray, sr_benchmark: float = 0.0) -> float | None:
@@ -195,6 +167,7 @@ def metrics_from(
     wins = int(won.sum())
     pips = np.array([t["pnl_pips"] for t in trades], dtype=float)
     funnel: dict[str, int] = {}
+    per_module: dict[str, list[int]] = {}  # module -> [bars it was evaluated on, bars it passed]
     veto: dict[str, int] = {}
     lat: dict[str, list[float]] = {}
     disabled = set()
@@ -205,6 +178,11 @@ def metrics_from(
                 continue
             funnel[v.name] = funnel.get(v.name, 0) + int(v.passed)
             lat.setdefault(v.name, []).append(v.latency_us)
+            if v.name == "L4":
+                for r in v.details:
+                    e = per_module.setdefault(r.name, [0, 0])
+                    e[0] += 1
+                    e[1] += bool(r.passed)
         if d.first_veto:
             veto[d.first_veto] = veto.get(d.first_veto, 0) + 1
     llm: dict[str, Any] = {}
@@ -250,6 +228,11 @@ def metrics_from(
         "base_rate_bars": base["bars"],
         "by_direction": by_dir,
         "funnel_passed": funnel,
+        # per Layer-4 module: the bars it was evaluated on (cheapest mode stops at the first failing module, so a
+        # later module is evaluated only where the earlier ones passed; mode = "full" evaluates all) and passed
+        "module_funnel": {
+            k: {"evaluated": e, "passed": p, "pass_rate": p / e if e else None} for k, (e, p) in per_module.items()
+        },
         "first_veto": dict(sorted(veto.items(), key=lambda kv: -kv[1])),
         "disabled_layers": sorted(disabled),
         "llm_layers": llm,  # bars that reached L2/L3, passed them, or got no usable answer (failed closed)

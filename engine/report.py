@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -209,11 +210,56 @@ def _module_rates(res: ReplayResult) -> str:
 
 #: Which bars the outcome-based modules learn from (the report and the README say the same).
 POPULATION_NOTE = (
-    "The outcome-based modules (adverse selection, robust Kelly, Bayesian sizing) learn from every "
-    "candidate — each bar on which all three Layer-1 models lean the same way, whether or not a signal "
-    "was emitted — and only once its horizon has elapsed; bars inside the Layer-1 bundle's training "
-    "window make no candidate."
+    "The outcome-based modules learn only once a prediction's horizon has elapsed. Adverse selection, robust "
+    "Kelly, Bayesian sizing and the edge tests learn from every candidate — each bar on which all three Layer-1 "
+    "models lean the same way, whether or not a signal was emitted; the information-coefficient, conformal, "
+    "quantile, drift, factor and model-confidence-set modules score every out-of-sample bar's forecast against "
+    "its realized move. Bars inside the Layer-1 bundle's training window make no candidate and no scored forecast."
 )
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{x:.1%}"
+
+
+def _module_table(res: ReplayResult) -> str:
+    """Every Layer-4 module's pass rate over the bars it was evaluated on."""
+    mf = res.metrics.get("module_funnel") or {}
+    if not mf:
+        return ""
+    rows = "".join(
+        f"<tr><th>{_esc(k)}</th><td>{v['evaluated']}</td><td>{v['passed']}</td><td>{_pct(v['pass_rate'])}</td></tr>"
+        for k, v in mf.items()
+    )
+    return (
+        "<section><h2>Layer-4 modules</h2><table><tr><th>module</th><th>evaluated</th><th>passed</th>"
+        f"<th>pass rate</th></tr>{rows}</table><p class=note>In cheapest mode a module is evaluated only on bars "
+        'where Layer 1 and every module before it passed; mode = "full" evaluates all of them on every bar.</p>'
+        "</section>"
+    )
+
+
+def _refit_section(res: ReplayResult) -> str:
+    """When Layer 1 was refit and why, and the drift episodes a module flagged."""
+    fits = res.metrics.get("refits") or []
+    drift = (res.metrics.get("drift") or {}).get("episodes") or []
+    if not fits and not drift:
+        return ""
+
+    def t(ns: int) -> str:
+        return datetime.fromtimestamp(int(ns) / 1e9, UTC).strftime("%Y-%m-%d %H:%M")
+
+    rows = "".join(
+        f"<tr><td>{t(f['window_start_ts'])}</td><td>{t(f['trained_until_ts'])}</td><td>{_esc(f['reason'])}</td></tr>"
+        for f in fits
+    )
+    eps = "; ".join(f"{t(e['ts'])} ({_esc(', '.join(e['modules']))})" for e in drift) or "none"
+    on = (res.metrics.get("drift") or {}).get("refit_on_drift")
+    return (
+        "<section><h2>Layer-1 refits and drift</h2><table><tr><th>from bar</th><th>trained until</th><th>why</th></tr>"
+        f"{rows}</table><p class=note>Drift flagged (first bar of each episode): {eps}. Refit on drift: "
+        f"{'on' if on else 'off'} ([replay] refit_on_drift).</p></section>"
+    )
 
 
 def _llm_section(res: ReplayResult) -> str:
@@ -364,6 +410,8 @@ history{" · interrupted, partial results" if m.get("interrupted") else ""}</p>
 {_reliability_chart(res)}
 {_precision_coverage(res)}
 {_module_rates(res)}
+{_module_table(res)}
+{_refit_section(res)}
 <section><h2>Latency per bar (µs)</h2><table><tr><th>layer</th><th>p50</th><th>p99</th></tr>{lat}</table></section>
 <script type="application/json" id="metrics">{_json_island(m)}</script>
 </body></html>

@@ -157,6 +157,8 @@ def test_report_is_self_contained_and_has_every_section(report):
         "Reliability of Layer-1 confidence",
         "Precision vs coverage",
         "Module pass rates over time",
+        "Layer-4 modules",
+        "Layer-1 refits and drift",
         "Latency per bar",
     ):
         assert section in text, section
@@ -166,6 +168,21 @@ def test_report_is_self_contained_and_has_every_section(report):
 
     dec = pd.read_parquet(files["decisions.parquet"])
     assert len(dec) == res.metrics["bars"] and set(dec["action"]) <= {"BUY", "SELL", "NONE"}
+
+
+def test_module_pass_rates_match_a_count_over_the_decisions(report):
+    """Every module's evaluated/passed counts in metrics.json and the report, counted here from the decisions."""
+    path, res, _ = report
+    count: dict[str, list[int]] = {}
+    for d in res.decisions:
+        for r in d.layer("L4").to_dict()["details"]:
+            c = count.setdefault(r["module"], [0, 0])
+            c[0] += 1
+            c[1] += r["passed"] is True
+    assert count and {k: [v["evaluated"], v["passed"]] for k, v in res.metrics["module_funnel"].items()} == count
+    table = path.read_text().split("<h2>Layer-4 modules</h2>", 1)[1].split("</table>", 1)[0]
+    for k, (e, p) in count.items():
+        assert f"<tr><th>{k}</th><td>{e}</td><td>{p}</td><td>{p / e:.1%}</td></tr>" in table
 
 
 def _headline(text: str) -> dict[str, str]:
