@@ -59,16 +59,19 @@ State (``_fw_step``; k factors, ring capacity c = horizon + 8, IC window n_w; sl
     eb (c)                    per entry bar: the blend b_t = w·z_t at entry
     ent, eflag (c)            the entry bar index held by each ring slot; 0 none, 1 z only, 2 z and predictions
     wp (n_w×(k+1)), wr (n_w)  the scored window: column 0 the blend, 1..k the signed singles; the realized returns
-    ic (k+1)                  their Pearson ICs with wr (NaN when undefined)
+    psum (3×(k+1))            running Σp, Σp², Σp·r over the window per column (recomputed exactly every 4,096)
+    ic (k+1)                  the window's Pearson ICs of each column with wr (NaN when undefined)
     ist  I_FIT       matured factor returns pushed into the moments (n)
          I_SCORED    matured bars scored (pushed into the IC window)
          I_W_OK      1 when w is usable (enough data, Σ_LW positive definite, μ ≠ 0)
          I_ZSEEN     bars pushed into the standardization statistics
          I_SKIPPED   matured records without a usable entry (bad row at entry, or a return that is not finite)
+         I_SINCE_EXACT  scored pushes since the window sums were recomputed exactly
     fs   F_W         Σ λ^(n−s)         (W: the moments' normalizer)
          F_W2        Σ λ^(2(n−s))      (n_eff = W² / W2)
          F_ZW        the standardization's weight sum
          F_SHRINK    ρ, the Ledoit–Wolf shrinkage of the last fit
+         F_SR, F_SRR Σr, Σr² over the scored window
 """
 
 from __future__ import annotations
@@ -81,9 +84,10 @@ import numpy as np
 from fxgate.engine.core.bars import Bar
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, Matured, ModuleResult, insufficient, register
+from fxgate.modules._common import EXACT_EVERY
 
-I_FIT, I_SCORED, I_W_OK, I_ZSEEN, I_SKIPPED = range(5)
-F_W, F_W2, F_ZW, F_SHRINK = range(4)
+I_FIT, I_SCORED, I_W_OK, I_ZSEEN, I_SKIPPED, I_SINCE_EXACT = range(6)
+F_W, F_W2, F_ZW, F_SHRINK, F_SR, F_SRR = range(6)
 
 #: the feature engine's column layout (``fxgate.models.features.feature_names()``, Qlib Alpha158 order, then the
 #: volatility and time columns). Modules may not import ``fxgate.models``; a test pins this copy to the original.
@@ -98,6 +102,8 @@ _VOL = ("RV_D", "RV_W", "RV_M", "BV_D", "BNS_Z", "LM")
 _TIME = ("TOD_SIN", "TOD_COS", "DOW", "SESS_ASIA", "SESS_LONDON", "SESS_NY", "SPREAD_REL")
 FEATURE_LAYOUT: tuple[str, ...] = _KBAR + _PRICE + tuple(f"{f}{w}" for f in _ROLLING for w in _WINDOWS) + _VOL + _TIME
 SIGNAL = "signal"  # the label of the ensemble-signal factor
+_EMPTY = np.zeros(0)
+_NO_BARS = np.zeros(0, dtype=np.int64)
 
 
 def _lw_py(m1, m2, m3, m4, wsum, w2sum, centered, cov):  # type: ignore[no-untyped-def]
@@ -179,49 +185,54 @@ def _chol_solve_py(a, b, x):  # type: ignore[no-untyped-def]
     return True
 
 
-def _pearson_py(x, y, n):  # type: ignore[no-untyped-def]
-    """Two-pass Pearson correlation of x[:n], y[:n]; NaN when either is (numerically) constant."""
+def _ic_from_sums_py(sp, spp, spr, sr, srr, n):  # type: ignore[no-untyped-def]
+    """Pearson correlation from the window's sums Σp, Σp², Σp·r, Σr, Σr² over n rows; NaN when either side is
+    (numerically) constant."""
     if n < 2:
         return math.nan
-    mx = 0.0
-    my = 0.0
-    for t in range(n):
-        mx += x[t]
-        my += y[t]
-    mx /= n
-    my /= n
-    sxx = 0.0
-    syy = 0.0
-    sxy = 0.0
-    ax = 0.0
-    ay = 0.0
-    for t in range(n):
-        dx = x[t] - mx
-        dy = y[t] - my
-        sxx += dx * dx
-        syy += dy * dy
-        sxy += dx * dy
-        ax += x[t] * x[t]
-        ay += y[t] * y[t]
-    if not (sxx > 1e-24 * ax and syy > 1e-24 * ay):
+    vp = spp - sp * sp / n
+    vr = srr - sr * sr / n
+    if not (vp > 1e-10 * spp and vr > 1e-10 * srr):
         return math.nan
-    return sxy / math.sqrt(sxx * syy)
+    return (spr - sp * sr / n) / math.sqrt(vp * vr)
 
 
 _lw = kernel(_lw_py, fastmath=False)
 _chol_solve = kernel(_chol_solve_py, fastmath=False)
-_pearson = kernel(_pearson_py, fastmath=False)
+_ic_from_sums = kernel(_ic_from_sums_py, fastmath=False)
 
 
 def _fw_step_py(  # type: ignore[no-untyped-def]
-    m1, m2, m3, m4, w, zmean, zm2, ez, es, eb, ent, eflag, wp, wr, ic, ist, fs,
-    mat_bar, mat_ret, x, enter, bar_index,
-    lam, lam_z, min_fit, min_z, z_clip, centered,
+    m1, m2, m3, m4, w, zmean, zm2, ez, es, eb, ent, eflag, wp, wr, psum, ic, ist, fs,
+    mat_bar, mat_ret, feats, probs, bar_index,
+    cols, with_signal, lam, lam_z, min_fit, min_z, z_clip, centered,
 ):  # fmt: skip
     """One accepted bar: score and learn from the forecasts that matured on it (entry bars ``mat_bar``, realized
-    returns ``mat_ret``), refit the weights, then (``enter``) fix this bar's predictions from its factor row ``x``
-    and push ``x`` into the standardization. State: the module docstring."""
-    k = x.shape[0]
+    returns ``mat_ret``), refit the weights, then fix this bar's predictions from its factor row — ``feats[cols]``
+    and, ``with_signal``, mean(``probs``) − 0.5 — and push the row into the standardization. A row with a missing
+    or non-finite value enters nothing (an empty ``feats``/``probs`` is missing). State: the module docstring."""
+    k = m1.shape[0]
+    nf = cols.shape[0]
+    x = np.empty(k)
+    enter = bar_index >= 0
+    for i in range(nf):
+        c = cols[i]
+        if c >= feats.shape[0]:
+            enter = False
+            break
+        x[i] = feats[c]
+    if enter and with_signal:
+        if probs.shape[0] == 0:
+            enter = False
+        else:
+            ps = 0.0
+            for i in range(probs.shape[0]):
+                ps += probs[i]
+            x[nf] = ps / probs.shape[0] - 0.5
+    if enter:
+        for i in range(k):
+            if not math.isfinite(x[i]):
+                enter = False
     cap = ent.shape[0]
     nw = wr.shape[0]
     learned = False
@@ -235,11 +246,28 @@ def _fw_step_py(  # type: ignore[no-untyped-def]
             continue
         if eflag[s] == 2:  # predictions fixed at entry: score them before g_t enters the fit
             c = ist[I_SCORED] % nw
+            if ist[I_SCORED] >= nw:  # the oldest row leaves the window
+                ro = wr[c]
+                fs[F_SR] -= ro
+                fs[F_SRR] -= ro * ro
+                for i in range(k + 1):
+                    po = wp[c, i]
+                    psum[0, i] -= po
+                    psum[1, i] -= po * po
+                    psum[2, i] -= po * ro
             wp[c, 0] = eb[s]
             for i in range(k):
                 wp[c, 1 + i] = es[s, i] * ez[s, i]
             wr[c] = r
+            fs[F_SR] += r
+            fs[F_SRR] += r * r
+            for i in range(k + 1):
+                pn = wp[c, i]
+                psum[0, i] += pn
+                psum[1, i] += pn * pn
+                psum[2, i] += pn * r
             ist[I_SCORED] += 1
+            ist[I_SINCE_EXACT] += 1
             scored = True
         if lam != 1.0:
             fs[F_W] *= lam
@@ -282,8 +310,25 @@ def _fw_step_py(  # type: ignore[no-untyped-def]
                     ist[I_W_OK] = 1
     if scored:
         n = min(ist[I_SCORED], nw)
+        if ist[I_SINCE_EXACT] >= EXACT_EVERY:  # bound the running sums' rounding drift
+            fs[F_SR] = 0.0
+            fs[F_SRR] = 0.0
+            for i in range(k + 1):
+                psum[0, i] = 0.0
+                psum[1, i] = 0.0
+                psum[2, i] = 0.0
+            for t in range(n):
+                rt = wr[t]
+                fs[F_SR] += rt
+                fs[F_SRR] += rt * rt
+                for i in range(k + 1):
+                    pt = wp[t, i]
+                    psum[0, i] += pt
+                    psum[1, i] += pt * pt
+                    psum[2, i] += pt * rt
+            ist[I_SINCE_EXACT] = 0
         for i in range(k + 1):
-            ic[i] = _pearson(wp[:, i], wr, n)
+            ic[i] = _ic_from_sums(psum[0, i], psum[1, i], psum[2, i], fs[F_SR], fs[F_SRR], n)
     if not enter:
         return
     s = bar_index % cap
@@ -348,7 +393,8 @@ class FactorWeighting(CertaintyModule):
     }
     gate_settings = ("horizon",)
     state_keys = (
-        "m1", "m2", "m3", "m4", "w", "zmean", "zm2", "ez", "es", "eb", "ent", "eflag", "wp", "wr", "ic", "ist", "fs",
+        "m1", "m2", "m3", "m4", "w", "zmean", "zm2", "ez", "es", "eb", "ent", "eflag", "wp", "wr", "psum", "ic", "ist",
+        "fs",
     )  # fmt: skip
 
     def reset(self) -> None:
@@ -381,7 +427,6 @@ class FactorWeighting(CertaintyModule):
             if int(p[name]) < (2 if name == "window" else 1):
                 raise ValueError(f"factor_weighting {name} must be >= {2 if name == 'window' else 1}; got {p[name]}")
         self._cols = np.array(cols, dtype=np.int64)
-        self._need = int(self._cols.max()) + 1 if cols else 0
         self.labels = tuple(labels)
         self._lam = _decay(p["halflife"])
         self._lam_z = _decay(p["z_halflife"])
@@ -401,12 +446,11 @@ class FactorWeighting(CertaintyModule):
         self.eflag = np.zeros(cap, dtype=np.int64)
         self.wp = np.zeros((nw, k + 1))
         self.wr = np.zeros(nw)
+        self.psum = np.zeros((3, k + 1))
         self.ic = np.full(k + 1, np.nan)
-        self.ist = np.zeros(5, dtype=np.int64)
-        self.fs = np.zeros(4)
+        self.ist = np.zeros(6, dtype=np.int64)
+        self.fs = np.zeros(6)
         self.fs[F_SHRINK] = np.nan
-        self._x = np.zeros(k)
-        self._no_mat = (np.zeros(0, dtype=np.int64), np.zeros(0))
 
     def load_state_dict(self, state: dict) -> None:  # type: ignore[type-arg]
         super().load_state_dict(state)
@@ -415,30 +459,12 @@ class FactorWeighting(CertaintyModule):
         for k, v in saved.items():
             setattr(self, k, v)
 
-    def _row(self, ctx: Context) -> bool:
-        """Fill the factor row of this bar into ``self._x``; False when it is missing or not finite."""
-        f = ctx.features
-        x = self._x
-        nf = len(self._cols)
-        if nf:
-            if f is None or len(f) < self._need:
-                return False
-            x[:nf] = f[self._cols]
-        if self.params["include_signal"]:
-            if ctx.probs is None or len(ctx.probs) == 0:
-                return False
-            x[nf] = float(np.mean(ctx.probs)) - 0.5
-        return bool(np.isfinite(x).all())
-
     def update(self, ctx: Context) -> None:
-        enter = self._row(ctx) and ctx.bar_index >= 0
         if ctx.matured:
             mb = np.array([m.entry_bar for m in ctx.matured], dtype=np.int64)
             mr = np.array([m.log_return for m in ctx.matured])
-        elif not enter:
-            return
         else:
-            mb, mr = self._no_mat
+            mb, mr = _NO_BARS, _EMPTY
         p = self.params
         _fw_step(
             self.m1,
@@ -455,14 +481,17 @@ class FactorWeighting(CertaintyModule):
             self.eflag,
             self.wp,
             self.wr,
+            self.psum,
             self.ic,
             self.ist,
             self.fs,
             mb,
             mr,
-            self._x,
-            enter,
+            _EMPTY if ctx.features is None else np.asarray(ctx.features, dtype=np.float64),
+            _EMPTY if ctx.probs is None else np.asarray(ctx.probs, dtype=np.float64),
             int(ctx.bar_index),
+            self._cols,
+            bool(p["include_signal"]),
             self._lam,
             self._lam_z,
             int(p["min_fit"]),
