@@ -22,6 +22,7 @@ SMALL = {
     "vpin": {"min_history": 20, "history": 100},
     "uncertainty": {"min_history": 20},
     "bocpd": {"calib_bars": 50},
+    "edge_proof": {"reps": 1000, "p_threshold": 0.01, "min_outcomes": 50, "window": 300},
 }
 
 

@@ -1,0 +1,346 @@
+"""EdgeProof — does the signal still beat its benchmark after costs? Hansen's test of Superior Predictive Ability
+(SPA; Hansen 2005, *A test for superior predictive ability*, JBES 23(4)) and White's Reality Check (White 2000,
+*A reality check for data snooping*, Econometrica 68(5)) with the stationary bootstrap (Politis & Romano 1994,
+JASA 89(428)), block length by Politis & White (2004) with the Patton, Politis & White (2009) correction; plus the
+Probabilistic and Deflated Sharpe Ratio (Bailey & López de Prado 2012, J. Risk 15(2); 2014, J. Portfolio
+Management 40(5)).
+
+What is tested. The module keeps the P&L of the last ``window`` candidate outcomes (``Outcome.pnl``: one unit's
+markout net of the full spread, fxgate's cost convention; ``costs=False`` uses the markout before costs). The
+benchmark is 0: *not trading*, equivalently a random entry before costs — a direction drawn independently of the
+future has E[d · ΔP] = E[d] E[ΔP] = 0 whatever the drift when E[d] = 0, so zero is what a random entry earns
+before the spread (and −spread after it). With losses L = −P&L, the loss differential of the strategy against the
+benchmark is d_t = L_bench,t − L_strategy,t = pnl_t, and
+
+    H0: E[d_t] <= 0  ("the strategy's mean P&L, net of costs, is no better than the benchmark's"), one-sided.
+
+The gate feeds one strategy (k = 1: the candidates it would trade), so the SPA reduces to a stationary-bootstrap
+test of the mean with Hansen's recentering; the functions :func:`spa_pvalues` / :func:`spa_test` take any k models
+(a (T, k) matrix of loss differentials) — that is what the reference test compares with ``arch.bootstrap.SPA``,
+and what a caller testing several strategies at once would use. Testing the gate's own strategy alone is the right
+null for a veto: "the best of k strategies beats the benchmark" would not say that *this* one does.
+
+SPA p-values (Hansen 2005 §2; arch's notation). With d̄_k the mean differential, ω̂²_k its stationary-bootstrap
+long-run variance (eq. 9 kernel, or a nested bootstrap with ``nested=True``), and d̄*_{k,b} the b-th bootstrap mean,
+Z*_{k,b} = d̄*_{k,b} − g(d̄_k) with g_l(x) = max(x, 0) (lower), g_c(x) = x·1{x ≥ −√(ω̂²_k/T · 2 log log T)}
+(consistent), g_u(x) = x (upper). ``statistic="hansen"`` (default) studentizes: T^SPA = max(0, max_k √T d̄_k/ω̂_k),
+p = #{b: max(0, max_k √T Z*_{k,b}/ω̂_k) > T^SPA} / B, and p = 1 when T^SPA = 0 (no model beats the benchmark in
+sample: the smallest value the statistic can take is no evidence against H0). ``statistic="arch"`` reproduces
+``arch.bootstrap.SPA`` (arch 8), which does *not* studentize the statistic (its ``studentize`` flag has no effect
+on the p-values; the variance enters only the consistent threshold): p = #{b: max_k Z*_{k,b} > max_k d̄_k} / B.
+For k = 1 and d̄ > 0 the two are the same number. White's Reality Check is the non-studentized upper p-value
+(``p_value="rc"``).
+
+Size (tests/modules/test_edge_proof.py, 200 mean-zero series of 500 outcomes, α = 0.05, Politis–White block):
+rejection 4-5% for i.i.d. normal and AR(0.2), 5.5-7.5% for Student-t(3) and for overlapping 5-bar outcomes
+(block ≥ horizon), within the binomial tolerance 8.6%. Strong persistence is where the stationary bootstrap's
+long-run variance runs low in finite samples: AR(0.5) outcomes measured 5-9% over seeds.
+
+p-value floor. p counts bootstrap exceedances out of ``reps``: a reported 0 means "below 1/reps", and the
+resolution near the threshold is 1/reps. A threshold is accepted only if it spans at least 10 exceedances
+(``p_threshold * reps >= 10``: p < 0.001 needs ≥ 10,000 reps, the default); a smaller one is a config error.
+
+Block length: ``block`` if set, else the Politis–White estimate on the window (NaN for a constant window), never
+below ``horizon`` (overlapping h-bar outcomes are dependent over h − 1 lags) nor above the window.
+
+Sharpe ratios (raw kurtosis, as in the papers; these assume i.i.d. outcomes — with ``horizon > 1`` they are
+optimistic): PSR = P(true per-outcome Sharpe > 0); DSR = PSR against the expected maximum Sharpe of ``n_trials``
+unskilled trials with Sharpe variance ``sr_variance`` (default 1/(T − 1)). ``n_trials`` must be the number of
+configurations really tried (models, thresholds, modules tuned on the same history); with 1 the DSR is the PSR.
+
+Pass rule (default): SPA consistent p < ``p_threshold`` (0.001) AND DSR ≥ ``dsr_threshold`` (0.95). The SPA
+guards the mean against dependence and recentering; the DSR adds the non-normality of the P&L and the selection
+among trials, which the SPA of one strategy cannot see. Either can be relaxed (``dsr_threshold = 0``).
+
+Schedule. ``update`` pushes each outcome's P&L into the ring (O(1)) and counts good bars; ``recompute()`` runs the
+bootstrap every ``every`` good bars when new outcomes arrived (and at once when the window first holds
+``min_outcomes``). Its seed is ``seed`` + the number of outcomes pushed, so a replay and a restored snapshot give
+the same p-values.
+
+State (the slots are module-level ints)::
+
+    pnl  ring of the last ``window`` outcome P&L (arrival order; slot pushes % window is the next)
+    ist  I_PUSHES       outcomes pushed so far
+         I_BARS         good bars seen
+         I_LAST_BAR     I_BARS at the last recompute
+         I_LAST_PUSHES  I_PUSHES at the last recompute
+         I_N            outcomes in the window at the last recompute (T)
+         I_STATUS       0: no recompute yet; 1: tested; 2: constant P&L (no test)
+         I_RECOMPUTES   recomputes run
+    fs   F_P_LOWER, F_P_CONSISTENT, F_P_UPPER   SPA p-values (Hansen's lower / consistent / upper)
+         F_P_RC         White's Reality Check p-value
+         F_BLOCK        mean block length used
+         F_MEAN         d̄, mean P&L per outcome
+         F_SR           per-outcome Sharpe ratio (ddof 1)
+         F_SKEW, F_KURT sample skewness and raw kurtosis of the window
+         F_PSR, F_DSR   probabilistic and deflated Sharpe ratios
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fxgate.engine.core.jit import kernel
+from fxgate.engine.core.sharpe import deflated_sharpe_from, probabilistic_sharpe_from, sharpe_moments
+from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+from fxgate.modules._bootstrap import optimal_block_length, sb_variance, stationary_means
+
+__all__ = ["EdgeProof", "SpaResult", "spa_pvalues", "spa_test"]
+
+I_PUSHES, I_BARS, I_LAST_BAR, I_LAST_PUSHES, I_N, I_STATUS, I_RECOMPUTES = range(7)
+F_P_LOWER, F_P_CONSISTENT, F_P_UPPER, F_P_RC, F_BLOCK, F_MEAN, F_SR, F_SKEW, F_KURT, F_PSR, F_DSR = range(11)
+STATUS_NONE, STATUS_TESTED, STATUS_CONSTANT = 0, 1, 2
+P_VALUES = {"lower": F_P_LOWER, "consistent": F_P_CONSISTENT, "upper": F_P_UPPER, "rc": F_P_RC}
+STATISTICS = ("hansen", "arch")
+#: a p threshold must span at least this many bootstrap exceedances (p_threshold * reps >= MIN_EXCEEDANCES)
+MIN_EXCEEDANCES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class SpaResult:
+    """SPA p-values (Hansen 2005: lower, consistent, upper), White's Reality Check p-value, and the mean block
+    length of the stationary bootstrap that produced them."""
+
+    lower: float
+    consistent: float
+    upper: float
+    reality_check: float
+    block: float
+
+
+def spa_pvalues(
+    d: np.ndarray, boot_means: np.ndarray, block: float, *, nested: bool = False, statistic: str = "hansen"
+) -> SpaResult:
+    """SPA and Reality Check p-values of the loss differentials ``d`` (T,) or (T, k) — benchmark loss minus model
+    loss, positive when the model is better — from the bootstrap means ``boot_means`` (reps, k) of ``d``'s columns
+    (any resampling scheme: :func:`fxgate.modules._bootstrap.stationary_means`, or ``bootstrap_means`` over a
+    reference library's own indices). ``block`` is the mean block length behind them (it sets the long-run variance
+    kernel, p = 1/block); ``nested=True`` takes the variance from the bootstrap means instead (arch's nested
+    studentization: T · Var*(d̄*)). Formulas: the module docstring. NaN p-values when a variance is not positive
+    (``statistic="hansen"`` cannot studentize a constant column)."""
+    x = np.asarray(d, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    bm = np.asarray(boot_means, dtype=np.float64)
+    if bm.ndim == 1:
+        bm = bm[:, None]
+    if statistic not in STATISTICS:
+        raise ValueError(f"SPA statistic {statistic!r} is not known; use one of {STATISTICS}")
+    t = x.shape[0]
+    mean = x.mean(axis=0)
+    var = t * (bm - mean).var(axis=0) if nested else sb_variance(x, block)
+    with np.errstate(invalid="ignore"):
+        valid = mean >= -np.sqrt(var / t * 2.0 * np.log(np.log(t)))
+    g_lower = np.where(mean < 0, 0.0, mean)
+    g_consistent = np.where(valid, mean, 0.0)
+    rc = float(np.mean((bm - mean).max(axis=1) > mean.max()))
+    if statistic == "arch":
+        obs = mean.max()
+        p = [float(np.mean((bm - g).max(axis=1) > obs)) for g in (g_lower, g_consistent, mean)]
+    else:
+        if not np.all(var > 0):
+            return SpaResult(math.nan, math.nan, math.nan, rc, float(block))
+        s = math.sqrt(t) / np.sqrt(var)
+        obs = float((mean * s).max())
+        if obs <= 0.0:
+            # T^SPA = max(0, ...) = 0 is the smallest value the statistic takes: no evidence against H0, p = 1.
+            # (Counting T* > 0 instead would reject whenever every model is far worse than the benchmark, since
+            # the consistent/lower recentering then leaves all T* = 0 but a few.)
+            return SpaResult(1.0, 1.0, 1.0, rc, float(block))
+        p = [float(np.mean(((bm - g) * s).max(axis=1) > obs)) for g in (g_lower, g_consistent, mean)]
+    return SpaResult(p[0], p[1], p[2], rc, float(block))
+
+
+def spa_test(
+    d: np.ndarray, reps: int, block: float, seed: int, *, nested: bool = False, statistic: str = "hansen"
+) -> SpaResult:
+    """:func:`spa_pvalues` with the numba stationary bootstrap (``reps`` resamples, mean block ``block``, stream
+    seeded by ``seed``); ``d`` must be finite."""
+    return spa_pvalues(d, stationary_means(d, reps, block, seed), block, nested=nested, statistic=statistic)
+
+
+def _edge_push_py(pnl, ist, x):  # type: ignore[no-untyped-def]
+    """Push one outcome's P&L ``x`` into the ring ``pnl`` (the oldest is overwritten once it is full)."""
+    c = ist[I_PUSHES]
+    pnl[c % pnl.shape[0]] = x
+    ist[I_PUSHES] = c + 1
+
+
+def _edge_bar_py(ist, every, min_outcomes, window):  # type: ignore[no-untyped-def]
+    """Count one good bar; True when a recompute is due: the window holds ``min_outcomes`` and either no test has
+    run yet, or ``every`` bars have passed since the last one and new outcomes arrived."""
+    ist[I_BARS] += 1
+    n = min(ist[I_PUSHES], window)
+    if n < min_outcomes or ist[I_PUSHES] == ist[I_LAST_PUSHES]:
+        return False
+    return ist[I_RECOMPUTES] == 0 or ist[I_BARS] - ist[I_LAST_BAR] >= every
+
+
+_edge_push = kernel(_edge_push_py, fastmath=False)
+_edge_bar = kernel(_edge_bar_py, fastmath=False)
+
+
+@register("edge_proof")
+class EdgeProof(CertaintyModule):
+    title = "EdgeProof"
+    formula = "SPA/RC: p = P*(max_k T*_k > T), d_t = pnl_t - 0; DSR = PSR(SR vs E[max SR of N trials])"
+    citation = "Hansen (2005); White (2000); Politis & White (2004); Bailey & Lopez de Prado (2014)"
+    rule = (
+        "SPA consistent p < `p_threshold` (0.001, 10,000 reps) that mean net P&L > 0, and DSR >= `dsr_threshold`"
+        " (0.95), over the last `window` outcomes"
+    )
+    scheduled = True
+    gate_settings = ("horizon",)
+    defaults = {
+        "window": 500,
+        "min_outcomes": 100,
+        "reps": 10_000,
+        "every": 50,
+        "block": None,
+        "p_threshold": 0.001,
+        "p_value": "consistent",
+        "statistic": "hansen",
+        "nested": False,
+        "dsr_threshold": 0.95,
+        "n_trials": 1,
+        "sr_variance": None,
+        "costs": True,
+        "seed": 0,
+        "horizon": 1,
+    }
+    state_keys = ("pnl", "ist", "fs")
+
+    def reset(self) -> None:
+        p = self.params
+        self._check(p)
+        self.pnl = np.zeros(int(p["window"]))
+        self.ist = np.zeros(7, dtype=np.int64)
+        self.fs = np.full(11, math.nan)
+
+    @staticmethod
+    def _check(p: dict) -> None:
+        def bad(k: str, want: str) -> ValueError:
+            return ValueError(f"The {k!r} parameter of edge_proof must be {want}. Got {p[k]!r} instead.")
+
+        for k in ("window", "min_outcomes", "reps", "every", "n_trials", "horizon"):
+            if not isinstance(p[k], int | np.integer) or isinstance(p[k], bool) or p[k] < 1:
+                raise bad(k, "an integer >= 1")
+        if p["min_outcomes"] < 10 or p["min_outcomes"] > p["window"]:
+            raise bad("min_outcomes", f"between 10 and window ({p['window']})")
+        if p["p_value"] not in P_VALUES:
+            raise bad("p_value", f"one of {tuple(P_VALUES)}")
+        if p["statistic"] not in STATISTICS:
+            raise bad("statistic", f"one of {STATISTICS}")
+        if p["block"] is not None and not (isinstance(p["block"], int | float) and p["block"] >= 1):
+            raise bad("block", "a mean block length >= 1, or unset (Politis-White)")
+        if p["sr_variance"] is not None and not (isinstance(p["sr_variance"], int | float) and p["sr_variance"] > 0):
+            raise bad("sr_variance", "a positive variance of the trials' Sharpe ratios, or unset (1/(T-1))")
+        if not 0.0 <= float(p["dsr_threshold"]) <= 1.0:
+            raise bad("dsr_threshold", "a probability in [0, 1]")
+        thr = float(p["p_threshold"])
+        if not 0.0 < thr < 1.0:
+            raise bad("p_threshold", "in (0, 1)")
+        if thr * p["reps"] < MIN_EXCEEDANCES - 1e-9:
+            need = math.ceil(MIN_EXCEEDANCES / thr - 1e-9)
+            raise ValueError(
+                f"edge_proof p_threshold = {thr} is below what reps = {p['reps']} bootstrap resamples can resolve "
+                f"(p is a count of exceedances out of reps: its floor is 1/reps = {1 / p['reps']:.2g}, and a threshold "
+                f"needs at least {MIN_EXCEEDANCES} exceedances). Fix: set reps >= {need} in [l4.params.edge_proof], "
+                f"or p_threshold >= {MIN_EXCEEDANCES / p['reps']:.2g}"
+            )
+
+    def update(self, ctx: Context) -> None:
+        c = ctx.bar.close
+        if not (math.isfinite(c) and c > 0):
+            return  # a bad bar is skipped whole (an outcome ending on it has no valid exit price)
+        p = self.params
+        costs = p["costs"]
+        for o in ctx.outcomes:
+            x = o.pnl if costs else o.markout
+            if math.isfinite(x):
+                _edge_push(self.pnl, self.ist, x)
+        if _edge_bar(self.ist, p["every"], p["min_outcomes"], p["window"]):
+            self.recompute()
+
+    def values(self) -> np.ndarray:
+        """The window's P&L in arrival order (oldest first)."""
+        c, w = int(self.ist[I_PUSHES]), len(self.pnl)
+        if c <= w:
+            return self.pnl[:c].copy()
+        j = c % w
+        return np.concatenate([self.pnl[j:], self.pnl[:j]])
+
+    def recompute(self) -> None:
+        """Run the SPA / Reality Check bootstrap and the Sharpe ratios on the current window (the verdict reads
+        the result until the next recompute)."""
+        p, ist, fs = self.params, self.ist, self.fs
+        x = self.values()
+        n = len(x)
+        ist[I_LAST_BAR], ist[I_LAST_PUSHES], ist[I_N] = ist[I_BARS], ist[I_PUSHES], n
+        ist[I_RECOMPUTES] += 1
+        fs[:] = math.nan
+        if n < 3 or not np.std(x) > 0:
+            ist[I_STATUS] = STATUS_CONSTANT
+            return
+        if p["block"] is not None:
+            block = float(p["block"])
+        else:
+            block = optimal_block_length(x)
+            if not math.isfinite(block):
+                block = math.sqrt(n)
+        block = min(max(block, float(p["horizon"]), 1.0), float(n))
+        res = spa_test(
+            x, int(p["reps"]), block, int(p["seed"]) + int(ist[I_PUSHES]), nested=p["nested"], statistic=p["statistic"]
+        )
+        fs[F_P_LOWER], fs[F_P_CONSISTENT], fs[F_P_UPPER], fs[F_P_RC] = (
+            res.lower,
+            res.consistent,
+            res.upper,
+            res.reality_check,
+        )
+        fs[F_BLOCK], fs[F_MEAN] = block, float(x.mean())
+        mom = sharpe_moments(x)
+        if mom is not None:
+            sr, t, skew, kurt = mom
+            fs[F_SR], fs[F_SKEW], fs[F_KURT] = sr, skew, kurt
+            fs[F_PSR] = probabilistic_sharpe_from(sr, t, skew, kurt, 0.0)
+            fs[F_DSR] = deflated_sharpe_from(sr, t, skew, kurt, int(p["n_trials"]), p["sr_variance"])
+        ist[I_STATUS] = STATUS_TESTED
+
+    @property
+    def p_value(self) -> float:
+        return float(self.fs[P_VALUES[self.params["p_value"]]])
+
+    def verdict(self) -> ModuleResult:
+        p, ist, fs = self.params, self.ist, self.fs
+        thr = float(p["p_threshold"])
+        n = min(int(ist[I_PUSHES]), len(self.pnl))
+        status = int(ist[I_STATUS])
+        if n < p["min_outcomes"] or status == STATUS_NONE:
+            return insufficient(self.name, n, p["min_outcomes"], thr, "outcomes")
+        if status == STATUS_CONSTANT:
+            return self._result(math.nan, False, thr, f"constant P&L over the last {ist[I_N]} outcomes: no test")
+        pv, dsr = self.p_value, float(fs[F_DSR])
+        if not (math.isfinite(pv) and math.isfinite(dsr)):
+            return self._result(math.nan, False, thr, f"SPA p-value or DSR undefined over {ist[I_N]} outcomes")
+        reps = int(p["reps"])
+        ok_p, ok_d = pv < thr, dsr >= float(p["dsr_threshold"])
+        shown = f"< {1 / reps:.1g} (none of {reps} resamples)" if pv == 0 else f"= {pv:.4g}"
+        reason = (
+            f"SPA {p['p_value']} p {shown} {'<' if ok_p else '>='} {thr:g} "
+            f"(lower {fs[F_P_LOWER]:.4g}, upper {fs[F_P_UPPER]:.4g}, RC {fs[F_P_RC]:.4g}); "
+            f"DSR {dsr:.3f} {'>=' if ok_d else '<'} {float(p['dsr_threshold']):g} (PSR {fs[F_PSR]:.3f}, "
+            f"N={p['n_trials']}); mean {'net ' if p['costs'] else ''}P&L {fs[F_MEAN]:.3g}/outcome, "
+            f"SR {fs[F_SR]:.3f}, {ist[I_N]} outcomes, block {fs[F_BLOCK]:.1f}"
+        )
+        return self._result(pv, ok_p and ok_d, thr, reason)
+
+    def warm_up(self) -> None:
+        pnl, ist = np.zeros(4), np.zeros(7, dtype=np.int64)
+        _edge_push(pnl, ist, 1.0)
+        _edge_bar(ist, 1, 1, 4)
+        x = np.sin(np.arange(40.0)) + 0.1
+        spa_test(x, 10, optimal_block_length(x), 0)
