@@ -42,13 +42,17 @@ one series, which is the best the data allow); otherwise the LLM is left out and
 the three members agreeing and the ensemble mean is the probability Layer 1 thresholds, so that is the model behind
 the signal. Score: its MCS p-value. Being in the MCS says "not significantly worse than the best of these"; it is
 not proof of an edge over chance (EdgeProof tests that): with a window of indistinguishable forecasters all pass.
+With the LLM in the set, a judge significantly better than the ensemble also vetoes (Layer 1's probability is then
+not among the best forecasts of the up move); ``include_llm = false`` judges Layer 1 against its members and the
+benchmark only.
 
 **Scheduling.** ``update`` only pushes loss rows (O(1) per matured forecast, one numba call each). After each
 ``every`` new rows (one per out-of-sample bar) it calls :meth:`ModelConfidenceSet.recompute`: a stationary bootstrap
 with ``reps`` resamples, mean block ``block`` (0: Politis–White's estimate on the loss differentials against the
 ensemble, at least ``horizon`` because h-bar forecasts overlap), method ``method`` ("R", HLN's default, or "max").
-Its random stream is seeded by ``seed`` + the number of rows pushed, so a replay and a restored snapshot draw the
-same resamples. The verdict reads the last recompute.
+The resamples are ``_bootstrap.stationary_means`` (prefix sums over the stationary stream, no index matrix), seeded
+by ``seed`` + the number of rows pushed, so a replay and a restored snapshot draw the same resamples. The verdict
+reads the last recompute.
 
 State (``losses`` is a ring of the last ``window`` loss rows, six columns; slots are module-level ints)::
 
@@ -351,8 +355,11 @@ class ModelConfidenceSet(CertaintyModule):
             )
         if not 0.0 < float(p["size"]) < 1.0:
             raise ValueError(f"The 'size' parameter of model_confidence_set must be in (0, 1). Got {p['size']!r}")
-        if int(p["min_rows"]) < 2 or int(p["window"]) < int(p["min_rows"]) or int(p["reps"]) < 1:
-            raise ValueError("model_confidence_set needs 2 <= min_rows <= window and reps >= 1")
+        if int(p["min_rows"]) < 2 or int(p["window"]) < int(p["min_rows"]) or int(p["reps"]) < 1 or int(p["every"]) < 1:
+            raise ValueError(
+                "model_confidence_set needs 2 <= min_rows <= window, reps >= 1 and every >= 1. Got "
+                f"min_rows={p['min_rows']}, window={p['window']}, reps={p['reps']}, every={p['every']}"
+            )
         self.losses = np.full((int(p["window"]), N_COLS), np.nan)
         self.snap = np.full((int(p["horizon"]) + 1, 3), -1, dtype=np.int64)
         self.pvals = np.full(N_COLS, np.nan)

@@ -384,6 +384,8 @@ def test_bad_parameters_are_errors_that_name_the_fix():
         create("model_confidence_set", method="r")
     with pytest.raises(ValueError, match="'base_rate' or 'half'"):
         create("model_confidence_set", benchmark="zero")
+    with pytest.raises(ValueError, match="min_rows <= window"):
+        create("model_confidence_set", window=50, min_rows=100)
     with pytest.raises(ValueError, match="horizon"):
         create("model_confidence_set", horizon=2)
     assert create("model_confidence_set").params["horizon"] == 1
