@@ -7,7 +7,7 @@ and variance, half-life ``z_halflife`` bars; ``z_min`` bars before the first z):
 
     z_i,t = clip((f_i,t − m̄_i,t−1) / s_i,t−1, ±z_clip)        (a constant factor gives z = 0)
 
-Formulation (Grinold & Kahn 2000, *Active Portfolio Management*, 2nd ed., ch. 10 and 14; Markowitz 1952). Each
+Formulation (Markowitz 1952; Grinold & Kahn 2000, *Active Portfolio Management*, 2nd ed., on combining signals). Each
 factor is a timing strategy that holds z_i,t units of the pair over the horizon: its "factor return" is
 g_i,t = z_i,t · r_t, r_t the realized log return (``Matured.log_return``) of the entry bar t. A blend of the
 strategies with weights w earns w·g_t = (w·z_t) · r_t, the return of the blended signal b_t = w·z_t. The
@@ -32,18 +32,24 @@ n_eff = 1/Σω_s²: LW's β estimates Σ_ij Var(S_ij), and the variance of a wei
 i.e. Var/n_eff. (Overlapping horizons make g autocorrelated; like LW itself, β then understates the noise.)
 The moments are kept as weighted raw sums of x, x_i x_j, x_i² x_j and x_i² x_j² — O(k²) per matured bar — from
 which the centered S and fourth moments follow exactly. w = Σ_LW⁻¹ μ by Cholesky, scaled to Σ|w_i| = 1; it is
-used only after ``min_fit`` matured factor returns.
+used only after ``min_fit`` matured factor returns. ``assume_centered = true`` uses the second moments about 0
+(sklearn's ``assume_centered``); unshrunk, (Σ + μμᵀ)⁻¹μ ∝ Σ⁻¹μ (Sherman–Morrison), so it changes only what is
+shrunk, not the weights' target.
 
 Out of sample by construction. On each accepted bar t the module first takes in the forecasts that matured on t
 (their returns are known at t), then fixes the bar's predictions with the weights and signs of that moment — the
 blend b_t = w·z_t and each single factor's signed prediction sign(μ_i)·z_i,t (its sign chosen from the past only) —
 and stores them in a ring indexed by ``Context.bar_index``. When bar t's forecast matures (``Matured.entry_bar``),
-those stored predictions are scored against r_t, and only then does g_t enter μ and Σ.
+those stored predictions are scored against r_t, and only then does g_t enter μ and Σ (each entry once).
 
 Pass rule: over the last ``window`` scored bars, the information coefficient (Pearson correlation of prediction and
 realized return, the same bars for all) of the blend is at least the best single factor's plus ``margin`` (0) and
 above ``min_ic`` (0). Fails closed with fewer than ``min_fit`` matured factor returns or ``min_outcomes`` scored
 bars, and when the blend's IC is undefined (constant predictions or returns).
+
+Parameters (defaults): ``factors`` (below), ``include_signal`` (true), ``halflife`` (500 matured bars; 0: equal
+weights), ``z_halflife`` (1,000 bars), ``z_min`` (50), ``z_clip`` (5), ``min_fit`` (100), ``window`` (250),
+``min_outcomes`` (100), ``min_ic`` (0), ``margin`` (0), ``assume_centered`` (false); ``horizon`` comes from the gate.
 
 Default factors (H1, one-bar horizon; plausible predictors of the next move's sign, not fitted on the sample):
 KMID (the last bar's body: one-bar reversal), ROC5 and ROC20 (short-term reversal / momentum), ROC60 (longer
@@ -65,7 +71,7 @@ State (``_fw_step``; k factors, ring capacity c = horizon + 8, IC window n_w; sl
          I_SCORED    matured bars scored (pushed into the IC window)
          I_W_OK      1 when w is usable (enough data, Σ_LW positive definite, μ ≠ 0)
          I_ZSEEN     bars pushed into the standardization statistics
-         I_SKIPPED   matured records without a usable entry (bad row at entry, or a return that is not finite)
+         I_SKIPPED   matured records without a usable entry (a bad row or no z yet at entry, a non-finite return)
          I_SINCE_EXACT  scored pushes since the window sums were recomputed exactly
     fs   F_W         Σ λ^(n−s)         (W: the moments' normalizer)
          F_W2        Σ λ^(2(n−s))      (n_eff = W² / W2)
@@ -426,6 +432,13 @@ class FactorWeighting(CertaintyModule):
         for name in ("window", "min_outcomes", "min_fit", "z_min", "horizon"):
             if int(p[name]) < (2 if name == "window" else 1):
                 raise ValueError(f"factor_weighting {name} must be >= {2 if name == 'window' else 1}; got {p[name]}")
+        if int(p["min_outcomes"]) > int(p["window"]):
+            raise ValueError(
+                f"factor_weighting min_outcomes ({p['min_outcomes']}) > window ({p['window']}): it could never "
+                "pass. Fix: min_outcomes <= window"
+            )
+        if not float(p["z_clip"]) > 0:
+            raise ValueError(f"factor_weighting z_clip must be > 0; got {p['z_clip']}")
         self._cols = np.array(cols, dtype=np.int64)
         self.labels = tuple(labels)
         self._lam = _decay(p["halflife"])

@@ -116,6 +116,8 @@ def test_configuration_errors_tell_the_fix():
         create("factor_weighting", factors=(), include_signal=False)
     with pytest.raises(ValueError, match="half-life"):
         create("factor_weighting", halflife=-3)
+    with pytest.raises(ValueError, match="min_outcomes <= window"):
+        create("factor_weighting", window=50)
 
 
 # -- Ledoit-Wolf against sklearn ---------------------------------------------------------------------------------------
