@@ -127,7 +127,9 @@ def test_constant_pnl_fails_closed():
     rng = np.random.default_rng(2)
     m = create("certainty_score", w_ic=0.0, w_icir=0.0, min_outcomes=5)
     for i in range(40):
-        m.update(_ctx(i, rng.normal(0, 0.05), rng.normal(0, 1e-3), pnl=1e-4))
+        m.update(_ctx(i, rng.normal(0, 0.05), rng.normal(0, 1e-3), pnl=0.7))
+    x = Outcome(0, 1, 1, 1.0, 1.7, 0.0).pnl
+    assert sum([x] * 40) / 40 != x  # the window's mean is off by rounding: a naive se would be tiny, not 0
     r = m.verdict()
     assert not r.passed and math.isnan(r.score) and "undefined" in r.reason
 
