@@ -89,6 +89,7 @@ State (slot names are module-level ints; the detectors' own arrays and slots: ``
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -409,6 +410,11 @@ class DoubleAdapt(CertaintyModule):
         self._features(0)
         if not hasattr(self, "bundle"):
             self.bundle = ""
+        self._derive()
+
+    def _derive(self) -> None:
+        """What the kernels take besides the state, from the parameters (after a reset or a restore)."""
+        p = self.params
         self._ens: object = None  # the last ensemble object seen (a cache: its bundle_hash is costly)
         self._args = (
             0 if p["loss"] == "brier" else 1,
@@ -424,6 +430,11 @@ class DoubleAdapt(CertaintyModule):
             PH_MODES["up" if p["direction"] == "up" else "both"],
             1 if p["direction"] == "up" else 0,
         )
+        self._psi_args = (float(p["psi_eps"]), int(p["psi_min_valid"]))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._derive()
 
     def _loss_state(self) -> tuple[np.ndarray, ...]:
         return (self.tot, self.var, self.cnt, self.aist, self.afs, self.pist, self.pfs, self.ist, self.fs, self.calib)
@@ -468,10 +479,14 @@ class DoubleAdapt(CertaintyModule):
         self.ist[I_BARS] += 1
         for m in ctx.matured:
             if m.probs is not None:
-                pr = m.probs if m.probs.dtype == np.float64 else np.asarray(m.probs, dtype=np.float64)
-                _loss_step(*self._loss_state(), pr.reshape(-1), float(m.entry_price), float(m.exit_price), *self._args)
+                pr = m.probs
+                if not (
+                    isinstance(pr, np.ndarray) and pr.dtype == np.float64 and pr.ndim == 1 and pr.flags.c_contiguous
+                ):
+                    pr = np.ascontiguousarray(pr, dtype=np.float64).reshape(-1)  # one compiled signature
+                _loss_step(*self._loss_state(), pr, float(m.entry_price), float(m.exit_price), *self._args)
         if ctx.features is not None:
-            self._push_features(np.asarray(ctx.features, dtype=np.float64), ctx.in_sample)
+            self._push_features(np.ascontiguousarray(ctx.features, dtype=np.float64), ctx.in_sample)
 
     def _push_features(self, x: np.ndarray, in_sample: bool) -> None:
         ist, p = self.ist, self.params
@@ -494,8 +509,7 @@ class DoubleAdapt(CertaintyModule):
                 ist,
                 self.fs,
                 x,
-                float(p["psi_eps"]),
-                int(p["psi_min_valid"]),
+                *self._psi_args,
             )
             return
         if not in_sample and ist[I_REF_IN_SAMPLE] >= p["min_ref"]:

@@ -412,3 +412,26 @@ def test_module_kernels_equal_their_twins(stream):
     for k in a.state_keys:
         u, v = getattr(a, k), getattr(b, k)
         assert np.array_equal(u, v, equal_nan=True) if isinstance(u, np.ndarray) else u == v, k
+
+
+def test_a_restore_takes_the_snapshots_parameters():
+    """load_state_dict into a module built with other parameters continues exactly like the original (the
+    kernels' arguments come from the restored parameters, not the constructor's)."""
+    rng = np.random.default_rng(SEED + 10)
+    p, up = brier_stream(rng, 3000, shift_at=1500)
+    kw = {"direction": "both", "ph_delta": 0.005, "ph_threshold": 20.0, "hold": 7, "psi_window": 20, "ref_bars": 20}
+    a = create("double_adapt", **kw)
+    x = rng.normal(size=(3000, 2))
+    for i in range(1000):
+        a.update(ctx_for(i + 1, float(p[i]), bool(up[i]), x[i]))
+    b = create("double_adapt")
+    b.load_state_dict(a.state_dict())
+    flags = 0
+    for i in range(1000, 3000):
+        c = ctx_for(i + 1, float(p[i]), bool(up[i]), x[i])
+        a.update(c)
+        b.update(c)
+        ra, rb = a.verdict(), b.verdict()
+        assert (ra.passed, ra.reason, a.refit_recommended()) == (rb.passed, rb.reason, b.refit_recommended())
+        flags += a.refit_recommended()
+    assert flags > 0
