@@ -5,7 +5,8 @@ A directory holding exactly one model file per booster (names fixed by fxgate: :
 ``manifest.json.sha256`` (the manifest's own sha256, in ``sha256sum`` format). Reading refuses a manifest whose hash
 differs from its sidecar (so its training window, symbol, timeframe and label spec — what replay trusts — cannot be
 edited unnoticed), a manifest that names any other file or a path outside the directory, a model file whose bytes
-differ from the manifest's sha256 (the bytes hashed are the bytes loaded), a malformed manifest, and a bundle whose
+differ from the manifest's sha256 (the bytes hashed are the bytes loaded; the optional ``quantiles`` entry's files
+likewise, :func:`read_files`), a malformed manifest, and a bundle whose
 models do not reproduce the probe of features and calibrated probabilities stored at training time — each with the
 file named and the fix.
 """
@@ -28,7 +29,18 @@ from fxgate.models import _stats
 from fxgate.models.ensemble.boosters import ADAPTERS, MODEL_NAMES
 from fxgate.models.features import FEATURE_ENGINE_VERSION, feature_names
 
-__all__ = ["BundleError", "BUNDLE_FORMAT", "MANIFEST", "SIDECAR", "write", "read", "from_manifest", "check_probe"]
+__all__ = [
+    "BundleError",
+    "BUNDLE_FORMAT",
+    "MANIFEST",
+    "SIDECAR",
+    "FIX_MANIFEST",
+    "write",
+    "read",
+    "read_files",
+    "from_manifest",
+    "check_probe",
+]
 
 BUNDLE_FORMAT = 2  # 2: manifest sidecar, strict JSON, fixed file names
 MANIFEST = "manifest.json"
@@ -50,6 +62,7 @@ _MANIFEST_SCHEMA: dict[str, type | tuple[type, ...]] = {
 }
 _WINDOW_KEYS = ("first_ts", "last_ts", "last_label_end_ts")
 _FIX_MANIFEST = "Fix: restore the manifest `fxgate fit` wrote, or refit the bundle"
+FIX_MANIFEST = _FIX_MANIFEST
 
 
 class BundleError(FxgateError):
@@ -57,16 +70,24 @@ class BundleError(FxgateError):
 
 
 def write(
-    d: Path, models: dict[str, Any], manifest: dict[str, Any], probe_x: np.ndarray, probe_proba: np.ndarray
+    d: Path,
+    models: dict[str, Any],
+    manifest: dict[str, Any],
+    probe_x: np.ndarray,
+    probe_proba: np.ndarray,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the model files, the manifest (with each file's sha256 and the parity probe) and its sidecar into
-    ``d``; returns the manifest as written."""
+    ``d``; returns the manifest as written. ``extra``: further manifest entries whose files the caller has already
+    written into ``d`` (the ``quantiles`` entry, :mod:`~fxgate.models.ensemble.quantiles`), hashed with the rest."""
     d.mkdir(parents=True, exist_ok=True)
     for a in ADAPTERS:
         a.save(models[a.name], d / a.file)
     man = dict(manifest)
     man["files"] = {a.name: {"name": a.file, "sha256": file_sha256(d / a.file)} for a in ADAPTERS}
     man["probe"] = {"x": _nan_list(probe_x), "proba": probe_proba.tolist()}
+    man.pop("quantiles", None)  # a refit without quantiles must not keep a stale entry
+    man.update(extra or {})
     man = _stats.json_safe(man)
     text = _stats.strict_dumps(man, indent=1)
     write_text(d / MANIFEST, text)
@@ -205,26 +226,37 @@ def _read_model_files(d: Path, mpath: Path, files: dict[str, Any]) -> dict[str, 
         raise BundleError(
             f"{mpath}: files lists {sorted(files)}, expected exactly {list(MODEL_NAMES)}. {_FIX_MANIFEST}"
         )
+    return read_files(d, files, {a.name: a.file for a in ADAPTERS}, "files")
+
+
+def read_files(
+    d: Path, files: dict[str, Any], fixed: dict[str, str], section: str = "quantiles.files"
+) -> dict[str, bytes]:
+    """The bytes of the files a manifest section lists (key -> ``{"name", "sha256"}``), each from the name fxgate
+    fixes for its key (``fixed``), inside ``d``, and matching its sha256 (over the very bytes returned)."""
+    mpath = d / MANIFEST
+    if set(files) != set(fixed):
+        raise BundleError(f"{mpath}: {section} lists {sorted(files)}, expected exactly {list(fixed)}. {_FIX_MANIFEST}")
     root = d.resolve()
     out = {}
-    for a in ADAPTERS:
-        m, info = a.name, files[a.name]
+    for m, fname in fixed.items():
+        info = files[m]
         if not (isinstance(info, dict) and isinstance(info.get("name"), str) and isinstance(info.get("sha256"), str)):
             raise BundleError(
-                f'{mpath}: files.{m} = {info!r}, expected {{"name": ..., "sha256": ...}}. {_FIX_MANIFEST}'
+                f'{mpath}: {section}.{m} = {info!r}, expected {{"name": ..., "sha256": ...}}. {_FIX_MANIFEST}'
             )
         name = info["name"]
         if Path(name).is_absolute() or ".." in Path(os.path.normpath(name)).parts:  # by its text: links come below
             raise BundleError(
-                f"{mpath}: files.{m}.name = {name!r} is outside the bundle directory {d}; fxgate "
+                f"{mpath}: {section}.{m}.name = {name!r} is outside the bundle directory {d}; fxgate "
                 f"loads only its own files inside it. {_FIX_MANIFEST}"
             )
-        if name != a.file:
+        if name != fname:
             raise BundleError(
-                f"{mpath}: files.{m}.name = {name!r}, but fxgate loads {m} from {a.file!r}: the "
+                f"{mpath}: {section}.{m}.name = {name!r}, but fxgate loads {m} from {fname!r}: the "
                 f"manifest cannot send the hash check to another file. {_FIX_MANIFEST}"
             )
-        p = d / a.file
+        p = d / fname
         if not p.is_file():
             raise BundleError(f"{p}: missing. Fix: copy the whole bundle directory")
         if not p.resolve().is_relative_to(root):

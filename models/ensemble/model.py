@@ -8,7 +8,9 @@ Training (:meth:`TreeEnsemble.fit`)
     ends before the block starts minus an ``embargo`` (:mod:`~fxgate.models.ensemble.walk_forward`). Inside each
     training set the latest ``calib_frac`` is held out (purged the same way) to calibrate each booster's
     probability (:mod:`~fxgate.models.ensemble.calibration`). The boosters learn the direction of bars whose move
-    covered the cost (label +1 or -1).
+    covered the cost (label +1 or -1). With ``quantiles`` on (the default) the final fit also trains LightGBM
+    quantile regressors of the h-bar forward log return at tau = 0.1..0.9 on the same winsorized rows
+    (:mod:`~fxgate.models.ensemble.quantiles`), saved, hashed and verified with the bundle.
 
 The Layer-1 rule (:meth:`TreeEnsemble.verdict`)
     The calibrated P(up) of every model must agree on the direction (the candidate rule,
@@ -47,6 +49,7 @@ from fxgate.models.ensemble.bundle import BundleError
 from fxgate.models.ensemble.calibration import Calibrator
 from fxgate.models.ensemble.config import EnsembleConfig
 from fxgate.models.ensemble.metrics import block_metrics, reliability, silence_note
+from fxgate.models.ensemble.quantiles import QuantileModels, forward_returns, quantile_row
 from fxgate.models.ensemble.row import L1Row, l1_row
 from fxgate.models.ensemble.walk_forward import purged_walk_forward, split_calibration
 from fxgate.models.features import FEATURE_ENGINE_VERSION, FeatureEngine, MadWinsorizer, feature_names
@@ -82,6 +85,8 @@ class TreeEnsemble:
         self.config = EnsembleConfig()
         self.manifest: dict[str, Any] = {}
         self._row_args: tuple = ()  # L1Row.kernel_args(), for the one-row kernel
+        self.quantiles: QuantileModels | None = None  # the return quantile models (None: not fitted / old bundle)
+        self._q_args: tuple = ()  # QuantileModels.kernel_args(), for the one-row quantile kernel
         self.directory: Path | None = None  # the bundle directory it was loaded from
 
     @property
@@ -145,8 +150,15 @@ class TreeEnsemble:
         final_train = np.flatnonzero(usable)
         fitted = self._fit_on(x, lab, final_train, embargo)
         self.models, self.calibrators, self.winsor = fitted.models, fitted.calibrators, fitted.winsor
-        self._compile()
         last_end = lab.last_end(final_train)  # max over the samples' label ends: triple-barrier ends are not monotone
+        self.quantiles = None
+        if cfg.quantiles:
+            # the h-bar forward return of every usable row (not only the decisive ones the boosters learn from),
+            # known by last_end: the bundle's last_label_end_ts still bounds every bar training looked at
+            q_rows, q_ret = forward_returns(bars.close, final_train, spec.horizon, last_end)
+            say(f"quantile models: {len(q_rows)} rows, tau 0.1..0.9")
+            self.quantiles = QuantileModels.fit(self.winsor.transform(x[q_rows]), q_ret, cfg)
+        self._compile()
         report = {
             "folds": fold_reports,
             "overall_oos": overall,
@@ -203,6 +215,7 @@ class TreeEnsemble:
         self._row_args = L1Row.build(
             self.winsor, [self.compiled[m] for m in MODEL_NAMES], [self.calibrators[m] for m in MODEL_NAMES]
         ).kernel_args()
+        self._q_args = self.quantiles.kernel_args(self.winsor) if self.quantiles is not None else ()
 
     # -- inference -----------------------------------------------------------------------------------------------
     def predict_row(self, x: np.ndarray) -> np.ndarray:
@@ -210,6 +223,27 @@ class TreeEnsemble:
         out = np.empty(len(MODEL_NAMES))
         l1_row(np.ascontiguousarray(x, dtype=np.float64), self._row_args, out)
         return out
+
+    @property
+    def has_quantiles(self) -> bool:
+        """Whether the bundle carries the return quantile models (bundles fitted before them, or with
+        ``quantiles = False``, do not)."""
+        return self.quantiles is not None
+
+    def predict_quantiles(self, x: np.ndarray) -> np.ndarray:
+        """The forward log return's quantiles at tau = 0.1, ..., 0.9 for one feature vector, sorted (no crossing:
+        :mod:`~fxgate.models.ensemble.quantiles`), in one compiled call. Raises when the bundle has none."""
+        if self.quantiles is None:
+            raise FxgateError("this bundle has no quantile models. Fix: refit it (`fxgate fit`) with quantiles on")
+        out = np.empty(len(self.quantiles.taus))
+        quantile_row(np.ascontiguousarray(x, dtype=np.float64), *self._q_args, out)
+        return out
+
+    def predict_quantiles_native(self, x: np.ndarray) -> np.ndarray:
+        """``(n, 9)`` sorted quantiles of feature rows ``x`` from LightGBM's own ``predict`` (the reference)."""
+        if self.quantiles is None:
+            raise FxgateError("this bundle has no quantile models. Fix: refit it (`fxgate fit`) with quantiles on")
+        return self.quantiles.native(self.winsor.transform(np.atleast_2d(np.asarray(x, dtype=np.float64))))
 
     def predict_proba(self, x: np.ndarray, *, native: bool = False) -> np.ndarray:
         """Calibrated P(up) per model, columns in :data:`MODEL_NAMES` order, for feature rows ``x``."""
@@ -276,7 +310,11 @@ class TreeEnsemble:
         med, mad = self.winsor.median, np.where(self.winsor.mad > 0, self.winsor.mad, 1e-3)
         probe = med + rng.normal(0, 2, size=(32, len(med))) * mad
         probe[rng.random(probe.shape) < 0.05] = np.nan
-        self.manifest = bundle.write(d, self.models, self.manifest, probe, self.predict_proba(probe, native=True))
+        d.mkdir(parents=True, exist_ok=True)
+        extra = {"quantiles": self.quantiles.write(d, self.winsor.transform(probe))} if self.quantiles else None
+        self.manifest = bundle.write(
+            d, self.models, self.manifest, probe, self.predict_proba(probe, native=True), extra
+        )
         return d
 
     @classmethod
@@ -304,8 +342,12 @@ class TreeEnsemble:
                 f"installed {'/'.join(MODEL_NAMES)} may be too old. Fix: install the versions in "
                 f"{bundle.MANIFEST} 'libraries' or refit"
             ) from exc
+        ens.quantiles = QuantileModels.read(d, man)
         ens._compile()
         bundle.check_probe(d, man, ens.predict_proba)
+        if ens.quantiles is not None:
+            probe = bundle.from_manifest(mpath, "probe", lambda: np.array(man["probe"]["x"], dtype=np.float64))
+            ens.quantiles.check_probe(d, man["quantiles"], ens.winsor.transform(probe), ens._q_args)
         return ens
 
     @property

@@ -1,0 +1,318 @@
+"""QuantilePrediction — does the forecast distribution of the next move clear the cost on the trade's side, and are
+its quantiles calibrated?
+
+The Layer-1 bundle carries LightGBM quantile regressors of the h-bar forward log return r = log(M_{t+h} / M_t) at
+τ ∈ {0.1, 0.2, …, 0.9} (Koenker & Bassett 1978, *Regression quantiles*, Econometrica 46(1); fitted with the
+ensemble, :mod:`fxgate.models.ensemble.quantiles`), sorted so that they never cross (rearrangement, Chernozhukov,
+Fernández-Val & Galichon 2010). On every out-of-sample bar the module asks the ensemble for q_τ(x_t)
+(``ctx.ensemble.predict_quantiles``), stores them in a ring indexed by ``ctx.bar_index % cap``, and when that bar's
+forecast matures (a :class:`~fxgate.modules._base.Matured` record, ``horizon`` bars later, never earlier) scores the
+hit indicators h_τ = 1{r ≤ q_τ} into a window of the last ``window`` matured bars (O(9) per bar).
+
+Default pass rule (both parts must hold):
+
+1. **edge**: long: q_0.2 > c; short: q_0.8 < −c, with c = spread / price (the round trip's full spread in log
+   units, fxgate's one cost convention). The score is the margin, q_0.2 − c (long) or −c − q_0.8 (short); pass
+   when > 0. The direction is the candidate's (``ctx.direction``), else the sign of the ensemble's mean P(up) − 0.5.
+2. **calibration** (``calibration = true``): for every τ the hit count k_τ of the last n matured bars lies in the
+   acceptance region of the exact two-sided binomial test of H0: P(r ≤ q_τ) = τ — equivalently, τ lies inside the
+   Clopper–Pearson interval of k_τ/n — at level 1 − (1 − ``ci_level``)/9 each (Bonferroni over the nine levels,
+   so a calibrated model passes all nine with probability ≥ ``ci_level``, 0.95). Needs n ≥ ``min_matured``.
+   The binomial test assumes independent hits; with ``horizon`` h > 1 consecutive returns overlap, so with
+   ``thin = true`` (default) only entries with ``entry_bar % h == 0`` are scored (non-overlapping returns).
+
+Fails closed: too few matured bars ("insufficient data"), an in-sample bar or no ensemble (no out-of-sample
+forecast), a bundle fitted without quantile models ("bundle has no quantile models; refit"), an unknown spread, no
+direction. :meth:`QuantilePrediction.pinball_loss` gives the window's mean pinball loss per τ (diagnostic; the test
+compares it with ``sklearn.metrics.mean_pinball_loss``).
+
+State (slots are module-level ints)::
+
+    pred      (cap, 9)     quantiles stored at entry, row bar_index % cap (cap = horizon + 2)
+    pred_bar  (cap,)       the bar_index whose quantiles each row holds (-1: none: that bar had no forecast)
+    mq        (window, 9)  the matured bars' quantiles, ring in arrival order
+    mr        (window,)    their realized log returns r
+    hits      (window, 9)  h_τ = 1{r <= q_τ}
+    hcount    (9,)         k_τ: hits per level over the window
+    last      (9,)         the latest bar's quantiles (NaN without a forecast)
+    ist  I_MATURED         matured bars scored so far (the window holds the last min(I_MATURED, window))
+         I_STATUS          the latest bar's forecast: ST_NONE (no bar yet), ST_OK, ST_NO_ENSEMBLE, ST_IN_SAMPLE,
+                           ST_NO_QUANTILES, ST_BAD_FORECAST
+         I_DIRECTION       the latest bar's direction (+1/-1, 0 none)
+    fs   F_COST            the latest bar's cost c = spread / close (NaN: unknown)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from fxgate.engine.core.jit import kernel
+from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+
+TAUS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+K = len(TAUS)
+T_LONG, T_SHORT = 1, 7  # indices of tau = 0.2 and 0.8
+I_MATURED, I_STATUS, I_DIRECTION = 0, 1, 2
+F_COST = 0
+ST_NONE, ST_OK, ST_NO_ENSEMBLE, ST_IN_SAMPLE, ST_NO_QUANTILES, ST_BAD_FORECAST = 0, 1, 2, 3, 4, 5
+_NO_FORECAST = {
+    ST_NO_ENSEMBLE: "insufficient data: no Layer-1 ensemble, so no quantile forecast on this bar",
+    ST_IN_SAMPLE: "insufficient data: the bar is inside the bundle's training window (no out-of-sample quantiles)",
+    ST_NO_QUANTILES: "bundle has no quantile models; refit it (`fxgate fit`, quantiles on) to train them",
+    ST_BAD_FORECAST: "the quantile forecast on this bar is not finite (bad feature row)",
+}
+
+
+def acceptance(n_max: int, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per n = 0..n_max and τ: the smallest and largest hit count k that the exact two-sided binomial test of
+    P(hit) = τ accepts at per-level significance a = (1 − level)/9 — reject when P(X ≤ k) ≤ a/2 or P(X ≥ k) ≤ a/2,
+    X ~ Bin(n, τ): τ is then outside the Clopper–Pearson interval of k/n at confidence 1 − a."""
+    a = (1.0 - level) / K
+    n = np.arange(n_max + 1)[:, None]
+    tau = np.array(TAUS)[None, :]
+    lo = stats.binom.ppf(a / 2, n, tau)  # smallest k with P(X <= k) >= a/2
+    lo = np.where(stats.binom.cdf(lo, n, tau) <= a / 2, lo + 1, lo)  # strict: P(X <= k) > a/2
+    hi = stats.binom.isf(a / 2, n, tau)  # largest k with P(X >= k) > a/2
+    return np.nan_to_num(lo).astype(np.int64), np.nan_to_num(hi).astype(np.int64)
+
+
+def _qp_step_py(
+    pred, pred_bar, mq, mr, hits, hcount, last, ist, fs, q_now, status, direction, cost, bar_index, m_bars, m_rets, thin
+):  # type: ignore[no-untyped-def]
+    """One bar: score the matured entries (``m_bars``, their returns ``m_rets``) against the quantiles stored at
+    their entry, then store this bar's quantiles ``q_now`` (when ``status`` is ST_OK) at row ``bar_index % cap``."""
+    cap = pred.shape[0]
+    w = mr.shape[0]
+    k = pred.shape[1]
+    for i in range(len(m_bars)):
+        eb = m_bars[i]
+        r = m_rets[i]
+        if eb < 0 or not math.isfinite(r) or eb % thin != 0:
+            continue
+        j = eb % cap
+        if pred_bar[j] != eb:  # that bar had no forecast (in sample, no ensemble, bad row)
+            continue
+        n = ist[I_MATURED]
+        s = n % w
+        if n >= w:
+            for t in range(k):
+                hcount[t] -= hits[s, t]
+        for t in range(k):
+            q = pred[j, t]
+            mq[s, t] = q
+            h = 1 if r <= q else 0
+            hits[s, t] = h
+            hcount[t] += h
+        mr[s] = r
+        ist[I_MATURED] = n + 1
+    j = bar_index % cap
+    if status == ST_OK:
+        for t in range(k):
+            pred[j, t] = q_now[t]
+            last[t] = q_now[t]
+        pred_bar[j] = bar_index
+    else:
+        pred_bar[j] = -1
+        for t in range(k):
+            last[t] = math.nan
+    ist[I_STATUS] = status
+    ist[I_DIRECTION] = direction
+    fs[F_COST] = cost
+
+
+_qp_step = kernel(_qp_step_py, fastmath=False)
+
+_NAN9 = np.full(K, math.nan)
+_EMPTY_I = np.zeros(0, dtype=np.int64)
+_EMPTY_F = np.zeros(0)
+
+
+@register("quantile_prediction")
+class QuantilePrediction(CertaintyModule):
+    title = "QuantilePrediction"
+    formula = (
+        "long: Q_0.2(r | x) > cost, short: Q_0.8(r | x) < -cost; every hit rate 1{r <= Q_tau} within its CI of tau"
+    )
+    citation = "Koenker & Bassett (1978); Chernozhukov, Fernandez-Val & Galichon (2010)"
+    rule = (
+        "long: q_0.2 > spread/price, short: q_0.8 < -spread/price, and (calibration) each tau's hit rate over the "
+        "last `window` (250) matured bars inside its exact binomial (Clopper-Pearson) region, family level "
+        "`ci_level` (0.95, Bonferroni over 9)"
+    )
+    defaults = {
+        "window": 250,
+        "min_matured": 100,
+        "calibration": True,
+        "ci_level": 0.95,
+        "thin": True,
+        "horizon": 1,
+    }
+    gate_settings = ("horizon",)
+    state_keys = ("pred", "pred_bar", "mq", "mr", "hits", "hcount", "last", "ist", "fs")
+
+    def reset(self) -> None:
+        w, h = int(self.params["window"]), int(self.params["horizon"])
+        if w < 1 or h < 1 or int(self.params["min_matured"]) < 1:
+            raise ValueError(f"quantile_prediction needs window, min_matured and horizon >= 1, got {self.params}")
+        if not 0 < float(self.params["ci_level"]) < 1:
+            raise ValueError(f"quantile_prediction: ci_level must be in (0, 1), got {self.params['ci_level']}")
+        cap = h + 2  # a forecast matures h accepted bars after entry: its row is still there
+        self.pred = np.full((cap, K), math.nan)
+        self.pred_bar = np.full(cap, -1, dtype=np.int64)
+        self.mq = np.zeros((w, K))
+        self.mr = np.zeros(w)
+        self.hits = np.zeros((w, K), dtype=np.int64)
+        self.hcount = np.zeros(K, dtype=np.int64)
+        self.last = np.full(K, math.nan)
+        self.ist = np.zeros(3, dtype=np.int64)
+        self.fs = np.full(1, math.nan)
+        self._derive()
+
+    def _derive(self) -> None:
+        """Constants from the parameters (not state): the acceptance table and the thinning stride."""
+        self._lo, self._hi = acceptance(int(self.params["window"]), float(self.params["ci_level"]))
+        self._thin = int(self.params["horizon"]) if self.params["thin"] else 1
+
+    def load_state_dict(self, state: dict) -> None:  # type: ignore[type-arg]
+        super().load_state_dict(state)
+        self._derive()
+
+    def warm_up(self) -> None:
+        w = min(int(self.params["window"]), 4)
+        _qp_step(
+            np.full((3, K), math.nan),
+            np.full(3, -1, dtype=np.int64),
+            np.zeros((w, K)),
+            np.zeros(w),
+            np.zeros((w, K), dtype=np.int64),
+            np.zeros(K, dtype=np.int64),
+            np.full(K, math.nan),
+            np.zeros(3, dtype=np.int64),
+            np.zeros(1),
+            _NAN9,
+            ST_NONE,
+            0,
+            math.nan,
+            1,
+            np.array([0], dtype=np.int64),
+            np.array([0.0]),
+            1,
+        )
+
+    def update(self, ctx: Context) -> None:
+        close = ctx.bar.close
+        if not (math.isfinite(close) and close > 0):
+            return  # a bad bar is skipped (the gate never accepts one)
+        ens = ctx.ensemble
+        q = _NAN9
+        if ctx.in_sample:
+            status = ST_IN_SAMPLE
+        elif ens is None or ctx.features is None:
+            status = ST_NO_ENSEMBLE
+        elif not getattr(ens, "has_quantiles", False):
+            status = ST_NO_QUANTILES
+        else:
+            q = ens.predict_quantiles(ctx.features)
+            status = ST_OK if np.all(np.isfinite(q)) else ST_BAD_FORECAST
+        direction = int(ctx.direction)
+        p = ctx.probs
+        if direction == 0 and p is not None and np.all(np.isfinite(p)):
+            mean = float(np.mean(p))
+            direction = 1 if mean > 0.5 else (-1 if mean < 0.5 else 0)
+        s = ctx.spread
+        cost = s / close if math.isfinite(s) and s >= 0 else math.nan
+        if ctx.matured:
+            m_bars = np.array([m.entry_bar for m in ctx.matured], dtype=np.int64)
+            m_rets = np.array([m.log_return for m in ctx.matured])
+        else:
+            m_bars, m_rets = _EMPTY_I, _EMPTY_F
+        _qp_step(
+            self.pred,
+            self.pred_bar,
+            self.mq,
+            self.mr,
+            self.hits,
+            self.hcount,
+            self.last,
+            self.ist,
+            self.fs,
+            q,
+            status,
+            direction,
+            cost,
+            int(ctx.bar_index),
+            m_bars,
+            m_rets,
+            self._thin,
+        )
+
+    # -- reading ---------------------------------------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        """Matured bars in the window."""
+        return min(int(self.ist[I_MATURED]), len(self.mr))
+
+    def hit_rates(self) -> np.ndarray:
+        """k_τ / n per level over the window (NaN when empty)."""
+        n = self.n
+        return self.hcount / n if n else np.full(K, math.nan)
+
+    def pinball_loss(self) -> np.ndarray:
+        """Mean pinball loss ρ_τ(r − q_τ) per level over the window's matured bars (NaN when empty)."""
+        n = self.n
+        if not n:
+            return np.full(K, math.nan)
+        u = self.mr[:n, None] - self.mq[:n]
+        tau = np.array(TAUS)[None, :]
+        return np.mean(np.where(u >= 0, tau * u, (tau - 1) * u), axis=0)
+
+    def calibration(self) -> tuple[bool, str]:
+        """Whether every level's hit count lies in its acceptance region, and a sentence saying which does not."""
+        n = self.n
+        k = self.hcount
+        lo, hi = self._lo[n], self._hi[n]
+        bad = (k < lo) | (k > hi)
+        if not bad.any():
+            return True, f"all 9 quantile hit rates within their binomial regions over {n} matured bars"
+        # the worst level: the farthest outside its region, in hits
+        excess = np.where(k < lo, lo - k, k - hi) * bad
+        t = int(np.argmax(excess))
+        return False, (
+            f"quantile {TAUS[t]} is miscalibrated: hit rate {k[t] / n:.3f} over {n} matured bars, outside "
+            f"[{lo[t] / n:.3f}, {hi[t] / n:.3f}] (exact binomial, level {self.params['ci_level']} over 9 quantiles)"
+        )
+
+    def verdict(self) -> ModuleResult:
+        status = int(self.ist[I_STATUS])
+        need = int(self.params["min_matured"])
+        if status == ST_NONE:
+            return insufficient(self.name, self.n, need, 0.0, "matured bars")
+        if status != ST_OK:
+            return self._result(math.nan, False, 0.0, _NO_FORECAST[status])
+        calib_note = ""
+        if self.params["calibration"]:
+            if int(self.ist[I_MATURED]) < need:
+                return insufficient(self.name, int(self.ist[I_MATURED]), need, 0.0, "matured bars")
+            ok, calib_note = self.calibration()
+            if not ok:
+                return self._result(math.nan, False, 0.0, calib_note)
+        cost = float(self.fs[F_COST])
+        if not math.isfinite(cost):
+            return self._result(math.nan, False, 0.0, "spread unknown: cannot check that the quantile clears the cost")
+        d = int(self.ist[I_DIRECTION])
+        if d == 0:
+            return self._result(math.nan, False, 0.0, "no direction (no candidate, models at 0.5) to judge")
+        if d > 0:
+            q = float(self.last[T_LONG])
+            margin = q - cost
+            rel = ">" if margin > 0 else "<="
+            why = f"long: q_0.2 {q:+.6f} {rel} cost {cost:.6f}"
+        else:
+            q = float(self.last[T_SHORT])
+            margin = -cost - q
+            rel = "<" if margin > 0 else ">="
+            why = f"short: q_0.8 {q:+.6f} {rel} -cost {-cost:.6f}"
+        return self._result(margin, margin > 0, 0.0, why + (f"; {calib_note}" if calib_note else ""))
