@@ -99,6 +99,25 @@ def test_kernel_equals_twin():
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15, equal_nan=True)
 
 
+def test_inner_kernels_equal_their_twins():
+    """The window statistics the push kernel calls, each compiled against its plain-Python twin (the push twin above
+    calls the compiled ones)."""
+    rng = np.random.default_rng(8)
+    ws, wr = np.round(rng.normal(0, 0.05, 50), 2), rng.normal(0, 1e-3, 50)
+    ss, sr = np.sort(ws), np.sort(wr)
+    for start, n, lags in ((0, 50, 0), (17, 50, 4), (30, 20, 7), (5, 2, 1)):
+        a, b = np.zeros(3), np.zeros(3)
+        _ic._pearson_nw(ws, wr, start, n, lags, a)
+        _ic._pearson_nw_py(ws, wr, start, n, lags, b)
+        np.testing.assert_allclose(a, b, rtol=1e-13, equal_nan=True)
+    np.testing.assert_allclose(_ic._rank_ic(ws, wr, ss, sr, 11, 50), _ic._rank_ic_py(ws, wr, ss, sr, 11, 50), 1e-13)
+    a, b = np.sort(ws[:30]).copy(), np.sort(ws[:30]).copy()
+    for old, new in ((ws[3], 0.5), (ws[0], -0.5), (0.5, ws[0])):
+        assert _ic._sorted_replace(a, 30, old, new, True) == _ic._sorted_replace_py(b, 30, old, new, True) == 30
+        np.testing.assert_array_equal(a, b)
+        assert np.all(np.diff(a) >= 0)
+
+
 def _ctx(i, mats=()):
     return Context(Bar(i * 3_600_000_000_000, 1.1, 1.1, 1.1, 1.1, 1.0, timeframe="H1"), matured=mats, bar_index=i + 1)
 
