@@ -9,7 +9,7 @@ named below, module-level ints):
 
 * EWMA co-moments, O(1): with λ = 2^(−1/half-life), W_t = λW_{t−1} + 1, m_t = m_{t−1} + (x_t − m_{t−1})/W_t and
   S^{xy}_t = λS^{xy}_{t−1} + (x_t − m^x_{t−1})(y_t − m^y_t) (the weighted co-moment recursion of West 1979 / Finch
-  2009, *Incremental calculation of weighted mean and variance*, eq. 75 with exponential weights); the EWMA IC is
+  2009, *Incremental calculation of weighted mean and variance*, with exponential weights); the EWMA IC is
   S^{sr}/√(S^{ss}S^{rr}): Pearson's correlation with weights λ^{t−i}.
 * Over the last w pairs, exactly (two-pass, recomputed on every push, so no running-sum drift): Pearson IC, RankIC
   (Spearman: Pearson of the average ranks, ties averaged, as ``scipy.stats.spearmanr``; ranks are read by binary
@@ -221,7 +221,7 @@ def _ic_push_py(ws, wr, ss, sr, ist, fs, out3, s, r, lam, lags):  # type: ignore
     then the window's Pearson IC, RankIC, slope and Newey–West t (``lags`` L). ``out3`` is a 3-float scratch array.
     Slots: the module docstring."""
     w = ws.shape[0]
-    # EWMA co-moments (Finch 2009, eq. 75 with weights lam^(t-i))
+    # EWMA co-moments (Finch 2009, with weights lam^(t-i))
     fs[F_EW_W] = lam * fs[F_EW_W] + 1.0
     a = 1.0 / fs[F_EW_W]
     ds = s - fs[F_EW_MS]
