@@ -9,21 +9,25 @@ on the same winsorized feature rows the boosters see. A training row is used onl
 training window's last label end (``t + h <= last_label_end``), so the bundle's ``last_label_end_ts`` rule still
 bounds everything the bundle looked at (:func:`forward_returns`).
 
-Kept cheap on purpose (:class:`~fxgate.models.ensemble.config.EnsembleConfig`): ``quantile_trees`` (100) trees of
-``quantile_leaves`` (15) leaves, learning rate 0.05, at least 50 rows a leaf: nine such fits cost about a third of a
-second each on 5,000 rows and one thread. ``quantiles = False`` skips them (the QuantilePrediction module then fails
-closed).
+Kept cheap on purpose (:class:`~fxgate.models.ensemble.config.EnsembleConfig`): ``quantile_trees`` (50) trees of
+``quantile_leaves`` (7) leaves, learning rate 0.05, at least 50 rows a leaf, one thread (on small data one thread
+beats two contending ones): the nine fits take a few seconds on 3,000 rows (``fit_s`` in
+``benchmarks/_bench_quantile_prediction.py``). ``quantiles = False`` skips them (the QuantilePrediction module then
+fails closed). They are fitted in the final fit only, not in the walk-forward folds.
 
-Prediction (:meth:`QuantileModels.predict_row`): one numba call winsorizes the row, walks the nine flattened
-forests (the tree walk of :mod:`fxgate.models.ensemble.row`, whose output equals native ``predict``) and sorts the
-nine values. Sorting is the rearrangement of Chernozhukov, Fernández-Val & Galichon (2010, *Quantile and probability
-curves without crossing*, Econometrica 78(3)): separately fitted quantiles can cross; the sorted vector is a
-monotone quantile curve and is never farther from the true one (in any L_p norm) than the crossed curve.
+Prediction (:meth:`TreeEnsemble.predict_quantiles <fxgate.models.ensemble.model.TreeEnsemble.predict_quantiles>`,
+:func:`quantile_row`): one numba call (about 23 us p50, 16x LightGBM's nine one-row ``predict`` calls) winsorizes
+the row, walks the nine flattened forests (the tree walk of :mod:`fxgate.models.ensemble.row`, whose output equals
+native ``predict``) and sorts the nine values. Sorting is the rearrangement of Chernozhukov, Fernández-Val &
+Galichon (2010, *Quantile and probability curves without crossing*, Econometrica 78(3)): separately fitted quantiles
+can cross; the sorted vector is a monotone quantile curve and is never farther from the true one (in any L_p norm)
+than the crossed curve.
 
 In the bundle: one LightGBM text file per level (names fixed: :data:`FILES`), listed under the manifest's
 ``quantiles`` entry with each file's sha256 and a parity probe (the sorted native quantiles of the bundle's probe
-rows); :func:`fxgate.models.ensemble.bundle.read` checks the hashes, :meth:`QuantileModels.check_probe` the
-numbers. A bundle without the entry (written before quantiles, or with ``quantiles = False``) loads without them.
+rows); :meth:`QuantileModels.read` checks the names and hashes (:func:`fxgate.models.ensemble.bundle.read_files`,
+the checks the booster files get), :meth:`QuantileModels.check_probe` the numbers. A bundle without the entry
+(written before quantiles, or with ``quantiles = False``) loads without them.
 """
 
 from __future__ import annotations
