@@ -16,7 +16,7 @@ calibration window of the last ``window`` scores S_1..S_n: with k = ⌈(n + 1)(1
 the quantile at level k/n) and the interval is ŷ ± q. k > n gives q = +∞ (an unbounded interval). For exchangeable
 data P(r ∈ ŷ ± q) = k/(n + 1) ∈ [1 − α, 1 − α + 1/(n + 1)). This is exactly MAPIE 1.6's
 ``_compute_regression_quantile`` (level ⌈(n+1)(1−α)⌉/n with numpy's ``method="lower"``: the k-th order statistic;
-older MAPIE releases used ``"higher"``, which is the (k+1)-th when k < n).
+numpy's ``"higher"`` at that level would be the (k+1)-th when k < n, one score too conservative).
 
 **Adaptive Conformal Inference** (Gibbs & Candès 2021, NeurIPS, eq. 2; ``method="aci"``, the default): the interval
 is built at level 1 − α_t and α_{t+1} = α_t + γ(α − err_t), err_t = 1 when the realized return fell outside the

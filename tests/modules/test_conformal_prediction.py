@@ -258,17 +258,15 @@ def test_split_coverage_on_exchangeable_data_is_binomial():
 @pytest.mark.parametrize("gamma", [0.005, 0.05])
 def test_aci_long_run_coverage_under_shift_obeys_prop_4_1(gamma):
     """Gibbs & Candès Prop. 4.1: for every T, |(1/T) Σ err_t − α| ≤ (max(α_1, 1 − α_1) + γ)/(γT), whatever the
-    data. Checked exactly at every T on returns whose scale and mean shift; split conformal (fixed α) misses by far
-    more on the same data (it is the adaptivity that buys the guarantee)."""
+    data. Checked exactly at every T on returns whose scale and mean shift (split conformal has no such guarantee
+    there: its error only averages out when the window catches up with each shift)."""
     s, r = shifted(6000, 5)
     ctxs = synth(s, r, horizon=1)
     alpha = 0.1
     m = create("conformal_prediction", method="aci", window=100, min_scores=100, alpha=alpha, gamma=gamma)
-    ms = create("conformal_prediction", method="split", window=100, min_scores=100, alpha=alpha)
     worst = 0.0
     for c in ctxs:
         m.update(c)
-        ms.update(c)
         t = int(m.ist[I_CHECKED])
         if t:
             dev = abs(int(m.ist[I_MISSES]) / t - alpha)
@@ -276,9 +274,8 @@ def test_aci_long_run_coverage_under_shift_obeys_prop_4_1(gamma):
             assert dev <= bound, (t, dev, bound)
             worst = max(worst, dev / bound)
     t = int(m.ist[I_CHECKED])
-    assert t > 5500 and worst > 0.05  # the bound was approached, not vacuous
-    assert abs(m.coverage() - (1 - alpha)) < 0.02
-    assert abs(ms.coverage() - (1 - alpha)) > 2 * abs(m.coverage() - (1 - alpha))
+    assert t > 5500 and worst > 0.03  # the bound is approached, not vacuous (worst dev/bound: 0.067 and 0.28)
+    assert abs(m.coverage() - (1 - alpha)) < 0.01
 
 
 # -- the pass rule --------------------------------------------------------------------------------------------------
