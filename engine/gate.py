@@ -192,6 +192,8 @@ class Gate:
             m.warm_up()
         if self.ensemble is not None:
             self.ensemble.predict_row(np.zeros(self.features.n_features))
+            if self.ensemble.has_quantiles:
+                self.ensemble.predict_quantiles(np.zeros(self.features.n_features))
         refused = 0
         if bars is not None:
             for b in bars:  # state only: history never reaches the LLM layers

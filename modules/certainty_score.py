@@ -103,6 +103,7 @@ class CertaintyScore(CertaintyModule):
     title = "CertaintyScore"
     formula = "C = w1 Phi(t_IC) + w2 Phi(sqrt(k) ICIR) + w3 (1 - p_edge), weights normalized"
     citation = "Grinold & Kahn (2000); Newey & West (1987)"
+    rule = "C = weighted mean of Phi(t_IC), Phi(sqrt(k) ICIR), 1 - p_edge >= `threshold` (to be certified, #17)"
     defaults = {
         "threshold": 0.9,  # a placeholder: the calibration issue (#17) certifies it
         "w_ic": 1.0,

@@ -174,6 +174,7 @@ class ConformalPrediction(CertaintyModule):
     title = "ConformalPrediction"
     formula = "interval yhat +- S_(ceil((n+1)(1-a_t))), a_t+1 = a_t + g(a - err_t); pass: interval beyond cost"
     citation = "Lei et al. (2018); Gibbs & Candes (2021)"
+    rule = "the conformal interval of the next-horizon return clears the spread on the trade's side (ACI, 90%)"
     defaults = {
         "alpha": 0.1,
         "method": "aci",

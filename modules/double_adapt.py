@@ -335,6 +335,7 @@ class DoubleAdapt(CertaintyModule):
     citation = (
         "Zhao, Kong & Shen (KDD 2023) (detection only); Bifet & Gavalda (2007); Page (1954); Yurdakul & Naranjo (2020)"
     )
+    rule = "no ADWIN/Page-Hinkley drift on the loss stream in the last `hold` bars, mean PSI <= `psi_max` (0.25)"
     defaults = {
         "loss": "brier",
         "direction": "up",

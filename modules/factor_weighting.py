@@ -382,6 +382,7 @@ class FactorWeighting(CertaintyModule):
     title = "FactorWeighting"
     formula = "w ∝ Σ_LW⁻¹ μ over factor returns z_i·r; pass: OOS IC(w·z) ≥ max_i OOS IC(sign(μ_i)·z_i), > 0"
     citation = "Grinold & Kahn (2000); Ledoit & Wolf (2004)"
+    rule = "OOS IC of the Ledoit-Wolf mean-variance factor blend >= best single factor's + `margin`, > `min_ic`"
     defaults = {
         "factors": ("KMID", "ROC5", "ROC20", "ROC60", "RSV20", "CORR20"),
         "include_signal": True,

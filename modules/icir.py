@@ -45,6 +45,7 @@ class Icir(CertaintyModule):
     title = "ICIR"
     formula = "ICIR = mean(IC per period) / sd(IC per period)"
     citation = "Grinold & Kahn (2000), Active Portfolio Management, ch. 6"
+    rule = "mean/sd of the last `periods` period ICs (each `period` forecasts) >= `threshold` (0.5)"
     defaults = {"period": 24, "periods": 20, "min_periods": 10, "threshold": 0.5}
     state_keys = ("ps", "pr", "pics", "ist", "fs")
 

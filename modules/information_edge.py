@@ -85,6 +85,7 @@ class InformationEdge(CertaintyModule):
     title = "InformationEdge (IC)"
     formula = "IC = corr(P(up) - 1/2, log return over the horizon); Newey-West t of the IC slope"
     citation = "Grinold (1989); Grinold & Kahn (2000); Newey & West (1987)"
+    rule = "IC(ensemble signal, realized return) > 0 with Newey-West t >= `t_min` (2) over the last `window` forecasts"
     defaults = {
         "window": 250,
         "min_pairs": 100,

@@ -44,7 +44,11 @@ __all__ = [
 #: The largest label/outcome horizon accepted, in bars (a sanity bound: a typo such as 1000000 is refused).
 MAX_HORIZON = 10_000
 
-#: Layer-4 modules built so far, in evaluation order (cheap streaming checks first, SHAP last).
+#: The 18 Layer-4 modules in evaluation order. Every module's state is updated on every bar whatever the order; the
+#: order decides which verdicts a cheapest-mode bar reads before the first failure: the streaming checks of the
+#: market (VPIN, changepoints, regime, disagreement, costs) first, then the outcome statistics, then the drift and
+#: bootstrap tests (their verdicts read the last scheduled recompute), SHAP last (native TreeSHAP costs
+#: milliseconds and runs only on bars that reach it).
 DEFAULT_MODULES = (
     "vpin",
     "bocpd",
@@ -54,6 +58,15 @@ DEFAULT_MODULES = (
     "adverse_selection",
     "robust_kelly",
     "bayesian_sizing",
+    "information_edge",
+    "icir",
+    "certainty_score",
+    "conformal_prediction",
+    "quantile_prediction",
+    "factor_weighting",
+    "double_adapt",
+    "edge_proof",
+    "model_confidence_set",
     "shap",
 )
 
@@ -433,7 +446,8 @@ risk_template = "risk.v1"
 [l4]                 # certainty modules, evaluated in this order; every listed module must pass
 enabled = true
 modules = ["vpin", "bocpd", "regime", "uncertainty", "execution_cost", "adverse_selection", "robust_kelly",
-           "bayesian_sizing", "shap"]
+           "bayesian_sizing", "information_edge", "icir", "certainty_score", "conformal_prediction",
+           "quantile_prediction", "factor_weighting", "double_adapt", "edge_proof", "model_confidence_set", "shap"]
 
 # Module parameters: one [l4.params.<name>] table per module. `fxgate config init` lists every module's pass
 # rule and default table at the end of the file (vpin's rule = "absolute", absolute = 0.3 is the original

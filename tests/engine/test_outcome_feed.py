@@ -115,12 +115,13 @@ def test_no_verdict_at_t_depends_on_a_bar_after_t(ens):
     rng = np.random.default_rng(5)
     n = len(bars)
     f = np.r_[np.ones(t0 + 1), 1 + rng.normal(0, 0.01, n - t0 - 1)]
+    g = np.r_[np.ones(t0 + 1), np.full(n - t0 - 1, 1.002)]  # wider ranges after t0
     vol = np.r_[bars.volume[: t0 + 1], rng.uniform(1, 1e4, n - t0 - 1)]
     other = Bars(
         bars.ts,
         bars.open * f,
-        bars.high * f * 1.002,
-        bars.low * f / 1.002,
+        bars.high * f * g,
+        bars.low * f / g,
         bars.close * f,
         vol,
         symbol="EURUSD",

@@ -114,6 +114,16 @@ def test_constant_prices_and_zero_volume(name):
         "adverse_selection": False,
         "robust_kelly": False,
         "bayesian_sizing": False,
+        # no matured forecast, no candidate outcome, no features: every outcome statistic fails closed
+        "information_edge": False,
+        "icir": False,
+        "certainty_score": False,
+        "conformal_prediction": False,
+        "quantile_prediction": False,
+        "factor_weighting": False,
+        "double_adapt": False,
+        "edge_proof": False,
+        "model_confidence_set": False,
     }
     assert r.passed is want[name] and r.reason
     if not r.passed:

@@ -33,7 +33,7 @@ from fxgate.training.formulas.alpha101 import (
     alpha054,
     alpha101,
 )
-from fxgate.training.formulas.catalogue import CATALOGUE, CATEGORIES, NOT_BUILT_MODULES, Formula
+from fxgate.training.formulas.catalogue import CATALOGUE, CATEGORIES, Formula
 from fxgate.training.formulas.operators import delay, delta, ts_max, ts_min, ts_sum
 from fxgate.training.formulas.queries import by_category, counts, listing, rows, sft_samples
 from fxgate.training.formulas.reference import (
@@ -65,7 +65,6 @@ __all__ = [
     "Formula",
     "CATALOGUE",
     "CATEGORIES",
-    "NOT_BUILT_MODULES",
     "by_category",
     "counts",
     "listing",

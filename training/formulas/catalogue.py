@@ -3,9 +3,9 @@
 An entry is executable where it can be computed on bars (or on a signal and its realized returns) — ``compute`` is
 then the fxgate function that computes it, often the serving code itself (a feature of
 :class:`~fxgate.models.features.FeatureEngine`, a certainty module, the replay's probabilistic Sharpe) — and
-described, with its citation, where it cannot. The certainty modules fxgate has built are read from
-:data:`fxgate.modules.REGISTRY` (each module class carries its ``title``, ``formula`` and ``citation``); only the
-design-table modules not built yet are data here. Nothing is counted twice (tested).
+described, with its citation, where it cannot. The design table's 18 certainty modules are read from
+:data:`fxgate.modules.REGISTRY` (each module class carries its ``title``, ``formula`` and ``citation``). Nothing is
+counted twice (tested).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from fxgate.training.formulas.reference import (
     var_historical,
 )
 
-__all__ = ["Formula", "CATALOGUE", "CATEGORIES", "NOT_BUILT_MODULES"]
+__all__ = ["Formula", "CATALOGUE", "CATEGORIES"]
 
 CATEGORIES = (
     "alpha158",
@@ -71,19 +71,6 @@ CATEGORIES = (
     "execution",
     "certainty_modules",
     "techniques",
-)
-#: the certainty modules of the design table that fxgate has not built yet: (title, formula, citation). A module
-#: that gets built carries these as class attributes and leaves this table (a test refuses a title in both).
-NOT_BUILT_MODULES = (
-    ("EdgeProof", "H0: mu_strategy <= mu_random, p < 0.001", "Harvey, Liu & Zhu (2016), RFS 29(1)"),
-    ("CertaintyScore", "C = w1 IC + w2 ICIR + w3 EdgeProof", "the original design"),
-    ("ConformalPrediction", "C(x) = {y : s(x, y) <= q_(1-alpha)}", "Vovk, Gammerman & Shafer (2005)"),
-    ("InformationEdge", "IC = corr(predicted, realized)", "Grinold & Kahn (2000)"),
-    ("ICIR", "mean(IC) / std(IC)", "Grinold & Kahn (2000)"),
-    ("QuantilePrediction", "Q_tau(r | x), tau in {0.1..0.9}", "Koenker & Bassett (1978)"),
-    ("DoubleAdapt", "L = L_task + lambda L_domain", "Zhao et al. (2023), KDD"),
-    ("ModelConfidenceSet", "MCS = {m : not rejected at alpha}", "Hansen, Lunde & Nason (2011)"),
-    ("FactorWeighting", "w_t = argmax E[r] - lambda Var[r]", "Markowitz (1952)"),
 )
 
 
@@ -469,13 +456,12 @@ def _execution() -> list[Formula]:
 
 
 def _certainty_modules() -> list[Formula]:
-    """The design table's 18 modules: the built ones from their classes (registry order by name), then the rest."""
-    built = [
+    """The design table's 18 modules, from their classes (registry order by name)."""
+    return [
         Formula(cls.title, "certainty_modules", cls.citation, cls.formula, _module(name), "module")
         for name, cls in sorted(REGISTRY.items())
         if cls.__module__.startswith("fxgate.modules.")  # fxgate's own, not a module a user or a test registered
     ]
-    return built + [Formula(t, "certainty_modules", c, f) for t, f, c in NOT_BUILT_MODULES]
 
 
 def _techniques() -> list[Formula]:
