@@ -1,6 +1,6 @@
-"""The per-bar feature kernel behind :class:`fxgate.models.features.FeatureEngine`: the output layout (names in
-order), the state it keeps, and the compiled kernels with their plain-Python twins (each ``*_py`` function is the
-readable twin; the compiled one has the same name without ``_py``). The feature definitions and their sources are
+"""The per-bar feature kernel behind :class:`fxgate.models.features.FeatureEngine`: the state it keeps and the
+compiled kernels with their plain-Python twins (each ``*_py`` function is the readable twin; the compiled one has the
+same name without ``_py``). The output layout (names in order) is ``fxgate.engine.core.feature_layout``. The feature definitions and their sources are
 in ``fxgate.models.features``.
 
 State of ``_update`` (slots are module-level ints: numba freezes them into the compiled kernel)::
@@ -36,58 +36,12 @@ import math
 
 import numpy as np
 
+from fxgate.engine.core.feature_layout import N_ALPHA, WINDOWS
 from fxgate.engine.core.jit import kernel
 
-WINDOWS = (5, 10, 20, 30, 60)
-KBAR = ("KMID", "KLEN", "KMID2", "KUP", "KUP2", "KLOW", "KLOW2", "KSFT", "KSFT2")
-PRICE = ("OPEN0", "HIGH0", "LOW0")
-ROLLING = (
-    "ROC",
-    "MA",
-    "STD",
-    "BETA",
-    "RSQR",
-    "RESI",
-    "MAX",
-    "MIN",
-    "QTLU",
-    "QTLD",
-    "RANK",
-    "RSV",
-    "IMAX",
-    "IMIN",
-    "IMXD",
-    "CORR",
-    "CORD",
-    "CNTP",
-    "CNTN",
-    "CNTD",
-    "SUMP",
-    "SUMN",
-    "SUMD",
-    "VMA",
-    "VSTD",
-    "WVMA",
-    "VSUMP",
-    "VSUMN",
-    "VSUMD",
-)
-VOL = ("RV_D", "RV_W", "RV_M", "BV_D", "BNS_Z", "LM")
-TIME = ("TOD_SIN", "TOD_COS", "DOW", "SESS_ASIA", "SESS_LONDON", "SESS_NY", "SPREAD_REL")
 HIST = 64  # ring capacity for Alpha158 (max window 60 + Ref(., 1))
 _MU43 = 2 ** (2 / 3) * math.gamma(7 / 6) / math.gamma(1 / 2)  # E|Z|^{4/3} for standard normal Z
 _BNS_THETA = (math.pi / 2) ** 2 + math.pi - 5
-
-
-def feature_names() -> list[str]:
-    """Feature names in output order (Qlib's order: family, then window)."""
-    names = list(KBAR) + list(PRICE)
-    names += [f"{f}{w}" for f in ROLLING for w in WINDOWS]
-    return names + list(VOL) + list(TIME)
-
-
-N_ALPHA = len(KBAR) + len(PRICE) + len(ROLLING) * len(WINDOWS)
-N_FEATURES = N_ALPHA + len(VOL) + len(TIME)
 
 
 R_OPEN, R_HIGH, R_LOW, R_CLOSE, R_VOLUME = range(5)

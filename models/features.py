@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from fxgate.engine.core.bars import Bar, Bars, timeframe_seconds
-from fxgate.models._feature_kernels import HIST, I_BARS, N_FEATURES, WINDOWS, _batch, _update, feature_names
+from fxgate.engine.core.feature_layout import N_FEATURES, WINDOWS, feature_names
+from fxgate.models._feature_kernels import HIST, I_BARS, _batch, _update
 
 __all__ = ["FeatureEngine", "MadWinsorizer", "feature_names", "FEATURE_ENGINE_VERSION", "WINDOWS"]
 

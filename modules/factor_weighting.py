@@ -88,6 +88,7 @@ import math
 import numpy as np
 
 from fxgate.engine.core.bars import Bar
+from fxgate.engine.core.feature_layout import feature_names
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, Matured, ModuleResult, insufficient, register
 from fxgate.modules._common import EXACT_EVERY
@@ -95,18 +96,8 @@ from fxgate.modules._common import EXACT_EVERY
 I_FIT, I_SCORED, I_W_OK, I_ZSEEN, I_SKIPPED, I_SINCE_EXACT = range(6)
 F_W, F_W2, F_ZW, F_SHRINK, F_SR, F_SRR = range(6)
 
-#: the feature engine's column layout (``fxgate.models.features.feature_names()``, Qlib Alpha158 order, then the
-#: volatility and time columns). Modules may not import ``fxgate.models``; a test pins this copy to the original.
-_KBAR = ("KMID", "KLEN", "KMID2", "KUP", "KUP2", "KLOW", "KLOW2", "KSFT", "KSFT2")
-_PRICE = ("OPEN0", "HIGH0", "LOW0")
-_ROLLING = (
-    "ROC", "MA", "STD", "BETA", "RSQR", "RESI", "MAX", "MIN", "QTLU", "QTLD", "RANK", "RSV", "IMAX", "IMIN", "IMXD",
-    "CORR", "CORD", "CNTP", "CNTN", "CNTD", "SUMP", "SUMN", "SUMD", "VMA", "VSTD", "WVMA", "VSUMP", "VSUMN", "VSUMD",
-)  # fmt: skip
-_WINDOWS = (5, 10, 20, 30, 60)
-_VOL = ("RV_D", "RV_W", "RV_M", "BV_D", "BNS_Z", "LM")
-_TIME = ("TOD_SIN", "TOD_COS", "DOW", "SESS_ASIA", "SESS_LONDON", "SESS_NY", "SPREAD_REL")
-FEATURE_LAYOUT: tuple[str, ...] = _KBAR + _PRICE + tuple(f"{f}{w}" for f in _ROLLING for w in _WINDOWS) + _VOL + _TIME
+#: the feature engine's column layout (names in output order)
+FEATURE_LAYOUT: tuple[str, ...] = tuple(feature_names())
 SIGNAL = "signal"  # the label of the ensemble-signal factor
 _EMPTY = np.zeros(0)
 _NO_BARS = np.zeros(0, dtype=np.int64)

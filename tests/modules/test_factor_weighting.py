@@ -15,7 +15,7 @@ from scipy import stats
 from sklearn.covariance import LedoitWolf
 
 import fxgate.modules.factor_weighting as fw
-from fxgate.engine import Bar
+from fxgate.engine import Bar, sample_bars
 from fxgate.models.features import FeatureEngine
 from fxgate.modules import Context, Matured, create
 from fxgate.modules.factor_weighting import (
@@ -100,8 +100,14 @@ def naive_weighted_lw(x, lam, centered):
 
 
 # -- layout and configuration ----------------------------------------------------------------------------------------
-def test_feature_layout_is_the_feature_engines():
-    assert list(FEATURE_LAYOUT) == FeatureEngine("H1").names
+def test_factors_name_the_feature_engines_columns():
+    """The names index the columns the feature kernel writes, checked on two of the default factors against Qlib's
+    Alpha158 definitions: KMID = ($close - $open) / $open, ROC5 = Ref($close, 5) / $close."""
+    bars = sample_bars()[:200]
+    x = FeatureEngine("H1").batch(bars)
+    assert len(FEATURE_LAYOUT) == x.shape[1] == len(set(FEATURE_LAYOUT))
+    np.testing.assert_allclose(x[:, FEATURE_LAYOUT.index("KMID")], (bars.close - bars.open) / bars.open, atol=1e-15)
+    np.testing.assert_allclose(x[5:, FEATURE_LAYOUT.index("ROC5")], bars.close[:-5] / bars.close[5:], rtol=1e-12)
     m = create("factor_weighting")
     assert m.labels == (*m.params["factors"], "signal")
     assert [FeatureEngine("H1").names[i] for i in m._cols] == list(m.params["factors"])
