@@ -243,17 +243,45 @@ class ConformalPrediction(CertaintyModule):
             r = m.log_return
             if math.isfinite(r):
                 _cp_score(
-                    self.ebar, self.sig, self.yhat, self.lo, self.hi, self.scores, self.srt, self.sst, ist, fs,
-                    int(m.entry_bar), r, alpha, float(p["gamma"]), aci, self._lam,
-                )  # fmt: skip
+                    self.ebar,
+                    self.sig,
+                    self.yhat,
+                    self.lo,
+                    self.hi,
+                    self.scores,
+                    self.srt,
+                    self.sst,
+                    ist,
+                    fs,
+                    int(m.entry_bar),
+                    r,
+                    alpha,
+                    float(p["gamma"]),
+                    aci,
+                    self._lam,
+                )
         sp = ctx.spread
         cost = sp / c if math.isfinite(sp) and sp >= 0 else math.nan
         d = int(ctx.direction)
         _cp_issue(
-            self.ebar, self.sig, self.yhat, self.lo, self.hi, self.srt, self.sst, ist, fs,
-            int(ctx.bar_index), self._signal(ctx.probs), cost, 1 if d > 0 else (-1 if d < 0 else 0),
-            alpha, aci, p["predictor"] == "ewma", int(p["min_scores"]),
-        )  # fmt: skip
+            self.ebar,
+            self.sig,
+            self.yhat,
+            self.lo,
+            self.hi,
+            self.srt,
+            self.sst,
+            ist,
+            fs,
+            int(ctx.bar_index),
+            self._signal(ctx.probs),
+            cost,
+            1 if d > 0 else (-1 if d < 0 else 0),
+            alpha,
+            aci,
+            p["predictor"] == "ewma",
+            int(p["min_scores"]),
+        )
 
     def load_state_dict(self, state: dict) -> None:  # type: ignore[type-arg]
         super().load_state_dict(state)

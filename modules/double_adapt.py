@@ -155,11 +155,32 @@ _forecast_loss = kernel(_forecast_loss_py, fastmath=False)
 
 
 def _loss_step_py(  # type: ignore[no-untyped-def]
-    tot, var, cnt, aist, afs, pist, pfs, ist, fs, calib,
-    probs, entry, exit_,
-    log_loss, adw_delta, adw_clock, adw_buckets, adw_mwl, adw_grace,
-    ph_min, ph_delta, ph_threshold, ph_alpha, ph_mode, up_only,
-):  # fmt: skip
+    tot,
+    var,
+    cnt,
+    aist,
+    afs,
+    pist,
+    pfs,
+    ist,
+    fs,
+    calib,
+    probs,
+    entry,
+    exit_,
+    log_loss,
+    adw_delta,
+    adw_clock,
+    adw_buckets,
+    adw_mwl,
+    adw_grace,
+    ph_min,
+    ph_delta,
+    ph_threshold,
+    ph_alpha,
+    ph_mode,
+    up_only,
+):
     """Score one matured forecast (the ensemble's P(up) per model at entry, the entry and exit prices): skip it when
     it cannot be scored (:func:`forecast_loss`), else feed its loss to ADWIN (raw) and to Page–Hinkley (divided by s,
     the standard deviation of the first len(calib) losses, once known); a flagged detection marks a drift at the

@@ -200,10 +200,38 @@ _ic_from_sums = kernel(_ic_from_sums_py, fastmath=False)
 
 
 def _fw_step_py(  # type: ignore[no-untyped-def]
-    m1, m2, m3, m4, w, zmean, zm2, ez, es, eb, ent, eflag, wp, wr, psum, ic, ist, fs,
-    mat_bar, mat_ret, feats, probs, bar_index,
-    cols, with_signal, lam, lam_z, min_fit, min_z, z_clip, centered,
-):  # fmt: skip
+    m1,
+    m2,
+    m3,
+    m4,
+    w,
+    zmean,
+    zm2,
+    ez,
+    es,
+    eb,
+    ent,
+    eflag,
+    wp,
+    wr,
+    psum,
+    ic,
+    ist,
+    fs,
+    mat_bar,
+    mat_ret,
+    feats,
+    probs,
+    bar_index,
+    cols,
+    with_signal,
+    lam,
+    lam_z,
+    min_fit,
+    min_z,
+    z_clip,
+    centered,
+):
     """One accepted bar: score and learn from the forecasts that matured on it (entry bars ``mat_bar``, realized
     returns ``mat_ret``), refit the weights, then fix this bar's predictions from its factor row — ``feats[cols]``
     and, ``with_signal``, mean(``probs``) − 0.5 — and push the row into the standardization. A row with a missing
@@ -391,9 +419,25 @@ class FactorWeighting(CertaintyModule):
     }
     gate_settings = ("horizon",)
     state_keys = (
-        "m1", "m2", "m3", "m4", "w", "zmean", "zm2", "ez", "es", "eb", "ent", "eflag", "wp", "wr", "psum", "ic", "ist",
+        "m1",
+        "m2",
+        "m3",
+        "m4",
+        "w",
+        "zmean",
+        "zm2",
+        "ez",
+        "es",
+        "eb",
+        "ent",
+        "eflag",
+        "wp",
+        "wr",
+        "psum",
+        "ic",
+        "ist",
         "fs",
-    )  # fmt: skip
+    )
 
     def reset(self) -> None:
         p = self.params

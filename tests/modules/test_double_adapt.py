@@ -407,8 +407,12 @@ def test_module_kernels_equal_their_twins(stream):
             da._loss_step(*a._loss_state(), *args)
             da._loss_step_py(*b._loss_state(), *args)
         for mod, step in ((a, da._psi_step), (b, da._psi_step_py)):
-            step(*(getattr(mod, k) for k in ("rb", "rcnt", "rvalid", "term", "edges", "nedges", "ref_p", "ist", "fs")),
-                 ctx.features, 1e-4, 50)  # fmt: skip
+            step(
+                *(getattr(mod, k) for k in ("rb", "rcnt", "rvalid", "term", "edges", "nedges", "ref_p", "ist", "fs")),
+                ctx.features,
+                1e-4,
+                50,
+            )
     for k in a.state_keys:
         u, v = getattr(a, k), getattr(b, k)
         assert np.array_equal(u, v, equal_nan=True) if isinstance(u, np.ndarray) else u == v, k

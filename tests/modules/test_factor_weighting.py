@@ -265,8 +265,9 @@ def test_kernel_equals_twin(monkeypatch):
     ctxs = synth(700, [0.3, -0.2, 0.0, 0.1], seed=5, horizon=2)
     for i in range(0, 700, 37):  # bad rows and bad returns on the way
         c = ctxs[i]
-        ctxs[i] = Context(BAR, features=np.where(np.arange(4) == 1, np.nan, c.features), matured=c.matured,
-                          bar_index=c.bar_index)  # fmt: skip
+        ctxs[i] = Context(
+            BAR, features=np.where(np.arange(4) == 1, np.nan, c.features), matured=c.matured, bar_index=c.bar_index
+        )
     a = mod(4, horizon=2, halflife=80, window=120)
     b = mod(4, horizon=2, halflife=80, window=120)
     for c in ctxs:

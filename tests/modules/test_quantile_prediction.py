@@ -224,8 +224,12 @@ def test_quantiles_off_in_the_config_skips_them(fitted, tmp_path):
     assert "quantiles" not in json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert not TreeEnsemble.load(tmp_path / "a").has_quantiles
     e = TreeEnsemble()
-    e.fit(sample_bars()[:700], LabelSpec("next", 1), EnsembleConfig(n_estimators=3, max_depth=2, quantiles=False),
-          evaluate=False)  # fmt: skip
+    e.fit(
+        sample_bars()[:700],
+        LabelSpec("next", 1),
+        EnsembleConfig(n_estimators=3, max_depth=2, quantiles=False),
+        evaluate=False,
+    )
     e.save(tmp_path / "b")
     assert "quantiles" not in json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert not TreeEnsemble.load(tmp_path / "b").has_quantiles
