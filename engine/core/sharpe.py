@@ -56,8 +56,8 @@ def deflated_sharpe_from(
 
 def sharpe_moments(returns: np.ndarray) -> tuple[float, int, float, float] | None:
     """(per-period Sharpe with ddof = 1, T, sample skewness, raw kurtosis) of ``returns``; None for fewer than 3
-    returns or zero variance."""
+    returns or zero variance (identical values: numpy's std of them can be a rounding residue, not 0)."""
     r = np.asarray(returns, dtype=float)
-    if len(r) < 3 or np.std(r, ddof=1) == 0:
+    if len(r) < 3 or np.ptp(r) == 0 or np.std(r, ddof=1) == 0:
         return None
     return (float(np.mean(r) / np.std(r, ddof=1)), len(r), float(stats.skew(r)), float(stats.kurtosis(r, fisher=False)))

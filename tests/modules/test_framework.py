@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fxgate.engine import Bar
-from fxgate.modules import REGISTRY, CertaintyModule, Context, ModuleResult, Outcome, _common, create, register
+from fxgate.modules import REGISTRY, CertaintyModule, Context, Matured, ModuleResult, Outcome, _common, create, register
 from fxgate.modules.bocpd import _bocpd_step, _bocpd_step_py
 from fxgate.modules.regime import _forward_step, _forward_step_py
 
@@ -240,3 +240,51 @@ def test_every_state_slot_has_one_name(name):
         ints, floats = _slots(mod, "I_"), _slots(mod, "F_")
     assert ints == list(range(len(m.ist))), (name, ints)
     assert floats == list(range(len(m.fs))), (name, floats)
+
+
+#: 1,500 identical bars whose every forecast (P(up) = 0.6 from all three members, a BUY candidate) matures with no
+#: move: what each statistic says, derived by hand. No move means no information (IC undefined), every candidate
+#: loses the spread (no edge, no Kelly bet, no payoff ratio), an interval around 0 cannot clear the cost, a
+#: base rate that learns "never up" beats a forecaster saying 0.6 (MCS), and a constant loss stream shows no drift.
+CONSTANT_WITH_OUTCOMES = {
+    "adverse_selection": False,
+    "bayesian_sizing": False,
+    "bocpd": True,
+    "certainty_score": False,
+    "conformal_prediction": False,
+    "double_adapt": True,
+    "edge_proof": False,
+    "execution_cost": False,
+    "factor_weighting": False,
+    "icir": False,
+    "information_edge": False,
+    "model_confidence_set": False,
+    "quantile_prediction": False,
+    "regime": True,
+    "robust_kelly": False,
+    "uncertainty": True,
+    "vpin": False,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONSTANT_WITH_OUTCOMES))
+def test_constant_prices_with_matured_outcomes(name):
+    """No module raises or warns on a flat market whose forecasts all mature, and each answers as derived above."""
+    import warnings
+
+    m = create(name, **SMALL.get(name, {}))
+    x = np.zeros(170)
+    p = np.array([0.6, 0.6, 0.6])
+    h = 3_600_000_000_000
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=RuntimeWarning)
+        for i in range(1500):
+            bar = Bar(i * h, 1.1, 1.1, 1.1, 1.1, 0.0, timeframe="H1")
+            mat = (Matured(i, (i - 1) * h, bar.ts, 1.1, 1.1, p, x, 1, 8e-5),) if i else ()
+            out = (Outcome((i - 1) * h, bar.ts, 1, 1.1, 1.1, 8e-5, 0.6),) if i else ()
+            m.update(
+                Context(bar, features=x, probs=p, direction=1, outcomes=out, matured=mat, bar_index=i + 1, spread=8e-5)
+            )
+        r = m.verdict()
+    assert r.passed is CONSTANT_WITH_OUTCOMES[name], r.reason
+    assert r.reason
