@@ -1,69 +1,15 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from streams import contexts
 
 from fxgate.engine import sample_bars
-from fxgate.models.features import FeatureEngine
-from fxgate.modules import Context, Matured, Outcome
 
 
 def context_stream(n: int | None = None, seed: int = 3, horizon: int = 1):
-    """Contexts over the sample, shaped like the gate's: the bar's real feature row, synthetic model probabilities,
-    a candidate on every other bar, each candidate's Outcome and every bar's Matured forecast delivered ``horizon``
-    bars later (never earlier)."""
+    """Contexts over the sample (the first ``n`` bars), shaped like the gate's (tests/streams.py)."""
     bars = sample_bars()
-    if n is not None:
-        bars = bars[:n]
-    feats = FeatureEngine("H1").batch(bars)
-    rng = np.random.default_rng(seed)
-    pending: list[tuple[int, Outcome]] = []
-    out = []
-    for i, bar in enumerate(bars):
-        probs = np.clip(0.5 + rng.normal(0, 0.05, 3), 0.01, 0.99)
-        direction = (1 if probs.mean() >= 0.5 else -1) if i % 2 == 0 else 0
-        due = tuple(o for j, o in pending if j == i)
-        pending = [(j, o) for j, o in pending if j != i]
-        matured = ()
-        if i >= horizon:
-            e = out[i - horizon]
-            matured = (
-                Matured(
-                    i - horizon + 1,
-                    int(e.bar.ts),
-                    int(bar.ts),
-                    e.bar.close,
-                    bar.close,
-                    e.probs,
-                    e.features,
-                    e.direction,
-                    8e-5,
-                ),
-            )
-        if direction and i + horizon < len(bars):
-            o = Outcome(
-                int(bar.ts),
-                int(bars.ts[i + horizon]),
-                direction,
-                bar.close,
-                float(bars.close[i + horizon]),
-                spread=8e-5,
-                prob=float(probs.mean() if direction > 0 else 1 - probs.mean()),
-            )
-            pending.append((i + horizon, o))
-        out.append(
-            Context(
-                bar,
-                features=feats[i],
-                probs=probs,
-                direction=direction,
-                outcomes=due,
-                spread=8e-5,
-                matured=matured,
-                bar_index=i + 1,
-            )
-        )
-    return out
+    return contexts(bars if n is None else bars[:n], seed, horizon)
 
 
 @pytest.fixture(scope="session")
