@@ -45,6 +45,7 @@ COMMANDS = {
         "fxgate.engine.cli.train:train_group",
         "Training data, the formula catalogue, and the honest evaluation of a model.",
     ),
+    "audit": ("fxgate.engine.cli.audit:audit_group", "Check audit logs: hash chain, sequence, schema, bar times."),
     "bench": (
         "fxgate.engine.cli.bench:bench_cmd",
         "Run every script in benchmarks/ and print one table: figure, ours, reference, ratio, target, met.",
