@@ -32,10 +32,30 @@ Steps 1-2 and the fast layers (L1, L4, sizing) run under a lock; the slow ones (
 second thread feeding the next bar keeps the feature and module state moving while an LLM call for the previous bar
 is in flight. A failure of any kind (missing model, timeout, malformed answer, context overflow, an internal error
 in a layer) is a fail-closed verdict naming that layer; ``on_bar`` never raises.
+
+**Thread safety.** One Gate may be called from many threads and from asyncio tasks at once:
+
+* ``on_bar``, ``evaluate``, ``aon_bar``, ``warm_up``, ``set_ensemble``, ``snapshot`` and ``refit_recommended`` take
+  the gate's lock for everything that reads or writes state (the feature engine, the modules, the pending outcomes,
+  the counts). Bars are accepted in the order the lock is taken; nothing else synchronizes the feature engine or
+  the modules, so never call them directly while the gate is in use.
+* The LLM layers run outside the lock, so with them on, the Decisions of one gate can *return* in another order
+  than the bars went in (bar t+1's fast path finishes while bar t's judge is thinking). A caller that needs them in
+  order sends the next bar of a symbol after the previous one returned (one gate per symbol:
+  :class:`~fxgate.engine.pool.GatePool`); other symbols' gates are independent.
+* ``aon_bar`` runs the fast part in the caller's thread (the event loop's: validation, the state updates, L1, L4 and
+  sizing, well under a millisecond on a warm gate) and the LLM layers in a worker thread of the loop's default
+  executor (:func:`asyncio.to_thread`), so the loop is never blocked by a model. It returns the Decision ``on_bar``
+  would. Cancelling the awaiting task does not undo the bar: it was accepted; its LLM call finishes in the worker.
+* ``snapshot`` captures the state between two bars' state updates. The judge's P(up) for a bar joins the state when
+  that bar's LLM layers answer: a snapshot taken while they are in flight lacks it (that bar's ``Matured.llm_prob``
+  is then NaN after a restore). Take snapshots after the Decision returned.
+* ``Gate.restore`` builds a new gate; ``close`` must not race with calls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -68,6 +88,10 @@ from fxgate.engine.layers import (
     unavailable,
 )
 from fxgate.engine.llm_setup import start_llm
+from fxgate.engine.snapshot import Identity, SnapshotCorrupt
+from fxgate.engine.snapshot import check as check_snapshot
+from fxgate.engine.snapshot import read as read_snapshot
+from fxgate.engine.snapshot import write as write_snapshot
 from fxgate.models.ensemble import TreeEnsemble
 from fxgate.models.features import FeatureEngine
 from fxgate.modules import Context, Matured, Outcome, create
@@ -219,12 +243,134 @@ class Gate:
             return BarRecord(
                 self._reject(bar, f"internal error: {type(exc).__name__}: {exc}", "internal"), None, (), (), 0
             )
+        return self._finish(c)
+
+    async def aon_bar(self, bar: Bar) -> Decision:
+        """:meth:`on_bar` for asyncio: the fast part here, in the caller's thread, under the lock; the LLM layers
+        in a worker thread, so the event loop (and every other symbol's gate) keeps going while a model thinks.
+        Returns the same Decision as ``on_bar``; never raises."""
+        try:
+            with self._lock:
+                c = self._fast(bar)
+            if isinstance(c, Decision):
+                return c
+            assert c is not None
+        except Exception as exc:  # noqa: BLE001 - last resort, as in evaluate
+            return self._reject(bar, f"internal error: {type(exc).__name__}: {exc}", "internal")
+        if not self._needs_worker(c):  # no model will be asked: a thread hop would only add latency
+            return self._finish(c).decision
+        return (await asyncio.to_thread(self._finish, c)).decision
+
+    def _needs_worker(self, c: Candidate) -> bool:
+        """Whether a slow layer will call its model on this candidate (the conditions of :meth:`_verdict`)."""
+        return any(
+            la.enabled and la.unavailable is None and (c.first_veto is None or c.full) and la.applies(c)
+            for la in self._slow_layers
+        )
+
+    def _finish(self, c: Candidate) -> BarRecord:
+        """The slow layers (outside the lock), then the Decision."""
         self._run(c, self._slow_layers)
         if math.isfinite(c.llm_prob):  # the judge's answer joins this bar's forecast, if it is still pending
             with self._lock:
                 if self._forecasts and self._forecasts[0][1] <= c.bar_index:
                     self._llm_probs[c.bar_index] = c.llm_prob
         return BarRecord(self._decision(c), c.features, c.model_probabilities(), c.modules, c.direction)
+
+    # -- snapshots -------------------------------------------------------------------------------------------------
+    @property
+    def identity(self) -> Identity:
+        """What this gate's state is valid for (a snapshot records it; a restore compares it)."""
+        return Identity(
+            __version__,
+            self.config_hash,
+            dict(self.model_hashes),
+            self.timeframe,
+            self.symbol,
+            tuple(m.name for m in self.modules),
+        )
+
+    def snapshot(self, path: str | Path) -> Path:
+        """Write the whole state to ``path`` (engine/snapshot.py: format, identity, atomic write). Takes the lock
+        only to copy the state; encoding and the write happen outside it. Returns the path."""
+        with self._lock:
+            feats, mods, last_ts, bars, pending, forecasts, llm = self._snapshot()
+            state = {
+                "features": feats,
+                "modules": mods,
+                "intake_last_ts": last_ts,
+                # a far-gap run in progress (intake.py): a restart must not forget how many bars confirmed it
+                "intake_gap_run": list(self.intake._gap_run),
+                "bars": bars,
+                "rejected": self.rejected,
+                "pending": pending,
+                "forecasts": forecasts,
+                "llm_probs": llm,
+            }
+            ident = self.identity
+        return write_snapshot(path, ident, bars, last_ts, state)
+
+    @classmethod
+    def restore(
+        cls,
+        path: str | Path,
+        config: GateConfig | None = None,
+        ensemble: Any = None,
+        *,
+        timeframe: str | None = None,
+        symbol: str | None = None,
+    ) -> Gate:
+        """A new gate built from ``config`` and ``ensemble`` (as ``Gate(config, ensemble, ...)``) that continues
+        from the snapshot at ``path`` exactly as the gate that wrote it would have. ``timeframe`` and ``symbol``
+        default to the snapshot's; given, they must equal it.
+
+        Refuses (:class:`~fxgate.engine.snapshot.SnapshotMismatch`, with every differing field and the fix) a
+        snapshot written by another fxgate version, snapshot format, config hash, model hashes, timeframe, symbol
+        or module list, and (:class:`~fxgate.engine.snapshot.SnapshotCorrupt`) a truncated or altered file. The
+        identity fields that need no models are checked before the gate (and its LLM runtimes) is built."""
+        snap = read_snapshot(path)
+        cfg = check_modules(config or GateConfig(), "GateConfig")
+        tf = snap.identity.timeframe if timeframe is None else timeframe
+        sym = snap.identity.symbol if symbol is None else symbol
+        check_snapshot(
+            snap,
+            fxgate_version=__version__,
+            config_hash=cfg.hash,
+            timeframe=tf,
+            symbol=sym,
+            modules=cfg.l4.modules if cfg.l4.enabled else (),
+        )
+        gate = cls(cfg, ensemble, timeframe=tf, symbol=sym)
+        try:
+            check_snapshot(snap, **gate.identity.to_dict())
+            gate._load(snap.state, snap.path)
+        except BaseException:
+            gate.close()
+            raise
+        return gate
+
+    def _load(self, st: dict[str, Any], path: str) -> None:
+        try:
+            snap = (
+                st["features"],
+                st["modules"],
+                st["intake_last_ts"],
+                st["bars"],
+                st["pending"],
+                st["forecasts"],
+                st["llm_probs"],
+            )
+            with self._lock:
+                self._restore(snap)
+                self.intake._gap_run = list(st["intake_gap_run"])
+                self.rejected = int(st["rejected"])
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            raise SnapshotCorrupt(
+                path,
+                "state",
+                f"the state does not fit this gate ({type(exc).__name__}: {exc})",
+                "take a new snapshot with this fxgate, or start fresh and warm up from history (Gate.warm_up)",
+            ) from exc
 
     def _snapshot(self) -> tuple[Any, ...]:
         feats = self.features.state_dict()
