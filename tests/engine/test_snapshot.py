@@ -166,6 +166,20 @@ def test_the_judges_pending_answers_survive_a_restore(ens, tmp_path):
     same(state(a), state(b))
 
 
+def test_a_far_gap_run_in_progress_survives_a_restore(tmp_path):
+    """A gap longer than [input] max_gap_days is accepted on its third consistent bar: a restore between the first
+    and the third must not restart the count."""
+    cfg = GateConfig(l4=L4Config(modules=("vpin",)), **NO_LLM)
+    a = Gate(cfg, None, timeframe="H1", symbol="EURUSD")
+    a.warm_up(BARS[:50])
+    far = BARS.ts[49] + 60 * 86_400 * 10**9
+    later = [replace(BARS[50 + i], ts=int(far + i * 3_600 * 10**9)) for i in range(3)]
+    assert a.on_bar(later[0]).first_veto == "input"  # 1/3
+    b = Gate.restore(a.snapshot(tmp_path / "gap"), cfg, None)
+    assert [x.first_veto for x in map(a.on_bar, later[1:])] == [y.first_veto for y in map(b.on_bar, later[1:])]
+    assert a.intake.last_ts == b.intake.last_ts == later[2].ts  # accepted on the third, in both
+
+
 # -- refusals ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def snap(ens, tmp_path_factory):
@@ -178,7 +192,7 @@ def snap(ens, tmp_path_factory):
 
 def test_another_config_model_timeframe_or_symbol_is_refused(ens, snap):
     other = TreeEnsemble()
-    other.fit(BARS[:800], LabelSpec("next", 1), EnsembleConfig(n_estimators=3, max_depth=2), evaluate=False)
+    other.fit(BARS[:500], LabelSpec("next", 1), EnsembleConfig(n_estimators=2, max_depth=2), evaluate=False)
     cases = [
         ("config_hash", dict(config=replace(CFG, spread=1e-4), ensemble=ens)),
         ("model_hashes", dict(config=CFG, ensemble=other)),
