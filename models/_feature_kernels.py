@@ -1,7 +1,7 @@
 """The per-bar feature kernel behind :class:`fxgate.models.features.FeatureEngine`: the state it keeps and the
 compiled kernels with their plain-Python twins (each ``*_py`` function is the readable twin; the compiled one has the
-same name without ``_py``). The output layout (names in order) is ``fxgate.engine.core.feature_layout``. The feature definitions and their sources are
-in ``fxgate.models.features``.
+same name without ``_py``). The output layout (names in order) is ``fxgate.engine.core.feature_layout``; the
+feature definitions and their sources are in ``fxgate.models.features``.
 
 State of ``_update`` (slots are module-level ints: numba freezes them into the compiled kernel)::
 
