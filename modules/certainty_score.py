@@ -25,7 +25,7 @@ stricter test (against the benchmark, over the trials) in EdgeProof.
 
 Pass rule: C ≥ ``threshold``. **The threshold is not meant to be hand-set**: the calibration issue (#17, certified
 precision) is to choose it so that signals passing it reach a certified precision. Until then the default 0.9 is
-a placeholder, and the verdict says so. Data requirements: ``min_pairs`` forecasts in the IC window,
+an uncertified default, and the verdict says so. Data requirements: ``min_pairs`` forecasts in the IC window,
 ``min_periods`` period ICs and ``min_outcomes`` candidate outcomes; fewer fail closed ("insufficient data").
 Score: C.
 
@@ -105,7 +105,7 @@ class CertaintyScore(CertaintyModule):
     citation = "Grinold & Kahn (2000); Newey & West (1987)"
     rule = "C = weighted mean of Phi(t_IC), Phi(sqrt(k) ICIR), 1 - p_edge >= `threshold` (to be certified, #17)"
     defaults = {
-        "threshold": 0.9,  # a placeholder: the calibration issue (#17) certifies it
+        "threshold": 0.9,  # an uncertified default: the calibration issue (#17) certifies it
         "w_ic": 1.0,
         "w_icir": 1.0,
         "w_edge": 1.0,
@@ -195,8 +195,8 @@ class CertaintyScore(CertaintyModule):
         score = certainty(c["t_ic"], c["icir"], k, c["p_edge"], w_ic, w_icir, w_edge)
         detail = (
             f"t_IC {c['t_ic']:+.2f}, ICIR {c['icir']:+.3f} over {k} periods, p_edge {c['p_edge']:.4f} "
-            f"(weights {w_ic:g}/{w_icir:g}/{w_edge:g}); threshold {thr} is a placeholder until the calibration "
-            f"issue (#17) certifies it"
+            f"(weights {w_ic:g}/{w_icir:g}/{w_edge:g}); threshold {thr} is an uncertified default until the "
+            f"calibration issue (#17) certifies it"
         )
         if not math.isfinite(score):
             return self._result(math.nan, False, thr, f"C undefined (a constant series): {detail}")

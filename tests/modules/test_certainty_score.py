@@ -75,7 +75,7 @@ def test_components_equal_the_standalone_modules_and_statsmodels(stream):
             if "insufficient" not in v.reason:
                 want = certainty(comp["t_ic"], comp["icir"], int(comp["k"]), comp["p_edge"])
                 assert v.score == want and v.passed == (want >= 0.9)
-                assert "placeholder" in v.reason and "#17" in v.reason
+                assert "uncertified default" in v.reason and "#17" in v.reason
                 checked += 1
     assert checked >= 5
 
