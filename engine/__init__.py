@@ -4,6 +4,7 @@ Public API::
 
     from fxgate.engine import Bars, Bar, load_bars, sample_bars, resample, BarDataError
     from fxgate.engine import Gate, Decision, LayerVerdict, GateConfig, load_config, replay
+    from fxgate.engine import GatePool, AuditLog, SnapshotMismatch            # many symbols, live state
 
 The names load on first use (PEP 562), so importing the foundation (:mod:`fxgate.engine.core`) — which every
 other package does — never drags in the gate, the models or the loader.
@@ -41,6 +42,13 @@ _EXPORTS = {
     "RESAMPLE_TARGETS": "fxgate.engine.resampling",
     "resample": "fxgate.engine.resampling",
     "Gate": "fxgate.engine.gate",
+    "GatePool": "fxgate.engine.pool",
+    "SymbolState": "fxgate.engine.pool",
+    "UnknownSymbol": "fxgate.engine.pool",
+    "SnapshotError": "fxgate.engine.snapshot",
+    "SnapshotMismatch": "fxgate.engine.snapshot",
+    "SnapshotCorrupt": "fxgate.engine.snapshot",
+    "AuditLog": "fxgate.engine.audit",
     "replay": "fxgate.engine.replaying",
     "ReplayResult": "fxgate.engine.replaying",
 }

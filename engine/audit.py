@@ -3,7 +3,12 @@
 A directory of files ``audit-000001.jsonl``, ``audit-000002.jsonl``, ... Each line is one compact, ASCII JSON
 object ending in ``\\n``::
 
-    {"seq": 17, "prev": "<sha256 hex>", "symbol": "EURUSD", "decision": {<Decision.to_dict()>}}
+    {"seq": 17, "prev": "<sha256 hex>", "symbol": "EURUSD", "decision": {<Decision.to_dict()>}, "bar": {...}}
+
+``bar`` (optional: :meth:`AuditLog.append` with ``bar=``) is the accepted bar itself: ``ts`` (int ns), ``open``,
+``high``, ``low``, ``close``, ``volume``, ``spread`` (null when the bar had none). With it the log is a write-ahead
+log: the server restores a symbol's snapshot and re-feeds the logged bars after it (:func:`read_bars`), so a crash
+between the append and the next snapshot loses no accepted bar.
 
 ``seq`` counts lines from 1 across all files; ``prev`` is the sha256 of the previous line's bytes (its ``\\n``
 excluded; :data:`GENESIS` for line 1), so the chain runs across files too. A deleted, reordered, duplicated or edited
@@ -46,6 +51,8 @@ from fxgate.engine.core.decision import Decision
 from fxgate.engine.core.errors import FxgateError
 
 __all__ = [
+    "BAR_FIELDS",
+    "BAR_KEY",
     "GENESIS",
     "LINE_KEYS",
     "REFUSED_VETOES",
@@ -59,12 +66,17 @@ __all__ = [
     "file_name",
     "iso",
     "line_hash",
+    "read_bars",
+    "read_line",
 ]
 
 #: ``prev`` of the first line of a log
 GENESIS = "0" * 64
-#: the keys of every line, in the order they are written
+#: the keys of every line, in the order they are written; a line may end with :data:`BAR_KEY` too
 LINE_KEYS = ("seq", "prev", "symbol", "decision")
+BAR_KEY = "bar"
+#: the fields of a logged bar, in the order they are written
+BAR_FIELDS = ("ts", "open", "high", "low", "close", "volume", "spread")
 #: first vetoes of bars the gate refused (state untouched): not accepted bars, never logged
 REFUSED_VETOES = frozenset({"input", "internal"})
 FILE_RE = re.compile(r"^audit-(\d{6})\.jsonl$")
@@ -97,6 +109,8 @@ class Entry:
     ts: int
     sha256: str
     path: Path
+    offset: int = 0  # where the line starts in ``path`` (read it back: :func:`read_line`)
+    length: int = 0  # its bytes, the newline included
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,8 +282,9 @@ class AuditLog:
                     old.unlink()
 
     # -- append ------------------------------------------------------------------------------------------------
-    def append(self, decision: Decision) -> Entry:
-        """Log one accepted bar's Decision; return after it is written (and fsynced when due).
+    def append(self, decision: Decision, bar: Any = None) -> Entry:
+        """Log one accepted bar's Decision (and, given ``bar``, the bar: a :class:`~fxgate.engine.core.bars.Bar`
+        whose ``ts`` is the Decision's); return after it is written (and fsynced when due).
 
         Raises :class:`AuditRefused` for a bar already logged or older than the symbol's last (a resend: skip it
         before calling), or one the gate refused; nothing is written then."""
@@ -287,6 +302,11 @@ class AuditLog:
             raise AuditRefused(
                 "type", f"Decision symbol {symbol!r} / ts {ts!r}: need a non-empty symbol and int ns. Fix: set it"
             )
+        line_obj: dict[str, Any] = {"seq": 0, "prev": "", "symbol": symbol, "decision": d}
+        if bar is not None:
+            if getattr(bar, "ts", None) != ts:
+                raise AuditRefused("type", f"bar ts {getattr(bar, 'ts', None)!r} is not the Decision's ts {ts}")
+            line_obj[BAR_KEY] = {k: getattr(bar, k) for k in BAR_FIELDS}
         with self._mutex:
             if self._fd is None:
                 raise AuditError(f"{self.directory}: the audit log is closed (or broken by a failed write); reopen it")
@@ -299,20 +319,22 @@ class AuditLog:
                     f"last logged {symbol} bar ({last}, {iso(last)}): a resend. Fix: skip bars with "
                     f"ts <= AuditLog.last_ts({symbol!r})",
                 )
+            line_obj["seq"], line_obj["prev"] = self._seq + 1, self._head
             line = json.dumps(
-                {"seq": self._seq + 1, "prev": self._head, "symbol": symbol, "decision": d},
+                line_obj,
                 separators=(",", ":"),
                 allow_nan=False,
             ).encode("ascii")
             if self._size and self._size + len(line) + 1 > self.max_bytes:
                 self._start_file(self._number + 1)
+            offset = self._size
             self._write(line + b"\n")
             self._seq, self._head, self._last_ts[symbol] = self._seq + 1, line_hash(line), ts
             self._unsynced += 1
             if self._unsynced >= self.fsync_every:
                 os.fsync(self._fd)
                 self._unsynced = 0
-            return Entry(self._seq, symbol, ts, self._head, self._path)
+            return Entry(self._seq, symbol, ts, self._head, self._path, offset, len(line) + 1)
 
     def _write(self, data: bytes) -> None:
         assert self._fd is not None
@@ -384,3 +406,33 @@ class AuditLog:
 
     def __repr__(self) -> str:
         return f"AuditLog({str(self.directory)!r}, seq={self._seq}, file={self._path.name})"
+
+
+def read_line(path: Path, offset: int, length: int) -> dict[str, Any]:
+    """The audit line of ``length`` bytes at ``offset`` of ``path``, parsed (an :class:`Entry` says where)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return json.loads(f.read(length))
+
+
+def read_bars(directory: str | Path) -> list[tuple[str, dict[str, Any], Entry]]:
+    """Every logged (symbol, bar, :class:`Entry`) in log order, from the lines that carry their bar. Reads complete
+    lines only (a torn tail is the next :class:`AuditLog`'s to repair); for the server's write-ahead re-feed and its
+    memory of recent bars (exact resends)."""
+    out = []
+    d = Path(directory)
+    if not d.is_dir():
+        return out
+    for _n, path in audit_files(d):
+        data = path.read_bytes()
+        pos, end = 0, data.rfind(b"\n") + 1
+        while pos < end:
+            nl = data.index(b"\n", pos)
+            raw = data[pos:nl]
+            obj = json.loads(raw)
+            if BAR_KEY in obj:
+                bar = obj[BAR_KEY]
+                entry = Entry(obj["seq"], obj["symbol"], bar["ts"], line_hash(raw), path, pos, nl + 1 - pos)
+                out.append((obj["symbol"], bar, entry))
+            pos = nl + 1
+    return out

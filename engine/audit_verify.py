@@ -24,7 +24,17 @@ from typing import Any
 
 import jsonschema
 
-from fxgate.engine.audit import GENESIS, LINE_KEYS, REFUSED_VETOES, audit_files, file_name, iso, line_hash
+from fxgate.engine.audit import (
+    BAR_FIELDS,
+    BAR_KEY,
+    GENESIS,
+    LINE_KEYS,
+    REFUSED_VETOES,
+    audit_files,
+    file_name,
+    iso,
+    line_hash,
+)
 from fxgate.engine.core.decision import schema
 
 __all__ = ["AuditReport", "parse_anchor", "verify"]
@@ -134,9 +144,11 @@ class _Checker:
             obj = json.loads(raw)
         except ValueError as exc:
             raise _Problem(loc, f"not JSON ({exc.msg} at column {exc.colno}): the line was damaged") from None
-        if not isinstance(obj, dict) or tuple(obj) != LINE_KEYS:
+        if not isinstance(obj, dict) or tuple(obj) not in (LINE_KEYS, (*LINE_KEYS, BAR_KEY)):
             got = list(obj) if isinstance(obj, dict) else type(obj).__name__
-            raise _Problem(loc, f"not an audit line: keys {got}, want {list(LINE_KEYS)} in that order")
+            raise _Problem(
+                loc, f"not an audit line: keys {got}, want {list(LINE_KEYS)} in that order (and optionally {BAR_KEY!r})"
+            )
         seq, prev, symbol, d = (obj[k] for k in LINE_KEYS)
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
             raise _Problem(loc, f"seq = {seq!r}: must be an integer >= 1")
@@ -151,6 +163,8 @@ class _Checker:
                 f"prev {str(prev)[:12]}… that the next line ({loc}) recorded",
             )
         self.check_decision(loc, symbol, d)
+        if BAR_KEY in obj:
+            self.check_bar(loc, obj[BAR_KEY], d)
         self.lines += 1
         self.first_seq = self.first_seq or seq
         self.seq, self.head, self.prev_loc, self.prev_raw = seq, line_hash(raw), loc, raw
@@ -179,6 +193,18 @@ class _Checker:
             raise _Problem(loc, f"seq {seq} before seq {want} (which is at {later}): lines out of order")
         missing = f"seq {want}" if seq == want + 1 else f"seq {want}..{seq - 1}"
         raise _Problem(loc, f"{missing} missing (seq jumps from {want - 1} to {seq}): line(s) deleted")
+
+    def check_bar(self, loc: str, bar: Any, d: dict[str, Any]) -> None:
+        if not isinstance(bar, dict) or tuple(bar) != BAR_FIELDS:
+            got = list(bar) if isinstance(bar, dict) else type(bar).__name__
+            raise _Problem(loc, f"bar: keys {got}, want {list(BAR_FIELDS)} in that order")
+        if bar["ts"] != d["ts"]:
+            raise _Problem(loc, f"bar ts {bar['ts']!r} is not the decision's ts {d['ts']}")
+        for k in BAR_FIELDS[1:]:
+            v = bar[k]
+            if (v is None and k == "spread") or (isinstance(v, int | float) and not isinstance(v, bool)):
+                continue
+            raise _Problem(loc, f"bar {k} = {v!r}: must be a number" + (" or null" if k == "spread" else ""))
 
     def check_decision(self, loc: str, symbol: Any, d: Any) -> None:
         error = jsonschema.exceptions.best_match(self.validator.iter_errors(d))

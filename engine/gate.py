@@ -87,7 +87,7 @@ from fxgate.engine.layers import (
     skipped,
     unavailable,
 )
-from fxgate.engine.llm_setup import start_llm
+from fxgate.engine.llm_setup import LlmStack, start_llm
 from fxgate.engine.snapshot import Identity, SnapshotCorrupt
 from fxgate.engine.snapshot import check as check_snapshot
 from fxgate.engine.snapshot import read as read_snapshot
@@ -117,7 +117,13 @@ class Gate:
     """Live signal gate for one instrument and timeframe (see the module docstring)."""
 
     def __init__(
-        self, config: GateConfig | None = None, ensemble: Any = None, *, timeframe: str, symbol: str = ""
+        self,
+        config: GateConfig | None = None,
+        ensemble: Any = None,
+        *,
+        timeframe: str,
+        symbol: str = "",
+        llm: LlmStack | None = None,
     ) -> None:
         self.config = check_modules(config or GateConfig(), "GateConfig")
         self.config_hash = self.config.hash
@@ -131,7 +137,9 @@ class Gate:
             else []
         )
         self.intake = Intake(timeframe, symbol, self.config.input)
-        self.llm = start_llm(self.config)
+        # one LLM stack may serve many gates (GatePool: the model is loaded once; its runtime queues the calls)
+        self._owns_llm = llm is None
+        self.llm = start_llm(self.config) if llm is None else llm
         self._lock = threading.RLock()
         self._bars = 0
         self._pending: deque[tuple[int, int, int, float, float, float]] = deque()  # due, ts, dir, entry, spread, p
@@ -140,6 +148,8 @@ class Gate:
         self._forecasts: deque[tuple[int, int, int, float, Any, Any, int, float]] = deque()
         self._llm_probs: dict[int, float] = {}
         self.rejected = 0
+        #: bars of this gate whose LLM layers are running in aon_bar's worker now (the server's LLM queue depth)
+        self.llm_in_flight = 0
         self.set_ensemble(ensemble)
 
     @classmethod
@@ -200,8 +210,10 @@ class Gate:
         raise KeyError(f"no layer {name!r}; the gate's layers: {', '.join(la.name for la in self.layers)}")
 
     def close(self) -> None:
-        """Release the LLM runtimes (worker threads, llama.cpp contexts)."""
-        self.llm.close()
+        """Release the LLM runtimes (worker threads, llama.cpp contexts) unless they were given (``llm=``): their
+        owner closes those."""
+        if self._owns_llm:
+            self.llm.close()
 
     # -- warm-up ---------------------------------------------------------------------------------------------------
     def warm_up(self, bars: Bars | None = None) -> int:
@@ -259,7 +271,11 @@ class Gate:
             return self._reject(bar, f"internal error: {type(exc).__name__}: {exc}", "internal")
         if not self._needs_worker(c):  # no model will be asked: a thread hop would only add latency
             return self._finish(c).decision
-        return (await asyncio.to_thread(self._finish, c)).decision
+        self.llm_in_flight += 1  # aon_bar runs on one event loop: no other thread writes this count
+        try:
+            return (await asyncio.to_thread(self._finish, c)).decision
+        finally:
+            self.llm_in_flight -= 1
 
     def _needs_worker(self, c: Candidate) -> bool:
         """Whether a slow layer will call its model on this candidate (the conditions of :meth:`_verdict`)."""
@@ -300,7 +316,7 @@ class Gate:
                 "modules": mods,
                 "intake_last_ts": last_ts,
                 # a far-gap run in progress (intake.py): a restart must not forget how many bars confirmed it
-                "intake_gap_run": list(self.intake._gap_run),
+                "intake_gap_run": self.intake.gap_run,
                 "bars": bars,
                 "rejected": self.rejected,
                 "pending": pending,
@@ -319,10 +335,11 @@ class Gate:
         *,
         timeframe: str | None = None,
         symbol: str | None = None,
+        llm: LlmStack | None = None,
     ) -> Gate:
-        """A new gate built from ``config`` and ``ensemble`` (as ``Gate(config, ensemble, ...)``) that continues
-        from the snapshot at ``path`` exactly as the gate that wrote it would have. ``timeframe`` and ``symbol``
-        default to the snapshot's; given, they must equal it.
+        """A new gate built from ``config``, ``ensemble`` and ``llm`` (as ``Gate(config, ensemble, ...)``) that
+        continues from the snapshot at ``path`` exactly as the gate that wrote it would have. ``timeframe`` and
+        ``symbol`` default to the snapshot's; given, they must equal it.
 
         Refuses (:class:`~fxgate.engine.snapshot.SnapshotMismatch`, with every differing field and the fix) a
         snapshot written by another fxgate version, snapshot format, config hash, model hashes, timeframe, symbol
@@ -340,7 +357,7 @@ class Gate:
             symbol=sym,
             modules=cfg.l4.modules if cfg.l4.enabled else (),
         )
-        gate = cls(cfg, ensemble, timeframe=tf, symbol=sym)
+        gate = cls(cfg, ensemble, timeframe=tf, symbol=sym, llm=llm)
         try:
             check_snapshot(snap, **gate.identity.to_dict())
             gate._load(snap.state, snap.path)
@@ -362,7 +379,7 @@ class Gate:
             )
             with self._lock:
                 self._restore(snap)
-                self.intake._gap_run = list(st["intake_gap_run"])
+                self.intake.gap_run = st["intake_gap_run"]
                 self.rejected = int(st["rejected"])
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise SnapshotCorrupt(

@@ -118,6 +118,15 @@ class Intake:
             )
         return None
 
+    @property
+    def gap_run(self) -> list[int]:
+        """The far-gap bars refused in a row so far, each consistent with the one before (a copy: snapshots)."""
+        return list(self._gap_run)
+
+    @gap_run.setter
+    def gap_run(self, run: list[int]) -> None:
+        self._gap_run = [int(t) for t in run]
+
     def settle(self) -> None:
         """After a check: any bar other than the next far-gap one (refused or accepted) breaks a run of gap bars."""
         self._gap_run = self._gap_next

@@ -35,6 +35,7 @@ from fxgate.engine.core.bars import Bar
 from fxgate.engine.core.decision import Decision
 from fxgate.engine.core.errors import FxgateError
 from fxgate.engine.gate import Gate
+from fxgate.engine.llm_setup import LlmStack, start_llm
 from fxgate.engine.snapshot import SUFFIX
 from fxgate.models.ensemble import TreeEnsemble
 
@@ -81,6 +82,7 @@ class GatePool:
         bundle_dir: str | Path | None = None,
         unknown: str = "create",
         symbols: Iterable[str] = (),
+        llm: LlmStack | None = None,
     ) -> None:
         if unknown not in _POLICIES:
             raise PoolError(f"GatePool unknown = {unknown!r}: use 'create' (new symbols get a gate) or 'refuse'")
@@ -94,8 +96,16 @@ class GatePool:
         self._warm: dict[str, tuple[int, tuple[str, ...]]] = {}  # symbol -> (bars when computed, insufficient)
         self._lock = threading.Lock()  # guards the table of gates, never a bar: each gate has its own lock
         self._allowed = {_check_symbol(s) for s in [*symbols, *self.bundles]}
-        for s in sorted(_check_symbol(s) for s in symbols):
-            self.gate(s)
+        # one LLM stack for every symbol: the model is loaded once, its runtime queues the calls (one at a time per
+        # model), and a symbol's fast path never waits for another symbol's LLM call (Gate.aon_bar)
+        self._owns_llm = llm is None
+        self.llm = start_llm(self.config) if llm is None else llm
+        try:
+            for s in sorted(_check_symbol(s) for s in symbols):
+                self.gate(s)
+        except BaseException:
+            self.close()
+            raise
 
     # -- gates -------------------------------------------------------------------------------------------------------
     def gate(self, symbol: str) -> Gate:
@@ -112,7 +122,8 @@ class GatePool:
                         f"unknown symbol {symbol!r}: this pool refuses new symbols (unknown='refuse'); it holds "
                         f"{known}. Fix: name it in symbols=... (or [pool] config), or use unknown='create'"
                     )
-                g = Gate(self.config, self._model(_check_symbol(symbol)), timeframe=self.timeframe, symbol=symbol)
+                model = self._model(_check_symbol(symbol))
+                g = Gate(self.config, model, timeframe=self.timeframe, symbol=symbol, llm=self.llm)
                 self._gates[symbol] = g
         return g
 
@@ -130,6 +141,14 @@ class GatePool:
                     f"(fxgate fit ... --out {d}), or give the pool a shared ensemble=..."
                 )
         return self.ensemble
+
+    def names(self) -> list[str]:
+        """The symbols that have a gate, sorted."""
+        return sorted(self._gates)
+
+    def gates(self) -> list[Gate]:
+        """Their gates, in the order of :meth:`names`."""
+        return [self._gates[s] for s in self.names()]
 
     def __contains__(self, symbol: object) -> bool:
         return symbol in self._gates
@@ -181,6 +200,7 @@ class GatePool:
         bundle_dir: str | Path | None = None,
         unknown: str = "create",
         symbols: Iterable[str] = (),
+        llm: LlmStack | None = None,
     ) -> GatePool:
         """A pool (arguments as the constructor's) whose symbols continue from the snapshots in ``directory``.
         Each snapshot is checked as :meth:`Gate.restore` checks it (its symbol must be its file's name); symbols in
@@ -198,11 +218,13 @@ class GatePool:
             bundle_dir=bundle_dir,
             unknown=unknown,
             symbols=(),
+            llm=llm,
         )
         pool._allowed |= {_check_symbol(s) for s in [*symbols, *names]}
         try:
             for s, f in zip(names, files, strict=True):
-                pool._gates[s] = Gate.restore(f, pool.config, pool._model(s), timeframe=timeframe, symbol=s)
+                model = pool._model(s)
+                pool._gates[s] = Gate.restore(f, pool.config, model, timeframe=timeframe, symbol=s, llm=pool.llm)
             for s in symbols:
                 pool.gate(s)
         except BaseException:
@@ -211,9 +233,11 @@ class GatePool:
         return pool
 
     def close(self) -> None:
-        """Release every gate's LLM runtimes."""
+        """Release the LLM runtimes (unless they were given: ``llm=``)."""
         for g in self._gates.values():
             g.close()
+        if self._owns_llm:
+            self.llm.close()
 
 
 def _check_symbol(s: Any) -> str:

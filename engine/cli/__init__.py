@@ -10,6 +10,8 @@ file              commands
 ``demo.py``       ``fxgate demo`` (the bundled sample through all four layers)
 ``train.py``      ``fxgate train data|formulas|eval|all|verify``
 ``bench.py``      ``fxgate bench`` (every script in benchmarks/, one table)
+``serve.py``      ``fxgate serve`` (the HTTP API: engine/server.py, engine/service.py)
+``audit.py``      ``fxgate audit verify``
 ================  =====================================================================
 
 Shared pieces: ``_group.py`` (the root group: clean errors, lazy subcommands), ``_options.py`` (the loader's
@@ -44,6 +46,10 @@ COMMANDS = {
     "train": (
         "fxgate.engine.cli.train:train_group",
         "Training data, the formula catalogue, and the honest evaluation of a model.",
+    ),
+    "serve": (
+        "fxgate.engine.cli.serve:serve_cmd",
+        "Serve the gate over HTTP for trading bots: many symbols, crash-safe state, audit log, metrics.",
     ),
     "audit": ("fxgate.engine.cli.audit:audit_group", "Check audit logs: hash chain, sequence, schema, bar times."),
     "bench": (

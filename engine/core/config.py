@@ -29,6 +29,7 @@ __all__ = [
     "SizingConfig",
     "ReplayConfig",
     "InputConfig",
+    "ServerConfig",
     "ConfigError",
     "DEFAULT_MODULES",
     "DEFAULT_TOML",
@@ -169,6 +170,20 @@ class ReplayConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """``fxgate serve``: how bars arrive and how state is kept. Not part of :attr:`GateConfig.hash` (it never changes
+    a Decision), so a snapshot survives a change of these."""
+
+    snapshot_every: int = 1  # write a symbol's snapshot after every this many of its accepted bars
+    fsync_every: int = 1  # fsync the audit log after every this many appended bars (1: before every answer)
+    rotate_bytes: int = 64 * 2**20  # start a new audit file before one would grow past this
+    max_body_bytes: int = 2**20  # a larger request body is refused with 413
+    max_bars: int = 10_000  # more bars in one request are refused with 413
+    unknown_symbols: str = "create"  # a bar for a symbol not in `symbols`: "create" its gate, or "refuse" (404)
+    symbols: tuple[str, ...] = ()  # symbols whose gates exist from the start
+
+
+@dataclass(frozen=True, kw_only=True)
 class GateConfig:
     horizon: int = 1  # bars a prediction is held before its outcome is known
     spread: float = 0.0  # cost in price units for bars without a spread column
@@ -182,6 +197,7 @@ class GateConfig:
     sizing: SizingConfig = SizingConfig()
     replay: ReplayConfig = ReplayConfig()
     input: InputConfig = InputConfig()
+    server: ServerConfig = ServerConfig()
 
     def __post_init__(self) -> None:
         if self.mode not in ("cheapest", "full"):
@@ -234,6 +250,17 @@ class GateConfig:
             raise ConfigError(f"[llm] n_ctx = {lc.n_ctx}: must be >= 256 tokens (default 4096)")
         if lc.n_batch < 1:
             raise ConfigError(f"[llm] n_batch = {lc.n_batch}: must be >= 1 (default 256)")
+        sv = self.server
+        for key, low in (("snapshot_every", 1), ("fsync_every", 1), ("rotate_bytes", 1024), ("max_body_bytes", 256)):
+            if getattr(sv, key) < low:
+                raise ConfigError(f"[server] {key} = {getattr(sv, key)}: must be an integer >= {low}")
+        if sv.max_bars < 1:
+            raise ConfigError(f"[server] max_bars = {sv.max_bars}: must be an integer >= 1")
+        if sv.unknown_symbols not in ("create", "refuse"):
+            raise ConfigError(
+                f'[server] unknown_symbols = {sv.unknown_symbols!r}: use "create" (a new symbol gets a gate) or '
+                '"refuse" (404 for a symbol not in [server] symbols)'
+            )
         l4 = self.l4
         if l4.enabled and not l4.modules:
             raise ConfigError(
@@ -259,8 +286,11 @@ class GateConfig:
 
     @property
     def hash(self) -> str:
-        """sha256 of the canonical JSON of every setting (defaults included), first 16 hex digits."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=list).encode()
+        """sha256 of the canonical JSON of every setting (defaults included) but ``[server]`` (how bars arrive and
+        state is stored, never what is decided), first 16 hex digits."""
+        d = self.to_dict()
+        del d["server"]
+        blob = json.dumps(d, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -273,6 +303,7 @@ _SECTIONS = {
     "sizing": SizingConfig,
     "replay": ReplayConfig,
     "input": InputConfig,
+    "server": ServerConfig,
 }
 
 #: Keys that were renamed: the old name gets an error that says what it became and why.
@@ -468,4 +499,15 @@ n_estimators = 300
 folds = 3
 refit_on_drift = false  # also refit early when a module recommends it (double_adapt: drift), at most once per
 refit_min_bars = 250    # this many bars; the report lists every refit and why
+
+[server]             # fxgate serve (not part of the config hash: these never change a Decision)
+snapshot_every = 1   # write a symbol's state snapshot after every this many of its bars (atomic; the audit log
+                     # holds the bars since, and a restart re-feeds them: no accepted bar is lost either way)
+fsync_every = 1      # fsync the audit log every this many bars (1: before each answer; k: a power cut may lose
+                     # the last k-1 answered bars, a kill -9 none)
+rotate_bytes = 67108864  # start a new audit file before one would pass this size (64 MiB)
+max_body_bytes = 1048576 # a larger request is refused with 413
+max_bars = 10000     # more bars in one request are refused with 413
+unknown_symbols = "create"  # a bar for a symbol not in `symbols`: "create" its gate, or "refuse" (404)
+symbols = []         # symbols whose gates exist from the start
 """
