@@ -113,6 +113,7 @@ class GatePool:
         g = self._gates.get(symbol)
         if g is not None:
             return g
+        _check_symbol(symbol)  # a bad name is a bad name, whatever the policy
         with self._lock:
             g = self._gates.get(symbol)
             if g is None:
@@ -122,7 +123,7 @@ class GatePool:
                         f"unknown symbol {symbol!r}: this pool refuses new symbols (unknown='refuse'); it holds "
                         f"{known}. Fix: name it in symbols=... (or [pool] config), or use unknown='create'"
                     )
-                model = self._model(_check_symbol(symbol))
+                model = self._model(symbol)
                 g = Gate(self.config, model, timeframe=self.timeframe, symbol=symbol, llm=self.llm)
                 self._gates[symbol] = g
         return g
