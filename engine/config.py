@@ -42,6 +42,21 @@ def check_modules(cfg: GateConfig, where: str = "config") -> GateConfig:
             create(m, gate=cfg.module_settings, **params)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{where}: [l4.params.{m}]: {exc}") from exc
+    for p in cfg.certify.path:
+        if p in ("l1", "l2"):
+            continue
+        certifiable = sorted(n for n in l4.modules if n in REGISTRY and REGISTRY[n].certify_param)
+        if p not in REGISTRY or not REGISTRY[p].certify_param or p not in l4.modules:
+            raise ConfigError(
+                f'{where}: [certify] path: {p!r} has no certifiable threshold in this config. Allowed: "l1", '
+                f'"l2"' + "".join(f", {n!r}" for n in certifiable) + " (a listed module with a certified threshold)"
+            )
+    if "precision_monitor" in l4.modules and not cfg.certify.certified:
+        raise ConfigError(
+            f"{where}: [l4] modules lists precision_monitor but [certify] holds no certificate (target = "
+            f"{cfg.certify.target}, method = {cfg.certify.method!r}): it monitors a certified precision. Fix: run "
+            "`fxgate calibrate`, which writes both, or remove it from [l4] modules"
+        )
     return cfg
 
 

@@ -94,7 +94,7 @@ from fxgate.engine.snapshot import read as read_snapshot
 from fxgate.engine.snapshot import write as write_snapshot
 from fxgate.models.ensemble import TreeEnsemble
 from fxgate.models.features import FeatureEngine
-from fxgate.modules import Context, Matured, Outcome, create
+from fxgate.modules import REGISTRY, Context, Matured, Outcome, create
 
 __all__ = ["Gate", "BarRecord"]
 
@@ -113,6 +113,36 @@ class BarRecord:
     direction: int  # the candidate direction: +1, -1, or 0 when the models do not all lean the same way
 
 
+def certification_of(cfg: GateConfig) -> dict[str, Any] | None:
+    """What a certified config's Decisions carry (``Decision.certification``); None when it is not certified."""
+    cf = cfg.certify
+    if not cf.certified:
+        return None
+    p = cfg.l4.params
+    thresholds = {
+        name: float(
+            cfg.l1.threshold
+            if name == "l1"
+            else cfg.l2.threshold
+            if name == "l2"
+            else p.get(name, {}).get("threshold", REGISTRY[name].defaults["threshold"])
+        )
+        for name in cf.path
+    }
+    return {
+        "target": cf.target,
+        "delta": cf.delta,
+        "method": cf.method,
+        "n_outcomes": cf.n_outcomes,
+        "n_signals": cf.n_signals,
+        "n_correct": cf.n_correct,
+        "window_start": cf.window_start,
+        "window_end": cf.window_end,
+        "thresholds": thresholds,
+        "monitor_alpha": cf.monitor_alpha,
+    }
+
+
 class Gate:
     """Live signal gate for one instrument and timeframe (see the module docstring)."""
 
@@ -127,6 +157,7 @@ class Gate:
     ) -> None:
         self.config = check_modules(config or GateConfig(), "GateConfig")
         self.config_hash = self.config.hash
+        self.certification = certification_of(self.config)
         self.timeframe = timeframe
         self.symbol = symbol
         self.features = FeatureEngine(timeframe)
@@ -147,6 +178,7 @@ class Gate:
         #: spread); and the LLM judge's P(up) per entry bar, filled in after the slow layers answer
         self._forecasts: deque[tuple[int, int, int, float, Any, Any, int, float]] = deque()
         self._llm_probs: dict[int, float] = {}
+        self._emitted: dict[int, int] = {}  # entry bar -> +1 / -1 for the bars the gate emitted a signal on
         self.rejected = 0
         #: bars of this gate whose LLM layers are running in aon_bar's worker now (the server's LLM queue depth)
         self.llm_in_flight = 0
@@ -287,11 +319,15 @@ class Gate:
     def _finish(self, c: Candidate) -> BarRecord:
         """The slow layers (outside the lock), then the Decision."""
         self._run(c, self._slow_layers)
-        if math.isfinite(c.llm_prob):  # the judge's answer joins this bar's forecast, if it is still pending
-            with self._lock:
+        d = self._decision(c)
+        if math.isfinite(c.llm_prob) or d.action != "NONE":  # what the slow layers and the gate said joins this
+            with self._lock:  # bar's forecast, if it is still pending
                 if self._forecasts and self._forecasts[0][1] <= c.bar_index:
-                    self._llm_probs[c.bar_index] = c.llm_prob
-        return BarRecord(self._decision(c), c.features, c.model_probabilities(), c.modules, c.direction)
+                    if math.isfinite(c.llm_prob):
+                        self._llm_probs[c.bar_index] = c.llm_prob
+                    if d.action != "NONE":
+                        self._emitted[c.bar_index] = 1 if d.action == "BUY" else -1
+        return BarRecord(d, c.features, c.model_probabilities(), c.modules, c.direction)
 
     # -- snapshots -------------------------------------------------------------------------------------------------
     @property
@@ -310,7 +346,7 @@ class Gate:
         """Write the whole state to ``path`` (engine/snapshot.py: format, identity, atomic write). Takes the lock
         only to copy the state; encoding and the write happen outside it. Returns the path."""
         with self._lock:
-            feats, mods, last_ts, bars, pending, forecasts, llm = self._snapshot()
+            feats, mods, last_ts, bars, pending, forecasts, llm, emitted = self._snapshot()
             state = {
                 "features": feats,
                 "modules": mods,
@@ -322,6 +358,7 @@ class Gate:
                 "pending": pending,
                 "forecasts": forecasts,
                 "llm_probs": llm,
+                "emitted": emitted,
             }
             ident = self.identity
         return write_snapshot(path, ident, bars, last_ts, state)
@@ -376,6 +413,7 @@ class Gate:
                 st["pending"],
                 st["forecasts"],
                 st["llm_probs"],
+                st["emitted"],
             )
             with self._lock:
                 self._restore(snap)
@@ -399,16 +437,18 @@ class Gate:
             tuple(self._pending),
             tuple(self._forecasts),
             dict(self._llm_probs),
+            dict(self._emitted),
         )
 
     def _restore(self, snap: tuple[Any, ...]) -> None:
-        feats, mods, self.intake.last_ts, self._bars, pending, forecasts, llm = snap
+        feats, mods, self.intake.last_ts, self._bars, pending, forecasts, llm, emitted = snap
         self.features.load_state_dict(feats)
         for m, st in zip(self.modules, mods, strict=True):
             m.load_state_dict(st)
         self._pending = deque(pending)
         self._forecasts = deque(forecasts)
         self._llm_probs = llm
+        self._emitted = emitted
 
     @property
     def refit_recommended(self) -> tuple[str, ...]:
@@ -447,7 +487,8 @@ class Gate:
             while self._forecasts and self._forecasts[0][0] <= self._bars:
                 _, i0, ts0, entry, p0, x0, d0, sp0 = self._forecasts.popleft()
                 llm = self._llm_probs.pop(i0, math.nan)
-                matured.append(Matured(i0, ts0, bar.ts, entry, bar.close, p0, x0, d0, sp0, llm))
+                emitted = self._emitted.pop(i0, 0)
+                matured.append(Matured(i0, ts0, bar.ts, entry, bar.close, p0, x0, d0, sp0, llm, emitted))
             self._forecasts.append(
                 (self._bars + cfg.horizon, self._bars, bar.ts, bar.close, probs, x, direction, spread)
             )
@@ -554,7 +595,19 @@ class Gate:
         ts = int(ts) if isinstance(ts, int | np.integer) and not isinstance(ts, bool) and 0 <= ts <= _I64 else 0
         sym = getattr(bar, "symbol", "")
         symbol = self.symbol or (sym if isinstance(sym, str) else "")
-        return Decision(ts, symbol, "NONE", 0.0, None, layers, veto, self.config_hash, self.model_hashes, __version__)
+        return Decision(
+            ts,
+            symbol,
+            "NONE",
+            0.0,
+            None,
+            layers,
+            veto,
+            self.config_hash,
+            self.model_hashes,
+            __version__,
+            certification=self.certification,
+        )
 
     def _decision(self, c: Candidate) -> Decision:
         if c.action == "NONE" and c.first_veto is None:
@@ -573,4 +626,5 @@ class Gate:
             self.config_hash,
             self.model_hashes,
             __version__,
+            certification=self.certification,
         )

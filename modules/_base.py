@@ -121,6 +121,9 @@ class Matured:
     #: the LLM judge's P(up) at entry (its certainty if it answered BUY, 1 - certainty if SELL); NaN when the judge
     #: did not answer on that bar (it runs only on proposed bars, and only if its answer arrived in time)
     llm_prob: float = math.nan
+    #: what the gate emitted on the entry bar: +1 BUY, -1 SELL, 0 no signal (filled in after the slow layers, like
+    #: ``llm_prob``; the precision monitor scores the gate's own signals with it)
+    emitted: int = 0
 
     @property
     def log_return(self) -> float:
@@ -209,6 +212,9 @@ class CertaintyModule(ABC):
     scheduled: ClassVar[bool] = False
     #: gate-level settings (keys of ``GateConfig.module_settings``) this module's parameters take from the gate
     gate_settings: ClassVar[tuple[str, ...]] = ()
+    #: the parameter ``fxgate calibrate`` may certify (on ``[certify] path``): the module passes iff its verdict's
+    #: score >= that parameter; None: the module has no certifiable threshold
+    certify_param: ClassVar[str | None] = None
     defaults: ClassVar[dict[str, Any]] = {}
     state_keys: ClassVar[tuple[str, ...]] = ()
 

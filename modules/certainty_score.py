@@ -122,6 +122,7 @@ class CertaintyScore(CertaintyModule):
         "horizon": 1,
     }
     gate_settings = ("horizon",)
+    certify_param = "threshold"
     state_keys = ("ws", "wr", "ss", "sr", "ist", "fs", "ps", "pr", "pics", "qist", "qfs", "vals", "eist", "efs")
 
     def reset(self) -> None:

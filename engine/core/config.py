@@ -29,6 +29,7 @@ __all__ = [
     "SizingConfig",
     "ReplayConfig",
     "InputConfig",
+    "CertifyConfig",
     "ServerConfig",
     "ConfigError",
     "DEFAULT_MODULES",
@@ -170,6 +171,33 @@ class ReplayConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CertifyConfig:
+    """Certified precision (``fxgate calibrate``, engine/calibrate.py): the thresholds on ``path`` are chosen by
+    Learn-then-Test so that P(precision >= target) >= 1 - delta over the calibration block; ``target = 0``: the
+    thresholds are not certified. The ``n_*``, ``window_*`` and ``method`` keys are what ``fxgate calibrate`` found;
+    a certified config's Decisions carry them (``Decision.certification``)."""
+
+    target: float = 0.0  # the precision to certify (a signal is correct when its P&L after the spread is > 0)
+    delta: float = 0.05  # the certificate may fail with probability at most delta
+    calibration_bars: int = 1000  # the most recent bars before the live window, out of sample for the models
+    path: tuple[str, ...] = ("l1",)  # thresholds moved together: "l1", "l2", or a module with a certified threshold
+    strictest: float = 0.99  # the path runs from every threshold at `strictest` ...
+    loosest: float = 0.5  # ... down to every threshold at `loosest`,
+    steps: int = 50  # in this many equal steps, tested strictest first (fixed-sequence testing)
+    monitor_alpha: float = 0.05  # live: signals halt once the precision monitor's e-value reaches 1 / monitor_alpha
+    n_outcomes: int = 0  # written by fxgate calibrate: calibration bars with a candidate and an outcome
+    n_signals: int = 0  # ... signals at the certified point (non-overlapping when horizon > 1)
+    n_correct: int = 0  # ... of them correct after the spread
+    window_start: str = ""  # ... the calibration block's first and last bar (ISO-8601 UTC)
+    window_end: str = ""
+    method: str = ""  # ... how the thresholds were certified
+
+    @property
+    def certified(self) -> bool:
+        return self.target > 0 and bool(self.method)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ServerConfig:
     """``fxgate serve``: how bars arrive and how state is kept. Not part of :attr:`GateConfig.hash` (it never changes
     a Decision), so a snapshot survives a change of these."""
@@ -197,6 +225,7 @@ class GateConfig:
     sizing: SizingConfig = SizingConfig()
     replay: ReplayConfig = ReplayConfig()
     input: InputConfig = InputConfig()
+    certify: CertifyConfig = CertifyConfig()
     server: ServerConfig = ServerConfig()
 
     def __post_init__(self) -> None:
@@ -250,6 +279,18 @@ class GateConfig:
             raise ConfigError(f"[llm] n_ctx = {lc.n_ctx}: must be >= 256 tokens (default 4096)")
         if lc.n_batch < 1:
             raise ConfigError(f"[llm] n_batch = {lc.n_batch}: must be >= 1 (default 256)")
+        cf = self.certify
+        _finite("[certify] target", cf.target, "in [0, 1)", 0 <= cf.target < 1, "0 = not certified, e.g. 0.6")
+        _finite("[certify] delta", cf.delta, "in (0, 1)", 0 < cf.delta < 1, "e.g. 0.05: a 95% guarantee")
+        _finite("[certify] monitor_alpha", cf.monitor_alpha, "in (0, 1)", 0 < cf.monitor_alpha < 1, "e.g. 0.05")
+        if not 0.5 <= cf.loosest <= cf.strictest < 1:
+            raise ConfigError(
+                f"[certify] loosest = {cf.loosest}, strictest = {cf.strictest}: need 0.5 <= loosest <= strictest < 1"
+            )
+        if cf.steps < 1 or cf.calibration_bars < 10:
+            raise ConfigError("[certify] steps must be >= 1 and calibration_bars >= 10")
+        if not cf.path:
+            raise ConfigError('[certify] path is empty: name the thresholds to calibrate, e.g. ["l1"]')
         sv = self.server
         for key, low in (("snapshot_every", 1), ("fsync_every", 1), ("rotate_bytes", 1024), ("max_body_bytes", 256)):
             if getattr(sv, key) < low:
@@ -303,6 +344,7 @@ _SECTIONS = {
     "sizing": SizingConfig,
     "replay": ReplayConfig,
     "input": InputConfig,
+    "certify": CertifyConfig,
     "server": ServerConfig,
 }
 
@@ -499,6 +541,22 @@ n_estimators = 300
 folds = 3
 refit_on_drift = false  # also refit early when a module recommends it (double_adapt: drift), at most once per
 refit_min_bars = 250    # this many bars; the report lists every refit and why
+
+[certify]            # certified precision: `fxgate calibrate` chooses the thresholds on `path` so that
+target = 0.0         # P(precision >= target) >= 1 - delta over the calibration block (Learn-then-Test);
+delta = 0.05         # target = 0: the thresholds above are not certified
+calibration_bars = 1000  # the most recent bars before the live window (out of sample for the models)
+path = ["l1"]        # thresholds moved together: "l1", "l2", "certainty_score"
+strictest = 0.99     # the path: every threshold on it from strictest down to loosest in `steps` equal steps,
+loosest = 0.5        # tested strictest first (fixed-sequence testing); the loosest certified point is chosen
+steps = 50
+monitor_alpha = 0.05 # live: signals halt when the precision monitor's e-value reaches 1 / monitor_alpha
+n_outcomes = 0       # the rest is written by fxgate calibrate: what was certified, on what
+n_signals = 0
+n_correct = 0
+window_start = ""
+window_end = ""
+method = ""
 
 [server]             # fxgate serve (not part of the config hash: these never change a Decision)
 snapshot_every = 1   # write a symbol's state snapshot after every this many of its bars (atomic; the audit log

@@ -15,7 +15,7 @@ from fxgate.engine.core.records import Record, json_number
 
 __all__ = ["LayerVerdict", "Decision", "SCHEMA_VERSION", "schema"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ``certification``
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,9 @@ class Decision:
     model_hashes: dict[str, str] = field(default_factory=dict)
     version: str = ""
     schema_version: int = SCHEMA_VERSION
+    #: what ``fxgate calibrate`` certified for this config's thresholds (target, delta, the calibration block, n,
+    #: the method and the certified thresholds); None: the thresholds are not certified
+    certification: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +74,7 @@ class Decision:
             "model_hashes": dict(self.model_hashes),
             "version": self.version,
             "schema_version": self.schema_version,
+            "certification": None if self.certification is None else dict(self.certification),
         }
 
     def to_json(self) -> str:
