@@ -2,10 +2,12 @@
 
 A real server process with a small Layer-1 bundle (so later bars are out of sample: the models give probabilities
 and the outcome-based modules learn from matured forecasts) gets 2,000 bars of four symbols, interleaved, in
-batches of 1..5. At seeded random points it is killed with SIGKILL -- once between two requests, the other times
-while a request is in flight -- restarted on the same state directory, and the client resends what it has no
-answer for, preceded by every symbol's last acknowledged bar (an idempotent retry). An uninterrupted server on a
-fresh state directory gets the same batches. Then:
+batches of 1..5. At five seeded random points it is killed with SIGKILL -- between two requests; at a random
+moment of a request in flight; and, while a request is in flight, the instant the server has appended an audit
+line, is writing a snapshot (its temporary exists), or has renamed a snapshot into place (the client watches the
+state directory) -- restarted on the same state directory, and the client resends what it has no answer for,
+preceded by every symbol's last acknowledged bar (an idempotent retry). An uninterrupted server on a fresh state
+directory gets the same batches. Then:
 
 * every Decision of the killed run equals the uninterrupted run's, latencies aside, and every answer -- first or
   resent -- equals the line the audit log holds for that bar, latencies included;
