@@ -209,7 +209,8 @@ class GatePool:
         d = Path(directory)
         if not d.is_dir():
             raise PoolError(f"{d}: no such snapshot directory. Fix: pass the directory snapshot_all wrote")
-        files = sorted(d.glob(f"*{SUFFIX}"))
+        # a dot-name is never a symbol: it is an atomic write's temporary (a kill mid-snapshot leaves one behind)
+        files = sorted(f for f in d.glob(f"*{SUFFIX}") if not f.name.startswith("."))
         names = [f.name[: -len(SUFFIX)] for f in files]
         pool = cls(
             config,

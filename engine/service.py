@@ -43,6 +43,7 @@ from fxgate.engine.core.bars import TIMEFRAMES, Bar
 from fxgate.engine.core.decision import Decision
 from fxgate.engine.core.version import __version__
 from fxgate.engine.pool import GatePool, PoolError, UnknownSymbol
+from fxgate.engine.rundir import clean_temps
 from fxgate.engine.snapshot import SUFFIX
 
 __all__ = ["ApiError", "BarService", "REMEMBERED", "BAR_FIELDS", "parse_ts"]
@@ -249,6 +250,7 @@ class BarService:
         self.snapshot_dir = self.state_dir / "snapshots"
         self.audit_dir = self.state_dir / "audit"
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        clean_temps(self.snapshot_dir)  # half-written snapshots of a killed server (the finished ones are intact)
         self.started = time.time()
         self.broken: str | None = None  # why bars are no longer accepted (a failed audit write)
         self.audit = AuditLog(self.audit_dir, fsync_every=sv.fsync_every, max_bytes=sv.rotate_bytes)
@@ -259,7 +261,7 @@ class BarService:
             kw = dict(
                 timeframe=timeframe, ensemble=ensemble, bundle_dir=bundle_dir, unknown=sv.unknown_symbols, llm=llm
             )
-            if any(self.snapshot_dir.glob(f"*{SUFFIX}")):
+            if any(not f.name.startswith(".") for f in self.snapshot_dir.glob(f"*{SUFFIX}")):
                 self.pool = GatePool.restore_all(self.snapshot_dir, config, symbols=known, **kw)
             else:
                 self.pool = GatePool(config, symbols=known, **kw)

@@ -320,7 +320,11 @@ class GateConfig:
     def module_settings(self) -> dict[str, Any]:
         """The gate-level settings a module may declare it uses (``CertaintyModule.gate_settings``): one value for the
         whole gate, never set per module."""
-        return {"horizon": self.horizon}
+        return {
+            "horizon": self.horizon,
+            "certify_target": self.certify.target,
+            "certify_alpha": self.certify.monitor_alpha,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

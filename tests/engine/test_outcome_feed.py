@@ -10,6 +10,7 @@ import pytest
 
 from fxgate.engine import Bars, sample_bars
 from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config
+from fxgate.engine.core.config import CertifyConfig
 from fxgate.engine.gate import Gate
 from fxgate.engine.replaying import replay
 from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
@@ -108,6 +109,9 @@ def test_no_verdict_at_t_depends_on_a_bar_after_t(ens):
         spread=8e-5,
         l1=L1Config(threshold=0.5),
         l4=L4Config(modules=names, params={n: p for n, p in SMALL.items() if n in names}),
+        # the precision monitor runs only under a certificate (one stated here, not calibrated: it is the feed
+        # this test checks)
+        certify=CertifyConfig(target=0.5, method="stated for the test", n_signals=1),
         **NO_LLM,
     )
     bars = BARS[1510:1960]

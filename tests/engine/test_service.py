@@ -156,3 +156,16 @@ def test_the_service_matches_a_plain_gate_bar_for_bar(tmp_path, ens):
     assert no_latency(body["decisions"]) == no_latency(want)
     assert np.isfinite([d["layers"][0]["score"] for d in want if d["layers"][0]["score"] is not None]).all()
     s.close()
+
+
+def test_a_snapshot_half_written_by_a_killed_server_does_not_stop_the_restart(tmp_path, ens):
+    s = BarService(cfg(), timeframe="H1", state_dir=tmp_path, ensemble=ens)
+    post(s, "EURUSD", [row(i) for i in range(850, 855)])
+    s.close()
+    # what a kill -9 during an atomic snapshot write leaves: the temporary of a process that no longer runs
+    dead = tmp_path / "snapshots" / ".fxgate-tmp-999999999-abcd1234-GBPUSD.fxgate-snapshot"
+    dead.write_bytes(b"half a snapshot")
+    again = BarService(cfg(), timeframe="H1", state_dir=tmp_path, ensemble=ens)
+    assert again.pool.names() == ["EURUSD"] and again.pool.gate("EURUSD")._bars == 5
+    assert not dead.exists()
+    again.close()
