@@ -143,6 +143,14 @@ class GatePool:
                 )
         return self.ensemble
 
+    def discard(self, symbol: str) -> None:
+        """Forget ``symbol``'s gate (one created for a request that was then refused as a whole)."""
+        with self._lock:
+            g = self._gates.pop(symbol, None)
+            self._warm.pop(symbol, None)
+        if g is not None:
+            g.close()
+
     def names(self) -> list[str]:
         """The symbols that have a gate, sorted."""
         return sorted(self._gates)

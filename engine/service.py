@@ -324,10 +324,12 @@ class BarService:
         """``POST /v1/bars`` on a parsed JSON body: (HTTP status, response body)."""
         decisions: list[dict[str, Any]] = []
         resent: list[int] = []
+        new = False
         symbol = payload.get("symbol") if isinstance(payload, dict) else None
         try:
             bars = self._envelope(payload)
             assert isinstance(symbol, str)
+            new = symbol not in self.pool
             gate = self._gate(symbol)
             lock = self._locks.setdefault(symbol, asyncio.Lock())
             async with lock:
@@ -343,6 +345,9 @@ class BarService:
                         continue
                     d = await gate.aon_bar(bar)
                     if d.first_veto in REFUSED_VETOES:
+                        # a refused bar moved the refused count (and maybe a far-gap run): keep it across restarts
+                        if gate._bars:  # (a symbol with no accepted bar has no state to keep)
+                            self._snapshot(symbol)
                         kind = "refused" if d.first_veto == "input" else "internal"
                         raise ApiError(
                             422 if kind == "refused" else 500,
@@ -358,6 +363,10 @@ class BarService:
         except ApiError as e:
             if e.status != 503 or e.index is not None:
                 self.metrics.bars.labels("rejected").inc()
+            if new and not decisions and symbol in self.pool and not self.pool.gate(symbol)._bars:
+                # a request that created a symbol's gate and had no bar accepted leaves no gate behind (otherwise
+                # any bad request could create gates for made-up names)
+                self.pool.discard(symbol)
             return e.status, {
                 "error": e.to_dict(),
                 "symbol": symbol if isinstance(symbol, str) else None,

@@ -215,6 +215,16 @@ def test_unknown_symbols_are_404_when_refused_and_bad_names_422(live):
     assert r.status_code == 422 and r.json()["error"]["field"] == "timeframe"
 
 
+def test_a_refused_request_for_a_new_symbol_leaves_no_gate_behind(live):
+    s = live()
+    for bad in ([row(0, close=math.nan)], [row(0, high=0.5)]):  # a type error; a bar the gate itself refuses
+        assert s.post("MADEUP", bad).status_code == 422
+        assert "MADEUP" not in s.service.pool and s.http.get("/v1/health").json()["symbols"] == 0
+    assert not list((s.service.snapshot_dir).iterdir())
+    assert s.post("MADEUP", [row(0), row(1, close=math.nan)]).status_code == 422  # one bar accepted: it stays
+    assert s.service.pool.gate("MADEUP")._bars == 1
+
+
 def test_bodies_over_the_limit_are_413_before_parsing(live):
     s = live({"server": {"max_body_bytes": 4096, "max_bars": 3}})
     big = [row(i) for i in range(60)]
