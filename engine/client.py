@@ -394,7 +394,8 @@ class FxgateClient:
 
     ``url``: ``http://host:port`` (``https://`` works too, and a path prefix behind a reverse proxy). ``token``: the
     bearer token; None reads ``$FXGATE_TOKEN`` (no token when that is unset or empty). ``timeout``: seconds for one
-    request (connect, send, answer). ``retries``: extra tries after a connection error, timeout or 5xx/429;
+    request (connect, send, answer); keep it above the slowest Decision (seconds with the LLM layers on), or every
+    try of a slow bar times out. ``retries``: extra tries after a connection error, timeout or 5xx/429;
     ``backoff``: the first wait in seconds, doubled per try up to ``max_backoff``. ``batch_size``: bars per request
     (keep it under the server's ``[server] max_bars`` and ``max_body_bytes``: about 100 bytes per bar)."""
 
