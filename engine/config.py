@@ -16,7 +16,15 @@ from fxgate.engine.core.config import *  # noqa: F403 - this module is the check
 from fxgate.engine.core.config import ConfigError, GateConfig, parse_config, read_config
 from fxgate.modules import REGISTRY, create
 
-__all__ = [*_core.__all__, "check_modules", "config_from_dict", "load_config", "init_toml", "module_reference"]
+__all__ = [
+    *_core.__all__,
+    "check_modules",
+    "config_from_dict",
+    "load_config",
+    "init_toml",
+    "module_reference",
+    "dump_toml",
+]
 
 
 def _unknown(what: str, name: str) -> str:
@@ -80,6 +88,26 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, float):
         return repr(v) if v == v and abs(v) != float("inf") else ("nan" if v != v else ("inf" if v > 0 else "-inf"))
     return str(v)
+
+
+def dump_toml(cfg: GateConfig, header: str = "") -> str:
+    """``cfg`` as a TOML file that :func:`load_config` reads back to an equal config (every key written, defaults
+    included, so the file says everything that decides; ``header`` is written first as comment lines)."""
+    d = cfg.to_dict()
+    out = [f"# {line}".rstrip() for line in header.splitlines()]
+    sections = [k for k, v in d.items() if isinstance(v, dict)]
+    for k, v in d.items():
+        if k not in sections:
+            out.append(f"{k} = {_toml_value(v)}")
+    for sec in sections:
+        out.append(f"\n[{sec}]")
+        params = d[sec].pop("params", None) if sec == "l4" else None
+        for k, v in d[sec].items():
+            out.append(f"{k} = {_toml_value(v)}")
+        for m, p in (params or {}).items():
+            out.append(f"\n[l4.params.{m}]")
+            out.extend(f"{k} = {_toml_value(v)}" for k, v in p.items())
+    return "\n".join(out) + "\n"
 
 
 def module_reference(names: tuple[str, ...] | list[str] | None = None) -> str:

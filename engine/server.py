@@ -28,10 +28,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from fxgate.engine.config import GateConfig
+from fxgate.engine.core.config import ServerConfig
 from fxgate.engine.core.decision import schema as decision_schema
 from fxgate.engine.core.errors import FxgateError
 from fxgate.engine.core.version import __version__
@@ -194,8 +198,6 @@ def create_app(service: BarService, *, token: str | None = None) -> FastAPI:
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            from fastapi.openapi.utils import get_openapi
-
             spec = get_openapi(title=app.title, version="1", summary=app.summary, routes=app.routes)
             spec.setdefault("components", {})["schemas"] = _components(service.config.server.max_bars)
             if want is not None:
@@ -214,8 +216,6 @@ def create_app(service: BarService, *, token: str | None = None) -> FastAPI:
 def openapi_spec(max_bars: int = 10_000, token: bool = True) -> dict[str, Any]:
     """The spec as served (with ``token``: the bearer scheme on every endpoint but /v1/health). The committed
     ``engine/openapi.json`` is ``openapi_spec()`` with the default ``[server] max_bars``."""
-    from fxgate.engine.config import GateConfig
-    from fxgate.engine.core.config import ServerConfig
 
     class _Spec:  # the routes only: no state, no models
         config = GateConfig(server=ServerConfig(max_bars=max_bars))
@@ -413,8 +413,6 @@ def read_token(token_file: str | Path | None) -> str | None:
 
 def run(service: BarService, *, host: str, port: int, token: str | None, log_level: str = "warning") -> None:
     """Serve ``service`` until SIGINT/SIGTERM (then snapshot every symbol and close the log)."""
-    import uvicorn
-
     if not is_loopback(host) and not token:
         service.close()
         raise ServeError(

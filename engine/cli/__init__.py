@@ -10,6 +10,7 @@ file              commands
 ``demo.py``       ``fxgate demo`` (the bundled sample through all four layers)
 ``train.py``      ``fxgate train data|formulas|eval|all|verify``
 ``bench.py``      ``fxgate bench`` (every script in benchmarks/, one table)
+``calibrate.py``  ``fxgate calibrate`` (certified thresholds: engine/calibrate.py)
 ``serve.py``      ``fxgate serve`` (the HTTP API: engine/server.py, engine/service.py)
 ``audit.py``      ``fxgate audit verify``
 ================  =====================================================================
@@ -46,6 +47,10 @@ COMMANDS = {
     "train": (
         "fxgate.engine.cli.train:train_group",
         "Training data, the formula catalogue, and the honest evaluation of a model.",
+    ),
+    "calibrate": (
+        "fxgate.engine.cli.calibrate:calibrate_cmd",
+        "Certify thresholds for a target precision (Learn-then-Test) and write the certified config, or refuse.",
     ),
     "serve": (
         "fxgate.engine.cli.serve:serve_cmd",

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
+
+from fxgate.engine.config import load_config
+from fxgate.engine.server import is_loopback, openapi_spec, read_token, run
+from fxgate.engine.service import BarService
+from fxgate.models.ensemble import TreeEnsemble
 
 __all__ = ["serve_cmd"]
 
@@ -84,12 +90,6 @@ def serve_cmd(
     Every accepted bar's Decision (and the bar) is appended to the audit log in STATE/audit before the answer is
     sent; each symbol's state is snapshotted to STATE/snapshots; a restart after a crash restores both and loses no
     acknowledged bar."""
-    from dataclasses import replace
-
-    from fxgate.engine.config import load_config
-    from fxgate.engine.server import is_loopback, openapi_spec, read_token, run
-    from fxgate.models.ensemble import TreeEnsemble
-
     config = load_config(config_path)
     if openapi_out is not None:
         spec = openapi_spec(config.server.max_bars)
@@ -111,8 +111,6 @@ def serve_cmd(
     tf = timeframe or (ensemble.timeframe if ensemble is not None else None)
     if not tf:
         raise click.UsageError("--timeframe is needed when no --bundle says it (e.g. --timeframe H1)")
-
-    from fxgate.engine.service import BarService
 
     service = BarService(config, timeframe=tf, state_dir=state_dir, ensemble=ensemble, bundle_dir=bundle_dir)
     refed = sum(service.refed.values())

@@ -184,6 +184,7 @@ class CertifyConfig:
     strictest: float = 0.99  # the path runs from every threshold at `strictest` ...
     loosest: float = 0.5  # ... down to every threshold at `loosest`,
     steps: int = 50  # in this many equal steps, tested strictest first (fixed-sequence testing)
+    min_signals: int = 100  # path points with fewer calibration signals are left out (too few to start a sequence)
     monitor_alpha: float = 0.05  # live: signals halt once the precision monitor's e-value reaches 1 / monitor_alpha
     n_outcomes: int = 0  # written by fxgate calibrate: calibration bars with a candidate and an outcome
     n_signals: int = 0  # ... signals at the certified point (non-overlapping when horizon > 1)
@@ -287,8 +288,8 @@ class GateConfig:
             raise ConfigError(
                 f"[certify] loosest = {cf.loosest}, strictest = {cf.strictest}: need 0.5 <= loosest <= strictest < 1"
             )
-        if cf.steps < 1 or cf.calibration_bars < 10:
-            raise ConfigError("[certify] steps must be >= 1 and calibration_bars >= 10")
+        if cf.steps < 1 or cf.calibration_bars < 10 or cf.min_signals < 1:
+            raise ConfigError("[certify] steps and min_signals must be >= 1 and calibration_bars >= 10")
         if not cf.path:
             raise ConfigError('[certify] path is empty: name the thresholds to calibrate, e.g. ["l1"]')
         sv = self.server
@@ -554,6 +555,8 @@ path = ["l1"]        # thresholds moved together: "l1", "l2", "certainty_score"
 strictest = 0.99     # the path: every threshold on it from strictest down to loosest in `steps` equal steps,
 loosest = 0.5        # tested strictest first (fixed-sequence testing); the loosest certified point is chosen
 steps = 50
+min_signals = 100    # points with fewer calibration signals are left out: a sequence started on 37 signals ends
+                     # on their noise (which points are left out depends on the scores only, not the outcomes)
 monitor_alpha = 0.05 # live: signals halt when the precision monitor's e-value reaches 1 / monitor_alpha
 n_outcomes = 0       # the rest is written by fxgate calibrate: what was certified, on what
 n_signals = 0
