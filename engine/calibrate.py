@@ -97,6 +97,7 @@ class Records:
     correct: np.ndarray  # the signal's P&L after the spread > 0 (False without a signal or an outcome)
     candidate: np.ndarray  # Layer 1's lean (+1 / -1; 0 in sample, without a model, or when the boosters disagree)
     candidate_correct: np.ndarray  # the lean's P&L after the spread > 0
+    veto: np.ndarray  # each bar's first veto at the loosest point ("" for a signal), object array
 
     def part(self, lo: int, hi: int) -> Records:
         """The records of bar positions ``lo <= index < hi``."""
@@ -131,6 +132,7 @@ def run_records(bars: Bars, cfg: GateConfig, ensemble: Any, lo: int, hi: int) ->
         direction = np.zeros(m, np.int8)
         cand = np.zeros(m, np.int8)
         scores = np.full((len(path), m), np.nan)
+        veto = np.full(m, "", dtype=object)
         for i in range(hi):
             rec = gate.evaluate(bars[i])
             if i < lo:
@@ -138,6 +140,7 @@ def run_records(bars: Bars, cfg: GateConfig, ensemble: Any, lo: int, hi: int) ->
             j, d = i - lo, rec.decision
             cand[j] = rec.direction
             if d.action == "NONE":
+                veto[j] = d.first_veto or ""
                 continue
             direction[j] = 1 if d.action == "BUY" else -1
             for k, name in enumerate(path):
@@ -155,7 +158,7 @@ def run_records(bars: Bars, cfg: GateConfig, ensemble: Any, lo: int, hi: int) ->
     spread = np.asarray(bars.spread, dtype=float)[idx] if bars.spread is not None else np.full(m, cfg.spread)
     correct = has & (direction != 0) & (direction * move - spread > 0)
     cand_ok = has & (cand != 0) & (cand * move - spread > 0)
-    return Records(idx, np.asarray(bars.ts)[idx], direction, scores, has, correct, cand, cand_ok)
+    return Records(idx, np.asarray(bars.ts)[idx], direction, scores, has, correct, cand, cand_ok, veto)
 
 
 @dataclass
@@ -211,6 +214,15 @@ def certify_records(rec: Records, cfg: GateConfig, target: float, delta: float) 
         first = len(values)
         cert = certify_path(sel, rec.correct, target, delta)  # refuses: says how few signals there are
         loosest = int(n_k[-1])
+        k = (rec.candidate != 0) & rec.has_outcome & (rec.direction == 0)
+        names, counts = np.unique(rec.veto[k].astype(str), return_counts=True)
+        top = sorted(zip(counts, names, strict=True), reverse=True)[:3]
+        why = (
+            "; at the loosest point the first vetoes of the candidate bars were "
+            + ", ".join(f"{v} {c}" for c, v in top)
+            if top
+            else ""
+        )
         cert = replace(
             cert,
             n_signals=loosest,
@@ -218,7 +230,7 @@ def certify_records(rec: Records, cfg: GateConfig, target: float, delta: float) 
             precision=float(c_k[-1] / loosest) if loosest else 0.0,
             reason=f"too few signals: {loosest} even at the loosest point (every path threshold at "
             f"{values[-1]:g}); testing needs >= {max(need, cfg.certify.min_signals)} ([certify] min_signals = "
-            f"{cfg.certify.min_signals}; a perfect record needs {need} for target {target:g} at delta {delta:g})",
+            f"{cfg.certify.min_signals}; a perfect record needs {need} for target {target:g} at delta {delta:g})" + why,
         )
     base = int(np.count_nonzero((rec.candidate != 0) & rec.has_outcome))
     curve = []

@@ -7,6 +7,10 @@ in) and the window is replayed bar by bar. A module that detects drift (``refit_
 recorded in ``metrics.json`` (``drift.episodes``: the first bar of each flagged stretch); with ``[replay]
 refit_on_drift = true`` the ensemble is also refit right after the flagged bar, on every bar up to it, at most once
 per ``refit_min_bars`` bars, and ``refits`` says why each fit happened ("scheduled" or "drift: <modules>").
+With ``[certify] target`` > 0, ``metrics.json`` also holds ``certification``: for each window, the thresholds
+certified on the ``calibration_bars`` before it (models fitted before that block), the realized precision they had
+on the window with its Wilson interval and base rate, and in how many windows the guarantee held
+(:func:`fxgate.engine.calibrate.certify_walk_forward`).
 
 With a given bundle (``replay(bars, cfg, bundle=...)``, ``fxgate replay --bundle``) the bundle is checked first and
 refused, with the fix, when
@@ -36,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fxgate.engine.calibrate import METHOD, certify_walk_forward, summary
 from fxgate.engine.config import GateConfig
 from fxgate.engine.core.atomic import atomic_path, write_text
 from fxgate.engine.core.bars import Bars
@@ -146,6 +151,7 @@ def replay(
         edges = list(range(start, n, rc.window_bars)) + [n]
         windows = [(a, b, None) for a, b in zip(edges[:-1], edges[1:], strict=True)]
     refit_at: dict[int, tuple[str, ...]] = {}  # window start -> the modules whose drift flag started it
+    models: dict[int, Any] = {}  # k -> the walk-forward fit on bars[:k] (reused by the certification check)
     gate = Gate(cfg, None, timeframe=bars.timeframe, symbol=bars.symbol)
     gate.warm_up()
     decisions: list[Decision] = []
@@ -180,6 +186,7 @@ def replay(
                 EnsembleConfig(n_estimators=rc.n_estimators, folds=rc.folds, threshold=cfg.l1.threshold),
                 evaluate=False,
             )
+            models[a] = ens
             fits.append(
                 {
                     "window_start_ts": int(bars.ts[a]),
@@ -230,7 +237,25 @@ def replay(
             "skipped_trained_bars": start,
         }
     gate.close()
+    if cfg.certify.target > 0 and bundle is None and not interrupted:
+        metrics["certification"] = certification_metrics(bars, cfg, models, fit_progress)
     return ReplayResult(bars, start, decisions, trades, metrics, interrupted, fits, ens, cfg.horizon)
+
+
+def certification_metrics(
+    bars: Bars, cfg: GateConfig, models: dict[int, Any], progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """``metrics["certification"]``: each walk-forward window's thresholds certified on the block before it, what
+    they did on the window, and whether the guarantee held (engine/calibrate.py)."""
+    c = cfg.certify
+    checks = certify_walk_forward(bars, cfg, target=c.target, delta=c.delta, models=models, progress=progress)
+    return {
+        "summary": summary(checks, c.target, c.delta),
+        "windows": [x.to_dict(bars) for x in checks],
+        "method": METHOD,
+        "path": list(c.path),
+        "calibration_bars": c.calibration_bars,
+    }
 
 
 def write_outputs(res: ReplayResult, out_dir: Any) -> dict[str, str]:

@@ -299,6 +299,61 @@ def _llm_section(res: ReplayResult) -> str:
     )
 
 
+def _certification_section(res: ReplayResult) -> str:
+    """Each walk-forward window's certified threshold (or the refusal), its realized precision with Wilson 95% and
+    base rate, whether the guarantee held; and the last window's precision-coverage curve on its calibration block
+    (Wilson band, the certified point)."""
+    cert = res.metrics.get("certification")
+    if not cert:
+        return ""
+    s = cert["summary"]
+    rows = []
+    for w in cert["windows"]:
+        lo, hi = w["ci95"]
+        prec = f"{_pct(w['precision'])} [{_pct(lo)}, {_pct(hi)}]" if w["signals"] else "-"
+        held = {True: "yes", False: "NO", None: "-"}[w["held"]]
+        thr = f"{w['threshold']:.3f}" if w["threshold"] is not None else "refused: " + w["reason"]
+        rows.append(
+            f"<tr><td>{_esc(w['window'][0][:10])} .. {_esc(w['window'][1][:10])}</td><td>{_esc(thr)}</td>"
+            f"<td>{w['calibration_signals']}</td><td>{w['signals']}</td><td>{_esc(prec)}</td>"
+            f"<td>{_pct(w['base_rate'])} of {w['base_n']}</td><td>{held}</td></tr>"
+        )
+    table = (
+        f"<section><h2>Certified precision ≥ {s['target']:g} with probability ≥ {1 - s['delta']:g} (walk-forward)"
+        "</h2><table><tr><th>window</th><th>certified threshold</th><th>calibration signals</th><th>signals</th>"
+        "<th>precision [Wilson 95%]</th><th>base rate (every candidate)</th><th>held</th></tr>"
+        + "".join(rows)
+        + f"</table><p class=honest>{_esc(s['verdict'])}</p><p class=note>{_esc(cert['method'])}; thresholds "
+        f"{_esc(', '.join(cert['path']))} moved together, certified on the {cert['calibration_bars']} bars before "
+        "each window by models fitted before those bars. A signal is correct when its P&amp;L after the spread is "
+        "positive. The guarantee is for data like the calibration block (FX bars are not exchangeable).</p></section>"
+    )
+    last = cert["windows"][-1] if cert["windows"] else None
+    pts = [c for c in (last["curve"] if last else []) if c["signals"]]
+    if not pts:
+        return table
+    cov = np.array([c["coverage"] or 0.0 for c in pts])
+    prec = np.array([c["precision"] for c in pts])
+    lo = np.array([c["ci95"][0] for c in pts])
+    hi = np.array([c["ci95"][1] for c in pts])
+    x = _scale(cov, 0, max(float(cov.max()), 1e-9), PAD, W - 10)
+    y = lambda v: _scale(v, 0, 1, H - PAD, PAD)  # noqa: E731
+    body = _polyline(x, y(lo), "#bbb") + _polyline(x, y(hi), "#bbb") + _polyline(x, y(prec), "#8250df", 1.6)
+    ty = float(y(np.array([s["target"]]))[0])
+    body += f'<line x1="{PAD}" x2="{W - 10}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#cf222e" stroke-dasharray="4 3"/>'
+    for c, xi, yi in zip(pts, x, y(prec), strict=True):
+        if c["certified"] and last["threshold"] is not None and abs(c["value"] - last["threshold"]) < 1e-12:
+            body += f'<circle cx="{xi:.1f}" cy="{yi:.1f}" r="5" fill="#1a7f37"/>'
+    chart = _frame(
+        "Precision vs coverage on the last calibration block (after costs)",
+        body + _axis_labels(0, 1, "{:.0%}"),
+        f"x: share of candidate bars that are signals, y: precision with its Wilson 95% band (grey); red: the target "
+        f"{s['target']:g}; green: the certified point"
+        + ("" if last["threshold"] is not None else f" (none: {last['reason']})"),
+    )
+    return table + chart
+
+
 def write_report(res: ReplayResult, path: str | Path, config_hash: str = "") -> Path:
     m = res.metrics
     b = res.bars
@@ -412,6 +467,7 @@ history{" · interrupted, partial results" if m.get("interrupted") else ""}</p>
 {_module_rates(res)}
 {_module_table(res)}
 {_refit_section(res)}
+{_certification_section(res)}
 <section><h2>Latency per bar (µs)</h2><table><tr><th>layer</th><th>p50</th><th>p99</th></tr>{lat}</table></section>
 <script type="application/json" id="metrics">{_json_island(m)}</script>
 </body></html>

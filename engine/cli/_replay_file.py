@@ -111,6 +111,7 @@ def replay_one(
         "seconds": time.perf_counter() - t0,
         "first_veto": m["first_veto"],
         "cost_warning": (m.get("costs") or {}).get("warning"),
+        "certification": m.get("certification"),
     }
 
 
@@ -162,5 +163,25 @@ def print_summary(r: dict) -> None:
         click.echo(f"    L2: {p['L2']}")
         click.echo(f"    L3: {p['L3']}")
         click.echo(f"    full Decision with the reasoning and the debate transcript: {p['file']}")
-    click.echo(f"  {r['honesty']}")
+    click.echo(f"  fixed thresholds (as configured): {r['honesty']}")
+    cert = r.get("certification")
+    if cert:
+        s = cert["summary"]
+        click.echo(
+            f"  certified thresholds (precision >= {s['target']:g} with probability >= {1 - s['delta']:g}, each "
+            f"window calibrated on the {cert['calibration_bars']} bars before it): {s['verdict']}"
+        )
+        for w in cert["windows"]:
+            head = f"    {w['window'][0][:10]}..{w['window'][1][:10]}: "
+            if w["threshold"] is None:
+                click.echo(head + f"not certified: {w['reason']}")
+                continue
+            lo, hi = w["ci95"]
+            prec = f"precision {w['precision']:.1%} [{lo:.1%}, {hi:.1%}]" if w["signals"] else "no signal"
+            base = f"base rate {w['base_rate']:.1%}" if w["base_rate"] is not None else "no candidates"
+            click.echo(
+                head
+                + f"threshold {w['threshold']:.3f} -> {w['signals']} signals, {prec}, {base}, held: "
+                + {True: "yes", False: "NO", None: "-"}[w["held"]]
+            )
     click.echo(f"  report: {r['report']}")

@@ -18,6 +18,9 @@ from fxgate.engine.loader import sample_path
 
 __all__ = ["demo_cmd"]
 
+#: the precision the demo asks the walk-forward certification for: above a coin, below what a real edge gives
+DEMO_TARGET = 0.55
+
 
 def _toml_set(text: str, section: str | None, key: str, value: str) -> str:
     """``text`` with the value of ``key`` in ``[section]`` (None: the top level) replaced, its comment kept."""
@@ -41,11 +44,14 @@ def _demo_config(llm: bool, where: str) -> tuple[str, GateConfig]:
     """The demo's gate.toml: the commented defaults with a 0.8-pip spread and, with ``llm``, layers 2 and 3 on the
     nano model (else off). Returns the text and the config it loads as (checked: the defaults file may change)."""
     text = _toml_set(DEFAULT_TOML, None, "spread", "0.00008")
+    # certify each walk-forward window's thresholds on the 1,000 bars before it, next to the fixed 0.95 ones
+    text = _toml_set(text, "certify", "target", str(DEMO_TARGET))
     text = _toml_set(text, "llm", "model", '"nano"' if llm else '""')
     for layer in ("l2", "l3"):
         text = _toml_set(text, layer, "enabled", "true" if llm else "false")
     cfg = config_from_dict(tomllib.loads(text), where)
-    if (cfg.spread, cfg.llm.model, cfg.l2.enabled, cfg.l3.enabled) != (0.00008, "nano" if llm else "", llm, llm):
+    got = (cfg.spread, cfg.llm.model, cfg.l2.enabled, cfg.l3.enabled, cfg.certify.target)
+    if got != (0.00008, "nano" if llm else "", llm, llm, DEMO_TARGET):
         raise RuntimeError("fxgate bug: the demo's gate.toml does not load as the demo's settings")
     return text, cfg
 

@@ -198,3 +198,27 @@ def test_walk_forward_windows_check_the_guarantee_on_the_next_window():
     s = summary(checks, 0.6, 0.05)
     assert s["judged_windows"] == 3 and s["held_windows"] == sum(x.held for x in checks)
     assert "too few windows" in s["verdict"]
+
+
+def test_a_walk_forward_replay_reports_each_windows_certificate(tmp_path):
+    from fxgate.engine.replaying import replay
+    from fxgate.engine.report import write_report
+
+    bars = synth(4000, 0.5, seed=7)
+    c = cfg(certify={"target": 0.6}, replay={"train_bars": 2000, "window_bars": 1000, "n_estimators": 60})
+    res = replay(bars, c)
+    cert = res.metrics["certification"]
+    assert [w["window"][0] for w in cert["windows"]] == [_iso(bars.ts[2000]), _iso(bars.ts[3000])]
+    html = write_report(res, tmp_path / "r.html", c.hash).read_text()
+    assert "Certified precision ≥ 0.6 with probability ≥ 0.95 (walk-forward)" in html
+    for w in cert["windows"]:
+        assert w["certified"], w["reason"]
+        assert f"<td>{w['threshold']:.3f}</td><td>{w['calibration_signals']}</td><td>{w['signals']}</td>" in html
+        lo, hi = wilson(w["correct"], w["signals"])
+        assert w["ci95"] == [lo, hi] and w["held"] == (w["correct"] / w["signals"] >= 0.6)
+    assert cert["summary"]["verdict"] in html
+    assert "Precision vs coverage on the last calibration block" in html and 'fill="#1a7f37"' in html
+
+
+def _iso(ts) -> str:
+    return str(np.datetime64(int(ts), "ns"))[:19] + "Z"
