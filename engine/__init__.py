@@ -49,6 +49,7 @@ _EXPORTS = {
     "SnapshotMismatch": "fxgate.engine.snapshot",
     "SnapshotCorrupt": "fxgate.engine.snapshot",
     "AuditLog": "fxgate.engine.audit",
+    "FxgateClient": "fxgate.engine.client",
     "replay": "fxgate.engine.replaying",
     "ReplayResult": "fxgate.engine.replaying",
 }

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from fxgate.engine.calibrate import calibrate
 from fxgate.engine.cli._options import load_kwargs, load_options
@@ -106,7 +107,14 @@ def calibrate_cmd(
     cfg = load_config(config_path)
     path = data_path or sample_path()
     bars = load_bars(path, **load_kwargs(fmt, tz, symbol, policy, encoding, decimal))
-    console.print(f"data: {bars!r} from {path}")
+    console.print(f"data: {bars!r} from {path}", highlight=False, markup=False)
+    if bars.spread is None and cfg.spread == 0:
+        console.print(
+            "warning: no spread column and the config's spread = 0: a signal counts as correct on any favourable "
+            "move, before costs. Fix: set spread in the config (EURUSD ~0.00008)",
+            style="yellow",
+            markup=False,
+        )
     ens = TreeEnsemble.load(bundle) if bundle is not None else None
     cal = calibrate(
         bars,
@@ -115,7 +123,7 @@ def calibrate_cmd(
         target=target,
         delta=delta,
         calibration_bars=calibration_bars,
-        progress=lambda m: console.print(f"  {m}"),
+        progress=lambda m: console.print(f"  {m}", markup=False),
     )
     cert = cal.certificate
     k, n = cal.base_rate
@@ -129,7 +137,7 @@ def calibrate_cmd(
     if json_out is not None:
         write_text(json_out, json.dumps(cal.to_dict(), indent=1, allow_nan=False) + "\n")
     if cal.config is None:
-        console.print(f"[bold]not certified[/bold]: {cert.reason}. Nothing written: the answer is no trade.")
+        console.print(f"[bold]not certified[/bold]: {escape(cert.reason)}. Nothing written: the answer is no trade.")
         raise SystemExit(1)
     if ens is None:
         dest = bundle_out or out.with_suffix(".bundle")
@@ -141,5 +149,5 @@ def calibrate_cmd(
         f"({cert.n_signals} signals, {cert.n_correct} correct).\n{cert.reason}"
     )
     write_text(out, dump_toml(cal.config, header))
-    console.print(f"[bold]certified[/bold]: {cert.reason}")
+    console.print(f"[bold]certified[/bold]: {escape(cert.reason)}")
     console.print(f"thresholds: {cal.thresholds}; config: {out}")
