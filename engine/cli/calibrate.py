@@ -99,10 +99,12 @@ def calibrate_cmd(
     encoding: str | None,
     decimal: str,
 ) -> None:
-    """Certify the thresholds on [certify] path so that P(precision >= target) >= 1 - delta over the most recent
-    bars (Learn-then-Test, Hoeffding-Bentkus p-values, fixed-sequence testing), and write them into the config with
-    the certificate and the live precision monitor. Exit 0 when certified; 1, writing nothing, when no threshold
-    can be certified (the reason is printed)."""
+    """Certify thresholds for a target precision (Learn-then-Test) and write the certified config, or refuse.
+
+    The thresholds on [certify] path are chosen so that P(precision >= target) >= 1 - delta over the most recent
+    bars (Hoeffding-Bentkus p-values, fixed-sequence testing) and written into the config with the certificate and
+    the live precision monitor. Exit 0 when certified; 1, writing nothing, when no threshold can be certified (the
+    reason is printed)."""
     console = Console()
     cfg = load_config(config_path)
     path = data_path or sample_path()

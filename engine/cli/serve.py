@@ -85,7 +85,9 @@ def serve_cmd(
     log_level: str,
     openapi_out: Path | None,
 ) -> None:
-    """Serve the gate over HTTP: POST /v1/bars, GET /v1/health, /v1/config, /v1/symbols, /metrics.
+    """Serve the gate over HTTP for trading bots: many symbols, crash-safe state, audit log, metrics.
+
+    POST /v1/bars, GET /v1/health, /v1/config, /v1/symbols, /metrics.
 
     Every accepted bar's Decision (and the bar) is appended to the audit log in STATE/audit before the answer is
     sent; each symbol's state is snapshotted to STATE/snapshots; a restart after a crash restores both and loses no
