@@ -299,6 +299,7 @@ def calibrate(
     rec = run_records(bars, cfg, ensemble, lo, n)
     cert, curve, skipped = certify_records(rec, cfg, cf.target, cf.delta)
     window = (int(bars.ts[lo]), int(bars.ts[n - 1]))
+    cert = replace(cert, n_outcomes=rec.base_rate()[1])  # calibration bars with a candidate and an outcome
     if cert.index is None:
         return Calibration(cert, None, None, curve, (lo, n), window, rec.base_rate(), skipped, None, ensemble)
     value = float(path_values(cfg)[cert.index])
@@ -309,6 +310,10 @@ def calibrate(
         l4=replace(out.l4, modules=mods, enabled=True),
         certify=replace(
             out.certify,
+            value=value,
+            bundle_hash=ensemble.bundle_hash[:16],
+            symbol=bars.symbol or "",
+            timeframe=bars.timeframe or "",
             n_outcomes=cert.n_outcomes,
             n_signals=cert.n_signals,
             n_correct=cert.n_correct,
@@ -401,8 +406,16 @@ def certify_walk_forward(
         say(f"certifying on bars {lo}..{a - 1}, then checking bars {a}..{b - 1}")
         rec = run_records(bars, cfg, fits[lo], lo, b)
         block, win = rec.part(lo, a), rec.part(a, b)
+        # a block bar whose outcome needs a bar of the window is not a calibration outcome: the window is what is
+        # being judged, so nothing of it may inform the thresholds
+        inside = block.index + cfg.horizon < a
+        block.has_outcome = block.has_outcome & inside
+        block.correct = block.correct & inside
+        block.candidate_correct = block.candidate_correct & inside
         cert, curve, _ = certify_records(block, cfg, target, delta)
         chk = WindowCheck(a, b, (lo, a), cert, None, curve, base_rate=win.base_rate())
+        used = block.index[block.has_outcome]
+        chk.extra["last_exit_bar"] = int(used.max()) + cfg.horizon if used.size else None  # must stay < a
         if cert.index is not None:
             v = float(path_values(cfg)[cert.index])
             sel = win.selection(np.array([v]), cfg.horizon)[0]

@@ -113,10 +113,21 @@ class BarRecord:
     direction: int  # the candidate direction: +1, -1, or 0 when the models do not all lean the same way
 
 
-def certification_of(cfg: GateConfig) -> dict[str, Any] | None:
-    """What a certified config's Decisions carry (``Decision.certification``); None when it is not certified."""
+def certification_of(
+    cfg: GateConfig, ensemble: Any = None, symbol: str | None = None, timeframe: str | None = None
+) -> dict[str, Any] | None:
+    """What a certified config's Decisions carry (``Decision.certification``); None when it is not certified, or
+    when the gate is not what was certified: another Layer-1 bundle, symbol or timeframe, or path thresholds edited
+    away from the certified value (the guarantee was computed for those and nothing else)."""
     cf = cfg.certify
     if not cf.certified:
+        return None
+    bundle = ensemble.bundle_hash[:16] if ensemble is not None and getattr(ensemble, "manifest", None) else ""
+    if cf.bundle_hash and bundle != cf.bundle_hash:
+        return None
+    if (cf.symbol and symbol is not None and symbol != cf.symbol) or (
+        cf.timeframe and timeframe is not None and timeframe != cf.timeframe
+    ):
         return None
     p = cfg.l4.params
     thresholds = {
@@ -125,10 +136,14 @@ def certification_of(cfg: GateConfig) -> dict[str, Any] | None:
             if name == "l1"
             else cfg.l2.threshold
             if name == "l2"
-            else p.get(name, {}).get("threshold", REGISTRY[name].defaults["threshold"])
+            else p.get(name, {}).get(
+                REGISTRY[name].certify_param, REGISTRY[name].defaults[REGISTRY[name].certify_param]
+            )
         )
         for name in cf.path
     }
+    if cf.value and any(v != cf.value for v in thresholds.values()):
+        return None
     return {
         "target": cf.target,
         "delta": cf.delta,
@@ -157,7 +172,7 @@ class Gate:
     ) -> None:
         self.config = check_modules(config or GateConfig(), "GateConfig")
         self.config_hash = self.config.hash
-        self.certification = certification_of(self.config)
+        self.certification: dict[str, Any] | None = None  # set with the models (set_ensemble)
         self.timeframe = timeframe
         self.symbol = symbol
         self.features = FeatureEngine(timeframe)
@@ -215,6 +230,7 @@ class Gate:
                 f"{ensemble.timeframe}"
             )
         self.ensemble = ensemble
+        self.certification = certification_of(self.config, ensemble, self.symbol or None, self.timeframe)
         # bars up to the end of the last training label are in sample for these models
         tw = (ensemble.manifest or {}).get("training_window", {}) if ensemble is not None else {}
         self._in_sample_until: int | None = int(tw["last_label_end_ts"]) if "last_label_end_ts" in tw else None

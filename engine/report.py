@@ -326,7 +326,9 @@ def _certification_section(res: ReplayResult) -> str:
         + f"</table><p class=honest>{_esc(s['verdict'])}</p><p class=note>{_esc(cert['method'])}; thresholds "
         f"{_esc(', '.join(cert['path']))} moved together, certified on the {cert['calibration_bars']} bars before "
         "each window by models fitted before those bars. A signal is correct when its P&amp;L after the spread is "
-        "positive. The guarantee is for data like the calibration block (FX bars are not exchangeable).</p></section>"
+        "positive. The guarantee is for data like the calibration block (FX bars are not exchangeable). Held = the "
+        "window's realized precision reached the target; a true precision exactly at the target fails about half "
+        "the windows by chance, so read it with the interval.</p></section>"
     )
     last = cert["windows"][-1] if cert["windows"] else None
     pts = [c for c in (last["curve"] if last else []) if c["signals"]]

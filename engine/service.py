@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
-from fxgate.engine.audit import REFUSED_VETOES, AuditError, AuditLog, AuditRefused, Entry, read_bars, read_line
+from fxgate.engine.audit import REFUSED_VETOES, AuditLog, Entry, read_bars, read_line
 from fxgate.engine.config import GateConfig
 from fxgate.engine.core.bars import TIMEFRAMES, Bar
 from fxgate.engine.core.decision import Decision
@@ -172,6 +173,29 @@ def _same(bar: Bar, logged: dict[str, Any]) -> bool:
     return all(getattr(bar, k) == logged[k] for k in BAR_FIELDS)
 
 
+class _MonitorCollector:
+    """Per symbol, a certified gate's precision monitor: its e-value and whether it has halted the signals."""
+
+    def __init__(self, service: BarService) -> None:
+        self.service = service
+
+    def collect(self) -> Any:
+        e = GaugeMetricFamily(
+            "fxgate_precision_monitor_e_value", "The precision monitor's e-value (halts at 1/alpha)", labels=["symbol"]
+        )
+        h = GaugeMetricFamily(
+            "fxgate_precision_monitor_halted", "1 when the monitor has halted the symbol's signals", labels=["symbol"]
+        )
+        for sym in self.service.pool.names():
+            for m in self.service.pool.gate(sym).modules:
+                if m.name == "precision_monitor":
+                    v = m.verdict()
+                    e.add_metric([sym], v.score if math.isfinite(v.score) else 0.0)
+                    h.add_metric([sym], 0.0 if v.passed else 1.0)
+        yield e
+        yield h
+
+
 class _Metrics:
     """The Prometheus series of one service (its own registry, so two services in one process never mix)."""
 
@@ -207,6 +231,7 @@ class _Metrics:
         )
         Gauge("fxgate_symbols", "Symbols with a gate", registry=r).set_function(lambda: len(service.pool))
         Gauge("fxgate_audit_seq", "Lines in the audit log", registry=r).set_function(lambda: service.audit.seq)
+        r.register(_MonitorCollector(service))
         Gauge("fxgate_up", "1 while bars are accepted, 0 after a storage failure", registry=r).set_function(
             lambda: float(service.broken is None)
         )
@@ -311,6 +336,9 @@ class BarService:
     def _snapshot(self, symbol: str) -> None:
         t0 = time.perf_counter()
         try:
+            # the log first: a snapshot must never hold a bar the durable log lacks (with fsync_every > 1, a power
+            # cut after the snapshot would otherwise restore bars whose resends then get a 409, never logged)
+            self.audit.sync()
             self.pool.gate(symbol).snapshot(self.snapshot_dir / f"{symbol}{SUFFIX}")
         except OSError:
             # not fatal: the audit log holds every bar since the last good snapshot and a restart re-feeds them
@@ -343,7 +371,10 @@ class BarService:
                         resent.append(i)
                         self.metrics.bars.labels("resent").inc()
                         continue
-                    d = await gate.aon_bar(bar)
+                    try:
+                        d = await gate.aon_bar(bar)
+                    except Exception as exc:  # noqa: BLE001 - aon_bar never raises; if it did, state may have moved
+                        self._break(exc, i)
                     if d.first_veto in REFUSED_VETOES:
                         # a refused bar moved the refused count (and maybe a far-gap run): keep it across restarts
                         if gate._bars:  # (a symbol with no accepted bar has no state to keep)
@@ -356,7 +387,10 @@ class BarService:
                             index=i,
                             decision=d.to_dict(),
                         )
-                    body = d.to_dict()
+                    try:
+                        body = d.to_dict()
+                    except Exception as exc:  # noqa: BLE001 - the bar is in the state: it must reach the log
+                        self._break(exc, i)
                     self._log(symbol, gate, d, bar, i)
                     decisions.append(body)
                     self.metrics.decision(d)
@@ -448,18 +482,23 @@ class BarService:
         """The audit append (before the answer), then the snapshot when due. A failed append breaks the service."""
         try:
             entry = self.audit.append(d, bar)
-        except (AuditError, AuditRefused, OSError) as exc:
-            self.broken = (
-                f"the audit log could not be written ({type(exc).__name__}: {exc}); bars are no longer accepted. "
-                f"Fix the storage under {self.audit_dir}, then restart fxgate serve: it restores the last "
-                "consistent state and the client resends the bars it has no answer for"
-            )
-            raise ApiError(503, "unavailable", self.broken, index=i) from exc
+        except Exception as exc:  # noqa: BLE001 - any failure here leaves an accepted bar unlogged
+            self._break(exc, i)
         self._remember(symbol, entry)
         n = self._unsnapped.get(symbol, 0) + 1
         self._unsnapped[symbol] = n
         if n >= self.config.server.snapshot_every:
             self._snapshot(symbol)
+
+    def _break(self, exc: BaseException, i: int) -> None:
+        """A bar is in a gate's state but cannot reach the log: stop accepting bars (fail closed) until a restart
+        restores the last consistent state from the snapshots and the log."""
+        self.broken = (
+            f"an accepted bar could not be logged ({type(exc).__name__}: {exc}); bars are no longer accepted. "
+            f"Fix the cause (the storage under {self.audit_dir}), then restart fxgate serve: it restores the last "
+            "consistent state and the client resends the bars it has no answer for"
+        )
+        raise ApiError(503, "unavailable", self.broken, index=i) from exc
 
     # -- reads -----------------------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ certified config; or refuse, saying why."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -144,6 +145,8 @@ def calibrate_cmd(
     if ens is None:
         dest = bundle_out or out.with_suffix(".bundle")
         cal.ensemble.save(dest)
+        saved = TreeEnsemble.load(dest)  # the certificate names the bundle as it is served: its hash as loaded
+        cal.config = replace(cal.config, certify=replace(cal.config.certify, bundle_hash=saved.bundle_hash[:16]))
         console.print(f"bundle: {dest} (fitted on the bars before the block; serve it with this config)")
     header = (
         f"fxgate calibrate: certified precision >= {cert.target:g} with probability >= {1 - cert.delta:g}\n"

@@ -192,6 +192,10 @@ class CertifyConfig:
     window_start: str = ""  # ... the calibration block's first and last bar (ISO-8601 UTC)
     window_end: str = ""
     method: str = ""  # ... how the thresholds were certified
+    value: float = 0.0  # ... the certified value of every threshold on the path
+    bundle_hash: str = ""  # ... the Layer-1 bundle the calibration scored with (first 16 hex digits)
+    symbol: str = ""  # ... and the instrument and timeframe it was calibrated on
+    timeframe: str = ""
 
     @property
     def certified(self) -> bool:
@@ -567,6 +571,10 @@ n_correct = 0
 window_start = ""
 window_end = ""
 method = ""
+value = 0.0          # the certified value of every path threshold
+bundle_hash = ""     # the certificate holds only for this bundle, symbol and timeframe, and these thresholds:
+symbol = ""          # a Decision made with anything else carries no certification
+timeframe = ""
 
 [server]             # fxgate serve (not part of the config hash: these never change a Decision)
 snapshot_every = 100 # write a symbol's state snapshot after every this many of its bars (atomic; the audit log

@@ -169,3 +169,26 @@ def test_a_snapshot_half_written_by_a_killed_server_does_not_stop_the_restart(tm
     assert again.pool.names() == ["EURUSD"] and again.pool.gate("EURUSD")._bars == 5
     assert not dead.exists()
     again.close()
+
+
+def test_a_certified_gates_precision_monitor_is_on_metrics(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    c = config_from_dict(
+        {
+            "l2": {"enabled": False},
+            "l3": {"enabled": False},
+            "certify": {"target": 0.6, "method": "stated for the test"},
+            "l4": {"modules": ["precision_monitor", "vpin"]},
+        }
+    )
+    s = BarService(c, timeframe="H1", state_dir=tmp_path)
+    post(s, "EURUSD", [row(i) for i in range(850, 853)])
+    got = {
+        (x.name, x.labels.get("symbol")): x.value
+        for fam in text_string_to_metric_families(s.metrics.text().decode())
+        for x in fam.samples
+    }
+    s.close()
+    assert got[("fxgate_precision_monitor_e_value", "EURUSD")] == 1.0  # no signal yet: no evidence against
+    assert got[("fxgate_precision_monitor_halted", "EURUSD")] == 0.0
