@@ -210,6 +210,12 @@ def certify_records(rec: Records, cfg: GateConfig, target: float, delta: float) 
         cert = certify_path(sel[first:], rec.correct, target, delta)
         if cert.index is not None:
             cert = replace(cert, index=cert.index + first)
+        elif first:  # the sequence started below the strictest point: say which point failed
+            where = (
+                f"at the first tested point (every path threshold at {values[first]:g}; the {first} stricter "
+                f"point(s) have fewer than {max(need, cfg.certify.min_signals)} signals)"
+            )
+            cert = replace(cert, reason=cert.reason.replace("at the strictest point", where))
     else:
         first = len(values)
         cert = certify_path(sel, rec.correct, target, delta)  # refuses: says how few signals there are
