@@ -282,15 +282,16 @@ class AuditLog:
                     old.unlink()
 
     # -- append ------------------------------------------------------------------------------------------------
-    def append(self, decision: Decision, bar: Any = None) -> Entry:
+    def append(self, decision: Decision, bar: Any = None, *, as_dict: dict[str, Any] | None = None) -> Entry:
         """Log one accepted bar's Decision (and, given ``bar``, the bar: a :class:`~fxgate.engine.core.bars.Bar`
-        whose ``ts`` is the Decision's); return after it is written (and fsynced when due).
+        whose ``ts`` is the Decision's); return after it is written (and fsynced when due). ``as_dict``: the
+        caller's ``decision.to_dict()``, when it has one already (the server sends the same dict as its answer).
 
         Raises :class:`AuditRefused` for a bar already logged or older than the symbol's last (a resend: skip it
         before calling), or one the gate refused; nothing is written then."""
         if not isinstance(decision, Decision):
             raise AuditRefused("type", f"AuditLog.append takes a Decision, got {type(decision).__name__}")
-        d = decision.to_dict()
+        d = decision.to_dict() if as_dict is None else as_dict
         symbol, ts = d["symbol"], d["ts"]
         if d["first_veto"] in REFUSED_VETOES:
             raise AuditRefused(

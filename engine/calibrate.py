@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from fxgate.engine.audit import iso as _iso
 from fxgate.engine.config import GateConfig, check_modules
 from fxgate.engine.core.bars import Bars
 from fxgate.engine.core.certify import Certificate, certify_path, effective_selection, min_signals
@@ -466,7 +467,3 @@ def summary(checks: list[WindowCheck], target: float, delta: float) -> dict[str,
         "ci95": [lo, hi],
         "verdict": plain,
     }
-
-
-def _iso(ts: int) -> str:
-    return str(np.datetime64(int(ts), "ns"))[:19] + "Z"

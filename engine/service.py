@@ -391,7 +391,7 @@ class BarService:
                         body = d.to_dict()
                     except Exception as exc:  # noqa: BLE001 - the bar is in the state: it must reach the log
                         self._break(exc, i)
-                    self._log(symbol, gate, d, bar, i)
+                    self._log(symbol, d, body, bar, i)
                     decisions.append(body)
                     self.metrics.decision(d)
         except ApiError as e:
@@ -478,10 +478,10 @@ class BarService:
             field=f"bars[{i}].ts",
         )
 
-    def _log(self, symbol: str, gate: Any, d: Decision, bar: Bar, i: int) -> None:
+    def _log(self, symbol: str, d: Decision, body: dict[str, Any], bar: Bar, i: int) -> None:
         """The audit append (before the answer), then the snapshot when due. A failed append breaks the service."""
         try:
-            entry = self.audit.append(d, bar)
+            entry = self.audit.append(d, bar, as_dict=body)  # the answer's dict: Decision.to_dict() once per bar
         except Exception as exc:  # noqa: BLE001 - any failure here leaves an accepted bar unlogged
             self._break(exc, i)
         self._remember(symbol, entry)
