@@ -111,6 +111,10 @@ class BarRecord:
     probs: tuple[ModelProbability, ...]  # Layer 1's calibrated probabilities; empty in sample / without a model
     modules: tuple[ModuleResult, ...]  # the module verdicts Layer 4 evaluated on this bar (may be fewer than all)
     direction: int  # the candidate direction: +1, -1, or 0 when the models do not all lean the same way
+    #: with ``Gate(trace=True)``: every configured module's verdict on this bar, each evaluated alone (whatever
+    #: vetoed before it), in configured order; empty otherwise, for a refused bar, or with Layer 4 off
+    isolated: tuple[ModuleResult, ...] = ()
+    size_alone: float = math.nan  # with ``trace``: the size the sizing modules suggest on this bar, vetoed or not
 
 
 def certification_of(
@@ -169,8 +173,13 @@ class Gate:
         timeframe: str,
         symbol: str = "",
         llm: LlmStack | None = None,
+        trace: bool = False,
     ) -> None:
         self.config = check_modules(config or GateConfig(), "GateConfig")
+        #: evaluate every module's verdict on every accepted bar, each alone (BarRecord.isolated): the report's
+        #: view of what each layer would have done. The Decision is the same either way (module verdicts read
+        #: state, they do not change it: tested); off in live serving, where only the cheapest-first path runs.
+        self.trace = trace
         self.config_hash = self.config.hash
         self.certification: dict[str, Any] | None = None  # set with the models (set_ensemble)
         self.timeframe = timeframe
@@ -343,7 +352,7 @@ class Gate:
                         self._llm_probs[c.bar_index] = c.llm_prob
                     if d.action != "NONE":
                         self._emitted[c.bar_index] = 1 if d.action == "BUY" else -1
-        return BarRecord(d, c.features, c.model_probabilities(), c.modules, c.direction)
+        return BarRecord(d, c.features, c.model_probabilities(), c.modules, c.direction, c.isolated, c.size_alone)
 
     # -- snapshots -------------------------------------------------------------------------------------------------
     @property
@@ -549,7 +558,32 @@ class Gate:
             latency_us={"L1": t_l1 / 1e3, "L4": t_l4_update / 1e3},
         )
         self._run(c, self._fast_layers)
+        if self.trace:
+            self._trace(c)
         return c
+
+    def _trace(self, c: Candidate) -> None:
+        """Every module's verdict alone, reusing those Layer 4 already evaluated on this bar (a module with
+        ``trace_every`` = k > 1 only on every k-th bar: the others are left out), and the sizing modules' size. A
+        module that raises here is traced as failed; the Decision does not see it."""
+        done = {r.name: r for r in c.modules}
+        out = []
+        for m in self.modules:
+            r = done.get(m.name)
+            if r is None and c.bar_index % m.trace_every:
+                continue
+            if r is None:
+                try:
+                    r = m.verdict()
+                except Exception as exc:  # noqa: BLE001 - a diagnostic: the bar's Decision is already made
+                    r = ModuleResult(m.name, math.nan, False, math.nan, f"internal error: {type(exc).__name__}: {exc}")
+            out.append(r)
+        c.isolated = tuple(out)
+        sizing = self.layer("sizing")
+        try:
+            c.size_alone = sizing.size()  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - as above
+            c.size_alone = math.nan
 
     def _run(self, c: Candidate, layers: tuple[Layer, ...]) -> None:
         """The layer loop: each layer's verdict in turn, cheapest first; after a veto, ``mode="cheapest"`` only

@@ -76,6 +76,8 @@ class Candidate:
     llm_prob: float = math.nan  # the judge's P(up): its certainty for BUY, 1 - certainty for SELL (NaN: no answer)
     prompt: dict[str, str] | None = None  # the LLM prompt's placeholders, shared by the judge and the debate
     stage: str = ""  # the layer (or "L4:module") being evaluated: an exception there is that layer's failure
+    isolated: tuple[ModuleResult, ...] = ()  # Gate(trace=True): every module's verdict alone (BarRecord.isolated)
+    size_alone: float = math.nan  # Gate(trace=True): the sizing modules' size, vetoed or not
 
     @property
     def proposed(self) -> str | None:

@@ -48,6 +48,7 @@ from fxgate.engine.core.decision import Decision
 from fxgate.engine.core.errors import FxgateError
 from fxgate.engine.gate import Gate
 from fxgate.engine.metrics import TRADE_COLUMNS, metrics_from, trades_from
+from fxgate.engine.trace import LayerTrace, TraceBuilder
 from fxgate.models._stats import strict_dumps
 from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
 from fxgate.models.labels import LabelSpec
@@ -70,6 +71,8 @@ class ReplayResult:
     fits: list[dict[str, Any]] = field(default_factory=list)
     ensemble: Any = None  # the Layer-1 models of the last window
     horizon: int = 1  # the config's horizon: what trades, metrics and the report's charts score
+    #: every fast layer's verdict alone on every replayed bar (engine/trace.py); None with ``trace=False``
+    trace: LayerTrace | None = None
 
 
 def check_bundle(bundle: Any, bars: Bars, cfg: GateConfig, *, skip_trained_bars: bool = False) -> int:
@@ -132,9 +135,11 @@ def replay(
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     fit_progress: Callable[[str], None] | None = None,
+    trace: bool = True,
 ) -> ReplayResult:
     """Run ``Gate.on_bar`` over ``bars`` (see the module docstring for the bundle checks and
-    ``skip_trained_bars``)."""
+    ``skip_trained_bars``). With ``trace`` (the default) every module's verdict is also evaluated alone on every
+    replayed bar (``ReplayResult.trace``, engine/trace.py); the Decisions are the same either way."""
     n = len(bars)
     rc = cfg.replay
     fits: list[dict[str, Any]] = []
@@ -154,11 +159,12 @@ def replay(
     models: dict[int, Any] = {}  # k -> the walk-forward fit on bars[:k] (reused by the certification check)
     gate = Gate(cfg, None, timeframe=bars.timeframe, symbol=bars.symbol)
     gate.warm_up()
+    tracer = TraceBuilder(tuple(m.name for m in gate.modules)) if trace else None
     decisions: list[Decision] = []
     interrupted = False
     stop = should_stop or (lambda: False)
     for i, b in enumerate(bars[:start]):
-        gate.on_bar(b)  # warm the state; these bars are history, not results
+        gate.on_bar(b)  # warm the state; these bars are history, not results (not traced)
         if i % 250 == 249 and stop():  # a signal during a long warm-up is answered within 250 bars
             interrupted = True
             break
@@ -196,8 +202,12 @@ def replay(
                 }
             )
         gate.set_ensemble(ens)
+        gate.trace = tracer is not None
         for i in range(a, b):
-            decisions.append(gate.on_bar(bars[i]))
+            rec = gate.evaluate(bars[i])
+            decisions.append(rec.decision)
+            if tracer is not None:
+                tracer.add(rec)
             if progress and (i - start) % 250 == 0:
                 progress(i - start, n - start)
             if stop():
@@ -239,7 +249,18 @@ def replay(
     gate.close()
     if cfg.certify.target > 0 and bundle is None and not interrupted:
         metrics["certification"] = certification_metrics(bars, cfg, models, fit_progress)
-    return ReplayResult(bars, start, decisions, trades, metrics, interrupted, fits, ens, cfg.horizon)
+    return ReplayResult(
+        bars,
+        start,
+        decisions,
+        trades,
+        metrics,
+        interrupted,
+        fits,
+        ens,
+        cfg.horizon,
+        tracer.build() if tracer is not None else None,
+    )
 
 
 def certification_metrics(
@@ -259,8 +280,9 @@ def certification_metrics(
 
 
 def write_outputs(res: ReplayResult, out_dir: Any) -> dict[str, str]:
-    """decisions.parquet, trades.csv and metrics.json into ``out_dir``, each written to a temporary name and renamed
-    into place (:mod:`fxgate.engine.core.atomic`): a kill mid-write never leaves half a file under a final name."""
+    """decisions.parquet, trades.csv, metrics.json and (when traced) layers.parquet into ``out_dir``, each
+    written to a temporary name and renamed into place (:mod:`fxgate.engine.core.atomic`): a kill mid-write never
+    leaves half a file under a final name."""
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -281,5 +303,11 @@ def write_outputs(res: ReplayResult, out_dir: Any) -> dict[str, str]:
         pd.DataFrame(rows).to_parquet(tmp, index=False)
     with atomic_path(d / "trades.csv") as tmp:
         pd.DataFrame(res.trades, columns=list(TRADE_COLUMNS)).to_csv(tmp, index=False)
+    names = ["decisions.parquet", "trades.csv", "metrics.json"]
+    if res.trace is not None:
+        with atomic_path(d / "layers.parquet") as tmp:
+            start = res.start
+            res.trace.to_frame(res.bars.ts[start : start + len(res.decisions)]).to_parquet(tmp, index=False)
+        names.append("layers.parquet")
     write_text(d / "metrics.json", strict_dumps(res.metrics, indent=1))  # strict JSON: null, never NaN
-    return {k: str(d / k) for k in ("decisions.parquet", "trades.csv", "metrics.json")}
+    return {k: str(d / k) for k in names}

@@ -44,7 +44,14 @@ RUN_FILE = "run.json"
 RUN_FORMAT = "fxgate-run/1"
 #: Names fxgate writes into a replay directory: present without a run.json listing them, they are from a run that
 #: cannot be identified.
-OUTPUT_NAMES = ("decisions.parquet", "trades.csv", "metrics.json", "report.html", "llm_probe.json")
+OUTPUT_NAMES = (
+    "decisions.parquet",
+    "trades.csv",
+    "metrics.json",
+    "layers.parquet",
+    "report.html",
+    "llm_probe.json",
+)
 STATUSES = ("running", "complete", "interrupted", "failed")
 
 

@@ -215,6 +215,9 @@ class CertaintyModule(ABC):
     #: the parameter ``fxgate calibrate`` may certify (on ``[certify] path``): the module passes iff its verdict's
     #: score >= that parameter; None: the module has no certifiable threshold
     certify_param: ClassVar[str | None] = None
+    #: a replay's trace (``Gate(trace=True)``) evaluates this module alone on every ``trace_every``-th accepted bar
+    #: where the gate did not reach it: 1 for every module whose verdict costs microseconds
+    trace_every: ClassVar[int] = 1
     defaults: ClassVar[dict[str, Any]] = {}
     state_keys: ClassVar[tuple[str, ...]] = ()
 
