@@ -1,0 +1,229 @@
+"""The replay's per-bar trace (every fast layer alone) and the figures computed from it (engine/diagnostics.py).
+
+* Tracing changes no Decision: the replay with and without it gives the same Decisions on every bar.
+* Each module's verdict alone equals the one a ``mode = "full"`` gate (which evaluates every module on every bar in
+  its own layer loop) reports for that bar — an independent path through the gate.
+* The diagnostics equal naive loops over the Decisions, the bars and the trace written here: the funnel, the pass
+  rates alone, the layer-alone rules' precision after the spread, the precision–coverage points, the reliability
+  bins, the pass-flag correlation (numpy's corrcoef on the flags) and the joint-vs-product figure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.stats.proportion import proportion_confint
+
+from fxgate.engine import diagnostics as D
+from fxgate.engine import sample_bars
+from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, ReplayConfig
+from fxgate.engine.replaying import replay, write_outputs
+
+# every default module (all 18). L1 at 0.5 passes wherever the three models lean one way, so Layer 4 runs and
+# its modules' state decides the first veto (a trace that disturbed that state would change the Decisions); the
+# cheapest gate still stops at the first failing module, and the trace must show the ones after it
+CFG = GateConfig(
+    horizon=2,
+    l1=L1Config(threshold=0.5),
+    spread=8e-5,
+    l2=L2Config(enabled=False),
+    l3=L3Config(enabled=False),
+    replay=ReplayConfig(train_bars=2000, window_bars=600, n_estimators=20, folds=1),
+)
+BARS = sample_bars()[:2600]
+
+
+def _strip(d):
+    x = d.to_dict()
+    for v in x["layers"]:
+        v.pop("latency_us")
+    return x
+
+
+pytestmark = pytest.mark.slow  # three replays of 600 bars through all 18 modules (about a minute)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    traced = replay(BARS, CFG)
+    plain = replay(BARS, CFG, trace=False)
+    full = replay(BARS, replace(CFG, mode="full"), trace=False)
+    return traced, plain, full
+
+
+def test_tracing_changes_no_decision(runs):
+    traced, plain, _ = runs
+    assert plain.trace is None and traced.trace is not None
+    assert len(traced.decisions) == len(plain.decisions) == len(traced.trace)
+    assert [_strip(a) for a in traced.decisions] == [_strip(b) for b in plain.decisions]
+    vetoes = {d.first_veto for d in plain.decisions}
+    assert "L1" in vetoes and len({v for v in vetoes if v and v.startswith("L4:")}) >= 2  # L4's state matters here
+
+
+def test_each_module_alone_is_what_a_full_mode_gate_reports(runs):
+    traced, _, full = runs
+    tr = traced.trace
+    assert tr.modules == tuple(CFG.l4.modules)
+    compared = 0
+    for k, d in enumerate(full.decisions):
+        got = {r.name: r for r in d.layer("L4").details}
+        assert set(got) == set(tr.modules)  # full mode evaluates every module on every bar
+        for j, name in enumerate(tr.modules):
+            if not tr.evaluated[k, j]:
+                continue
+            r = got[name]
+            assert tr.passed[k, j] == r.passed, (k, name)
+            assert (math.isnan(r.score) and math.isnan(tr.score[k, j])) or tr.score[k, j] == r.score, (k, name)
+            assert tr.threshold[k, j] == r.threshold or (math.isnan(r.threshold) and math.isnan(tr.threshold[k, j]))
+            compared += 1
+    # every module on every bar, except shap (trace_every = 10): on a tenth of them
+    n = len(tr)
+    assert compared == n * (len(tr.modules) - 1) + int(tr.evaluated[:, tr.modules.index("shap")].sum())
+    assert n // 10 <= tr.evaluated[:, tr.modules.index("shap")].sum() <= n // 10 + 1
+    # the L1 probabilities are the Decisions' own
+    p = np.array([[x.p_up for x in d.layer("L1").details] or [np.nan] * 3 for d in traced.decisions])
+    np.testing.assert_array_equal(np.isnan(p), np.isnan(tr.l1_probs))
+    np.testing.assert_array_equal(p[~np.isnan(p)], tr.l1_probs[~np.isnan(tr.l1_probs)])
+    # the modules the cheapest gate never reached on a bar (after the first failing one) are in the trace
+    hidden = sum(len(tr.modules) - len(d.layer("L4").details) for d in traced.decisions if d.layer("L4").details)
+    assert hidden > 0 and 0 < tr.l1_passed.sum() < len(tr)
+
+
+def test_layers_parquet(runs, tmp_path):
+    traced, _, _ = runs
+    files = write_outputs(traced, tmp_path)
+    df = pd.read_parquet(files["layers.parquet"])
+    assert len(df) == len(traced.decisions)
+    assert (df["ts"].astype("int64").to_numpy() == np.array([d.ts for d in traced.decisions])).all()
+    np.testing.assert_array_equal(df["vpin_passed"].to_numpy(), traced.trace.passed[:, 0])
+    assert {f"{m}_score" for m in CFG.l4.modules} <= set(df.columns)
+
+
+# -- the diagnostics against naive loops -----------------------------------------------------------------------------
+def _naive_outcomes(res):
+    """Candidate direction and P&L after the spread per replayed bar, from the Decisions' own probabilities."""
+    c, h = res.bars.close, res.horizon
+    d, pnl = [], []
+    for k, dec in enumerate(res.decisions):
+        ps = [x.p_up for x in dec.layer("L1").details]
+        lean = 0
+        if len(ps) == 3 and all(p >= 0.5 for p in ps):
+            lean = 1
+        elif len(ps) == 3 and all(p < 0.5 for p in ps):
+            lean = -1
+        i = res.start + k
+        d.append(lean)
+        pnl.append(lean * (c[i + h] - c[i]) - CFG.spread if lean and i + h < len(c) else math.nan)
+    return np.array(d), np.array(pnl)
+
+
+def test_funnel_and_pass_rates(runs):
+    traced, _, _ = runs
+    f = dict(D.funnel(traced))
+    veto = {}
+    for d in traced.decisions:
+        veto[d.first_veto] = veto.get(d.first_veto, 0) + 1
+    n = len(traced.decisions)
+    assert f["replayed"] == n and f["L1"] == n - veto.get("L1", 0) - veto.get("input", 0)
+    assert f["signals"] == sum(d.action != "NONE" for d in traced.decisions)
+    tr = traced.trace
+    pa = D.pass_alone(traced)
+    for j, name in enumerate(tr.modules):
+        ev = [k for k in range(n) if tr.evaluated[k, j]]
+        assert pa[name]["evaluated"] == len(ev)
+        assert pa[name]["passed"] == sum(bool(tr.passed[k, j]) for k in ev)
+    assert pa["L1"]["passed"] == sum(d.layer("L1").passed for d in traced.decisions)
+
+
+def test_layer_alone_rules_and_strongest(runs):
+    traced, _, _ = runs
+    d, pnl = _naive_outcomes(traced)
+    tr = traced.trace
+    rules = D.layer_alone_rules(traced, CFG.spread)
+    base = [p > 0 for p in pnl if not math.isnan(p)]
+    for j, name in enumerate(tr.modules):
+        wins = [pnl[k] > 0 for k in range(len(d)) if tr.evaluated[k, j] and tr.passed[k, j] and not math.isnan(pnl[k])]
+        r = rules[name]
+        assert r.signals == len(wins), name
+        if wins:
+            assert r.precision == pytest.approx(sum(wins) / len(wins), abs=1e-12)
+        if name != "shap":
+            assert r.base_rate == pytest.approx(sum(base) / len(base), abs=1e-12)
+    s = D.strongest_rule(traced, CFG.spread, min_signals=20)
+    half = len(d) // 2
+    # the chosen rule is the best lower bound on the first half (recomputed with statsmodels' Wilson on that half:
+    # horizon 2 makes diagnostics use a HAC effective count, so compare the choice's own figures instead)
+    first = D.layer_alone_rules(traced, CFG.spread, slice(0, half))
+    ok = {k: v for k, v in first.items() if v.signals >= 20}
+    assert s["rule"] == max(ok, key=lambda k: (ok[k].ci95[0], ok[k].signals))
+    j = tr.modules.index(s["rule"]) if s["rule"] != "L1" else None
+    second = [
+        pnl[k] > 0
+        for k in range(half, len(d))
+        if not math.isnan(pnl[k]) and (tr.passed[k, j] and tr.evaluated[k, j] if j is not None else tr.l1_passed[k])
+    ]
+    assert s["out_of_sample"]["signals"] == len(second)
+    assert s["out_of_sample"]["precision"] == pytest.approx(sum(second) / len(second), abs=1e-12)
+
+
+def test_precision_coverage_points(runs):
+    traced, _, _ = runs
+    d, pnl = _naive_outcomes(traced)
+    p = traced.trace.l1_probs
+    pc = D.precision_coverage(traced, CFG.spread, thresholds=np.array([0.5, 0.52, 0.55]))
+    for pt in pc["points"]:
+        t = pt["threshold"]
+        wins = [
+            pnl[k] > 0
+            for k in range(len(d))
+            if d[k] and not math.isnan(pnl[k]) and min(x if x >= 0.5 else 1 - x for x in p[k]) >= t
+        ]
+        assert pt["signals"] == len(wins)
+        if wins:
+            assert pt["precision"] == pytest.approx(np.mean(wins), abs=1e-12)
+
+
+def test_reliability_bins_against_statsmodels_wilson(runs):
+    res = runs[0]
+    c, h = res.bars.close, res.horizon
+    bins = D.reliability(res, bins=5)
+    assert sum(b["bars"] for b in bins) == sum(
+        len(ps) == 3 and i + h < len(c) and c[i + h] != c[i]
+        for i, ps in ((res.start + k, [x.p_up for x in dec.layer("L1").details]) for k, dec in enumerate(res.decisions))
+    )
+    hits = {}
+    for k, dec in enumerate(res.decisions):  # the bins by hand: mean P(up) folded, hit = direction of the h-bar move
+        ps = [x.p_up for x in dec.layer("L1").details]
+        i = res.start + k
+        if len(ps) == 3 and i + h < len(c) and c[i + h] != c[i]:
+            p = sum(ps) / 3
+            conf = max(p, 1 - p)
+            j = min(int((conf - 0.5) / 0.1), 4)
+            hits.setdefault(j, []).append((p >= 0.5) == (c[i + h] > c[i]))
+    for j, b in enumerate(bins):
+        assert b["bars"] == len(hits.get(j, []))
+        if b["bars"]:
+            assert b["hit_rate"] == pytest.approx(np.mean(hits[j]), abs=1e-12)
+    for b in bins:
+        if b["bars"]:
+            k = round(b["hit_rate"] * b["bars"])
+            lo, hi = proportion_confint(k, b["bars"], alpha=0.05, method="wilson")
+            assert b["ci95"] == pytest.approx([lo, hi], abs=1e-9)
+
+
+def test_pass_correlation_is_numpys_corrcoef(runs):
+    traced, _, _ = runs
+    tr = traced.trace
+    names, phi, joint = D.pass_correlation(traced)
+    a, b = names.index("vpin"), names.index("regime")
+    x, y = tr.passed[:, a - 1].astype(float), tr.passed[:, b - 1].astype(float)
+    assert phi[a, b] == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+    flags = np.column_stack([tr.l1_passed, tr.passed])
+    cols = [names.index(n) for n in joint["layers"]]
+    assert "shap" not in joint["layers"] and "L1" in joint["layers"]  # shap is traced on a sample of the bars
+    assert joint["all_passed"] == pytest.approx(np.all(flags[:, cols], axis=1).mean(), abs=1e-12)
+    assert joint["product_of_rates"] == pytest.approx(np.prod(flags[:, cols].mean(axis=0)), rel=1e-9)
