@@ -236,7 +236,8 @@ def precision_coverage(res: Any, spread: float, thresholds: np.ndarray | None = 
     d, pnl = outcomes(res, spread)
     p = tr.l1_probs
     conf = np.where(p >= 0.5, p, 1 - p).min(axis=1)
-    scor = np.isfinite(pnl) | ((d == 0) & np.isfinite(conf))
+    idx = res.start + np.arange(len(tr))
+    scor = (idx + res.horizon < len(res.bars.close)) & np.isfinite(conf)  # bars with L1 scores and an exit
     ts = np.round(np.linspace(0.5, 0.99, 50), 4) if thresholds is None else np.asarray(thresholds, float)
     pts = []
     for t in ts:
@@ -248,12 +249,12 @@ def precision_coverage(res: Any, spread: float, thresholds: np.ndarray | None = 
 
 
 def latencies(res: Any) -> dict[str, np.ndarray]:
-    """Per layer, the latency (µs) of every Decision on which the layer was evaluated (not disabled, not skipped
-    after an earlier veto)."""
+    """Per layer, the latency (µs) of every Decision on which the layer spent time: evaluated, or skipped after an
+    earlier veto but with its state update timed (Layer 4's modules update on every accepted bar)."""
     out: dict[str, list[float]] = {}
     for dec in res.decisions:
         for v in dec.layers:
-            if v.enabled and not v.reason.startswith("not evaluated"):
+            if v.enabled and (not v.reason.startswith("not evaluated") or v.latency_us > 0):
                 out.setdefault(v.name, []).append(v.latency_us)
     return {k: np.asarray(v, dtype=float) for k, v in out.items()}
 

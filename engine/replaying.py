@@ -163,6 +163,8 @@ def replay(
     decisions: list[Decision] = []
     interrupted = False
     stop = should_stop or (lambda: False)
+    if fit_progress and start:
+        fit_progress(f"warming the gate's state on the first {start} bars (history: not scored)")
     for i, b in enumerate(bars[:start]):
         gate.on_bar(b)  # warm the state; these bars are history, not results (not traced)
         if i % 250 == 249 and stop():  # a signal during a long warm-up is answered within 250 bars

@@ -3,6 +3,7 @@ summarised on the console. Run in the command's process, or in a worker process 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -12,8 +13,9 @@ from typing import Any
 
 import click
 import numpy as np
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from fxgate.engine import diagnostics
 from fxgate.engine.config import GateConfig, load_config
 from fxgate.engine.core.atomic import atomic_path, write_text
 from fxgate.engine.core.records import candidate_direction
@@ -23,7 +25,50 @@ from fxgate.engine.replaying import ReplayResult, replay, write_outputs
 from fxgate.engine.report import write_report
 from fxgate.models.ensemble import TreeEnsemble
 
-__all__ = ["Job", "replay_one", "print_summary"]
+__all__ = ["Job", "replay_one", "print_summary", "Steps"]
+
+
+class Steps:
+    """Console progress for a replay: one line per step (warm-up, each Layer-1 refit, each certification window,
+    the report, the LLM diagnostic) with its elapsed time, and one bar for the replayed bars with their rate.
+    ``step(msg)`` ends the current step and starts the next; a replay tick ends a refit (its bars are running)."""
+
+    def __init__(self, prog: Progress, symbol: str) -> None:
+        self.prog, self.symbol = prog, symbol
+        self.current: TaskID | None = None
+        self.bars: TaskID | None = None
+        self.t0 = time.perf_counter()
+
+    def step(self, msg: str) -> None:
+        self.done()
+        self.current = self.prog.add_task(msg, total=None, count="")
+
+    def done(self) -> None:
+        if self.current is not None:
+            self.prog.update(self.current, total=1, completed=1)
+            self.current = None
+
+    def tick(self, done: int, total: int) -> None:
+        self.done()
+        if self.bars is None:
+            self.t0 = time.perf_counter()
+            self.bars = self.prog.add_task(f"replay {self.symbol}", total=total, count="")
+        el = time.perf_counter() - self.t0
+        rate = f" {done / el:,.0f} bars/s" if el > 0 and done else ""
+        self.prog.update(self.bars, completed=done, total=total, count=f"{done}/{total} bars{rate}")
+
+    def finish_bars(self, done: int) -> None:
+        if self.bars is not None:
+            self.prog.update(self.bars, completed=done, total=done, count=f"{done} bars")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[count]}"),
+        TimeElapsedColumn(),
+    )
 
 
 @dataclasses.dataclass
@@ -59,40 +104,38 @@ def replay_one(
         click.secho(rep_.summary(), fg="yellow", err=True)
     ens = TreeEnsemble.load(bundle) if bundle else None
     t0 = time.perf_counter()
-    if show_progress:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} bars"),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-        ) as prog:
-            task = prog.add_task(f"replay {bars.symbol}", total=None, rate="")
-
-            def tick(done: int, total: int) -> None:
-                el = time.perf_counter() - t0
-                prog.update(task, completed=done, total=total, rate=f"{done / el:,.0f} bars/s" if el > 0 else "")
-
-            res = replay(
-                bars,
-                cfg,
-                bundle=ens,
-                progress=tick,
-                should_stop=should_stop,
-                fit_progress=lambda msg: prog.update(task, description=msg),
-                **replay_kwargs,
-            )
-            prog.update(task, description=f"replay {bars.symbol}", completed=len(res.decisions))
-    else:
-        res = replay(bars, cfg, bundle=ens, should_stop=should_stop, **replay_kwargs)
-    files = write_outputs(res, out)
-    rep = Path(out) / "report.html"
-    with atomic_path(rep) as tmp:
-        write_report(res, tmp, cfg.hash)
+    steps: Steps | None = None
+    prog = _progress() if show_progress else None
+    with prog if prog is not None else contextlib.nullcontext():
+        if prog is not None:
+            steps = Steps(prog, bars.symbol)
+        res = replay(
+            bars,
+            cfg,
+            bundle=ens,
+            progress=steps.tick if steps else None,
+            should_stop=should_stop,
+            fit_progress=steps.step if steps else None,
+            **replay_kwargs,
+        )
+        if steps:
+            steps.finish_bars(len(res.decisions))
+        probe = None
+        if probe_llm and (cfg.l2.enabled or cfg.l3.enabled) and not res.interrupted:
+            if steps:
+                steps.step("LLM diagnostic: one candidate bar through layers 2 and 3 (mode = full)")
+            probe = _probe_llm(res, cfg, Path(out))
+        if steps:
+            steps.step("writing decisions.parquet, layers.parquet, trades.csv, metrics.json")
+        files = write_outputs(res, out)
+        rep = Path(out) / "report.html"
+        if steps:
+            steps.step("writing report.html")
+        with atomic_path(rep) as tmp:
+            write_report(res, tmp, cfg.hash, probe=probe.pop("decision") if probe else None)
+        if steps:
+            steps.done()
     m = res.metrics
-    probe = None
-    if probe_llm and (cfg.l2.enabled or cfg.l3.enabled) and not res.interrupted:
-        probe = _probe_llm(res, cfg, Path(out))
     return {
         "llm_layers": m.get("llm_layers", {}),
         "probe": probe,
@@ -105,6 +148,7 @@ def replay_one(
         "signals": m["signals"],
         "precision": m["precision"],
         "precision_ci95": m["precision_ci95"],
+        "base_rate": m.get("base_rate"),
         "pnl_pips": m["pnl_pips"],
         "honesty": m["honesty"],
         "interrupted": res.interrupted,
@@ -112,6 +156,24 @@ def replay_one(
         "first_veto": m["first_veto"],
         "cost_warning": (m.get("costs") or {}).get("warning"),
         "certification": m.get("certification"),
+        "layers": _layer_summary(res, cfg) if res.trace is not None and len(res.decisions) else None,
+    }
+
+
+def _layer_summary(res: ReplayResult, cfg: GateConfig) -> dict[str, Any]:
+    """Plain data for the console summary and the multi-file summary page: the funnel, each layer's pass rate
+    alone, the joint-vs-product figure and the strongest layer-alone rule (engine/diagnostics.py)."""
+    names, phi, joint = diagnostics.pass_correlation(res)
+    off = np.where(np.eye(len(names), dtype=bool) | ~np.isfinite(phi), 0.0, phi)
+    a, b = np.unravel_index(int(np.argmax(np.abs(off))), off.shape) if len(names) > 1 else (0, 0)
+    pair = {"layers": [names[a], names[b]], "phi": float(off[a, b])} if off[a, b] else None
+    return {
+        "pair": pair,
+        "funnel": diagnostics.funnel(res),
+        "alone": diagnostics.pass_alone(res),
+        "joint": joint,
+        "strongest": diagnostics.strongest_rule(res, cfg.spread),
+        "l1_threshold": cfg.l1.threshold,
     }
 
 
@@ -132,8 +194,10 @@ def _probe_llm(res: ReplayResult, cfg: GateConfig, out: Path) -> dict | None:
     g.warm_up(bars[:pick])
     d = g.on_bar(bars[pick])
     g.close()
-    write_text(out / "llm_probe.json", json.dumps(d.to_dict(), indent=1))
+    full = d.to_dict()
+    write_text(out / "llm_probe.json", json.dumps(full, indent=1))
     return {
+        "decision": full,  # for the report (removed before this summary crosses a process boundary)
         "ts": str(bars.times[pick])[:16],
         "L1": d.layer("L1").reason,
         "L2": d.layer("L2").reason,
@@ -184,4 +248,66 @@ def print_summary(r: dict) -> None:
                 + f"threshold {w['threshold']:.3f} -> {w['signals']} signals, {prec}, {base}, held: "
                 + {True: "yes", False: "NO", None: "-"}[w["held"]]
             )
-    click.echo(f"  report: {r['report']}")
+    if r.get("layers"):
+        _print_layers(r["layers"])
+    click.echo(f"  report: {Path(r['report']).resolve().as_uri()}")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _print_layers(s: dict[str, Any]) -> None:
+    """Where the bars stopped, each layer alone, the joint figure and the strongest layer-alone rule."""
+    f = s["funnel"]
+    alive = dict(f)
+    lost, prev = [], alive["accepted"]
+    for name, n in f[2:-1]:
+        if prev - n:
+            lost.append(f"{name} {prev - n}")
+        prev = n
+    refused = alive["replayed"] - alive["accepted"]
+    click.echo(
+        f"  where bars stopped (cheapest layer first): {', '.join(lost) or 'nowhere'}"
+        + (f"; {refused} bars refused as input" if refused else "")
+        + f"; {alive['signals']} signals"
+    )
+    alone = s["alone"]
+    l1 = alone.get("L1", {})
+    mods = sorted(
+        ((k, v) for k, v in alone.items() if k != "L1" and v["rate"] is not None), key=lambda kv: kv[1]["rate"]
+    )
+    never = [k for k, v in mods if v["passed"] == 0]
+    always = [k for k, v in mods if v["passed"] == v["evaluated"]]
+    parts = [f"L1 (>= {s['l1_threshold']:g}) {_pct(l1.get('rate'))}"]
+    parts += [f"{k} {_pct(v['rate'])}" for k, v in mods if k not in never and k not in always]
+    click.echo("  each layer alone passes: " + ", ".join(parts))
+    if never:
+        click.echo(f"    never passed: {', '.join(never)}")
+    if always:
+        click.echo(f"    always passed: {', '.join(always)}")
+    j, pair = s["joint"], s.get("pair")
+    if j.get("all_passed") and len(j["layers"]) > 1:
+        click.echo(
+            f"  not independent: the {len(j['layers'])} layers that pass sometimes all passed together on "
+            f"{_pct(j['all_passed'])} of {j['bars']} bars; multiplying their pass rates would say "
+            f"{_pct(j['product_of_rates'])}"
+        )
+    if pair:
+        click.echo(
+            f"  most correlated pass flags: {pair['layers'][0]} and {pair['layers'][1]} (phi {pair['phi']:+.2f}); "
+            "the report shows every pair"
+        )
+    st = s["strongest"]
+    if st.get("rule") is None:
+        click.echo(f"  strongest layer-alone rule: none ({st['reason']})")
+        return
+    o = st["out_of_sample"]
+    lo, hi = o["ci95"]
+    a, b = st["scored_on_bars"]
+    prec = f"{_pct(o['precision'])} [{_pct(lo)}, {_pct(hi)}] of {o['signals']}" if o["signals"] else "no signal"
+    click.echo(
+        f"  strongest layer-alone rule (chosen on the first half of the replayed bars, scored on bars {a}..{b - 1}): "
+        f"trade every candidate {st['rule']} passes -> {prec} correct after the spread; base rate "
+        f"{_pct(o['base_rate'])} (every candidate on the same bars)"
+    )

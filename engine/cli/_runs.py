@@ -20,6 +20,7 @@ from fxgate.engine.core.errors import FxgateError
 from fxgate.engine.core.hashing import file_sha256
 from fxgate.engine.core.version import __version__
 from fxgate.engine.rundir import OUTPUT_NAMES, check_run_dir, finish_run, start_run
+from fxgate.engine.summary_page import write_summary
 from fxgate.training.nano import ensure_nano
 
 __all__ = ["check_out_path", "check_data_file", "run_replays"]
@@ -158,6 +159,10 @@ def run_replays(
         elif j.result is None:
             err = "not run: stopped by a signal before this file's turn"
         finish_run(j.out, j.run, j.status, [n for n in written if (j.out / n).exists()], error=err)
+    done = {j.out.name: j.result for j in jobs if j.result is not None}
+    if len(jobs) > 1 and done and len({j.out.parent for j in jobs}) == 1:
+        page = write_summary(done, jobs[0].out.parent / "summary.html")
+        click.echo(f"summary of {len(done)} files: {page.resolve().as_uri()}")
     failed = [j for j in jobs if j.status == "failed"]
     if failed:
         if len(jobs) == 1:

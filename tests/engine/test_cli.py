@@ -106,11 +106,11 @@ def test_replay_writes_every_output_and_refuses_an_overlapping_bundle(tmp_path):
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, ["replay", "--data", str(data), "--config", str(cfg), "--out", str(out)])
     assert r.exit_code == 0, r.output
-    for f in ("decisions.parquet", "trades.csv", "metrics.json", "report.html"):
+    for f in ("decisions.parquet", "layers.parquet", "trades.csv", "metrics.json", "report.html"):
         assert (out / f).exists(), f
     run = json.loads((out / "run.json").read_text())  # written last, naming every file with its size and sha256
     assert run["status"] == "complete" and sorted(run["files"]) == sorted(
-        ["decisions.parquet", "trades.csv", "metrics.json", "report.html"]
+        ["decisions.parquet", "layers.parquet", "trades.csv", "metrics.json", "report.html"]
     )
     for f, want in run["files"].items():
         assert want == {"size": (out / f).stat().st_size, "sha256": hashlib.sha256((out / f).read_bytes()).hexdigest()}
