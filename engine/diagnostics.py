@@ -31,6 +31,7 @@ __all__ = [
     "funnel",
     "pass_alone",
     "pass_correlation",
+    "joint_by_depth",
     "rule_stats",
     "layer_alone_rules",
     "strongest_rule",
@@ -121,6 +122,36 @@ def pass_correlation(res: Any) -> tuple[list[str], np.ndarray, dict[str, Any]]:
         "product_of_rates": float(np.prod(rates[mixed])) if mixed else None,
     }
     return names, phi, joint
+
+
+def joint_by_depth(res: Any) -> list[dict[str, Any]]:
+    """The product rule tested layer by layer: the layers evaluated on every accepted bar with a pass rate strictly
+    between 0 and 1, taken in order of decreasing pass rate; for the first ``k`` of them (k = 2, 3, ...), the share
+    of accepted bars on which all ``k`` passed beside the product of their ``k`` pass rates. Independent layers
+    would make the two equal up to noise; layers that pass on the same bars make the first larger."""
+    tr = res.trace
+    names = list(tr.passes())
+    flags = np.column_stack([tr.l1_passed, tr.passed])[tr.accepted]
+    ev = np.column_stack([tr.accepted, tr.evaluated & tr.accepted[:, None]])[tr.accepted]
+    if not len(flags):
+        return []
+    rates = flags.mean(axis=0)
+    keep = [j for j in range(len(names)) if ev[:, j].all() and 0 < rates[j] < 1]
+    keep.sort(key=lambda j: -rates[j])
+    out = []
+    for k in range(2, len(keep) + 1):
+        cols = keep[:k]
+        both = np.all(flags[:, cols], axis=1)
+        out.append(
+            {
+                "layers": [names[j] for j in cols],
+                "bars": int(len(flags)),
+                "all_passed": float(both.mean()),
+                "all_passed_bars": int(both.sum()),
+                "product_of_rates": float(np.prod(rates[cols])),
+            }
+        )
+    return out
 
 
 @dataclass(frozen=True)

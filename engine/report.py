@@ -671,7 +671,40 @@ def _correlation_section(res: ReplayResult) -> Parts:
         "phi: the Pearson correlation of two layers' pass flags over the accepted bars both were evaluated on "
         "(grey: undefined). Layers that pass on the same bars add less than their rates suggest."
     )
-    return [(_section(title, sentence), p), (_note(note) + "</section>", None)]
+    parts: Parts = [(_section(title, sentence), p), (_note(note), None)]
+    depth = dg.joint_by_depth(res)
+    if depth:
+        k = np.arange(2, len(depth) + 2)
+        obs = np.array([d["all_passed"] for d in depth])
+        prod = np.array([d["product_of_rates"] for d in depth])
+        floor = 0.5 / max(1, depth[0]["bars"])  # a share of 0 drawn at half a bar (log axis)
+        dsrc = ColumnDataSource(
+            {
+                "k": k.astype(np.int32),
+                "observed": _f32(np.maximum(obs, floor)),
+                "product": _f32(np.maximum(prod, floor)),
+                "obs_txt": [_share(x) for x in obs],
+                "prod_txt": [_share(x) for x in prod],
+                "added": [d["layers"][-1] for d in depth],
+            },
+            name="joint_depth",
+        )
+        q = _fig("joint_depth", 260, y_axis_type="log", title="All of the k most-passing layers passed together")
+        r1 = q.line("k", "observed", source=dsrc, color="#0969da", line_width=2, legend_label="observed share")
+        q.scatter("k", "observed", source=dsrc, color="#0969da", size=5)
+        q.line("k", "product", source=dsrc, color="#cf222e", line_dash="dashed", legend_label="product of pass rates")
+        _hover(q, [r1], [("k", "@k (adds @added)"), ("observed", "@obs_txt"), ("product", "@prod_txt")])
+        q.xaxis.axis_label = "k: layers, in order of decreasing pass rate alone"
+        q.yaxis.axis_label = "share of accepted bars"
+        q.legend.location = "bottom_left"
+        depth_note = (
+            "The product rule, layer by layer: for the k layers that pass most often (each evaluated on every "
+            "accepted bar), the share of bars on which all k passed (blue) and the product of their k pass rates "
+            "(red), which is what multiplying per-layer rates assumes. A share of 0 is drawn at half a bar."
+        )
+        parts += [("", q), (_note(depth_note), None)]
+    parts.append(("</section>", None))
+    return parts
 
 
 def _rules_section(res: ReplayResult) -> Parts:
@@ -859,7 +892,7 @@ def _latency_section(res: ReplayResult) -> Parts:
     allv = np.concatenate(list(per.values()))
     lo, hi = float(allv.min()), float(allv.max())
     edges = np.geomspace(lo, hi * 1.0001, 31) if hi > lo else np.array([lo * 0.9, lo * 1.1])
-    p = _fig("latency", 260, x_axis_type="log", title="Latency of each layer on the bars it was evaluated on")
+    p = _fig("latency", 260, x_axis_type="log", title="Latency of each layer per bar")
     for j, (name, v) in enumerate(per.items()):
         cnt, _ = np.histogram(v, edges)
         src = ColumnDataSource({"l": edges[:-1], "r": edges[1:], "n": cnt.astype(np.int32)}, name=f"latency_{name}")
@@ -882,8 +915,9 @@ def _latency_section(res: ReplayResult) -> Parts:
     p.yaxis.axis_label = "bars"
     p.legend.click_policy = "hide"
     note = (
-        "Histogram: the bars on which the gate evaluated the layer (not those it skipped after an earlier veto). "
-        "Table: every bar on which the layer was enabled (Layer 4's state update runs on every bar)."
+        "Histogram and table: every bar on which the layer spent time — evaluated, or (Layer 4) only its modules' "
+        "state update after an earlier veto, which runs on every accepted bar. The trace's extra verdicts are not "
+        "timed: they are not part of the live path."
     )
     return [(_section(title), p), (_note(note) + table + "</section>", None)]
 

@@ -167,7 +167,10 @@ def _layer_summary(res: ReplayResult, cfg: GateConfig) -> dict[str, Any]:
     off = np.where(np.eye(len(names), dtype=bool) | ~np.isfinite(phi), 0.0, phi)
     a, b = np.unravel_index(int(np.argmax(np.abs(off))), off.shape) if len(names) > 1 else (0, 0)
     pair = {"layers": [names[a], names[b]], "phi": float(off[a, b])} if off[a, b] else None
+    depth = diagnostics.joint_by_depth(res)
+    seen = [x for x in depth if x["all_passed_bars"] >= 20]  # the deepest set that still passed together often
     return {
+        "depth": seen[-1] if seen else None,
         "pair": pair,
         "funnel": diagnostics.funnel(res),
         "alone": diagnostics.pass_alone(res),
@@ -213,7 +216,10 @@ def print_summary(r: dict) -> None:
         f"{r['symbol']}: {r['bars']} bars replayed out of sample in {r['seconds']:.0f} s, {r['signals']} "
         f"signals{' (interrupted: partial results)' if r['interrupted'] else ''}"
     )
-    click.echo(f"  first vetoes: {top}")
+    if r.get("layers"):
+        _print_layers(r["layers"])  # where the bars stopped (the first vetoes), each layer alone, the best one
+    else:
+        click.echo(f"  first vetoes: {top}")
     if r.get("cost_warning"):
         click.secho(f"  warning: {r['cost_warning']}", fg="yellow")
     for name, s in r.get("llm_layers", {}).items():
@@ -248,8 +254,6 @@ def print_summary(r: dict) -> None:
                 + f"threshold {w['threshold']:.3f} -> {w['signals']} signals, {prec}, {base}, held: "
                 + {True: "yes", False: "NO", None: "-"}[w["held"]]
             )
-    if r.get("layers"):
-        _print_layers(r["layers"])
     click.echo(f"  report: {Path(r['report']).resolve().as_uri()}")
 
 
@@ -286,12 +290,14 @@ def _print_layers(s: dict[str, Any]) -> None:
         click.echo(f"    never passed: {', '.join(never)}")
     if always:
         click.echo(f"    always passed: {', '.join(always)}")
-    j, pair = s["joint"], s.get("pair")
-    if j.get("all_passed") and len(j["layers"]) > 1:
+    pair = s.get("pair")
+    dp = s.get("depth")
+    if dp:
+        ratio = dp["all_passed"] / dp["product_of_rates"]
         click.echo(
-            f"  not independent: the {len(j['layers'])} layers that pass sometimes all passed together on "
-            f"{_pct(j['all_passed'])} of {j['bars']} bars; multiplying their pass rates would say "
-            f"{_pct(j['product_of_rates'])}"
+            f"  not independent: the {len(dp['layers'])} layers that pass most often all passed together on "
+            f"{_pct(dp['all_passed'])} of {dp['bars']} bars; multiplying their pass rates says "
+            f"{_pct(dp['product_of_rates'])} ({ratio:.2f}x)"
         )
     if pair:
         click.echo(

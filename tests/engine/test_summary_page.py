@@ -130,7 +130,9 @@ def test_console_summary_says_where_bars_stopped(run):
     for name in ("EURUSD", "LATER"):
         dp = pd.read_parquet(out / name / "decisions.parquet")
         counts = dp["first_veto"].value_counts()
-        block = text.split(f"report: {(out / name / 'report.html').resolve().as_uri()}")[0].rsplit("first vetoes", 1)[1]
+        block = text.split(f"report: {(out / name / 'report.html').resolve().as_uri()}")[0].rsplit(
+            " bars replayed out of sample", 1
+        )[1]
         line = next(x for x in block.splitlines() if "where bars stopped" in x)
         for veto, k in counts.items():
             assert f"{veto} {k}" in line, (veto, k, line)

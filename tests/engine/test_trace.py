@@ -227,3 +227,26 @@ def test_pass_correlation_is_numpys_corrcoef(runs):
     assert "shap" not in joint["layers"] and "L1" in joint["layers"]  # shap is traced on a sample of the bars
     assert joint["all_passed"] == pytest.approx(np.all(flags[:, cols], axis=1).mean(), abs=1e-12)
     assert joint["product_of_rates"] == pytest.approx(np.prod(flags[:, cols].mean(axis=0)), rel=1e-9)
+
+
+def test_joint_by_depth_against_a_naive_loop(runs):
+    traced, _, _ = runs
+    tr = traced.trace
+    names = ["L1", *tr.modules]
+    acc = [k for k in range(len(tr)) if tr.accepted[k]]
+    flag = {"L1": [bool(tr.l1_passed[k]) for k in acc]}
+    for j, m in enumerate(tr.modules):
+        if all(tr.evaluated[k, j] for k in acc):
+            flag[m] = [bool(tr.passed[k, j]) for k in acc]
+    rate = {m: sum(v) / len(v) for m, v in flag.items() if 0 < sum(v) < len(v)}
+    order = sorted(rate, key=lambda m: -rate[m])
+    depth = D.joint_by_depth(traced)
+    assert len(depth) == len(order) - 1
+    for k, row in enumerate(depth, start=2):
+        assert row["layers"] == order[:k]
+        together = sum(all(flag[m][i] for m in order[:k]) for i in range(len(acc)))
+        assert row["all_passed_bars"] == together and row["all_passed"] == pytest.approx(together / len(acc))
+        assert row["product_of_rates"] == pytest.approx(math.prod(rate[m] for m in order[:k]), rel=1e-12)
+    assert set(names) >= set(order)
+    # the layers are not independent: somewhere the observed joint share is off the product by more than 10%
+    assert any(abs(r["all_passed"] - r["product_of_rates"]) > 0.1 * r["product_of_rates"] for r in depth)
