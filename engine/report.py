@@ -283,6 +283,7 @@ def _price_chart(res: ReplayResult, tr: LayerTrace | None, xr: Any) -> list[tupl
         {
             "x": x,
             "w": _f32(size * tf * 0.75),
+            "wfull": _f32(size * tf),
             "o": _f32(bo),
             "h": _f32(bh),
             "l": _f32(bl),
@@ -297,7 +298,10 @@ def _price_chart(res: ReplayResult, tr: LayerTrace | None, xr: Any) -> list[tupl
     )
     p = _fig("price", 330, x_axis_type="datetime", x_range=xr, title="Price (mid), signals and candidates")
     p.segment("x", "h", "x", "l", source=src, color="col")
-    bars_r = p.vbar("x", "w", "o", "c", source=src, fill_color="col", line_color="col")
+    p.vbar("x", "w", "o", "c", source=src, fill_color="col", line_color="col")
+    # the hover target: an invisible bar over each candle's whole time span and range, hit in vline mode, so any
+    # mouse position over a candle's column answers (a body can be under a pixel wide, or flat for a doji)
+    hit = p.vbar("x", "wfull", "h", "l", source=src, fill_alpha=0, line_alpha=0)
     pad = float(np.nanmax(hi) - np.nanmin(lo)) * 0.012 or 1e-4
     for key, label, marker, color, size_px, y, off in (
         ("up", "candidate, models lean up", "triangle", GREY, 5, bl, -1.0),
@@ -312,7 +316,7 @@ def _price_chart(res: ReplayResult, tr: LayerTrace | None, xr: Any) -> list[tupl
         p.scatter("x", "y", source=ms, marker=marker, color=color, size=size_px, alpha=0.6, legend_label=label)
     _hover(
         p,
-        [bars_r],
+        [hit],
         [
             ("bar", "@when"),
             ("O H L C", f"@o{fmt} @h{fmt} @l{fmt} @c{fmt}"),
@@ -320,6 +324,7 @@ def _price_chart(res: ReplayResult, tr: LayerTrace | None, xr: Any) -> list[tupl
             ("L1", "@l1"),
             ("modules", "@l4"),
         ],
+        mode="vline",
     )
     p.xaxis.axis_label = "time (UTC)"
     p.yaxis.axis_label = f"{b.symbol} mid price"

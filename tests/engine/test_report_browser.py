@@ -97,8 +97,11 @@ def _built_page(
     price = figure(name="price", x_axis_type="datetime", width=900, height=320, title="Price", tools="pan,reset")
     wicks = price.segment("x", "h", "x", "l", source=src, color="col")
     bodies = price.vbar("x", 2_400_000, "o", "c", source=src, fill_color="col", line_color="col")
+    # as the report does: the hover target is an invisible bar over each candle's whole column, hit in vline mode
+    target = price.vbar("x", 3_600_000, "h", "l", source=src, fill_alpha=0, line_alpha=0)
     if hover:
-        price.add_tools(HoverTool(renderers=[bodies], tooltips=[("bar", "@when"), ("decision", "@why")]))
+        tips = [("bar", "@when"), ("decision", "@why")]
+        price.add_tools(HoverTool(renderers=[target], tooltips=tips, mode="vline"))
     equity = figure(name="equity", x_axis_type="datetime", width=900, height=200, x_range=price.x_range)
     line = equity.line(t, np.cumsum(rng.normal(0, 1, n)), color="#1f77b4", line_width=2)
     if blank:
@@ -117,10 +120,10 @@ def _built_page(
 
 
 def _hover_candle(page, k: int) -> str:
-    """The tooltip with the mouse on candle ``k``'s body (halfway between open and close): it must name that bar's
-    time, as the source the browser holds has it."""
+    """The tooltip with the mouse on candle ``k``'s column at its high (the tip of the wick, not the body, which can
+    be under a pixel wide or flat): it must name that bar's time, as the source the browser holds has it."""
     d = source_data(page, "candles")
-    y = (d["o"][k] + d["c"][k]) / 2
+    y = d["h"][k]
     return check_hover(page, "price", d["x"][k], y, rf"bar:\s*{re.escape(d['when'][k])}(\s|$)")
 
 
@@ -201,8 +204,8 @@ def test_the_report_renders_offline_without_errors_and_its_hover_shows_each_bars
         signals = [k for k in range(n) if res.decisions[k].action != "NONE"]
         vetoed = [k for k in range(n) if res.decisions[k].action == "NONE"]
         assert signals and vetoed
-        # the tallest bodies (easy to point at) among the signals and among the vetoed bars, and the last bar
-        picks = sorted(signals, key=lambda k: -body[k])[:2] + sorted(vetoed, key=lambda k: -body[k])[:2] + [n - 1]
+        # the flattest bodies (the hardest to point at) among the signals and among the vetoed bars, and the last bar
+        picks = sorted(signals, key=lambda k: body[k])[:2] + sorted(vetoed, key=lambda k: body[k])[:2] + [n - 1]
         for k in picks:
             dec = res.decisions[k]
             text = _hover_candle(v.page, k)
