@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats as _stats
 
 from fxgate.engine.core.records import candidate_directions
 from fxgate.engine.metrics import precision_interval
@@ -64,11 +65,13 @@ def outcomes(res: Any, spread: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def funnel(res: Any) -> list[tuple[str, int]]:
-    """Bars still alive after each fast layer in the gate's order (L1, the modules in configured order, sizing),
-    then L2, L3 and the signals, from the Decisions: what the cheapest-first gate did."""
+    """Bars still alive after each fast layer in the gate's order (L1, the modules in configured order, an internal
+    error in Layer 4 or sizing as "L4", sizing), then L2, L3 and the signals, from the Decisions: what the
+    cheapest-first gate did. The last stage's count equals the signals."""
     decs = res.decisions
     n = len(decs)
-    order = ["L1", *(f"L4:{m}" for m in res.trace.modules), "sizing", "L2", "L3"]
+    # "L4" alone is Layer 4 (or sizing) failing with an internal error, after the modules' own vetoes
+    order = ["L1", *(f"L4:{m}" for m in res.trace.modules), "L4", "sizing", "L2", "L3"]
     veto = {}
     for d in decs:
         if d.first_veto:
@@ -128,7 +131,9 @@ def joint_by_depth(res: Any) -> list[dict[str, Any]]:
     """The product rule tested layer by layer: the layers evaluated on every accepted bar with a pass rate strictly
     between 0 and 1, taken in order of decreasing pass rate; for the first ``k`` of them (k = 2, 3, ...), the share
     of accepted bars on which all ``k`` passed beside the product of their ``k`` pass rates. Independent layers
-    would make the two equal up to noise; layers that pass on the same bars make the first larger."""
+    would make the two equal up to noise; layers that pass on the same bars make the first larger. ``p_independent``
+    is the exact binomial test of the observed count against ``n`` × product (the rates treated as known, so it is
+    approximate; a caller that picks one depth after looking at all should multiply it by their number)."""
     tr = res.trace
     names = list(tr.passes())
     flags = np.column_stack([tr.l1_passed, tr.passed])[tr.accepted]
@@ -142,13 +147,16 @@ def joint_by_depth(res: Any) -> list[dict[str, Any]]:
     for k in range(2, len(keep) + 1):
         cols = keep[:k]
         both = np.all(flags[:, cols], axis=1)
+        prod = float(np.prod(rates[cols]))
         out.append(
             {
                 "layers": [names[j] for j in cols],
                 "bars": int(len(flags)),
                 "all_passed": float(both.mean()),
                 "all_passed_bars": int(both.sum()),
-                "product_of_rates": float(np.prod(rates[cols])),
+                "product_of_rates": prod,
+                # two-sided exact binomial test of the count against n x product (rates taken as known)
+                "p_independent": float(_stats.binomtest(int(both.sum()), len(flags), min(max(prod, 0.0), 1.0)).pvalue),
             }
         )
     return out
@@ -209,19 +217,39 @@ def layer_alone_rules(res: Any, spread: float, rows: slice = slice(None)) -> dic
     return out
 
 
-def strongest_rule(res: Any, spread: float, min_signals: int = 30) -> dict[str, Any]:
-    """The layer-alone rule with the highest lower interval bound on the first half of the replayed bars (at least
-    ``min_signals`` signals there), scored on the second half (see the module docstring)."""
+def strongest_rule(res: Any, spread: float, min_signals: int = 30, max_share: float = 0.95) -> dict[str, Any]:
+    """The layer-alone rule whose precision beats the base rate by the most at the lower end of its interval on the
+    first half of the replayed bars (at least ``min_signals`` signals there, and firing on fewer than ``max_share``
+    of the candidates: a rule that passes nearly every candidate is the base rate itself), scored on the second
+    half only. With ``horizon`` = h the second half starts h bars after the first ends, so no price the choice saw
+    is in an outcome it is scored on."""
     n = len(res.trace)
     half = n // 2
+    h = int(res.horizon)
     first = layer_alone_rules(res, spread, slice(0, half))
-    ok = {k: v for k, v in first.items() if v.signals >= min_signals and v.ci95[0] is not None}
-    out: dict[str, Any] = {"chosen_on_bars": [0, half], "scored_on_bars": [half, n], "min_signals": min_signals}
+    out: dict[str, Any] = {
+        "chosen_on_bars": [0, half],
+        "scored_on_bars": [min(n, half + h), n],
+        "min_signals": min_signals,
+        "max_share": max_share,
+    }
+    ok = {
+        k: v
+        for k, v in first.items()
+        if v.signals >= min_signals
+        and v.ci95[0] is not None
+        and v.base_rate is not None
+        and v.signals < max_share * v.base_n
+    }
     if not ok:
-        out.update(rule=None, reason=f"no layer alone gave {min_signals} signals on the first half")
+        out.update(
+            rule=None,
+            reason=f"no layer alone gave {min_signals} signals on the first half while leaving out at least "
+            f"{1 - max_share:.0%} of the candidates",
+        )
         return out
-    name = max(ok, key=lambda k: (ok[k].ci95[0], ok[k].signals))
-    second = layer_alone_rules(res, spread, slice(half, n))[name]
+    name = max(ok, key=lambda k: (ok[k].ci95[0] - ok[k].base_rate, ok[k].signals))
+    second = layer_alone_rules(res, spread, slice(half + h, n))[name]
     out.update(rule=name, selection=ok[name].to_dict(), out_of_sample=second.to_dict(), candidates=len(ok))
     return out
 

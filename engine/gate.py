@@ -563,15 +563,17 @@ class Gate:
         return c
 
     def _trace(self, c: Candidate) -> None:
-        """Every module's verdict alone, reusing those Layer 4 already evaluated on this bar (a module with
-        ``trace_every`` = k > 1 only on every k-th bar: the others are left out), and the sizing modules' size. A
-        module that raises here is traced as failed; the Decision does not see it."""
+        """Every module's verdict alone, reusing those Layer 4 already evaluated on this bar, and the sizing modules'
+        size. A module with ``trace_every`` = k > 1 is traced on every k-th accepted bar only, whether or not the
+        gate reached it there: the bars where the gate did reach it are those every earlier layer passed, so
+        keeping them would bias its figures toward them. A module that raises here is traced as failed; the
+        Decision does not see it."""
         done = {r.name: r for r in c.modules}
         out = []
         for m in self.modules:
-            r = done.get(m.name)
-            if r is None and c.bar_index % m.trace_every:
+            if c.bar_index % max(1, int(m.trace_every)):
                 continue
+            r = done.get(m.name)
             if r is None:
                 try:
                     r = m.verdict()

@@ -284,10 +284,10 @@ def _price_chart(res: ReplayResult, tr: LayerTrace | None, xr: Any) -> list[tupl
             "x": x,
             "w": _f32(size * tf * 0.75),
             "wfull": _f32(size * tf),
-            "o": _f32(bo),
-            "h": _f32(bh),
-            "l": _f32(bl),
-            "c": _f32(bc),
+            "o": np.asarray(bo, dtype=np.float64),  # float32 would round a large price
+            "h": np.asarray(bh, dtype=np.float64),  # float32 would round a large price
+            "l": np.asarray(bl, dtype=np.float64),  # float32 would round a large price
+            "c": np.asarray(bc, dtype=np.float64),  # float32 would round a large price
             "col": np.where(bc >= bo, "#2da44e", "#d1242f").tolist(),
             "when": whens,
             "why": whys,
@@ -739,8 +739,9 @@ def _rules_section(res: ReplayResult) -> Parts:
     else:
         sel, oos = s["selection"], s["out_of_sample"]
         strong = (
-            f"Strongest layer alone: {s['rule']}, chosen on the first half (bars {a}–{b - 1}: the highest lower "
-            f"interval bound among {s['candidates']} rules with at least {s['min_signals']} signals; there "
+            f"Strongest layer alone: {s['rule']}, chosen on the first half (bars {a}–{b - 1}: the largest lower "
+            f"interval bound above the base rate among {s['candidates']} rules with at least {s['min_signals']} "
+            f"signals that leave out at least {1 - s['max_share']:.0%} of the candidates; there "
             f"{_pct(sel['precision'])}{_ci(sel['ci95'])} of {sel['signals']}) and scored on the second half only "
             f"(bars {c}–{d - 1}): precision {_pct(oos['precision'])}{_ci(oos['ci95'])} of {oos['signals']} signals, "
             f"beside the base rate {_pct(oos['base_rate'])} of {oos['base_n']} candidates."
@@ -750,6 +751,9 @@ def _rules_section(res: ReplayResult) -> Parts:
         f"passes, whatever the others said, over {res.horizon} bar(s), after the full entry spread; correct when its "
         "P&L is positive. Base rate: trading every candidate on the same bars. Intervals: Wilson"
         + (" on a HAC effective count (overlapping trades)." if res.horizon > 1 else ".")
+        + " The table is measured on every replayed bar: picking the best row from it is a choice made on the bars "
+        "it is scored on, and with ~20 rows at 95% one of them misleads by chance. The sentence above is the "
+        "out-of-sample version of that choice."
     )
     return [
         (_section(title, table + f"<p class=honest id=strongest>{_esc(strong)}</p>" + _note(note) + "</section>"), None)
@@ -837,8 +841,11 @@ def _precision_coverage_section(res: ReplayResult) -> Parts:
     note = (
         "The rule: all three Layer-1 models lean the same way, each with confidence ≥ the threshold. x: share of "
         f"scorable replayed bars it fires on; y: share of its {res.horizon}-bar trades that won after the full "
-        f"entry spread, with the Wilson 95% band; dashed: the base rate (every candidate, {_pct(pc['base_rate'])} of "
-        f"{pc['base_n']}). {counts}."
+        f"entry spread, with the Wilson 95% band"
+        + (" (on a HAC effective count: the trades overlap)" if res.horizon > 1 else "")
+        + f"; dashed: the base rate (every candidate, {_pct(pc['base_rate'])} of {pc['base_n']}). {counts}. The "
+        "bands are pointwise and the curve is measured on the bars it is drawn for: a threshold chosen from it is "
+        "not out of sample (`fxgate calibrate` chooses one with a finite-sample guarantee)."
     )
     if not pts:
         return [

@@ -25,6 +25,10 @@ def _pct(x: float | None) -> str:
 
 
 def _row(name: str, r: dict[str, Any], base: Path) -> str:
+    status = r.get("status", "complete")
+    if "bars" not in r:  # failed, or not run: no figures
+        why = html.escape(str(r.get("error") or status))
+        return f"<tr><th>{html.escape(name)}</th><td colspan=9 class=warn>{html.escape(status)}: {why}</td></tr>"
     ci = r.get("precision_ci95") or [None, None]
     prec = f"{_pct(r['precision'])} [{_pct(ci[0])}, {_pct(ci[1])}]" if r.get("precision") is not None else "-"
     veto = ", ".join(f"{k} {v}" for k, v in list((r.get("first_veto") or {}).items())[:3]) or "-"
@@ -42,8 +46,9 @@ def _row(name: str, r: dict[str, Any], base: Path) -> str:
         link = Path(r["report"]).resolve().relative_to(base.resolve()).as_posix()
     except ValueError:
         link = Path(r["report"]).resolve().as_uri()
+    mark = "" if status == "complete" else f" <span class=warn>({html.escape(status)}: partial results)</span>"
     return (
-        f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(r['symbol']))}</td><td>{r['bars']}</td>"
+        f"<tr><th>{html.escape(name)}{mark}</th><td>{html.escape(str(r['symbol']))}</td><td>{r['bars']}</td>"
         f"<td>{r['signals']}</td><td>{prec}</td><td>{_pct(r.get('base_rate'))}</td>"
         f"<td>{r['pnl_pips']:.1f}</td><td>{html.escape(veto)}</td><td>{rule}</td>"
         f'<td><a href="{html.escape(link)}">report</a></td></tr>'
@@ -87,18 +92,19 @@ def _heatmap(results: dict[str, dict[str, Any]]) -> tuple[str, str]:
 
 
 def write_summary(results: dict[str, dict[str, Any]], path: str | Path) -> Path:
-    """``results``: each file's :func:`~fxgate.engine.cli._replay_file.replay_one` summary by its output
-    directory's name. Written atomically."""
+    """``results``: by output directory name, each file's :func:`~fxgate.engine.cli._replay_file.replay_one`
+    summary with its run status (``status``: complete, interrupted, failed, not run; ``error`` when there is one);
+    a file without figures (failed, not run) gets a row saying so. Written atomically."""
     path = Path(path)
     rows = "".join(_row(k, r, path.parent) for k, r in results.items())
-    script, div = _heatmap(results)
+    script, div = _heatmap({k: r for k, r in results.items() if "bars" in r})
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fxgate replay — {len(results)} files</title>
 {Resources(mode="inline", components=["bokeh"]).render_js()}
 <style>
 body{{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#1f2328}}
 table{{border-collapse:collapse}} th,td{{padding:3px 8px;border-bottom:1px solid #eee;text-align:left}}
-.note{{color:#57606a;font-size:12px}}
+.note{{color:#57606a;font-size:12px}} .warn{{background:#fff8c5}}
 </style></head><body>
 <h1>fxgate replay — {len(results)} files</h1>
 <p>Every figure is out of sample (walk-forward, or bars after the bundle's training window), after the spread.</p>

@@ -31,7 +31,7 @@ class Shap(CertaintyModule):
     rule = "no feature carries > `max_share` (0.5) of any model's |attribution|; no `blacklist` feature on top"
     cost = "scheduled"
     #: native TreeSHAP of three models on one row costs milliseconds (6 ms at 40 trees here, more at 300), so a
-    #: replay's trace evaluates it alone on one accepted bar in 10 (and wherever the gate reached it)
+    #: replay's trace evaluates it alone on one accepted bar in 10 (a fixed sample: every 10th bar)
     trace_every = 10
     defaults = {"max_share": 0.5, "blacklist": ("TOD_SIN", "TOD_COS", "DOW"), "top": 3}
     state_keys = ()

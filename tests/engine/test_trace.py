@@ -21,7 +21,10 @@ from statsmodels.stats.proportion import proportion_confint
 from fxgate.engine import diagnostics as D
 from fxgate.engine import sample_bars
 from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, ReplayConfig
+from fxgate.engine.metrics import precision_interval
+from fxgate.engine.pool import GatePool
 from fxgate.engine.replaying import replay, write_outputs
+from fxgate.modules.vpin import Vpin
 
 # every default module (all 18). L1 at 0.5 passes wherever the three models lean one way, so Layer 4 runs and
 # its modules' state decides the first veto (a trace that disturbed that state would change the Decisions); the
@@ -153,21 +156,38 @@ def test_layer_alone_rules_and_strongest(runs):
             assert r.precision == pytest.approx(sum(wins) / len(wins), abs=1e-12)
         if name != "shap":
             assert r.base_rate == pytest.approx(sum(base) / len(base), abs=1e-12)
+    # the strongest rule, recomputed here: per rule, its first-half wins by a naive loop, their interval from
+    # metrics.precision_interval (tested against statsmodels in test_replay) beside the first half's base rate;
+    # rules firing on >= 95% of the candidates are the base rate itself and are left out
+    half, h = len(d) // 2, traced.horizon
+
+    def fires(name, k):
+        if name == "L1":
+            return bool(tr.l1_passed[k])
+        j = tr.modules.index(name)
+        return bool(tr.evaluated[k, j] and tr.passed[k, j])
+
+    def wins_of(name, ks):
+        return [pnl[k] > 0 for k in ks if not math.isnan(pnl[k]) and d[k] and fires(name, k)]
+
+    def base_of(name, ks):
+        j = None if name == "L1" else tr.modules.index(name)
+        return [pnl[k] > 0 for k in ks if not math.isnan(pnl[k]) and (j is None or tr.evaluated[k, j])]
+
+    first, second = range(half), range(half + h, len(d))
+    score = {}
+    for name in ["L1", *tr.modules]:
+        w, b = wins_of(name, first), base_of(name, first)
+        if len(w) >= 20 and len(w) < 0.95 * len(b):
+            lo = precision_interval(np.array(w, float), h)[0][0]
+            score[name] = (lo - sum(b) / len(b), len(w))
     s = D.strongest_rule(traced, CFG.spread, min_signals=20)
-    half = len(d) // 2
-    # the chosen rule is the best lower bound on the first half (recomputed with statsmodels' Wilson on that half:
-    # horizon 2 makes diagnostics use a HAC effective count, so compare the choice's own figures instead)
-    first = D.layer_alone_rules(traced, CFG.spread, slice(0, half))
-    ok = {k: v for k, v in first.items() if v.signals >= 20}
-    assert s["rule"] == max(ok, key=lambda k: (ok[k].ci95[0], ok[k].signals))
-    j = tr.modules.index(s["rule"]) if s["rule"] != "L1" else None
-    second = [
-        pnl[k] > 0
-        for k in range(half, len(d))
-        if not math.isnan(pnl[k]) and (tr.passed[k, j] and tr.evaluated[k, j] if j is not None else tr.l1_passed[k])
-    ]
-    assert s["out_of_sample"]["signals"] == len(second)
-    assert s["out_of_sample"]["precision"] == pytest.approx(sum(second) / len(second), abs=1e-12)
+    assert s["scored_on_bars"] == [half + h, len(d)]  # purged: no price the choice saw is in a scored outcome
+    assert score and s["rule"] == max(score, key=score.get)
+    w2, b2 = wins_of(s["rule"], second), base_of(s["rule"], second)
+    assert s["out_of_sample"]["signals"] == len(w2)
+    assert s["out_of_sample"]["precision"] == pytest.approx(sum(w2) / len(w2), abs=1e-12)
+    assert s["out_of_sample"]["base_rate"] == pytest.approx(sum(b2) / len(b2), abs=1e-12)
 
 
 def test_precision_coverage_points(runs):
@@ -250,3 +270,50 @@ def test_joint_by_depth_against_a_naive_loop(runs):
     assert set(names) >= set(order)
     # the layers are not independent: somewhere the observed joint share is off the product by more than 10%
     assert any(abs(r["all_passed"] - r["product_of_rates"]) > 0.1 * r["product_of_rates"] for r in depth)
+
+
+def test_a_sampled_module_is_traced_on_a_fixed_sample_not_where_the_gate_reached_it():
+    """shap (trace_every = 10) first in the list: the cheapest gate evaluates it on every bar Layer 1 passes, but the
+    trace keeps only every 10th accepted bar — bars the gate reached are those L1 passed, so keeping them would bias
+    shap's figures toward them."""
+    cfg = replace(CFG, l4=replace(CFG.l4, modules=("shap", "vpin")), replay=replace(CFG.replay, window_bars=400))
+    res = replay(BARS[:2400], cfg)
+    tr = res.trace
+    ev = tr.evaluated[:, 0]
+    reached = np.array([any(r.name == "shap" for r in dec.layer("L4").details) for dec in res.decisions])
+    assert reached.sum() > 2 * ev.sum()  # the gate reached shap on many more bars than the sample holds
+    gaps = np.diff(np.flatnonzero(ev))
+    assert len(gaps) >= 30 and set(gaps.tolist()) == {10}
+    assert tr.evaluated[:, 1].all()
+
+
+def test_an_internal_error_in_layer_4_is_a_funnel_stage(monkeypatch):
+    """A module whose verdict raises makes Layer 4 fail closed (first veto "L4"); the funnel counts those bars, so
+    its last stage still equals the signals."""
+    calls = {"n": 0}
+    real = Vpin.verdict
+
+    def flaky(self):
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:
+            raise RuntimeError("planted")
+        return real(self)
+
+    monkeypatch.setattr(Vpin, "verdict", flaky)
+    cfg = replace(CFG, l4=replace(CFG.l4, modules=("vpin", "regime")), replay=replace(CFG.replay, window_bars=400))
+    res = replay(BARS[:2400], cfg)
+    veto = {}
+    for dec in res.decisions:
+        veto[dec.first_veto] = veto.get(dec.first_veto, 0) + 1
+    assert veto.get("L4", 0) > 0
+    f = D.funnel(res)
+    names = [k for k, _ in f]
+    assert names.index("L4") == names.index("L4:regime") + 1
+    alive = dict(f)
+    assert alive["L4:regime"] - alive["L4"] == veto["L4"]
+    assert f[-2][1] == f[-1][1] == sum(d.action != "NONE" for d in res.decisions)  # after L3: the signals
+
+
+def test_serving_gates_never_trace():
+    pool = GatePool(CFG, timeframe="H1")
+    assert pool.gate("EURUSD").trace is False
