@@ -168,9 +168,12 @@ def _layer_summary(res: ReplayResult, cfg: GateConfig) -> dict[str, Any]:
     a, b = np.unravel_index(int(np.argmax(np.abs(off))), off.shape) if len(names) > 1 else (0, 0)
     pair = {"layers": [names[a], names[b]], "phi": float(off[a, b])} if off[a, b] else None
     depth = diagnostics.joint_by_depth(res)
-    seen = [x for x in depth if x["all_passed_bars"] >= 20]  # the deepest set that still passed together often
+    # the depth that departs most from independence, its p-value multiplied by the number of depths looked at
+    best = min(depth, key=lambda x: x["p_independent"]) if depth else None
+    if best is not None:
+        best = dict(best, p_adjusted=min(1.0, best["p_independent"] * len(depth)), depths=len(depth))
     return {
-        "depth": seen[-1] if seen else None,
+        "depth": best,
         "pair": pair,
         "funnel": diagnostics.funnel(res),
         "alone": diagnostics.pass_alone(res),
@@ -293,11 +296,12 @@ def _print_layers(s: dict[str, Any]) -> None:
     pair = s.get("pair")
     dp = s.get("depth")
     if dp:
-        ratio = dp["all_passed"] / dp["product_of_rates"]
+        expect = dp["product_of_rates"] * dp["bars"]
+        verdict = "not independent" if dp["p_adjusted"] < 0.01 else "consistent with independence on these bars"
         click.echo(
-            f"  not independent: the {len(dp['layers'])} layers that pass most often all passed together on "
-            f"{_pct(dp['all_passed'])} of {dp['bars']} bars; multiplying their pass rates says "
-            f"{_pct(dp['product_of_rates'])} ({ratio:.2f}x)"
+            f"  {verdict}: the {len(dp['layers'])} layers that pass most often all passed together on "
+            f"{dp['all_passed_bars']} of {dp['bars']} bars; multiplying their pass rates predicts {expect:.1f} "
+            f"(binomial p = {dp['p_adjusted']:.2g}, x{dp['depths']} depths looked at)"
         )
     if pair:
         click.echo(
