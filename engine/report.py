@@ -471,8 +471,9 @@ def _funnel_section(res: ReplayResult) -> Parts:
     f2.xaxis[0].formatter.use_scientific = False
     head = (
         "<p>The gate is cheapest-first: after the first veto the later layers are not evaluated, so the funnel "
-        "(left) says little about them. The trace evaluates every fast layer alone on every bar (right): what each "
-        "would have let through by itself.</p>"
+        "(left) says little about them. The trace evaluates every fast layer alone on every accepted bar (right; a "
+        "module with trace_every = k > 1, such as shap, on every k-th bar): what each would have let through by "
+        "itself.</p>"
         f"<div class=pair><div>{left}</div><div>{right}</div></div>"
     )
     return [

@@ -79,7 +79,7 @@ def _heatmap(results: dict[str, dict[str, Any]]) -> tuple[str, str]:
         y_range=list(reversed(files)),
         height=120 + 28 * len(files),
         sizing_mode="stretch_width",
-        title="Each layer's pass rate alone, per file (evaluated on every replayed bar, whatever vetoed first)",
+        title="Each layer's pass rate alone, per file (every accepted bar, whatever vetoed first; shap on 1 in 10)",
         toolbar_location="right",
         tools="save,reset",
     )
