@@ -8,9 +8,11 @@ decide equality with native ``predict`` are each library's own:
   leaf values are added in float32, tree by tree, onto the base margin (``base_score``: a probability for
   ``binary:logistic``, turned into its logit; margins as stored for ``multi:softprob``). Trees map to classes by
   ``tree_info``.
-* **LightGBM** (``Booster.dump_model()``): doubles throughout; ``NumericalDecision`` in ``tree.h``: NaN becomes 0
-  unless the node's ``missing_type`` is ``NaN``; a missing value (NaN for ``NaN``, |x| <= 1e-35 for ``Zero``)
-  goes to ``default_left``; otherwise ``x <= threshold`` goes left. Tree ``i`` belongs to class
+* **LightGBM** (``Booster.dump_model()``): doubles throughout; a dense row keeps only |x| > ``kZeroThreshold``
+  (``1e-35f``) and NaN, every other value is read as 0.0 (``RowPairFunctionFromDenseMatric`` in ``c_api.cpp``);
+  ``NumericalDecision`` in ``tree.h``: NaN becomes 0 unless the node's ``missing_type`` is ``NaN``; a missing value
+  (NaN for ``NaN``, zero for ``Zero``) goes to ``default_left``; otherwise ``x <= threshold`` goes left. The dump
+  writes thresholds of +-inf (the last bin's bound) as +-1e300; they are read back as +-inf. Tree ``i`` belongs to class
   ``i % num_tree_per_iteration``; the margin is the sum of leaves (the initial score is folded into tree 0).
 * **CatBoost** (``save_model(format="json")``): oblivious trees; split ``j`` of a tree sets bit ``j`` of the leaf
   index when ``float32(x) > border``; NaN takes the feature's ``nan_value_treatment`` (``AsFalse`` for the default
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,6 +48,8 @@ __all__ = [
 XGB, LGBM = 0, 1
 #: ``FlatForest.missing``: LightGBM's ``missing_type`` per node (XGBoost nodes carry ``MISSING_NONE``)
 MISSING_NONE, MISSING_ZERO, MISSING_NAN = 0, 1, 2
+#: LightGBM's ``kZeroThreshold`` (``1e-35f``, a float): a dense row's |x| <= it is read as 0.0 before any tree
+LGBM_ZERO = float(np.float32(1e-35))
 _MISSING = {"None": MISSING_NONE, "Zero": MISSING_ZERO, "NaN": MISSING_NAN}
 
 
@@ -147,9 +151,9 @@ def _leaf_py(x, node, feature, threshold, left, right, default_left, missing, ru
                 node = right[node]
         else:
             mt = missing[node]
-            if np.isnan(v) and mt != MISSING_NAN:
+            if abs(v) <= LGBM_ZERO or (np.isnan(v) and mt != MISSING_NAN):
                 v = 0.0
-            if (mt == MISSING_ZERO and abs(v) <= 1e-35) or (mt == MISSING_NAN and np.isnan(v)):
+            if (mt == MISSING_ZERO and v == 0.0) or (mt == MISSING_NAN and np.isnan(v)):
                 node = left[node] if default_left[node] else right[node]
             elif v <= threshold[node]:
                 node = left[node]
@@ -313,7 +317,9 @@ def from_lightgbm(booster: Any) -> FlatForest:
         if node.get("decision_type", "<=") != "<=":
             raise ValueError("categorical splits are not supported by the compiled evaluator")
         feats[i] = int(node["split_feature"])
-        thr[i] = float(node["threshold"])
+        # the JSON dump writes a threshold >= 1e300 as 1e300 (AvoidInf): the model's own threshold is inf
+        t = float(node["threshold"])
+        thr[i] = math.copysign(math.inf, t) if abs(t) >= 1e300 else t
         dl[i] = bool(node["default_left"])
         miss[i] = _MISSING[node["missing_type"]]
         lft[i] = add(node["left_child"])
@@ -388,3 +394,269 @@ def from_catboost(model: Any, path_json: str) -> FlatOblivious:
         n_class,
         n_features,
     )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Thresholds quantized to per-feature bins: the one-row layout
+# ------------------------------------------------------------------------------------------------------------------
+# Every split of every model is rewritten as "goes right iff x > c" with c a cut of its feature, in one of two
+# domains: float32 (XGBoost and CatBoost compare float32(x)) or float64 (LightGBM compares the double). A row is
+# binned once for all models: bin = the number of the feature's cuts below x (one branch-free binary search per
+# feature and domain), and a split whose cut is the k-th of its feature goes right iff bin > k. The rewrite is
+# exact, per library:
+#
+# * XGBoost: right iff float32(x) >= t  <=>  float32(x) > the largest float32 below t (no float32 lies between);
+# * LightGBM: right iff x > t (left iff x <= t), cut t itself;
+# * CatBoost: the bit is set iff float32(x) > border, cut border itself.
+#
+# Missing values are routed by *slots*: a split reads the bin of its slot, a (feature, domain, missing rule,
+# missing bin) the row fills once. A missing value gets bin 0 (below every cut: left, bit clear) or BIN_RIGHT (above
+# every cut: right, bit set); LightGBM's ``None`` replaces NaN by 0.0, whose bin is fixed when the model is built.
+DOM32, DOM64 = 0, 1
+BIN_RIGHT = 0xFFFF  # a bin above every cut; a leaf's cut BIN_RIGHT never sends a row on (its child is itself)
+_ZERO_MISSING = 1 << 17  # slot flag: |x| <= LGBM_ZERO is missing too (LightGBM's missing_type Zero)
+XGB_DOMAIN = DOM32  # XGBoost compares float32(x) (DMatrix stores float32)
+
+
+def cut_xgboost(t: float) -> np.float32:
+    """XGBoost sends ``float32(x) < t`` left: right iff float32(x) > the float32 just below ``t``."""
+    return np.nextafter(np.float32(t), np.float32(-np.inf))
+
+
+def cut_lightgbm(t: float) -> float:
+    """LightGBM sends ``x <= t`` left: right iff x > ``t``."""
+    return float(t)
+
+
+def cut_catboost(border: float) -> np.float32:
+    """CatBoost sets the bit iff ``float32(x) > border``."""
+    return np.float32(border)
+
+
+@dataclass
+class FeatureBins:
+    """The cuts of every split of a set of models, per feature and domain, and the slots their splits read.
+
+    ``cut32[off32[f]:off32[f + 1]]`` are feature ``f``'s sorted float32 cuts (``cut64``/``off64`` the float64 ones);
+    ``slots[s]`` packs feature (bits 0-15), domain (bit 16), the Zero flag (bit 17) and the missing bin (bits 32-47).
+    Build one with :meth:`build`, then convert each model with :meth:`forest` / :meth:`oblivious`."""
+
+    n_features: int
+    cut32: np.ndarray
+    off32: np.ndarray
+    cut64: np.ndarray
+    off64: np.ndarray
+    slots: np.ndarray
+    _slot_of: dict[int, int] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, models: list[FlatForest | FlatOblivious]) -> FeatureBins:
+        n_features = max(m.n_features for m in models)
+        c32: list[list[np.float32]] = [[] for _ in range(n_features)]
+        c64: list[list[float]] = [[] for _ in range(n_features)]
+        for m in models:
+            for f, c, dom in _cuts(m):
+                (c32 if dom == DOM32 else c64)[f].append(c)
+        u32 = [np.unique(np.array(c, dtype=np.float32)) for c in c32]
+        u64 = [np.unique(np.array(c, dtype=np.float64)) for c in c64]
+        if max(max(map(len, u32)), max(map(len, u64))) >= BIN_RIGHT:
+            raise ValueError(f"a feature has more than {BIN_RIGHT - 1} distinct split thresholds")
+        return cls(
+            n_features,
+            np.concatenate([np.zeros(0, np.float32), *u32]),
+            np.cumsum([0, *map(len, u32)]).astype(np.int64),
+            np.concatenate([np.zeros(0), *u64]),
+            np.cumsum([0, *map(len, u64)]).astype(np.int64),
+            np.zeros(0, np.int64),
+        )
+
+    def _cut_index(self, f: int, c: float, dom: int) -> int:
+        cuts, off = (self.cut32, self.off32) if dom == DOM32 else (self.cut64, self.off64)
+        own = cuts[off[f] : off[f + 1]]
+        k = int(np.searchsorted(own, c))
+        if k >= len(own) or own[k] != c:  # every cut was collected by build()
+            raise ValueError(f"cut {c} of feature {f} was not binned")
+        return k
+
+    def _slot(self, f: int, dom: int, zero_missing: bool, missing_bin: int) -> int:
+        word = f | (dom << 16) | (_ZERO_MISSING if zero_missing else 0) | (missing_bin << 32)
+        if word not in self._slot_of:
+            if len(self._slot_of) >= 0xFFFF:
+                raise ValueError("more than 65535 binning slots")
+            self._slot_of[word] = len(self._slot_of)
+            self.slots = np.array(list(self._slot_of), dtype=np.int64)
+        return self._slot_of[word]
+
+    def forest(self, m: FlatForest) -> QuantForest:
+        """``m``'s trees with siblings adjacent (right child = left + 1) and each split packed into one int64:
+        cut index (bits 0-15), slot (16-31), left child (32-63); a leaf points at itself with cut BIN_RIGHT."""
+        n = len(m.left)
+        words = np.zeros(n, np.int64)
+        value = np.zeros(n)
+        trees = np.zeros(len(m.roots), np.int64)
+        new = 0
+        for t, root in enumerate(m.roots):
+            order = [int(root)]  # breadth first: the children of order[i] are appended together
+            index = {int(root): new}
+            depth = {int(root): 0}
+            i = 0
+            while i < len(order):
+                node = order[i]
+                if m.left[node] >= 0:
+                    for c in (int(m.left[node]), int(m.right[node])):
+                        index[c] = new + len(order)
+                        depth[c] = depth[node] + 1
+                        order.append(c)
+                i += 1
+            for node in order:
+                me = index[node]
+                if m.left[node] < 0:
+                    words[me] = BIN_RIGHT | (me << 32)
+                    value[me] = m.value[node]
+                    continue
+                f = int(m.feature[node])
+                words[me] = self._split(m, node, f) | (index[int(m.left[node])] << 32)
+            trees[t] = new | (max(depth.values()) << 40)
+            new += len(order)
+        return QuantForest(words[:new], value[:new], trees, float(m.base[0]), m.rule, m.n_class)
+
+    def _split(self, m: FlatForest, node: int, f: int) -> int:
+        """A forest split's cut index and slot bits."""
+        right = 0 if m.default_left[node] else BIN_RIGHT
+        if m.rule == XGB:
+            k = self._cut_index(f, cut_xgboost(m.threshold[node]), XGB_DOMAIN)
+            s = self._slot(f, XGB_DOMAIN, False, right)
+        else:
+            k = self._cut_index(f, cut_lightgbm(m.threshold[node]), DOM64)
+            mt = int(m.missing[node])
+            if mt == MISSING_NONE:  # NaN is 0.0: the bin of 0.0
+                own = self.cut64[self.off64[f] : self.off64[f + 1]]
+                s = self._slot(f, DOM64, False, int(np.searchsorted(own, 0.0, side="left")))
+            else:
+                s = self._slot(f, DOM64, mt == MISSING_ZERO, right)
+        return k | (s << 16)
+
+    def oblivious(self, m: FlatOblivious) -> QuantOblivious:
+        """``m``'s splits packed into one int64 each: cut index (bits 0-15), slot (16-31)."""
+        words = np.zeros(len(m.split_feature), np.int64)
+        for j, (f, b) in enumerate(zip(m.split_feature, m.border, strict=True)):
+            k = self._cut_index(int(f), cut_catboost(b), DOM32)
+            words[j] = k | (self._slot(int(f), DOM32, False, BIN_RIGHT if m.nan_true[f] else 0) << 16)
+        return QuantOblivious(m.split_off, words, m.leaf_off, m.leaf_values, m.scale, m.bias, m.n_class)
+
+    def row_args(self) -> tuple:
+        """What :func:`bin_row` takes after the row."""
+        return (self.cut32, self.off32, self.cut64, self.off64, self.slots)
+
+
+def _cuts(m: FlatForest | FlatOblivious) -> list[tuple[int, Any, int]]:
+    """Every split of ``m`` as (feature, cut, domain)."""
+    if isinstance(m, FlatOblivious):
+        return [(int(f), cut_catboost(b), DOM32) for f, b in zip(m.split_feature, m.border, strict=True)]
+    inner = np.flatnonzero(m.left >= 0)
+    if m.rule == XGB:
+        return [(int(m.feature[i]), cut_xgboost(m.threshold[i]), XGB_DOMAIN) for i in inner]
+    return [(int(m.feature[i]), cut_lightgbm(m.threshold[i]), DOM64) for i in inner]
+
+
+@dataclass
+class QuantForest:
+    """A :class:`FlatForest` on binned rows (:meth:`FeatureBins.forest`): ``trees[t]`` packs tree t's root (bits
+    0-39) and depth (40-63)."""
+
+    words: np.ndarray
+    value: np.ndarray
+    trees: np.ndarray
+    base: float
+    rule: int
+    n_class: int
+
+
+@dataclass
+class QuantOblivious:
+    """A :class:`FlatOblivious` on binned rows (:meth:`FeatureBins.oblivious`)."""
+
+    split_off: np.ndarray
+    words: np.ndarray
+    leaf_off: np.ndarray
+    leaf_values: np.ndarray
+    scale: float
+    bias: np.ndarray
+    n_class: int
+
+
+def _below_py(cuts, lo, hi, v):  # type: ignore[no-untyped-def]
+    """How many of ``cuts[lo:hi]`` (sorted) are < ``v``: a binary search whose steps depend only on the length."""
+    n = hi - lo
+    if n == 0:
+        return 0
+    base = lo
+    while n > 1:
+        half = n >> 1
+        if cuts[base + half] < v:
+            base += half
+        n -= half
+    return base - lo + (1 if cuts[base] < v else 0)
+
+
+_below = kernel(_below_py, fastmath=False)
+
+
+def _bin_row_py(z, cut32, off32, cut64, off64, slots):  # type: ignore[no-untyped-def]
+    """The bin of every slot for feature row ``z`` (:class:`FeatureBins`): int64 array, one per slot."""
+    nf = len(off32) - 1
+    b32 = np.empty(nf, np.int64)
+    b64 = np.empty(nf, np.int64)
+    for f in range(nf):
+        v = z[f]
+        b32[f] = _below(cut32, off32[f], off32[f + 1], np.float32(v))
+        b64[f] = _below(cut64, off64[f], off64[f + 1], 0.0 if abs(v) <= LGBM_ZERO else v)
+    bins = np.empty(len(slots), np.int64)
+    for s in range(len(slots)):
+        w = slots[s]
+        f = w & 0xFFFF
+        v = z[f]
+        missing = np.isnan(v) or ((w & _ZERO_MISSING) != 0 and abs(v) <= LGBM_ZERO)
+        if missing:
+            bins[s] = w >> 32
+        elif (w >> 16) & 1:
+            bins[s] = b64[f]
+        else:
+            bins[s] = b32[f]
+    return bins
+
+
+bin_row = kernel(_bin_row_py, fastmath=False)
+
+
+def _quant_forest_py(bins, words, value, trees, base, rule):  # type: ignore[no-untyped-def]
+    """A binary :class:`QuantForest`'s margin on binned row ``bins``: each tree walks its depth, branch-free."""
+    acc32 = np.float32(base)
+    acc = base
+    for t in range(len(trees)):
+        node = trees[t] & 0xFFFFFFFFFF
+        for _ in range(trees[t] >> 40):
+            w = words[node]
+            node = (w >> 32) + (bins[(w >> 16) & 0xFFFF] > (w & 0xFFFF))
+        if rule == XGB:  # XGBoost adds leaves in float32
+            acc32 = acc32 + np.float32(value[node])
+        else:
+            acc += value[node]
+    return float(acc32) if rule == XGB else acc
+
+
+def _quant_oblivious_py(bins, split_off, words, leaf_off, leaf_values, scale, bias):  # type: ignore[no-untyped-def]
+    """A binary :class:`QuantOblivious`'s margin on binned row ``bins``: each tree's leaf index from its bits."""
+    s = 0.0
+    for t in range(len(split_off) - 1):
+        idx = 0
+        j0 = split_off[t]
+        for j in range(j0, split_off[t + 1]):
+            w = words[j]
+            idx |= np.int64(bins[w >> 16] > (w & 0xFFFF)) << (j - j0)
+        s += leaf_values[leaf_off[t] + idx]
+    return scale * s + bias
+
+
+quant_forest = kernel(_quant_forest_py, fastmath=False)
+quant_oblivious = kernel(_quant_oblivious_py, fastmath=False)

@@ -3,12 +3,17 @@
 The gate calls :meth:`~fxgate.models.ensemble.model.TreeEnsemble.predict_row` once per bar; one numba call keeps
 it at microseconds where the three native ``predict`` calls take far longer (``benchmarks/bench_ensemble.py``).
 
-Each kernel's arguments are the fields of a named tuple (:class:`ForestRow`, :class:`ObliviousRow`, :class:`L1Row`,
-:class:`~fxgate.models.ensemble.calibration.CalibrationArrays`) that documents them and builds them in order; the
-kernels take them as plain tuples unpacked into named locals, because numba types a plain tuple argument on a C
-fast path and a named one through Python, on every call. The tree walk is :func:`fxgate.models._trees.leaf`, the
-batch kernels' own, so the row path and :meth:`FlatForest.margins <fxgate.models._trees.FlatForest.margins>` agree
-exactly.
+Each kernel's arguments are the fields of a named tuple (:class:`BinnedForestRow`, :class:`BinnedObliviousRow`,
+:class:`L1Row`, :class:`~fxgate.models.ensemble.calibration.CalibrationArrays`) that documents them and builds them in
+order; the kernels take them as plain tuples unpacked into named locals, because numba types a plain tuple argument on
+a C fast path and a named one through Python, on every call.
+
+The Layer-1 kernel bins the winsorized row once for all three models (every split threshold quantized to its
+feature's sorted cuts, :class:`~fxgate.models._trees.FeatureBins`) and walks integer compares, branch-free; the
+rewrite is exact per library (``<`` for XGBoost on float32, ``<=`` for LightGBM on doubles, ``>`` for CatBoost on
+float32), so it equals :meth:`FlatForest.margins <fxgate.models._trees.FlatForest.margins>` and native predict
+(``tests/models/test_trees_binned.py``). :class:`ForestRow` / :func:`_forest_row` (the float walk with
+:func:`fxgate.models._trees.leaf`) remain for the quantile models' kernel.
 """
 
 from __future__ import annotations
@@ -20,7 +25,18 @@ from typing import NamedTuple
 import numpy as np
 
 from fxgate.engine.core.jit import kernel
-from fxgate.models._trees import XGB, FlatForest, FlatOblivious, leaf
+from fxgate.models._trees import (
+    XGB,
+    FeatureBins,
+    FlatForest,
+    FlatOblivious,
+    QuantForest,
+    QuantOblivious,
+    bin_row,
+    leaf,
+    quant_forest,
+    quant_oblivious,
+)
 from fxgate.models.ensemble.calibration import CalibrationArrays, Calibrator, calibrate
 from fxgate.models.features import MadWinsorizer
 
@@ -112,14 +128,49 @@ def oblivious_row(f: FlatOblivious) -> ObliviousRow:
     )
 
 
+class BinnedForestRow(NamedTuple):
+    """A binary forest on binned rows (:class:`~fxgate.models._trees.QuantForest`) as the one-row kernel reads it."""
+
+    words: np.ndarray  # per node: cut index, slot, left child (right = left + 1); a leaf points at itself
+    value: np.ndarray  # leaf values by node
+    trees: np.ndarray  # per tree: root | depth << 40
+    base: float  # the base margin of the one class
+    rule: int  # XGB or LGBM
+
+
+class BinnedObliviousRow(NamedTuple):
+    """Binary oblivious trees on binned rows (:class:`~fxgate.models._trees.QuantOblivious`) as the kernel reads
+    them."""
+
+    split_off: np.ndarray
+    words: np.ndarray  # per split: cut index | slot << 16
+    leaf_off: np.ndarray
+    leaf_values: np.ndarray
+    scale: float
+    bias: float  # the bias of the one class
+
+
+def binned_forest_row(f: QuantForest) -> BinnedForestRow:
+    if f.n_class != 1:
+        raise ValueError("the one-row Layer-1 kernel takes binary models")
+    return BinnedForestRow(f.words, f.value, f.trees, float(f.base), f.rule)
+
+
+def binned_oblivious_row(f: QuantOblivious) -> BinnedObliviousRow:
+    if f.n_class != 1:
+        raise ValueError("the one-row Layer-1 kernel takes binary models")
+    return BinnedObliviousRow(f.split_off, f.words, f.leaf_off, f.leaf_values, float(f.scale), float(f.bias[0]))
+
+
 class L1Row(NamedTuple):
     """Everything :func:`l1_row` reads: the winsorizer's clips, the models, their calibrators. Output slot ``k`` is
     model ``k`` in model order; the forest models come first in that order, then the oblivious ones."""
 
     lo: np.ndarray  # per feature: median - k * MAD (-inf where the MAD is 0: the feature is not clipped)
     hi: np.ndarray  # median + k * MAD (+inf likewise)
-    forests: tuple[ForestRow, ...]
-    oblivious: tuple[ObliviousRow, ...]
+    binning: tuple  # FeatureBins.row_args(): every model's split thresholds per feature, and the slots
+    forests: tuple[BinnedForestRow, ...]
+    oblivious: tuple[BinnedObliviousRow, ...]
     calibration: tuple[CalibrationArrays, ...]  # one per model, model order
 
     @classmethod
@@ -131,11 +182,15 @@ class L1Row(NamedTuple):
         if any(isinstance(m, FlatForest) for m in models[len(forests) :]):
             raise ValueError("the one-row kernel takes the forest models first in model order, then the oblivious")
         w = winsor
+        bins = FeatureBins.build(list(models))
+        binned_forests = tuple(binned_forest_row(bins.forest(m)) for m in forests)
+        binned_oblivious = tuple(binned_oblivious_row(bins.oblivious(m)) for m in models[len(forests) :])
         return cls(
             np.where(w.mad > 0, w.median - w.k * w.mad, -np.inf),
             np.where(w.mad > 0, w.median + w.k * w.mad, np.inf),
-            tuple(forest_row(m) for m in forests),
-            tuple(oblivious_row(m) for m in models[len(forests) :]),
+            bins.row_args(),  # after the conversions, which add the slots
+            binned_forests,
+            binned_oblivious,
             tuple(c.arrays() for c in calibrators),
         )
 
@@ -145,6 +200,7 @@ class L1Row(NamedTuple):
         return (
             self.lo,
             self.hi,
+            self.binning,
             tuple(tuple(f) for f in self.forests),
             tuple(tuple(f) for f in self.oblivious),
             tuple(tuple(c) for c in self.calibration),
@@ -154,18 +210,19 @@ class L1Row(NamedTuple):
 def _l1_row_py(x, a, out):  # type: ignore[no-untyped-def]
     """Winsorize the feature row ``x``, evaluate every model, calibrate: ``out[k]`` = model ``k``'s calibrated P(up).
     ``a``: :meth:`L1Row.kernel_args`, each tuple in its named tuple's field order."""
-    lo, hi, forests, oblivious, calibration = a
+    lo, hi, binning, forests, oblivious, calibration = a
     n = len(x)
     z = np.empty(n)
     for i in range(n):
         v = x[i]
         z[i] = v if np.isnan(v) else min(max(v, lo[i]), hi[i])
+    bins = bin_row(z, *binning)
     k = 0
     for f in forests:
-        out[k] = calibrate(1.0 / (1.0 + math.exp(-_forest_row(z, *f))), *calibration[k])
+        out[k] = calibrate(1.0 / (1.0 + math.exp(-quant_forest(bins, *f))), *calibration[k])
         k += 1
     for f in oblivious:
-        out[k] = calibrate(1.0 / (1.0 + math.exp(-_oblivious_row(z, *f))), *calibration[k])
+        out[k] = calibrate(1.0 / (1.0 + math.exp(-quant_oblivious(bins, *f))), *calibration[k])
         k += 1
 
 
