@@ -360,7 +360,7 @@ def main() -> None:
                     if name == three:
                         e = max(e, float(np.max(np.abs(p3 - ref3[i]))))
                     else:
-                        e = max(e, abs(v - ref[model][i]))
+                        e = max(e, float(abs(v - ref[model][i])))
                 err[name] = max(err[name], e)
         times.append(t)
         loads.append(os.getloadavg())
