@@ -3,7 +3,7 @@
 # and .ci/run calls the second one, so what a new user types and what CI runs cannot drift apart.
 #
 #   bash .ci/setup.sh demo      # install fxgate and run `fxgate demo` on the bundled EURUSD H1 sample
-#   bash .ci/setup.sh test      # install fxgate with the dev, train and serve extras and run the tests
+#   bash .ci/setup.sh test      # install fxgate with the dev, train, serve and cluster extras and run the tests
 #
 # Needs Python >= 3.11 (PYTHON=python3.12 to choose one) and a C/C++ compiler (llama-cpp-python builds from source).
 set -euo pipefail
@@ -69,8 +69,9 @@ case "$job" in
     exec .venv/bin/fxgate demo "$@"
     ;;
   test)
-    step "installing fxgate with the dev, train and serve extras"
+    step "installing fxgate with the dev, train, serve and cluster extras"
     $vpy -m pip install -q -e ".[dev,train,serve]"
+    $vpy -m pip install -q -e ".[cluster]"  # ray: tests/engine/test_ray_replay.py fails without it under CI
     step "running the test suite (slow statistical tests included)"
     set +e
     $vpy -m pytest "$@"

@@ -27,12 +27,24 @@ refused, with the fix, when
   records how many were skipped (``bundle.skipped_trained_bars``). A bundle that covers the whole file is refused
   either way.
 
+Pre-fitted models and timings (issue #19): every scheduled fit depends only on ``bars[:k]`` and the config, never
+on the gate's state, so :func:`fit_schedule` lists them up front (each window's start, and with ``[certify] target`` >
+0 each calibration block's start) and :func:`fit_window` makes one. ``replay(models=...)`` takes such fits made
+elsewhere (``fxgate replay --executor ray`` fits every window of every file as its own Ray task) and replays with
+them instead of fitting; the outputs are the same, since a fit is the same model wherever it ran (its
+``bundle_hash`` in ``metrics.json`` ``refits`` says so). Drift-triggered refits (``refit_on_drift``) cannot be
+scheduled: they are fitted inside the replay. ``replay(timings={})`` fills the dict with the seconds of every fit
+and of the bar loop (``fxgate replay`` writes it into run.json): seconds differ between any two runs, so they are
+kept out of ``metrics.json``, which is the same for the same bars and config.
+
 Trades and figures: :mod:`fxgate.engine.metrics`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +52,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fxgate.engine.calibrate import METHOD, certify_walk_forward, summary
+from fxgate.engine.calibrate import METHOD, certify_walk_forward, fit_before, summary
 from fxgate.engine.config import GateConfig
 from fxgate.engine.core.atomic import atomic_path, write_text
 from fxgate.engine.core.bars import Bars
@@ -50,13 +62,14 @@ from fxgate.engine.gate import Gate
 from fxgate.engine.metrics import TRADE_COLUMNS, metrics_from, trades_from
 from fxgate.engine.trace import LayerTrace, TraceBuilder
 from fxgate.models._stats import strict_dumps
-from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
-from fxgate.models.labels import LabelSpec
+from fxgate.models.ensemble import TreeEnsemble
 
 __all__ = [
     "replay",
     "ReplayResult",
     "check_bundle",
+    "fit_schedule",
+    "fit_window",
 ]
 
 
@@ -73,6 +86,34 @@ class ReplayResult:
     horizon: int = 1  # the config's horizon: what trades, metrics and the report's charts score
     #: every fast layer's verdict alone on every replayed bar (engine/trace.py); None with ``trace=False``
     trace: LayerTrace | None = None
+    #: seconds of every fit and of the bar loop (see :func:`replay`'s ``timings``); never in ``metrics``
+    timings: dict[str, Any] = field(default_factory=dict)
+
+
+def _window_starts(n: int, cfg: GateConfig) -> list[int]:
+    return list(range(cfg.replay.train_bars, n, cfg.replay.window_bars))
+
+
+def _calibration_starts(n: int, cfg: GateConfig) -> list[int]:
+    """The first bar of each window's ``[certify] calibration_bars`` block (as certify_walk_forward skips them: a
+    block that leaves fewer than 100 bars before it is not certified)."""
+    if cfg.certify.target <= 0:
+        return []
+    return [a - cfg.certify.calibration_bars for a in _window_starts(n, cfg) if a - cfg.certify.calibration_bars >= 100]
+
+
+def fit_schedule(n: int, cfg: GateConfig) -> list[int]:
+    """Every ``k`` that a walk-forward replay of ``n`` bars fits Layer 1 on ``bars[:k]`` for, known before it
+    starts: each window's first bar and, with ``[certify] target`` > 0, each calibration block's first bar (sorted,
+    each once: a block that starts where a window does shares its fit). Drift-triggered refits are not in it."""
+    return sorted(set(_window_starts(n, cfg)) | set(_calibration_starts(n, cfg)))
+
+
+def fit_window(bars: Bars, cfg: GateConfig, k: int) -> tuple[TreeEnsemble, float]:
+    """The walk-forward fit on ``bars[:k]`` (the same model wherever it runs) and the seconds it took."""
+    t0 = time.perf_counter()
+    ens = fit_before(bars, cfg, k)
+    return ens, time.perf_counter() - t0
 
 
 def check_bundle(bundle: Any, bars: Bars, cfg: GateConfig, *, skip_trained_bars: bool = False) -> int:
@@ -136,11 +177,29 @@ def replay(
     should_stop: Callable[[], bool] | None = None,
     fit_progress: Callable[[str], None] | None = None,
     trace: bool = True,
+    models: Mapping[int, Any] | None = None,
+    fit_times: Mapping[int, tuple[float, str]] | None = None,
+    timings: dict[str, Any] | None = None,
 ) -> ReplayResult:
     """Run ``Gate.on_bar`` over ``bars`` (see the module docstring for the bundle checks and
     ``skip_trained_bars``). With ``trace`` (the default) every module's verdict is also evaluated alone on every
-    replayed bar (``ReplayResult.trace``, engine/trace.py); the Decisions are the same either way."""
+    replayed bar (``ReplayResult.trace``, engine/trace.py); the Decisions are the same either way.
+
+    ``models``: pre-fitted walk-forward fits, ``models[k]`` the :func:`fit_window` fit on ``bars[:k]`` for ``k`` in
+    :func:`fit_schedule`; any ``k`` missing is fitted here. Looking one up may wait for it (a lazy mapping of Ray
+    results); a mapping that gives None because the run was stopped meanwhile stops the replay there.
+    ``fit_times[k]``, read after ``models[k]``: how many seconds that fit took, and where it ran. ``timings``: a dict
+    filled with ``refits`` (one entry per fit: ``bars``, ``reason``, ``seconds``, ``where``), ``refit_seconds``,
+    ``replayed_bars``, ``bar_seconds`` (the bar loop without the fits) and ``bars_per_second`` (also in
+    ``ReplayResult.timings``)."""
     n = len(bars)
+    pre: Mapping[int, Any] = models if models is not None else {}
+    took: Mapping[int, tuple[float, str]] = fit_times if fit_times is not None else {}
+    timing: dict[str, Any] = timings if timings is not None else {}
+    timing.clear()
+    fit_log: list[dict[str, Any]] = []
+    bar_seconds = 0.0
+    here = f"this process ({socket.gethostname()})"
     rc = cfg.replay
     fits: list[dict[str, Any]] = []
     if bundle is not None:
@@ -153,10 +212,27 @@ def replay(
                 f"{n} bars: need more than replay.train_bars = {rc.train_bars} to replay anything. "
                 "Fix: lower [replay] train_bars or give a longer file"
             )
-        edges = list(range(start, n, rc.window_bars)) + [n]
+        edges = _window_starts(n, cfg) + [n]
         windows = [(a, b, None) for a, b in zip(edges[:-1], edges[1:], strict=True)]
     refit_at: dict[int, tuple[str, ...]] = {}  # window start -> the modules whose drift flag started it
-    models: dict[int, Any] = {}  # k -> the walk-forward fit on bars[:k] (reused by the certification check)
+    # k -> the walk-forward fit on bars[:k], kept only where the certification check reuses it
+    cert_starts = set(_calibration_starts(n, cfg)) if bundle is None else set()
+    kept: dict[int, Any] = {}
+
+    def get_fit(k: int, say: str) -> Any:
+        """The fit on bars[:k]: pre-fitted, or made here (timed either way); None: the pre-fit was stopped."""
+        if k in pre:
+            ens = pre[k]
+            secs, where = took.get(k, (None, "pre-fitted"))
+        else:
+            if fit_progress:
+                fit_progress(say)
+            ens, secs = fit_window(bars, cfg, k)
+            where = here
+        if ens is not None:
+            fit_log.append({"bars": k, "seconds": secs, "where": where})
+        return ens
+
     gate = Gate(cfg, None, timeframe=bars.timeframe, symbol=bars.symbol)
     gate.warm_up()
     tracer = TraceBuilder(tuple(m.name for m in gate.modules)) if trace else None
@@ -172,7 +248,6 @@ def replay(
             break
     if interrupted or stop():
         windows, interrupted = [], True
-    spec = LabelSpec("next", cfg.horizon, default_spread=cfg.spread)
     ens = None
     drift: list[dict[str, Any]] = []  # bars on which a module recommended a refit (the first of each episode)
     flagged = False
@@ -185,16 +260,14 @@ def replay(
                 interrupted = True
                 break
             why = a in refit_at and f"drift: {', '.join(refit_at[a])}"
-            if fit_progress:
-                fit_progress(f"fitting Layer 1 on bars 0..{a - 1} for bars {a}..{b - 1}" + (f" ({why})" if why else ""))
-            ens = TreeEnsemble()
-            ens.fit(
-                bars[:a],
-                spec,
-                EnsembleConfig(n_estimators=rc.n_estimators, folds=rc.folds, threshold=cfg.l1.threshold),
-                evaluate=False,
-            )
-            models[a] = ens
+            say = f"fitting Layer 1 on bars 0..{a - 1} for bars {a}..{b - 1}" + (f" ({why})" if why else "")
+            ens = get_fit(a, say)
+            if ens is None:  # a pre-fit that the stop signal cancelled
+                interrupted = True
+                break
+            fit_log[-1]["reason"] = why or "scheduled"
+            if a in cert_starts:
+                kept[a] = ens
             fits.append(
                 {
                     "window_start_ts": int(bars.ts[a]),
@@ -205,6 +278,7 @@ def replay(
             )
         gate.set_ensemble(ens)
         gate.trace = tracer is not None
+        t_loop = time.perf_counter()
         for i in range(a, b):
             rec = gate.evaluate(bars[i])
             decisions.append(rec.decision)
@@ -225,6 +299,7 @@ def replay(
                 refit_at[i + 1] = names
                 windows.insert(k, (i + 1, b, None))
                 break
+        bar_seconds += time.perf_counter() - t_loop
     metrics_drift = {"episodes": drift, "refit_on_drift": rc.refit_on_drift}
     trades = trades_from(bars, start, decisions, cfg)
     metrics = metrics_from(bars, start, decisions, trades, cfg)
@@ -250,7 +325,24 @@ def replay(
         }
     gate.close()
     if cfg.certify.target > 0 and bundle is None and not interrupted:
-        metrics["certification"] = certification_metrics(bars, cfg, models, fit_progress)
+        for lo in sorted(cert_starts - set(kept)):  # the calibration blocks' fits, timed here like the windows'
+            a = lo + cfg.certify.calibration_bars
+            ens_lo = get_fit(lo, f"fitting Layer 1 on bars 0..{lo - 1} for the calibration block {lo}..{a - 1}")
+            if ens_lo is None:
+                interrupted = metrics["interrupted"] = True
+                break
+            fit_log[-1]["reason"] = "certification"
+            kept[lo] = ens_lo
+        if not interrupted:
+            metrics["certification"] = certification_metrics(bars, cfg, kept, fit_progress)
+    known = [f["seconds"] for f in fit_log if f["seconds"] is not None]
+    timing.update(
+        refits=fit_log,
+        refit_seconds=sum(known),
+        replayed_bars=len(decisions),
+        bar_seconds=bar_seconds,
+        bars_per_second=len(decisions) / bar_seconds if bar_seconds > 0 else None,
+    )
     return ReplayResult(
         bars,
         start,
@@ -262,6 +354,7 @@ def replay(
         ens,
         cfg.horizon,
         tracer.build() if tracer is not None else None,
+        dict(timing),
     )
 
 

@@ -12,9 +12,12 @@ import time
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, ProcessPoolExecutor, wait
 from typing import Any
 
+import click
+
 from fxgate.engine.cli._replay_file import Job, print_summary, replay_one
 from fxgate.engine.cli._signals import Stop
 from fxgate.engine.core.errors import FxgateError
+from fxgate.engine.executors import timings_line
 
 __all__ = ["run_parallel"]
 
@@ -56,6 +59,7 @@ def _replay_worker(
     replay_kwargs: dict,
     probe_llm: bool,
 ) -> dict:
+    timings: dict[str, Any] = {}
     try:
         r = replay_one(
             path,
@@ -63,7 +67,7 @@ def _replay_worker(
             bundle,
             out,
             load_kwargs,
-            replay_kwargs,
+            {**replay_kwargs, "timings": timings},
             False,
             probe_llm,
             should_stop=_worker_should_stop,
@@ -71,6 +75,7 @@ def _replay_worker(
     except FxgateError as exc:  # re-raised plain: subclasses such as BarDataError(problems) do not unpickle whole
         raise FxgateError(str(exc)) from None
     r["signum"] = _WORKER["signum"]
+    r["timings"] = timings
     return r
 
 
@@ -118,6 +123,7 @@ def run_parallel(jobs: list[Job], args: list[tuple], n_jobs: int, stop: Stop, pr
                     )
                     continue
                 print_summary(j.result)
+                click.echo(timings_line(j.result["timings"]))
                 j.status = "interrupted" if j.result["interrupted"] else "complete"
         pool.shutdown(wait=True)
     except BaseException:

@@ -19,6 +19,7 @@ from fxgate.engine.config import GateConfig
 from fxgate.engine.core.errors import FxgateError
 from fxgate.engine.core.hashing import file_sha256
 from fxgate.engine.core.version import __version__
+from fxgate.engine.executors import run_ray, timings_line
 from fxgate.engine.rundir import OUTPUT_NAMES, check_run_dir, finish_run, start_run
 from fxgate.engine.summary_page import write_summary
 from fxgate.training.nano import ensure_nano
@@ -70,9 +71,13 @@ def run_replays(
     extra_files: tuple[str, ...] = (),
     before: Callable[[], None] | None = None,
     replay_kwargs: dict | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> None:
     """Claim every output directory (run.json "running"), replay each file (in worker processes with
-    ``n_jobs`` > 1), write each run.json last, and exit 128 + the signal if a stop signal cut the run short.
+    ``n_jobs`` > 1; as Ray tasks with ``executor="ray"``, engine/executors.py), write each run.json last with the
+    seconds of every Layer-1 fit and of the bar loop (``timings``: they differ between runs, so they are kept out of
+    metrics.json), and exit 128 + the signal if a stop signal cut the run short.
     ``cfg`` is the loaded ``config_path`` (loaded by the caller, so that a bad config fails before anything else).
     A config whose LLM layers run the nano model gets it built here, before any gate reads it from the cache."""
     ctx = click.get_current_context()
@@ -115,15 +120,20 @@ def run_replays(
             )
             for j in jobs
         ]
-        if n_jobs == 1 or len(jobs) == 1:
+        if executor == "ray":
+            run_ray(jobs, args, cfg, stop, probe_llm, address)
+        elif n_jobs == 1 or len(jobs) == 1:
             for j, a in zip(jobs, args, strict=True):
                 # a signal before or during this file stops it after its first/current bar; later files are not run
+                timings: dict[str, Any] = {}
                 try:
-                    j.result = replay_one(*a, True, probe_llm, should_stop=stop)
+                    j.result = replay_one(*a[:5], {**a[5], "timings": timings}, True, probe_llm, should_stop=stop)
                 except (FxgateError, ValueError, OSError) as exc:
                     j.error, j.status = exc, "failed"
                 else:
+                    j.result["timings"] = timings
                     print_summary(j.result)
+                    click.echo(timings_line(timings))
                     j.status = "interrupted" if j.result["interrupted"] else "complete"
                 if stop():
                     break
@@ -158,6 +168,8 @@ def run_replays(
             err = str(j.error)
         elif j.result is None:
             err = "not run: stopped by a signal before this file's turn"
+        if j.result is not None and j.result.get("timings"):
+            j.run = {**j.run, "timings": j.result["timings"]}
         finish_run(j.out, j.run, j.status, [n for n in written if (j.out / n).exists()], error=err)
     done = {j.out.name: j.result for j in jobs if j.result is not None}
     if len(jobs) > 1 and done and len({j.out.parent for j in jobs}) == 1:

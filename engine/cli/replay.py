@@ -1,5 +1,5 @@
 """``fxgate replay``: bar files streamed through ``Gate.on_bar`` into run directories (one per file), in parallel
-processes with ``--jobs``."""
+processes with ``--jobs``, or as Ray tasks with ``--executor ray`` (engine/executors.py, docs/cluster.md)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,20 @@ __all__ = ["replay_cmd", "out_dirs"]
 )
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Files replayed in parallel.")
 @click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: one Ray task per (file, walk-forward fit) and one per file's replay, on the cluster at --address "
+    "(a local one without it); same outputs as local. Needs pip install 'fxgate[cluster]'.",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="With --executor ray: the cluster to run on (HEAD:6379, or auto on a node of a running cluster). "
+    "Every node must see --data, --config, --bundle and --out at the same paths.",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Write into --out even if its run.json says another run is in progress or its files do not match.",
@@ -58,6 +72,8 @@ def replay_cmd(
     out: Path,
     bundle: Path | None,
     jobs: int,
+    executor: str,
+    address: str | None,
     force: bool,
     skip_trained_bars: bool,
     fmt: str,
@@ -73,6 +89,16 @@ def replay_cmd(
     Ctrl-C or SIGTERM stops after the current bar and writes partial results (exit status 130 or 143). A directory
     whose run.json shows a run still in progress, or files that do not match it, is refused unless --force.
     """
+    if address is not None and executor != "ray":
+        raise FxgateError(
+            f"--address {address}: names a Ray cluster, which only --executor ray uses. Fix: add --executor ray, "
+            "or drop --address"
+        )
+    if executor == "ray" and jobs != 1:
+        raise FxgateError(
+            f"--jobs {jobs}: with --executor ray the cluster's CPUs decide how many tasks run at once. Fix: drop "
+            "--jobs (or use --executor local --jobs N)"
+        )
     with stop_on_signals() as stop:
         check_out_path(out)  # an existing file: refused at once, before the config or any bar is read
         cfg = load_config(config_path)
@@ -92,6 +118,8 @@ def replay_cmd(
             force,
             stop,
             replay_kwargs={"skip_trained_bars": skip_trained_bars},
+            executor=executor,
+            address=address,
         )
 
 

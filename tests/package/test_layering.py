@@ -25,7 +25,7 @@ PACKAGES = {
 }
 #: optional libraries (extras: train, serve; shap in dev) that may be imported inside a function
 OPTIONAL = {"torch", "transformers", "peft", "trl", "datasets", "accelerate", "gguf", "tokenizers", "llama_cpp", "shap"}
-OPTIONAL |= {"fastapi", "uvicorn"}
+OPTIONAL |= {"fastapi", "uvicorn", "ray"}
 
 
 def _modname(path: Path) -> str:
