@@ -1,5 +1,6 @@
 """LLM layers: time to first token cold vs with the cached static prefix, prompt and generation tokens/s, and the
-per-decision latency of the judge and of the full debate, measured in one run.
+per-decision latency of the judge and of the full debate (wall clock, bull and bear as two sequences), measured in one
+run. benchmarks/bench_debate.py compares the debate with plain llama-cpp-python and with the sequential protocol.
 
     python benchmarks/bench_llm.py [--model GGUF] [--n 20] [--threads N] [--gpu-layers N] [--json PATH]
 
@@ -17,6 +18,7 @@ import os
 import platform
 import resource
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,10 @@ def main() -> None:
     model = args.model
     if model is None:
         model = ensure_nano()
-    rt = LlmRuntime(LlmSettings(model=str(model), n_ctx=4096, n_threads=args.threads, n_gpu_layers=args.gpu_layers))
+    # two sequences, as the gate sets it up with [l3] parallel = true (the judge uses sequence 0 only)
+    rt = LlmRuntime(
+        LlmSettings(model=str(model), n_ctx=4096, n_threads=args.threads, n_gpu_layers=args.gpu_layers, n_seq=2)
+    )
     rng = np.random.default_rng(0)
     tpl = load_template("judge.v1")
     grammar = grammar_for("judge")
@@ -76,15 +81,16 @@ def main() -> None:
         gen = g.n_think + g.n_answer
         gen_tok_s.append(gen / max(1e-9, g.total_s - g.ttft_s))
     judge = Judge(rt)  # the default budgets of [l2]
-    debate = Debate({"bull": rt, "bear": rt, "risk": rt})  # the default budgets of [l3]
+    debate = Debate({"bull": rt, "bear": rt, "risk": rt})  # the defaults of [l3]: budgets, parallel bull/bear
     t_judge, t_debate = [], []
     for _ in range(max(3, args.n // 4)):
         v = judge.judge(values(rng), "BUY", timeout_s=600)
         assert v.generation is not None, v.reason
         t_judge.append(v.generation.total_s)
+        t0 = time.perf_counter()
         d = debate.debate(values(rng), "BUY")
+        t_debate.append(time.perf_counter() - t0)  # wall clock: bull and bear overlap
         assert all(e.error is None and e.generation is not None for e in d.transcript), d.reason
-        t_debate.append(sum(e.generation.total_s for e in d.transcript if e.generation is not None))
     rt.close()
 
     c, w = pct(cold), pct(warm)

@@ -64,6 +64,13 @@ def start_llm(c: GateConfig) -> LlmStack:
         path = cache_dir() / "llm-verdicts.sqlite" if lc.cache == "auto" else lc.cache
         cache = VerdictCache(path) if path else None
         main = resolve_model(lc.model)
+        # [l3] parallel with bull and bear on one model: their runtime's context holds two sequences
+        pair = (
+            c.l3.enabled
+            and c.l3.parallel
+            and resolve_model(c.l3.bull_model or lc.model) == resolve_model(c.l3.bear_model or lc.model)
+        )
+        pair_file = resolve_model(c.l3.bull_model or lc.model) if pair else None
 
         def runtime(model: str) -> Any:
             file = resolve_model(model or lc.model)
@@ -80,6 +87,7 @@ def start_llm(c: GateConfig) -> LlmStack:
                     timeout_s=lc.timeout_s,
                     chat_template=lc.chat_template,
                     cpu_extra_buffers=lc.cpu_extra_buffers,
+                    n_seq=2 if file == pair_file else 1,
                 )
                 stack.runtimes[file] = LlmRuntime(s, cache=cache)
             return stack.runtimes[file]
@@ -107,6 +115,7 @@ def start_llm(c: GateConfig) -> LlmStack:
                 answer_budget=l3.answer_budget,
                 timeout_s=lc.timeout_s,
                 templates={"bull": l3.bull_template, "bear": l3.bear_template, "risk": l3.risk_template},
+                parallel=l3.parallel,
             )
             for role, rt in rts.items():
                 stack.hashes[f"l3.{role}"] = rt.sha256[:16]

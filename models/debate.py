@@ -2,8 +2,16 @@
 
 Each turn is one grammar-constrained call (:mod:`fxgate.models.llm`): the bull argues *for* the proposed trade
 (whatever its direction) with a confidence; the bear argues against it, rating each counter-argument's strength;
-after ``rounds`` bull/bear exchanges (each side sees the transcript so far) the risk manager approves or rejects
-and may cut the proposed size (never raise it). Layer 3 passes only when
+after ``rounds`` bull/bear exchanges the risk manager approves or rejects and may cut the proposed size (never raise
+it). Two protocols (``[l3] parallel``):
+
+* **parallel** (the default): in each round the bull and the bear both see the transcript of the *previous* rounds
+  only, so they can run at once — as two sequences of one llama.cpp context when they share a runtime with
+  ``n_seq >= 2`` (:meth:`LlmRuntime.generate_many`), otherwise one after the other with the same prompts (the same
+  answers under greedy decoding). With one round the bear argues against the proposal, not against the bull's turn.
+* **sequential**: the bear also sees the bull's turn of the same round (the transcript so far).
+
+The risk manager always sees every turn. Layer 3 passes only when
 
 * the bull's final confidence >= ``threshold``,
 * the bear's strongest counter-argument, over all rounds, has strength <= ``bear_max_strength``, and
@@ -21,6 +29,7 @@ from typing import Any, ClassVar
 
 from fxgate.engine.core.records import Record
 from fxgate.models.llm import Answer, BearAnswer, BullAnswer, Generation, LlmError, LlmRuntime, RiskAnswer, grammar_for
+from fxgate.models.llm.runtime import LlmCall
 from fxgate.models.prompt import ContextOverflow, fmt_num, load_template
 
 __all__ = ["Debate", "DebateVerdict", "DebateSummary", "DebateTurn", "ROLES"]
@@ -128,6 +137,7 @@ class Debate:
         max_items: int = 3,
         item_chars: int = 120,
         timeout_s: float | None = None,
+        parallel: bool = True,
     ) -> None:
         missing = [r for r in ROLES if r not in runtimes]
         if missing:
@@ -145,12 +155,50 @@ class Debate:
                 raise ValueError(f"{t.source}: output is {t.output!r}, the {r} role needs {r!r}")
         self.grammars = {r: grammar_for(r, max_items=max_items, max_chars=item_chars) for r in ROLES}
         self.timeout_s = timeout_s
+        self.parallel = parallel
+
+    def _prompt(self, role: str, values: dict[str, str]) -> Any:
+        return self.runtimes[role].build(
+            self.templates[role], values, think_budget=self.think_budget, answer_budget=self.answer_budget
+        )
+
+    def _calls(self, roles: tuple[str, ...], values: dict[str, str], deadline: float | None) -> list[Any]:
+        """Run ``roles`` on the same values: each result is its Generation or the exception its call raised. Two
+        roles on one runtime that holds two sequences decode together; otherwise one after the other, stopping at
+        the first failure (the debate ends there)."""
+        rt = self.runtimes[roles[0]]
+        together = len(roles) > 1 and all(self.runtimes[r] is rt for r in roles) and rt.settings.n_seq >= len(roles)
+        if not together:
+            out: list[Any] = []
+            for role in roles:
+                try:
+                    g = self._call(role, values, deadline)
+                except Exception as exc:  # noqa: BLE001 - the caller turns it into the role's failed turn
+                    return [*out, exc]
+                out.append(g)
+                if g.error is not None or g.parsed is None:
+                    break
+            return out
+        prompts: list[Any] = []
+        for role in roles:
+            try:
+                prompts.append(self._prompt(role, values))
+            except Exception as exc:  # noqa: BLE001 - a prompt over its budget fails that role
+                prompts.append(exc)
+        todo = [i for i, p in enumerate(prompts) if not isinstance(p, Exception)]
+        if todo:
+            calls = [
+                LlmCall(prompts[i], roles[i], self.think_budget, self.answer_budget, self.grammars[roles[i]])
+                for i in todo
+            ]
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            for i, g in zip(todo, rt.generate_many(calls, timeout_s=left), strict=True):
+                prompts[i] = g
+        return prompts
 
     def _call(self, role: str, values: dict[str, str], deadline: float | None) -> Generation:
         rt = self.runtimes[role]
-        prompt = rt.build(
-            self.templates[role], values, think_budget=self.think_budget, answer_budget=self.answer_budget
-        )
+        prompt = self._prompt(role, values)
         left = None if deadline is None else max(0.0, deadline - time.perf_counter())
         return rt.generate(
             prompt,
@@ -175,26 +223,33 @@ class Debate:
             turns.append(DebateTurn(role, rnd, self.runtimes[role].sha256[:16], g, error))
             return DebateVerdict(False, f"{role} (round {rnd}): {error}", bull, bear, transcript=tuple(turns))
 
-        plan = [(r, role) for r in range(1, self.rounds + 1) for role in ("bull", "bear")] + [(self.rounds, "risk")]
-        for rnd, role in plan:
-            vals = dict(values, transcript="\n\n".join(texts))
+        # Each step's roles see the same transcript: the turns of the steps before it.
+        pair: list[tuple[str, ...]] = [("bull", "bear")] if self.parallel else [("bull",), ("bear",)]
+        plan = [(r, roles) for r in range(1, self.rounds + 1) for roles in pair] + [(self.rounds, ("risk",))]
+        for rnd, roles in plan:
+            vals = dict(values, transcript="\n\n".join(texts) or "(no turns yet)")  # what prompt_values shows
             try:
-                g = self._call(role, vals, deadline)
-            except (LlmError, ContextOverflow) as exc:
-                return failed(role, rnd, None, str(exc))
+                results = self._calls(roles, vals, deadline)
             except Exception as exc:  # noqa: BLE001 - the gate must never see an exception from here
-                return failed(role, rnd, None, f"internal error: {type(exc).__name__}: {exc}")
-            a = g.parsed
-            if g.error is not None or a is None:
-                return failed(role, rnd, g, g.error or "no answer")
-            turns.append(DebateTurn(role, rnd, self.runtimes[role].sha256[:16], g))
-            texts.append(_turn_text(role, rnd, a))
-            if isinstance(a, BullAnswer):
-                bull = a.confidence
-            elif isinstance(a, BearAnswer):
-                bear = max([bear or 0.0] + [x.strength for x in a.arguments])
-            elif isinstance(a, RiskAnswer):
-                risk = a
+                results = [exc] * len(roles)
+            step: list[str] = []
+            for role, g in zip(roles, results, strict=False):  # in protocol order: the first failure is reported
+                if isinstance(g, LlmError | ContextOverflow):
+                    return failed(role, rnd, None, str(g))
+                if isinstance(g, Exception):
+                    return failed(role, rnd, None, f"internal error: {type(g).__name__}: {g}")
+                a = g.parsed
+                if g.error is not None or a is None:
+                    return failed(role, rnd, g, g.error or "no answer")
+                turns.append(DebateTurn(role, rnd, self.runtimes[role].sha256[:16], g))
+                step.append(_turn_text(role, rnd, a))
+                if isinstance(a, BullAnswer):
+                    bull = a.confidence
+                elif isinstance(a, BearAnswer):
+                    bear = max([bear or 0.0] + [x.strength for x in a.arguments])
+                elif isinstance(a, RiskAnswer):
+                    risk = a
+            texts += step
         bc, bs = bull or 0.0, bear or 0.0
         approve, frac = (risk.approve, risk.size_fraction) if risk is not None else (None, None)
         fails = []

@@ -131,6 +131,9 @@ class L3Config:
     bull_template: str = "bull.v1"
     bear_template: str = "bear.v1"
     risk_template: str = "risk.v1"
+    # true: in each round bull and bear see the previous rounds only and decode together (two sequences of one
+    # llama.cpp context when they share a model); false: the bear also reads the bull's turn of the same round
+    parallel: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -527,6 +530,8 @@ risk_model = ""
 bull_template = "bull.v1"
 bear_template = "bear.v1"
 risk_template = "risk.v1"
+parallel = true      # bull and bear see the earlier rounds only and run at once (2 sequences of one context when
+                     # they share a model); false = sequential: the bear also reads the bull's turn of its round
 
 [l4]                 # certainty modules, evaluated in this order; every listed module must pass
 enabled = true

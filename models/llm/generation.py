@@ -29,6 +29,9 @@ class LlmSettings:
     chat_template: str = ""  # path to a Jinja file; empty: the GGUF's tokenizer.chat_template
     prefix_states: int = 8  # KV states of static prefixes kept in memory
     cpu_extra_buffers: bool = False  # llama.cpp AMX/repacked CPU weights (see load_llama)
+    # sequences one context holds (LlmRuntime.generate_many): 2 lets the debate decode bull and bear together. Each
+    # sequence gets the whole n_ctx budget: the context has n_ctx * n_seq cells, a stream of n_ctx per sequence
+    n_seq: int = 1
 
 
 @dataclass(frozen=True)

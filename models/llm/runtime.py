@@ -9,6 +9,13 @@ then generates the answer under a GBNF grammar that only admits the role's JSON 
 (:mod:`fxgate.models.llm.answers`). Every call has a deadline: the caller waits at most ``timeout_s``, the worker
 stops at its next token or prompt chunk, and a late call fails closed instead of blocking the gate. Completed calls
 go to the :class:`~fxgate.models.llm.cache.VerdictCache` when one is given.
+
+:meth:`LlmRuntime.generate_many` runs up to ``[llm]``-level ``n_seq`` calls at once as parallel sequences of the one
+context (the debate's bull and bear): each sequence gets its static prefix from a saved state, from the cells of
+sequence 0 it shares a token prefix with (``llama_memory_seq_cp``: evaluated once), or by evaluating it; then every
+sequence's per-bar suffix, and each generated token of every sequence, go through one ``llama_decode`` per step, and
+each sequence samples from its own logits row with its own sampler chain (its own grammar in the answer phase). Under
+greedy decoding each sequence gives the tokens :meth:`LlmRuntime.generate` gives for its prompt alone.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from fxgate.models.prompt import (
     prompt_budget,
 )
 
-__all__ = ["LlmRuntime", "PROTOCOL_VERSION"]
+__all__ = ["LlmRuntime", "LlmCall", "PROTOCOL_VERSION"]
 
 #: Bump when the generation protocol changes (think handling, grammar, parsing): part of every cache key.
 PROTOCOL_VERSION = 1
@@ -59,6 +66,41 @@ class _Spec:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass(frozen=True)
+class LlmCall:
+    """One call of :meth:`LlmRuntime.generate_many`: the arguments :meth:`LlmRuntime.generate` takes."""
+
+    prompt: RenderedPrompt
+    kind: str
+    think_budget: int
+    answer_budget: int
+    grammar: str
+
+
+@dataclass
+class _Seq:
+    """One sequence of a :meth:`LlmRuntime.generate_many` call on the worker: where it is and what it has made."""
+
+    index: int  # in the caller's list
+    seq: int  # llama.cpp sequence id (0 = the one ``Llama`` keeps its bookkeeping for)
+    spec: _Spec
+    tokens: list[int]
+    kv: list[int] = field(default_factory=list)  # the tokens this sequence's cells hold, in position order
+    pending: list[int] = field(default_factory=list)  # to evaluate at the next decode
+    phase: str = "prefill"  # prefill -> think -> answer -> done
+    sampler: Any = None
+    think_ids: list[int] = field(default_factory=list)
+    out: list[int] = field(default_factory=list)
+    think_text: str = ""
+    truncated: bool = False
+    natural_end: bool = False
+    finished: bool = False
+    evaluated: int = 0
+    how: str = "cold"
+    ttft: float | None = None
+    total_s: float = 0.0
+
+
 class LlmRuntime:
     """One GGUF model, loaded once, used by one worker thread (llama.cpp contexts are not thread-safe).
 
@@ -75,18 +117,23 @@ class LlmRuntime:
     def __init__(self, settings: LlmSettings, *, cache: VerdictCache | None = None) -> None:
         self.settings = settings
         self.sha256 = verify_gguf(settings.model, settings.sha256)
+        if settings.n_seq < 1:
+            raise ValueError(f"n_seq = {settings.n_seq}: must be >= 1")
         kw: dict[str, Any] = {
-            "n_ctx": settings.n_ctx,
+            "n_ctx": settings.n_ctx * settings.n_seq,  # every sequence may use the whole n_ctx budget
             "n_gpu_layers": settings.n_gpu_layers,
             "seed": settings.seed,
-            "n_batch": settings.n_batch,
+            "n_batch": max(settings.n_batch, settings.n_seq),  # a step's last token of every sequence in one batch
             "logits_all": False,
         }
         if settings.n_threads > 0:
             kw["n_threads"] = settings.n_threads
         try:
             self.llm = _llama.load_llama(
-                Path(settings.model).expanduser(), cpu_extra_buffers=settings.cpu_extra_buffers, **kw
+                Path(settings.model).expanduser(),
+                cpu_extra_buffers=settings.cpu_extra_buffers,
+                n_seq_max=settings.n_seq,
+                **kw,
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelFileError(
@@ -121,6 +168,7 @@ class LlmRuntime:
         self.cache = cache
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fxgate-llm")
         self._states: OrderedDict[bytes, _llama.SeqState] = OrderedDict()  # worker thread only
+        self._batch = _llama.SeqBatch(kw["n_batch"]) if settings.n_seq > 1 else None  # worker thread only
 
     # tokens ------------------------------------------------------------------------------------------------------
     def _piece(self, tok: int) -> str:
@@ -227,6 +275,242 @@ class LlmRuntime:
             self.cache.put(key, g.to_dict())  # type: ignore[union-attr]
         return g
 
+    def generate_many(
+        self, calls: list[LlmCall], *, timeout_s: float | None = None, use_cache: bool = True
+    ) -> list[Generation | LlmError]:
+        """Run up to ``settings.n_seq`` calls together, as parallel sequences of the one context, under one deadline.
+        One result per call, in order: its Generation (``error`` set for an unusable answer, as :meth:`generate`),
+        or the :class:`LlmError` that call failed with (its context overflow; a timeout or a llama.cpp failure fails
+        every call of the group). Verdict-cache hits are served without running."""
+        if not 0 < len(calls) <= self.settings.n_seq:
+            raise ValueError(f"generate_many: {len(calls)} calls, this runtime holds 1 to {self.settings.n_seq}")
+        timeout = self.settings.timeout_s if timeout_s is None else timeout_s
+        use = self.cache is not None and use_cache
+        keys = [
+            self.cache_key(c.prompt, c.kind, c.think_budget, c.answer_budget, c.grammar) if use else None for c in calls
+        ]
+        results: list[Generation | LlmError | None] = [None] * len(calls)
+        for i, key in enumerate(keys):
+            hit = self.cache.get(key) if key is not None else None  # type: ignore[union-attr]
+            if hit is not None:
+                results[i] = replace(Generation.from_dict(hit), cached=True)
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            cancel = threading.Event()
+            specs = [
+                _Spec(calls[i].kind, calls[i].think_budget, calls[i].answer_budget, calls[i].grammar, timeout, cancel)
+                for i in todo
+            ]
+            t0 = time.perf_counter()
+            fut = self._pool.submit(self._run_many, [calls[i].prompt for i in todo], specs, cancel, t0)
+            try:
+                got: list[Generation | Exception] = fut.result(timeout=max(0.0, timeout))
+            except FutureTimeout:
+                cancel.set()
+                fut.cancel()
+                self._count("timeouts")
+                got = [LlmError(f"generation timed out after {timeout:g} s ([llm] timeout_s)")] * len(todo)
+            except _Cancelled:  # pragma: no cover - only after a timeout, which is handled above
+                got = [LlmError("generation cancelled")] * len(todo)
+            except LlmError as exc:
+                got = [exc] * len(todo)
+            except Exception as exc:  # noqa: BLE001 - llama.cpp failures become every call's LlmError
+                err = LlmError(f"llama.cpp failed during generation: {type(exc).__name__}: {exc}")
+                got = [err] * len(todo)
+            for i, g in zip(todo, got, strict=True):
+                if isinstance(g, ContextOverflow):
+                    results[i] = LlmError(str(g))
+                elif isinstance(g, Generation):
+                    p = calls[i].prompt
+                    g = replace(g, prompt_sections=p.sections, dropped_sections=p.dropped, template=p.template_id)
+                    if keys[i] is not None and g.error is None:
+                        self.cache.put(keys[i], g.to_dict())  # type: ignore[union-attr]
+                    results[i] = g
+                else:
+                    results[i] = g if isinstance(g, LlmError) else LlmError(str(g))
+        return results  # type: ignore[return-value]
+
+    def _run_many(
+        self, prompts: list[RenderedPrompt], specs: list[_Spec], cancel: threading.Event, t_submit: float
+    ) -> list[Generation | Exception]:
+        """The worker side of :meth:`generate_many`: every call that fits becomes one sequence; the results of the
+        others are their ContextOverflow."""
+        out: list[Generation | Exception | None] = [None] * len(prompts)
+        seqs: list[_Seq] = []
+        statics: list[int] = []
+        for i, (p, sp) in enumerate(zip(prompts, specs, strict=True)):
+            self._count("calls")
+            tokens = self.tokenize(p.text)
+            try:
+                self._check_fits(tokens, sp)
+            except ContextOverflow as exc:
+                out[i] = exc
+                continue
+            seqs.append(_Seq(i, len(seqs), sp, tokens))
+            statics.append(self._static_len(p, tokens))
+        if cancel.is_set():
+            raise _Cancelled
+        if seqs:
+            # On any failure sequence 0 stays consistent: Llama's n_tokens only moves with cells that hold
+            # input_ids, and Llama.eval drops the cells beyond it before its next decode.
+            try:
+                for i, g in self._decode_seqs(seqs, statics, cancel, t_submit):
+                    out[i] = g
+            finally:
+                for s in seqs[1:]:  # free the other sequences' cells (the next pair clears them before use too)
+                    _llama.seq_rm(self.llm, s.seq, 0)
+        return out  # type: ignore[return-value]
+
+    def _decode_seqs(
+        self, seqs: list[_Seq], statics: list[int], cancel: threading.Event, t_submit: float
+    ) -> list[tuple[int, Generation]]:
+        llm, st = self.llm, self.settings
+        t0 = time.perf_counter()
+        # 1. static prefixes. Sequence 0 as generate() gets its own; the others share sequence 0's cells as far as
+        #    their tokens agree (seq_cp), then restore or evaluate the rest of their static prefix.
+        s0 = seqs[0]
+        held, s0.evaluated, s0.how = self._static_prefix(s0.tokens, statics[0], cancel)
+        s0.kv = s0.tokens[:held]
+        ref = llm.input_ids[: llm.n_tokens].tolist()  # what sequence 0's cells hold now (a prefix of it is s0.kv)
+        for s, static_len in zip(seqs[1:], statics[1:], strict=True):
+            _llama.seq_rm(llm, s.seq, 0)
+            shared = _common_prefix(ref, s.tokens)
+            key = hashlib.sha256(json.dumps(s.tokens[:static_len]).encode()).digest() if static_len else b""
+            state = self._states.get(key) if static_len and shared < static_len else None
+            if state is not None:
+                self._states.move_to_end(key)
+                _llama.load_seq(llm, state, s.seq)
+                self._count("state_restores")
+                s.kv, s.how = s.tokens[:static_len], "state"
+                continue
+            if shared:
+                _llama.seq_cp(llm, 0, s.seq, shared)
+            s.kv = s.tokens[:shared]
+            s.how = "kv" if static_len and shared >= static_len else "cold"
+            if static_len > shared:
+                s.pending = s.tokens[shared:static_len]
+                s.evaluated += len(s.pending)
+                self._decode([s], cancel, want_logits=False)
+                self._states[key] = _llama.save_seq(llm, s.seq, s.kv)
+                self._count("state_saves")
+                while len(self._states) > st.prefix_states:
+                    self._states.popitem(last=False)
+        # 2. the rest of every prompt, in one batch (at least the last token, for fresh logits)
+        for s in seqs:
+            keep = min(len(s.kv), len(s.tokens) - 1)
+            _llama.seq_rm(llm, s.seq, keep)
+            s.kv = s.kv[:keep]
+            s.pending = s.tokens[keep:]
+            s.evaluated += len(s.pending)
+        llm.n_tokens = len(s0.kv)
+        sample_kw = {"temp": st.temperature, "top_k": st.top_k, "top_p": st.top_p, "min_p": 0.0, "repeat_penalty": 1.0}
+        llm.set_seed(st.seed)  # each sequence's sampler starts from the seed, as each generate() call's does
+        live = list(seqs)
+        first = True
+        prompt_s = 0.0
+        while live:
+            rows = self._decode(live, cancel, want_logits=True)
+            if first:
+                prompt_s, first = time.perf_counter() - t0, False
+                for s in seqs:
+                    s.phase = "think" if s.spec.think_budget > 0 else "answer"
+                    if s.phase == "think":
+                        s.sampler = _llama.new_sampler(llm, None, **sample_kw)
+                    else:
+                        self._to_answer(s, sample_kw)  # no reasoning: the answer prompt is decoded first
+            for s in live:
+                if s.pending:  # entered the answer phase before this step's sample: decode its prompt first
+                    continue
+                tok = _llama.sample(llm, s.sampler, rows[s.seq])
+                if s.ttft is None:
+                    s.ttft = time.perf_counter() - t_submit
+                if s.phase == "think":
+                    if tok == self.think_end_id or tok == self.eos_id:
+                        s.natural_end = True
+                        self._to_answer(s, sample_kw)
+                        continue
+                    s.think_ids.append(tok)
+                    if len(s.think_ids) >= s.spec.think_budget:
+                        s.truncated = True
+                        self._to_answer(s, sample_kw)
+                        continue
+                    s.pending = [tok]
+                else:
+                    if tok == self.eos_id:
+                        s.finished = True
+                        s.phase = "done"
+                    else:
+                        s.out.append(tok)
+                        if len(s.out) >= s.spec.answer_budget:
+                            s.phase = "done"
+                        else:
+                            s.pending = [tok]
+                    if s.phase == "done":
+                        s.total_s = time.perf_counter() - t_submit
+                if cancel.is_set():
+                    raise _Cancelled
+            live = [s for s in live if s.phase != "done"]
+        # Llama's bookkeeping follows what sequence 0's cells hold, for the next generate()
+        llm.input_ids[: len(s0.kv)] = s0.kv
+        llm.n_tokens = len(s0.kv)
+        return [
+            (
+                s.index,
+                self._generation(
+                    s.spec,
+                    s.tokens,
+                    s.think_text,
+                    s.think_ids,
+                    s.truncated,
+                    s.out,
+                    s.finished,
+                    s.evaluated,
+                    s.how,
+                    prompt_s,
+                    s.ttft,
+                    s.total_s,
+                ),
+            )
+            for s in seqs
+        ]
+
+    def _to_answer(self, s: _Seq, sample_kw: dict[str, Any]) -> None:
+        """End the reasoning of ``s`` as generate() does: close the block, then the answer under the grammar."""
+        s.think_text = self.llm.detokenize(s.think_ids, special=False).decode("utf-8", errors="replace")
+        answer_prompt = s.tokens + s.think_ids + self.tokenize(self._close_text(s.think_text, s.natural_end))
+        s.pending = answer_prompt[len(s.kv) :]
+        s.sampler = _llama.new_sampler(self.llm, _llama.compile_grammar(s.spec.grammar), **sample_kw)
+        s.phase = "answer"
+
+    def _decode(self, seqs: list[_Seq], cancel: threading.Event, *, want_logits: bool) -> dict[int, int]:
+        """Evaluate every sequence's pending tokens at its next positions, in batches of at most n_batch tokens;
+        the last pending token of each sequence goes into the last batch, whose row (the batch position) for each
+        sequence is returned, so every sequence samples from its own logits."""
+        assert self._batch is not None
+        head: list[tuple[int, int, int, bool]] = []
+        tail: list[tuple[int, int, int, bool]] = []
+        for s in seqs:
+            if not s.pending:
+                continue
+            pos = len(s.kv)
+            head += [(t, pos + j, s.seq, False) for j, t in enumerate(s.pending[:-1])]
+            tail.append((s.pending[-1], pos + len(s.pending) - 1, s.seq, want_logits))
+        items = head + tail
+        n = self._batch.capacity  # >= n_seq >= len(tail): the last batch holds the whole tail
+        last_start = max(0, len(items) - n)
+        chunks = [items[c : min(c + n, last_start)] for c in range(0, last_start, n)] + [items[last_start:]]
+        for chunk in chunks:
+            if cancel.is_set():
+                raise _Cancelled
+            self._batch.decode(self.llm, chunk)
+        rows: dict[int, int] = {}
+        for r, (_, _, seq, _) in enumerate(chunks[-1]):
+            rows[seq] = r  # the tail comes last: each sequence's last entry in the last batch is its last token
+        for s in seqs:
+            s.kv += s.pending
+            s.pending = []
+        return rows
+
     def _count(self, name: str) -> None:
         with self._stats_lock:  # callers count timeouts, the worker counts calls, restores and saves
             self.stats[name] += 1
@@ -237,17 +521,8 @@ class LlmRuntime:
             raise _Cancelled
         llm = self.llm
         tokens = self.tokenize(prompt.text)
-        total = len(tokens) + spec.think_budget + spec.answer_budget + GENERATION_RESERVE
-        if total > self.settings.n_ctx:
-            raise ContextOverflow(
-                f"prompt of {len(tokens)} tokens + thinking {spec.think_budget} + answer "
-                f"{spec.answer_budget} exceeds n_ctx {self.settings.n_ctx}. Fix: raise [llm] "
-                f"n_ctx"
-            )
-        static_len = 0
-        if prompt.prefix_text:
-            pre = self.tokenize(prompt.prefix_text)
-            static_len = _common_prefix(pre, tokens)
+        self._check_fits(tokens, spec)
+        static_len = self._static_len(prompt, tokens)
         t0 = time.perf_counter()
         evaluated, how = self._prepare(tokens, static_len, spec.cancel)
         prompt_s = time.perf_counter() - t0
@@ -276,7 +551,7 @@ class LlmRuntime:
                 if spec.cancel.is_set():
                     raise _Cancelled
         think_text = llm.detokenize(think_ids, special=False).decode("utf-8", errors="replace")
-        close = "</think>\n\n" if natural_end and think_text.endswith("\n") else "\n</think>\n\n"
+        close = self._close_text(think_text, natural_end)
         answer_prompt = tokens + think_ids + self.tokenize(close)
         # 2. the answer, under the grammar
         grammar = _llama.compile_grammar(spec.grammar)
@@ -293,7 +568,39 @@ class LlmRuntime:
                 break
             if spec.cancel.is_set():
                 raise _Cancelled
-        answer = llm.detokenize(out, special=False).decode("utf-8", errors="replace")
+        total_s = time.perf_counter() - t_submit
+        return self._generation(
+            spec, tokens, think_text, think_ids, truncated, out, finished, evaluated, how, prompt_s, ttft, total_s
+        )
+
+    def _check_fits(self, tokens: list[int], spec: _Spec) -> None:
+        total = len(tokens) + spec.think_budget + spec.answer_budget + GENERATION_RESERVE
+        if total > self.settings.n_ctx:
+            raise ContextOverflow(
+                f"prompt of {len(tokens)} tokens + thinking {spec.think_budget} + answer "
+                f"{spec.answer_budget} exceeds n_ctx {self.settings.n_ctx}. Fix: raise [llm] "
+                f"n_ctx"
+            )
+
+    def _static_len(self, prompt: RenderedPrompt, tokens: list[int]) -> int:
+        return _common_prefix(self.tokenize(prompt.prefix_text), tokens) if prompt.prefix_text else 0
+
+    def _generation(
+        self,
+        spec: _Spec,
+        tokens: list[int],
+        think_text: str,
+        think_ids: list[int],
+        truncated: bool,
+        out: list[int],
+        finished: bool,
+        evaluated: int,
+        how: str,
+        prompt_s: float,
+        ttft: float | None,
+        total_s: float,
+    ) -> Generation:
+        answer = self.llm.detokenize(out, special=False).decode("utf-8", errors="replace")
         parsed, error = None, None
         try:
             parsed = parse_answer(spec.kind, answer)
@@ -301,7 +608,6 @@ class LlmRuntime:
             error = f"malformed answer: {exc}" + (
                 "" if finished else f" (answer budget of {spec.answer_budget} tokens exhausted)"
             )
-        total_s = time.perf_counter() - t_submit
         return Generation(
             kind=spec.kind,
             think=think_text,
@@ -319,6 +625,9 @@ class LlmRuntime:
             prefix=how,
         )
 
+    def _close_text(self, think_text: str, natural_end: bool) -> str:
+        return "</think>\n\n" if natural_end and think_text.endswith("\n") else "\n</think>\n\n"
+
     # KV-cache management -----------------------------------------------------------------------------------------
     def _eval(self, toks: list[int], cancel: threading.Event) -> None:
         n = self.settings.n_batch
@@ -330,6 +639,18 @@ class LlmRuntime:
     def _prepare(self, tokens: list[int], static_len: int, cancel: threading.Event) -> tuple[int, str]:
         """Leave the context holding ``tokens`` with fresh logits; reuse what is already there or a saved prefix
         state. Returns (tokens evaluated, how the prefix was obtained)."""
+        common, evaluated, how = self._static_prefix(tokens, static_len, cancel)
+        llm = self.llm
+        keep = min(common, len(tokens) - 1)
+        evaluated += len(tokens) - keep
+        llm.n_tokens = keep
+        self._eval(tokens[keep:], cancel)
+        return evaluated, how
+
+    def _static_prefix(self, tokens: list[int], static_len: int, cancel: threading.Event) -> tuple[int, int, str]:
+        """Leave sequence 0 holding at least the static prefix ``tokens[:static_len]`` (more when the context
+        already holds more of ``tokens``): from the context, a saved state, or by evaluating it (and saving its
+        state). Returns (tokens of ``tokens`` held, tokens evaluated, how the prefix was obtained)."""
         llm = self.llm
         common = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
         how = "kv" if static_len and common >= static_len else "cold"
@@ -351,11 +672,7 @@ class LlmRuntime:
                 while len(self._states) > self.settings.prefix_states:
                     self._states.popitem(last=False)
                 common = static_len
-        keep = min(common, len(tokens) - 1)
-        evaluated += len(tokens) - keep
-        llm.n_tokens = keep
-        self._eval(tokens[keep:], cancel)
-        return evaluated, how
+        return common, evaluated, how
 
     def forget_prefixes(self) -> None:
         """Drop the saved prefix states and the context (the next call runs cold). Runs on the worker, after the
@@ -365,9 +682,13 @@ class LlmRuntime:
     def _forget(self) -> None:
         self._states.clear()
         self.llm.n_tokens = 0
+        for seq in range(1, self.settings.n_seq):
+            _llama.seq_rm(self.llm, seq, 0)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._batch is not None:
+            self._batch.close()
         close = getattr(self.llm, "close", None)
         if close is not None:
             close()
