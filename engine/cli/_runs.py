@@ -155,6 +155,7 @@ def run_replays(
                     error=f"fxgate crashed: {type(exc).__name__}: {exc}",
                 )
         raise
+    rows: dict[str, dict[str, Any]] = {}  # summary.html: one row per file, with its status and error
     for j in jobs:
         if j.run is None:
             continue
@@ -171,10 +172,11 @@ def run_replays(
         if j.result is not None and j.result.get("timings"):
             j.run = {**j.run, "timings": j.result["timings"]}
         finish_run(j.out, j.run, j.status, [n for n in written if (j.out / n).exists()], error=err)
-    done = {j.out.name: j.result for j in jobs if j.result is not None}
-    if len(jobs) > 1 and done and len({j.out.parent for j in jobs}) == 1:
-        page = write_summary(done, jobs[0].out.parent / "summary.html")
-        click.echo(f"summary of {len(done)} files: {page.resolve().as_uri()}")
+        status = j.status if j.result is not None or j.status == "failed" else "not run"
+        rows[j.out.name] = {**(j.result or {}), "status": status, "error": err}
+    if len(jobs) > 1 and rows and len({j.out.parent for j in jobs}) == 1:
+        page = write_summary(rows, jobs[0].out.parent / "summary.html")
+        click.echo(f"summary of {len(rows)} files: {page.resolve().as_uri()}")
     failed = [j for j in jobs if j.status == "failed"]
     if failed:
         if len(jobs) == 1:

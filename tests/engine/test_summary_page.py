@@ -63,14 +63,15 @@ def run(tmp_path_factory):
     df = pd.read_csv(sample_path())
     df.iloc[:2400].to_csv(d / "EURUSD.csv", index=False)
     df.iloc[2000:4400].to_csv(d / "LATER.csv", index=False)
+    df.iloc[:100].to_csv(d / "TINY.csv", index=False)  # fewer bars than train_bars: this file fails
     (d / "gate.toml").write_text(TOML)
     out = d / "out"
     r = CliRunner().invoke(
         cli,
-        ["replay", "--data", str(d / "EURUSD.csv"), "--data", str(d / "LATER.csv"), "--config", str(d / "gate.toml"),
-         "--symbol", "EURUSD", "--out", str(out)],
+        ["replay", "--data", str(d / "EURUSD.csv"), "--data", str(d / "LATER.csv"), "--data", str(d / "TINY.csv"),
+         "--config", str(d / "gate.toml"), "--symbol", "EURUSD", "--out", str(out)],
     )  # fmt: skip
-    assert r.exit_code == 0, r.output
+    assert r.exit_code != 0 and "TINY.csv" in r.output, r.output  # the failed file fails the command
     return out, r.output
 
 
@@ -79,9 +80,11 @@ def test_summary_page_rows_match_each_files_metrics(run):
     page = (out / "summary.html").read_text()
     t = _Table()
     t.feed(page)
-    head, *rows = t.rows[: 1 + 2]
+    head, *rows, tiny = t.rows[: 1 + 3]
     assert head[:4] == ["file", "symbol", "bars", "signals"]
     assert [r[0] for r in rows] == ["EURUSD", "LATER"]
+    # the failed file has its row: its status and why, no figures
+    assert tiny[0] == "TINY" and tiny[1].startswith("failed: ") and "train_bars" in tiny[1], tiny
     for r in rows:
         m = json.loads((out / r[0] / "metrics.json").read_text())
         assert int(r[2]) == m["bars"] and int(r[3]) == m["signals"]
