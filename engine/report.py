@@ -422,7 +422,9 @@ def _funnel_section(res: ReplayResult) -> Parts:
             (_section("Layer funnel", f"<p>{_esc(_NO_TRACE)}</p>{body}<h3>First veto</h3>{vetoes}</section>"), None)
         ]
     off = _disabled(res)
-    fun = [(f"{k} (disabled)" if k in off else k, v) for k, v in dg.funnel(res)]
+    fun = [
+        (f"{k} (disabled)" if k in off else ("L4 (internal error)" if k == "L4" else k), v) for k, v in dg.funnel(res)
+    ]
     alone = dg.pass_alone(res)
     left = _table(["after (cheapest first)", "bars alive"], [[k, v] for k, v in fun])
     right = _table(
