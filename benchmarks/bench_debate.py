@@ -128,7 +128,7 @@ def run_once(args: argparse.Namespace, model: Path, rep: int) -> dict[str, Any]:
         d.debate(warm, "BUY")
     plain.debate(warm)
     times: dict[str, list[float]] = {k: [] for k in ("plain", *debates)}
-    equal = {"plain": 0, "parallel_one_after_other": 0}
+    equal = {"plain_reasoning": 0, "plain_answer": 0, "parallel_one_after_other": 0}  # roles, decisions
     failed = 0
     for _ in range(args.n):
         vals = values(rng)
@@ -143,7 +143,9 @@ def run_once(args: argparse.Namespace, model: Path, rep: int) -> dict[str, Any]:
             failed += any(e.error is not None for e in v.transcript)
             got[name] = outputs(v)
         # llama-cpp-python drops the bytes of an incomplete UTF-8 character from its text; fxgate shows U+FFFD
-        equal["plain"] += p_out == [(t.replace("\ufffd", ""), a) for t, a in got["parallel"]]
+        for (pt, pa), (ft, fa) in zip(p_out, got["parallel"], strict=True):
+            equal["plain_reasoning"] += pt == ft.replace("\ufffd", "")
+            equal["plain_answer"] += pa == fa
         equal["parallel_one_after_other"] += got["parallel_one_after_other"] == got["parallel"]
     # TTFT of the bull/bear pair: cold (empty context, no saved state) vs cached prefix (a new bar, warm runtime)
     pair = debates["parallel"]
@@ -155,12 +157,12 @@ def run_once(args: argparse.Namespace, model: Path, rep: int) -> dict[str, Any]:
         v = pair.debate(values(rng), "BUY")
         cached.append(min(t.generation.ttft_s for t in v.transcript[:2] if t.generation is not None))
     prof = None
-    if args.profile:
+    if args.profile:  # on the runtime's worker thread, where the llama.cpp calls run
         pr = cProfile.Profile()
-        pr.enable()
+        two._pool.submit(pr.enable).result()
         for _ in range(max(3, args.n // 4)):
             pair.debate(values(rng), "BUY")
-        pr.disable()
+        two._pool.submit(pr.disable).result()
         s = io.StringIO()
         pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(14)
         prof = s.getvalue()
@@ -171,7 +173,11 @@ def run_once(args: argparse.Namespace, model: Path, rep: int) -> dict[str, Any]:
         "decision": res,
         "ratio_plain_over_parallel_p50": res["plain"]["p50_ms"] / res["parallel"]["p50_ms"],
         "ratio_sequential_over_parallel_p50": res["sequential"]["p50_ms"] / res["parallel"]["p50_ms"],
-        "equal_outputs": {k: f"{v}/{args.n}" for k, v in equal.items()},
+        "equal_outputs": {
+            "plain_reasoning": f"{equal['plain_reasoning']}/{3 * args.n} roles",
+            "plain_answer": f"{equal['plain_answer']}/{3 * args.n} roles",
+            "parallel_one_after_other": f"{equal['parallel_one_after_other']}/{args.n} debates",
+        },
         "failed_debates": failed,
         "pair_ttft_cold": pct(cold),
         "pair_ttft_cached_prefix": pct(cached),
