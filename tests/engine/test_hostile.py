@@ -507,8 +507,9 @@ def test_inputs_with_the_same_stem_get_distinct_directories(inputs, tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
-    dirs = sorted(p for p in out.iterdir())
+    dirs = sorted(p for p in out.iterdir() if p.is_dir())
     assert [p.name for p in dirs] == ["EURUSD-x", "EURUSD-y"]
+    assert sorted(p.name for p in out.iterdir() if not p.is_dir()) == ["summary.html"]  # the page across files
     for d, src in zip(dirs, paths, strict=True):
         run = _run_json(d)
         assert run["status"] == "complete" and run["data"]["path"] == str(src.resolve())

@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +130,16 @@ def test_ray_replay_writes_the_local_outputs(tmp_path, local_ray):
         sample_bars()[sl].to_csv(p)
         files += ["--data", str(p)]
     base = ["replay", *files, "--config", str(cfg)]
-    r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "local")])
-    assert r.exit_code == 0, r.output
+    # the local run in a fresh process, as a user runs it: the Ray tasks are fresh processes too, while this pytest
+    # process carries whatever earlier tests left (thread pools, compiled kernels), which shifted a fit's last bits
+    # in a full-suite run
+    local = subprocess.run(
+        [sys.executable, "-c", "from fxgate.engine.cli import main; main()", *base, "--out", str(tmp_path / "local")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert local.returncode == 0, local.stdout + local.stderr
     r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "ray"), "--executor", "ray"])
     assert r.exit_code == 0, r.output
     assert "timings (every fit in run.json): 2 Layer-1 fits" in r.output
