@@ -258,6 +258,7 @@ class Gate:
         self._fast_layers = tuple(la for la in self.layers if la.cost == "fast")
         self._slow_layers = tuple(la for la in self.layers if la.cost == "slow")
         self._reported = {la.name: la for la in self.layers if la.reported}
+        self._sizing = self.layer("sizing")  # the trace asks it for the size on every bar
 
     def layer(self, name: str) -> Layer:
         """The layer called ``name`` ("L1", "L4", "sizing", "L2", "L3")."""
@@ -581,9 +582,8 @@ class Gate:
                     r = ModuleResult(m.name, math.nan, False, math.nan, f"internal error: {type(exc).__name__}: {exc}")
             out.append(r)
         c.isolated = tuple(out)
-        sizing = self.layer("sizing")
         try:
-            c.size_alone = sizing.size()  # type: ignore[attr-defined]
+            c.size_alone = self._sizing.size()  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - as above
             c.size_alone = math.nan
 
