@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from fxgate.engine.core.config import L3Config
 from fxgate.engine.core.records import Record
 from fxgate.models.llm import Answer, BearAnswer, BullAnswer, Generation, LlmError, LlmRuntime, RiskAnswer, grammar_for
 from fxgate.models.llm.runtime import LlmCall
@@ -148,7 +149,8 @@ class Debate:
         self.rounds = rounds
         self.threshold, self.bear_max_strength = threshold, bear_max_strength
         self.think_budget, self.answer_budget = think_budget, answer_budget
-        names = {r: f"{r}.v1" for r in ROLES} | (templates or {})
+        d = L3Config()  # the gate's defaults, so a bare Debate serves what the gate does
+        names = {"bull": d.bull_template, "bear": d.bear_template, "risk": d.risk_template} | (templates or {})
         self.templates = {r: load_template(names[r]) for r in ROLES}
         for r, t in self.templates.items():
             if t.output != r:

@@ -7,6 +7,13 @@ model is trained on is the text it is served.
 * **Template files** (``prompts/<role>.v<N>.toml``): a system prompt and ordered sections with a priority
   (0 = required) and a ``static`` flag (no per-bar values; static sections come first and, with the system prompt,
   form the prefix whose KV cache is reused). Placeholders are ``{name}``; JSON braces in the text are left alone.
+  A static section may use only the :data:`STATIC_PLACEHOLDERS` (values fixed by the gate's configuration, the
+  same on every bar: the formula catalogue of the configured modules), so the prefix is byte-identical across bars.
+* **Values** (:func:`prompt_values`): the per-bar text of every placeholder. Version 1 templates use the prose keys
+  (``bar``, ``proposal``, ``modules``, ``features``, ``formulas``); version 2 the compact ones (``bar_line``,
+  ``proposal_line``, ``module_lines``, ``feature_line``) and the static ``catalogue``. Both are always produced, so a
+  version 1 template renders exactly as it did (its text is part of the verdict-cache key and of the models
+  trained on it).
 * **Chat template**: the model's own Jinja template (from the GGUF metadata), rendered the way Hugging Face
   ``apply_chat_template`` renders it (sandboxed Jinja, ``trim_blocks``/``lstrip_blocks``, ``loopcontrols``).
 * **Budget**: when the rendered prompt is over its token budget (:func:`prompt_budget`: the context minus the
@@ -51,8 +58,13 @@ __all__ = [
     "prompt_values",
     "fill_section",
     "formulas_of",
+    "catalogue_of",
+    "STATIC_PLACEHOLDERS",
     "KEY_FEATURES",
     "fmt_num",
+    "module_line",
+    "first_clause",
+    "COMPACT_DIGITS",
 ]
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
@@ -61,6 +73,9 @@ PROMPTS_DIR = Path(__file__).parent / "prompts"
 R1_CHAT_TEMPLATE = (PROMPTS_DIR / "deepseek_r1_distill.jinja").read_text()
 OUTPUT_KINDS = ("judge", "bull", "bear", "risk")
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+#: placeholders whose value depends only on the gate's configuration (never on the bar): the only ones a static
+#: section may use. ``catalogue``: the formula of every configured module (:func:`catalogue_of`).
+STATIC_PLACEHOLDERS = frozenset({"catalogue"})
 
 
 class TemplateError(FxgateError, ValueError):
@@ -93,6 +108,11 @@ class PromptTemplate:
     def id(self) -> str:
         return f"{self.name}.v{self.version}"
 
+    @property
+    def placeholders(self) -> tuple[str, ...]:
+        """The placeholders the sections use, each once, in order of first use."""
+        return tuple(dict.fromkeys(m.group(1) for s in self.sections for m in _PLACEHOLDER.finditer(s.text)))
+
 
 def load_template(name_or_path: str | Path) -> PromptTemplate:
     """Load ``judge.v1`` (a bundled template) or a path to a ``.toml`` template file."""
@@ -122,8 +142,13 @@ def load_template(name_or_path: str | Path) -> PromptTemplate:
         if not isinstance(pr, int) or pr < 0:
             raise TemplateError(f"{where} ({s['name']}): priority must be an integer >= 0")
         static = bool(s.get("static", False))
-        if static and _PLACEHOLDER.search(s["text"]):
-            raise TemplateError(f"{where} ({s['name']}): a static section cannot contain a placeholder")
+        per_bar = sorted({m.group(1) for m in _PLACEHOLDER.finditer(s["text"])} - STATIC_PLACEHOLDERS)
+        if static and per_bar:
+            raise TemplateError(
+                f"{where} ({s['name']}): a static section cannot contain a per-bar placeholder "
+                f"({', '.join('{' + k + '}' for k in per_bar)}); static sections may use only "
+                f"{', '.join('{' + k + '}' for k in sorted(STATIC_PLACEHOLDERS))}"
+            )
         if static and seen_dynamic:
             raise TemplateError(f"{where} ({s['name']}): static sections must come before every dynamic section")
         seen_dynamic |= not static
@@ -317,6 +342,44 @@ class _Documented(Protocol):
     citation: str
 
 
+def catalogue_of(formulas: Mapping[str, str]) -> str:
+    """The static ``catalogue`` value: one line per module of ``formulas`` (:func:`formulas_of` of the configured
+    modules, in configured order), whatever the bar. A function of the configuration only, so the static prefix
+    that shows it is byte-identical across bars and its KV cache is reused."""
+    return "\n".join(f"- {name}: {text}" for name, text in formulas.items()) or "(none)"
+
+
+#: significant digits of the compact (version 2) prompt's numbers: probabilities, scores, thresholds and most
+#: features are read to 3 digits; the ratios to the close (ROC5, ROC20, MA20) sit near 1, where the information is
+#: in the 4th to 6th digit, and prices keep the 6 a quote has
+COMPACT_DIGITS = 3
+_FEATURE_DIGITS = {"ROC5": 6, "ROC20": 6, "MA20": 6}
+
+
+def first_clause(reason: str) -> str:
+    """A module reason up to its first ``"; "`` outside brackets: the decisive comparison, which a module's reason
+    states first (the rest is diagnostics: intervals, sample sizes, the method's settings)."""
+    depth = 0
+    for i, ch in enumerate(reason):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+        elif ch == ";" and depth == 0 and reason.startswith("; ", i):
+            return reason[:i]
+    return reason
+
+
+def module_line(m: ModuleResult) -> str:
+    """One certainty module in the compact prompts: ``name pass|FAIL score/threshold`` (a score that is not a
+    finite number reads ``none``); a failed module adds the first clause of its reason (a passing module's reason
+    only restates that its score is on the right side of the threshold)."""
+    score = fmt_num(m.score, COMPACT_DIGITS)
+    line = f"{m.name} {'pass' if m.passed else 'FAIL'} {'none' if score == 'n/a' else score}/"
+    line += fmt_num(m.threshold, COMPACT_DIGITS)
+    return line if m.passed else f"{line}: {first_clause(m.reason)}"
+
+
 def formulas_of(modules: Iterable[_Documented]) -> dict[str, str]:
     """The ``formulas`` argument of :func:`prompt_values` from the modules themselves: name -> "formula (citation)"
     for each module that documents a formula. The gate and the training-data builders both build it here, so the
@@ -342,7 +405,8 @@ def prompt_values(
 ) -> dict[str, str]:
     """The text of every placeholder, from the bar and what the other layers said. Pure: the training-data builders
     call it with the same arguments the gate uses. ``formulas``: module name -> "formula (citation)"
-    (:func:`formulas_of`), shown for the modules in ``modules`` that have one."""
+    (:func:`formulas_of` of the configured modules): version 1's ``formulas`` shows those of the modules in
+    ``modules``, version 2's static ``catalogue`` all of them (the same on every bar)."""
     t = datetime.datetime.fromtimestamp(ts_ns / 1e9, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     b = bar
     bar_txt = (
@@ -362,6 +426,17 @@ def prompt_values(
     )
     feats = "\n".join(f"- {k}: {fmt_num(features.get(k))}" for k in KEY_FEATURES if k in features)
     formula_txt = "\n".join(f"- {m.name}: {formulas[m.name]}" for m in modules if m.name in formulas)
+    # the compact (version 2) values: the same facts, fewer tokens
+    bar_line = (
+        f"{symbol or 'instrument'} {timeframe} {t}: open {fmt_num(b.get('open'))} high {fmt_num(b.get('high'))} "
+        f"low {fmt_num(b.get('low'))} close {fmt_num(b.get('close'))} volume {fmt_num(b.get('volume'))} "
+        f"spread {fmt_num(b.get('spread'), COMPACT_DIGITS)}"
+    )
+    p_line = ", ".join(f"{p.model} {fmt_num(p.p_up, COMPACT_DIGITS)}" for p in probs or ()) or "not available"
+    proposal_line = f"{direction} over {horizon} bar{'s' if horizon != 1 else ''}; P(up) {p_line}"
+    feature_line = ", ".join(
+        f"{k} {fmt_num(features.get(k), _FEATURE_DIGITS.get(k, COMPACT_DIGITS))}" for k in KEY_FEATURES if k in features
+    )
     return {
         "symbol": symbol,
         "timeframe": timeframe,
@@ -376,4 +451,9 @@ def prompt_values(
         "size": fmt_num(size, 4),
         "judge": judge or "(not consulted)",
         "transcript": transcript or "(no turns yet)",
+        "catalogue": catalogue_of(formulas),
+        "bar_line": bar_line,
+        "proposal_line": proposal_line,
+        "module_lines": "\n".join(module_line(m) for m in modules) or "(none evaluated)",
+        "feature_line": feature_line or "(none)",
     }

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from fxgate.engine.core.config import L2Config
 from fxgate.engine.core.records import Record
 from fxgate.models.llm.answers import JudgeAnswer, grammar_for
 from fxgate.models.llm.errors import LlmError
@@ -16,6 +17,9 @@ from fxgate.models.llm.runtime import LlmRuntime
 from fxgate.models.prompt import ContextOverflow, load_template
 
 __all__ = ["Judge", "JudgeVerdict", "JudgeRecord"]
+
+#: the gate's default template ([l2] template), so a bare Judge serves what the gate serves
+DEFAULT_TEMPLATE = L2Config().template
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +84,7 @@ class Judge:
         self,
         runtime: LlmRuntime,
         *,
-        template: str | Path = "judge.v1",
+        template: str | Path = DEFAULT_TEMPLATE,
         threshold: float = 0.95,
         think_budget: int = 384,
         answer_budget: int = 512,
