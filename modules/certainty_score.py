@@ -20,8 +20,8 @@ its piece (and its data requirement).
 A module cannot read another module's state, so CertaintyScore keeps its own IC window, period ICs and P&L window
 (the shared kernels of ``fxgate.modules._ic``). p_edge is the per-bar HAC test, not EdgeProof's SPA: the SPA is a
 scheduled bootstrap (thousands of resamples every ``every`` bars) and its p-value changes only on recompute, while
-this one is O(window·L) per outcome and moves with every outcome, as the other two pieces do; the SPA remains the
-stricter test (against the benchmark, over the trials) in EdgeProof.
+this one is O(L) per outcome (running sums, ``fxgate.modules._ic``) and moves with every outcome, as the other two
+pieces do; the SPA remains the stricter test (against the benchmark, over the trials) in EdgeProof.
 
 Pass rule: C ≥ ``threshold``. **The threshold is not meant to be hand-set**: the calibration issue (#17, certified
 precision) is to choose it so that signals passing it reach a certified precision. Until then the default 0.9 is
@@ -31,9 +31,9 @@ Score: C.
 
 State (``fxgate.modules._ic``; slots are module-level ints of ``_ic``)::
 
-    ws, wr, ss, sr, ist, fs    the IC window (ist/fs slots I_PAIRS, F_EW_W … F_NW_T, named below)
+    ws, wr, xr, yr, ist, fs    the IC window (ist/fs slots I_PAIRS, F_EW_W … F_NW_T, named below)
     ps, pr, pics, qist, qfs    the period ICs (slots _ic.I_FILL … _ic.F_ICIR)
-    vals, eist, efs            the candidate P&L window (slots _ic.I_VALUES, _ic.F_MEAN, _ic.F_SE, _ic.F_T)
+    vals, hp, eist, efs        the candidate P&L window and its running sums (slots _ic.I_VALUES … _ic.F_SUM)
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from fxgate.modules._ic import (
     HacMean,
     IcWindow,
     PeriodIc,
+    _cs_pair,
 )
 
 __all__ = [
@@ -123,7 +124,7 @@ class CertaintyScore(CertaintyModule):
     }
     gate_settings = ("horizon",)
     certify_param = "threshold"
-    state_keys = ("ws", "wr", "ss", "sr", "ist", "fs", "ps", "pr", "pics", "qist", "qfs", "vals", "eist", "efs")
+    state_keys = ("ws", "wr", "xr", "yr", "ist", "fs", "ps", "pr", "pics", "qist", "qfs", "vals", "hp", "eist", "efs")
 
     def reset(self) -> None:
         p = self.params
@@ -138,14 +139,14 @@ class CertaintyScore(CertaintyModule):
             raise ValueError("certainty_score needs min_pairs >= 3 and min_outcomes >= 2")
         self.win = IcWindow(int(p["window"]))
         self.per = PeriodIc(int(p["period"]), int(p["periods"]))
-        self.pnl = HacMean(int(p["pnl_window"]))
         self._lam = _ic.decay(p["half_life"])
         self._lags = _ic.nw_lags(int(p["horizon"]), int(p["nw_lags"]), float(p["lag_mult"]))
+        self.pnl = HacMean(int(p["pnl_window"]), self._lags)
 
     ws = property(lambda self: self.win.ws, lambda self, v: setattr(self.win, "ws", v))
     wr = property(lambda self: self.win.wr, lambda self, v: setattr(self.win, "wr", v))
-    ss = property(lambda self: self.win.ss, lambda self, v: setattr(self.win, "ss", v))
-    sr = property(lambda self: self.win.sr, lambda self, v: setattr(self.win, "sr", v))
+    xr = property(lambda self: self.win.xr, lambda self, v: setattr(self.win, "xr", v))
+    yr = property(lambda self: self.win.yr, lambda self, v: setattr(self.win, "yr", v))
     ist = property(lambda self: self.win.ist, lambda self, v: setattr(self.win, "ist", v))
     fs = property(lambda self: self.win.fs, lambda self, v: setattr(self.win, "fs", v))
     ps = property(lambda self: self.per.ps, lambda self, v: setattr(self.per, "ps", v))
@@ -154,21 +155,22 @@ class CertaintyScore(CertaintyModule):
     qist = property(lambda self: self.per.ist, lambda self, v: setattr(self.per, "ist", v))
     qfs = property(lambda self: self.per.fs, lambda self, v: setattr(self.per, "fs", v))
     vals = property(lambda self: self.pnl.vals, lambda self, v: setattr(self.pnl, "vals", v))
+    hp = property(lambda self: self.pnl.hp, lambda self, v: setattr(self.pnl, "hp", v))
     eist = property(lambda self: self.pnl.ist, lambda self, v: setattr(self.pnl, "ist", v))
     efs = property(lambda self: self.pnl.fs, lambda self, v: setattr(self.pnl, "fs", v))
 
     def update(self, ctx: Context) -> None:
         for m in ctx.matured:
-            if m.probs is None:
-                continue
-            s, r = _ic.signal(m.probs), m.log_return
-            if math.isfinite(s) and math.isfinite(r):
-                self.win.push(s, r, self._lam, self._lags)
-                self.per.push(s, r)
+            if m.probs is not None:  # the pair into the IC window and the period ICs, in one compiled call
+                w, q = self.win, self.per
+                _cs_pair(
+                    w.ws, w.wr, w.xr, w.yr, w.ist, w.fs, w._u, q.ps, q.pr, q.pics, q.ist, q.fs, q._out,
+                    m.probs, m.entry_price, m.exit_price, self._lam, self._lags,
+                )  # fmt: skip
         for o in ctx.outcomes:
             x = o.pnl
             if math.isfinite(x):
-                self.pnl.push(x, self._lags)
+                self.pnl.push(x)
 
     def components(self) -> dict[str, float]:
         """The inputs of C: t_IC, ICIR and its k, t_pnl and p_edge (NaN where undefined)."""

@@ -8,8 +8,8 @@ time-series information coefficient (Grinold 1989, *The fundamental law of activ
 
 * EWMA IC, O(1): Pearson's correlation with weights 2^(−age/``half_life``), from exponentially weighted co-moments;
 * IC over the last ``window`` pairs, exact (two-pass) — the one the pass rule and the t-statistic use;
-* RankIC (Spearman, average ranks for ties) over the same window, O(window log window) per pair (two sorted copies
-  of the window, O(window) each per push, read by binary search).
+* RankIC (Spearman, average ranks for ties) over the same window, O(window) per pair (each pair's rank kept
+  exactly as an integer, updated in one pass per push).
 
 Significance: the Newey–West (1987) t of the OLS slope β of r on (1, s) over the window — β has the IC's sign and
 t(β) is the regression test of H0: IC ≤ 0 — with a Bartlett-kernel HAC standard error and L lags, no small-sample
@@ -26,7 +26,7 @@ HAC for t (1e-8), a naive weighted correlation for the EWMA IC, and a size/power
 State (``fxgate.modules._ic``, IC window; slots are module-level ints)::
 
     ws, wr            the window's s and r, arrival order (ring of capacity ``window``)
-    ss, sr            the same values sorted (for the ranks)
+    xr, yr            int64, each pair's doubled average rank in the window (same slots as ws, wr)
     ist  I_PAIRS      pairs pushed so far
     fs   F_EW_W       EWMA weight sum W_t
          F_EW_MS      EWMA mean of s
@@ -96,7 +96,7 @@ class InformationEdge(CertaintyModule):
         "horizon": 1,
     }
     gate_settings = ("horizon",)
-    state_keys = ("ws", "wr", "ss", "sr", "ist", "fs")
+    state_keys = ("ws", "wr", "xr", "yr", "ist", "fs")
 
     def reset(self) -> None:
         p = self.params
@@ -108,8 +108,8 @@ class InformationEdge(CertaintyModule):
 
     ws = property(lambda self: self.win.ws, lambda self, v: setattr(self.win, "ws", v))
     wr = property(lambda self: self.win.wr, lambda self, v: setattr(self.win, "wr", v))
-    ss = property(lambda self: self.win.ss, lambda self, v: setattr(self.win, "ss", v))
-    sr = property(lambda self: self.win.sr, lambda self, v: setattr(self.win, "sr", v))
+    xr = property(lambda self: self.win.xr, lambda self, v: setattr(self.win, "xr", v))
+    yr = property(lambda self: self.win.yr, lambda self, v: setattr(self.win, "yr", v))
     ist = property(lambda self: self.win.ist, lambda self, v: setattr(self.win, "ist", v))
     fs = property(lambda self: self.win.fs, lambda self, v: setattr(self.win, "fs", v))
 
@@ -120,11 +120,8 @@ class InformationEdge(CertaintyModule):
 
     def update(self, ctx: Context) -> None:
         for m in ctx.matured:
-            if m.probs is None:
-                continue
-            s, r = _ic.signal(m.probs), m.log_return
-            if math.isfinite(s) and math.isfinite(r):
-                self.win.push(s, r, self._lam, self._lags)
+            if m.probs is not None:  # signal and move computed, checked and pushed in one compiled call
+                self.win.push_matured(m.probs, m.entry_price, m.exit_price, self._lam, self._lags)
 
     def stats(self) -> dict[str, float]:
         """The window's statistics (NaN where undefined)."""

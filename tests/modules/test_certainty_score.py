@@ -82,13 +82,13 @@ def test_components_equal_the_standalone_modules_and_statsmodels(stream):
 
 def test_hac_mean_kernel_equals_twin():
     rng = np.random.default_rng(9)
-    a, b = _ic.HacMean(30), _ic.HacMean(30)
+    a, b = _ic.HacMean(30, 4), _ic.HacMean(30, 4)
     x = rng.normal(0, 1e-4, 200)
     x[50:90] = 3e-5  # a constant stretch longer than the window
     for v in x:
-        _ic._hac_mean_push(a.vals, a.ist, a.fs, v, 4)
-        _ic._hac_mean_push_py(b.vals, b.ist, b.fs, v, 4)
-        for u, w in ((a.vals, b.vals), (a.ist, b.ist), (a.fs, b.fs)):
+        _ic._hac_mean_push(a.vals, a.hp, a.ist, a.fs, v)
+        _ic._hac_mean_push_py(b.vals, b.hp, b.ist, b.fs, v)
+        for u, w in ((a.vals, b.vals), (a.hp, b.hp), (a.ist, b.ist), (a.fs, b.fs)):
             np.testing.assert_allclose(u, w, rtol=1e-13, atol=1e-18, equal_nan=True)
 
 

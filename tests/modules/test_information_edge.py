@@ -88,7 +88,7 @@ def test_kernel_equals_twin():
     states = []
     for _ in range(2):
         win = _ic.IcWindow(40)
-        states.append([win.ws, win.wr, win.ss, win.sr, win.ist, win.fs, np.zeros(3)])
+        states.append([win.ws, win.wr, win.xr, win.yr, win.ist, win.fs, np.zeros(43)])
     s = np.round(rng.normal(0, 0.05, 300), 2)  # ties
     r = rng.normal(0, 1e-3, 300)
     r[100:150] = 2e-3  # a constant stretch of moves
@@ -104,18 +104,19 @@ def test_inner_kernels_equal_their_twins():
     calls the compiled ones)."""
     rng = np.random.default_rng(8)
     ws, wr = np.round(rng.normal(0, 0.05, 50), 2), rng.normal(0, 1e-3, 50)
-    ss, sr = np.sort(ws), np.sort(wr)
     for start, n, lags in ((0, 50, 0), (17, 50, 4), (30, 20, 7), (5, 2, 1)):
         a, b = np.zeros(3), np.zeros(3)
-        _ic._pearson_nw(ws, wr, start, n, lags, a)
-        _ic._pearson_nw_py(ws, wr, start, n, lags, b)
+        _ic._pearson_nw(ws, wr, start, n, lags, a, np.zeros(n))
+        _ic._pearson_nw_py(ws, wr, start, n, lags, b, np.zeros(n))
         np.testing.assert_allclose(a, b, rtol=1e-13, equal_nan=True)
-    np.testing.assert_allclose(_ic._rank_ic(ws, wr, ss, sr, 11, 50), _ic._rank_ic_py(ws, wr, ss, sr, 11, 50), 1e-13)
-    a, b = np.sort(ws[:30]).copy(), np.sort(ws[:30]).copy()
-    for old, new in ((ws[3], 0.5), (ws[0], -0.5), (0.5, ws[0])):
-        assert _ic._sorted_replace(a, 30, old, new, True) == _ic._sorted_replace_py(b, 30, old, new, True) == 30
-        np.testing.assert_array_equal(a, b)
-        assert np.all(np.diff(a) >= 0)
+    states = [[np.zeros(30), np.zeros(30), np.zeros(30, np.int64), np.zeros(30, np.int64)] for _ in range(2)]
+    for c in range(100):
+        _ic._rank_push(*states[0], c, ws[c % 50], wr[c % 50] if c % 3 else 0.0)
+        _ic._rank_push_py(*states[1], c, ws[c % 50], wr[c % 50] if c % 3 else 0.0)
+        for u, v in zip(*states, strict=True):
+            np.testing.assert_array_equal(u, v)
+        n = min(c + 1, 30)
+        np.testing.assert_equal(_ic._rank_corr(*states[0][2:], n), _ic._rank_corr_py(*states[1][2:], n))
 
 
 def _ctx(i, mats=()):
