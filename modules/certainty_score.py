@@ -187,17 +187,23 @@ class CertaintyScore(CertaintyModule):
         p = self.params
         thr = float(p["threshold"])
         w_ic, w_icir, w_edge = float(p["w_ic"]), float(p["w_icir"]), float(p["w_edge"])
-        if w_ic > 0 and self.win.n < int(p["min_pairs"]):
-            return insufficient(self.name, self.win.n, int(p["min_pairs"]), thr, "forecasts (IC)")
-        if w_icir > 0 and self.per.n < int(p["min_periods"]):
-            return insufficient(self.name, self.per.n, int(p["min_periods"]), thr, "periods (ICIR)")
-        if w_edge > 0 and self.pnl.n < int(p["min_outcomes"]):
-            return insufficient(self.name, self.pnl.n, int(p["min_outcomes"]), thr, "candidate outcomes (P&L)")
-        c = self.components()
-        k = int(c["k"])
-        score = certainty(c["t_ic"], c["icir"], k, c["p_edge"], w_ic, w_icir, w_edge)
+        win, per, pnl = self.win, self.per, self.pnl
+        n_ic = min(int(win.ist[I_PAIRS]), len(win.ws))
+        k = min(int(per.ist[_ic.I_PERIODS]), len(per.pics))
+        n_pnl = min(int(pnl.ist[_ic.I_VALUES]), len(pnl.vals))
+        if w_ic > 0 and n_ic < int(p["min_pairs"]):
+            return insufficient(self.name, n_ic, int(p["min_pairs"]), thr, "forecasts (IC)")
+        if w_icir > 0 and k < int(p["min_periods"]):
+            return insufficient(self.name, k, int(p["min_periods"]), thr, "periods (ICIR)")
+        if w_edge > 0 and n_pnl < int(p["min_outcomes"]):
+            return insufficient(self.name, n_pnl, int(p["min_outcomes"]), thr, "candidate outcomes (P&L)")
+        # components() without its dict (Python floats: the same values)
+        t_ic = win.fs.tolist()[F_NW_T]
+        icir = per.fs.tolist()[_ic.F_ICIR]
+        p_edge = _ic.phi(-pnl.fs.tolist()[_ic.F_T])
+        score = certainty(t_ic, icir, k, p_edge, w_ic, w_icir, w_edge)
         detail = (
-            f"t_IC {c['t_ic']:+.2f}, ICIR {c['icir']:+.3f} over {k} periods, p_edge {c['p_edge']:.4f} "
+            f"t_IC {t_ic:+.2f}, ICIR {icir:+.3f} over {k} periods, p_edge {p_edge:.4f} "
             f"(weights {w_ic:g}/{w_icir:g}/{w_edge:g}); threshold {thr} is an uncertified default until the "
             f"calibration issue (#17) certifies it"
         )

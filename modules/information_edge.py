@@ -138,11 +138,12 @@ class InformationEdge(CertaintyModule):
     def verdict(self) -> ModuleResult:
         p = self.params
         t_min = float(p["t_min"])
-        n, need = self.win.n, int(p["min_pairs"])
+        win = self.win
+        n, need = min(int(win.ist[I_PAIRS]), len(win.ws)), int(p["min_pairs"])
         if n < need:
             return insufficient(self.name, n, need, t_min, "forecasts")
-        fs = self.fs
-        ic, t = float(fs[F_IC]), float(fs[F_NW_T])
+        fs = win.fs.tolist()  # Python floats: cheaper to index and format than numpy scalars (same digits)
+        ic, t = fs[F_IC], fs[F_NW_T]
         detail = (
             f"IC {ic:+.4f} (RankIC {fs[F_RANK_IC]:+.4f}, EWMA {fs[F_EW_IC]:+.4f}) over the last {n} forecasts, "
             f"Newey-West t {t:+.2f} ({self._lags} lags)"
