@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fxgate.engine.config import L2Config
 from fxgate.engine.core.hashing import file_sha256
 from fxgate.engine.core.version import __version__
 from fxgate.engine.loader import load_bars
@@ -72,7 +73,7 @@ def build(
             f"Fix: a new directory, e.g. --out data/"
         )
     _check_out(out)
-    tpl = load_template("judge.v1")
+    tpl = load_template(L2Config().template)  # the template the served judge renders by default
     # -- read and check every input before any work ------------------------------------------------------------
     loaded = []
     seen: dict[str, Path] = {}
@@ -293,12 +294,13 @@ def _write_splits(
                     "layer1": r.l1,
                 }
                 files["features"].write(json.dumps(feature_example(r, meta)) + "\n")
+                values = {k: r.values[k] for k in tpl.placeholders}  # what the template shows, nothing else
                 if tok is None:
-                    prompt = prompt_messages(tpl, r.values)
+                    prompt = prompt_messages(tpl, values)
                 else:
                     rp = served_prompt(
                         tpl,
-                        r.values,
+                        values,
                         chat_template=tok.chat_template,
                         bos_token=tok.bos_token,
                         eos_token=tok.eos_token,
@@ -309,11 +311,11 @@ def _write_splits(
                     meta["dropped_sections"] = list(rp.dropped)
                 chosen = completion(r, cert)
                 files["scenarios"].write(
-                    json.dumps({"prompt": prompt, "completion": chosen, "values": r.values, "meta": meta}) + "\n"
+                    json.dumps({"prompt": prompt, "completion": chosen, "values": values, "meta": meta}) + "\n"
                 )
                 files["dpo"].write(
                     json.dumps(
-                        {"prompt": prompt, "chosen": chosen, "rejected": rejected(r), "values": r.values, "meta": meta}
+                        {"prompt": prompt, "chosen": chosen, "rejected": rejected(r), "values": values, "meta": meta}
                     )
                     + "\n"
                 )
