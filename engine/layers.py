@@ -296,7 +296,9 @@ class PromptFacts:
         self, symbol: str, timeframe: str, horizon: int, modules: list[CertaintyModule], names: list[str]
     ) -> None:
         self.symbol, self.timeframe, self.horizon = symbol, timeframe, horizon
-        #: each module's catalogue entry, for the modules a prompt shows (the modules own their formula)
+        #: each configured module's catalogue entry (the modules own their formula), fixed when the gate starts: the
+        #: version 2 templates show all of them in the static prefix ({catalogue}: the same text on every bar, so its
+        #: KV cache is reused), version 1 those of the modules a prompt shows
         self.formulas: Mapping[str, str] = formulas_of(modules)
         self.names = tuple(names)
 
