@@ -79,35 +79,48 @@ def acceptance(n_max: int, level: float) -> tuple[np.ndarray, np.ndarray]:
     return np.nan_to_num(lo).astype(np.int64), np.nan_to_num(hi).astype(np.int64)
 
 
-def _qp_step_py(
-    pred, pred_bar, mq, mr, hits, hcount, last, ist, fs, q_now, status, direction, cost, bar_index, m_bars, m_rets, thin
-):  # type: ignore[no-untyped-def]
-    """One bar: score the matured entries (``m_bars``, their returns ``m_rets``) against the quantiles stored at
-    their entry, then store this bar's quantiles ``q_now`` (when ``status`` is ST_OK) at row ``bar_index % cap``."""
+def _qp_score_py(pred, pred_bar, mq, mr, hits, hcount, ist, eb, entry, exit_, thin):  # type: ignore[no-untyped-def]
+    """Score one matured entry (its ``entry_bar`` ``eb`` and prices; r = log(exit / entry), NaN unless both are > 0,
+    as ``Matured.log_return``) against the quantiles stored at its entry, into the window of the last len(mr)."""
+    r = math.log(exit_ / entry) if entry > 0.0 and exit_ > 0.0 else math.nan
+    if eb < 0 or not math.isfinite(r) or eb % thin != 0:
+        return
     cap = pred.shape[0]
+    j = eb % cap
+    if pred_bar[j] != eb:  # that bar had no forecast (in sample, no ensemble, bad row)
+        return
     w = mr.shape[0]
     k = pred.shape[1]
-    for i in range(len(m_bars)):
-        eb = m_bars[i]
-        r = m_rets[i]
-        if eb < 0 or not math.isfinite(r) or eb % thin != 0:
-            continue
-        j = eb % cap
-        if pred_bar[j] != eb:  # that bar had no forecast (in sample, no ensemble, bad row)
-            continue
-        n = ist[I_MATURED]
-        s = n % w
-        if n >= w:
-            for t in range(k):
-                hcount[t] -= hits[s, t]
+    n = ist[I_MATURED]
+    s = n % w
+    if n >= w:
         for t in range(k):
-            q = pred[j, t]
-            mq[s, t] = q
-            h = 1 if r <= q else 0
-            hits[s, t] = h
-            hcount[t] += h
-        mr[s] = r
-        ist[I_MATURED] = n + 1
+            hcount[t] -= hits[s, t]
+    for t in range(k):
+        q = pred[j, t]
+        mq[s, t] = q
+        h = 1 if r <= q else 0
+        hits[s, t] = h
+        hcount[t] += h
+    mr[s] = r
+    ist[I_MATURED] = n + 1
+
+
+def _qp_bar_py(
+    pred, pred_bar, mq, mr, hits, hcount, last, ist, fs, q_now, status, probs, direction, spread, close, bar_index,
+    eb, entry, exit_, thin,
+):  # type: ignore[no-untyped-def]  # fmt: skip
+    """One bar, the module's whole per-bar work in one call: score the (last) matured entry ``eb`` (-1: none; any
+    others first, with :func:`_qp_score`), then store this bar's quantiles ``q_now`` at row ``bar_index % cap`` when
+    ``status`` is ST_OK and all nine are finite (else ST_BAD_FORECAST), the direction (``direction``, else the sign
+    of mean(``probs``) − 0.5 when every probability is finite) and the cost spread / close (NaN: unknown)."""
+    _qp_score(pred, pred_bar, mq, mr, hits, hcount, ist, eb, entry, exit_, thin)
+    cap = pred.shape[0]
+    k = pred.shape[1]
+    if status == ST_OK:
+        for t in range(k):
+            if not math.isfinite(q_now[t]):
+                status = ST_BAD_FORECAST
     j = bar_index % cap
     if status == ST_OK:
         for t in range(k):
@@ -118,15 +131,40 @@ def _qp_step_py(
         pred_bar[j] = -1
         for t in range(k):
             last[t] = math.nan
+    m = probs.shape[0]
+    if direction == 0 and m > 0:
+        tot = 0.0
+        ok = True
+        for i in range(m):
+            tot += probs[i]
+            ok = ok and math.isfinite(probs[i])
+        if ok:
+            mean = tot / m
+            direction = 1 if mean > 0.5 else (-1 if mean < 0.5 else 0)
     ist[I_STATUS] = status
     ist[I_DIRECTION] = direction
-    fs[F_COST] = cost
+    fs[F_COST] = spread / close if math.isfinite(spread) and spread >= 0 else math.nan
 
 
-_qp_step = kernel(_qp_step_py, fastmath=False)
+def _calib_worst_py(hcount, lo, hi, n):  # type: ignore[no-untyped-def]
+    """The level whose hit count lies farthest outside its acceptance region lo/hi[n] (the first such), -1 when
+    every level is inside."""
+    worst = -1
+    most = 0
+    for t in range(hcount.shape[0]):
+        k = hcount[t]
+        e = lo[n, t] - k if k < lo[n, t] else (k - hi[n, t] if k > hi[n, t] else 0)
+        if e > most:
+            most = e
+            worst = t
+    return worst
+
+
+_qp_score = kernel(_qp_score_py, fastmath=False)
+_qp_bar = kernel(_qp_bar_py, fastmath=False)
+_calib_worst = kernel(_calib_worst_py, fastmath=False)
 
 _NAN9 = np.full(K, math.nan)
-_EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0)
 
 
@@ -182,25 +220,14 @@ class QuantilePrediction(CertaintyModule):
 
     def warm_up(self) -> None:
         w = min(int(self.params["window"]), 4)
-        _qp_step(
-            np.full((3, K), math.nan),
-            np.full(3, -1, dtype=np.int64),
-            np.zeros((w, K)),
-            np.zeros(w),
-            np.zeros((w, K), dtype=np.int64),
-            np.zeros(K, dtype=np.int64),
-            np.full(K, math.nan),
-            np.zeros(3, dtype=np.int64),
-            np.zeros(1),
-            _NAN9,
-            ST_NONE,
-            0,
-            math.nan,
-            1,
-            np.array([0], dtype=np.int64),
-            np.array([0.0]),
-            1,
-        )
+        pred, hcount = np.full((3, K), math.nan), np.zeros(K, dtype=np.int64)
+        scratch = (pred, np.full(3, -1, dtype=np.int64), np.zeros((w, K)), np.zeros(w), np.zeros((w, K), np.int64))
+        ist = np.zeros(3, dtype=np.int64)
+        _qp_score(*scratch, hcount, ist, 0, 1.0, 1.0, 1)
+        for probs in (_EMPTY_F, np.array([0.4, 0.6, 0.7])):
+            _qp_bar(*scratch, hcount, np.full(K, math.nan), ist, np.zeros(1), _NAN9, ST_OK, probs, 0, 1e-4, 1.1, 1,
+                    0, 1.0, 1.0, 1)  # fmt: skip
+        _calib_worst(hcount, self._lo, self._hi, 0)
 
     def update(self, ctx: Context) -> None:
         close = ctx.bar.close
@@ -216,38 +243,21 @@ class QuantilePrediction(CertaintyModule):
             status = ST_NO_QUANTILES
         else:
             q = ens.predict_quantiles(ctx.features)
-            status = ST_OK if np.all(np.isfinite(q)) else ST_BAD_FORECAST
-        direction = int(ctx.direction)
+            status = ST_OK  # the kernel makes it ST_BAD_FORECAST unless all nine are finite
         p = ctx.probs
-        if direction == 0 and p is not None and np.all(np.isfinite(p)):
-            mean = float(np.mean(p))
-            direction = 1 if mean > 0.5 else (-1 if mean < 0.5 else 0)
-        s = ctx.spread
-        cost = s / close if math.isfinite(s) and s >= 0 else math.nan
-        if ctx.matured:
-            m_bars = np.array([m.entry_bar for m in ctx.matured], dtype=np.int64)
-            m_rets = np.array([m.log_return for m in ctx.matured])
-        else:
-            m_bars, m_rets = _EMPTY_I, _EMPTY_F
-        _qp_step(
-            self.pred,
-            self.pred_bar,
-            self.mq,
-            self.mr,
-            self.hits,
-            self.hcount,
-            self.last,
-            self.ist,
-            self.fs,
-            q,
-            status,
-            direction,
-            cost,
-            int(ctx.bar_index),
-            m_bars,
-            m_rets,
-            self._thin,
-        )
+        mats = ctx.matured
+        eb, e0, e1 = -1, math.nan, math.nan
+        if mats:
+            for m in mats[:-1]:  # rare: several forecasts maturing on one bar
+                _qp_score(self.pred, self.pred_bar, self.mq, self.mr, self.hits, self.hcount, self.ist,
+                          int(m.entry_bar), m.entry_price, m.exit_price, self._thin)  # fmt: skip
+            m = mats[-1]
+            eb, e0, e1 = int(m.entry_bar), m.entry_price, m.exit_price
+        _qp_bar(
+            self.pred, self.pred_bar, self.mq, self.mr, self.hits, self.hcount, self.last, self.ist, self.fs, q,
+            status, _EMPTY_F if p is None else p, int(ctx.direction), ctx.spread, close, int(ctx.bar_index),
+            eb, e0, e1, self._thin,
+        )  # fmt: skip
 
     # -- reading ---------------------------------------------------------------------------------------------------
     @property
@@ -272,14 +282,11 @@ class QuantilePrediction(CertaintyModule):
     def calibration(self) -> tuple[bool, str]:
         """Whether every level's hit count lies in its acceptance region, and a sentence saying which does not."""
         n = self.n
+        t = _calib_worst(self.hcount, self._lo, self._hi, n)  # the worst level: the farthest outside, in hits
+        if t < 0:
+            return True, f"all 9 quantile hit rates within their binomial regions over {n} matured bars"
         k = self.hcount
         lo, hi = self._lo[n], self._hi[n]
-        bad = (k < lo) | (k > hi)
-        if not bad.any():
-            return True, f"all 9 quantile hit rates within their binomial regions over {n} matured bars"
-        # the worst level: the farthest outside its region, in hits
-        excess = np.where(k < lo, lo - k, k - hi) * bad
-        t = int(np.argmax(excess))
         return False, (
             f"quantile {TAUS[t]} is miscalibrated: hit rate {k[t] / n:.3f} over {n} matured bars, outside "
             f"[{lo[t] / n:.3f}, {hi[t] / n:.3f}] (exact binomial, level {self.params['ci_level']} over 9 quantiles)"

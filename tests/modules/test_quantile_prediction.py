@@ -312,7 +312,9 @@ def test_twin_equals_kernel(monkeypatch):
     q = q + rng.normal(0, 1e-4, q.shape)
     ctxs = stream(lp, q, h=2, spread=1e-5)
     a = run(ctxs, horizon=2, window=100, min_matured=50)
-    monkeypatch.setattr(qp, "_qp_step", qp._qp_step_py)
+    monkeypatch.setattr(qp, "_qp_bar", qp._qp_bar_py)
+    monkeypatch.setattr(qp, "_qp_score", qp._qp_score_py)
+    monkeypatch.setattr(qp, "_calib_worst", qp._calib_worst_py)
     b = run(ctxs, horizon=2, window=100, min_matured=50)
     for k in qp.QuantilePrediction.state_keys:
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
