@@ -370,8 +370,11 @@ class Gate:
 
     def snapshot(self, path: str | Path) -> Path:
         """Write the whole state to ``path`` (engine/snapshot.py: format, identity, atomic write). Takes the lock
-        only to copy the state; encoding and the write happen outside it. Returns the path."""
+        only to copy the state, after waiting for a scheduled recompute in flight (its result is part of it);
+        encoding and the write happen outside it. Returns the path."""
         with self._lock:
+            for m in self.modules:  # a scheduled recompute in flight: its result joins the state (plain data)
+                m.settle()
             feats, mods, last_ts, bars, pending, forecasts, llm, emitted = self._snapshot()
             state = {
                 "features": feats,

@@ -8,9 +8,12 @@ Every module follows one shape (shared/DESIGN.md):
 * ``state_dict()``/``load_state_dict()`` snapshot and restore the state exactly;
 * ``warm_up()`` compiles the module's kernels (called at gate start, never on the first live bar);
 * ``scheduled`` modules (bootstraps: edge_proof, model_confidence_set) keep O(1) streaming state per bar and run
-  their expensive ``recompute()`` only every ``every`` bars, inside ``update``; the verdict reads the last
-  recompute. A recompute is deterministic (its random stream is seeded from the module's ``seed`` and the number of
-  observations), so a replay and a restored snapshot give the same p-values;
+  their expensive ``recompute()`` only every ``every`` bars, off the bar's critical path: submitted to a
+  background thread on the due bar and applied ``lag`` updates later (``fxgate.modules._schedule``); the verdict
+  reads the last applied recompute. A recompute is deterministic (its random stream is seeded from the module's
+  ``seed`` and the number of observations) and is applied on a bar fixed by bar counts, never by timing, so a
+  replay, a live run and a restored snapshot give the same p-values on the same bars; ``settle()`` waits for the
+  one in flight;
 * ``refit_recommended()`` (drift detectors: double_adapt) says the Layer-1 models should be refit; the gate
   collects it (``Gate.refit_recommended``) and replay may act on it (``[replay] refit_on_drift``);
 * ``suggested_fraction()`` (modules that size: robust_kelly, bayesian_sizing) is the share of capital to commit to
@@ -253,6 +256,10 @@ class CertaintyModule(ABC):
         """True when this module has evidence that the Layer-1 models no longer fit the data (drift); default
         False."""
         return False
+
+    def settle(self) -> None:  # noqa: B027 - optional hook; only scheduled modules have work in flight
+        """Finish any work running in the background (a scheduled recompute: ``fxgate.modules._schedule``) so that
+        ``state_dict()`` is plain data a snapshot file can hold. Changes no verdict."""
 
     def warm_up(self) -> None:  # noqa: B027 - optional hook; modules without kernels need nothing
         """Compile kernels on a throwaway copy so the first live bar pays no JIT cost."""

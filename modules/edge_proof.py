@@ -52,10 +52,13 @@ Pass rule (default): SPA consistent p < ``p_threshold`` (0.001) AND DSR ≥ ``ds
 guards the mean against dependence and recentering; the DSR adds the non-normality of the P&L and the selection
 among trials, which the SPA of one strategy cannot see. Either can be relaxed (``dsr_threshold = 0``).
 
-Schedule. ``update`` pushes each outcome's P&L into the ring (O(1)) and counts good bars; ``recompute()`` runs the
-bootstrap every ``every`` good bars when new outcomes arrived (and at once when the window first holds
-``min_outcomes``). Its seed is ``seed`` + the number of outcomes pushed, so a replay and a restored snapshot give
-the same p-values.
+Schedule. ``update`` pushes each outcome's P&L into the ring (O(1)) and counts good bars; the bootstrap falls due
+every ``every`` good bars when new outcomes arrived (and at once when the window first holds ``min_outcomes``). It
+runs off the bar's critical path (``fxgate.modules._schedule``): submitted to a background thread on the due bar,
+its result applied at the start of the ``lag``-th good bar's update after it (default 1: the next bar), waiting
+for it there if need be; until then the verdict reads the previous result. ``lag = 0`` runs it inside the due
+bar's update. Its seed is ``seed`` + the number of outcomes pushed, so a replay, a live run and a restored snapshot
+give the same p-values on the same bars.
 
 State (the slots are module-level ints)::
 
@@ -65,7 +68,8 @@ State (the slots are module-level ints)::
          I_LAST_BAR     I_BARS at the last recompute
          I_LAST_PUSHES  I_PUSHES at the last recompute
          I_N            outcomes in the window at the last recompute (T)
-         I_STATUS       0: no recompute yet; 1: tested; 2: constant P&L (no test)
+         I_STATUS       0: no recompute applied yet; 1: tested; 2: constant P&L (no test); 3: the recompute
+                        failed (``error`` holds why)
          I_RECOMPUTES   recomputes run
     fs   F_P_LOWER, F_P_CONSISTENT, F_P_UPPER   SPA p-values (Hansen's lower / consistent / upper)
          F_P_RC         White's Reality Check p-value
@@ -74,6 +78,8 @@ State (the slots are module-level ints)::
          F_SR           per-outcome Sharpe ratio (ddof 1)
          F_SKEW, F_KURT sample skewness and raw kurtosis of the window
          F_PSR, F_DSR   probabilistic and deflated Sharpe ratios
+    error               the last applied recompute's error text ("" when it ran)
+    jst, jres, jerr     the recompute in flight (``fxgate.modules._schedule``)
 """
 
 from __future__ import annotations
@@ -85,14 +91,15 @@ import numpy as np
 
 from fxgate.engine.core.jit import kernel
 from fxgate.engine.core.sharpe import deflated_sharpe_from, probabilistic_sharpe_from, sharpe_moments
-from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+from fxgate.modules._base import Context, ModuleResult, insufficient, register
 from fxgate.modules._bootstrap import optimal_block_length, sb_variance, stationary_means
+from fxgate.modules._schedule import ScheduledModule
 
 __all__ = ["EdgeProof", "SpaResult", "spa_pvalues", "spa_test"]
 
 I_PUSHES, I_BARS, I_LAST_BAR, I_LAST_PUSHES, I_N, I_STATUS, I_RECOMPUTES = range(7)
 F_P_LOWER, F_P_CONSISTENT, F_P_UPPER, F_P_RC, F_BLOCK, F_MEAN, F_SR, F_SKEW, F_KURT, F_PSR, F_DSR = range(11)
-STATUS_NONE, STATUS_TESTED, STATUS_CONSTANT = 0, 1, 2
+STATUS_NONE, STATUS_TESTED, STATUS_CONSTANT, STATUS_ERROR = 0, 1, 2, 3
 P_VALUES = {"lower": F_P_LOWER, "consistent": F_P_CONSISTENT, "upper": F_P_UPPER, "rc": F_P_RC}
 STATISTICS = ("hansen", "arch")
 #: a p threshold must span at least this many bootstrap exceedances (p_threshold * reps >= MIN_EXCEEDANCES)
@@ -184,7 +191,7 @@ _edge_bar = kernel(_edge_bar_py, fastmath=False)
 
 
 @register("edge_proof")
-class EdgeProof(CertaintyModule):
+class EdgeProof(ScheduledModule):
     title = "EdgeProof"
     formula = "SPA/RC: p = P*(max_k T*_k > T), d_t = pnl_t - 0; DSR = PSR(SR vs E[max SR of N trials])"
     citation = "Hansen (2005); White (2000); Politis & White (2004); Bailey & Lopez de Prado (2014)"
@@ -192,13 +199,14 @@ class EdgeProof(CertaintyModule):
         "SPA consistent p < `p_threshold` (0.001, 10,000 reps) that mean net P&L > 0, and DSR >= `dsr_threshold`"
         " (0.95), over the last `window` outcomes"
     )
-    scheduled = True
     gate_settings = ("horizon",)
+    result_size = 13  # status, T, then the 11 fs slots
     defaults = {
         "window": 500,
         "min_outcomes": 100,
         "reps": 10_000,
         "every": 50,
+        "lag": 1,
         "block": None,
         "p_threshold": 0.001,
         "p_value": "consistent",
@@ -211,7 +219,7 @@ class EdgeProof(CertaintyModule):
         "seed": 0,
         "horizon": 1,
     }
-    state_keys = ("pnl", "ist", "fs")
+    state_keys = ("pnl", "ist", "fs", "error", "jst", "jres", "jerr")
 
     def reset(self) -> None:
         p = self.params
@@ -219,6 +227,8 @@ class EdgeProof(CertaintyModule):
         self.pnl = np.zeros(int(p["window"]))
         self.ist = np.zeros(7, dtype=np.int64)
         self.fs = np.full(11, math.nan)
+        self.error = ""  # the last recompute's error ("" when it ran)
+        self._reset_job()
 
     @staticmethod
     def _check(p: dict) -> None:
@@ -256,6 +266,7 @@ class EdgeProof(CertaintyModule):
         c = ctx.bar.close
         if not (math.isfinite(c) and c > 0):
             return  # a bad bar is skipped whole (an outcome ending on it has no valid exit price)
+        self._tick()  # the pending recompute's countdown is in good bars, like the schedule
         p = self.params
         costs = p["costs"]
         for o in ctx.outcomes:
@@ -263,7 +274,7 @@ class EdgeProof(CertaintyModule):
             if math.isfinite(x):
                 _edge_push(self.pnl, self.ist, x)
         if _edge_bar(self.ist, p["every"], p["min_outcomes"], p["window"]):
-            self.recompute()
+            self._due()
 
     def values(self) -> np.ndarray:
         """The window's P&L in arrival order (oldest first)."""
@@ -273,18 +284,25 @@ class EdgeProof(CertaintyModule):
         j = c % w
         return np.concatenate([self.pnl[j:], self.pnl[:j]])
 
-    def recompute(self) -> None:
-        """Run the SPA / Reality Check bootstrap and the Sharpe ratios on the current window (the verdict reads
-        the result until the next recompute)."""
-        p, ist, fs = self.params, self.ist, self.fs
-        x = self.values()
-        n = len(x)
-        ist[I_LAST_BAR], ist[I_LAST_PUSHES], ist[I_N] = ist[I_BARS], ist[I_PUSHES], n
+    def inputs(self) -> tuple[np.ndarray, dict, int]:
+        """The window (oldest first), the parameters and the seed of the SPA / Reality Check bootstrap and the
+        Sharpe ratios; records the schedule (``I_LAST_BAR``, ``I_LAST_PUSHES``, ``I_RECOMPUTES``)."""
+        ist = self.ist
+        ist[I_LAST_BAR], ist[I_LAST_PUSHES] = ist[I_BARS], ist[I_PUSHES]
         ist[I_RECOMPUTES] += 1
-        fs[:] = math.nan
+        return self.values(), dict(self.params), int(self.params["seed"]) + int(ist[I_PUSHES])
+
+    @staticmethod
+    def compute(inputs: tuple[np.ndarray, dict, int]) -> np.ndarray:
+        """[status, T, fs slots...] of the window: SPA / RC p-values, block, mean, Sharpe moments, PSR, DSR."""
+        x, p, seed = inputs
+        n = len(x)
+        out = np.full(EdgeProof.result_size, math.nan)
+        out[1] = n
+        fs = out[2:]
         if n < 3 or not np.std(x) > 0:
-            ist[I_STATUS] = STATUS_CONSTANT
-            return
+            out[0] = STATUS_CONSTANT
+            return out
         if p["block"] is not None:
             block = float(p["block"])
         else:
@@ -292,9 +310,7 @@ class EdgeProof(CertaintyModule):
             if not math.isfinite(block):
                 block = math.sqrt(n)
         block = min(max(block, float(p["horizon"]), 1.0), float(n))
-        res = spa_test(
-            x, int(p["reps"]), block, int(p["seed"]) + int(ist[I_PUSHES]), nested=p["nested"], statistic=p["statistic"]
-        )
+        res = spa_test(x, int(p["reps"]), block, seed, nested=p["nested"], statistic=p["statistic"])
         fs[F_P_LOWER], fs[F_P_CONSISTENT], fs[F_P_UPPER], fs[F_P_RC] = (
             res.lower,
             res.consistent,
@@ -308,7 +324,18 @@ class EdgeProof(CertaintyModule):
             fs[F_SR], fs[F_SKEW], fs[F_KURT] = sr, skew, kurt
             fs[F_PSR] = probabilistic_sharpe_from(sr, t, skew, kurt, 0.0)
             fs[F_DSR] = deflated_sharpe_from(sr, t, skew, kurt, int(p["n_trials"]), p["sr_variance"])
-        ist[I_STATUS] = STATUS_TESTED
+        out[0] = STATUS_TESTED
+        return out
+
+    def apply(self, result: np.ndarray | None, error: str) -> None:
+        """Make a recompute's result the one the verdict reads (a failed one: status error, the verdict fails
+        closed with ``error``)."""
+        self.fs[:] = math.nan
+        if result is None:
+            self.ist[I_STATUS], self.error = STATUS_ERROR, error
+            return
+        self.ist[I_STATUS], self.ist[I_N], self.error = int(result[0]), int(result[1]), ""
+        self.fs[:] = result[2:]
 
     @property
     def p_value(self) -> float:
@@ -319,8 +346,14 @@ class EdgeProof(CertaintyModule):
         thr = float(p["p_threshold"])
         n = min(int(ist[I_PUSHES]), len(self.pnl))
         status = int(ist[I_STATUS])
-        if n < p["min_outcomes"] or status == STATUS_NONE:
+        if n < p["min_outcomes"]:
             return insufficient(self.name, n, p["min_outcomes"], thr, "outcomes")
+        if status == STATUS_NONE:
+            return self._result(
+                math.nan, False, thr, f"first SPA recompute over {n} outcomes still running (applied on a later bar)"
+            )
+        if status == STATUS_ERROR:
+            return self._result(math.nan, False, thr, f"the last SPA recompute failed: {self.error}")
         if status == STATUS_CONSTANT:
             return self._result(math.nan, False, thr, f"constant P&L over the last {ist[I_N]} outcomes: no test")
         pv, dsr = self.p_value, float(fs[F_DSR])

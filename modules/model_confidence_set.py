@@ -51,8 +51,10 @@ benchmark only.
 with ``reps`` resamples, mean block ``block`` (0: Politis–White's estimate on the loss differentials against the
 ensemble, at least ``horizon`` because h-bar forecasts overlap), method ``method`` ("R", HLN's default, or "max").
 The resamples are ``_bootstrap.stationary_means`` (prefix sums over the stationary stream, no index matrix), seeded
-by ``seed`` + the number of rows pushed, so a replay and a restored snapshot draw the same resamples. The verdict
-reads the last recompute.
+by ``seed`` + the number of rows pushed, so a replay and a restored snapshot draw the same resamples. The recompute
+runs off the bar's critical path (``fxgate.modules._schedule``): submitted to a background thread on the due bar
+and applied at the start of the ``lag``-th update after it (default 1: the next bar; ``lag = 0``: inside the due
+bar's update). The verdict reads the last applied recompute; a failed one (``error``) fails it closed.
 
 State (``losses`` is a ring of the last ``window`` loss rows, six columns; slots are module-level ints)::
 
@@ -64,10 +66,12 @@ State (``losses`` is a ring of the last ``window`` loss rows, six columns; slots
          I_UPS         matured outcomes that went up (every matured bar, in sample included)
          I_OUTCOMES    matured outcomes counted in I_UPS
          I_LAST_BAR    the last bar index a snapshot was taken at (-1: none)
-         I_RECOMPUTED  I_ROWS at the last recompute (-1: never)
-         I_USED_ROWS   rows the last MCS used
-         I_USED_LLM    1 when the last MCS included the LLM
-    fs   F_BLOCK       mean block length the last recompute used
+         I_RECOMPUTED  I_ROWS at the last recompute submitted (-1: never)
+         I_USED_ROWS   rows the last applied MCS used (0: none applied yet)
+         I_USED_LLM    1 when the last applied MCS included the LLM
+    fs   F_BLOCK       mean block length the last applied recompute used
+    error              the last applied recompute's error text ("" when it ran)
+    jst, jres, jerr    the recompute in flight (``fxgate.modules._schedule``)
 """
 
 from __future__ import annotations
@@ -77,8 +81,9 @@ import math
 import numpy as np
 
 from fxgate.engine.core.jit import kernel
-from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+from fxgate.modules._base import Context, ModuleResult, insufficient, register
 from fxgate.modules._bootstrap import optimal_block_length, stationary_means
+from fxgate.modules._schedule import ScheduledModule
 
 __all__ = ["ModelConfidenceSet", "COLUMNS", "mcs_pvalues", "mcs"]
 
@@ -320,17 +325,18 @@ def mcs(losses: np.ndarray, reps: int, block: float, seed: int, method: str = "R
 
 
 @register("model_confidence_set")
-class ModelConfidenceSet(CertaintyModule):
+class ModelConfidenceSet(ScheduledModule):
     title = "ModelConfidenceSet"
     formula = "MCS_{1-a}: eliminate argmax t_ij (R) until H0 equal loss holds; Brier losses, stationary bootstrap"
     citation = "Hansen, Lunde & Nason (2011), Econometrica 79(2), 453-497"
     rule = "the ensemble-mean forecaster is in the 90% MCS (MCS p-value > `size` = 0.1)"
-    scheduled = True
     gate_settings = ("horizon",)
+    result_size = 3 + N_COLS  # block, rows used, llm used, then the p-value per column
     defaults = {
         "window": 500,
         "min_rows": 100,
         "every": 50,
+        "lag": 1,
         "reps": 2000,
         "block": 0.0,
         "method": "R",
@@ -340,7 +346,7 @@ class ModelConfidenceSet(CertaintyModule):
         "benchmark": "base_rate",
         "horizon": 1,
     }
-    state_keys = ("losses", "snap", "pvals", "ist", "fs")
+    state_keys = ("losses", "snap", "pvals", "ist", "fs", "error", "jst", "jres", "jerr")
 
     def reset(self) -> None:
         p = self.params
@@ -366,6 +372,8 @@ class ModelConfidenceSet(CertaintyModule):
         self.ist = np.zeros(7, dtype=np.int64)
         self.ist[I_LAST_BAR] = self.ist[I_RECOMPUTED] = -1
         self.fs = np.full(1, np.nan)
+        self.error = ""  # the last applied recompute's error ("" when it ran)
+        self._reset_job()
 
     @property
     def rows(self) -> int:
@@ -381,6 +389,7 @@ class ModelConfidenceSet(CertaintyModule):
         return np.concatenate([self.losses[j:], self.losses[:j]])
 
     def update(self, ctx: Context) -> None:
+        self._tick()
         half = self.params["benchmark"] == "half"
         for mt in ctx.matured:
             e, x = mt.entry_price, mt.exit_price
@@ -399,7 +408,7 @@ class ModelConfidenceSet(CertaintyModule):
         rows, last = int(self.ist[I_ROWS]), int(self.ist[I_RECOMPUTED])
         need = int(self.params["min_rows"])
         if min(rows, len(self.losses)) >= need and (last < 0 or rows - last >= int(self.params["every"])):
-            self.recompute()
+            self._due()
 
     def design(self) -> tuple[np.ndarray, bool]:
         """The loss matrix the next recompute uses (rows oldest first) and whether it includes the LLM."""
@@ -412,34 +421,61 @@ class ModelConfidenceSet(CertaintyModule):
     def block_length(self, lw: np.ndarray) -> float:
         """The mean block: ``block`` when set, else the largest Politis–White estimate over the loss differentials
         against the ensemble, at least ``horizon``."""
-        b = float(self.params["block"])
+        return self.block_length_of(lw, self.params)
+
+    @staticmethod
+    def block_length_of(lw: np.ndarray, p: dict) -> float:
+        """:meth:`block_length` for the parameters ``p``."""
+        b = float(p["block"])
         if b > 0:
             return b
         est = [optimal_block_length(lw[:, j] - lw[:, C_ENSEMBLE]) for j in range(lw.shape[1]) if j != C_ENSEMBLE]
         est = [v for v in est if math.isfinite(v)]
-        return max([float(self.params["horizon"]), 1.0, *est])
+        return max([float(p["horizon"]), 1.0, *est])
 
-    def recompute(self) -> None:
-        """Run the MCS on the current window (deterministic: the resamples are seeded by ``seed`` + rows pushed)."""
-        p = self.params
+    def inputs(self) -> tuple[np.ndarray, bool, dict, int]:
+        """The loss matrix (:meth:`design`), whether it includes the LLM, the parameters and the seed (``seed`` +
+        rows pushed); records the schedule (``I_RECOMPUTED``)."""
         lw, with_llm = self.design()
         rows = int(self.ist[I_ROWS])
         self.ist[I_RECOMPUTED] = rows
-        self.ist[I_USED_ROWS] = lw.shape[0]
-        self.ist[I_USED_LLM] = int(with_llm)
-        self.pvals[:] = np.nan
+        return lw, with_llm, dict(self.params), int(self.params["seed"]) + rows
+
+    @staticmethod
+    def compute(inputs: tuple[np.ndarray, bool, dict, int]) -> np.ndarray:
+        """[block, rows used, llm used, MCS p-value per column (NaN: not in the design)]."""
+        lw, with_llm, p, seed = inputs
+        out = np.full(ModelConfidenceSet.result_size, np.nan)
+        out[1], out[2] = lw.shape[0], float(with_llm)
         if lw.shape[0] < int(p["min_rows"]):
-            self.fs[F_BLOCK] = np.nan
+            return out
+        b = ModelConfidenceSet.block_length_of(lw, p)
+        out[0] = b
+        out[3 : 3 + lw.shape[1]] = mcs(lw, int(p["reps"]), b, seed, str(p["method"]))
+        return out
+
+    def apply(self, result: np.ndarray | None, error: str) -> None:
+        """Make a recompute's result the one the verdict reads (a failed one fails the verdict closed)."""
+        self.pvals[:] = np.nan
+        self.fs[F_BLOCK] = np.nan
+        self.error = error
+        if result is None:
             return
-        b = self.block_length(lw)
-        self.fs[F_BLOCK] = b
-        self.pvals[: lw.shape[1]] = mcs(lw, int(p["reps"]), b, int(p["seed"]) + rows, str(p["method"]))
+        self.fs[F_BLOCK] = result[0]
+        self.ist[I_USED_ROWS], self.ist[I_USED_LLM] = int(result[1]), int(result[2])
+        self.pvals[:] = result[3:]
 
     def verdict(self) -> ModuleResult:
         p = self.params
         size = float(p["size"])
         need = int(p["min_rows"])
         n = min(self.rows, len(self.losses))
+        if self.error:
+            return self._result(math.nan, False, size, f"the last MCS recompute failed: {self.error}")
+        if int(self.ist[I_RECOMPUTED]) >= 0 and int(self.ist[I_USED_ROWS]) == 0 and n >= need:
+            return self._result(
+                math.nan, False, size, f"first MCS recompute over {n} loss rows still running (applied on a later bar)"
+            )
         if int(self.ist[I_RECOMPUTED]) < 0 or not math.isfinite(self.pvals[C_ENSEMBLE]):
             return insufficient(self.name, n, need, size, "loss rows")
         pe = float(self.pvals[C_ENSEMBLE])

@@ -259,7 +259,9 @@ def test_pass_when_the_ensemble_is_in_the_mcs_and_fail_when_it_is_worse_than_no_
 
 def test_recompute_is_scheduled_seeded_by_rows_and_restores_exactly():
     ctxs = _synthetic(500, 0.03, seed=4)
-    kw = {"min_rows": 100, "every": 40, "reps": 300, "window": 200}
+    # lag = 0: the recompute inside the due bar's update (test_schedule.py: the deferred default is this result
+    # applied lag bars later)
+    kw = {"min_rows": 100, "every": 40, "reps": 300, "window": 200, "lag": 0}
     a = create("model_confidence_set", **kw)
     b = create("model_confidence_set", **kw)
     last = []
@@ -323,7 +325,10 @@ def test_fails_closed_when_short_and_skips_bad_forecasts():
     assert m.rows == 49 and int(m.ist[I_ROWS]) == 49 and "insufficient data" in m.verdict().reason
     assert int(m.ist[I_OUTCOMES]) == 54  # the outcomes still count in the base rate
     m.update(_ctx(55, np.array([0.6, 0.6, 0.6]), True))  # llm_prob NaN: a row without the judge
-    assert m.rows == 50 and m.verdict().name == "model_confidence_set" and math.isfinite(m.verdict().score)
+    r = m.verdict()  # the first recompute is submitted on this bar and applied on the next (lag 1)
+    assert m.rows == 50 and not r.passed and "first MCS recompute over 50 loss rows still running" in r.reason
+    m.update(_ctx(56, None, True))
+    assert m.verdict().name == "model_confidence_set" and math.isfinite(m.verdict().score)
 
 
 # -- the statistics of the MCS --------------------------------------------------------------------------------------

@@ -1,0 +1,174 @@
+"""Scheduled recomputes off the bar's critical path, with deterministic results.
+
+A scheduled module (a bootstrap: edge_proof, model_confidence_set) keeps O(1) streaming state per bar and every
+``every`` bars reruns an expensive test: 10,000 stationary-bootstrap resamples cost 20-50 ms, two hundred times a
+streaming bar's whole budget. Run inside ``update``, that bar's Decision waits for it (the gate's on_bar p99 was
+the bootstrap). :class:`ScheduledModule` runs it instead on a background thread and applies its result a fixed
+number of bars later:
+
+* **Submit.** On the bar a recompute is due, ``update`` captures the recompute's inputs (copies of the window,
+  the seed, the parameters) and submits :meth:`ScheduledModule.compute` — a pure function of those inputs — to a
+  process-wide worker thread. The numba kernels release the GIL (``nogil=True``), so the bootstrap runs beside the
+  next bars' updates.
+* **Apply.** The result is written into the module's state at the start of the ``lag``-th ``update`` call after
+  the submit (``lag`` is a parameter, default 1: the next bar), before that bar's verdicts; if it is not finished
+  by then, that update waits for it. Until then the verdict reads the previous result.
+
+So *which* result a verdict reads depends on bar counts only, never on timing: a replay, a live run and a restored
+snapshot apply each result on the same bar and give the same Decisions whatever the machine's load (tested: a
+recompute slowed down on purpose changes no verdict). ``lag = 0`` runs the recompute inside ``update``, as before.
+A recompute that raises is applied as a failed result: the verdict fails closed with the error until the next one.
+
+State. The countdown and the applied-but-unread result are numpy state like the rest (``jst``, ``jres``, ``jerr``
+among ``state_keys``); the in-flight job itself is a :class:`concurrent.futures.Future`, kept in ``state_dict()``
+under ``"future"`` so the gate's per-bar transaction (a state copy taken before the updates, restored if one
+raises) neither waits for it nor loses it. :meth:`ScheduledModule.settle` waits for the job and stores its result
+in ``jres``; the gate settles every module before it writes a snapshot file, which holds plain data only.
+
+The worker. One thread per process (created on first use, and again in a forked child, whose copy of the parent's
+thread does not run): the recomputes of every gate in the process queue on it, oldest first. A bar that must apply
+a result still queued waits for those ahead of it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, ClassVar
+
+import numpy as np
+
+from fxgate.modules._base import CertaintyModule, Context
+
+__all__ = ["ScheduledModule", "worker"]
+
+J_LEFT = 0  # updates left before the pending result is applied; -1: no job
+#: a job's result is in jres (settled, or restored from a snapshot) instead of in the future
+J_SETTLED = 1
+
+_LOCK = threading.Lock()
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def worker() -> ThreadPoolExecutor:
+    """The process's recompute thread (one; recreated after a fork)."""
+    global _POOL
+    with _LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="fxgate-recompute"))
+        return _POOL[1]
+
+
+def _run(fn: Any, inputs: Any) -> tuple[np.ndarray | None, str]:
+    try:
+        return np.asarray(fn(inputs), dtype=np.float64), ""
+    except Exception as exc:  # noqa: BLE001 - applied as a failed recompute; the verdict fails closed with it
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+class ScheduledModule(CertaintyModule):
+    """A module whose verdict comes from a periodic recompute run off the bar's critical path (module docstring).
+
+    Subclasses define ``result_size`` and three methods, and call :meth:`_tick` first in ``update`` and
+    :meth:`_due` where a recompute falls due:
+
+    * ``inputs()``: capture what the recompute needs (copies: the state moves on) and do the schedule's own
+      bookkeeping (when it last ran);
+    * ``compute(inputs)`` (static, pure, thread-safe): the recompute; returns ``result_size`` floats;
+    * ``apply(result, error)``: write a result (or the error text of a failed one, ``result`` None) into the
+      state the verdict reads.
+    """
+
+    scheduled = True
+    result_size: ClassVar[int] = 0
+
+    def _reset_job(self) -> None:
+        lag = self.params.get("lag", 1)
+        if not isinstance(lag, int | np.integer) or isinstance(lag, bool) or not 0 <= lag <= int(self.params["every"]):
+            raise ValueError(
+                f"The 'lag' parameter of {self.name} must be an integer between 0 (recompute inside the bar's "
+                f"update) and every ({self.params['every']}). Got {lag!r} instead."
+            )
+        self.jst = np.array([-1, 0], dtype=np.int64)
+        self.jres = np.full(self.result_size, math.nan)
+        self.jerr = ""
+        self.future: Future[tuple[np.ndarray | None, str]] | None = None
+
+    # -- subclass hooks --------------------------------------------------------------------------------------------
+    def inputs(self) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def compute(inputs: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def apply(self, result: np.ndarray | None, error: str) -> None:
+        raise NotImplementedError
+
+    # -- the schedule ----------------------------------------------------------------------------------------------
+    def recompute(self) -> None:
+        """Run the recompute now, in this thread, and apply it (what ``lag = 0`` does on a due bar)."""
+        self.apply(*_run(self.compute, self.inputs()))
+
+    def _tick(self) -> None:
+        """Count one update; apply the pending result on the ``lag``-th."""
+        if self.jst[J_LEFT] < 0:
+            return
+        self.jst[J_LEFT] -= 1
+        if self.jst[J_LEFT] <= 0:
+            self._apply_pending()
+
+    def _due(self) -> None:
+        """A recompute is due on this bar: run it (``lag`` 0) or submit it."""
+        lag = int(self.params["lag"])
+        if lag == 0:
+            self.recompute()
+            return
+        if self.jst[J_LEFT] >= 0:  # the previous result is not applied yet (lag == every): it goes first
+            self._apply_pending()
+        self.future = worker().submit(_run, self.compute, self.inputs())
+        self.jst[J_LEFT], self.jst[J_SETTLED] = lag, 0
+
+    def _apply_pending(self) -> None:
+        if self.jst[J_SETTLED]:
+            res, err = (None if self.jerr else self.jres.copy()), self.jerr
+        elif self.future is not None:
+            res, err = self.future.result()
+        else:  # unreachable through the public API: a job counted in jst always has its future or its result
+            res, err = None, "the pending recompute was lost (state restored without it)"
+        self.jst[J_LEFT], self.jst[J_SETTLED] = -1, 0
+        self.jres[:] = math.nan
+        self.jerr = ""
+        self.future = None
+        self.apply(res, err)
+
+    @property
+    def pending(self) -> bool:
+        """A recompute has been submitted and its result not yet applied."""
+        return bool(self.jst[J_LEFT] >= 0)
+
+    def settle(self) -> None:
+        """Wait for the in-flight recompute and keep its result in the state (``jres``/``jerr``), still to be
+        applied on the same bar as before: afterwards ``state_dict()`` is plain data (a snapshot file can hold
+        it)."""
+        if self.jst[J_LEFT] >= 0 and not self.jst[J_SETTLED] and self.future is not None:
+            res, err = self.future.result()
+            self.jres[:] = math.nan if res is None else res
+            self.jerr = err
+            self.jst[J_SETTLED] = 1
+            self.future = None
+
+    def state_dict(self) -> dict[str, Any]:
+        out = super().state_dict()
+        out["future"] = self.future
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        f = state.get("future")
+        self.future = f if isinstance(f, Future) else None
+
+    def update(self, ctx: Context) -> None:  # pragma: no cover - subclasses define it
+        raise NotImplementedError

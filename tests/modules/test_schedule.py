@@ -1,0 +1,240 @@
+"""Scheduled recomputes off the bar's critical path (modules/_schedule.py): a result is applied on a bar fixed by
+bar counts, never by timing; rollbacks, restores and failures keep that.
+
+The reference for every deferred run is the same module run synchronously (``lag = 0``: the recompute inside the
+due bar's update, which tests/modules/test_edge_proof.py and test_model_confidence_set.py check against
+``spa_test``/arch and ``mcs``): with ``lag = L``, the state a verdict reads on bar i is the synchronous module's
+state on the last due bar k with k + L <= i.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from fxgate.engine import Bar
+from fxgate.engine.snapshot import Identity, decode, encode
+from fxgate.modules import Context, Matured, Outcome, create
+from fxgate.modules._schedule import worker
+from fxgate.modules.edge_proof import I_BARS, I_RECOMPUTES, EdgeProof
+from fxgate.modules.model_confidence_set import I_RECOMPUTED, ModelConfidenceSet
+
+H = 3_600_000_000_000
+EDGE = {"reps": 400, "p_threshold": 0.05, "min_outcomes": 40, "window": 120, "every": 10}
+MCS = {"min_rows": 40, "every": 10, "reps": 200, "window": 120}
+
+
+def edge_stream(n: int, seed: int = 0) -> list[Context]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        x = float(rng.standard_normal() * 1e-4 + 3e-5)
+        o = Outcome(i * H, (i + 1) * H, 1, 1.1, 1.1 + x)
+        out.append(Context(Bar((i + 1) * H, 1.1, 1.1, 1.1, 1.1, 1.0, timeframe="H1"), outcomes=(o,), bar_index=i + 1))
+    return out
+
+
+def mcs_stream(n: int, seed: int = 0) -> list[Context]:
+    rng = np.random.default_rng(seed)
+    price, out = 1.1, []
+    entries: list[tuple[int, float, np.ndarray]] = []
+    for i in range(1, n + 1):
+        new = price * math.exp(float(rng.standard_normal()) * 1e-3)
+        p = np.clip(0.5 + rng.standard_normal(3) * 0.05, 0.01, 0.99)
+        mat = ()
+        if entries:
+            e_bar, e_price, e_p = entries.pop()
+            mat = (Matured(e_bar, (e_bar) * H, i * H, e_price, new, e_p, None, 0, 1e-5, math.nan),)
+        entries.append((i, new, p))
+        price = new
+        out.append(Context(Bar(i * H, price, price, price, price, 1.0, timeframe="H1"), matured=mat, bar_index=i))
+    return out
+
+
+CASES = [("edge_proof", EDGE, edge_stream), ("model_confidence_set", MCS, mcs_stream)]
+
+
+def _view(m) -> tuple:
+    """What the verdict reads: the verdict itself and the result arrays."""
+    arrays = (m.fs.copy(),) if isinstance(m, EdgeProof) else (m.fs.copy(), m.pvals.copy())
+    return (m.verdict(), *arrays)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return a[0] == b[0] and all(np.array_equal(x, y, equal_nan=True) for x, y in zip(a[1:], b[1:], strict=True))
+
+
+def _due_bars(name: str, kw: dict, ctxs: list[Context]) -> list[int]:
+    """The updates (0-based) on which a synchronous module runs its recompute."""
+    m = create(name, **kw, lag=0)
+    slot = I_RECOMPUTES if isinstance(m, EdgeProof) else I_RECOMPUTED
+    due = []
+    for i, c in enumerate(ctxs):
+        before = int(m.ist[slot])
+        m.update(c)
+        if int(m.ist[slot]) != before:
+            due.append(i)
+    return due
+
+
+@pytest.mark.parametrize(("name", "kw", "stream"), CASES)
+@pytest.mark.parametrize("lag", [1, 3, 10])
+def test_a_deferred_result_is_the_synchronous_one_applied_lag_bars_later(name, kw, stream, lag):
+    ctxs = stream(260)
+    sync = create(name, **kw, lag=0)
+    views = []
+    for c in ctxs:
+        sync.update(c)
+        views.append(_view(sync))
+    due = _due_bars(name, kw, ctxs)
+    assert len(due) >= 15  # the schedule ran often enough to mean something
+    late = create(name, **kw, lag=lag)
+    empty = _view(create(name, **kw, lag=0))
+    for i, c in enumerate(ctxs):
+        late.update(c)
+        applied = [k for k in due if k + lag <= i]
+        want = views[applied[-1]] if applied else None
+        got = _view(late)
+        if want is None:
+            assert np.array_equal(got[1], empty[1], equal_nan=True), i  # nothing applied yet
+            assert not got[0].passed
+        else:
+            # the verdict's reason may name a newer count of outcomes/rows; the numbers it reads are the old result's
+            assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(got[1:], want[1:], strict=True)), i
+            assert (got[0].score, got[0].passed) == (want[0].score, want[0].passed) or (
+                math.isnan(got[0].score) and math.isnan(want[0].score)
+            ), i
+
+
+@pytest.mark.parametrize(("name", "kw", "stream"), CASES)
+def test_the_verdicts_do_not_depend_on_how_long_a_recompute_takes(name, kw, stream, monkeypatch):
+    """The same stream with recomputes slowed by a random 0-15 ms: every verdict equal, bar by bar (a result applied
+    when it happens to be ready, instead of on its bar, fails this)."""
+    ctxs = stream(200, seed=3)
+    fast = create(name, **kw, lag=2)
+    ref = []
+    for c in ctxs:
+        fast.update(c)
+        ref.append(_view(fast))
+    cls = type(fast)
+    orig = cls.compute
+    rng = np.random.default_rng(5)
+    delays = iter(rng.uniform(0, 0.015, 10_000))
+
+    def slow(inputs):
+        time.sleep(next(delays))
+        return orig(inputs)
+
+    monkeypatch.setattr(cls, "compute", staticmethod(slow))
+    m = create(name, **kw, lag=2)
+    for i, c in enumerate(ctxs):
+        m.update(c)
+        assert _same(_view(m), ref[i]), i
+        if i % 7 == 0:
+            time.sleep(0.01)  # sometimes the result is ready before its bar: it still waits for its bar
+
+
+@pytest.mark.parametrize(("name", "kw", "stream"), CASES)
+def test_a_rolled_back_bar_and_a_restored_snapshot_apply_the_same_results(name, kw, stream):
+    """The gate's per-bar transaction: state_dict before the update, load_state_dict if the bar is refused. A
+    submit or an apply undone that way happens again on the next good bar, exactly as in a run without the
+    refusal; and a snapshot taken with a recompute in flight (settled, encoded to a snapshot file's bytes and
+    decoded: plain data) continues identically."""
+    ctxs = stream(220, seed=9)
+    ref_m = create(name, **kw, lag=3)
+    ref = []
+    for c in ctxs:
+        ref_m.update(c)
+        ref.append(_view(ref_m))
+    m = create(name, **kw, lag=3)
+    rolled = 0
+    for i, c in enumerate(ctxs):
+        if i % 4 == 1:  # this bar is "refused" after the module's update ran: the state goes back
+            st = m.state_dict()
+            m.update(c)
+            rolled += int(not np.array_equal(m.jst, st["jst"]))  # a job was submitted, counted down or applied
+            m.load_state_dict(st)
+        m.update(c)
+        assert _same(_view(m), ref[i]), i
+        if i == 111:  # restore through a snapshot file's encoding, job in flight or not
+            m.settle()
+            st = m.state_dict()
+            assert st["future"] is None
+            ident = Identity("v", "c", {}, "H1", "X", (name,))
+            snap = decode(encode(ident, i, None, {"m": st}), "mem")
+            m = create(name, **kw, lag=3)
+            m.load_state_dict(snap.state["m"])
+    assert rolled >= 10  # refusals hit bars where a job was submitted or applied
+
+
+def test_a_failed_recompute_fails_the_verdict_closed_until_the_next_one(monkeypatch):
+    ctxs = edge_stream(200, seed=2)
+    m = create("edge_proof", **EDGE, lag=1)
+    orig = EdgeProof.compute
+    calls = {"n": 0}
+
+    def flaky(inputs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise FloatingPointError("planted")
+        return orig(inputs)
+
+    monkeypatch.setattr(EdgeProof, "compute", staticmethod(flaky))
+    seen_error = seen_recovered = False
+    for c in ctxs:
+        m.update(c)  # never raises: the error is the verdict's
+        r = m.verdict()
+        if "failed: FloatingPointError: planted" in r.reason:
+            assert not r.passed and math.isnan(r.score)
+            seen_error = True
+        elif seen_error and math.isfinite(r.score):
+            seen_recovered = True
+    assert seen_error and seen_recovered
+
+
+def test_lag_is_checked_and_lag_zero_never_uses_the_worker(monkeypatch):
+    with pytest.raises(ValueError, match="'lag' parameter of edge_proof must be an integer between 0"):
+        create("edge_proof", **EDGE, lag=11)
+    with pytest.raises(ValueError, match="'lag' parameter of model_confidence_set"):
+        create("model_confidence_set", **MCS, lag=-1)
+    threads = []
+    for cls in (EdgeProof, ModelConfidenceSet):
+        base = cls.compute
+
+        def record(inputs, base=base):
+            threads.append(threading.current_thread().name)
+            return base(inputs)
+
+        monkeypatch.setattr(cls, "compute", staticmethod(record))
+    for name, kw, stream in CASES:
+        m = create(name, **kw, lag=0)
+        for c in stream(80):
+            m.update(c)
+        d = create(name, **kw, lag=1)
+        for c in stream(80):
+            d.update(c)
+    main = threading.current_thread().name
+    assert main in threads and any(t.startswith("fxgate-recompute") for t in threads)
+    assert worker() is worker()
+
+
+def test_edge_proof_skips_a_bad_bar_whole_countdown_included():
+    """A bad bar (NaN close) is skipped whole by edge_proof, the pending recompute's countdown included: it is
+    applied on the lag-th good bar after the submit."""
+    ctxs = edge_stream(120, seed=4)
+    m = create("edge_proof", **EDGE, lag=2)
+    for c in ctxs[:40]:
+        m.update(c)
+    assert m.pending  # submitted on update 40 (min_outcomes)
+    bars = int(m.ist[I_BARS])
+    for _ in range(3):
+        m.update(Context(Bar(41 * H, 1.1, 1.1, 1.1, math.nan, 1.0, timeframe="H1")))
+    assert m.pending and int(m.ist[I_BARS]) == bars
+    m.update(ctxs[40])
+    assert m.pending
+    m.update(ctxs[41])
+    assert not m.pending and math.isfinite(m.verdict().score)
