@@ -424,6 +424,24 @@ def _icir_push_py(ps, pr, pics, ist, fs, out3, s, r):  # type: ignore[no-untyped
 _icir_push = kernel(_icir_push_py, fastmath=False)
 
 
+def _icir_pair_py(ps, pr, pics, ist, fs, out3, probs, entry, exit_):  # type: ignore[no-untyped-def]
+    """One matured forecast into the period ICs: its signal and move as :func:`_ic_pair` computes them, pushed with
+    :func:`_icir_push` when both are finite (the ICIR module's per-pair work in one compiled call)."""
+    k = probs.shape[0]
+    if k == 0 or not (entry > 0.0 and exit_ > 0.0):
+        return
+    t = 0.0
+    for i in range(k):
+        t += probs[i]
+    s = t / k - 0.5
+    r = math.log(exit_ / entry)
+    if math.isfinite(s) and math.isfinite(r):
+        _icir_push(ps, pr, pics, ist, fs, out3, s, r)
+
+
+_icir_pair = kernel(_icir_pair_py, fastmath=False)
+
+
 def _cs_pair_py(ws, wr, xr, yr, ist, fs, u, ps, pr, pics, qist, qfs, out3, probs, entry, exit_, lam, lags):  # type: ignore[no-untyped-def]
     """One matured forecast for both the IC window and the period ICs (CertaintyScore's per-pair work in one
     compiled call): :func:`_ic_pair`, then :func:`_icir_push` of the same pair when it was pushed."""
@@ -451,6 +469,11 @@ class PeriodIc:
 
     def push(self, s: float, r: float) -> None:
         _icir_push(self.ps, self.pr, self.pics, self.ist, self.fs, self._out, s, r)
+
+    def push_matured(self, probs: np.ndarray, entry: float, exit_: float) -> None:
+        """Push a matured forecast's (signal, move) from its entry probabilities and prices (skipped when either is
+        not finite): :func:`_icir_pair`, one compiled call."""
+        _icir_pair(self.ps, self.pr, self.pics, self.ist, self.fs, self._out, probs, entry, exit_)
 
     @property
     def n(self) -> int:
@@ -588,6 +611,7 @@ def warm_up() -> None:
         b.push(x, y)
         c.push(x + i)
         a.push_matured(probs, 1.0 + x, 1.0 + y, 0.9, 1)
+        b.push_matured(probs, 1.0, 1.0 + y)
         _cs_pair(
             a.ws,
             a.wr,

@@ -63,11 +63,8 @@ class Icir(CertaintyModule):
 
     def update(self, ctx: Context) -> None:
         for m in ctx.matured:
-            if m.probs is None:
-                continue
-            s, r = _ic.signal(m.probs), m.log_return
-            if math.isfinite(s) and math.isfinite(r):
-                self.st.push(s, r)
+            if m.probs is not None:  # signal and move computed, checked and pushed in one compiled call
+                self.st.push_matured(m.probs, m.entry_price, m.exit_price)
 
     def verdict(self) -> ModuleResult:
         p = self.params
