@@ -114,6 +114,12 @@ class PromptTemplate:
         return tuple(dict.fromkeys(m.group(1) for s in self.sections for m in _PLACEHOLDER.finditer(s.text)))
 
 
+def _by_version(stem: str) -> tuple[int, str]:
+    """``judge.v2`` -> (2, "judge"): the bundled templates listed version by version, each version's roles together."""
+    name, _, v = stem.rpartition(".v")
+    return (int(v), name) if v.isdigit() else (0, stem)
+
+
 def load_template(name_or_path: str | Path) -> PromptTemplate:
     """Load ``judge.v1`` (a bundled template) or a path to a ``.toml`` template file."""
     s = str(name_or_path)
@@ -121,7 +127,7 @@ def load_template(name_or_path: str | Path) -> PromptTemplate:
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        known = ", ".join(sorted(x.stem for x in PROMPTS_DIR.glob("*.toml")))
+        known = ", ".join(sorted((x.stem for x in PROMPTS_DIR.glob("*.toml")), key=_by_version))
         raise TemplateError(f"{p}: cannot read prompt template ({exc.strerror}). Bundled templates: {known}") from exc
     try:
         d = tomllib.loads(raw.decode())
@@ -145,7 +151,7 @@ def load_template(name_or_path: str | Path) -> PromptTemplate:
         per_bar = sorted({m.group(1) for m in _PLACEHOLDER.finditer(s["text"])} - STATIC_PLACEHOLDERS)
         if static and per_bar:
             raise TemplateError(
-                f"{where} ({s['name']}): a static section cannot contain a per-bar placeholder "
+                f"{where} ({s['name']}): a static section cannot contain a placeholder with a per-bar value "
                 f"({', '.join('{' + k + '}' for k in per_bar)}); static sections may use only "
                 f"{', '.join('{' + k + '}' for k in sorted(STATIC_PLACEHOLDERS))}"
             )

@@ -249,8 +249,10 @@ def test_a_static_section_may_use_only_configuration_values(tmp_path):
     assert load_template(ok).placeholders == ("catalogue",)
     bad = tmp_path / "bad.toml"
     bad.write_text(base + 'text = "{catalogue} {bar_line}"\n')
-    with pytest.raises(TemplateError, match=r"per-bar placeholder \(\{bar_line\}\)"):
+    with pytest.raises(TemplateError, match=r"placeholder with a per-bar value \(\{bar_line\}\)"):
         load_template(bad)
+    with pytest.raises(TemplateError, match="Bundled templates: bear.v1, bull.v1, judge.v1, risk.v1, bear.v2, bull.v2"):
+        load_template("judge.v0")
 
 
 def test_a_module_line_is_name_verdict_score_and_threshold_with_a_failed_modules_first_clause():
