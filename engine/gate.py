@@ -18,7 +18,8 @@ probabilities and module results as a typed :class:`BarRecord`)::
    end of its last training label) is *in sample* for the models: it updates price-only state, makes no candidate
    and gets no Layer-1 probabilities in its Context, so no module ever learns from an in-sample prediction (warm-up
    on history included); Layer 1 vetoes it. The updates are one transaction: if any of them raises, the state is
-   restored to what it was before the bar and the bar is refused (first veto ``internal``).
+   restored to what it was before the bar and the bar is refused (first veto ``internal``). The copy taken
+   before the updates is one memcpy per dtype of a buffer holding every state array (engine/transaction.py).
 3. **The layers** (engine/layers.py), cheapest first: L1 (compiled trees), L4 (modules in configured order),
    sizing, then L2 (the LLM judge) and L3 (the debate). ``mode="cheapest"`` stops at the first veto;
    ``mode="full"`` evaluates every enabled layer and module for diagnostics (the LLM layers on every bar where
@@ -92,6 +93,7 @@ from fxgate.engine.snapshot import Identity, SnapshotCorrupt
 from fxgate.engine.snapshot import check as check_snapshot
 from fxgate.engine.snapshot import read as read_snapshot
 from fxgate.engine.snapshot import write as write_snapshot
+from fxgate.engine.transaction import StateArena
 from fxgate.models.ensemble import TreeEnsemble
 from fxgate.models.features import FeatureEngine
 from fxgate.modules import REGISTRY, Context, Matured, Outcome, create
@@ -192,6 +194,8 @@ class Gate:
             else []
         )
         self.intake = Intake(timeframe, symbol, self.config.input)
+        #: the per-bar transaction's copy of the feature and module state (engine/transaction.py)
+        self._tx = StateArena([self.features, *self.modules])
         # one LLM stack may serve many gates (GatePool: the model is loaded once; its runtime queues the calls)
         self._owns_llm = llm is None
         self.llm = start_llm(self.config) if llm is None else llm
@@ -469,6 +473,27 @@ class Gate:
             dict(self._emitted),
         )
 
+    def _tx_save(self) -> tuple[Any, ...]:
+        """The per-bar transaction's copy: the feature and module state through the arena (one copy per dtype),
+        the rest as :meth:`_snapshot` copies it."""
+        return (
+            self._tx.save(),
+            self.intake.last_ts,
+            self._bars,
+            tuple(self._pending),
+            tuple(self._forecasts),
+            dict(self._llm_probs),
+            dict(self._emitted),
+        )
+
+    def _tx_restore(self, snap: tuple[Any, ...]) -> None:
+        arena, self.intake.last_ts, self._bars, pending, forecasts, llm, emitted = snap
+        self._tx.restore(arena)
+        self._pending = deque(pending)
+        self._forecasts = deque(forecasts)
+        self._llm_probs = llm
+        self._emitted = emitted
+
     def _restore(self, snap: tuple[Any, ...]) -> None:
         feats, mods, self.intake.last_ts, self._bars, pending, forecasts, llm, emitted = snap
         self.features.load_state_dict(feats)
@@ -496,7 +521,7 @@ class Gate:
         cfg = self.config
         spread = bar.spread if bar.spread is not None else cfg.spread
         in_sample = self._in_sample_until is not None and bar.ts <= self._in_sample_until
-        snap = self._snapshot()
+        snap = self._tx_save()
         try:
             t0 = _NS()
             x = self.features.update(bar)
@@ -539,7 +564,7 @@ class Gate:
                 m.update(ctx)
             t_l4_update = _NS() - t0
         except BaseException as exc:  # the bar is refused and the state is what it was before it
-            self._restore(snap)
+            self._tx_restore(snap)
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: state restored, then propagate
                 raise
             return self._reject(

@@ -1,0 +1,130 @@
+"""The per-bar transaction through the state arena (engine/transaction.py): a bar whose update raises leaves every
+owner's state exactly as it was, with all 18 default modules, through rebinds and re-layouts.
+
+The reference is each owner's own ``state_dict()`` (``Gate._snapshot``: one independent copy per array, the path a
+snapshot file takes), compared array by array with the state after the refused bar.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import Future
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from fxgate.engine import sample_bars
+from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config
+from fxgate.engine.gate import Gate
+from fxgate.engine.transaction import StateArena
+from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
+from fxgate.models.labels import LabelSpec
+from fxgate.modules import REGISTRY, CertaintyModule, create, register
+
+NO_LLM = {"l2": L2Config(enabled=False), "l3": L3Config(enabled=False)}
+SMALL = {
+    "edge_proof": {"reps": 200, "p_threshold": 0.05, "min_outcomes": 30, "window": 100, "every": 7, "lag": 2},
+    "model_confidence_set": {"reps": 100, "min_rows": 30, "window": 100, "every": 5, "lag": 1},
+}
+
+
+class _Trap(CertaintyModule):
+    """Raises in update() on a bar whose volume is 12345 — after every other module updated (it is listed last);
+    on a bar whose volume is 777 it rebinds its array (a reallocation), which must take it out of the arena."""
+
+    defaults = {}
+    state_keys = ("arr", "note")
+
+    def reset(self):
+        self.arr = np.zeros(3)
+        self.note = ""
+
+    def update(self, ctx):
+        if ctx.bar.volume == 12345.0:
+            self.arr[0] += 1.0  # a change the rollback must undo
+            raise RuntimeError("planted failure")
+        if ctx.bar.volume == 777.0:
+            self.arr = self.arr + 0.5  # rebinds
+        self.arr[1] += 1.0
+        self.note = f"{int(self.arr[1])} bars"
+
+    def verdict(self):
+        return self._result(float(self.arr[1]), True, 0.0, self.note)
+
+
+if "trap" not in REGISTRY:
+    register("trap")(_Trap)
+
+
+@pytest.fixture(scope="module")
+def ens():
+    e = TreeEnsemble()
+    e.fit(sample_bars()[:1500], LabelSpec("next", 1), EnsembleConfig(n_estimators=20, max_depth=3), evaluate=False)
+    return e
+
+
+def _equal(a, b, where=""):
+    """Deep equality of two state trees (arrays bit for bit, NaN equal to NaN)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray), where
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list | tuple):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _equal(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and math.isnan(a):
+        assert isinstance(b, float) and math.isnan(b), where
+    elif isinstance(a, Future):
+        assert a is b, where
+    else:
+        assert a == b, where
+
+
+def test_a_refused_bar_restores_every_owner_exactly_with_all_modules(ens):
+    mods = (*GateConfig().l4.modules, "trap")
+    cfg = GateConfig(l1=L1Config(threshold=0.5), l4=L4Config(modules=mods, params=SMALL), mode="full", **NO_LLM)
+    bars = sample_bars()[1500:2300]
+    a, b = Gate(cfg, ens, timeframe="H1"), Gate(cfg, ens, timeframe="H1")
+    refused = 0
+    for i, x in enumerate(bars):
+        if i % 9 == 4 or i in (301, 302):  # the bar is refused after every other update ran
+            before = a._snapshot()
+            d = a.on_bar(replace(x, volume=12345.0))
+            assert d.first_veto == "internal" and "planted failure" in d.layer("L1").reason
+            _equal(a._snapshot(), before, "state after the refused bar")
+            refused += 1
+        if i in (150, 300):  # a rebind: the trap's array leaves the arena, which must be laid out again
+            x = replace(x, volume=777.0)
+        da, db = a.on_bar(x), b.on_bar(x)
+        assert da.to_dict()["layers"][0]["reason"] == db.to_dict()["layers"][0]["reason"]
+        assert (da.action, da.first_veto, da.size) == (db.action, db.first_veto, db.size)
+    _equal(a._snapshot(), b._snapshot(), "after the run")
+    assert refused > 80 and a._tx.builds >= refused + 2  # each refusal and each rebind: laid out again
+
+
+def test_the_arena_holds_the_state_arrays_and_notices_a_rebind():
+    """Owners' arrays become views of one buffer per dtype; a rebind (here: load_state_dict) is noticed at the next
+    save, so no array is ever left out of the copy."""
+    vp, rk = create("vpin", n_buckets=10), create("robust_kelly")
+    arena = StateArena([vp, rk])
+    saved = arena.save()
+    assert arena.builds == 1
+    bufs = saved[0]
+    for m in (vp, rk):
+        for k in m.state_keys:
+            v = getattr(m, k)
+            if isinstance(v, np.ndarray):
+                assert np.shares_memory(v, arena._bufs[v.dtype]), (m.name, k)
+    arena.save()
+    assert arena.builds == 1  # nothing rebound: the layout stays
+    vp.load_state_dict(vp.state_dict())  # rebinds every array of vpin
+    vp.fs[0] = 123.0
+    s2 = arena.save()
+    assert arena.builds == 2
+    assert any(np.any(b == 123.0) for b in s2[0].values())
+    assert set(bufs) == set(s2[0])
