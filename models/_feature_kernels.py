@@ -50,9 +50,14 @@ I_BARS, I_RETURNS, I_BIPOWER, I_TRIPOWER, I_SINCE_EXACT = range(5)
 F_PREV_CLOSE, F_ABS_R1, F_ABS_R2, F_RV_D, F_RV_W, F_RV_M, F_BV_SUM, F_TQ_SUM, F_LM_SUM = range(9)
 
 
-def _window_stats_py(o, h, lo, c, v, m, d, out, k):  # type: ignore[no-untyped-def]
+def _window_stats_py(h, lo, c, v, lv1, rr, lvv, wvv, srt, m, d, out, k):  # type: ignore[no-untyped-def]
     """Alpha158 rolling features for window ``d`` from chronological arrays of the last ``m`` bars
-    (``c[m-1]`` is the current bar). Writes 29 values into out[k], out[k+5], ... (family-major order)."""
+    (``c[m-1]`` is the current bar). Writes 29 values into out[k], out[k+5], ... (family-major order).
+
+    The per-bar terms shared by every window come precomputed (:func:`_update` fills them once per bar):
+    ``lv1[i] = log(v[i] + 1)``; for i >= 1 the one-bar terms ``rr[i] = c[i]/c[i-1]``, ``lvv[i]`` the log volume
+    change and ``wvv[i] = |c[i]/c[i-1] - 1| * v[i]``; ``srt[:d]`` holds the last ``d`` closes sorted (NaN last, as
+    ``np.sort``)."""
     nan = np.nan
     W = len(WINDOWS_ARR)
     cur = c[m - 1]
@@ -92,7 +97,7 @@ def _window_stats_py(o, h, lo, c, v, m, d, out, k):  # type: ignore[no-untyped-d
             lmin = lo[s + i]
             imin = i
     # QTLU, QTLD (linear interpolation), RANK (percentile of the last value, ties averaged)
-    buf = np.sort(c[s:m])
+    buf = srt[0:d]
     qu = _quantile_sorted(buf, 0.8)
     qd = _quantile_sorted(buf, 0.2)
     less = 0
@@ -104,45 +109,15 @@ def _window_stats_py(o, h, lo, c, v, m, d, out, k):  # type: ignore[no-untyped-d
             equal += 1
     rank = (less + 0.5 * (equal + 1)) / d if equal > 0 else (less + 1.0) / d
     # CORR(close, log(volume + 1))
-    corr = _corr(c[s:m], np.log(v[s:m] + 1.0))
+    corr = _corr(c[s:m], lv1[s:m])
     vmean, vss = _mean_ss(v, s, m)
     vstd = math.sqrt(vss / (d - 1)) if d > 1 else nan
     vcur = v[m - 1]
     # one-bar change families need d + 1 bars
     if full1:
-        r = np.empty(d)
-        lv = np.empty(d)
-        wv = np.empty(d)
-        up = 0.0
-        dn = 0.0
-        ab = 0.0
-        vup = 0.0
-        vdn = 0.0
-        vab = 0.0
-        cntp = 0.0
-        cntn = 0.0
-        for i in range(d):
-            j = s + i
-            prev = c[j - 1]
-            r[i] = c[j] / prev
-            lv[i] = math.log(v[j] / v[j - 1] + 1.0) if v[j - 1] != 0 else (np.inf if v[j] > 0 else nan)
-            wv[i] = abs(c[j] / prev - 1.0) * v[j]
-            diff = c[j] - prev
-            if diff > 0:
-                up += diff
-                cntp += 1
-            elif diff < 0:
-                dn -= diff
-                cntn += 1
-            ab += abs(diff)
-            vd = v[j] - v[j - 1]
-            if vd > 0:
-                vup += vd
-            elif vd < 0:
-                vdn -= vd
-            vab += abs(vd)
-        cord = _corr(r, lv)
-        wmean, wss = _mean_ss(wv, 0, d)
+        up, dn, ab, vup, vdn, vab, cntp, cntn = _change_sums(c, v, s, d)
+        cord = _corr(rr[s:m], lvv[s:m])
+        wmean, wss = _mean_ss(wvv[s:m], 0, d)
         wstd = math.sqrt(wss / (d - 1)) if d > 1 else nan
         cntp /= d
         cntn /= d
@@ -189,6 +164,54 @@ def _window_stats_py(o, h, lo, c, v, m, d, out, k):  # type: ignore[no-untyped-d
     )
     for j in range(29):
         out[k + j * W] = vals[j]
+
+
+def _change_sums_py(c, v, s, d):  # type: ignore[no-untyped-def]
+    """Sums over the ``d`` one-bar changes ending at ``c[s + d - 1]``: rises, falls and absolute changes of the close
+    and of the volume, and the counts of rises and falls. Added strictly in bar order: compiled *without*
+    reassociation (``fastmath=False``), so LLVM cannot split the sums into vector lanes — the features are the
+    sequential sums, whatever else the loop holds."""
+    up = 0.0
+    dn = 0.0
+    ab = 0.0
+    vup = 0.0
+    vdn = 0.0
+    vab = 0.0
+    cntp = 0.0
+    cntn = 0.0
+    for i in range(d):
+        j = s + i
+        prev = c[j - 1]
+        diff = c[j] - prev
+        if diff > 0:
+            up += diff
+            cntp += 1
+        elif diff < 0:
+            dn -= diff
+            cntn += 1
+        ab += abs(diff)
+        vd = v[j] - v[j - 1]
+        if vd > 0:
+            vup += vd
+        elif vd < 0:
+            vdn -= vd
+        vab += abs(vd)
+    return up, dn, ab, vup, vdn, vab, cntp, cntn
+
+
+def _extend_sorted_py(c, m, srt, n, d):  # type: ignore[no-untyped-def]
+    """``srt[:n]`` holds the last ``n`` of ``c[:m]`` sorted; insert the older ones down to ``c[m-d]`` so that
+    ``srt[:d]`` holds the last ``d`` sorted (NaN last, as ``np.sort``). Returns the new count."""
+    for i in range(m - n - 1, m - d - 1, -1):
+        x = c[i]
+        p = n
+        if x == x:
+            while p > 0 and not (srt[p - 1] <= x):
+                srt[p] = srt[p - 1]
+                p -= 1
+        srt[p] = x
+        n += 1
+    return n
 
 
 def _mean_ss_py(a, s, m):  # type: ignore[no-untyped-def]
@@ -238,8 +261,11 @@ def _corr_py(x, y):  # type: ignore[no-untyped-def]
 _mean_ss = kernel(_mean_ss_py)
 _quantile_sorted = kernel(_quantile_sorted_py)
 _corr = kernel(_corr_py)
+_change_sums = kernel(_change_sums_py, fastmath=False)
 WINDOWS_ARR = np.array(WINDOWS, dtype=np.int64)
+assert (np.diff(WINDOWS_ARR) > 0).all() and WINDOWS_ARR[-1] <= 60  # _update sorts the windows nested
 _window_stats = kernel(_window_stats_py)
+_extend_sorted = kernel(_extend_sorted_py)
 
 
 def _update_py(ring, rv_ring, ist, fst, ts, o, h, lo, c, v, spread, bpd, lm_k, out):  # type: ignore[no-untyped-def]
@@ -259,18 +285,33 @@ def _update_py(ring, rv_ring, ist, fst, ts, o, h, lo, c, v, spread, bpd, lm_k, o
     count += 1
     ist[I_BARS] = count
     m = count if count < 61 else 61
-    oo = np.empty(m)
-    hh = np.empty(m)
-    ll = np.empty(m)
-    cc = np.empty(m)
-    vv = np.empty(m)
+    # the last m bars in order, and the per-bar terms every window shares, computed once (one scratch buffer)
+    scr = np.empty(9 * 61)
+    hh = scr[0:m]
+    ll = scr[61 : 61 + m]
+    cc = scr[122 : 122 + m]
+    vv = scr[183 : 183 + m]
+    lv1 = scr[244 : 244 + m]
+    rr = scr[305 : 305 + m]
+    lvv = scr[366 : 366 + m]
+    wvv = scr[427 : 427 + m]
+    srt = scr[488:549]
+    j = (count - m) % cap
     for i in range(m):
-        j = (count - m + i) % cap
-        oo[i] = ring[R_OPEN, j]
         hh[i] = ring[R_HIGH, j]
         ll[i] = ring[R_LOW, j]
         cc[i] = ring[R_CLOSE, j]
         vv[i] = ring[R_VOLUME, j]
+        j += 1
+        if j == cap:
+            j = 0
+    for i in range(m):
+        lv1[i] = math.log(vv[i] + 1.0)
+    for i in range(1, m):
+        prev = cc[i - 1]
+        rr[i] = cc[i] / prev
+        lvv[i] = math.log(vv[i] / vv[i - 1] + 1.0) if vv[i - 1] != 0 else (np.inf if vv[i] > 0 else nan)
+        wvv[i] = abs(cc[i] / prev - 1.0) * vv[i]
     # KBAR and PRICE
     rng_ = h - lo + 1e-12
     top = o if o > c else c
@@ -287,8 +328,12 @@ def _update_py(ring, rv_ring, ist, fst, ts, o, h, lo, c, v, spread, bpd, lm_k, o
     out[9] = o / c
     out[10] = h / c
     out[11] = lo / c
+    ns = 0
     for w in range(len(WINDOWS_ARR)):
-        _window_stats(oo, hh, ll, cc, vv, m, WINDOWS_ARR[w], out, 12 + w)
+        d = WINDOWS_ARR[w]
+        if m >= d:
+            ns = _extend_sorted(cc, m, srt, ns, d)
+        _window_stats(hh, ll, cc, vv, lv1, rr, lvv, wvv, srt, m, d, out, 12 + w)
     # realized volatility family
     k = N_ALPHA
     rcap = rv_ring.shape[1]
