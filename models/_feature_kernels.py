@@ -199,19 +199,33 @@ def _change_sums_py(c, v, s, d):  # type: ignore[no-untyped-def]
     return up, dn, ab, vup, vdn, vab, cntp, cntn
 
 
-def _extend_sorted_py(c, m, srt, n, d):  # type: ignore[no-untyped-def]
-    """``srt[:n]`` holds the last ``n`` of ``c[:m]`` sorted; insert the older ones down to ``c[m-d]`` so that
-    ``srt[:d]`` holds the last ``d`` sorted (NaN last, as ``np.sort``). Returns the new count."""
-    for i in range(m - n - 1, m - d - 1, -1):
+def _extend_sorted_py(c, m, srt, tmp, n, d):  # type: ignore[no-untyped-def]
+    """``srt[:n]`` holds the last ``n`` of ``c[:m]`` sorted; sort the older ones down to ``c[m-d]`` (into ``tmp``,
+    by insertion) and merge them in, so that ``srt[:d]`` holds the last ``d`` sorted (NaN last, as ``np.sort``).
+    Returns ``d``."""
+    k = 0
+    for i in range(m - d, m - n):
         x = c[i]
-        p = n
+        p = k
         if x == x:
-            while p > 0 and not (srt[p - 1] <= x):
-                srt[p] = srt[p - 1]
+            while p > 0 and not (tmp[p - 1] <= x):
+                tmp[p] = tmp[p - 1]
                 p -= 1
-        srt[p] = x
-        n += 1
-    return n
+        tmp[p] = x
+        k += 1
+    # merge from the top: the larger (NaN largest) of the two heads goes to the highest free slot
+    i = n - 1
+    j = k - 1
+    for t in range(d - 1, -1, -1):
+        if j < 0:
+            break
+        if i >= 0 and (srt[i] > tmp[j] or (srt[i] != srt[i] and tmp[j] == tmp[j])):
+            srt[t] = srt[i]
+            i -= 1
+        else:
+            srt[t] = tmp[j]
+            j -= 1
+    return d
 
 
 def _mean_ss_py(a, s, m):  # type: ignore[no-untyped-def]
@@ -286,7 +300,7 @@ def _update_py(ring, rv_ring, ist, fst, ts, o, h, lo, c, v, spread, bpd, lm_k, o
     ist[I_BARS] = count
     m = count if count < 61 else 61
     # the last m bars in order, and the per-bar terms every window shares, computed once (one scratch buffer)
-    scr = np.empty(9 * 61)
+    scr = np.empty(10 * 61)
     hh = scr[0:m]
     ll = scr[61 : 61 + m]
     cc = scr[122 : 122 + m]
@@ -296,6 +310,7 @@ def _update_py(ring, rv_ring, ist, fst, ts, o, h, lo, c, v, spread, bpd, lm_k, o
     lvv = scr[366 : 366 + m]
     wvv = scr[427 : 427 + m]
     srt = scr[488:549]
+    tmp = scr[427 + 61 + 61 :]
     j = (count - m) % cap
     for i in range(m):
         hh[i] = ring[R_HIGH, j]
@@ -305,9 +320,17 @@ def _update_py(ring, rv_ring, ist, fst, ts, o, h, lo, c, v, spread, bpd, lm_k, o
         j += 1
         if j == cap:
             j = 0
-    for i in range(m):
+    # only the bars (and one-bar changes) some full window covers, as the windows would touch them one by one
+    p0 = m
+    p1 = m
+    for w in range(len(WINDOWS_ARR)):
+        if m >= WINDOWS_ARR[w]:
+            p0 = m - WINDOWS_ARR[w]
+        if m >= WINDOWS_ARR[w] + 1:
+            p1 = m - WINDOWS_ARR[w]
+    for i in range(p0, m):
         lv1[i] = math.log(vv[i] + 1.0)
-    for i in range(1, m):
+    for i in range(p1, m):
         prev = cc[i - 1]
         rr[i] = cc[i] / prev
         lvv[i] = math.log(vv[i] / vv[i - 1] + 1.0) if vv[i - 1] != 0 else (np.inf if vv[i] > 0 else nan)
@@ -332,7 +355,7 @@ def _update_py(ring, rv_ring, ist, fst, ts, o, h, lo, c, v, spread, bpd, lm_k, o
     for w in range(len(WINDOWS_ARR)):
         d = WINDOWS_ARR[w]
         if m >= d:
-            ns = _extend_sorted(cc, m, srt, ns, d)
+            ns = _extend_sorted(cc, m, srt, tmp, ns, d)
         _window_stats(hh, ll, cc, vv, lv1, rr, lvv, wvv, srt, m, d, out, 12 + w)
     # realized volatility family
     k = N_ALPHA

@@ -101,9 +101,7 @@ class FeatureEngine:
             raise ValueError(f"bar at ts={bar.ts} has a non-finite or non-positive value; it was not applied")
         out = np.empty(N_FEATURES)
         sp = np.nan if bar.spread is None else float(bar.spread)
-        _update(
-            self.ring, self.rv_ring, self.ist, self.fst, np.int64(bar.ts), o, h, lo, c, v, sp, self.bpd, self.lm_k, out
-        )
+        _update(self.ring, self.rv_ring, self.ist, self.fst, int(bar.ts), o, h, lo, c, v, sp, self.bpd, self.lm_k, out)
         return out
 
     def batch(self, bars: Bars) -> np.ndarray:
