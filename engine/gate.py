@@ -195,7 +195,7 @@ class Gate:
         )
         self.intake = Intake(timeframe, symbol, self.config.input)
         #: the per-bar transaction's copy of the feature and module state (engine/transaction.py)
-        self._tx = StateArena([self.features, *self.modules])
+        self._tx = StateArena(lambda: [self.features, *self.modules])
         # one LLM stack may serve many gates (GatePool: the model is loaded once; its runtime queues the calls)
         self._owns_llm = llm is None
         self.llm = start_llm(self.config) if llm is None else llm
@@ -461,23 +461,16 @@ class Gate:
             ) from exc
 
     def _snapshot(self) -> tuple[Any, ...]:
-        feats = self.features.state_dict()
-        return (
-            feats,
-            [m.state_dict() for m in self.modules],
-            self.intake.last_ts,
-            self._bars,
-            tuple(self._pending),
-            tuple(self._forecasts),
-            dict(self._llm_probs),
-            dict(self._emitted),
-        )
+        return (self.features.state_dict(), [m.state_dict() for m in self.modules], *self._counters())
 
     def _tx_save(self) -> tuple[Any, ...]:
         """The per-bar transaction's copy: the feature and module state through the arena (one copy per dtype),
         the rest as :meth:`_snapshot` copies it."""
+        return (self._tx.save(), *self._counters())
+
+    def _counters(self) -> tuple[Any, ...]:
+        """The gate's own state besides the features and modules (copies)."""
         return (
-            self._tx.save(),
             self.intake.last_ts,
             self._bars,
             tuple(self._pending),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import operator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -77,17 +78,20 @@ _MISSING = object()
 
 
 class StateArena:
-    """The transaction copy of ``owners`` (objects with ``state_dict``/``load_state_dict``): see the module
-    docstring. ``save()`` before a bar's updates; ``restore(saved)`` if one of them raised."""
+    """The transaction copy of the objects ``owners()`` returns (each with ``state_dict``/``load_state_dict``; asked
+    on every save, so an owner added or removed later is noticed): see the module docstring. ``save()`` before a
+    bar's updates; ``restore(saved)`` if one of them raised."""
 
-    def __init__(self, owners: list[Any]) -> None:
-        self._objs = list(owners)
+    def __init__(self, owners: Callable[[], list[Any]]) -> None:
+        self._objs_of = owners
+        self._objs: list[Any] = []
         self._owners: list[_Owner] = []
         self._bufs: dict[np.dtype, np.ndarray] = {}
         self._twins: dict[np.dtype, np.ndarray] = {}
         self.builds = 0  # how many times the arena was laid out (tests: a rebind lays it out again)
 
     def _build(self) -> None:
+        self._objs = list(self._objs_of())
         owners = [_Owner(o) for o in self._objs]
         sizes: dict[np.dtype, int] = {}
         for ow in owners:
@@ -112,7 +116,8 @@ class StateArena:
         self.builds += 1
 
     def _intact(self) -> bool:
-        if len(self._owners) != len(self._objs):
+        objs = self._objs_of()
+        if len(self._owners) != len(objs) or any(map(operator.is_not, objs, self._objs)):
             return False
         for ow in self._owners:
             if not ow.fallback and any(map(operator.is_not, ow.current(), ow.views)):

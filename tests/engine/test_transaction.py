@@ -111,7 +111,8 @@ def test_the_arena_holds_the_state_arrays_and_notices_a_rebind():
     """Owners' arrays become views of one buffer per dtype; a rebind (here: load_state_dict) is noticed at the next
     save, so no array is ever left out of the copy."""
     vp, rk = create("vpin", n_buckets=10), create("robust_kelly")
-    arena = StateArena([vp, rk])
+    owners = [vp, rk]
+    arena = StateArena(lambda: owners)
     saved = arena.save()
     assert arena.builds == 1
     bufs = saved[0]
@@ -128,3 +129,6 @@ def test_the_arena_holds_the_state_arrays_and_notices_a_rebind():
     assert arena.builds == 2
     assert any(np.any(b == 123.0) for b in s2[0].values())
     assert set(bufs) == set(s2[0])
+    owners.append(create("adverse_selection"))  # an owner added later joins the copy
+    arena.save()
+    assert arena.builds == 3 and np.shares_memory(owners[2].ist, arena._bufs[owners[2].ist.dtype])
