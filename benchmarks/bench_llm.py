@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from _common import write_json
 from llm_common import values
 
+from fxgate.engine.config import L2Config
 from fxgate.models.debate import Debate
 from fxgate.models.llm import Judge, LlmRuntime, LlmSettings, grammar_for
 from fxgate.models.prompt import load_template
@@ -56,7 +57,7 @@ def main() -> None:
         LlmSettings(model=str(model), n_ctx=4096, n_threads=args.threads, n_gpu_layers=args.gpu_layers, n_seq=2)
     )
     rng = np.random.default_rng(0)
-    tpl = load_template("judge.v1")
+    tpl = load_template(L2Config().template)  # the default judge template
     grammar = grammar_for("judge")
 
     def call(think: int, vals: dict[str, str]):  # type: ignore[no-untyped-def]

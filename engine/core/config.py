@@ -109,7 +109,7 @@ class L2Config:
 
     enabled: bool = True
     threshold: float = 0.95
-    template: str = "judge.v1"  # a bundled template name or a path to a .toml template
+    template: str = "judge.v2"  # a bundled template name or a path to a .toml template
     think_budget: int = 384  # reasoning tokens before the <think> block is closed for it
     answer_budget: int = 512
 
@@ -128,9 +128,9 @@ class L3Config:
     bull_model: str = ""  # "": the [llm] model
     bear_model: str = ""
     risk_model: str = ""
-    bull_template: str = "bull.v1"
-    bear_template: str = "bear.v1"
-    risk_template: str = "risk.v1"
+    bull_template: str = "bull.v2"
+    bear_template: str = "bear.v2"
+    risk_template: str = "risk.v2"
     # true: in each round bull and bear see the previous rounds only and decode together (two sequences of one
     # llama.cpp context when they share a model); false: the bear also reads the bull's turn of the same round
     parallel: bool = True
@@ -513,7 +513,7 @@ cpu_extra_buffers = false  # llama.cpp AMX/repacked CPU weights: faster on bare 
 [l2]                 # LLM judge: same direction as Layer 1 and certainty >= threshold
 enabled = true       # without [llm] model it vetoes every bar (fails closed); "false" turns it off explicitly
 threshold = 0.95
-template = "judge.v1"
+template = "judge.v2"
 think_budget = 384   # reasoning tokens; then the <think> block is closed and the JSON answer is generated
 answer_budget = 512
 
@@ -527,9 +527,9 @@ answer_budget = 512
 bull_model = ""      # "" = the [llm] model; each role may use its own GGUF
 bear_model = ""
 risk_model = ""
-bull_template = "bull.v1"
-bear_template = "bear.v1"
-risk_template = "risk.v1"
+bull_template = "bull.v2"
+bear_template = "bear.v2"
+risk_template = "risk.v2"
 parallel = true      # bull and bear see the earlier rounds only and run at once (2 sequences of one context when
                      # they share a model); false = sequential: the bear also reads the bull's turn of its round
 

@@ -13,7 +13,8 @@ feature's sorted cuts, :class:`~fxgate.models._trees.FeatureBins`) and walks int
 rewrite is exact per library (``<`` for XGBoost on float32, ``<=`` for LightGBM on doubles, ``>`` for CatBoost on
 float32), so it equals :meth:`FlatForest.margins <fxgate.models._trees.FlatForest.margins>` and native predict
 (``tests/models/test_trees_binned.py``). :class:`ForestRow` / :func:`_forest_row` (the float walk with
-:func:`fxgate.models._trees.leaf`) remain for the quantile models' kernel.
+:func:`fxgate.models._trees.leaf`) remain as the float-walk reference the binned quantile kernel
+(``_quantile_forests.py``) is tested against.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def test_transcript_structure(rt, rounds):
     for e in transcript:
         assert "error" not in e, e.get("error")
         jsonschema.validate(e["answer"], SCHEMAS[e["role"]])
-        assert e["model"] == rt.sha256[:16] and e["tokens"]["answer"] > 0 and e["template"] == f"{e['role']}.v1"
+        assert e["model"] == rt.sha256[:16] and e["tokens"]["answer"] > 0 and e["template"] == f"{e['role']}.v2"
     bull = [e["answer"] for e in transcript if e["role"] == "bull"]
     bear = [e["answer"] for e in transcript if e["role"] == "bear"]
     risk = transcript[-1]["answer"]

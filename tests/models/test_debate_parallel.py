@@ -84,7 +84,14 @@ def test_each_sequence_generates_what_its_prompt_alone_generates(nano, ref, thin
 def test_a_static_prefix_shared_with_sequence_0_is_copied_not_evaluated(nano, ref):
     """Two bull prompts (two bars): sequence 1 takes the shared static prefix from sequence 0's cells."""
     pair = _rt(nano, 2)
-    a, b = (_call(ref, "bull", values(np.random.default_rng(k)), 16) for k in (7, 8))
+    a = _call(ref, "bull", values(np.random.default_rng(7)), 16)
+    # a second bar whose answer alone differs from the first's (else equal outputs could not tell the sequences apart)
+    first = _alone(ref, a).answer
+    b = next(
+        c
+        for c in (_call(ref, "bull", values(np.random.default_rng(k)), 16) for k in range(8, 40))
+        if _alone(ref, c).answer != first
+    )
     got = pair.generate_many([a, b], use_cache=False)
     assert [g.prefix for g in got] == ["cold", "kv"]
     static = len(ref.tokenize(a.prompt.prefix_text))
@@ -202,7 +209,7 @@ def test_malformed_answers_and_overflow_name_the_role(nano, ref):
     assert v.reason.startswith("bull (round 1): malformed answer") and "answer budget of 16 tokens" in v.reason
     small = _rt(nano, 2, n_ctx=512)
     v = Debate(dict.fromkeys(("bull", "bear", "risk"), small)).debate(vals, "BUY")
-    assert not v.passed and v.reason.startswith("bull (round 1): prompt bull.v1") and "n_ctx" in v.reason
+    assert not v.passed and v.reason.startswith("bull (round 1): prompt bull.v2") and "n_ctx" in v.reason
     pair.close()
     small.close()
 

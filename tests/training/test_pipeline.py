@@ -67,7 +67,7 @@ def test_training_prompt_is_the_served_prompt_token_for_token(nano, data, tmp_pa
         tok.chat_template = CHATML
         (tmp_path / "chatml.jinja").write_text(CHATML)
         kw["chat_template"] = str(tmp_path / "chatml.jinja")
-    tpl = load_template("judge.v1")
+    tpl = load_template(json.loads((data / "manifest.json").read_text())["template"]["id"])  # the config's
     rows = [json.loads(x) for x in (data / "val" / "scenarios.jsonl").read_text().splitlines()[::97][:6]]
     assert len(rows) == 6 and all("values" in r for r in rows)
     think, answer = 384, 512
