@@ -7,7 +7,7 @@ bar later (the tests' ``context_stream``); window 250, horizon 3 (Newey–West l
 microseconds, after warm-up.
 
 * ``module``: ``update`` + ``verdict`` per bar (one matured forecast per bar);
-* ``window``: the module's one kernel call per forecast (EWMA co-moments, ring and sorted copies, window Pearson
+* ``window``: the module's one kernel call per forecast (EWMA co-moments, ring and exact integer ranks, window Pearson
   IC, RankIC and Newey–West t), next to ``scipy.stats.pearsonr`` + ``spearmanr`` + ``statsmodels`` OLS
   ``fit(cov_type="HAC")`` on the same 250-forecast window (timed on every 10th forecast).
 
