@@ -8,6 +8,7 @@ import threading
 import numpy as np
 
 from fxgate.engine.core.records import ModelProbability, ModuleResult
+from fxgate.engine.layers import JudgeLayer
 from fxgate.models.prompt import KEY_FEATURES, formulas_of, prompt_values
 from fxgate.modules import REGISTRY
 
@@ -104,3 +105,12 @@ def queue_up(monkeypatch, runtime, n_calls: int) -> None:
 
     monkeypatch.setattr(runtime.llm, "eval", eval_)
     monkeypatch.setattr(runtime, "generate", generate)
+
+
+def install_judge(gate, cfg, judge, facts) -> None:
+    """Replace ``gate``'s Layer 2 by a JudgeLayer asking ``judge`` with the prompt facts ``facts`` (tests that
+    record the prompts a gate builds)."""
+    layer = JudgeLayer(cfg, judge, facts, None)
+    gate.layers = tuple(layer if la.name == "L2" else la for la in gate.layers)
+    gate._slow_layers = tuple(la for la in gate.layers if la.cost == "slow")
+    gate._reported["L2"] = layer

@@ -12,12 +12,13 @@ import math
 import re
 
 import pytest
+from llm_common import install_judge
 
 from fxgate.engine import sample_bars
 from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config
 from fxgate.engine.core.records import ModelProbability, ModuleResult
 from fxgate.engine.gate import Gate
-from fxgate.engine.layers import JudgeLayer, PromptFacts
+from fxgate.engine.layers import PromptFacts
 from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
 from fxgate.models.labels import LabelSpec
 from fxgate.models.llm import JudgeVerdict, load_llama
@@ -134,10 +135,7 @@ def gate_bars():
     )
     g = Gate(cfg, ens, timeframe=bars.timeframe, symbol=bars.symbol)
     facts = _Recorder(g.symbol, g.timeframe, cfg.horizon, g.modules, g.features.names)
-    layer = JudgeLayer(cfg, _Yes(), facts, None)
-    g.layers = tuple(layer if la.name == "L2" else la for la in g.layers)
-    g._slow_layers = tuple(la for la in g.layers if la.cost == "slow")
-    g._reported["L2"] = layer
+    install_judge(g, cfg, _Yes(), facts)
     for i in range(len(bars)):
         g.evaluate(bars[i])
     g.close()

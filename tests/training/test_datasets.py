@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from llm_common import install_judge
 
 from fxgate.engine import Bars, sample_bars
 from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config
 from fxgate.engine.gate import Gate
-from fxgate.engine.layers import JudgeLayer, PromptFacts
+from fxgate.engine.layers import PromptFacts
 from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
 from fxgate.models.labels import LabelSpec
 from fxgate.models.llm import JudgeVerdict
@@ -457,10 +458,7 @@ def test_the_builder_renders_the_prompt_the_gate_serves(template):
     g.warm_up()
     g.set_ensemble(ens)
     facts = _Recorder(g.symbol, g.timeframe, cfg.horizon, g.modules, g.features.names)
-    layer = JudgeLayer(cfg, _Yes(), facts, None)
-    g.layers = tuple(layer if la.name == "L2" else la for la in g.layers)
-    g._slow_layers = tuple(la for la in g.layers if la.cost == "slow")
-    g._reported["L2"] = layer
+    install_judge(g, cfg, _Yes(), facts)
     for i in range(len(bars)):
         g.evaluate(bars[i])
     g.close()
