@@ -125,7 +125,9 @@ class StateArena:
         return True
 
     def save(self) -> tuple[Any, ...]:
-        """The state now: (buffers copy, per-owner non-array values or a whole ``state_dict()``)."""
+        """The state now: (buffers copy, per-owner non-array values or a whole ``state_dict()``). The copy lives in
+        buffers the arena reuses: one save is outstanding at a time (the gate's lock holds one bar's updates), and
+        the next save overwrites it."""
         if not self._intact():
             self._build()
         for dt, b in self._bufs.items():

@@ -25,9 +25,11 @@ under ``"future"`` so the gate's per-bar transaction (a state copy taken before 
 raises) neither waits for it nor loses it. :meth:`ScheduledModule.settle` waits for the job and stores its result
 in ``jres``; the gate settles every module before it writes a snapshot file, which holds plain data only.
 
-The worker. One thread per process (created on first use, and again in a forked child, whose copy of the parent's
-thread does not run): the recomputes of every gate in the process queue on it, oldest first. A bar that must apply
-a result still queued waits for those ahead of it.
+The workers. ``WORKERS`` threads per process (the cores but one; created on first use, and again in a forked child,
+whose copy of the parent's threads does not run): the recomputes of every gate in the process share them, oldest
+first. A bar waits only when the result it must apply is not ready by then: on a live feed (bars seconds to hours
+apart) it is; in a replay or a warm-up (bars back to back), or with more gates reaching a due bar at once than
+there are workers, that bar waits (under the gate's lock; with ``aon_bar``, on the event loop's thread).
 """
 
 from __future__ import annotations
@@ -50,14 +52,25 @@ J_SETTLED = 1
 
 _LOCK = threading.Lock()
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
+#: recompute threads per process: one core is left to the bars. The count changes no result (each is a pure,
+#: seeded function of its inputs, applied on a bar fixed by counts), only how many gates' bootstraps run at once.
+WORKERS = max(1, (os.cpu_count() or 2) - 1)
+
+
+def _forget_after_fork() -> None:
+    global _LOCK, _POOL
+    _LOCK, _POOL = threading.Lock(), None  # the parent's threads do not run in the child
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def worker() -> ThreadPoolExecutor:
-    """The process's recompute thread (one; recreated after a fork)."""
+    """The process's recompute threads (``WORKERS``; made anew in a forked child)."""
     global _POOL
     with _LOCK:
         if _POOL is None or _POOL[0] != os.getpid():
-            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="fxgate-recompute"))
+            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="fxgate-recompute"))
         return _POOL[1]
 
 
@@ -142,7 +155,11 @@ class ScheduledModule(CertaintyModule):
         self.jres[:] = math.nan
         self.jerr = ""
         self.future = None
-        self.apply(res, err)
+        try:
+            self.apply(res, err)
+        except Exception as exc:  # noqa: BLE001 - a result that cannot be applied is a failed recompute
+            # (raising here would refuse this bar, and the restored state would apply it again on every later one)
+            self.apply(None, f"its result could not be applied: {type(exc).__name__}: {exc}")
 
     @property
     def pending(self) -> bool:

@@ -350,7 +350,10 @@ class EdgeProof(ScheduledModule):
             return insufficient(self.name, n, p["min_outcomes"], thr, "outcomes")
         if status == STATUS_NONE:
             return self._result(
-                math.nan, False, thr, f"first SPA recompute over {n} outcomes still running (applied on a later bar)"
+                math.nan,
+                False,
+                thr,
+                f"first SPA recompute over {n} outcomes not applied yet (it is, lag bars after it fell due)",
             )
         if status == STATUS_ERROR:
             return self._result(math.nan, False, thr, f"the last SPA recompute failed: {self.error}")

@@ -474,7 +474,10 @@ class ModelConfidenceSet(ScheduledModule):
             return self._result(math.nan, False, size, f"the last MCS recompute failed: {self.error}")
         if int(self.ist[I_RECOMPUTED]) >= 0 and int(self.ist[I_USED_ROWS]) == 0 and n >= need:
             return self._result(
-                math.nan, False, size, f"first MCS recompute over {n} loss rows still running (applied on a later bar)"
+                math.nan,
+                False,
+                size,
+                f"first MCS recompute over {n} loss rows not applied yet (it is, lag bars after it fell due)",
             )
         if int(self.ist[I_RECOMPUTED]) < 0 or not math.isfinite(self.pvals[C_ENSEMBLE]):
             return insufficient(self.name, n, need, size, "loss rows")

@@ -326,7 +326,7 @@ def test_fails_closed_when_short_and_skips_bad_forecasts():
     assert int(m.ist[I_OUTCOMES]) == 54  # the outcomes still count in the base rate
     m.update(_ctx(55, np.array([0.6, 0.6, 0.6]), True))  # llm_prob NaN: a row without the judge
     r = m.verdict()  # the first recompute is submitted on this bar and applied on the next (lag 1)
-    assert m.rows == 50 and not r.passed and "first MCS recompute over 50 loss rows still running" in r.reason
+    assert m.rows == 50 and not r.passed and "first MCS recompute over 50 loss rows not applied yet" in r.reason
     m.update(_ctx(56, None, True))
     assert m.verdict().name == "model_confidence_set" and math.isfinite(m.verdict().score)
 

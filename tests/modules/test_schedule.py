@@ -238,3 +238,31 @@ def test_edge_proof_skips_a_bad_bar_whole_countdown_included():
     assert m.pending
     m.update(ctxs[41])
     assert not m.pending and math.isfinite(m.verdict().score)
+
+
+def test_a_result_that_cannot_be_applied_fails_the_verdict_closed_and_the_next_bars_go_on(monkeypatch):
+    """An error while applying a finished result (a compute that returned something apply cannot read) is that
+    recompute's failure, not the bar's: raising from update would refuse the bar, and the restored state would
+    apply the same result again on every later bar."""
+    ctxs = edge_stream(200, seed=6)
+    m = create("edge_proof", **EDGE, lag=1)
+    orig = EdgeProof.apply
+    calls = {"n": 0}
+
+    def bad_once(self, result, error):
+        calls["n"] += 1
+        if calls["n"] == 2 and result is not None:
+            raise IndexError("planted: result too short")
+        return orig(self, result, error)
+
+    monkeypatch.setattr(EdgeProof, "apply", bad_once)
+    seen_error = recovered = False
+    for c in ctxs:
+        m.update(c)  # never raises
+        r = m.verdict()
+        if "could not be applied: IndexError: planted" in r.reason:
+            assert not r.passed and math.isnan(r.score)
+            seen_error = True
+        elif seen_error and math.isfinite(r.score):
+            recovered = True
+    assert seen_error and recovered
