@@ -37,12 +37,13 @@ from __future__ import annotations
 import math
 import os
 import threading
+from abc import abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
 
-from fxgate.modules._base import CertaintyModule, Context
+from fxgate.modules._base import CertaintyModule
 
 __all__ = ["ScheduledModule", "worker"]
 
@@ -110,15 +111,18 @@ class ScheduledModule(CertaintyModule):
         self.future: Future[tuple[np.ndarray | None, str]] | None = None
 
     # -- subclass hooks --------------------------------------------------------------------------------------------
+    @abstractmethod
     def inputs(self) -> Any:
-        raise NotImplementedError
+        """Capture the recompute's inputs (copies) and record the schedule."""
 
     @staticmethod
+    @abstractmethod
     def compute(inputs: Any) -> np.ndarray:
-        raise NotImplementedError
+        """The recompute: pure and thread-safe; ``result_size`` floats."""
 
+    @abstractmethod
     def apply(self, result: np.ndarray | None, error: str) -> None:
-        raise NotImplementedError
+        """Write a result (or a failed recompute's ``error``, ``result`` None) into the state the verdict reads."""
 
     # -- the schedule ----------------------------------------------------------------------------------------------
     def recompute(self) -> None:
@@ -186,6 +190,3 @@ class ScheduledModule(CertaintyModule):
         super().load_state_dict(state)
         f = state.get("future")
         self.future = f if isinstance(f, Future) else None
-
-    def update(self, ctx: Context) -> None:  # pragma: no cover - subclasses define it
-        raise NotImplementedError

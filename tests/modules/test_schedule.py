@@ -171,6 +171,21 @@ def test_a_rolled_back_bar_and_a_restored_snapshot_apply_the_same_results(name, 
     assert rolled >= 10  # refusals hit bars where a job was submitted or applied
 
 
+def _fails_closed_then_recovers(m, ctxs, needle: str) -> None:
+    """Feed ``ctxs``: update never raises; some verdict fails closed with ``needle`` in its reason, and a later one
+    has a finite score again (the next recompute)."""
+    seen_error = recovered = False
+    for c in ctxs:
+        m.update(c)
+        r = m.verdict()
+        if needle in r.reason:
+            assert not r.passed and math.isnan(r.score)
+            seen_error = True
+        elif seen_error and math.isfinite(r.score):
+            recovered = True
+    assert seen_error and recovered
+
+
 def test_a_failed_recompute_fails_the_verdict_closed_until_the_next_one(monkeypatch):
     ctxs = edge_stream(200, seed=2)
     m = create("edge_proof", **EDGE, lag=1)
@@ -184,16 +199,7 @@ def test_a_failed_recompute_fails_the_verdict_closed_until_the_next_one(monkeypa
         return orig(inputs)
 
     monkeypatch.setattr(EdgeProof, "compute", staticmethod(flaky))
-    seen_error = seen_recovered = False
-    for c in ctxs:
-        m.update(c)  # never raises: the error is the verdict's
-        r = m.verdict()
-        if "failed: FloatingPointError: planted" in r.reason:
-            assert not r.passed and math.isnan(r.score)
-            seen_error = True
-        elif seen_error and math.isfinite(r.score):
-            seen_recovered = True
-    assert seen_error and seen_recovered
+    _fails_closed_then_recovers(m, ctxs, "failed: FloatingPointError: planted")
 
 
 def test_lag_is_checked_and_lag_zero_never_uses_the_worker(monkeypatch):
@@ -256,13 +262,4 @@ def test_a_result_that_cannot_be_applied_fails_the_verdict_closed_and_the_next_b
         return orig(self, result, error)
 
     monkeypatch.setattr(EdgeProof, "apply", bad_once)
-    seen_error = recovered = False
-    for c in ctxs:
-        m.update(c)  # never raises
-        r = m.verdict()
-        if "could not be applied: IndexError: planted" in r.reason:
-            assert not r.passed and math.isnan(r.score)
-            seen_error = True
-        elif seen_error and math.isfinite(r.score):
-            recovered = True
-    assert seen_error and recovered
+    _fails_closed_then_recovers(m, ctxs, "could not be applied: IndexError: planted")
