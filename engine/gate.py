@@ -72,6 +72,7 @@ from fxgate.engine.core.bars import Bar, Bars
 from fxgate.engine.core.decision import Decision, LayerVerdict
 from fxgate.engine.core.records import ModelProbability, ModuleResult, candidate_direction
 from fxgate.engine.core.version import __version__
+from fxgate.engine.fused import FusedModules
 from fxgate.engine.intake import Intake
 from fxgate.engine.layers import (
     REPORTED,
@@ -176,6 +177,7 @@ class Gate:
         symbol: str = "",
         llm: LlmStack | None = None,
         trace: bool = False,
+        fused: bool = True,
     ) -> None:
         self.config = check_modules(config or GateConfig(), "GateConfig")
         #: evaluate every module's verdict on every accepted bar, each alone (BarRecord.isolated): the report's
@@ -194,6 +196,10 @@ class Gate:
             else []
         )
         self.intake = Intake(timeframe, symbol, self.config.input)
+        #: the modules' per-bar updates: the fusable ones in one compiled call (engine/fused.py); ``fused=False``
+        #: calls every module's ``update`` (the reference the fused step is tested equal to)
+        self.fused = fused
+        self._updates = FusedModules(self.modules, timeframe, self.features.n_features) if fused else None
         #: the per-bar transaction's copy of the feature and module state (engine/transaction.py)
         self._tx = StateArena(lambda: [self.features, *self.modules])
         # one LLM stack may serve many gates (GatePool: the model is loaded once; its runtime queues the calls)
@@ -288,6 +294,8 @@ class Gate:
         probe.update(Bar(0, 1.0, 1.0, 1.0, 1.0, 1.0, timeframe=self.timeframe))
         for m in self.modules:
             m.warm_up()
+        if self._updates is not None:
+            self._updates.warm_up()
         if self.ensemble is not None:
             self.ensemble.predict_row(np.zeros(self.features.n_features))
             if self.ensemble.has_quantiles:
@@ -406,6 +414,7 @@ class Gate:
         timeframe: str | None = None,
         symbol: str | None = None,
         llm: LlmStack | None = None,
+        fused: bool = True,
     ) -> Gate:
         """A new gate built from ``config``, ``ensemble`` and ``llm`` (as ``Gate(config, ensemble, ...)``) that
         continues from the snapshot at ``path`` exactly as the gate that wrote it would have. ``timeframe`` and
@@ -427,7 +436,7 @@ class Gate:
             symbol=sym,
             modules=cfg.l4.modules if cfg.l4.enabled else (),
         )
-        gate = cls(cfg, ensemble, timeframe=tf, symbol=sym, llm=llm)
+        gate = cls(cfg, ensemble, timeframe=tf, symbol=sym, llm=llm, fused=fused)
         try:
             check_snapshot(snap, **gate.identity.to_dict())
             gate._load(snap.state, snap.path)
@@ -553,8 +562,11 @@ class Gate:
                 in_sample=in_sample,
             )
             t0 = _NS()
-            for m in self.modules:
-                m.update(ctx)
+            if self._updates is not None:
+                self._updates.update(ctx)
+            else:
+                for m in self.modules:
+                    m.update(ctx)
             t_l4_update = _NS() - t0
         except BaseException as exc:  # the bar is refused and the state is what it was before it
             self._tx_restore(snap)

@@ -92,7 +92,8 @@ class Intake:
             return None, f"bar symbol {sym} differs from the gate's {self.symbol}"
         if problem := self._time_problem(ts):
             return None, problem
-        return Bar(ts, o, h, lo, c, vol, sp, sym, tf), None
+        # a bar without a timeframe is one of the gate's: modules that scale by it (VPIN's buckets) read the gate's
+        return Bar(ts, o, h, lo, c, vol, sp, sym, tf or self.timeframe), None
 
     def _time_problem(self, ts: int) -> str | None:
         last, inp = self.last_ts, self.cfg

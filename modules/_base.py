@@ -54,6 +54,7 @@ import numpy as np
 
 from fxgate.engine.core.bars import Bar
 from fxgate.engine.core.records import ModuleResult
+from fxgate.modules._fusion import FusedStep
 
 __all__ = [
     "CertaintyModule",
@@ -260,6 +261,11 @@ class CertaintyModule(ABC):
     def settle(self) -> None:  # noqa: B027 - optional hook; only scheduled modules have work in flight
         """Finish any work running in the background (a scheduled recompute: ``fxgate.modules._schedule``) so that
         ``state_dict()`` is plain data a snapshot file can hold. Changes no verdict."""
+
+    def fused_step(self, timeframe: str) -> FusedStep | None:
+        """This module's part of the gate's fused per-bar step (``fxgate.modules._fusion``): a kernel doing what
+        ``update`` does, or None (the default) when the gate should call ``update``. ``timeframe`` is the gate's."""
+        return None
 
     def warm_up(self) -> None:  # noqa: B027 - optional hook; modules without kernels need nothing
         """Compile kernels on a throwaway copy so the first live bar pays no JIT cost."""

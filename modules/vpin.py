@@ -45,6 +45,7 @@ from fxgate.engine.core.bars import Bar, timeframe_seconds
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import SW_N, sw_push, sw_quantile
+from fxgate.modules._fusion import FusedStep
 
 F_PREV_CLOSE, F_BUCKET_VOL, F_BUCKET_BUY, F_BUCKET_SIZE, F_IMB_SUM, F_VPIN, F_THRESHOLD, F_CALIB_VOL = range(8)
 I_BARS, I_CHANGES, I_BUCKETS, I_HISTORY = range(4)
@@ -111,7 +112,16 @@ def _vpin_step_py(fs, ist, dp, imb, hist, srt, hst, close, volume, sigma_window,
                 fs[F_VPIN] = v
 
 
-_vpin_step = kernel(_vpin_step_py)
+_vpin_step = kernel(_vpin_step_py, fastmath=False)
+
+
+def _vpin_fused_py(fs, ist, dp, imb, hist, srt, hst, close, volume, sigma_window, n_buckets, quantile, calib_bars, bpb):  # type: ignore[no-untyped-def]
+    """``VPIN.update`` in the fused step (``fxgate.modules._fusion``): a bad bar is skipped, a good one stepped."""
+    if math.isfinite(close) and close > 0 and math.isfinite(volume) and volume >= 0:
+        _vpin_step(fs, ist, dp, imb, hist, srt, hst, close, volume, sigma_window, n_buckets, quantile, calib_bars, bpb)
+
+
+_vpin_fused = kernel(_vpin_fused_py, fastmath=False)
 
 
 @register("vpin")
@@ -186,6 +196,17 @@ class Vpin(CertaintyModule):
             p["calib_bars"],
             self._bpb(b.timeframe),
         )
+
+    def fused_step(self, timeframe: str) -> FusedStep:
+        p = self.params
+        params = (
+            int(p["sigma_window"]),
+            int(p["n_buckets"]),
+            float(p["quantile"]),
+            int(p["calib_bars"]),
+            self._bpb(timeframe),
+        )
+        return FusedStep(_vpin_fused, self.state_keys, ("close", "volume"), params)
 
     @property
     def value(self) -> float:

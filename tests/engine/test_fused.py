@@ -1,0 +1,164 @@
+"""The fused module step (engine/fused.py) against the reference: every module's own ``update(ctx)``.
+
+Two gates, one with ``fused=True`` and one with ``fused=False``, run the same bars — the whole EURUSD sample with a
+walk-forward style bundle (out-of-sample bars with probabilities, candidates, outcomes and matured forecasts), plus
+hostile bars (refused ones, NaN volume, zero volume, a missing spread) — and must give the same Decision on every
+bar (every field but the latencies) and the same module state after it, array for array, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from fxgate.engine import sample_bars
+from fxgate.engine.config import GateConfig, L2Config, L3Config, L4Config
+from fxgate.engine.core.bars import Bar
+from fxgate.engine.fused import FusedModules, generate
+from fxgate.engine.gate import Gate
+from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
+from fxgate.models.labels import LabelSpec
+from fxgate.modules import REGISTRY, create
+from fxgate.modules._fusion import FusedStep
+
+NO_LLM = {"l2": L2Config(enabled=False), "l3": L3Config(enabled=False)}
+SMALL = {
+    "edge_proof": {"reps": 200, "p_threshold": 0.05, "min_outcomes": 30, "window": 100, "every": 7, "lag": 0},
+    "model_confidence_set": {"reps": 100, "min_rows": 30, "window": 100, "every": 5, "lag": 0},
+}
+FUSABLE = sorted(n for n, cls in REGISTRY.items() if cls.fused_step is not REGISTRY["shap"].fused_step)
+
+
+@pytest.fixture(scope="module")
+def ens():
+    e = TreeEnsemble()
+    e.fit(sample_bars()[:1500], LabelSpec("next", 1), EnsembleConfig(n_estimators=20, max_depth=3), evaluate=False)
+    return e
+
+
+def _cfg(modules, mode="full", **kw):
+    l4 = L4Config(modules=tuple(modules), params={k: v for k, v in SMALL.items() if k in modules})
+    return GateConfig(l4=l4, mode=mode, **NO_LLM, **kw)
+
+
+def _equal(a, b, where=""):
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray), where
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), f"{where}: arrays differ"  # bit for bit
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _equal(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and math.isnan(a):
+        assert isinstance(b, float) and math.isnan(b), where
+    elif hasattr(a, "add_done_callback"):
+        pass  # a scheduled module's in-flight job (lag 0 here: none)
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def _strip(d):
+    """A Decision without its latencies (wall-clock, different on every run)."""
+    return replace(d, layers=tuple(replace(v, latency_us=0.0) for v in d.layers))
+
+
+def _hostile(bars):
+    """The sample with hostile bars woven in: a NaN volume, a zero volume, a refused (non-positive) close, a bar
+    repeated (refused: not after the last), a bar without a spread or timeframe."""
+    out = []
+    for i, b in enumerate(bars):
+        if i % 97 == 5:
+            b = replace(b, volume=math.nan)
+        elif i % 89 == 7:
+            b = replace(b, volume=0.0)
+        elif i % 83 == 11:
+            out.append(replace(b, close=-1.0))  # refused by the intake
+        elif i % 79 == 13:
+            b = replace(b, timeframe="")
+        out.append(b)
+        if i % 101 == 17:
+            out.append(b)  # the same bar again: refused
+    return out
+
+
+def _run_both(cfg, ens, bars, every=1):
+    a = Gate(cfg, ens, timeframe="H1", symbol="EURUSD", fused=True)
+    b = Gate(cfg, ens, timeframe="H1", symbol="EURUSD", fused=False)
+    assert a._updates is not None and a._updates.fused, "nothing was fused: the test would compare the twin to itself"
+    n_signals_or_candidates = 0
+    for i, bar in enumerate(bars):
+        da, db = a.on_bar(bar), b.on_bar(bar)
+        assert _strip(da) == _strip(db), f"bar {i}: decisions differ\n{da}\n{db}"
+        n_signals_or_candidates += da.layers[0].passed is not None
+        if i % every == 0 or i == len(bars) - 1:
+            _equal([m.state_dict() for m in a.modules], [m.state_dict() for m in b.modules], f"bar {i}")
+    return a, b
+
+
+def test_fused_step_equals_every_module_update_on_the_sample(ens):
+    """All 18 default modules (the fused ones and the rest), full mode, the whole sample with hostile bars."""
+    cfg = _cfg(GateConfig().l4.modules)
+    bars = _hostile(list(sample_bars()))
+    a, b = _run_both(cfg, ens, bars, every=50)
+    assert a.rejected == b.rejected > 0
+    # the fused modules saw the outcome and matured inputs (not only price bars)
+    assert int(a._bars) > 4000
+
+
+@pytest.mark.parametrize("name", FUSABLE)
+def test_each_fused_module_alone_equals_its_update(ens, name):
+    """One fused module per gate, state compared on every bar: a wrong input column or parameter shows up at the
+    first bar it matters."""
+    cfg = _cfg([name])
+    _run_both(cfg, ens, _hostile(list(sample_bars()))[:2500], every=1)
+
+
+def test_state_rebound_by_a_restore_is_the_state_the_step_updates(ens, tmp_path):
+    """A snapshot restore rebinds every state array; the step must update the new arrays, not the old ones."""
+    cfg = _cfg(FUSABLE)
+    bars = list(sample_bars())[:2200]
+    ref = Gate(cfg, ens, timeframe="H1", symbol="EURUSD", fused=False)
+    g = Gate(cfg, ens, timeframe="H1", symbol="EURUSD", fused=True)
+    for bar in bars[:1800]:
+        ref.on_bar(bar)
+        g.on_bar(bar)
+    g.snapshot(tmp_path / "s.snap")
+    r = Gate.restore(tmp_path / "s.snap", cfg, ens, fused=True)
+    for bar in bars[1800:]:
+        assert _strip(r.on_bar(bar)) == _strip(ref.on_bar(bar))
+    _equal([m.state_dict() for m in r.modules], [m.state_dict() for m in ref.modules], "after restore")
+
+
+def test_generated_source_calls_each_kernel_with_its_state_inputs_and_literal_params():
+    m = create("vpin")
+    s = m.fused_step("H1")
+    src = generate([s, FusedStep(s.kernel, s.state, s.inputs, (1, 2.5, math.nan, True, -math.inf))])
+    assert "from fxgate.modules.vpin import _vpin_fused as k0" in src
+    assert "k1(s1_0, s1_1, s1_2, s1_3, s1_4, s1_5, s1_6, close, volume, 1, 2.5, math.nan, True, -math.inf)" in src
+    with pytest.raises(ValueError, match="unknown inputs"):
+        FusedStep(s.kernel, s.state, ("closing",))
+    with pytest.raises(TypeError, match="Python int, float or bool"):
+        FusedStep(s.kernel, s.state, ("close",), (np.float32(1.0),))
+
+
+def test_warm_up_compiles_without_touching_the_state():
+    mods = [create(n) for n in FUSABLE]
+    before = [m.state_dict() for m in mods]
+    FusedModules(mods, "H1", n_features=4).warm_up()
+    _equal(before, [m.state_dict() for m in mods], "warm-up")
+
+
+def test_bar_without_timeframe_is_the_gates():
+    """The intake gives a bar without a timeframe the gate's (a module that scales by timeframe reads the gate's)."""
+    g = Gate(_cfg(["vpin"]), None, timeframe="M1", symbol="EURUSD")
+    b = sample_bars()[0]
+    clean, problem = g.intake.check(Bar(b.ts, b.open, b.high, b.low, b.close, b.volume, None, "", ""))
+    assert problem is None and clean is not None and clean.timeframe == "M1"
