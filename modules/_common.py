@@ -65,6 +65,41 @@ def _sw_quantile_py(srt, ist, q):  # type: ignore[no-untyped-def]
     return srt[lo] + (srt[hi] - srt[lo]) * (pos - lo)
 
 
+def _np_sum_py(a, lo, n, square):  # type: ignore[no-untyped-def]
+    """``a[lo:lo + n].sum()`` (``(a[lo:lo + n] ** 2).sum()`` when ``square``) bit for bit as numpy computes it:
+    its pairwise summation (blocks of 8 partial sums up to 128 values, halves rounded down to a multiple of 8 above;
+    numpy's ``pairwise_sum`` in ``loops_utils.h.src``). A fused kernel's exact re-sum then equals the one its
+    Python twin does with numpy (tests/modules/test_common.py compares it with ``np.sum``)."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            v = a[i]
+            res += v * v if square else v
+        return res
+    if n <= 128:
+        r = np.empty(8)
+        for j in range(8):
+            v = a[lo + j]
+            r[j] = v * v if square else v
+        i = 8
+        m = n - n % 8
+        while i < m:
+            for j in range(8):
+                v = a[lo + i + j]
+                r[j] += v * v if square else v
+            i += 8
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            v = a[lo + i]
+            res += v * v if square else v
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return np_sum(a, lo, n2, square) + np_sum(a, lo + n2, n - n2, square)
+
+
+np_sum = kernel(_np_sum_py, fastmath=False)
 sw_push = kernel(_sw_push_py, fastmath=False)
 sw_quantile = kernel(_sw_quantile_py, fastmath=False)
 
