@@ -40,6 +40,7 @@ import numpy as np
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import next_log_return
+from fxgate.modules._fusion import FusedStep
 
 I_ACTIVE, I_SEEN = 0, 1
 F_TRUNCATED, F_PREV_CLOSE, F_SCALE = 0, 1, 2
@@ -114,7 +115,36 @@ def _bocpd_step_py(rl, logp, mu, kappa, alpha, beta, dg, ist, fs, x, log_h, log_
         fs[F_TRUNCATED] += math.exp(drop - lz)
 
 
-_bocpd_step = kernel(_bocpd_step_py)
+_bocpd_step = kernel(_bocpd_step_py, fastmath=False)
+
+
+def _bocpd_fused_py(
+    rl, logp, mu, kappa, alpha, beta, dg, ist, fs, calib, close, log_h, log_1h, mu0, kappa0, alpha0, beta0
+):  # type: ignore[no-untyped-def]
+    """``Bocpd.update`` in the fused step (``fxgate.modules._fusion``). Returns 1 on the bar that completes the
+    calibration sample (the scale, numpy's ``std``, is set in Python: ``Bocpd._calibrated``), else 0."""
+    if not (math.isfinite(close) and close > 0):
+        return 0
+    prev = fs[F_PREV_CLOSE]
+    fs[F_PREV_CLOSE] = close
+    if not math.isfinite(prev):
+        return 0
+    r = math.log(close / prev)
+    if math.isnan(r):
+        return 0
+    seen = ist[I_SEEN]
+    ist[I_SEEN] = seen + 1
+    nc = calib.shape[0]
+    if seen < nc:
+        calib[seen] = r
+        return 1 if seen + 1 == nc else 0
+    _bocpd_step(
+        rl, logp, mu, kappa, alpha, beta, dg, ist, fs, r / fs[F_SCALE], log_h, log_1h, mu0, kappa0, alpha0, beta0
+    )
+    return 0
+
+
+_bocpd_fused = kernel(_bocpd_fused_py, fastmath=False)
 
 
 @register("bocpd")
@@ -190,10 +220,21 @@ class Bocpd(CertaintyModule):
         if seen < nc:
             self.calib[seen] = r
             if seen + 1 == nc:
-                sd = float(np.std(self.calib, ddof=1))
-                self.fs[F_SCALE] = sd if sd > 0 else 1.0
+                self._calibrated()
             return
         self.observe(r / self.fs[F_SCALE])
+
+    def _calibrated(self, flag: int = 1) -> None:
+        """The calibration sample is complete: fix the scale that standardizes returns."""
+        sd = float(np.std(self.calib, ddof=1))
+        self.fs[F_SCALE] = sd if sd > 0 else 1.0
+
+    def fused_step(self, timeframe: str) -> FusedStep:
+        p = self.params
+        h = 1.0 / float(p["hazard_lambda"])
+        prior = (float(p["mu0"]), float(p["kappa0"]), float(p["alpha0"]), float(p["beta0"]))
+        params = (math.log(h), math.log1p(-h), *prior)
+        return FusedStep(_bocpd_fused, self.state_keys, ("close",), params, after=self._calibrated)
 
     def run_length_probs(self) -> np.ndarray:
         """P(r_t = r) for r = 0 .. max tracked run length (dropped hypotheses count as 0)."""

@@ -39,6 +39,7 @@ from hmmlearn.hmm import GaussianHMM
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import next_log_return
+from fxgate.modules._fusion import FusedStep
 
 I_FITTED, I_FILTERED, I_PUSHED = 0, 1, 2
 F_PREV_CLOSE, F_SCALE = 0, 1
@@ -74,6 +75,33 @@ def _forward_step_py(alpha, ist, startprob, transmat, means, variances, x):  # t
 
 
 _forward_step = kernel(_forward_step_py, fastmath=False)
+
+
+def _regime_fused_py(alpha, startprob, transmat, means, variances, ist, fs, buf, close, refit_every):  # type: ignore[no-untyped-def]
+    """``RegimeDetection.update`` in the fused step (``fxgate.modules._fusion``). Returns 1 on a bar that (re)fits
+    the HMM (hmmlearn's EM, in Python: ``RegimeDetection._fused_fit``), else 0."""
+    if not (math.isfinite(close) and close > 0):
+        return 0
+    prev = fs[F_PREV_CLOSE]
+    fs[F_PREV_CLOSE] = close
+    if not math.isfinite(prev):
+        return 0
+    r = math.log(close / prev)
+    if math.isnan(r):
+        return 0
+    w = buf.shape[0]
+    n = ist[I_PUSHED]
+    buf[n % w] = r
+    ist[I_PUSHED] = n + 1
+    fitted = ist[I_FITTED] != 0
+    if n + 1 == w or (fitted and refit_every != 0 and n + 1 > w and (n + 1 - w) % refit_every == 0):
+        return 1
+    if fitted:
+        _forward_step(alpha, ist, startprob, transmat, means, variances, r / fs[F_SCALE])
+    return 0
+
+
+_regime_fused = kernel(_regime_fused_py, fastmath=False)
 
 
 @register("regime")
@@ -147,6 +175,14 @@ class RegimeDetection(CertaintyModule):
         m.means_ = self.means[:, None].copy()
         m.covars_ = self.variances[:, None].copy()
         return m
+
+    def _fused_fit(self, flag: int) -> None:
+        """The fused step pushed the return that makes a fit due: fit on the ring in arrival order, as ``update``."""
+        self.fit(np.roll(self.buf, -(int(self.ist[I_PUSHED]) % len(self.buf))))
+
+    def fused_step(self, timeframe: str) -> FusedStep:
+        state = ("alpha", "startprob", "transmat", "means", "variances", "ist", "fs", "buf")
+        return FusedStep(_regime_fused, state, ("close",), (int(self.params["refit_every"]),), after=self._fused_fit)
 
     def observe(self, x: float) -> None:
         """One forward step on a standardized observation."""
