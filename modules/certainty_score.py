@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import math
 
+from fxgate.engine.core.jit import kernel
 from fxgate.modules import _ic
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+from fxgate.modules._fusion import M_ENTRY, M_EXIT, M_HAS_PROBS, O_DIRECTION, O_ENTRY, O_EXIT, O_SPREAD, FusedStep
 from fxgate.modules._ic import (
     F_EW_IC,
     F_EW_MR,
@@ -59,6 +61,7 @@ from fxgate.modules._ic import (
     IcWindow,
     PeriodIc,
     _cs_pair,
+    _hac_mean_push,
 )
 
 __all__ = [
@@ -97,6 +100,37 @@ def certainty(
     # no clamp needed: each piece is in [0, 1] and rounding is monotone, so 0 <= total <= wsum (summed in the same
     # order) and the ratio stays in [0, 1]; the bounds test would catch a missing normalization
     return total / wsum
+
+
+# fmt: off
+def _certainty_score_fused_py(  # type: ignore[no-untyped-def]
+    ws, wr, xr, yr, ist, fs, u, ps, pr, pics, qist, qfs, out3, vals, hp, eist, efs,
+    n_out, out, n_mat, mat, mprobs, lam, lags,
+):
+    """``CertaintyScore.update`` in the fused step (``fxgate.modules._fusion``): every matured forecast with
+    probabilities into the IC window and the period ICs (:func:`~fxgate.modules._ic._cs_pair`), then every due
+    outcome's finite P&L (``Outcome.pnl``: direction·(exit − entry) − spread) into the P&L window."""
+    for i in range(n_mat):
+        if mat[i, M_HAS_PROBS] != 0:
+            _cs_pair(
+                ws, wr, xr, yr, ist, fs, u, ps, pr, pics, qist, qfs, out3,
+                mprobs[i], mat[i, M_ENTRY], mat[i, M_EXIT], lam, lags,
+            )
+    for i in range(n_out):
+        x = out[i, O_DIRECTION] * (out[i, O_EXIT] - out[i, O_ENTRY]) - out[i, O_SPREAD]
+        if math.isfinite(x):
+            _hac_mean_push(vals, hp, eist, efs, x)
+# fmt: on
+
+
+_certainty_score_fused = kernel(_certainty_score_fused_py, fastmath=False)
+
+#: the fused kernel's state (the IC window, the period ICs, the P&L window, with the pushes' scratch), in order
+_FUSED_STATE = (
+    "win.ws", "win.wr", "win.xr", "win.yr", "win.ist", "win.fs", "win._u",
+    "per.ps", "per.pr", "per.pics", "per.ist", "per.fs", "per._out",
+    "pnl.vals", "pnl.hp", "pnl.ist", "pnl.fs",
+)  # fmt: skip
 
 
 @register("certainty_score")
@@ -171,6 +205,10 @@ class CertaintyScore(CertaintyModule):
             x = o.pnl
             if math.isfinite(x):
                 self.pnl.push(x)
+
+    def fused_step(self, timeframe: str) -> FusedStep:
+        inputs = ("n_out", "out", "n_mat", "mat", "mprobs")
+        return FusedStep(_certainty_score_fused, _FUSED_STATE, inputs, (float(self._lam), int(self._lags)))
 
     def components(self) -> dict[str, float]:
         """The inputs of C: t_IC, ICIR and its k, t_pnl and p_edge (NaN where undefined)."""

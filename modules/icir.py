@@ -33,11 +33,37 @@ from __future__ import annotations
 
 import math
 
+from fxgate.engine.core.jit import kernel
 from fxgate.modules import _ic
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from fxgate.modules._ic import F_IC_MEAN, F_IC_SD, F_ICIR, F_LAST_IC, I_DROPPED, I_FILL, I_PERIODS, PeriodIc
+from fxgate.modules._fusion import M_ENTRY, M_EXIT, M_HAS_PROBS, FusedStep
+from fxgate.modules._ic import (
+    F_IC_MEAN,
+    F_IC_SD,
+    F_ICIR,
+    F_LAST_IC,
+    I_DROPPED,
+    I_FILL,
+    I_PERIODS,
+    PeriodIc,
+    _icir_pair,
+)
 
 __all__ = ["Icir", "I_FILL", "I_PERIODS", "I_DROPPED", "F_LAST_IC", "F_IC_MEAN", "F_IC_SD", "F_ICIR"]
+
+
+def _icir_fused_py(ps, pr, pics, ist, fs, out3, n_mat, mat, mprobs):  # type: ignore[no-untyped-def]
+    """``Icir.update`` in the fused step (``fxgate.modules._fusion``): every matured forecast with probabilities into
+    the period ICs, in delivery order (:func:`~fxgate.modules._ic._icir_pair`, as ``PeriodIc.push_matured``)."""
+    for i in range(n_mat):
+        if mat[i, M_HAS_PROBS] != 0:
+            _icir_pair(ps, pr, pics, ist, fs, out3, mprobs[i], mat[i, M_ENTRY], mat[i, M_EXIT])
+
+
+_icir_fused = kernel(_icir_fused_py, fastmath=False)
+
+#: the fused kernel's state: the period ICs' arrays and the push's scratch, in argument order
+_FUSED_STATE = ("st.ps", "st.pr", "st.pics", "st.ist", "st.fs", "st._out")
 
 
 @register("icir")
@@ -65,6 +91,9 @@ class Icir(CertaintyModule):
         for m in ctx.matured:
             if m.probs is not None:  # signal and move computed, checked and pushed in one compiled call
                 self.st.push_matured(m.probs, m.entry_price, m.exit_price)
+
+    def fused_step(self, timeframe: str) -> FusedStep:
+        return FusedStep(_icir_fused, _FUSED_STATE, ("n_mat", "mat", "mprobs"))
 
     def verdict(self) -> ModuleResult:
         p = self.params

@@ -45,8 +45,10 @@ from __future__ import annotations
 
 import math
 
+from fxgate.engine.core.jit import kernel
 from fxgate.modules import _ic
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+from fxgate.modules._fusion import M_ENTRY, M_EXIT, M_HAS_PROBS, FusedStep
 from fxgate.modules._ic import (
     F_EW_IC,
     F_EW_MR,
@@ -61,6 +63,7 @@ from fxgate.modules._ic import (
     F_SLOPE,
     I_PAIRS,
     IcWindow,
+    _ic_pair,
 )
 
 __all__ = [
@@ -78,6 +81,20 @@ __all__ = [
     "F_SLOPE",
     "F_NW_T",
 ]
+
+
+def _information_edge_fused_py(ws, wr, xr, yr, ist, fs, u, n_mat, mat, mprobs, lam, lags):  # type: ignore[no-untyped-def]
+    """``InformationEdge.update`` in the fused step (``fxgate.modules._fusion``): every matured forecast with
+    probabilities into the IC window, in delivery order (:func:`~fxgate.modules._ic._ic_pair`, as ``push_matured``)."""
+    for i in range(n_mat):
+        if mat[i, M_HAS_PROBS] != 0:
+            _ic_pair(ws, wr, xr, yr, ist, fs, u, mprobs[i], mat[i, M_ENTRY], mat[i, M_EXIT], lam, lags)
+
+
+_information_edge_fused = kernel(_information_edge_fused_py, fastmath=False)
+
+#: the fused kernel's state: the IC window's arrays and its push scratch, in argument order
+_FUSED_STATE = ("win.ws", "win.wr", "win.xr", "win.yr", "win.ist", "win.fs", "win._u")
 
 
 @register("information_edge")
@@ -122,6 +139,11 @@ class InformationEdge(CertaintyModule):
         for m in ctx.matured:
             if m.probs is not None:  # signal and move computed, checked and pushed in one compiled call
                 self.win.push_matured(m.probs, m.entry_price, m.exit_price, self._lam, self._lags)
+
+    def fused_step(self, timeframe: str) -> FusedStep:
+        return FusedStep(
+            _information_edge_fused, _FUSED_STATE, ("n_mat", "mat", "mprobs"), (float(self._lam), int(self._lags))
+        )
 
     def stats(self) -> dict[str, float]:
         """The window's statistics (NaN where undefined)."""

@@ -26,18 +26,75 @@ import math
 
 import numpy as np
 
+from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import SW_N, SW_PUSHES, entropy, sw_push, sw_quantile
+from fxgate.modules._fusion import FusedStep
 
 F_TOTAL, F_ALEATORIC, F_EPISTEMIC, F_THRESHOLD = range(4)
 
 
 def decompose(p: np.ndarray) -> tuple[float, float, float]:
-    """(total, aleatoric, epistemic) entropy of an ensemble's P(up) values, nats."""
+    """(total, aleatoric, epistemic) entropy of an ensemble's P(up) values, nats. Both sums run left to right (not
+    ``sum()``, which compensates from Python 3.12 on), so :func:`_decompose` gives the same bits."""
     vals = [float(x) for x in p]
-    total = entropy(sum(vals) / len(vals))
-    alea = sum(entropy(x) for x in vals) / len(vals)
+    t = 0.0
+    h = 0.0
+    for x in vals:
+        t += x
+        h += entropy(x)
+    total = entropy(t / len(vals))
+    alea = h / len(vals)
     return total, alea, total - alea
+
+
+def _entropy_py(p):  # type: ignore[no-untyped-def]
+    """:func:`~fxgate.modules._common.entropy` compiled (the same operations, so the same bits)."""
+    if p <= 0.0 or p >= 1.0:
+        return 0.0
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+_entropy = kernel(_entropy_py, fastmath=False)
+
+
+def _decompose_py(p):  # type: ignore[no-untyped-def]
+    """:func:`decompose` of a float64 array, compiled: (total, aleatoric, epistemic), the same bits."""
+    k = p.shape[0]
+    t = 0.0
+    h = 0.0
+    for i in range(k):
+        t += p[i]
+        h += _entropy(p[i])
+    total = _entropy(t / k)
+    alea = h / k
+    return total, alea, total - alea
+
+
+_decompose = kernel(_decompose_py, fastmath=False)
+
+
+def _uncertainty_fused_py(hist, srt, ist, fs, has_probs, probs, quantile):  # type: ignore[no-untyped-def]
+    """``UncertaintyDecomposition.update`` in the fused step (``fxgate.modules._fusion``): no (or a non-finite)
+    probability leaves ``fs`` all NaN; else the decomposition, the threshold from the window before this bar, and
+    the epistemic value pushed into the window."""
+    ok = has_probs != 0
+    if ok:
+        for i in range(probs.shape[0]):
+            if not math.isfinite(probs[i]):
+                ok = False
+    if not ok:
+        fs[:] = np.nan
+        return
+    t, a, e = _decompose(probs)
+    fs[F_THRESHOLD] = sw_quantile(srt, ist, quantile) if ist[SW_N] else np.nan
+    fs[F_TOTAL] = t
+    fs[F_ALEATORIC] = a
+    fs[F_EPISTEMIC] = e
+    sw_push(srt, hist, ist, e)
+
+
+_uncertainty_fused = kernel(_uncertainty_fused_py, fastmath=False)
 
 
 @register("uncertainty")
@@ -65,6 +122,10 @@ class UncertaintyDecomposition(CertaintyModule):
         fs[F_THRESHOLD] = sw_quantile(self.srt, self.ist, q) if self.ist[SW_N] else math.nan
         fs[F_TOTAL], fs[F_ALEATORIC], fs[F_EPISTEMIC] = t, a, e
         sw_push(self.srt, self.hist, self.ist, e)
+
+    def fused_step(self, timeframe: str) -> FusedStep:
+        params = (float(self.params["quantile"]),)
+        return FusedStep(_uncertainty_fused, self.state_keys, ("has_probs", "probs"), params)
 
     def verdict(self) -> ModuleResult:
         p = self.params
