@@ -31,11 +31,44 @@ import math
 
 import numpy as np
 
+from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import EXACT_EVERY
+from fxgate.modules._fusion import O_DIRECTION, O_ENTRY, O_EXIT, O_SPREAD, FusedStep
+from fxgate.modules.robust_kelly import pairwise_sum
 
 I_SEEN, I_SINCE_EXACT = 0, 1
 F_MARK_SUM, F_SPREAD_SUM = 0, 1
+
+
+def _adverse_selection_fused_py(mark, spr, ist, fs, n_out, out):  # type: ignore[no-untyped-def]
+    """``AdverseSelection.update`` in the fused step (``fxgate.modules._fusion``): push each due outcome's markout
+    D·(exit − entry) and spread, skipping one whose markout or spread is not finite."""
+    w = mark.shape[0]
+    for i in range(n_out):
+        m = out[i, O_DIRECTION] * (out[i, O_EXIT] - out[i, O_ENTRY])  # Outcome.markout
+        s = out[i, O_SPREAD]
+        if not (math.isfinite(m) and math.isfinite(s)):
+            continue
+        n = ist[I_SEEN]
+        j = n % w
+        if n >= w:
+            fs[F_MARK_SUM] -= mark[j]
+            fs[F_SPREAD_SUM] -= spr[j]
+        mark[j] = m
+        spr[j] = s
+        fs[F_MARK_SUM] += m
+        fs[F_SPREAD_SUM] += s
+        ist[I_SEEN] = n + 1
+        ist[I_SINCE_EXACT] += 1
+        if ist[I_SINCE_EXACT] >= EXACT_EVERY:
+            k = min(n + 1, w)
+            fs[F_MARK_SUM] = pairwise_sum(mark, 0, k, False)
+            fs[F_SPREAD_SUM] = pairwise_sum(spr, 0, k, False)
+            ist[I_SINCE_EXACT] = 0
+
+
+_adverse_selection_fused = kernel(_adverse_selection_fused_py, fastmath=False)
 
 
 @register("adverse_selection")
@@ -75,6 +108,9 @@ class AdverseSelection(CertaintyModule):
                 k = min(n + 1, w)
                 fs[F_MARK_SUM], fs[F_SPREAD_SUM] = self.mark[:k].sum(), self.spr[:k].sum()
                 ist[I_SINCE_EXACT] = 0
+
+    def fused_step(self, timeframe: str) -> FusedStep:
+        return FusedStep(_adverse_selection_fused, self.state_keys, ("n_out", "out"))
 
     def net_markout(self) -> float:
         k = min(int(self.ist[I_SEEN]), len(self.mark))

@@ -49,14 +49,105 @@ State (slots are module-level ints)::
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
+from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import EXACT_EVERY
+from fxgate.modules._fusion import FusedStep
+from fxgate.modules.robust_kelly import pairwise_sum
 
 I_CLOSES, I_DIRECTION, I_MOVES, I_DIFFS, I_SPREADS = range(5)
 F_SPREAD, F_P_DIRECTION, F_SIZE, F_MOVE_SUM, F_DIFF_SUM, F_DIFF_SQ, F_SPREAD_SUM, F_SPREAD_SQ = range(8)
+#: whether this interpreter's ``sum()`` of floats is compensated (Neumaier, CPython 3.12+): ``update`` averages the
+#: probabilities with ``sum()``, and the fused kernel must add them the same way
+COMPENSATED_SUM = sys.version_info >= (3, 12)
+
+
+def _ring_push_py(ring, ist, fs, count, total, squares, x):  # type: ignore[no-untyped-def]
+    """``ExecutionCost._push`` on the module's arrays (``squares`` < 0: no running sum of squares)."""
+    w = ring.shape[0]
+    k = ist[count]
+    if k >= w:
+        old = ring[k % w]
+        fs[total] -= old
+        if squares >= 0:
+            fs[squares] -= old * old
+    ring[k % w] = x
+    fs[total] += x
+    if squares >= 0:
+        fs[squares] += x * x
+    ist[count] = k + 1
+
+
+_ring_push = kernel(_ring_push_py, fastmath=False)
+
+
+def _py_sum_py(a, compensated):  # type: ignore[no-untyped-def]
+    """Python's ``sum(float(v) for v in a)`` bit for bit: from the int 0, left to right; from CPython 3.12 with
+    Neumaier's compensation (``builtin_sum_impl``), added at the end only when it is finite and non-zero."""
+    n = a.shape[0]
+    if n == 0:
+        return 0.0
+    f = 0.0 + a[0]
+    if not compensated:
+        for i in range(1, n):
+            f += a[i]
+        return f
+    c = 0.0
+    for i in range(1, n):
+        x = a[i]
+        t = f + x
+        if abs(f) >= abs(x):
+            c += (f - t) + x
+        else:
+            c += (x - t) + f
+        f = t
+    if c != 0.0 and math.isfinite(c):
+        f += c
+    return f
+
+
+_py_sum = kernel(_py_sum_py, fastmath=False)
+
+
+def _execution_cost_fused_py(  # type: ignore[no-untyped-def]
+    closes, moves, diffs, spreads, ist, fs, close, spread, direction, size, has_probs, probs, compensated
+):
+    """``ExecutionCost.update`` in the fused step (``fxgate.modules._fusion``): a bad close pushes no move, an
+    unknown spread no spread; the candidate's direction, mean probability of it and size are set on every bar."""
+    if math.isfinite(close) and close > 0:
+        n = ist[I_CLOSES]
+        h = closes.shape[0] - 1
+        if n >= 1:
+            _ring_push(diffs, ist, fs, I_DIFFS, F_DIFF_SUM, F_DIFF_SQ, close - closes[(n - 1) % (h + 1)])
+        if n >= h:
+            _ring_push(moves, ist, fs, I_MOVES, F_MOVE_SUM, -1, abs(close - closes[(n - h) % (h + 1)]))
+        closes[n % (h + 1)] = close
+        ist[I_CLOSES] = n + 1
+        if (n + 1) % EXACT_EVERY == 0:
+            w = moves.shape[0]
+            km, kd, ks = min(ist[I_MOVES], w), min(ist[I_DIFFS], w), min(ist[I_SPREADS], w)
+            fs[F_MOVE_SUM] = pairwise_sum(moves, 0, km, False)
+            fs[F_DIFF_SUM] = pairwise_sum(diffs, 0, kd, False)
+            fs[F_DIFF_SQ] = pairwise_sum(diffs, 0, kd, True)
+            fs[F_SPREAD_SUM] = pairwise_sum(spreads, 0, ks, False)
+            fs[F_SPREAD_SQ] = pairwise_sum(spreads, 0, ks, True)
+    fs[F_SPREAD] = spread
+    if math.isfinite(spread):
+        _ring_push(spreads, ist, fs, I_SPREADS, F_SPREAD_SUM, F_SPREAD_SQ, spread)
+    ist[I_DIRECTION] = direction
+    if direction != 0 and has_probs != 0 and probs.shape[0] > 0:
+        pu = _py_sum(probs, compensated) / probs.shape[0]
+        fs[F_P_DIRECTION] = pu if direction > 0 else 1 - pu
+    else:
+        fs[F_P_DIRECTION] = math.nan
+    fs[F_SIZE] = size
+
+
+_execution_cost_fused = kernel(_execution_cost_fused_py, fastmath=False)
 
 
 def ac_trajectory(
@@ -162,6 +253,10 @@ class ExecutionCost(CertaintyModule):
         else:
             fs[F_P_DIRECTION] = math.nan
         fs[F_SIZE] = ctx.size
+
+    def fused_step(self, timeframe: str) -> FusedStep:
+        inputs = ("close", "spread", "direction", "size", "has_probs", "probs")
+        return FusedStep(_execution_cost_fused, self.state_keys, inputs, (COMPENSATED_SUM,))
 
     def estimate(self) -> dict[str, float]:
         """Edge and cost figures for the current candidate (price units, for ``size`` units)."""
