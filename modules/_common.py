@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from fxgate.engine.core.jit import kernel
+from fxgate.modules._fusion import O_DIRECTION, O_ENTRY, O_EXIT, O_SPREAD
 
 SW_PUSHES, SW_N = 0, 1
 OW_PUSHES, OW_WINS, OW_SINCE_EXACT = 0, 1, 2
@@ -65,41 +66,139 @@ def _sw_quantile_py(srt, ist, q):  # type: ignore[no-untyped-def]
     return srt[lo] + (srt[hi] - srt[lo]) * (pos - lo)
 
 
-def _np_sum_py(a, lo, n, square):  # type: ignore[no-untyped-def]
-    """``a[lo:lo + n].sum()`` (``(a[lo:lo + n] ** 2).sum()`` when ``square``) bit for bit as numpy computes it:
-    its pairwise summation (blocks of 8 partial sums up to 128 values, halves rounded down to a multiple of 8 above;
-    numpy's ``pairwise_sum`` in ``loops_utils.h.src``). A fused kernel's exact re-sum then equals the one its
-    Python twin does with numpy (tests/modules/test_common.py compares it with ``np.sum``)."""
+def _pairwise_block_py(a, lo, n, square):  # type: ignore[no-untyped-def]
+    """numpy's pairwise sum of ``a[lo:lo + n]`` for n <= 128 (one leaf of its recursion)."""
     if n < 8:
         res = 0.0
         for i in range(lo, lo + n):
             v = a[i]
             res += v * v if square else v
         return res
-    if n <= 128:
-        r = np.empty(8)
+    r = np.empty(8)
+    for j in range(8):
+        v = a[lo + j]
+        r[j] = v * v if square else v
+    i = 8
+    m = n - n % 8
+    while i < m:
         for j in range(8):
-            v = a[lo + j]
-            r[j] = v * v if square else v
-        i = 8
-        m = n - n % 8
-        while i < m:
-            for j in range(8):
-                v = a[lo + i + j]
-                r[j] += v * v if square else v
-            i += 8
-        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
-        while i < n:
-            v = a[lo + i]
-            res += v * v if square else v
-            i += 1
-        return res
-    n2 = n // 2
-    n2 -= n2 % 8
-    return np_sum(a, lo, n2, square) + np_sum(a, lo + n2, n - n2, square)
+            v = a[lo + i + j]
+            r[j] += v * v if square else v
+        i += 8
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    while i < n:
+        v = a[lo + i]
+        res += v * v if square else v
+        i += 1
+    return res
 
 
-np_sum = kernel(_np_sum_py, fastmath=False)
+_pairwise_block = kernel(_pairwise_block_py, fastmath=False)
+
+
+def _pairwise_sum_py(a, lo, n, square):  # type: ignore[no-untyped-def]
+    """``a[lo:lo + n].sum()`` (``(a[lo:lo + n] ** 2).sum()`` when ``square``) bit for bit as numpy computes it: its
+    pairwise summation (blocks of 8 partial sums up to 128 values, halves rounded down to a multiple of 8 above;
+    numpy's ``pairwise_sum`` in ``loops_utils.h.src``), its recursion walked with an explicit stack (leaves left to
+    right, each node adding its left half's sum to its right's). Not recursive: numba cannot load from its cache a
+    kernel that calls a recursive one (LLVM "Symbol not found: .numba.unresolved$..." or a crash in the next
+    process). A fused kernel's exact re-sum then equals the one its Python twin does with numpy."""
+    if n <= 128:
+        return _pairwise_block(a, lo, n, square)
+    frames = np.empty((192, 3), dtype=np.int64)  # (lo, n, 1 once its halves are pushed); depth <= 63
+    vals = np.empty(96)
+    nf, nv = 1, 0
+    frames[0, 0], frames[0, 1], frames[0, 2] = lo, n, 0
+    while nf > 0:
+        nf -= 1
+        flo, fn, done = frames[nf, 0], frames[nf, 1], frames[nf, 2]
+        if fn <= 128:
+            vals[nv] = _pairwise_block(a, flo, fn, square)
+            nv += 1
+        elif done:
+            nv -= 1
+            vals[nv - 1] = vals[nv - 1] + vals[nv]
+        else:
+            n2 = fn // 2
+            n2 -= n2 % 8
+            frames[nf, 0], frames[nf, 1], frames[nf, 2] = flo, fn, 1
+            frames[nf + 1, 0], frames[nf + 1, 1], frames[nf + 1, 2] = flo + n2, fn - n2, 0
+            frames[nf + 2, 0], frames[nf + 2, 1], frames[nf + 2, 2] = flo, n2, 0
+            nf += 3
+    return vals[0]
+
+
+pairwise_sum = kernel(_pairwise_sum_py, fastmath=False)
+
+
+def _ow_push_py(pnl, ist, fs, x):  # type: ignore[no-untyped-def]
+    """``OutcomeWindow.push(x)`` on its arrays (``pnl``, ``ist``, ``fs``), bit for bit: the periodic exact recount
+    sums the window's wins and losses as numpy sums their boolean-indexed copies (``pairwise_sum``)."""
+    w = pnl.shape[0]
+    c = ist[OW_PUSHES]
+    if c >= w:
+        old = pnl[c % w]
+        if old > 0:
+            ist[OW_WINS] -= 1
+            fs[OW_WIN_SUM] -= old
+        else:
+            fs[OW_LOSS_SUM] += old
+    pnl[c % w] = x
+    if x > 0:
+        ist[OW_WINS] += 1
+        fs[OW_WIN_SUM] += x
+    else:
+        fs[OW_LOSS_SUM] -= x
+    ist[OW_PUSHES] = c + 1
+    ist[OW_SINCE_EXACT] += 1
+    if ist[OW_SINCE_EXACT] >= EXACT_EVERY:
+        n = min(c + 1, w)
+        tmp = np.empty(n)
+        k = 0
+        for i in range(n):
+            if pnl[i] > 0:
+                tmp[k] = pnl[i]
+                k += 1
+        ist[OW_WINS] = k
+        ist[OW_SINCE_EXACT] = 0
+        fs[OW_WIN_SUM] = pairwise_sum(tmp, 0, k, False)
+        k = 0
+        for i in range(n):
+            if pnl[i] <= 0:
+                tmp[k] = pnl[i]
+                k += 1
+        fs[OW_LOSS_SUM] = -pairwise_sum(tmp, 0, k, False)
+
+
+ow_push = kernel(_ow_push_py, fastmath=False)
+
+
+def _py_sum_impl(a, compensated):  # type: ignore[no-untyped-def]
+    """Python's ``sum(float(v) for v in a)`` bit for bit: from the int 0, left to right; from CPython 3.12 with
+    Neumaier's compensation (``builtin_sum_impl``), added at the end only when it is finite and non-zero."""
+    n = a.shape[0]
+    if n == 0:
+        return 0.0
+    f = 0.0 + a[0]
+    if not compensated:
+        for i in range(1, n):
+            f += a[i]
+        return f
+    c = 0.0
+    for i in range(1, n):
+        x = a[i]
+        t = f + x
+        if abs(f) >= abs(x):
+            c += (f - t) + x
+        else:
+            c += (x - t) + f
+        f = t
+    if c != 0.0 and math.isfinite(c):
+        f += c
+    return f
+
+
+py_sum = kernel(_py_sum_impl, fastmath=False)
 sw_push = kernel(_sw_push_py, fastmath=False)
 sw_quantile = kernel(_sw_quantile_py, fastmath=False)
 
@@ -190,3 +289,22 @@ class OutcomeWindowState:
     pnl = property(lambda self: self.win.pnl, lambda self, v: setattr(self.win, "pnl", v))
     ist = property(lambda self: self.win.ist, lambda self, v: setattr(self.win, "ist", v))
     fs = property(lambda self: self.win.fs, lambda self, v: setattr(self.win, "fs", v))
+
+
+#: the state paths of an OutcomeWindow ``self.win``, in ``ow_push``'s argument order
+OW_STATE = ("win.pnl", "win.ist", "win.fs")
+
+
+def _push_outcomes_py(pnl, ist, fs, n_out, out):  # type: ignore[no-untyped-def]
+    """Push the P&L D·(exit − entry) − spread (``Outcome.pnl``) of each due outcome whose P&L is finite into the
+    outcome window; return how many were pushed."""
+    pushed = 0
+    for i in range(n_out):
+        x = out[i, O_DIRECTION] * (out[i, O_EXIT] - out[i, O_ENTRY]) - out[i, O_SPREAD]
+        if math.isfinite(x):
+            ow_push(pnl, ist, fs, x)
+            pushed += 1
+    return pushed
+
+
+push_outcomes = kernel(_push_outcomes_py, fastmath=False)

@@ -33,9 +33,8 @@ import numpy as np
 
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from fxgate.modules._common import EXACT_EVERY
+from fxgate.modules._common import EXACT_EVERY, pairwise_sum
 from fxgate.modules._fusion import O_DIRECTION, O_ENTRY, O_EXIT, O_SPREAD, FusedStep
-from fxgate.modules.robust_kelly import pairwise_sum
 
 I_SEEN, I_SINCE_EXACT = 0, 1
 F_MARK_SUM, F_SPREAD_SUM = 0, 1

@@ -25,9 +25,8 @@ from scipy import special
 
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from fxgate.modules._common import OutcomeWindow, OutcomeWindowState
+from fxgate.modules._common import OW_STATE, OutcomeWindow, OutcomeWindowState, push_outcomes
 from fxgate.modules._fusion import FusedStep
-from fxgate.modules.robust_kelly import OW_STATE, push_outcomes
 
 
 def _bayesian_sizing_fused_py(pnl, ist, fs, n_out, out):  # type: ignore[no-untyped-def]

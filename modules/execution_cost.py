@@ -55,9 +55,8 @@ import numpy as np
 
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from fxgate.modules._common import EXACT_EVERY
+from fxgate.modules._common import EXACT_EVERY, pairwise_sum, py_sum
 from fxgate.modules._fusion import FusedStep
-from fxgate.modules.robust_kelly import pairwise_sum
 
 I_CLOSES, I_DIRECTION, I_MOVES, I_DIFFS, I_SPREADS = range(5)
 F_SPREAD, F_P_DIRECTION, F_SIZE, F_MOVE_SUM, F_DIFF_SUM, F_DIFF_SQ, F_SPREAD_SUM, F_SPREAD_SQ = range(8)
@@ -83,34 +82,6 @@ def _ring_push_py(ring, ist, fs, count, total, squares, x):  # type: ignore[no-u
 
 
 _ring_push = kernel(_ring_push_py, fastmath=False)
-
-
-def _py_sum_py(a, compensated):  # type: ignore[no-untyped-def]
-    """Python's ``sum(float(v) for v in a)`` bit for bit: from the int 0, left to right; from CPython 3.12 with
-    Neumaier's compensation (``builtin_sum_impl``), added at the end only when it is finite and non-zero."""
-    n = a.shape[0]
-    if n == 0:
-        return 0.0
-    f = 0.0 + a[0]
-    if not compensated:
-        for i in range(1, n):
-            f += a[i]
-        return f
-    c = 0.0
-    for i in range(1, n):
-        x = a[i]
-        t = f + x
-        if abs(f) >= abs(x):
-            c += (f - t) + x
-        else:
-            c += (x - t) + f
-        f = t
-    if c != 0.0 and math.isfinite(c):
-        f += c
-    return f
-
-
-_py_sum = kernel(_py_sum_py, fastmath=False)
 
 
 def _execution_cost_fused_py(  # type: ignore[no-untyped-def]
@@ -140,7 +111,7 @@ def _execution_cost_fused_py(  # type: ignore[no-untyped-def]
         _ring_push(spreads, ist, fs, I_SPREADS, F_SPREAD_SUM, F_SPREAD_SQ, spread)
     ist[I_DIRECTION] = direction
     if direction != 0 and has_probs != 0 and probs.shape[0] > 0:
-        pu = _py_sum(probs, compensated) / probs.shape[0]
+        pu = py_sum(probs, compensated) / probs.shape[0]
         fs[F_P_DIRECTION] = pu if direction > 0 else 1 - pu
     else:
         fs[F_P_DIRECTION] = math.nan

@@ -9,6 +9,9 @@ bar (every field but the latencies) and the same module state after it, array fo
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -72,10 +75,11 @@ def _strip(d):
 
 
 def _hostile(bars):
-    """The sample with hostile bars woven in: a NaN volume, a zero volume, a refused (non-positive) close, a bar
-    repeated (refused: not after the last), a bar without a spread or timeframe."""
+    """The sample with varying spreads and hostile bars woven in: a NaN volume, a zero volume, a refused
+    (non-positive) close, a bar repeated (refused: not after the last), a bar without a spread or timeframe."""
     out = []
     for i, b in enumerate(bars):
+        b = replace(b, spread=4e-5 + 1e-5 * (i % 7))  # spreads that vary (the sample has none: the gate's 0 else)
         if i % 97 == 5:
             b = replace(b, volume=math.nan)
         elif i % 89 == 7:
@@ -83,7 +87,7 @@ def _hostile(bars):
         elif i % 83 == 11:
             out.append(replace(b, close=-1.0))  # refused by the intake
         elif i % 79 == 13:
-            b = replace(b, timeframe="")
+            b = replace(b, timeframe="", spread=None)
         out.append(b)
         if i % 101 == 17:
             out.append(b)  # the same bar again: refused
@@ -163,3 +167,41 @@ def test_bar_without_timeframe_is_the_gates():
     b = sample_bars()[0]
     clean, problem = g.intake.check(Bar(b.ts, b.open, b.high, b.low, b.close, b.volume, None, "", ""))
     assert problem is None and clean is not None and clean.timeframe == "M1"
+
+
+RUN_FROM_CACHE = """
+import hashlib, sys
+from dataclasses import replace
+from fxgate.engine import sample_bars
+from fxgate.engine.config import GateConfig, L2Config, L3Config, L4Config
+from fxgate.engine.gate import Gate
+from fxgate.modules import REGISTRY, CertaintyModule
+names = tuple(sorted(n for n, c in REGISTRY.items() if c.fused_step is not CertaintyModule.fused_step))
+cfg = GateConfig(l4=L4Config(modules=names), mode="full", l2=L2Config(enabled=False), l3=L3Config(enabled=False))
+g = Gate(cfg, None, timeframe="H1", symbol="EURUSD")
+g.warm_up()
+h = hashlib.sha256()
+for b in list(sample_bars())[:400]:
+    d = g.on_bar(b)
+    h.update(repr(replace(d, layers=tuple(replace(v, latency_us=0.0) for v in d.layers))).encode())
+s = g._updates._step.stats
+print(len(g._updates.fused), sum(s.cache_hits.values()), sum(s.cache_misses.values()), h.hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_the_compiled_step_loads_from_the_disk_cache_in_a_new_process(tmp_path):
+    """The second process loads the step (and every kernel it calls) from the disk cache instead of compiling, and
+    decides the same. (A step calling a recursive kernel compiled in the first process and crashed in the second:
+    numba cannot link a cached caller of a recursive function.)"""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONDONTWRITEBYTECODE="1")
+    runs = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", RUN_FROM_CACHE], capture_output=True, text=True, env=env, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs.append(r.stdout.split())
+    (n1, hits1, miss1, h1), (n2, hits2, miss2, h2) = runs
+    assert int(n1) == int(n2) == len(FUSABLE) > 0
+    assert int(miss1) == 1 and int(hits1) == 0, "the first process compiles the step"
+    assert int(hits2) == 1 and int(miss2) == 0, "the second loads it from the cache"
+    assert h1 == h2

@@ -13,9 +13,9 @@ import pytest
 
 from fxgate.engine import Bar
 from fxgate.modules import REGISTRY, Context, Outcome
+from fxgate.modules._common import _pairwise_sum_py, pairwise_sum, py_sum
 from fxgate.modules._fusion import O_COLUMNS
-from fxgate.modules.execution_cost import COMPENSATED_SUM, _py_sum
-from fxgate.modules.robust_kelly import _pairwise_sum_py, pairwise_sum
+from fxgate.modules.execution_cost import COMPENSATED_SUM
 
 CASES = [
     ("adverse_selection", {"window": 37}, 5000),
@@ -133,5 +133,5 @@ def test_probability_sum_is_this_interpreters_sum():
         if rng.random() < 0.3:
             a = np.where(rng.random(n) < 0.5, rng.choice(special, n), a)
         ref = sum(float(v) for v in a)
-        got = _py_sum(a, COMPENSATED_SUM)
+        got = py_sum(a, COMPENSATED_SUM)
         assert got.hex() == float(ref).hex() or (math.isnan(got) and math.isnan(ref)), list(a)
