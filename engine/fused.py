@@ -12,7 +12,8 @@ the same module list and parameters loads it instead of compiling.
 Per bar, :meth:`FusedModules.update` packs the bar's inputs (scalars, the Layer-1 probabilities, the feature row,
 the due outcomes and matured forecasts as rows of preallocated arrays), reads every fused state array by attribute
 (one C-level ``attrgetter`` call, so a module that rebinds an array — a restore, a reallocation — is always passed
-the array it holds now), and makes the one call. A kernel that asked for Python after it (``FusedStep.after``)
+the array it holds now), and makes the one call (after the few ``FusedStep.prepare`` calls some modules need:
+a model prediction the kernel cannot make). A kernel that asked for Python after it (``FusedStep.after``)
 gets it on the bars it flags. Then the modules without a fused part run their ``update(ctx)``. (Modules never read
 each other's state while updating, so the order between the two groups changes nothing.)
 
@@ -134,6 +135,7 @@ class FusedModules:
         self.fused = [m for m, _ in fused]
         self.steps = [s for _, s in fused]
         self._afters = [(j, s.after) for j, s in enumerate(self.steps) if s.after is not None]
+        self._prepares = [s.prepare for s in self.steps if s.prepare is not None]
         holder = types.SimpleNamespace(**{f"m{i}": m for i, m in enumerate(self.fused)})
         paths = [f"m{i}.{p}" for i, s in enumerate(self.steps) for p in s.state]
         self._holder = holder
@@ -185,6 +187,8 @@ class FusedModules:
             for m in self.python:
                 m.update(ctx)
             return
+        for prep in self._prepares:
+            prep(ctx)
         self._rows(max(len(ctx.outcomes), len(ctx.matured)))
         out, mat = self._out, self._mat
         for i, o in enumerate(ctx.outcomes):

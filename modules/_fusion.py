@@ -18,6 +18,11 @@ allowed, LLVM may reorder a sum or form an FMA differently once a kernel is inli
 parameters as constants, and the fused path's last bits would then differ from ``update``'s (seen on VPIN's bucket
 imbalances before this rule).
 
+A module whose update needs a Python call before its arithmetic (a model prediction the kernel cannot make: the
+quantile forests of the Layer-1 bundle) declares ``prepare``: the gate calls ``prepare(ctx)`` before the step on
+every bar, and it writes what the kernel needs into the module's own arrays (listed in ``state``). It must not
+change anything ``update`` would not.
+
 A kernel that needs Python after it (a periodic refit, a cache to drop) returns a nonzero int and declares
 ``after``: the gate calls ``after(flag)`` with it, after the step, on that bar only. A kernel without ``after``
 returns nothing.
@@ -90,6 +95,7 @@ class FusedStep:
     inputs: tuple[str, ...]  # names from INPUTS, in argument order
     params: tuple[int | float | bool, ...] = ()
     after: Callable[[int], None] | None = None
+    prepare: Callable[[Any], None] | None = None  # called with the bar's Context before the step
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.inputs if n not in INPUTS]
