@@ -64,15 +64,21 @@ State (``state_keys``; slots are module-level ints)::
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from fxgate.modules._common import SW_N, sw_push
+from fxgate.modules._common import SW_N, py_sum, sw_push
+from fxgate.modules._fusion import M_ENTRY, M_ENTRY_BAR, M_EXIT, FusedStep
 
 I_SCORED, I_CHECKED, I_MISSES, I_PAIRS, I_DIRECTION = range(5)
 F_ALPHA_T, F_W, F_MS, F_MR, F_CSS, F_CSR, F_YHAT, F_Q, F_LO, F_HI, F_COST = range(11)
+
+#: whether this interpreter's ``sum()`` of floats is compensated (Neumaier, CPython 3.12+): ``_signal`` averages the
+#: probabilities with ``sum()``, and the fused kernel adds them the same way
+COMPENSATED_SUM = sys.version_info >= (3, 12)
 
 #: the signal's weighted variance below which the slope is set to 0 (a constant signal carries no information)
 _MIN_VAR_S = 1e-12
@@ -167,6 +173,42 @@ _cp_score = kernel(_cp_score_py, fastmath=False)
 _cp_issue = kernel(_cp_issue_py, fastmath=False)
 # fastmath off: the order statistic's index ceil((n + 1)(1 - α_t)) is discontinuous in α_t, so α_t must be computed
 # exactly as the Python twin and the references compute it (a contracted multiply-add changes the last bit)
+
+
+def _cp_fused_py(  # type: ignore[no-untyped-def]
+    ebar, sig, yhat, lo, hi, scores, srt, sst, ist, fs, close, spread, direction, bar_index, has_probs, probs,
+    n_mat, mat, alpha, gamma, aci, lam, ewma, min_scores, compensated,
+):  # fmt: skip
+    """``ConformalPrediction.update`` in the fused step (``fxgate.modules._fusion``): a bad close clears the bar's
+    interval; else every matured row with a finite log return (``Matured.log_return``) is scored, then this bar's
+    prediction is issued from the signal mean(probs) - 0.5 (``_signal``: summed as this interpreter's ``sum()``)."""
+    if not (math.isfinite(close) and close > 0):
+        fs[F_YHAT] = math.nan
+        fs[F_Q] = math.nan
+        fs[F_LO] = math.nan
+        fs[F_HI] = math.nan
+        fs[F_COST] = math.nan
+        ist[I_DIRECTION] = 0
+        return
+    for i in range(n_mat):
+        e0 = mat[i, M_ENTRY]
+        e1 = mat[i, M_EXIT]
+        r = math.log(e1 / e0) if e0 > 0 and e1 > 0 else math.nan
+        if math.isfinite(r):
+            _cp_score(ebar, sig, yhat, lo, hi, scores, srt, sst, ist, fs, int(mat[i, M_ENTRY_BAR]), r, alpha, gamma,
+                      aci, lam)  # fmt: skip
+    cost = spread / close if math.isfinite(spread) and spread >= 0 else math.nan
+    d = 1 if direction > 0 else (-1 if direction < 0 else 0)
+    s = math.nan
+    m = probs.shape[0]
+    if has_probs != 0 and m > 0:
+        s = py_sum(probs, compensated) / m - 0.5
+        if not math.isfinite(s):
+            s = math.nan
+    _cp_issue(ebar, sig, yhat, lo, hi, srt, sst, ist, fs, bar_index, s, cost, d, alpha, aci, ewma, min_scores)
+
+
+_cp_fused = kernel(_cp_fused_py, fastmath=False)
 
 
 @register("conformal_prediction")
@@ -286,6 +328,20 @@ class ConformalPrediction(CertaintyModule):
     def load_state_dict(self, state: dict) -> None:  # type: ignore[type-arg]
         super().load_state_dict(state)
         self._lam = 0.5 ** (1.0 / float(self.params["halflife"]))
+
+    def fused_step(self, timeframe: str) -> FusedStep:
+        p = self.params
+        inputs = ("close", "spread", "direction", "bar_index", "has_probs", "probs", "n_mat", "mat")
+        params = (
+            float(p["alpha"]),
+            float(p["gamma"]),
+            p["method"] == "aci",
+            float(self._lam),
+            p["predictor"] == "ewma",
+            int(p["min_scores"]),
+            COMPENSATED_SUM,
+        )
+        return FusedStep(_cp_fused, self.state_keys, inputs, params)
 
     @property
     def interval(self) -> tuple[float, float]:

@@ -92,6 +92,7 @@ from fxgate.engine.core.feature_layout import feature_names
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, Matured, ModuleResult, insufficient, register
 from fxgate.modules._common import EXACT_EVERY
+from fxgate.modules._fusion import M_ENTRY, M_ENTRY_BAR, M_EXIT, FusedStep
 
 I_FIT, I_SCORED, I_W_OK, I_ZSEEN, I_SKIPPED, I_SINCE_EXACT = range(6)
 F_W, F_W2, F_ZW, F_SHRINK, F_SR, F_SRR = range(6)
@@ -388,6 +389,29 @@ def _fw_step_py(  # type: ignore[no-untyped-def]
 _fw_step = kernel(_fw_step_py, fastmath=False)
 
 
+def _fw_fused_py(  # type: ignore[no-untyped-def]
+    m1, m2, m3, m4, w, zmean, zm2, ez, es, eb, ent, eflag, wp, wr, psum, ic, ist, fs, cols, has_probs, probs, has_x,
+    x, bar_index, n_mat, mat, with_signal, lam, lam_z, min_fit, min_z, z_clip, centered,
+):  # fmt: skip
+    """``FactorWeighting.update`` in the fused step (``fxgate.modules._fusion``): the matured rows' entry bars and
+    log returns (``Matured.log_return``: NaN unless both prices are > 0), then :func:`_fw_step` with the feature row
+    and probabilities (empty when missing)."""
+    mb = np.empty(n_mat, dtype=np.int64)
+    mr = np.empty(n_mat)
+    for i in range(n_mat):
+        mb[i] = int(mat[i, M_ENTRY_BAR])
+        e0 = mat[i, M_ENTRY]
+        e1 = mat[i, M_EXIT]
+        mr[i] = math.log(e1 / e0) if e0 > 0 and e1 > 0 else math.nan
+    nx = x.shape[0] if has_x != 0 else 0
+    npr = probs.shape[0] if has_probs != 0 else 0
+    _fw_step(m1, m2, m3, m4, w, zmean, zm2, ez, es, eb, ent, eflag, wp, wr, psum, ic, ist, fs, mb, mr, x[:nx],
+             probs[:npr], bar_index, cols, with_signal, lam, lam_z, min_fit, min_z, z_clip, centered)  # fmt: skip
+
+
+_fw_fused = kernel(_fw_fused_py, fastmath=False)
+
+
 def _decay(halflife: float | None) -> float:
     if halflife is None or halflife == 0 or math.isinf(halflife):
         return 1.0
@@ -548,6 +572,20 @@ class FactorWeighting(CertaintyModule):
             float(p["z_clip"]),
             not p["assume_centered"],
         )
+
+    def fused_step(self, timeframe: str) -> FusedStep:
+        p = self.params
+        inputs = ("has_probs", "probs", "has_x", "x", "bar_index", "n_mat", "mat")
+        params = (
+            bool(p["include_signal"]),
+            float(self._lam),
+            float(self._lam_z),
+            int(p["min_fit"]),
+            int(p["z_min"]),
+            float(p["z_clip"]),
+            not p["assume_centered"],
+        )
+        return FusedStep(_fw_fused, (*self.state_keys, "_cols"), inputs, params)
 
     @property
     def weights(self) -> dict[str, float]:

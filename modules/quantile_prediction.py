@@ -51,6 +51,7 @@ from scipy import stats
 
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
+from fxgate.modules._fusion import M_ENTRY, M_ENTRY_BAR, M_EXIT, FusedStep
 
 TAUS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 K = len(TAUS)
@@ -164,6 +165,26 @@ _qp_score = kernel(_qp_score_py, fastmath=False)
 _qp_bar = kernel(_qp_bar_py, fastmath=False)
 _calib_worst = kernel(_calib_worst_py, fastmath=False)
 
+
+def _qp_fused_py(  # type: ignore[no-untyped-def]
+    pred, pred_bar, mq, mr, hits, hcount, last, ist, fs, q_now, qst, close, spread, direction, bar_index, has_probs,
+    probs, n_mat, mat, thin,
+):  # fmt: skip
+    """``QuantilePrediction.update`` in the fused step (``fxgate.modules._fusion``): ``prepare`` has put this bar's
+    forecast in ``q_now`` and its status in ``qst[0]``; a bad close does nothing, else every matured row is scored in
+    order and the bar is stored (:func:`_qp_bar`, with no matured entry of its own)."""
+    if not (math.isfinite(close) and close > 0):
+        return
+    for i in range(n_mat):
+        _qp_score(pred, pred_bar, mq, mr, hits, hcount, ist, int(mat[i, M_ENTRY_BAR]), mat[i, M_ENTRY], mat[i, M_EXIT],
+                  thin)  # fmt: skip
+    m = probs.shape[0] if has_probs != 0 else 0
+    _qp_bar(pred, pred_bar, mq, mr, hits, hcount, last, ist, fs, q_now, qst[0], probs[:m], direction, spread, close,
+            bar_index, -1, math.nan, math.nan, thin)  # fmt: skip
+
+
+_qp_fused = kernel(_qp_fused_py, fastmath=False)
+
 _NAN9 = np.full(K, math.nan)
 _EMPTY_F = np.zeros(0)
 
@@ -213,6 +234,8 @@ class QuantilePrediction(CertaintyModule):
         """Constants from the parameters (not state): the acceptance table and the thinning stride."""
         self._lo, self._hi = acceptance(int(self.params["window"]), float(self.params["ci_level"]))
         self._thin = int(self.params["horizon"]) if self.params["thin"] else 1
+        self._q = np.full(K, math.nan)  # the fused step's scratch: this bar's forecast and its status (prepare)
+        self._qst = np.zeros(1, dtype=np.int64)
 
     def load_state_dict(self, state: dict) -> None:  # type: ignore[type-arg]
         super().load_state_dict(state)
@@ -229,21 +252,37 @@ class QuantilePrediction(CertaintyModule):
                     0, 1.0, 1.0, 1)  # fmt: skip
         _calib_worst(hcount, self._lo, self._hi, 0)
 
+    @staticmethod
+    def _forecast(ctx: Context) -> tuple[np.ndarray, int]:
+        """This bar's quantile forecast and its status (ST_OK before the kernel checks that all nine are finite)."""
+        ens = ctx.ensemble
+        if ctx.in_sample:
+            return _NAN9, ST_IN_SAMPLE
+        if ens is None or ctx.features is None:
+            return _NAN9, ST_NO_ENSEMBLE
+        if not getattr(ens, "has_quantiles", False):
+            return _NAN9, ST_NO_QUANTILES
+        return ens.predict_quantiles(ctx.features), ST_OK  # the kernel makes it ST_BAD_FORECAST unless all finite
+
+    def _prepare(self, ctx: Context) -> None:
+        """The fused step's Python part: the forecast (a model call) into ``_q`` and its status into ``_qst``."""
+        close = ctx.bar.close
+        if not (math.isfinite(close) and close > 0):
+            return  # the kernel skips the bar
+        q, status = self._forecast(ctx)
+        self._q[:] = q[:K]
+        self._qst[0] = status
+
+    def fused_step(self, timeframe: str) -> FusedStep:
+        inputs = ("close", "spread", "direction", "bar_index", "has_probs", "probs", "n_mat", "mat")
+        state = (*self.state_keys, "_q", "_qst")
+        return FusedStep(_qp_fused, state, inputs, (int(self._thin),), prepare=self._prepare)
+
     def update(self, ctx: Context) -> None:
         close = ctx.bar.close
         if not (math.isfinite(close) and close > 0):
             return  # a bad bar is skipped (the gate never accepts one)
-        ens = ctx.ensemble
-        q = _NAN9
-        if ctx.in_sample:
-            status = ST_IN_SAMPLE
-        elif ens is None or ctx.features is None:
-            status = ST_NO_ENSEMBLE
-        elif not getattr(ens, "has_quantiles", False):
-            status = ST_NO_QUANTILES
-        else:
-            q = ens.predict_quantiles(ctx.features)
-            status = ST_OK  # the kernel makes it ST_BAD_FORECAST unless all nine are finite
+        q, status = self._forecast(ctx)
         p = ctx.probs
         mats = ctx.matured
         eb, e0, e1 = -1, math.nan, math.nan
