@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule
 
 __all__ = ["ScheduledModule", "worker"]
@@ -50,6 +51,9 @@ __all__ = ["ScheduledModule", "worker"]
 J_LEFT = 0  # updates left before the pending result is applied; -1: no job
 #: a job's result is in jres (settled, or restored from a snapshot) instead of in the future
 J_SETTLED = 1
+#: what a scheduled module's fused kernel returns (bits; ``ScheduledModule.fused_after`` acts on them): the pending
+#: result is applied on this update / a recompute falls due on it
+FLAG_APPLY, FLAG_DUE = 1, 2
 
 _LOCK = threading.Lock()
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
@@ -73,6 +77,18 @@ def worker() -> ThreadPoolExecutor:
         if _POOL is None or _POOL[0] != os.getpid():
             _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="fxgate-recompute"))
         return _POOL[1]
+
+
+def _tick_count_py(jst):  # type: ignore[no-untyped-def]
+    """:meth:`ScheduledModule._tick`'s count in a kernel (a fused step): count one update down; FLAG_APPLY when the
+    pending result is applied on it (the caller's ``after`` applies it), else 0."""
+    if jst[J_LEFT] < 0:
+        return 0
+    jst[J_LEFT] -= 1
+    return FLAG_APPLY if jst[J_LEFT] <= 0 else 0
+
+
+_tick_count = kernel(_tick_count_py, fastmath=False)
 
 
 def _run(fn: Any, inputs: Any) -> tuple[np.ndarray | None, str]:
@@ -136,6 +152,17 @@ class ScheduledModule(CertaintyModule):
         self.jst[J_LEFT] -= 1
         if self.jst[J_LEFT] <= 0:
             self._apply_pending()
+
+    def fused_after(self, flag: int) -> None:
+        """The Python part of a fused update (``fxgate.modules._fusion``), after the kernel counted the update down
+        (:func:`_tick_count`) and pushed the bar's data: apply the pending result (``FLAG_APPLY``: what
+        :meth:`_tick` does at the start of ``update``), then submit the recompute that fell due (``FLAG_DUE``). The
+        result writes only the verdict's state, which the bar's pushes and schedule count neither read nor write, so
+        applying it after them leaves the state ``update`` leaves."""
+        if flag & FLAG_APPLY:
+            self._apply_pending()
+        if flag & FLAG_DUE:
+            self._due()
 
     def _due(self) -> None:
         """A recompute is due on this bar: run it (``lag`` 0) or submit it."""

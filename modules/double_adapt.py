@@ -107,6 +107,7 @@ from fxgate.modules._drift import (
     adwin_update,
     ph_update,
 )
+from fxgate.modules._fusion import M_ENTRY, M_EXIT, M_HAS_PROBS, FusedStep
 
 (
     I_BARS,
@@ -328,6 +329,88 @@ _loss_step = kernel(_loss_step_py, fastmath=False)
 _psi_step = kernel(_psi_step_py, fastmath=False)
 
 
+def _double_adapt_fused_py(  # type: ignore[no-untyped-def]
+    tot,
+    var,
+    cnt,
+    aist,
+    afs,
+    pist,
+    pfs,
+    ist,
+    fs,
+    calib,
+    rb,
+    rcnt,
+    rvalid,
+    term,
+    edges,
+    nedges,
+    ref_p,
+    go,
+    close,
+    x,
+    n_mat,
+    mat,
+    mprobs,
+    log_loss,
+    adw_delta,
+    adw_clock,
+    adw_buckets,
+    adw_mwl,
+    adw_grace,
+    ph_min,
+    ph_delta,
+    ph_threshold,
+    ph_alpha,
+    ph_mode,
+    up_only,
+    eps,
+    min_valid,
+):
+    """``DoubleAdapt.update`` in the fused step (``fxgate.modules._fusion``), after its ``prepare``
+    (``DoubleAdapt._prepare``: the bundle check and the reference side of the feature push, Python): skip a bad
+    bar whole; count the bar; score each matured forecast with probabilities (:func:`_loss_step`); push the
+    feature row into the PSI window when ``prepare`` said so (``go[0]``: the reference is fixed and the row fits)."""
+    if not (math.isfinite(close) and close > 0):
+        return
+    ist[I_BARS] += 1
+    for i in range(n_mat):
+        if mat[i, M_HAS_PROBS] != 0:
+            _loss_step(
+                tot,
+                var,
+                cnt,
+                aist,
+                afs,
+                pist,
+                pfs,
+                ist,
+                fs,
+                calib,
+                mprobs[i],
+                mat[i, M_ENTRY],
+                mat[i, M_EXIT],
+                log_loss,
+                adw_delta,
+                adw_clock,
+                adw_buckets,
+                adw_mwl,
+                adw_grace,
+                ph_min,
+                ph_delta,
+                ph_threshold,
+                ph_alpha,
+                ph_mode,
+                up_only,
+            )
+    if go[0] != 0:
+        _psi_step(rb, rcnt, rvalid, term, edges, nedges, ref_p, ist, fs, x, eps, min_valid)
+
+
+_double_adapt_fused = kernel(_double_adapt_fused_py, fastmath=False)
+
+
 def reference_bins(ref: np.ndarray, n_bins: int, min_valid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per feature (column of ``ref``): the unique inner cut points at the reference's ``n_bins``-quantiles
     (numpy's linear interpolation), their count (-1 for a feature with fewer than ``min_valid`` finite values), and
@@ -453,6 +536,8 @@ class DoubleAdapt(CertaintyModule):
             1 if p["direction"] == "up" else 0,
         )
         self._psi_args = (float(p["psi_eps"]), int(p["psi_min_valid"]))
+        #: set by the fused step's prepare: 1 when the kernel pushes this bar's row into the PSI window
+        self._psi_go = np.zeros(1, dtype=np.int64)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -511,15 +596,7 @@ class DoubleAdapt(CertaintyModule):
             self._push_features(np.ascontiguousarray(ctx.features, dtype=np.float64), ctx.in_sample)
 
     def _push_features(self, x: np.ndarray, in_sample: bool) -> None:
-        ist, p = self.ist, self.params
-        if x.ndim != 1 or x.size == 0:
-            return
-        nf = int(ist[I_N_FEATURES])
-        if nf == 0:
-            self._features(x.size)
-        elif x.size != nf:
-            return  # a row of another width is not comparable with the reference
-        if ist[I_FROZEN]:
+        if self._reference_push(x, in_sample):
             _psi_step(
                 self.rb,
                 self.rcnt,
@@ -528,16 +605,29 @@ class DoubleAdapt(CertaintyModule):
                 self.edges,
                 self.nedges,
                 self.ref_p,
-                ist,
+                self.ist,
                 self.fs,
                 x,
                 *self._psi_args,
             )
-            return
+
+    def _reference_push(self, x: np.ndarray, in_sample: bool) -> bool:
+        """The reference side of pushing the feature row ``x``: size the state on the first row, fill or fix the
+        reference. True when the row goes into the PSI window (the reference is fixed and the row fits): the
+        caller then runs ``_psi_step`` on it."""
+        ist, p = self.ist, self.params
+        if x.ndim != 1 or x.size == 0:
+            return False
+        nf = int(ist[I_N_FEATURES])
+        if nf == 0:
+            self._features(x.size)
+        elif x.size != nf:
+            return False  # a row of another width is not comparable with the reference
+        if ist[I_FROZEN]:
+            return True
         if not in_sample and ist[I_REF_IN_SAMPLE] >= p["min_ref"]:
             self._freeze()  # the training window is over: this row is the first recent one
-            self._push_features(x, in_sample)
-            return
+            return True
         cap = self.ref.shape[0]
         self.ref[ist[I_REF_ROWS] % cap] = x
         ist[I_REF_ROWS] += 1
@@ -545,6 +635,51 @@ class DoubleAdapt(CertaintyModule):
             ist[I_REF_IN_SAMPLE] += 1
         elif ist[I_REF_ROWS] >= cap:
             self._freeze()
+        return False
+
+    # -- the fused step ----------------------------------------------------------------------------------------
+    def fused_step(self, timeframe: str) -> FusedStep:
+        """The kernel scores the matured forecasts and pushes a row into the PSI window; ``prepare`` does the Python
+        before it: the bundle check (a refit resets the state) and the reference side of the feature push (sizing,
+        filling and fixing the reference: numpy quantiles). The reference push touches no state the loss steps
+        read or write, so doing it before them (``update`` does it after) leaves the same state."""
+        return FusedStep(
+            _double_adapt_fused,
+            (
+                "tot",
+                "var",
+                "cnt",
+                "aist",
+                "afs",
+                "pist",
+                "pfs",
+                "ist",
+                "fs",
+                "calib",
+                "rb",
+                "rcnt",
+                "rvalid",
+                "term",
+                "edges",
+                "nedges",
+                "ref_p",
+                "_psi_go",
+            ),
+            ("close", "x", "n_mat", "mat", "mprobs"),
+            (*self._args, *self._psi_args),
+            prepare=self._prepare,
+        )
+
+    def _prepare(self, ctx: Context) -> None:
+        c = ctx.bar.close
+        if not (math.isfinite(c) and c > 0):
+            self._psi_go[0] = 0
+            return  # the kernel skips the bar too
+        self._check_bundle(ctx.ensemble)  # a refit resets the state (and rebinds _psi_go)
+        go = False
+        if ctx.features is not None:
+            go = self._reference_push(np.ascontiguousarray(ctx.features, dtype=np.float64), ctx.in_sample)
+        self._psi_go[0] = go
 
     def _freeze(self) -> None:
         """Fix the reference: per-feature decile cut points and shares; the raw rows are no longer needed."""

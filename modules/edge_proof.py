@@ -93,7 +93,8 @@ from fxgate.engine.core.jit import kernel
 from fxgate.engine.core.sharpe import deflated_sharpe_from, probabilistic_sharpe_from, sharpe_moments
 from fxgate.modules._base import Context, ModuleResult, insufficient, register
 from fxgate.modules._bootstrap import optimal_block_length, sb_variance, stationary_means
-from fxgate.modules._schedule import ScheduledModule
+from fxgate.modules._fusion import O_DIRECTION, O_ENTRY, O_EXIT, O_SPREAD, FusedStep
+from fxgate.modules._schedule import FLAG_DUE, ScheduledModule, _tick_count
 
 __all__ = ["EdgeProof", "SpaResult", "spa_pvalues", "spa_test"]
 
@@ -190,6 +191,28 @@ _edge_push = kernel(_edge_push_py, fastmath=False)
 _edge_bar = kernel(_edge_bar_py, fastmath=False)
 
 
+def _edge_fused_py(pnl, ist, jst, close, n_out, out, costs, every, min_outcomes, window):  # type: ignore[no-untyped-def]
+    """``EdgeProof.update`` in the fused step (``fxgate.modules._fusion``): skip a bad bar whole; count the pending
+    recompute down; push each due outcome's P&L (``Outcome.pnl`` = D·(exit − entry) − spread, or the markout
+    without ``costs``) when finite; count the good bar. Returns the schedule's flags (``_schedule.FLAG_APPLY``:
+    apply the pending result, ``FLAG_DUE``: a recompute is due): ``ScheduledModule.fused_after`` does both."""
+    if not (math.isfinite(close) and close > 0):
+        return 0
+    flag = _tick_count(jst)
+    for i in range(n_out):
+        x = out[i, O_DIRECTION] * (out[i, O_EXIT] - out[i, O_ENTRY])  # Outcome.markout
+        if costs:
+            x = x - out[i, O_SPREAD]  # Outcome.pnl
+        if math.isfinite(x):
+            _edge_push(pnl, ist, x)
+    if _edge_bar(ist, every, min_outcomes, window):
+        flag |= FLAG_DUE
+    return flag
+
+
+_edge_fused = kernel(_edge_fused_py, fastmath=False)
+
+
 @register("edge_proof")
 class EdgeProof(ScheduledModule):
     title = "EdgeProof"
@@ -275,6 +298,11 @@ class EdgeProof(ScheduledModule):
                 _edge_push(self.pnl, self.ist, x)
         if _edge_bar(self.ist, p["every"], p["min_outcomes"], p["window"]):
             self._due()
+
+    def fused_step(self, timeframe: str) -> FusedStep:
+        p = self.params
+        params = (bool(p["costs"]), int(p["every"]), int(p["min_outcomes"]), int(p["window"]))
+        return FusedStep(_edge_fused, ("pnl", "ist", "jst"), ("close", "n_out", "out"), params, after=self.fused_after)
 
     def values(self) -> np.ndarray:
         """The window's P&L in arrival order (oldest first)."""

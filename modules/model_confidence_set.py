@@ -83,7 +83,8 @@ import numpy as np
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import Context, ModuleResult, insufficient, register
 from fxgate.modules._bootstrap import optimal_block_length, stationary_means
-from fxgate.modules._schedule import ScheduledModule
+from fxgate.modules._fusion import M_ENTRY, M_ENTRY_BAR, M_EXIT, M_HAS_PROBS, M_LLM_PROB, FusedStep
+from fxgate.modules._schedule import FLAG_DUE, ScheduledModule, _tick_count
 
 __all__ = ["ModelConfidenceSet", "COLUMNS", "mcs_pvalues", "mcs"]
 
@@ -147,6 +148,40 @@ def _mcs_snapshot_py(snap, ist, bar_index):  # type: ignore[no-untyped-def]
 _mcs_push = kernel(_mcs_push_py, fastmath=False)
 _mcs_count = kernel(_mcs_count_py, fastmath=False)
 _mcs_snapshot = kernel(_mcs_snapshot_py, fastmath=False)
+
+
+def _mcs_fused_py(losses, snap, ist, jst, bar_index, n_mat, mat, mprobs, half, min_rows, every):  # type: ignore[no-untyped-def]
+    """``ModelConfidenceSet.update`` in the fused step (``fxgate.modules._fusion``): count the pending recompute
+    down; per matured forecast with finite positive prices, push its loss row (when it has three members'
+    probabilities in [0, 1]) and count its outcome; snapshot the base-rate counts. Returns the schedule's flags
+    (``_schedule.FLAG_APPLY``: apply the pending result, ``FLAG_DUE``: a recompute is due):
+    ``ScheduledModule.fused_after`` does both."""
+    flag = _tick_count(jst)
+    three = mprobs.shape[1] == N_MEMBERS
+    for i in range(n_mat):
+        e = mat[i, M_ENTRY]
+        x = mat[i, M_EXIT]
+        if not (math.isfinite(e) and math.isfinite(x) and e > 0 and x > 0):
+            continue
+        up = 1.0 if x > e else 0.0
+        if mat[i, M_HAS_PROBS] != 0 and three:
+            p0 = mprobs[i, 0]
+            p1 = mprobs[i, 1]
+            p2 = mprobs[i, 2]
+            if 0.0 <= p0 <= 1.0 and 0.0 <= p1 <= 1.0 and 0.0 <= p2 <= 1.0:  # NaN fails every comparison
+                q = mat[i, M_LLM_PROB]
+                llm = q if 0.0 <= q <= 1.0 else math.nan
+                _mcs_push(losses, snap, ist, p0, p1, p2, llm, up, int(mat[i, M_ENTRY_BAR]), half)
+        _mcs_count(ist, up)
+    _mcs_snapshot(snap, ist, bar_index)
+    rows = ist[I_ROWS]
+    last = ist[I_RECOMPUTED]
+    if min(rows, losses.shape[0]) >= min_rows and (last < 0 or rows - last >= every):
+        flag |= FLAG_DUE
+    return flag
+
+
+_mcs_fused = kernel(_mcs_fused_py, fastmath=False)
 
 
 # -- the MCS ---------------------------------------------------------------------------------------------------------
@@ -409,6 +444,17 @@ class ModelConfidenceSet(ScheduledModule):
         need = int(self.params["min_rows"])
         if min(rows, len(self.losses)) >= need and (last < 0 or rows - last >= int(self.params["every"])):
             self._due()
+
+    def fused_step(self, timeframe: str) -> FusedStep:
+        p = self.params
+        params = (p["benchmark"] == "half", int(p["min_rows"]), int(p["every"]))
+        return FusedStep(
+            _mcs_fused,
+            ("losses", "snap", "ist", "jst"),
+            ("bar_index", "n_mat", "mat", "mprobs"),
+            params,
+            after=self.fused_after,
+        )
 
     def design(self) -> tuple[np.ndarray, bool]:
         """The loss matrix the next recompute uses (rows oldest first) and whether it includes the LLM."""
