@@ -118,7 +118,16 @@ def fused_vs_twins(cfg, ens, bars) -> dict:  # type: ignore[no-untyped-def]
                 f(ctx)
                 acc[-1] += time.perf_counter_ns()
 
-            ms[0].update, ms[-1].update = first, last
+            if len(ms) == 1:
+
+                def both(ctx, f=ms[0].update, acc=acc):  # type: ignore[no-untyped-def]
+                    t0 = time.perf_counter_ns()
+                    f(ctx)
+                    acc.append(time.perf_counter_ns() - t0)
+
+                ms[0].update = both
+            else:
+                ms[0].update, ms[-1].update = first, last
         res[k] = {"n_fused": len(g._updates.fused) if g._updates is not None else 0}
     on: dict[str, list[int]] = {k: [] for k in gates}
     for b in bars[2000:]:

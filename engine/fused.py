@@ -29,6 +29,7 @@ import math
 import operator
 import os
 import sys
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -101,9 +102,22 @@ def generate(steps: list[FusedStep]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: one dispatcher per generated source in this process: the gates of a pool share it (and its compiled code)
+_STEPS: dict[str, Any] = {}
+_STEPS_LOCK = threading.Lock()
+
+
 def _compile(source: str) -> Any:
     """Write ``source`` under the kernel cache directory (once; atomically) and compile its ``step``."""
     tag = hashlib.sha256(source.encode()).hexdigest()[:16]
+    with _STEPS_LOCK:
+        hit = _STEPS.get(tag)
+        if hit is None:
+            hit = _STEPS[tag] = _load(source, tag)
+    return hit
+
+
+def _load(source: str, tag: str) -> Any:
     folder = Path(cache_dir()) / "fused"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{tag}.py"

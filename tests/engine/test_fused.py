@@ -205,3 +205,11 @@ def test_the_compiled_step_loads_from_the_disk_cache_in_a_new_process(tmp_path):
     assert int(miss1) == 1 and int(hits1) == 0, "the first process compiles the step"
     assert int(hits2) == 1 and int(miss2) == 0, "the second loads it from the cache"
     assert h1 == h2
+
+
+def test_gates_with_one_module_list_share_one_compiled_step():
+    """A pool's gates (one per symbol, one config) share the dispatcher: the step is loaded once per process."""
+    a = FusedModules([create("vpin"), create("bocpd")], "H1", n_features=4)
+    b = FusedModules([create("vpin"), create("bocpd")], "H1", n_features=4)
+    c = FusedModules([create("vpin", n_buckets=20), create("bocpd")], "H1", n_features=4)
+    assert a._step is b._step and a._step is not c._step
