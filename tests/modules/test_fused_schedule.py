@@ -36,7 +36,10 @@ def edge_stream(n: int, seed: int = 0) -> list[Context]:
     out = []
     for i in range(n):
         x = float(rng.standard_normal() * 1e-4 + 3e-5)
-        o = Outcome(i * H, (i + 1) * H, 1, 1.1, 1.1 + x)
+        d = -1 if i % 3 == 0 else 1
+        # (here, unlike test_schedule's: short outcomes, spreads, and a NaN spread now and then: a P&L not pushed)
+        spread = math.nan if i % 23 == 5 else 1e-5 * (i % 4)
+        o = Outcome(i * H, (i + 1) * H, d, 1.1, 1.1 + d * x, spread)
         out.append(Context(Bar((i + 1) * H, 1.1, 1.1, 1.1, 1.1, 1.0, timeframe="H1"), outcomes=(o,), bar_index=i + 1))
     return out
 
@@ -44,14 +47,22 @@ def edge_stream(n: int, seed: int = 0) -> list[Context]:
 def mcs_stream(n: int, seed: int = 0) -> list[Context]:
     rng = np.random.default_rng(seed)
     price, out = 1.1, []
-    entries: list[tuple[int, float, np.ndarray]] = []
+    entries: list[tuple[int, float, np.ndarray | None]] = []
     for i in range(1, n + 1):
         new = price * math.exp(float(rng.standard_normal()) * 1e-3)
         p = np.clip(0.5 + rng.standard_normal(3) * 0.05, 0.01, 0.99)
         mat = ()
         if entries:
             e_bar, e_price, e_p = entries.pop()
-            mat = (Matured(e_bar, (e_bar) * H, i * H, e_price, new, e_p, None, 0, 1e-5, math.nan),)
+            # (here, unlike test_schedule's: bars without probabilities (in sample), a member outside [0, 1], the
+            # LLM's answer on some bars (one outside [0, 1]), a NaN exit price now and then)
+            llm = float(rng.random()) if i % 3 == 0 else 1.5 if i % 31 == 2 else math.nan
+            x = math.nan if i % 37 == 8 else new
+            mat = (Matured(e_bar, (e_bar) * H, i * H, e_price, x, e_p, None, 0, 1e-5, llm),)
+        if i % 11 == 3:
+            p = None
+        elif i % 19 == 4:
+            p[1] = 1.2
         entries.append((i, new, p))
         price = new
         out.append(Context(Bar(i * H, price, price, price, price, 1.0, timeframe="H1"), matured=mat, bar_index=i))
@@ -122,9 +133,10 @@ def test_scheduled_fused_step_equals_update_deferred_rolled_back_and_restored(na
     m = create(name, **kw, lag=lag)
     fm = FusedModules([m], "H1", n_features=1)
     assert fm.fused == [m]
-    rolled = 0
+    rolled = used_llm = 0
     for i, c in enumerate(ctxs):
         ref.update(c)
+        used_llm += name == "model_confidence_set" and int(ref.ist[6])  # I_USED_LLM
         if i % 3 == 1:  # refused after the update ran: the gate's transaction puts the state back
             st = m.state_dict()
             fm.update(c)
@@ -144,6 +156,7 @@ def test_scheduled_fused_step_equals_update_deferred_rolled_back_and_restored(na
     assert int(m.ist[1 if name == "edge_proof" else 4]) > 0
     if lag:
         assert rolled >= 5
+    assert name == "edge_proof" or used_llm > 0  # the judge's column was in some MCS
 
 
 def test_a_failed_recompute_fails_the_fused_verdict_closed_until_the_next_one(monkeypatch):
