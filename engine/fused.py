@@ -214,13 +214,16 @@ class FusedModules:
                 o.spread,
                 o.prob,
             )
-        if ctx.probs is not None and len(ctx.probs) != self._n_models:
-            self._models(len(ctx.probs))
+        lengths = {len(mt.probs) for mt in ctx.matured if mt.probs is not None}
+        if ctx.probs is not None:
+            lengths.add(len(ctx.probs))
+        if len(lengths) > 1:
+            raise ValueError(f"fused step: one bar's probabilities have different lengths {sorted(lengths)}")
+        if lengths and (n := lengths.pop()) != self._n_models:
+            self._models(n)  # a bundle with another model count: before any row is written
+        mprobs = self._mprobs
         for i, mt in enumerate(ctx.matured):
             has = mt.probs is not None
-            if has and len(mt.probs) != self._n_models:
-                self._models(len(mt.probs))
-            mprobs = self._mprobs
             r = mat[i]
             r[M_ENTRY_BAR], r[M_ENTRY], r[M_EXIT] = mt.entry_bar, mt.entry_price, mt.exit_price
             r[M_DIRECTION], r[M_SPREAD], r[M_LLM_PROB] = mt.direction, mt.spread, mt.llm_prob
