@@ -38,27 +38,16 @@ import numpy as np
 
 from fxgate.engine.core.jit import cache_dir, kernel
 from fxgate.modules import CertaintyModule, Context
-from fxgate.modules._fusion import (
-    INPUTS,
-    M_COLUMNS,
-    M_DIRECTION,
-    M_EMITTED,
-    M_ENTRY,
-    M_ENTRY_BAR,
-    M_EXIT,
-    M_HAS_PROBS,
-    M_LLM_PROB,
-    M_SPREAD,
-    O_COLUMNS,
-    O_DIRECTION,
-    O_ENTRY,
-    O_EXIT,
-    O_PROB,
-    O_SPREAD,
-    FusedStep,
-)
+from fxgate.modules import _fusion as fz
+from fxgate.modules._fusion import INPUTS, M_COLUMNS, O_COLUMNS, FusedStep
 
 __all__ = ["FusedModules", "generate"]
+
+_F64 = np.dtype(np.float64)
+# the rows are written as tuples in column order: the column constants must be that order
+assert (fz.O_DIRECTION, fz.O_ENTRY, fz.O_EXIT, fz.O_SPREAD, fz.O_PROB) == tuple(range(O_COLUMNS))
+assert (fz.M_ENTRY_BAR, fz.M_ENTRY, fz.M_EXIT, fz.M_DIRECTION, fz.M_SPREAD, fz.M_LLM_PROB, fz.M_EMITTED,
+        fz.M_HAS_PROBS) == tuple(range(M_COLUMNS))  # fmt: skip
 
 
 def _global_name(fn: Any) -> tuple[str, str]:
@@ -175,25 +164,30 @@ class FusedModules:
     def _vector(v: Any, zeros: np.ndarray, what: str) -> tuple[int, np.ndarray]:
         if v is None:
             return 0, zeros
-        a = v if type(v) is np.ndarray and v.dtype == np.float64 and v.flags.c_contiguous and v.ndim == 1 else None
-        if a is None:
-            a = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
-        if a.shape != zeros.shape:
-            raise ValueError(f"fused step: {what} has {a.shape[0]} values, expected {zeros.shape[0]}")
-        return 1, a
+        if not (type(v) is np.ndarray and v.dtype is _F64 and v.ndim == 1 and v.flags.c_contiguous):
+            v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+        if v.shape != zeros.shape:
+            raise ValueError(f"fused step: {what} has {v.shape[0]} values, expected {zeros.shape[0]}")
+        return 1, v
 
-    def _models(self, n: int) -> None:
-        """Size the probability inputs for ``n`` Layer-1 models (a bundle with another model count)."""
+    def _models(self, ctx: Context) -> None:
+        """Size the probability inputs for a bundle with another model count, before any row is written; one bar's
+        probabilities of different lengths are refused."""
+        lengths = {len(mt.probs) for mt in ctx.matured if mt.probs is not None}
+        if ctx.probs is not None:
+            lengths.add(len(ctx.probs))
+        if len(lengths) > 1:
+            raise ValueError(f"fused step: one bar's probabilities have different lengths {sorted(lengths)}")
+        n = lengths.pop()
         self._n_models = n
         self._probs0 = np.zeros(n)
         self._mprobs = np.zeros((self._mat.shape[0], n))
 
     def _rows(self, n: int) -> None:
-        if n > self._out.shape[0] or n > self._mat.shape[0]:
-            cap = max(n, 2 * self._out.shape[0])
-            self._out = np.zeros((cap, O_COLUMNS))
-            self._mat = np.zeros((cap, M_COLUMNS))
-            self._mprobs = np.zeros((cap, self._n_models))
+        cap = max(n, 2 * self._out.shape[0])
+        self._out = np.zeros((cap, O_COLUMNS))
+        self._mat = np.zeros((cap, M_COLUMNS))
+        self._mprobs = np.zeros((cap, self._n_models))
 
     def update(self, ctx: Context) -> None:
         """One bar's updates: every module's, as ``for m in modules: m.update(ctx)`` would leave them."""
@@ -203,34 +197,25 @@ class FusedModules:
             return
         for prep in self._prepares:
             prep(ctx)
-        self._rows(max(len(ctx.outcomes), len(ctx.matured)))
-        out, mat = self._out, self._mat
-        for i, o in enumerate(ctx.outcomes):
-            r = out[i]
-            r[O_DIRECTION], r[O_ENTRY], r[O_EXIT], r[O_SPREAD], r[O_PROB] = (
-                o.direction,
-                o.entry_price,
-                o.exit_price,
-                o.spread,
-                o.prob,
-            )
-        lengths = {len(mt.probs) for mt in ctx.matured if mt.probs is not None}
-        if ctx.probs is not None:
-            lengths.add(len(ctx.probs))
-        if len(lengths) > 1:
-            raise ValueError(f"fused step: one bar's probabilities have different lengths {sorted(lengths)}")
-        if lengths and (n := lengths.pop()) != self._n_models:
-            self._models(n)  # a bundle with another model count: before any row is written
-        mprobs = self._mprobs
-        for i, mt in enumerate(ctx.matured):
+        outcomes, matured, probs = ctx.outcomes, ctx.matured, ctx.probs
+        n_out, n_mat = len(outcomes), len(matured)
+        if n_out > self._out.shape[0] or n_mat > self._out.shape[0]:
+            self._rows(max(n_out, n_mat))
+        nm = self._n_models
+        if (probs is not None and len(probs) != nm) or (
+            n_mat and any(mt.probs is not None and len(mt.probs) != nm for mt in matured)
+        ):
+            self._models(ctx)
+        out, mat, mprobs = self._out, self._mat, self._mprobs
+        for i, o in enumerate(outcomes):  # the O_* columns, in order
+            out[i] = (o.direction, o.entry_price, o.exit_price, o.spread, o.prob)
+        for i, mt in enumerate(matured):  # the M_* columns, in order
             has = mt.probs is not None
-            r = mat[i]
-            r[M_ENTRY_BAR], r[M_ENTRY], r[M_EXIT] = mt.entry_bar, mt.entry_price, mt.exit_price
-            r[M_DIRECTION], r[M_SPREAD], r[M_LLM_PROB] = mt.direction, mt.spread, mt.llm_prob
-            r[M_EMITTED], r[M_HAS_PROBS] = mt.emitted, has
+            e = (mt.entry_bar, mt.entry_price, mt.exit_price, mt.direction, mt.spread, mt.llm_prob, mt.emitted, has)
+            mat[i] = e
             if has:
                 mprobs[i] = mt.probs
-        has_probs, probs = self._vector(ctx.probs, self._probs0, "Context.probs")
+        has_probs, probs = self._vector(probs, self._probs0, "Context.probs")
         has_x, x = self._vector(ctx.features, self._x0, "Context.features")
         b = ctx.bar
         flags = self._flags
@@ -249,11 +234,11 @@ class FusedModules:
             probs,
             has_x,
             x,
-            len(ctx.outcomes),
+            n_out,
             out,
-            len(ctx.matured),
+            n_mat,
             mat,
-            self._mprobs,
+            mprobs,
             flags,
         )
         for j, after in self._afters:
