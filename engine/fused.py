@@ -19,6 +19,8 @@ each other's state while updating, so the order between the two groups changes n
 
 The modules' ``update`` methods stay the reference: ``Gate(fused=False)`` runs them alone, and
 ``tests/engine/test_fused.py`` checks the two paths give bit-identical decisions and module state on the sample.
+The parameters are read from the modules once, at gate start (a restore loads a snapshot of the same config: its
+hash is checked).
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import math
 import operator
 import os
 import sys
+import tempfile
 import threading
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +110,27 @@ def _compile(source: str) -> Any:
     return hit
 
 
-def _load(source: str, tag: str) -> Any:
-    folder = Path(cache_dir()) / "fused"
+def _write(folder: Path, source: str, tag: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{tag}.py"
     if not path.exists() or path.read_text() != source:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(source)
         os.replace(tmp, path)
+    return path
+
+
+def _load(source: str, tag: str) -> Any:
+    try:
+        path = _write(Path(cache_dir()) / "fused", source, tag)
+    except OSError as exc:  # a read-only cache location: this process's temporary folder (compiled per process)
+        warnings.warn(
+            f"fxgate: cannot write the fused step under the kernel cache ({exc}); compiling it in a temporary folder "
+            "(set NUMBA_CACHE_DIR or XDG_CACHE_HOME to a writable folder to cache it across processes)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        path = _write(Path(tempfile.mkdtemp(prefix="fxgate-fused-")), source, tag)
     name = f"fxgate_fused_step_{tag}"
     mod = sys.modules.get(name)
     if mod is None:

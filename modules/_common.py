@@ -22,6 +22,7 @@ capacity w)::
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -104,7 +105,7 @@ def _pairwise_sum_py(a, lo, n, square):  # type: ignore[no-untyped-def]
     kernel that calls a recursive one (LLVM "Symbol not found: .numba.unresolved$..." or a crash in the next
     process). A fused kernel's exact re-sum then equals the one its Python twin does with numpy."""
     if n <= 128:
-        return _pairwise_block(a, lo, n, square)
+        return 0.0 + _pairwise_block(a, lo, n, square)  # numpy adds the reduction to 0.0: a sum of -0.0 is 0.0
     frames = np.empty((192, 3), dtype=np.int64)  # (lo, n, 1 once its halves are pushed); depth <= 63
     vals = np.empty(96)
     nf, nv = 1, 0
@@ -125,7 +126,7 @@ def _pairwise_sum_py(a, lo, n, square):  # type: ignore[no-untyped-def]
             frames[nf + 1, 0], frames[nf + 1, 1], frames[nf + 1, 2] = flo + n2, fn - n2, 0
             frames[nf + 2, 0], frames[nf + 2, 1], frames[nf + 2, 2] = flo, n2, 0
             nf += 3
-    return vals[0]
+    return 0.0 + vals[0]
 
 
 pairwise_sum = kernel(_pairwise_sum_py, fastmath=False)
@@ -171,6 +172,10 @@ def _ow_push_py(pnl, ist, fs, x):  # type: ignore[no-untyped-def]
 
 
 ow_push = kernel(_ow_push_py, fastmath=False)
+
+
+#: CPython 3.12 made sum() over floats compensated (Neumaier): py_sum reproduces this interpreter's sum()
+COMPENSATED_SUM = sys.version_info >= (3, 12)
 
 
 def _py_sum_impl(a, compensated):  # type: ignore[no-untyped-def]

@@ -11,12 +11,17 @@ life). The generated step calls every fused module's kernel as::
 in configured order. Its result must equal what the module's ``update(ctx)`` does with the same bar's
 :class:`~fxgate.modules.Context` — ``update`` stays the reference (the twin), and the gate runs it instead for a
 module that returns None and for every module of a gate built with ``fused=False``. ``tests/engine/test_fused.py``
-checks the two give bit-identical decisions and state on the whole sample.
+checks the two give bit-identical decisions and state on the sample (every bar's decision; the state on
+every bar of the first 2,600 and every 10th after).
 
 Fused kernels (and the kernels they call) are compiled with ``fastmath=False``. With reassociation or contraction
 allowed, LLVM may reorder a sum or form an FMA differently once a kernel is inlined into the step with its
 parameters as constants, and the fused path's last bits would then differ from ``update``'s (seen on VPIN's bucket
 imbalances before this rule).
+
+Kernels follow Python's error model (numba's default): a float division by zero raises ZeroDivisionError, and the
+gate refuses that bar with its state rolled back. A twin dividing numpy scalars would get inf instead, so a module
+validates its parameters so that neither can divide by zero (BOCPD's ``calib_bars >= 2``, found by review).
 
 A module whose update needs a Python call before its arithmetic (a model prediction the kernel cannot make: the
 quantile forests of the Layer-1 bundle) declares ``prepare``: the gate calls ``prepare(ctx)`` before the step on

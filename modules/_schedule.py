@@ -88,7 +88,7 @@ def _tick_count_py(jst):  # type: ignore[no-untyped-def]
     return FLAG_APPLY if jst[J_LEFT] <= 0 else 0
 
 
-_tick_count = kernel(_tick_count_py, fastmath=False)
+tick_count = kernel(_tick_count_py, fastmath=False)
 
 
 def _run(fn: Any, inputs: Any) -> tuple[np.ndarray | None, str]:
@@ -155,7 +155,7 @@ class ScheduledModule(CertaintyModule):
 
     def fused_after(self, flag: int) -> None:
         """The Python part of a fused update (``fxgate.modules._fusion``), after the kernel counted the update down
-        (:func:`_tick_count`) and pushed the bar's data: apply the pending result (``FLAG_APPLY``: what
+        (:func:`tick_count`) and pushed the bar's data: apply the pending result (``FLAG_APPLY``: what
         :meth:`_tick` does at the start of ``update``), then submit the recompute that fell due (``FLAG_DUE``). The
         result writes only the verdict's state, which the bar's pushes and schedule count neither read nor write, so
         applying it after them leaves the state ``update`` leaves."""

@@ -168,6 +168,8 @@ class Bocpd(CertaintyModule):
 
     def reset(self) -> None:
         p = self.params
+        if int(p["calib_bars"]) < 2:  # the scale is a sample standard deviation: it needs two returns
+            raise ValueError(f"bocpd calib_bars = {p['calib_bars']}: must be >= 2 (the scale is a sample sd)")
         big_r = int(p["max_run"])
         self.rl = np.zeros(big_r, dtype=np.int64)
         self.logp = np.full(big_r, -np.inf)

@@ -64,21 +64,17 @@ State (``state_keys``; slots are module-level ints)::
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from fxgate.modules._common import SW_N, py_sum, sw_push
+from fxgate.modules._common import COMPENSATED_SUM, SW_N, py_sum, sw_push
 from fxgate.modules._fusion import M_ENTRY, M_ENTRY_BAR, M_EXIT, FusedStep
 
 I_SCORED, I_CHECKED, I_MISSES, I_PAIRS, I_DIRECTION = range(5)
 F_ALPHA_T, F_W, F_MS, F_MR, F_CSS, F_CSR, F_YHAT, F_Q, F_LO, F_HI, F_COST = range(11)
 
-#: whether this interpreter's ``sum()`` of floats is compensated (Neumaier, CPython 3.12+): ``_signal`` averages the
-#: probabilities with ``sum()``, and the fused kernel adds them the same way
-COMPENSATED_SUM = sys.version_info >= (3, 12)
 
 #: the signal's weighted variance below which the slope is set to 0 (a constant signal carries no information)
 _MIN_VAR_S = 1e-12

@@ -94,7 +94,7 @@ from fxgate.engine.core.sharpe import deflated_sharpe_from, probabilistic_sharpe
 from fxgate.modules._base import Context, ModuleResult, insufficient, register
 from fxgate.modules._bootstrap import optimal_block_length, sb_variance, stationary_means
 from fxgate.modules._fusion import O_DIRECTION, O_ENTRY, O_EXIT, O_SPREAD, FusedStep
-from fxgate.modules._schedule import FLAG_DUE, ScheduledModule, _tick_count
+from fxgate.modules._schedule import FLAG_DUE, ScheduledModule, tick_count
 
 __all__ = ["EdgeProof", "SpaResult", "spa_pvalues", "spa_test"]
 
@@ -198,7 +198,7 @@ def _edge_fused_py(pnl, ist, jst, close, n_out, out, costs, every, min_outcomes,
     apply the pending result, ``FLAG_DUE``: a recompute is due): ``ScheduledModule.fused_after`` does both."""
     if not (math.isfinite(close) and close > 0):
         return 0
-    flag = _tick_count(jst)
+    flag = tick_count(jst)
     for i in range(n_out):
         x = out[i, O_DIRECTION] * (out[i, O_EXIT] - out[i, O_ENTRY])  # Outcome.markout
         if costs:

@@ -49,20 +49,16 @@ State (slots are module-level ints)::
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from fxgate.modules._common import EXACT_EVERY, pairwise_sum, py_sum
+from fxgate.modules._common import COMPENSATED_SUM, EXACT_EVERY, pairwise_sum, py_sum
 from fxgate.modules._fusion import FusedStep
 
 I_CLOSES, I_DIRECTION, I_MOVES, I_DIFFS, I_SPREADS = range(5)
 F_SPREAD, F_P_DIRECTION, F_SIZE, F_MOVE_SUM, F_DIFF_SUM, F_DIFF_SQ, F_SPREAD_SUM, F_SPREAD_SQ = range(8)
-#: whether this interpreter's ``sum()`` of floats is compensated (Neumaier, CPython 3.12+): ``update`` averages the
-#: probabilities with ``sum()``, and the fused kernel must add them the same way
-COMPENSATED_SUM = sys.version_info >= (3, 12)
 
 
 def _ring_push_py(ring, ist, fs, count, total, squares, x):  # type: ignore[no-untyped-def]

@@ -84,7 +84,7 @@ from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import Context, ModuleResult, insufficient, register
 from fxgate.modules._bootstrap import optimal_block_length, stationary_means
 from fxgate.modules._fusion import M_ENTRY, M_ENTRY_BAR, M_EXIT, M_HAS_PROBS, M_LLM_PROB, FusedStep
-from fxgate.modules._schedule import FLAG_DUE, ScheduledModule, _tick_count
+from fxgate.modules._schedule import FLAG_DUE, ScheduledModule, tick_count
 
 __all__ = ["ModelConfidenceSet", "COLUMNS", "mcs_pvalues", "mcs"]
 
@@ -156,7 +156,7 @@ def _mcs_fused_py(losses, snap, ist, jst, bar_index, n_mat, mat, mprobs, half, m
     probabilities in [0, 1]) and count its outcome; snapshot the base-rate counts. Returns the schedule's flags
     (``_schedule.FLAG_APPLY``: apply the pending result, ``FLAG_DUE``: a recompute is due):
     ``ScheduledModule.fused_after`` does both."""
-    flag = _tick_count(jst)
+    flag = tick_count(jst)
     three = mprobs.shape[1] == N_MEMBERS
     for i in range(n_mat):
         e = mat[i, M_ENTRY]

@@ -48,14 +48,7 @@ def decompose(p: np.ndarray) -> tuple[float, float, float]:
     return total, alea, total - alea
 
 
-def _entropy_py(p):  # type: ignore[no-untyped-def]
-    """:func:`~fxgate.modules._common.entropy` compiled (the same operations, so the same bits)."""
-    if p <= 0.0 or p >= 1.0:
-        return 0.0
-    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
-
-
-_entropy = kernel(_entropy_py, fastmath=False)
+_entropy = kernel(entropy, fastmath=False)  # the same function compiled: the same operations, the same bits
 
 
 def _decompose_py(p):  # type: ignore[no-untyped-def]

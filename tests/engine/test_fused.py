@@ -231,3 +231,47 @@ def test_probabilities_of_another_length_resize_the_inputs_and_mixed_lengths_are
     bad = Context(b, probs=None, bar_index=41, matured=(mat(1, np.array([0.5, 0.5])), mat(2, np.array([0.5] * 3))))
     with pytest.raises(ValueError, match="different lengths"):
         fm.update(bad)
+
+
+READ_ONLY_CACHE = """
+import warnings
+from fxgate.engine import sample_bars
+from fxgate.engine.config import GateConfig, L2Config, L3Config, L4Config
+from fxgate.engine.gate import Gate
+cfg = GateConfig(l4=L4Config(modules=("vpin", "bocpd")), l2=L2Config(enabled=False), l3=L3Config(enabled=False))
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    g = Gate(cfg, None, timeframe="H1", symbol="EURUSD")
+for b in list(sample_bars())[:200]:
+    d = g.on_bar(b)
+    assert d.first_veto != "internal", d
+print(len(g._updates.fused), any("cannot write the fused step" in str(x.message) for x in w))
+"""
+
+
+@pytest.mark.slow
+def test_a_read_only_cache_location_still_builds_and_runs_a_fused_gate(tmp_path):
+    """A deployment whose kernel cache folder cannot be written (found by review: the gate failed to build)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR="/proc/fxgate-no-cache", PYTHONDONTWRITEBYTECODE="1")
+    r = subprocess.run([sys.executable, "-c", READ_ONLY_CACHE], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["2", "True"]
+
+
+def test_an_after_hook_that_raises_refuses_the_bar_and_rolls_the_fused_state_back(ens, monkeypatch):
+    """The first HMM fit of each gate raises (in ``after`` on the fused gate, inside ``update`` on the other): both
+    refuse that bar, both roll every module back, and they go on identically (the next bar fits)."""
+    failed: set[int] = set()
+    fit = REGISTRY["regime"].fit
+
+    def flaky(self, returns):
+        if id(self) not in failed:
+            failed.add(id(self))
+            raise RuntimeError("planted fit failure")
+        return fit(self, returns)
+
+    monkeypatch.setattr(REGISTRY["regime"], "fit", flaky)
+    l4 = L4Config(modules=("vpin", "regime", "bocpd"), params={"regime": {"fit_bars": 300, "refit_every": 150}})
+    cfg = GateConfig(l4=l4, mode="full", **NO_LLM)
+    a, b = _run_both(cfg, ens, list(sample_bars())[:1200], every=1)
+    assert len(failed) == 2 and a.rejected == b.rejected == 1

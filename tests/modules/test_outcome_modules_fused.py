@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from fxgate.engine import Bar
-from fxgate.modules import REGISTRY, Context, Outcome
-from fxgate.modules._common import _pairwise_sum_py, pairwise_sum, py_sum
+from fxgate.modules import REGISTRY, Context, Outcome, create
+from fxgate.modules._common import COMPENSATED_SUM, _pairwise_sum_py, pairwise_sum, py_sum
 from fxgate.modules._fusion import O_COLUMNS
-from fxgate.modules.execution_cost import COMPENSATED_SUM
 
 CASES = [
     ("adverse_selection", {"window": 37}, 5000),
@@ -120,6 +119,43 @@ def test_pairwise_sum_is_numpys_sum_bit_for_bit(square):
         ref = float((a[5 : 5 + n] * a[5 : 5 + n]).sum() if square else a[5 : 5 + n].sum())
         assert pairwise_sum(a, 5, n, square).hex() == ref.hex(), (n, square)
         assert _pairwise_sum_py(a, 5, n, square).hex() == ref.hex(), (n, square)
+    for n in [*range(1, 300), 4096]:  # signed zeros: numpy's sum of -0.0s is 0.0 (found by review: was -0.0)
+        for a in (np.full(n + 5, -0.0), np.where(rng.random(n + 5) < 0.5, -0.0, 0.0)):
+            ref = float((a[5 : 5 + n] * a[5 : 5 + n]).sum() if square else a[5 : 5 + n].sum())
+            assert pairwise_sum(a, 5, n, square).hex() == ref.hex(), (n, square, "signed zeros")
+
+
+def _neumaier(vals):
+    """CPython 3.12's float sum() (``builtin_sum_impl``), written from its description: from int 0, Neumaier's
+    compensation, the compensation added at the end when it is finite and non-zero."""
+    if not vals:
+        return 0
+    f, c = 0.0 + vals[0], 0.0
+    for x in vals[1:]:
+        t = f + x
+        c += (f - t) + x if abs(f) >= abs(x) else (x - t) + f
+        f = t
+    return f + c if c != 0.0 and math.isfinite(c) else f
+
+
+@pytest.mark.parametrize("compensated", [False, True])
+def test_both_sum_modes_match_their_reference(compensated):
+    """Both branches of py_sum, whichever interpreter runs the tests: the plain left-to-right loop and 3.12's
+    compensated sum (reference above)."""
+    rng = np.random.default_rng(12)
+    for _ in range(3000):
+        n = int(rng.integers(0, 6))
+        a = rng.random(n) * 10.0 ** rng.integers(-16, 16, n)
+        vals = [float(v) for v in a]
+        ref = (_neumaier(vals) if compensated else _plain(vals)) if vals else 0.0
+        assert py_sum(a, compensated).hex() == float(ref).hex(), vals
+
+
+def _plain(vals):
+    f = 0.0 + vals[0]
+    for x in vals[1:]:
+        f += x
+    return f
 
 
 def test_probability_sum_is_this_interpreters_sum():
@@ -135,3 +171,9 @@ def test_probability_sum_is_this_interpreters_sum():
         ref = sum(float(v) for v in a)
         got = py_sum(a, COMPENSATED_SUM)
         assert got.hex() == float(ref).hex() or (math.isnan(got) and math.isnan(ref)), list(a)
+
+
+def test_bocpd_refuses_a_calibration_too_short_for_a_scale():
+    """calib_bars < 2 left the scale 0: the twin divided numpy scalars into inf, the kernel raised on every bar."""
+    with pytest.raises(ValueError, match="calib_bars = 1: must be >= 2"):
+        create("bocpd", calib_bars=1)
