@@ -15,7 +15,8 @@ A Layer-1 ensemble (300 trees, depth 6) is fitted on the first 2,000 bars of the
   This is the latency a live bar sees.
 
 ``--profile`` adds where a cheapest-mode live bar's time goes, stage by stage (each stage timed on its own call
-inside the gate, one run; the stages' sum is a little above the plain p50 because of the timers).
+inside the gate, one run; the stages' sum is a little above the plain p50 because of the timers), the fused module
+step's parts included (its ``prepare`` and ``after`` hooks, the state gather, the compiled call).
 
 Targets (issues #8, #19): on_bar p99 <= 100 us; replay >= 20,000 bars/s without LLM layers.
 """
@@ -62,8 +63,14 @@ def profile(gate, live) -> dict[str, dict[str, float]]:  # type: ignore[no-untyp
     for m in gate.modules:
         m.update = timed(f"update {m.name}", m.update)
         m.verdict = timed(f"verdict {m.name}", m.verdict)
-    if gate._updates is not None:  # the fused step and the unfused modules' update calls, together
-        gate._updates.update = timed("module updates (fused step + the rest)", gate._updates.update)
+    u = gate._updates
+    if u is not None:  # the fused step and the unfused modules' update calls, together, and the fused step's parts
+        u._prepares = [timed(f"  prepare {p.__self__.name}", p) for p in u._prepares]
+        u._afters = [(j, timed(f"  after {a.__self__.name}", a)) for j, a in u._afters]
+        u._state = timed("  state gather (attrgetter)", u._state)
+        if u._step is not None:
+            u._step = timed("  compiled step call", u._step)
+        u.update = timed("module updates (fused step + the rest)", u.update)
     gate._run = timed("layer loop (_run, verdicts included)", gate._run)
     gate._decision = timed("Decision assembly (_decision)", gate._decision)
     total = times.setdefault("on_bar (whole, timed)", [])
