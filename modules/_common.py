@@ -285,6 +285,10 @@ def next_log_return(fs: np.ndarray, slot: int, close: float) -> float:
     return math.log(close / prev) if math.isfinite(prev) else math.nan
 
 
+#: :func:`next_log_return` compiled, for fused kernels (the same operations: the same bits)
+log_return_step = kernel(next_log_return, fastmath=False)
+
+
 class OutcomeWindowState:
     """Mixin for modules whose state is one :class:`OutcomeWindow` (``self.win``): exposes its arrays under the names
     listed in ``state_keys`` so the base class snapshots them."""

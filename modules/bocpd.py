@@ -39,7 +39,7 @@ import numpy as np
 
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from fxgate.modules._common import next_log_return
+from fxgate.modules._common import log_return_step, next_log_return
 from fxgate.modules._fusion import FusedStep
 
 I_ACTIVE, I_SEEN = 0, 1
@@ -123,13 +123,7 @@ def _bocpd_fused_py(
 ):  # type: ignore[no-untyped-def]
     """``Bocpd.update`` in the fused step (``fxgate.modules._fusion``). Returns 1 on the bar that completes the
     calibration sample (the scale, numpy's ``std``, is set in Python: ``Bocpd._calibrated``), else 0."""
-    if not (math.isfinite(close) and close > 0):
-        return 0
-    prev = fs[F_PREV_CLOSE]
-    fs[F_PREV_CLOSE] = close
-    if not math.isfinite(prev):
-        return 0
-    r = math.log(close / prev)
+    r = log_return_step(fs, F_PREV_CLOSE, close)
     if math.isnan(r):
         return 0
     seen = ist[I_SEEN]

@@ -38,7 +38,7 @@ from hmmlearn.hmm import GaussianHMM
 
 from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
-from fxgate.modules._common import next_log_return
+from fxgate.modules._common import log_return_step, next_log_return
 from fxgate.modules._fusion import FusedStep
 
 I_FITTED, I_FILTERED, I_PUSHED = 0, 1, 2
@@ -80,13 +80,7 @@ _forward_step = kernel(_forward_step_py, fastmath=False)
 def _regime_fused_py(alpha, startprob, transmat, means, variances, ist, fs, buf, close, refit_every):  # type: ignore[no-untyped-def]
     """``RegimeDetection.update`` in the fused step (``fxgate.modules._fusion``). Returns 1 on a bar that (re)fits
     the HMM (hmmlearn's EM, in Python: ``RegimeDetection._fused_fit``), else 0."""
-    if not (math.isfinite(close) and close > 0):
-        return 0
-    prev = fs[F_PREV_CLOSE]
-    fs[F_PREV_CLOSE] = close
-    if not math.isfinite(prev):
-        return 0
-    r = math.log(close / prev)
+    r = log_return_step(fs, F_PREV_CLOSE, close)
     if math.isnan(r):
         return 0
     w = buf.shape[0]
