@@ -171,6 +171,11 @@ class FusedModules:
         self.source = generate(self.steps) if self.steps else ""
         self._step = _compile(self.source) if self.steps else None
 
+    def stale(self, modules: list[CertaintyModule]) -> bool:
+        """Whether ``modules`` (the gate's list now) is not the list this step was built for."""
+        mine = self.modules
+        return len(modules) != len(mine) or any(map(operator.is_not, modules, mine))
+
     def _state(self) -> tuple[Any, ...]:
         if self._get is not None:
             out = self._get(self._holder)

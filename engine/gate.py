@@ -562,8 +562,10 @@ class Gate:
                 in_sample=in_sample,
             )
             t0 = _NS()
-            if self._updates is not None:
-                self._updates.update(ctx)
+            if (upd := self._updates) is not None:
+                if upd.stale(self.modules):  # the module list was changed after the gate was built
+                    upd = self._updates = FusedModules(self.modules, self.timeframe, self.features.n_features)
+                upd.update(ctx)
             else:
                 for m in self.modules:
                     m.update(ctx)

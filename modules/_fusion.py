@@ -12,7 +12,7 @@ in configured order. Its result must equal what the module's ``update(ctx)`` doe
 :class:`~fxgate.modules.Context` — ``update`` stays the reference (the twin), and the gate runs it instead for a
 module that returns None and for every module of a gate built with ``fused=False``. ``tests/engine/test_fused.py``
 checks the two give bit-identical decisions and state on the sample (every bar's decision; the state on
-every bar of the first 2,600 and every 10th after).
+every 3rd bar of the first 2,600 and every 25th after).
 
 Fused kernels (and the kernels they call) are compiled with ``fastmath=False``. With reassociation or contraction
 allowed, LLVM may reorder a sum or form an FMA differently once a kernel is inlined into the step with its
