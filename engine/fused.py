@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from fxgate.engine.core.bars import Bar
 from fxgate.engine.core.jit import cache_dir, kernel
 from fxgate.modules import CertaintyModule, Context
 from fxgate.modules import _fusion as fz
@@ -159,9 +160,9 @@ class FusedModules:
         holder = types.SimpleNamespace(**{f"m{i}": m for i, m in enumerate(self.fused)})
         paths = [f"m{i}.{p}" for i, s in enumerate(self.steps) for p in s.state]
         self._holder = holder
-        self._get = operator.attrgetter(*paths) if len(paths) > 1 else None
-        self._paths = paths
-        self._n_models, self._n_features = n_models, n_features
+        self._get = operator.attrgetter(*paths) if paths else None
+        self._one = len(paths) == 1  # attrgetter of one path returns the value, not a 1-tuple
+        self._n_models = n_models
         self._probs0 = np.zeros(n_models)
         self._x0 = np.zeros(n_features)
         self._out = np.zeros((4, O_COLUMNS))
@@ -177,10 +178,10 @@ class FusedModules:
         return len(modules) != len(mine) or any(map(operator.is_not, modules, mine))
 
     def _state(self) -> tuple[Any, ...]:
-        if self._get is not None:
-            out = self._get(self._holder)
-            return out if isinstance(out, tuple) else (out,)
-        return tuple(operator.attrgetter(p)(self._holder) for p in self._paths)
+        if self._get is None:
+            return ()
+        out = self._get(self._holder)
+        return (out,) if self._one else out
 
     @staticmethod
     def _vector(v: Any, zeros: np.ndarray, what: str) -> tuple[int, np.ndarray]:
@@ -211,14 +212,9 @@ class FusedModules:
         self._mat = np.zeros((cap, M_COLUMNS))
         self._mprobs = np.zeros((cap, self._n_models))
 
-    def update(self, ctx: Context) -> None:
-        """One bar's updates: every module's, as ``for m in modules: m.update(ctx)`` would leave them."""
-        if self._step is None:
-            for m in self.python:
-                m.update(ctx)
-            return
-        for prep in self._prepares:
-            prep(ctx)
+    def _inputs(self, ctx: Context) -> tuple[Any, ...]:
+        """The bar's :data:`~fxgate.modules._fusion.INPUTS`, in order: scalars, the probability and feature vectors,
+        the outcome and matured rows written into the preallocated arrays."""
         outcomes, matured, probs = ctx.outcomes, ctx.matured, ctx.probs
         n_out, n_mat = len(outcomes), len(matured)
         if n_out > self._out.shape[0] or n_mat > self._out.shape[0]:
@@ -240,9 +236,7 @@ class FusedModules:
         has_probs, probs = self._vector(probs, self._probs0, "Context.probs")
         has_x, x = self._vector(ctx.features, self._x0, "Context.features")
         b = ctx.bar
-        flags = self._flags
-        self._step(
-            *self._state(),
+        return (
             float(b.close),
             float(b.volume),
             float(b.high),
@@ -261,40 +255,26 @@ class FusedModules:
             n_mat,
             mat,
             mprobs,
-            flags,
         )
-        for j, after in self._afters:
-            f = int(flags[j])
-            if f:
-                flags[j] = 0
-                after(f)
+
+    def update(self, ctx: Context) -> None:
+        """One bar's updates: every module's, as ``for m in modules: m.update(ctx)`` would leave them."""
+        if self._step is not None:
+            for prep in self._prepares:
+                prep(ctx)
+            flags = self._flags
+            self._step(*self._state(), *self._inputs(ctx), flags)
+            for j, after in self._afters:
+                f = int(flags[j])
+                if f:
+                    flags[j] = 0
+                    after(f)
         for m in self.python:
             m.update(ctx)
 
     def warm_up(self) -> None:
-        """Compile the step now, on copies of the state (the modules are not touched)."""
+        """Compile the step now, on copies of the state and a one-bar context (the modules are not touched)."""
         if self._step is None:
             return
         state = tuple(np.array(a, copy=True) for a in self._state())
-        self._step(
-            *state,
-            1.0,
-            1.0,
-            1.0,
-            1.0,
-            math.nan,
-            0,
-            1.0,
-            0,
-            0,
-            0,
-            self._probs0,
-            0,
-            self._x0,
-            0,
-            self._out,
-            0,
-            self._mat,
-            self._mprobs,
-            np.zeros_like(self._flags),
-        )
+        self._step(*state, *self._inputs(Context(Bar(0, 1.0, 1.0, 1.0, 1.0, 1.0))), np.zeros_like(self._flags))

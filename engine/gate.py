@@ -198,7 +198,6 @@ class Gate:
         self.intake = Intake(timeframe, symbol, self.config.input)
         #: the modules' per-bar updates: the fusable ones in one compiled call (engine/fused.py); ``fused=False``
         #: calls every module's ``update`` (the reference the fused step is tested equal to)
-        self.fused = fused
         self._updates = FusedModules(self.modules, timeframe, self.features.n_features) if fused else None
         #: the per-bar transaction's copy of the feature and module state (engine/transaction.py)
         self._tx = StateArena(lambda: [self.features, *self.modules])

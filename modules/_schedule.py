@@ -147,10 +147,7 @@ class ScheduledModule(CertaintyModule):
 
     def _tick(self) -> None:
         """Count one update; apply the pending result on the ``lag``-th."""
-        if self.jst[J_LEFT] < 0:
-            return
-        self.jst[J_LEFT] -= 1
-        if self.jst[J_LEFT] <= 0:
+        if _tick_count_py(self.jst):  # the count, shared with the fused kernel (run as plain Python here)
             self._apply_pending()
 
     def fused_after(self, flag: int) -> None:
