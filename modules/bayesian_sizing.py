@@ -23,19 +23,9 @@ import math
 
 from scipy import special
 
-from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import OW_STATE, OutcomeWindow, OutcomeWindowState, push_outcomes
 from fxgate.modules._fusion import FusedStep
-
-
-def _bayesian_sizing_fused_py(pnl, ist, fs, n_out, out):  # type: ignore[no-untyped-def]
-    """``BayesianSizing.update`` in the fused step (``fxgate.modules._fusion``): push the due outcomes' finite P&L;
-    return 1 when one arrived (``after`` then drops the cached verdict), else 0."""
-    return 1 if push_outcomes(pnl, ist, fs, n_out, out) > 0 else 0
-
-
-_bayesian_sizing_fused = kernel(_bayesian_sizing_fused_py, fastmath=False)
 
 
 @register("bayesian_sizing")
@@ -65,7 +55,8 @@ class BayesianSizing(OutcomeWindowState, CertaintyModule):
                 self._cached = None  # the verdict only changes when an outcome arrives
 
     def fused_step(self, timeframe: str) -> FusedStep:
-        return FusedStep(_bayesian_sizing_fused, OW_STATE, ("n_out", "out"), after=self._drop_cached)
+        # push_outcomes returns how many it pushed: nonzero when an outcome arrived, when after drops the cache
+        return FusedStep(push_outcomes, OW_STATE, ("n_out", "out"), after=self._drop_cached)
 
     def _drop_cached(self, flag: int) -> None:
         self._cached = None

@@ -25,18 +25,9 @@ from __future__ import annotations
 
 import math
 
-from fxgate.engine.core.jit import kernel
 from fxgate.modules._base import CertaintyModule, Context, ModuleResult, insufficient, register
 from fxgate.modules._common import OW_STATE, OutcomeWindow, OutcomeWindowState, push_outcomes
 from fxgate.modules._fusion import FusedStep
-
-
-def _robust_kelly_fused_py(pnl, ist, fs, n_out, out):  # type: ignore[no-untyped-def]
-    """``RobustKelly.update`` in the fused step (``fxgate.modules._fusion``)."""
-    push_outcomes(pnl, ist, fs, n_out, out)
-
-
-_robust_kelly_fused = kernel(_robust_kelly_fused_py, fastmath=False)
 
 
 def kelly_fraction(p: float, b: float) -> float:
@@ -69,7 +60,7 @@ class RobustKelly(OutcomeWindowState, CertaintyModule):
                 self.win.push(o.pnl)
 
     def fused_step(self, timeframe: str) -> FusedStep:
-        return FusedStep(_robust_kelly_fused, OW_STATE, ("n_out", "out"))
+        return FusedStep(push_outcomes, OW_STATE, ("n_out", "out"))  # update's push, compiled
 
     def estimate(self) -> dict[str, float]:
         n = self.win.n
