@@ -412,10 +412,10 @@ def from_catboost(model: Any, path_json: str) -> FlatOblivious:
 # Missing values are routed by *slots*: a split reads the bin of its slot, a (feature, domain, missing rule,
 # missing bin) the row fills once. A missing value gets bin 0 (below every cut: left, bit clear) or BIN_RIGHT (above
 # every cut: right, bit set); LightGBM's ``None`` replaces NaN by 0.0, whose bin is fixed when the model is built.
-DOM32, DOM64 = 0, 1
 BIN_RIGHT = 0xFFFF  # a bin above every cut; a leaf's cut BIN_RIGHT never sends a row on (its child is itself)
+LGBM_SLOT = 1 << 16  # slot flag: a LightGBM split, which reads |x| <= LGBM_ZERO as 0.0
 _ZERO_MISSING = 1 << 17  # slot flag: |x| <= LGBM_ZERO is missing too (LightGBM's missing_type Zero)
-XGB_DOMAIN = DOM32  # XGBoost compares float32(x) (DMatrix stores float32)
+_F32_TOP = 2.0**128  # the float32 above float32's largest finite value, had it one: where rounding overflows to inf
 
 
 def cut_xgboost(t: float) -> np.float32:
@@ -433,53 +433,92 @@ def cut_catboost(border: float) -> np.float32:
     return np.float32(border)
 
 
+def above32(c: np.float32) -> float:
+    """The double ``b`` with ``x > b`` iff ``float32(x) > c``, for every double ``x`` (NaN aside): the largest
+    double that rounds to at most ``c`` (round to nearest, ties to even, as numpy and XGBoost's DMatrix and
+    CatBoost convert). ``float32(x) > c`` iff x rounds to ``u``, the float32 after ``c``, or above: iff x is past
+    the midpoint of ``c`` and ``u`` (exact in double), or on it when the tie goes to ``u``. So one sorted list of
+    doubles per feature bins a row for every library's splits at once (:class:`FeatureBins`)."""
+    c = np.float32(c)
+    if np.isnan(c):
+        raise ValueError("a NaN split threshold")
+    if c == np.inf:
+        return math.inf  # nothing is above it: x > inf never holds
+    with np.errstate(over="ignore"):
+        u = np.nextafter(c, np.float32(np.inf))
+    lo = -_F32_TOP if c == -np.inf else float(c)
+    hi = _F32_TOP if u == np.inf else float(u)
+    mid = (lo + hi) / 2  # exact: two adjacent float32s and their mean fit a double's mantissa
+    with np.errstate(over="ignore"):
+        up = np.float32(mid) == u  # the tie rounds up to u: mid itself is above c
+    b = float(np.nextafter(mid, -np.inf)) if up else mid
+    with np.errstate(over="ignore"):
+        assert np.float32(b) <= c and np.float32(np.nextafter(b, np.inf)) > c, (c, b)
+    return b
+
+
 @dataclass
 class FeatureBins:
-    """The cuts of every split of a set of models, per feature and domain, and the slots their splits read.
+    """The cuts of every split of a set of models in one sorted list of doubles per feature, and the slots their
+    splits read.
 
-    ``cut32[off32[f]:off32[f + 1]]`` are feature ``f``'s sorted float32 cuts (``cut64``/``off64`` the float64 ones);
-    ``slots[s]`` packs feature (bits 0-15), domain (bit 16), the Zero flag (bit 17) and the missing bin (bits 32-47).
-    Build one with :meth:`build`, then convert each model with :meth:`forest` / :meth:`oblivious`."""
+    Every split is rewritten as "right iff v > b" for one double ``b``: LightGBM's ``x <= t`` as ``b = t`` on the
+    value LightGBM reads (``|x| <= kZeroThreshold`` as 0.0); the float32 compares of XGBoost and CatBoost as
+    ``b = above32(c)`` on the double itself. ``cuts[off[f]:off[f + 1]]`` are feature ``f``'s distinct ``b``,
+    sorted; a row's bin for ``f`` is how many of them are below its value, so "right iff bin > k" for the k-th cut.
+    ``zero_bin[f]`` is the bin of 0.0 (a LightGBM split's tiny values); ``slots[s]`` packs feature (bits 0-15), the
+    LightGBM flag (bit 16), the Zero flag (bit 17) and the missing bin (bits 32-47). Build one with :meth:`build`,
+    then convert each model with :meth:`forest` / :meth:`oblivious`.
+
+    The search layout (:func:`bin_row`): ``order`` lists the features by decreasing ``steps`` (``2**steps`` > their
+    number of cuts); ``padded[poff[j]:poff[j + 1]]`` are feature ``order[j]``'s cuts padded with +inf to
+    ``2**steps[j]``, so its bin is ``steps[j]`` halvings whatever the value (:func:`_bin_row_py`)."""
 
     n_features: int
-    cut32: np.ndarray
-    off32: np.ndarray
-    cut64: np.ndarray
-    off64: np.ndarray
+    cuts: np.ndarray
+    off: np.ndarray
+    zero_bin: np.ndarray
     slots: np.ndarray
+    padded: np.ndarray
+    poff: np.ndarray
+    order: np.ndarray
+    steps: np.ndarray
     _slot_of: dict[int, int] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, models: list[FlatForest | FlatOblivious]) -> FeatureBins:
         n_features = max(m.n_features for m in models)
-        c32: list[list[np.float32]] = [[] for _ in range(n_features)]
-        c64: list[list[float]] = [[] for _ in range(n_features)]
+        per: list[list[float]] = [[] for _ in range(n_features)]
         for m in models:
-            for f, c, dom in _cuts(m):
-                (c32 if dom == DOM32 else c64)[f].append(c)
-        u32 = [np.unique(np.array(c, dtype=np.float32)) for c in c32]
-        u64 = [np.unique(np.array(c, dtype=np.float64)) for c in c64]
-        if max(max(map(len, u32)), max(map(len, u64))) >= BIN_RIGHT:
+            for f, b in _cuts(m):
+                per[f].append(b)
+        own = [np.unique(np.array(c, dtype=np.float64)) for c in per]
+        if max(map(len, own)) >= BIN_RIGHT:
             raise ValueError(f"a feature has more than {BIN_RIGHT - 1} distinct split thresholds")
+        steps = np.array([int(len(c)).bit_length() for c in own], dtype=np.int64)  # 2**steps > len(c)
+        order = np.argsort(-steps, kind="stable").astype(np.int64)
+        padded = [np.concatenate([own[f], np.full((1 << steps[f]) - len(own[f]), np.inf)]) for f in order]
         return cls(
             n_features,
-            np.concatenate([np.zeros(0, np.float32), *u32]),
-            np.cumsum([0, *map(len, u32)]).astype(np.int64),
-            np.concatenate([np.zeros(0), *u64]),
-            np.cumsum([0, *map(len, u64)]).astype(np.int64),
+            np.concatenate([np.zeros(0), *own]),
+            np.cumsum([0, *map(len, own)]).astype(np.int64),
+            np.array([np.searchsorted(c, 0.0, side="left") for c in own], dtype=np.int64),
             np.zeros(0, np.int64),
+            np.concatenate([np.zeros(0), *padded]),
+            np.cumsum([0, *map(len, padded)]).astype(np.int64),
+            order,
+            steps[order],
         )
 
-    def _cut_index(self, f: int, c: float, dom: int) -> int:
-        cuts, off = (self.cut32, self.off32) if dom == DOM32 else (self.cut64, self.off64)
-        own = cuts[off[f] : off[f + 1]]
-        k = int(np.searchsorted(own, c))
-        if k >= len(own) or own[k] != c:  # every cut was collected by build()
-            raise ValueError(f"cut {c} of feature {f} was not binned")
+    def _cut_index(self, f: int, b: float) -> int:
+        own = self.cuts[self.off[f] : self.off[f + 1]]
+        k = int(np.searchsorted(own, b))
+        if k >= len(own) or own[k] != b:  # every cut was collected by build()
+            raise ValueError(f"cut {b} of feature {f} was not binned")
         return k
 
-    def _slot(self, f: int, dom: int, zero_missing: bool, missing_bin: int) -> int:
-        word = f | (dom << 16) | (_ZERO_MISSING if zero_missing else 0) | (missing_bin << 32)
+    def _slot(self, f: int, lgbm: bool, zero_missing: bool, missing_bin: int) -> int:
+        word = f | (LGBM_SLOT if lgbm else 0) | (_ZERO_MISSING if zero_missing else 0) | (missing_bin << 32)
         if word not in self._slot_of:
             if len(self._slot_of) >= 0xFFFF:
                 raise ValueError("more than 65535 binning slots")
@@ -524,39 +563,38 @@ class FeatureBins:
         """A forest split's cut index and slot bits."""
         right = 0 if m.default_left[node] else BIN_RIGHT
         if m.rule == XGB:
-            k = self._cut_index(f, cut_xgboost(m.threshold[node]), XGB_DOMAIN)
-            s = self._slot(f, XGB_DOMAIN, False, right)
+            k = self._cut_index(f, above32(cut_xgboost(m.threshold[node])))
+            s = self._slot(f, False, False, right)
         else:
-            k = self._cut_index(f, cut_lightgbm(m.threshold[node]), DOM64)
+            k = self._cut_index(f, cut_lightgbm(m.threshold[node]))
             mt = int(m.missing[node])
             if mt == MISSING_NONE:  # NaN is 0.0: the bin of 0.0
-                own = self.cut64[self.off64[f] : self.off64[f + 1]]
-                s = self._slot(f, DOM64, False, int(np.searchsorted(own, 0.0, side="left")))
+                s = self._slot(f, True, False, int(self.zero_bin[f]))
             else:
-                s = self._slot(f, DOM64, mt == MISSING_ZERO, right)
+                s = self._slot(f, True, mt == MISSING_ZERO, right)
         return k | (s << 16)
 
     def oblivious(self, m: FlatOblivious) -> QuantOblivious:
         """``m``'s splits packed into one int64 each: cut index (bits 0-15), slot (16-31)."""
         words = np.zeros(len(m.split_feature), np.int64)
         for j, (f, b) in enumerate(zip(m.split_feature, m.border, strict=True)):
-            k = self._cut_index(int(f), cut_catboost(b), DOM32)
-            words[j] = k | (self._slot(int(f), DOM32, False, BIN_RIGHT if m.nan_true[f] else 0) << 16)
+            k = self._cut_index(int(f), above32(cut_catboost(b)))
+            words[j] = k | (self._slot(int(f), False, False, BIN_RIGHT if m.nan_true[f] else 0) << 16)
         return QuantOblivious(m.split_off, words, m.leaf_off, m.leaf_values, m.scale, m.bias, m.n_class)
 
     def row_args(self) -> tuple:
         """What :func:`bin_row` takes after the row."""
-        return (self.cut32, self.off32, self.cut64, self.off64, self.slots)
+        return (self.padded, self.poff, self.order, self.steps, self.zero_bin, self.slots)
 
 
-def _cuts(m: FlatForest | FlatOblivious) -> list[tuple[int, Any, int]]:
-    """Every split of ``m`` as (feature, cut, domain)."""
+def _cuts(m: FlatForest | FlatOblivious) -> list[tuple[int, float]]:
+    """Every split of ``m`` as (feature, its double cut ``b``: right iff v > b)."""
     if isinstance(m, FlatOblivious):
-        return [(int(f), cut_catboost(b), DOM32) for f, b in zip(m.split_feature, m.border, strict=True)]
+        return [(int(f), above32(cut_catboost(b))) for f, b in zip(m.split_feature, m.border, strict=True)]
     inner = np.flatnonzero(m.left >= 0)
     if m.rule == XGB:
-        return [(int(m.feature[i]), cut_xgboost(m.threshold[i]), XGB_DOMAIN) for i in inner]
-    return [(int(m.feature[i]), cut_lightgbm(m.threshold[i]), DOM64) for i in inner]
+        return [(int(m.feature[i]), above32(cut_xgboost(m.threshold[i]))) for i in inner]
+    return [(int(m.feature[i]), cut_lightgbm(m.threshold[i])) for i in inner]
 
 
 @dataclass
@@ -585,44 +623,40 @@ class QuantOblivious:
     n_class: int
 
 
-def _below_py(cuts, lo, hi, v):  # type: ignore[no-untyped-def]
-    """How many of ``cuts[lo:hi]`` (sorted) are < ``v``: a binary search whose steps depend only on the length."""
-    n = hi - lo
-    if n == 0:
-        return 0
-    base = lo
-    while n > 1:
-        half = n >> 1
-        if cuts[base + half] < v:
-            base += half
-        n -= half
-    return base - lo + (1 if cuts[base] < v else 0)
+def _bin_row_py(z, padded, poff, order, steps, zero_bin, slots):  # type: ignore[no-untyped-def]
+    """The bin of every slot for feature row ``z`` (:class:`FeatureBins`): int64 array, one per slot.
 
-
-_below = kernel(_below_py, fastmath=False)
-
-
-def _bin_row_py(z, cut32, off32, cut64, off64, slots):  # type: ignore[no-untyped-def]
-    """The bin of every slot for feature row ``z`` (:class:`FeatureBins`): int64 array, one per slot."""
-    nf = len(off32) - 1
-    b32 = np.empty(nf, np.int64)
-    b64 = np.empty(nf, np.int64)
-    for f in range(nf):
-        v = z[f]
-        b32[f] = _below(cut32, off32[f], off32[f + 1], np.float32(v))
-        b64[f] = _below(cut64, off64[f], off64[f + 1], 0.0 if abs(v) <= LGBM_ZERO else v)
+    A feature's bin is how many of its cuts are below its value: a binary search over its cuts padded to
+    ``2**steps`` (+inf pads are never below), one halving per step, no data-dependent branch. The features are
+    searched in lockstep, step by step, so the loads of one step are independent of each other and the CPU
+    overlaps them (one feature after another, each search is a chain of dependent loads: 3x slower here)."""
+    nf = len(order)
+    v = np.empty(nf)
+    base = np.zeros(nf, np.int64)
+    for j in range(nf):
+        v[j] = z[order[j]]
+    for s in range(steps[0] if nf else 0):
+        for j in range(nf):
+            k = steps[j]
+            if k <= s:
+                break  # the rest have fewer steps (order is by decreasing steps)
+            half = np.int64(1) << (k - s - 1)
+            i = base[j]
+            base[j] = i + half * (padded[poff[j] + i + half - 1] < v[j])
+    b = np.empty(nf, np.int64)
+    for j in range(nf):
+        b[order[j]] = base[j]
     bins = np.empty(len(slots), np.int64)
     for s in range(len(slots)):
         w = slots[s]
         f = w & 0xFFFF
-        v = z[f]
-        missing = np.isnan(v) or ((w & _ZERO_MISSING) != 0 and abs(v) <= LGBM_ZERO)
-        if missing:
+        x = z[f]
+        if np.isnan(x) or ((w & _ZERO_MISSING) != 0 and abs(x) <= LGBM_ZERO):
             bins[s] = w >> 32
-        elif (w >> 16) & 1:
-            bins[s] = b64[f]
+        elif (w & LGBM_SLOT) != 0 and abs(x) <= LGBM_ZERO:  # LightGBM reads it as 0.0
+            bins[s] = zero_bin[f]
         else:
-            bins[s] = b32[f]
+            bins[s] = b[f]
     return bins
 
 
@@ -630,18 +664,27 @@ bin_row = kernel(_bin_row_py, fastmath=False)
 
 
 def _quant_forest_py(bins, words, value, trees, base, rule):  # type: ignore[no-untyped-def]
-    """A binary :class:`QuantForest`'s margin on binned row ``bins``: each tree walks its depth, branch-free."""
+    """A binary :class:`QuantForest`'s margin on binned row ``bins``. The trees are walked level by level, every
+    tree one step per level to the deepest tree's depth (a leaf points at itself, so extra steps keep it): the
+    steps of one level are independent loads the CPU overlaps, with no per-tree loop exit to mispredict. The
+    leaves are then added in tree order (float32 for XGBoost), the float walk's and the library's order."""
+    n = len(trees)
+    nodes = np.empty(n, np.int64)
+    depth = 0
+    for t in range(n):
+        nodes[t] = trees[t] & 0xFFFFFFFFFF
+        depth = max(depth, trees[t] >> 40)
+    for _ in range(depth):
+        for t in range(n):
+            w = words[nodes[t]]
+            nodes[t] = (w >> 32) + (bins[(w >> 16) & 0xFFFF] > (w & 0xFFFF))
     acc32 = np.float32(base)
     acc = base
-    for t in range(len(trees)):
-        node = trees[t] & 0xFFFFFFFFFF
-        for _ in range(trees[t] >> 40):
-            w = words[node]
-            node = (w >> 32) + (bins[(w >> 16) & 0xFFFF] > (w & 0xFFFF))
+    for t in range(n):
         if rule == XGB:  # XGBoost adds leaves in float32
-            acc32 = acc32 + np.float32(value[node])
+            acc32 = acc32 + np.float32(value[nodes[t]])
         else:
-            acc += value[node]
+            acc += value[nodes[t]]
     return float(acc32) if rule == XGB else acc
 
 

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fxgate.engine.core.jit import kernel
-from fxgate.models._trees import _ZERO_MISSING, DOM64, LGBM, LGBM_ZERO, FeatureBins, FlatForest
+from fxgate.models._trees import _ZERO_MISSING, LGBM, LGBM_SLOT, LGBM_ZERO, FeatureBins, FlatForest
 
 __all__ = ["QuantilePack", "quantile_pack", "quantile_forests"]
 
@@ -33,9 +33,10 @@ _ROOT = (1 << 40) - 1  # QuantForest.trees: root in bits 0-39, depth from bit 40
 class QuantilePack(NamedTuple):
     """All the models' trees on one binning, as :func:`quantile_forests` reads them (a plain tuple of these fields)."""
 
-    cuts: np.ndarray  # float64: per feature, the sorted distinct thresholds of every model (FeatureBins.cut64)
+    cuts: np.ndarray  # float64: per feature, the sorted distinct thresholds of every model (FeatureBins.cuts)
     off: np.ndarray  # int64: feature f's cuts are cuts[off[f]:off[f + 1]]
-    slots: np.ndarray  # int64: feature | zero-is-missing flag << 17 | missing bin << 32 (FeatureBins.slots)
+    slots: np.ndarray  # int64: feature | LightGBM flag << 16 | zero-is-missing flag << 17 | missing bin << 32
+    # (FeatureBins.slots)
     words: np.ndarray  # int64 per node: cut index | slot << 16 | left child << 32 (right = left + 1)
     value: np.ndarray  # float64 leaf values by node
     trees: np.ndarray  # int64 per tree, models end to end: root | depth << 40
@@ -60,11 +61,11 @@ def quantile_pack(forests: Sequence[FlatForest]) -> QuantilePack:
         nodes += len(q.words)
     if nodes >= 1 << 31:
         raise ValueError("too many nodes for the packed quantile forests")
-    if not np.all((bins.slots >> 16) & 1 == DOM64):  # LightGBM splits compare doubles only
+    if not np.all(bins.slots & LGBM_SLOT):  # LightGBM splits compare doubles only
         raise ValueError("a float32 slot in a LightGBM pack")
     return QuantilePack(
-        bins.cut64,
-        bins.off64,
+        bins.cuts,
+        bins.off,
         bins.slots,  # after the conversions, which add the slots
         np.concatenate(words),
         np.concatenate(value),

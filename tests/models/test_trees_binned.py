@@ -15,7 +15,6 @@ import xgboost as xgb
 
 from fxgate.models import _trees
 from fxgate.models._trees import (
-    BIN_RIGHT,
     FeatureBins,
     FlatForest,
     FlatOblivious,
@@ -190,35 +189,124 @@ def test_planted_catboost_ge_fails(data, cb_model, monkeypatch):
 
 
 def test_planted_float64_compare_for_xgboost_fails(data, xgb_model, monkeypatch):
-    """XGBoost compares float32(x): binning the double against the float32 threshold must be caught."""
-    monkeypatch.setattr(_trees, "XGB_DOMAIN", _trees.DOM64)
+    """XGBoost compares float32(x): binning the double against the float32 threshold as a double must be caught."""
+    monkeypatch.setattr(_trees, "above32", lambda c: float(c))
     assert _xgb_check(data, xgb_model) > 1e-3
 
 
-def test_bins_count_the_cuts_below(data, xgb_model, lgb_model, cb_model):
-    """Every slot's bin is the number of its feature's cuts below the value in its domain, or its missing bin."""
-    x, _, rng = data
+def _near(rng, c: np.float32, n: int) -> np.ndarray:
+    """Doubles around the float32 ``c`` and the float32 after it: the midpoint, a few doubles either side, random
+    doubles in between and beyond."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = np.nextafter(c, np.float32(np.inf))
+        lo, hi = float(c), float(u) if np.isfinite(u) else 2.0**128
+        if not np.isfinite(lo):
+            lo = -(2.0**128)
+        mid = (lo + hi) / 2
+        pts = [mid, lo, hi]
+        for p in (mid, lo, hi):
+            q = p
+            for _ in range(3):
+                q = np.nextafter(q, np.inf)
+                pts.append(q)
+            q = p
+            for _ in range(3):
+                q = np.nextafter(q, -np.inf)
+                pts.append(q)
+        span = hi - lo
+        pts += list(lo + rng.uniform(-2, 3, n) * span)
+    return np.array([p for p in pts if np.isfinite(p)])
+
+
+def test_above32_is_the_float32_compare(rng_seed=5):
+    """``x > above32(c)`` iff ``float32(x) > c`` (numpy's conversion, round to nearest, ties to even), for doubles
+    on and around the rounding midpoints of ordinary, tiny, subnormal, signed-zero, largest and infinite ``c``."""
+    rng = np.random.default_rng(rng_seed)
+    f32 = np.finfo(np.float32)
+    cs = [0.0, -0.0, 1.0, -1.0, 0.1, -0.1, 3.0, 1e-38, -1e-38, f32.smallest_subnormal, -f32.smallest_subnormal,
+          float(f32.max), -float(f32.max), float(f32.tiny), np.inf, -np.inf]  # fmt: skip
+    cs += list(rng.normal(size=40) * 10.0 ** rng.integers(-30, 30, 40))
+    ties_down = ties_up = 0
+    for c in np.array(cs, dtype=np.float32):
+        b = _trees.above32(c)
+        xs = _near(rng, c, 200)
+        with np.errstate(over="ignore"):
+            want = xs.astype(np.float32) > c
+        np.testing.assert_array_equal(xs > b, want, err_msg=f"c={c!r} b={b!r}")
+        with np.errstate(over="ignore"):
+            u = np.nextafter(c, np.float32(np.inf))
+        if np.isfinite(c) and np.isfinite(u):
+            mid = (float(c) + float(u)) / 2
+            ties_up += mid > b
+            ties_down += mid <= b
+    assert ties_up and ties_down  # both tie directions were exercised
+
+
+def test_planted_tie_always_up_fails(monkeypatch):
+    """A bound that ignores ties-to-even (the midpoint always above ``c``) must be caught."""
+    real = _trees.above32
+
+    def wrong(c):  # type: ignore[no-untyped-def]
+        b = real(c)
+        with np.errstate(over="ignore"):
+            u = np.nextafter(np.float32(c), np.float32(np.inf))
+        if np.isfinite(c) and np.isfinite(u) and b == (float(c) + float(u)) / 2:
+            return float(np.nextafter(b, -np.inf))
+        return b
+
+    monkeypatch.setattr(_trees, "above32", wrong)
+    with pytest.raises(AssertionError):
+        test_above32_is_the_float32_compare()
+
+
+def _library_right(m: FlatForest | FlatOblivious, v: float, t: float) -> bool:
+    """Whether a split on threshold/border ``t`` sends the non-missing value ``v`` right, by the library's rule
+    (the module docstring of fxgate.models._trees), computed directly."""
+    if isinstance(m, FlatOblivious):
+        return bool(np.float32(v) > np.float32(t))
+    if m.rule == _trees.XGB:
+        return not bool(np.float32(v) < np.float32(t))
+    return (0.0 if abs(v) <= _trees.LGBM_ZERO else v) > t
+
+
+def test_bins_decide_every_split_as_the_library(data, xgb_model, lgb_model, cb_model):
+    """For every split threshold of the three models and every row, "bin > the threshold's cut index" (the walk's
+    compare) is the library's own decision on the raw value, missing values aside (they take the slot's bin)."""
     models = [from_xgboost(xgb_model), from_lightgbm(lgb_model), cb_model[1]]
     bins = FeatureBins.build(models)
     for m in models[:2]:
         bins.forest(m)
     bins.oblivious(models[2])
-    rows = _rows(data, models[0])[::7]
+    rows = np.vstack([_rows(data, m)[::9] for m in models])
+    splits = []  # (model, feature, threshold, cut index, slot)
+    for m in models:
+        for f, ts in _thresholds(m).items():
+            for t in ts:
+                if isinstance(m, FlatOblivious):
+                    k = bins._cut_index(f, _trees.above32(_trees.cut_catboost(t)))
+                    lgbm = False
+                elif m.rule == _trees.XGB:
+                    k = bins._cut_index(f, _trees.above32(_trees.cut_xgboost(t)))
+                    lgbm = False
+                else:
+                    k = bins._cut_index(f, _trees.cut_lightgbm(t))
+                    lgbm = True
+                ss = [i for i, w in enumerate(bins.slots) if w & 0xFFFF == f and bool(w & _trees.LGBM_SLOT) == lgbm]
+                splits.append((m, f, t, k, ss))
+    checked = 0
     for r in rows:
         got = bin_row(r, *bins.row_args())
         np.testing.assert_array_equal(_bin_row_py(r, *bins.row_args()), got)
-        for s, w in enumerate(bins.slots):
-            f, dom, zero, miss = w & 0xFFFF, (w >> 16) & 1, (w >> 17) & 1, w >> 32
+        for m, f, t, k, ss in splits:
             v = r[f]
-            if np.isnan(v) or (zero and abs(v) <= _trees.LGBM_ZERO):
-                assert got[s] == miss and (miss in (0, BIN_RIGHT) or not zero)
-            elif dom == _trees.DOM32:
-                own = bins.cut32[bins.off32[f] : bins.off32[f + 1]]
-                assert got[s] == np.searchsorted(own, np.float32(v), side="left")
-            else:
-                own = bins.cut64[bins.off64[f] : bins.off64[f + 1]]
-                v = 0.0 if abs(v) <= _trees.LGBM_ZERO else v  # LightGBM reads tiny values as 0
-                assert got[s] == np.searchsorted(own, v, side="left")
+            for s in ss:
+                w = bins.slots[s]
+                if np.isnan(v) or (w & _trees._ZERO_MISSING and abs(v) <= _trees.LGBM_ZERO):
+                    assert got[s] == w >> 32
+                    continue
+                assert (got[s] > k) == _library_right(m, v, t), (m.__class__.__name__, f, t, v)
+                checked += 1
+    assert checked > 10_000
 
 
 def test_twins_equal_kernels(data, xgb_model, cb_model):
