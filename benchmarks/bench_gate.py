@@ -16,7 +16,8 @@ A Layer-1 ensemble (300 trees, depth 6) is fitted on the first 2,000 bars of the
 
 ``--profile`` adds where a cheapest-mode live bar's time goes, stage by stage (each stage timed on its own call
 inside the gate, one run; the stages' sum is a little above the plain p50 because of the timers), the fused module
-step's parts included (its ``prepare`` and ``after`` hooks, the state gather, the compiled call).
+step's parts included (its ``prepare`` and ``after`` hooks, the state gather, the compiled call): per stage its
+p50, p99 and mean per bar, and its mean over the slowest 1% of bars, which says what the p99 is made of.
 
 Targets (issues #8, #19): on_bar p99 <= 100 us; replay >= 20,000 bars/s without LLM layers.
 """
@@ -40,8 +41,11 @@ def pct(xs: list[int]) -> dict[str, float]:
 
 
 def profile(gate, live) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
-    """Each stage of ``on_bar`` timed on its own call: the stage's method is wrapped by a timer on this gate only."""
-    times: dict[str, list[int]] = {}
+    """Each stage of ``on_bar`` timed on its own call: the stage's method is wrapped by a timer on this gate only.
+    Per stage: its time per bar (0 on a bar it does not run) at p50 and p99, its mean, and its mean over the
+    slowest 1% of bars (by the whole ``on_bar``): what the tail is made of."""
+    times: dict[str, list[tuple[int, int]]] = {}  # stage -> (bar, ns) per call
+    bar = [0]
 
     def timed(name, fn):  # type: ignore[no-untyped-def]
         acc = times.setdefault(name, [])
@@ -51,7 +55,7 @@ def profile(gate, live) -> dict[str, dict[str, float]]:  # type: ignore[no-untyp
             try:
                 return fn(*a, **k)
             finally:
-                acc.append(time.perf_counter_ns() - t0)
+                acc.append((bar[0], time.perf_counter_ns() - t0))
 
         return w
 
@@ -74,21 +78,31 @@ def profile(gate, live) -> dict[str, dict[str, float]]:  # type: ignore[no-untyp
     gate._run = timed("layer loop (_run, verdicts included)", gate._run)
     gate._decision = timed("Decision assembly (_decision)", gate._decision)
     total = times.setdefault("on_bar (whole, timed)", [])
-    for b in live:
+    for i, b in enumerate(live):
         for m in gate.modules:
             m.settle()
+        bar[0] = i
         t0 = time.perf_counter_ns()
         gate.on_bar(b)
-        total.append(time.perf_counter_ns() - t0)
+        total.append((i, time.perf_counter_ns() - t0))
     n = len(live)
-    # stages that do not run on every bar (a verdict the cheapest path never reaches) count 0 on the others
+    per_bar = {}
+    for k, v in times.items():
+        a = np.zeros(n)
+        for i, dt in v:
+            a[i] += dt / 1e3
+        per_bar[k] = a
+    slow = np.argsort(per_bar["on_bar (whole, timed)"])[-max(1, n // 100) :]  # the slowest 1% of bars
     return {
         k: {
-            "p50_us": float(np.percentile(np.asarray(v + [0] * (n - len(v))), 50)) / 1e3 if v else 0.0,
-            "mean_us": float(np.sum(v)) / n / 1e3,
-            "calls": len(v),
+            "p50_us": float(np.percentile(a, 50)),
+            "p99_us": float(np.percentile(a, 99)),
+            "mean_us": float(a.mean()),
+            "slowest_1pct_mean_us": float(a[slow].mean()),
+            "calls": len(times[k]),
         }
-        for k, v in times.items()
+        for k, a in per_bar.items()
+        if times[k]
     }
 
 
@@ -201,9 +215,11 @@ def main() -> None:
         gate = Gate(GateConfig(spread=8e-5, **fast), ens, timeframe=bars.timeframe, symbol=bars.symbol)
         gate.warm_up(bars[:2000])
         out["profile"] = profile(gate, bars[2000:])
-        print(f"{'stage':<34}{'p50 us':>9}{'mean us':>9}")
+        print(f"{'stage':<40}{'p50 us':>9}{'p99 us':>9}{'mean us':>9}{'slowest 1% mean':>17}")
         for k, v in out["profile"].items():
-            print(f"{k:<34}{v['p50_us']:>9.1f}{v['mean_us']:>9.1f}")
+            print(
+                f"{k:<40}{v['p50_us']:>9.1f}{v['p99_us']:>9.1f}{v['mean_us']:>9.1f}{v['slowest_1pct_mean_us']:>17.1f}"
+            )
     c, r = out["modes"]["cheapest_live"], out["modes"]["cheapest_replay"]
     out["targets"] = {"on_bar_p99_us": 100, "replay_bars_per_s": 20000}
     out["met"] = {"on_bar_p99": c["p99_us"] <= 100, "replay_throughput": r["bars_per_s"] >= 20000}
