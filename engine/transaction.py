@@ -5,24 +5,38 @@ refused and the state must be what it was before it (engine/gate.py). Copying ea
 every bar does that, but it costs one Python call and one allocation per array — about 140 arrays with the 18
 default modules, ~50 µs a bar, a quarter of the fast path.
 
-:class:`StateArena` makes the copy one ``memcpy`` per dtype. At the first save it moves every numpy array of each
-owner's state (the keys of its ``state_dict()`` that are array attributes) into one contiguous buffer per dtype and
-rebinds the owner's attribute to a view of it: the kernels keep updating the same arrays in place, now laid end to
-end. A save copies the buffers into preallocated twins and reads the few non-array state values (counts, error
-strings, a scheduled module's in-flight job); a restore — rare: only after an update raised — rebuilds each owner's
-``state_dict()`` from the copy and calls its ``load_state_dict`` (so derived caches are rebuilt as on any restore),
-and the next save lays the arena out again.
+:class:`StateArena` makes the copy one ``memcpy``. At the first save it moves every numpy array of each owner's
+state (the keys of its ``state_dict()`` that are array attributes) into one contiguous byte buffer (each array a
+view of its own aligned slice) and rebinds the owner's attribute to that view: the kernels keep updating the same
+arrays in place, now laid end to end. A save copies the buffer into a preallocated twin and reads the few non-array
+state values (counts, error strings, a scheduled module's in-flight job); a restore — rare: only after an update
+raised — rebuilds each owner's ``state_dict()`` from the copy and calls its ``load_state_dict`` (so derived caches
+are rebuilt as on any restore), and the next save lays the arena out again.
+
+Rings. Most of the bytes are ring buffers of which a bar writes one row. An owner may name such arrays in
+``tx_rings`` (a tuple of state keys) and declare, before each bar, the rows its next update can write in them:
+``tx_rows()`` returns ``(key, row)`` pairs (``0 <= row < len(array)``; a ring it does not name is not written in
+place on that bar), or None when it cannot promise that (a refit, a reallocation or an input-driven number of
+writes may be due): then its rings are copied whole. The rings are laid out after every other array, so a save is
+one copy of everything else plus one copy per declared row; a restore takes the rows from the copy and the rest of
+each ring from the buffer itself (which the update wrote only in the declared rows, or not at all once it rebound
+the attribute). A row outside the array is no promise (the owner's rings are copied whole). The promise is checked,
+not trusted, by tests/engine/test_transaction_rows.py: the whole sample through the gate, fused and unfused, in
+both modes, every declared ring compared after each bar with a copy taken before it.
 
 An owner that rebinds a state attribute (a reset, a reallocation, ``load_state_dict``) leaves the arena: every save
-first checks that each attribute is still the view it was given (one C-level ``attrgetter`` and identity pass) and
-rebuilds the arena when one is not, so a copy never misses a state array. An owner whose ``state_dict()`` holds a
-key that is neither an attribute nor one of the constants below is saved with ``state_dict()`` as before.
+first checks that the owner list is the same objects and that each attribute is still the view it was given, and
+rebuilds the arena when one is not, so a copy never misses a state array. The check is one generated Python
+function per layout, ``cur[i] is o_i and ... and o_i.key is v_j and ...`` — the conjunction of exactly those
+identities, one term per owner and per array, in bytecode (a third of the time of an ``attrgetter`` pass per
+owner). An owner whose ``state_dict()`` holds a key that is neither an attribute nor one of the constants below
+is saved with ``state_dict()`` as before.
 """
 
 from __future__ import annotations
 
 import copy
-import operator
+import keyword
 from collections.abc import Callable
 from typing import Any
 
@@ -35,12 +49,14 @@ __all__ = ["StateArena"]
 _CONSTANT = ("name", "params", "timeframe", "version")
 #: values of non-array state kept as they are (immutable, or a Future that is never mutated by the gate)
 _AS_IS = (type(None), bool, int, float, str, np.generic)
+#: byte alignment of each array in the buffer (the largest item size of a kept dtype: complex128)
+_ALIGN = 16
 
 
 class _Owner:
     """One owner's layout in the arena."""
 
-    __slots__ = ("obj", "arrays", "attrs", "consts", "views", "get", "slots", "fallback")
+    __slots__ = ("obj", "arrays", "attrs", "consts", "views", "slots", "fallback", "rings", "ring", "span")
 
     def __init__(self, obj: Any) -> None:
         self.obj = obj
@@ -64,17 +80,50 @@ class _Owner:
             for b in self.arrays[i + 1 :]
         ):
             self.fallback = True  # aliased state arrays: one view each would split them
+        declared = getattr(obj, "tx_rings", ())
+        #: the owner's ring arrays (declared, state arrays of at least one dimension), laid out after the rest
+        self.rings = [k for k in self.arrays if k in declared and getattr(obj, k).ndim >= 1]
+        if self.fallback or not callable(getattr(obj, "tx_rows", None)):
+            self.rings = []
         self.views: tuple[Any, ...] = ()
-        self.get = operator.attrgetter(*self.arrays) if len(self.arrays) > 1 else None
-        self.slots: list[tuple[str, np.dtype, int, int, tuple[int, ...]]] = []  # key, dtype, offset, size, shape
-
-    def current(self) -> tuple[Any, ...]:
-        if self.get is not None:
-            return self.get(self.obj)
-        return tuple(getattr(self.obj, k) for k in self.arrays)
+        self.slots: list[tuple[str, np.dtype, int, int, tuple[int, ...]]] = []  # key, dtype, byte offset, bytes, shape
+        self.ring: dict[str, tuple[int, int, int]] = {}  # ring key: byte offset, bytes per row, rows
+        self.span = (0, 0)  # the byte range of the owner's rings
 
 
 _MISSING = object()
+
+
+def _aligned(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+def _identity_check(owners: list[_Owner]) -> Callable[[list[Any]], bool]:
+    """A function of the current owner list that is True exactly when it is the laid-out owners (same objects, same
+    order) and every laid-out attribute is still its view (see the module docstring)."""
+    terms = [f"len(cur) == {len(owners)}"]
+    objs: list[Any] = []
+    views: list[Any] = []
+    for i, ow in enumerate(owners):
+        terms.append(f"cur[{i}] is o[{i}]")
+        objs.append(ow.obj)
+        if ow.fallback:
+            continue
+        for k, v in zip(ow.arrays, ow.views, strict=True):
+            ref = f"o{i}.{k}" if k.isidentifier() and not keyword.iskeyword(k) else f"getattr(o{i}, {k!r})"
+            terms.append(f"{ref} is v{len(views)}")
+            views.append(v)
+    names = [f"o{i}" for i in range(len(owners))]
+    vnames = [f"v{j}" for j in range(len(views))]
+    src = "def make(o, v):\n"
+    if names:
+        src += f"    {', '.join(names)}, = o\n"
+    if vnames:
+        src += f"    {', '.join(vnames)}, = v\n"
+    src += "    def intact(cur):\n        return " + " and ".join(terms) + "\n    return intact\n"
+    ns: dict[str, Any] = {}
+    exec(compile(src, "<fxgate.engine.transaction identity check>", "exec"), ns)  # our own source, from the layout
+    return ns["make"](tuple(objs), tuple(views))
 
 
 class StateArena:
@@ -84,54 +133,78 @@ class StateArena:
 
     def __init__(self, owners: Callable[[], list[Any]]) -> None:
         self._objs_of = owners
-        self._objs: list[Any] = []
         self._owners: list[_Owner] = []
-        self._bufs: dict[np.dtype, np.ndarray] = {}
-        self._twins: dict[np.dtype, np.ndarray] = {}
+        self._ringed: list[_Owner] = []
+        self._buf = np.empty(0, dtype=np.uint8)
+        self._twin = np.empty(0, dtype=np.uint8)
+        self._mb, self._mt = memoryview(self._buf), memoryview(self._twin)
+        self._plain = 0  # bytes of the arrays that are not rings (the head of the buffer, copied whole)
+        self._intact: Callable[[list[Any]], bool] = lambda cur: False
         self.builds = 0  # how many times the arena was laid out (tests: a rebind lays it out again)
 
     def _build(self) -> None:
-        self._objs = list(self._objs_of())
-        owners = [_Owner(o) for o in self._objs]
-        sizes: dict[np.dtype, int] = {}
+        owners = [_Owner(o) for o in self._objs_of()]
+        off = 0
+        for ring in (False, True):  # the plain arrays first, then each owner's rings side by side
+            for ow in owners:
+                if ow.fallback:
+                    continue
+                start = off
+                for k in ow.arrays:
+                    if (k in ow.rings) != ring:
+                        continue
+                    a = getattr(ow.obj, k)
+                    ow.slots.append((k, a.dtype, off, a.nbytes, a.shape))
+                    if ring:
+                        ow.ring[k] = (off, a.nbytes // a.shape[0] if a.shape[0] else 0, a.shape[0])
+                    off = _aligned(off + a.nbytes)
+                if ring:
+                    ow.span = (start, off)
+            if not ring:
+                self._plain = off
+        buf = np.zeros(off, dtype=np.uint8)
         for ow in owners:
-            if ow.fallback:
-                continue
-            for k in ow.arrays:
-                a = getattr(ow.obj, k)
-                off = sizes.get(a.dtype, 0)
-                ow.slots.append((k, a.dtype, off, a.size, a.shape))
-                sizes[a.dtype] = off + a.size
-        bufs = {dt: np.empty(n, dtype=dt) for dt, n in sizes.items()}
-        for ow in owners:
-            if ow.fallback:
-                continue
-            for k, dt, off, n, shape in ow.slots:
-                view = bufs[dt][off : off + n].reshape(shape)
+            for k, dt, o, n, shape in ow.slots:
+                view = buf[o : o + n].view(dt).reshape(shape)
                 view[...] = getattr(ow.obj, k)
                 setattr(ow.obj, k, view)
-            ow.views = ow.current()
-        self._owners, self._bufs = owners, bufs
-        self._twins = {dt: np.empty_like(b) for dt, b in bufs.items()}
+            ow.views = tuple(getattr(ow.obj, k) for k in ow.arrays) if not ow.fallback else ()
+        self._owners, self._buf = owners, buf
+        self._ringed = [ow for ow in owners if ow.ring]
+        self._twin = np.empty_like(buf)
+        self._mb, self._mt = memoryview(buf), memoryview(self._twin)  # slice copies at a third of numpy's cost
+        self._intact = _identity_check(owners)
         self.builds += 1
 
-    def _intact(self) -> bool:
-        objs = self._objs_of()
-        if len(self._owners) != len(objs) or any(map(operator.is_not, objs, self._objs)):
-            return False
-        for ow in self._owners:
-            if not ow.fallback and any(map(operator.is_not, ow.current(), ow.views)):
-                return False
-        return True
-
     def save(self) -> tuple[Any, ...]:
-        """The state now: (buffers copy, per-owner non-array values or a whole ``state_dict()``). The copy lives in
-        buffers the arena reuses: one save is outstanding at a time (the gate's lock holds one bar's updates), and
-        the next save overwrites it."""
-        if not self._intact():
+        """The state now: (buffer copy, the byte ranges of the rings copied, per-owner non-array values or a whole
+        ``state_dict()``). The copy lives in a buffer the arena reuses: one save is outstanding at a time (the gate's
+        lock holds one bar's updates), and the next save overwrites it."""
+        if not self._intact(self._objs_of()):
             self._build()
-        for dt, b in self._bufs.items():
-            np.copyto(self._twins[dt], b)
+        buf, twin = self._mb, self._mt
+        p = self._plain
+        twin[:p] = buf[:p]
+        rows: list[tuple[int, int]] = []
+        for ow in self._ringed:
+            declared = ow.obj.tx_rows()
+            if declared is not None:
+                ring = ow.ring
+                got: list[tuple[int, int]] = []
+                for k, r in declared:
+                    o, step, n = ring.get(k, (0, 0, -1))
+                    if not 0 <= r < n:
+                        break  # not a row of a ring: no promise
+                    a = o + r * step
+                    got.append((a, a + step))
+                else:
+                    for a, b in got:
+                        twin[a:b] = buf[a:b]
+                    rows += got
+                    continue
+            a, b = ow.span
+            twin[a:b] = buf[a:b]
+            rows.append(ow.span)
         rest = []
         for ow in self._owners:
             if ow.fallback:
@@ -142,19 +215,25 @@ class StateArena:
                 v = getattr(ow.obj, k)
                 vals.append(v if isinstance(v, _AS_IS) or hasattr(v, "add_done_callback") else copy.deepcopy(v))
             rest.append(vals)
-        return (self._twins, tuple(rest))
+        return (self._twin, tuple(rows), tuple(rest))
 
     def restore(self, saved: tuple[Any, ...]) -> None:
         """Put every owner back to the saved state (through its ``load_state_dict``); the next save lays the arena
         out again."""
-        twins, rest = saved
+        twin, rows, rest = saved
+        image = self._buf.copy()  # the rings as the update left them: written in the declared rows only
+        p = self._plain
+        image[:p] = twin[:p]
+        for a, b in rows:
+            image[a:b] = twin[a:b]
         for ow, r in zip(self._owners, rest, strict=True):
             if ow.fallback:
                 ow.obj.load_state_dict(r)
                 continue
             st: dict[str, Any] = dict(ow.consts)
             st.update(zip(ow.attrs, r, strict=True))
-            for k, dt, off, n, shape in ow.slots:
-                st[k] = twins[dt][off : off + n].reshape(shape).copy()
+            for k, dt, o, n, shape in ow.slots:
+                st[k] = image[o : o + n].view(dt).reshape(shape).copy()
             ow.obj.load_state_dict(st)
         self._owners = []  # laid out again on the next save (load_state_dict rebinds the attributes)
+        self._intact = lambda cur: False

@@ -118,22 +118,20 @@ def test_the_arena_holds_the_state_arrays_and_notices_a_rebind():
     vp, rk = create("vpin", n_buckets=10), create("robust_kelly")
     owners = [vp, rk]
     arena = StateArena(lambda: owners)
-    saved = arena.save()
+    arena.save()
     assert arena.builds == 1
-    bufs = saved[0]
     for m in (vp, rk):
         for k in m.state_keys:
             v = getattr(m, k)
             if isinstance(v, np.ndarray):
-                assert np.shares_memory(v, arena._bufs[v.dtype]), (m.name, k)
+                assert np.shares_memory(v, arena._buf), (m.name, k)
     arena.save()
     assert arena.builds == 1  # nothing rebound: the layout stays
     vp.load_state_dict(vp.state_dict())  # rebinds every array of vpin
     vp.fs[0] = 123.0
     s2 = arena.save()
     assert arena.builds == 2
-    assert any(np.any(b == 123.0) for b in s2[0].values())
-    assert set(bufs) == set(s2[0])
+    assert np.any(s2[0].view(np.float64) == 123.0)  # the copy holds the new array's values (16-byte aligned)
     owners.append(create("adverse_selection"))  # an owner added later joins the copy
     arena.save()
-    assert arena.builds == 3 and np.shares_memory(owners[2].ist, arena._bufs[owners[2].ist.dtype])
+    assert arena.builds == 3 and np.shares_memory(owners[2].ist, arena._buf)
