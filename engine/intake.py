@@ -67,17 +67,25 @@ class Intake:
         if ts < _NS_FLOOR:
             unit, k = ("seconds", 9) if ts < 10**11 else ("milliseconds", 6) if ts < 10**14 else ("microseconds", 3)
             return None, f"ts = {ts} looks like {unit}; fxgate wants int nanoseconds UTC (multiply by 10**{k})"
-        vals: list[float | None] = []
-        for name in ("open", "high", "low", "close", "volume", "spread"):
-            v = getattr(bar, name)
-            if name == "spread" and v is None:
-                vals.append(None)
-                continue
-            f, problem = _number(name, v)
-            if problem:
-                return None, problem
-            vals.append(f)
-        o, h, lo, c, vol, sp = vals
+        o, h, lo, c, vol, sp = bar.open, bar.high, bar.low, bar.close, bar.volume, bar.spread
+        if not (
+            type(o) is float
+            and type(h) is float
+            and type(lo) is float
+            and type(c) is float
+            and type(vol) is float
+            and (sp is None or type(sp) is float)
+        ):  # the common case is plain floats already; anything else is checked and converted field by field
+            vals: list[float | None] = []
+            for name, v in (("open", o), ("high", h), ("low", lo), ("close", c), ("volume", vol), ("spread", sp)):
+                if name == "spread" and v is None:
+                    vals.append(None)
+                    continue
+                f, problem = _number(name, v)
+                if problem:
+                    return None, problem
+                vals.append(f)
+            o, h, lo, c, vol, sp = vals
         assert o is not None and h is not None and lo is not None and c is not None and vol is not None
         if problem := bar_fault(o, h, lo, c, vol, sp):
             return None, problem
