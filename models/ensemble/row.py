@@ -9,9 +9,11 @@ order; the kernels take them as plain tuples unpacked into named locals, because
 a C fast path and a named one through Python, on every call.
 
 The Layer-1 kernel bins the winsorized row once for all three models (every split threshold quantized to its
-feature's sorted cuts, :class:`~fxgate.models._trees.FeatureBins`) and walks integer compares, branch-free; the
-rewrite is exact per library (``<`` for XGBoost on float32, ``<=`` for LightGBM on doubles, ``>`` for CatBoost on
-float32), so it equals :meth:`FlatForest.margins <fxgate.models._trees.FlatForest.margins>` and native predict
+feature's sorted cuts, one list of doubles per feature, :class:`~fxgate.models._trees.FeatureBins`; the features
+searched in lockstep) and walks integer compares, branch-free, the trees level by level; the rewrite is exact per
+library (``<`` for XGBoost on float32, ``<=`` for LightGBM on doubles, ``>`` for CatBoost on float32: a float32
+compare is a compare with one double, :func:`~fxgate.models._trees.above32`), so it equals
+:meth:`FlatForest.margins <fxgate.models._trees.FlatForest.margins>` and native predict
 (``tests/models/test_trees_binned.py``). :class:`ForestRow` / :func:`_forest_row` (the float walk with
 :func:`fxgate.models._trees.leaf`) remain as the float-walk reference the binned quantile kernel
 (``_quantile_forests.py``) is tested against.
