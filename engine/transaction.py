@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import keyword
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,8 @@ __all__ = ["StateArena"]
 _CONSTANT = ("name", "params", "timeframe", "version")
 #: values of non-array state kept as they are (immutable, or a Future that is never mutated by the gate)
 _AS_IS = (type(None), bool, int, float, str, np.generic)
+#: the exact types of values kept as they are without a look at each (a fast path of :func:`_kept`)
+_KEPT_TYPES = frozenset((type(None), bool, int, float, str, Future))
 #: byte alignment of each array in the buffer (the largest item size of a kept dtype: complex128)
 _ALIGN = 16
 
@@ -98,10 +101,17 @@ def _aligned(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
 
 
-def _identity_check(owners: list[_Owner]) -> Callable[[list[Any]], bool]:
-    """A function of the current owner list that is True exactly when it is the laid-out owners (same objects, same
-    order) and every laid-out attribute is still its view (see the module docstring)."""
+def _ref(i: int, k: str) -> str:
+    return f"o{i}.{k}" if k.isidentifier() and not keyword.iskeyword(k) else f"getattr(o{i}, {k!r})"
+
+
+def _generated(owners: list[_Owner]) -> tuple[Callable[[list[Any]], bool], Callable[[], tuple[Any, ...]]]:
+    """Two functions generated for one layout: ``intact(cur)``, True exactly when ``cur`` (the current owner list)
+    is the laid-out owners (same objects, same order) and every laid-out attribute is still its view (see the module
+    docstring); ``rest()``, the non-array attribute values of the owners that are not saved by ``state_dict()``, in
+    layout order, as one flat tuple."""
     terms = [f"len(cur) == {len(owners)}"]
+    rest: list[str] = []
     objs: list[Any] = []
     views: list[Any] = []
     for i, ow in enumerate(owners):
@@ -110,9 +120,9 @@ def _identity_check(owners: list[_Owner]) -> Callable[[list[Any]], bool]:
         if ow.fallback:
             continue
         for k, v in zip(ow.arrays, ow.views, strict=True):
-            ref = f"o{i}.{k}" if k.isidentifier() and not keyword.iskeyword(k) else f"getattr(o{i}, {k!r})"
-            terms.append(f"{ref} is v{len(views)}")
+            terms.append(f"{_ref(i, k)} is v{len(views)}")
             views.append(v)
+        rest += [_ref(i, k) for k in ow.attrs]
     names = [f"o{i}" for i in range(len(owners))]
     vnames = [f"v{j}" for j in range(len(views))]
     src = "def make(o, v):\n"
@@ -120,10 +130,17 @@ def _identity_check(owners: list[_Owner]) -> Callable[[list[Any]], bool]:
         src += f"    {', '.join(names)}, = o\n"
     if vnames:
         src += f"    {', '.join(vnames)}, = v\n"
-    src += "    def intact(cur):\n        return " + " and ".join(terms) + "\n    return intact\n"
+    src += "    def intact(cur):\n        return " + " and ".join(terms) + "\n"
+    src += "    def rest():\n        return (" + "".join(f"{r}, " for r in rest) + ")\n"
+    src += "    return intact, rest\n"
     ns: dict[str, Any] = {}
-    exec(compile(src, "<fxgate.engine.transaction identity check>", "exec"), ns)  # our own source, from the layout
+    exec(compile(src, "<fxgate.engine.transaction layout>", "exec"), ns)  # our own source, from the layout
     return ns["make"](tuple(objs), tuple(views))
+
+
+def _kept(v: Any) -> Any:
+    """A non-array state value as the copy keeps it: as it is when immutable or a Future, else a deep copy."""
+    return v if isinstance(v, _AS_IS) or hasattr(v, "add_done_callback") else copy.deepcopy(v)
 
 
 class StateArena:
@@ -140,6 +157,8 @@ class StateArena:
         self._mb, self._mt = memoryview(self._buf), memoryview(self._twin)
         self._plain = 0  # bytes of the arrays that are not rings (the head of the buffer, copied whole)
         self._intact: Callable[[list[Any]], bool] = lambda cur: False
+        self._rest: Callable[[], tuple[Any, ...]] = tuple
+        self._fallbacks: list[_Owner] = []
         self.builds = 0  # how many times the arena was laid out (tests: a rebind lays it out again)
 
     def _build(self) -> None:
@@ -173,13 +192,14 @@ class StateArena:
         self._ringed = [ow for ow in owners if ow.ring]
         self._twin = np.empty_like(buf)
         self._mb, self._mt = memoryview(buf), memoryview(self._twin)  # slice copies at a third of numpy's cost
-        self._intact = _identity_check(owners)
+        self._intact, self._rest = _generated(owners)
+        self._fallbacks = [ow for ow in owners if ow.fallback]
         self.builds += 1
 
     def save(self) -> tuple[Any, ...]:
-        """The state now: (buffer copy, the byte ranges of the rings copied, per-owner non-array values or a whole
-        ``state_dict()``). The copy lives in a buffer the arena reuses: one save is outstanding at a time (the gate's
-        lock holds one bar's updates), and the next save overwrites it."""
+        """The state now: (buffer copy, the byte ranges of the rings copied, the non-array values, the
+        ``state_dict()`` of each owner saved that way). The copy lives in a buffer the arena reuses: one save is
+        outstanding at a time (the gate's lock holds one bar's updates), and the next save overwrites it."""
         if not self._intact(self._objs_of()):
             self._build()
         buf, twin = self._mb, self._mt
@@ -205,33 +225,29 @@ class StateArena:
             a, b = ow.span
             twin[a:b] = buf[a:b]
             rows.append(ow.span)
-        rest = []
-        for ow in self._owners:
-            if ow.fallback:
-                rest.append(ow.obj.state_dict())
-                continue
-            vals = []
-            for k in ow.attrs:
-                v = getattr(ow.obj, k)
-                vals.append(v if isinstance(v, _AS_IS) or hasattr(v, "add_done_callback") else copy.deepcopy(v))
-            rest.append(vals)
-        return (self._twin, tuple(rows), tuple(rest))
+        vals = self._rest()
+        if not _KEPT_TYPES.issuperset(map(type, vals)):
+            vals = tuple(map(_kept, vals))
+        return (self._twin, tuple(rows), vals, tuple(ow.obj.state_dict() for ow in self._fallbacks))
 
     def restore(self, saved: tuple[Any, ...]) -> None:
         """Put every owner back to the saved state (through its ``load_state_dict``); the next save lays the arena
         out again."""
-        twin, rows, rest = saved
+        twin, rows, vals, whole = saved
         image = self._buf.copy()  # the rings as the update left them: written in the declared rows only
         p = self._plain
         image[:p] = twin[:p]
         for a, b in rows:
             image[a:b] = twin[a:b]
-        for ow, r in zip(self._owners, rest, strict=True):
+        at = 0
+        fallback = iter(whole)
+        for ow in self._owners:
             if ow.fallback:
-                ow.obj.load_state_dict(r)
+                ow.obj.load_state_dict(next(fallback))
                 continue
             st: dict[str, Any] = dict(ow.consts)
-            st.update(zip(ow.attrs, r, strict=True))
+            st.update(zip(ow.attrs, vals[at : at + len(ow.attrs)], strict=True))
+            at += len(ow.attrs)
             for k, dt, o, n, shape in ow.slots:
                 st[k] = image[o : o + n].view(dt).reshape(shape).copy()
             ow.obj.load_state_dict(st)
