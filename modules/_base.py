@@ -224,6 +224,9 @@ class CertaintyModule(ABC):
     trace_every: ClassVar[int] = 1
     defaults: ClassVar[dict[str, Any]] = {}
     state_keys: ClassVar[tuple[str, ...]] = ()
+    #: state arrays (of ``state_keys``) of which an update writes in place only the rows :meth:`tx_rows` declares:
+    #: rings the gate's per-bar transaction copies by row (``fxgate.engine.transaction``)
+    tx_rings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
         unknown = [k for k in params if k not in self.defaults]
@@ -265,6 +268,14 @@ class CertaintyModule(ABC):
     def fused_step(self, timeframe: str) -> FusedStep | None:
         """This module's part of the gate's fused per-bar step (``fxgate.modules._fusion``): a kernel doing what
         ``update`` does, or None (the default) when the gate should call ``update``. ``timeframe`` is the gate's."""
+        return None
+
+    def tx_rows(self) -> tuple[tuple[str, int], ...] | None:
+        """Before a bar: the ``(key, row)`` pairs of the ``tx_rings`` rows the next update (``update`` or the fused
+        step with its hooks) can write in place, ``0 <= row < len``; a ring not named is not written in place. None
+        (the default) when the module cannot promise it for this bar: its rings are then copied whole. It must not
+        change anything; a wrong promise breaks the rollback of a refused bar, so every declaration is checked on the
+        whole sample (tests/engine/test_transaction_rows.py)."""
         return None
 
     def warm_up(self) -> None:  # noqa: B027 - optional hook; modules without kernels need nothing

@@ -484,6 +484,10 @@ class DoubleAdapt(CertaintyModule):
         "term",
         "bundle",
     )
+    #: written in place one row a bar (``rb``: the PSI window's next slot; ``ref``: the reference ring's next row,
+    #: until the reference is fixed); ``edges``, ``nedges`` and ``ref_p`` are only ever rebound (``_features``,
+    #: ``_freeze``), never written in place
+    tx_rings = ("rb", "ref", "edges", "nedges", "ref_p")
 
     def reset(self) -> None:
         p = self.params
@@ -559,6 +563,19 @@ class DoubleAdapt(CertaintyModule):
         self.rvalid = np.zeros(nf, dtype=np.int64)
         self.term = np.zeros((nf, b))
         self.ist[I_N_FEATURES] = nf
+
+    def tx_rows(self) -> tuple[tuple[str, int], ...]:
+        """The PSI window's next slot (``_psi_step`` writes row ``I_RECENT % psi_window``, once a bar at most) and the
+        reference ring's next row (``_reference_push``: ``I_REF_ROWS % ref_bars``; none once frozen: ``ref`` is
+        empty). A refit (a new bundle) or the first feature row rebinds the arrays instead (``reset``,
+        ``_features``), which leaves these rows untouched."""
+        ist, rb, ref = self.ist, self.rb, self.ref
+        rows = []
+        if len(rb):
+            rows.append(("rb", int(ist[I_RECENT]) % len(rb)))
+        if len(ref):
+            rows.append(("ref", int(ist[I_REF_ROWS]) % len(ref)))
+        return tuple(rows)
 
     # -- streaming ---------------------------------------------------------------------------------------------
     def _check_bundle(self, ens: object) -> None:

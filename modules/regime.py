@@ -114,6 +114,8 @@ class RegimeDetection(CertaintyModule):
         "seed": 0,
     }
     state_keys = ("alpha", "startprob", "transmat", "means", "variances", "ist", "fs", "buf")
+    #: the return ring: one row (element) written a bar, ``I_PUSHED % fit_bars``
+    tx_rings = ("buf",)
 
     def reset(self) -> None:
         k = int(self.params["n_states"])
@@ -177,6 +179,11 @@ class RegimeDetection(CertaintyModule):
     def fused_step(self, timeframe: str) -> FusedStep:
         state = ("alpha", "startprob", "transmat", "means", "variances", "ist", "fs", "buf")
         return FusedStep(_regime_fused, state, ("close",), (int(self.params["refit_every"]),), after=self._fused_fit)
+
+    def tx_rows(self) -> tuple[tuple[str, int], ...]:
+        """The next return's slot in ``buf`` (``update`` and the fused kernel write ``buf[I_PUSHED % fit_bars]``, at
+        most once a bar; a fit reads a rolled copy)."""
+        return (("buf", int(self.ist[I_PUSHED]) % len(self.buf)),)
 
     def observe(self, x: float) -> None:
         """One forward step on a standardized observation."""
