@@ -70,7 +70,7 @@ import numpy as np
 from fxgate.engine.config import GateConfig, check_modules, load_config
 from fxgate.engine.core.bars import Bar, Bars
 from fxgate.engine.core.decision import Decision, LayerVerdict
-from fxgate.engine.core.records import ModelProbability, ModuleResult, candidate_direction
+from fxgate.engine.core.records import ModelProbability, ModuleResult, candidate_direction_of, mean_of
 from fxgate.engine.core.version import __version__
 from fxgate.engine.fused import FusedModules
 from fxgate.engine.intake import Intake
@@ -528,7 +528,8 @@ class Gate:
             x = self.features.update(bar)
             probs = self.ensemble.predict_row(x) if self.ensemble is not None and not in_sample else None
             t_l1 = _NS() - t0
-            direction = candidate_direction(probs)
+            ps = probs.tolist() if probs is not None else None  # Python floats: numpy on 3 numbers is slower
+            direction = candidate_direction_of(ps)
             self.intake.accept(bar.ts)
             self._bars += 1
             due: list[Outcome] = []  # outcomes whose horizon ends on this bar
@@ -536,7 +537,7 @@ class Gate:
                 _, ts0, d, entry, sp, pr = self._pending.popleft()
                 due.append(Outcome(ts0, bar.ts, d, entry, bar.close, sp, pr))
             if direction:
-                pdir = float(np.mean(probs)) if direction > 0 else 1 - float(np.mean(probs))
+                pdir = mean_of(ps) if direction > 0 else 1 - mean_of(ps)  # type: ignore[arg-type]
                 self._pending.append((self._bars + cfg.horizon, bar.ts, direction, bar.close, spread, pdir))
             matured: list[Matured] = []  # every bar's forecast whose horizon ends on this bar
             while self._forecasts and self._forecasts[0][0] <= self._bars:

@@ -10,12 +10,22 @@ schema's ``details`` items). Records produced and consumed inside one package li
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Record", "json_number", "ModelProbability", "ModuleResult", "candidate_direction", "candidate_directions"]
+__all__ = [
+    "Record",
+    "json_number",
+    "ModelProbability",
+    "ModuleResult",
+    "candidate_direction",
+    "candidate_direction_of",
+    "candidate_directions",
+    "mean_of",
+]
 
 
 def json_number(x: float | None) -> float | None:
@@ -69,6 +79,29 @@ def candidate_direction(probs: np.ndarray | None) -> int:
         return 0
     up = probs >= 0.5
     return 1 if up.all() else (-1 if not up.any() else 0)
+
+
+def candidate_direction_of(probs: Sequence[float] | None) -> int:
+    """:func:`candidate_direction` on Python floats (``probs.tolist()``): the per-bar path, where numpy on three
+    numbers costs a microsecond a call. Tested equal to the reference on hostile input (tests/engine/
+    test_fast_verdicts.py)."""
+    if not probs:
+        return 0
+    n_up = 0
+    for v in probs:
+        if not math.isfinite(v):
+            return 0
+        n_up += v >= 0.5
+    return 1 if n_up == len(probs) else (-1 if n_up == 0 else 0)
+
+
+def mean_of(values: Sequence[float]) -> float:
+    """``float(np.mean(values))`` for fewer than 8 floats, bit for bit: numpy sums a block that short in order,
+    starting from 0.0 (so -0.0 values sum to 0.0), then divides by the count."""
+    s = 0.0
+    for v in values:
+        s += v
+    return s / len(values)
 
 
 def candidate_directions(probs: np.ndarray) -> np.ndarray:
