@@ -8,10 +8,11 @@ default modules, ~50 µs a bar, a quarter of the fast path.
 :class:`StateArena` makes the copy one ``memcpy``. At the first save it moves every numpy array of each owner's
 state (the keys of its ``state_dict()`` that are array attributes) into one contiguous byte buffer (each array a
 view of its own aligned slice) and rebinds the owner's attribute to that view: the kernels keep updating the same
-arrays in place, now laid end to end. A save copies the buffer into a preallocated twin and reads the few non-array
-state values (counts, error strings, a scheduled module's in-flight job); a restore — rare: only after an update
-raised — rebuilds each owner's ``state_dict()`` from the copy and calls its ``load_state_dict`` (so derived caches
-are rebuilt as on any restore), and the next save lays the arena out again.
+arrays in place, now laid end to end. A save copies the buffer (but for the rings' undeclared rows, below) into a
+preallocated twin and reads the few non-array state values (counts, error strings, a scheduled module's in-flight
+job); a restore — rare: only after an update raised — rebuilds each owner's ``state_dict()`` from the copy and calls
+its ``load_state_dict`` (so derived caches are rebuilt as on any restore), and the next save lays the arena out
+again.
 
 Rings. Most of the bytes are ring buffers of which a bar writes one row. An owner may name such arrays in
 ``tx_rings`` (a tuple of state keys) and declare, before each bar, the rows its next update can write in them:
@@ -20,7 +21,10 @@ place on that bar), or None when it cannot promise that (a refit, a reallocation
 writes may be due): then its rings are copied whole. The rings are laid out after every other array, so a save is
 one copy of everything else plus one copy per declared row; a restore takes the rows from the copy and the rest of
 each ring from the buffer itself (which the update wrote only in the declared rows, or not at all once it rebound
-the attribute). A row outside the array is no promise (the owner's rings are copied whole). The promise is checked,
+the attribute). A row outside the array is no promise (the owner's rings are copied whole). The promise covers the
+whole update: ``update`` on an unfused gate; on a fused one the owner's kernel and its ``prepare`` and ``after``
+hooks. It must follow from the owner's own state: a ring written once per matured forecast or outcome (the number
+due on a bar is the gate's, not the module's) cannot be declared. The promise is checked,
 not trusted, by tests/engine/test_transaction_rows.py: the whole sample through the gate, fused and unfused, in
 both modes, every declared ring compared after each bar with a copy taken before it.
 

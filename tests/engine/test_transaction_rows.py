@@ -320,3 +320,31 @@ def test_a_wrong_promise_is_what_the_contract_check_catches():
         own.step(2.0, fail=True)
     arena.restore(saved)
     assert not np.array_equal(own.ring, before["ring"])
+
+
+class _Notes:
+    """A toy owner with non-array state: a string (kept as it is) and a dict mutated in place (must be copied)."""
+
+    def __init__(self) -> None:
+        self.arr = np.zeros(2)
+        self.label = "a"
+        self.seen: dict[str, int] = {}
+
+    def state_dict(self):  # type: ignore[no-untyped-def]
+        return {"arr": self.arr.copy(), "label": self.label, "seen": dict(self.seen)}
+
+    def load_state_dict(self, st):  # type: ignore[no-untyped-def]
+        self.arr, self.label, self.seen = st["arr"].copy(), st["label"], dict(st["seen"])
+
+
+def test_non_array_state_mutated_in_place_is_restored():
+    """A mutable non-array value is copied at the save (the fast path keeps only immutable ones and Futures)."""
+    own, plain = _Notes(), _Ring()
+    arena = StateArena(lambda: [plain, own])
+    own.seen["x"] = 1
+    saved = arena.save()
+    own.seen["x"] = 2  # in place
+    own.label = "b"
+    own.arr[1] = 5.0
+    arena.restore(saved)
+    assert own.seen == {"x": 1} and own.label == "a" and own.arr.tolist() == [0.0, 0.0]
