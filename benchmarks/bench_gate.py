@@ -71,7 +71,7 @@ def profile(gate, live) -> dict[str, dict[str, float]]:  # type: ignore[no-untyp
     if u is not None:  # the fused step and the unfused modules' update calls, together, and the fused step's parts
         u._prepares = [timed(f"  prepare {p.__self__.name}", p) for p in u._prepares]
         u._afters = [(j, timed(f"  after {a.__self__.name}", a)) for j, a in u._afters]
-        u._state = timed("  state gather (attrgetter)", u._state)
+        u._state = timed("  state gather (generated attribute reads)", u._state)
         if u._step is not None:
             u._step = timed("  compiled step call", u._step)
         u.update = timed("module updates (fused step + the rest)", u.update)

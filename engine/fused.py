@@ -11,11 +11,12 @@ the same module list and parameters loads it instead of compiling.
 
 Per bar, :meth:`FusedModules.update` packs the bar's inputs (scalars, the Layer-1 probabilities, the feature row,
 the due outcomes and matured forecasts as rows of preallocated arrays), reads every fused state array by attribute
-(one C-level ``attrgetter`` call, so a module that rebinds an array — a restore, a reallocation — is always passed
-the array it holds now), and makes the one call (after the few ``FusedStep.prepare`` calls some modules need:
-a model prediction the kernel cannot make). A kernel that asked for Python after it (``FusedStep.after``)
-gets it on the bars it flags. Then the modules without a fused part run their ``update(ctx)``. (Modules never read
-each other's state while updating, so the order between the two groups changes nothing.)
+(one generated function of plain attribute reads, :func:`_gatherer`, so a module that rebinds an array — a restore,
+a reallocation — is always passed the array it holds now), and makes the one call (after the few
+``FusedStep.prepare`` calls some modules need: a model prediction the kernel cannot make). A kernel that asked for
+Python after it (``FusedStep.after``) gets it on the bars it flags. Then the modules without a fused part run their
+``update(ctx)``. (Modules never read each other's state while updating, so the order between the two groups changes
+nothing.)
 
 The modules' ``update`` methods stay the reference: ``Gate(fused=False)`` runs them alone, and
 ``tests/engine/test_fused.py`` checks the two paths give bit-identical decisions and module state on the sample.
@@ -27,13 +28,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import keyword
 import math
 import operator
 import os
 import sys
 import tempfile
 import threading
-import types
 import warnings
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,22 @@ def _load(source: str, tag: str) -> Any:
     return kernel(mod.step, fastmath=False)
 
 
+def _gatherer(paths: list[tuple[int, str]], owners: list[Any]) -> Any:
+    """A function returning, on each call, the value of every ``(owner index, attribute path)`` as the owners hold
+    it now: generated Python whose body is the attribute reads themselves (``m0.a, m0.b, m1.c.d, ...``), so each
+    read is one specialized ``LOAD_ATTR`` (about 3x faster than ``operator.attrgetter`` over dotted paths, which
+    looks each name up afresh). A path is checked to be dotted identifiers before it is written into the source."""
+    for _, p in paths:
+        if not all(part.isidentifier() and not keyword.iskeyword(part) for part in p.split(".")):
+            raise ValueError(f"fused step: state path {p!r} is not a dotted attribute name")
+    used = sorted({i for i, _ in paths})
+    reads = "".join(f"m{i}.{p}, " for i, p in paths)
+    src = f"def gather({''.join(f'm{i}=m{i}, ' for i in used)}):\n    return ({reads})\n"
+    scope: dict[str, Any] = {f"m{i}": owners[i] for i in used}
+    exec(compile(src, "<fxgate fused state gather>", "exec"), scope)
+    return scope["gather"]
+
+
 class FusedModules:
     """The Layer-4 modules' per-bar updates for one gate: the fusable ones in one compiled call, the rest through
     ``update(ctx)`` (see the module docstring). ``n_features`` sizes the feature-row input; the probability inputs
@@ -157,11 +174,7 @@ class FusedModules:
         self.steps = [s for _, s in fused]
         self._afters = [(j, s.after) for j, s in enumerate(self.steps) if s.after is not None]
         self._prepares = [s.prepare for s in self.steps if s.prepare is not None]
-        holder = types.SimpleNamespace(**{f"m{i}": m for i, m in enumerate(self.fused)})
-        paths = [f"m{i}.{p}" for i, s in enumerate(self.steps) for p in s.state]
-        self._holder = holder
-        self._get = operator.attrgetter(*paths) if paths else None
-        self._one = len(paths) == 1  # attrgetter of one path returns the value, not a 1-tuple
+        self._gather = _gatherer([(i, p) for i, s in enumerate(self.steps) for p in s.state], self.fused)
         self._n_models = n_models
         self._probs0 = np.zeros(n_models)
         self._x0 = np.zeros(n_features)
@@ -178,10 +191,7 @@ class FusedModules:
         return len(modules) != len(mine) or any(map(operator.is_not, modules, mine))
 
     def _state(self) -> tuple[Any, ...]:
-        if self._get is None:
-            return ()
-        out = self._get(self._holder)
-        return (out,) if self._one else out
+        return self._gather()
 
     @staticmethod
     def _vector(v: Any, zeros: np.ndarray, what: str) -> tuple[int, np.ndarray]:

@@ -9,9 +9,11 @@ bar (every field but the latencies) and the same module state after it, array fo
 from __future__ import annotations
 
 import math
+import operator
 import os
 import subprocess
 import sys
+import types
 from dataclasses import replace
 
 import numpy as np
@@ -20,7 +22,7 @@ import pytest
 from fxgate.engine import sample_bars
 from fxgate.engine.config import GateConfig, L2Config, L3Config, L4Config
 from fxgate.engine.core.bars import Bar
-from fxgate.engine.fused import FusedModules, generate
+from fxgate.engine.fused import FusedModules, _gatherer, generate
 from fxgate.engine.gate import Gate
 from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
 from fxgate.models.labels import LabelSpec
@@ -293,3 +295,25 @@ def test_a_module_added_to_the_gate_after_it_was_built_is_updated(ens):
     a, b = (g.modules[1].state_dict() for g in gates)
     assert a["ist"][1] == len(bars) - 1  # every return after the first was seen
     _equal(a, b, "bocpd added after construction")
+
+
+def test_the_state_gather_reads_every_path_as_held_now():
+    """The generated gather returns what ``operator.attrgetter`` over the same dotted paths returns (the reference),
+    after the owners rebind attributes at either level of a path; a path that is not dotted identifiers is refused
+    before any source is written."""
+    owners = [types.SimpleNamespace(a=np.zeros(2), sub=types.SimpleNamespace(b=np.ones(3))), types.SimpleNamespace(c=1)]
+    paths = [(0, "a"), (0, "sub.b"), (1, "c"), (0, "a")]
+    gather = _gatherer(paths, owners)
+    holder = types.SimpleNamespace(m0=owners[0], m1=owners[1])
+    ref = operator.attrgetter(*(f"m{i}.{p}" for i, p in paths))
+    for step in range(3):
+        got, want = gather(), ref(holder)
+        assert len(got) == len(want) == 4 and all(x is y for x, y in zip(got, want, strict=True)), step
+        owners[0].a = np.zeros(2)  # a rebound array
+        owners[0].sub = types.SimpleNamespace(b=np.ones(3))  # a rebound holder of one
+        owners[1].c = step
+    assert _gatherer([], owners)() == ()
+    assert len(_gatherer([(1, "c")], owners)()) == 1  # one path is a 1-tuple too
+    for bad in ("a; import os", "a.b-c", "class", "a..b", "__import__('os')"):
+        with pytest.raises(ValueError, match="dotted attribute name"):
+            _gatherer([(0, bad)], owners)
