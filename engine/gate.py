@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import operator
 import threading
 import time
 from collections import deque
@@ -103,6 +104,7 @@ __all__ = ["Gate", "BarRecord"]
 
 _NS = time.perf_counter_ns
 _I64 = 2**63 - 1
+_REPORTED_OF = operator.itemgetter(*REPORTED)  # a Candidate's verdicts, as the Decision lists them
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +269,8 @@ class Gate:
         self._fast_layers = tuple(la for la in self.layers if la.cost == "fast")
         self._slow_layers = tuple(la for la in self.layers if la.cost == "slow")
         self._reported = {la.name: la for la in self.layers if la.reported}
+        #: a disabled layer's verdict on every bar that spent nothing on it (frozen, so one is shared by every Decision)
+        self._off = {la.name: off(la) for la in self.layers if not la.enabled}
         self._sizing = self.layer("sizing")  # the trace asks it for the size on every bar
 
     def layer(self, name: str) -> Layer:
@@ -642,12 +646,12 @@ class Gate:
                 c.action, c.confidence = "NONE", None
         c.stage = ""
 
-    @staticmethod
-    def _verdict(layer: Layer, c: Candidate) -> tuple[LayerVerdict | None, bool]:
+    def _verdict(self, layer: Layer, c: Candidate) -> tuple[LayerVerdict | None, bool]:
         """(verdict, whether it vetoes the bar); (None, False) for an unreported layer that does not apply."""
         spent = c.latency_us.get(layer.name, 0.0)
         if not layer.enabled:
-            return off(layer, spent), layer.off_vetoes
+            v = self._off.get(layer.name) if spent == 0.0 else None
+            return (off(layer, spent) if v is None else v), layer.off_vetoes
         if (why := layer.unavailable) is not None:
             return unavailable(layer, why, spent), True
         if c.first_veto is not None and not c.full:
@@ -708,7 +712,7 @@ class Gate:
             c.action,
             float(size),
             c.confidence,
-            tuple(c.layers[n] for n in REPORTED),
+            _REPORTED_OF(c.layers),
             c.first_veto,
             self.config_hash,
             self.model_hashes,

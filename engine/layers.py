@@ -75,6 +75,7 @@ class Candidate:
     judge_reasons: str = ""  # the judge's answer, for the debate's prompt
     llm_prob: float = math.nan  # the judge's P(up): its certainty for BUY, 1 - certainty for SELL (NaN: no answer)
     prompt: dict[str, str] | None = None  # the LLM prompt's placeholders, shared by the judge and the debate
+    l1_probs: tuple[ModelProbability, ...] | None = None  # Layer 1's records of probs, once it has evaluated them
     stage: str = ""  # the layer (or "L4:module") being evaluated: an exception there is that layer's failure
     isolated: tuple[ModuleResult, ...] = ()  # Gate(trace=True): every module's verdict alone (BarRecord.isolated)
     size_alone: float = math.nan  # Gate(trace=True): the sizing modules' size, vetoed or not
@@ -89,6 +90,8 @@ class Candidate:
     def model_probabilities(self) -> tuple[ModelProbability, ...]:
         if self.probs is None:
             return ()
+        if self.l1_probs is not None:  # Layer 1 built them (the same records): one set per bar
+            return self.l1_probs
         return tuple(ModelProbability(n, float(p)) for n, p in zip(MODEL_NAMES, self.probs, strict=False))
 
 
@@ -187,6 +190,7 @@ class L1Layer(_Base):
         t0 = _NS()
         v = self.ensemble.verdict_from_probs(c.probs, self.threshold)
         lat = spent + (_NS() - t0) / 1e3
+        c.l1_probs = v.probs
         if v.passed:
             c.action, c.confidence = v.direction, v.confidence
         return LayerVerdict(self.name, True, v.passed, v.confidence, self.threshold, v.reason, lat, tuple(v.probs))

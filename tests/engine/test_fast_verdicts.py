@@ -185,9 +185,19 @@ def _run(g, bars):
     averaged over the models: the outcome-based modules learn from it)."""
     out = []
     for b in bars:
-        d = _json(g.on_bar(b))
-        out.append((d, bits(g._pending[-1][5]) if g._pending else b""))
+        rec = g.evaluate(b)
+        probs = [(q.model, bits(q.p_up)) for q in rec.probs]
+        out.append((_json(rec.decision), bits(g._pending[-1][5]) if g._pending else b"", probs))
     return out
+
+
+def _model_probabilities(c):
+    """``Candidate.model_probabilities`` as it was: the records built from the probabilities (the reference)."""
+    return (
+        ()
+        if c.probs is None
+        else tuple(ModelProbability(n, float(p)) for n, p in zip(MODEL_NAMES, c.probs, strict=True))
+    )
 
 
 @pytest.mark.parametrize(
@@ -203,6 +213,7 @@ def test_gate_decisions_equal_the_numpy_rules_on_the_sample(ens, mode, fused, mo
             gate_module, "candidate_direction_of", lambda ps: candidate_direction(None if ps is None else np.array(ps))
         )
         mp.setattr(gate_module, "mean_of", lambda ps: float(np.mean(np.array(ps))))
+        mp.setattr(gate_module.Candidate, "model_probabilities", _model_probabilities)
         ref_gate = Gate(cfg, ens, timeframe=bars.timeframe, symbol=bars.symbol, fused=fused)
         ref_gate.layer("L1").ensemble = _NumpyVerdicts(ens)  # type: ignore[attr-defined]
         ref = _run(ref_gate, bars)
@@ -210,7 +221,7 @@ def test_gate_decisions_equal_the_numpy_rules_on_the_sample(ens, mode, fused, mo
     assert len(got) == len(ref) == len(bars)
     for i, (a, b) in enumerate(zip(got, ref, strict=True)):
         assert a == b, f"bar {i}:\n{a}\n{b}"
-    l1 = [d.split('"name": "L1"', 1)[1].split('"latency_us"', 1)[0] for d, _ in ref]
+    l1 = [d.split('"name": "L1"', 1)[1].split('"latency_us"', 1)[0] for d, _, _ in ref]
     reasons = {
         "in sample": sum('"reason": "in sample' in x for x in l1),
         "disagree": sum('"reason": "models disagree' in x for x in l1),
@@ -218,3 +229,30 @@ def test_gate_decisions_equal_the_numpy_rules_on_the_sample(ens, mode, fused, mo
         "passed": sum('"reason": "all three say' in x for x in l1),
     }
     assert min(reasons.values()) >= 20, reasons  # every branch of Layer 1 is on the sample
+
+
+def test_disabled_layers_read_as_built_on_every_bar(ens):
+    """A disabled layer's verdict (shared by the Decisions when nothing was spent on it) is the one ``off`` builds,
+    on every bar, in both modes; a disabled Layer 1 still reports the time the features and models took."""
+    bars = sample_bars()[1400:1700]
+    off_l2 = {
+        "name": "L2",
+        "enabled": False,
+        "passed": False,
+        "score": None,
+        "threshold": L2Config().threshold,
+        "reason": "disabled by config",
+        "latency_us": 0.0,
+        "details": [],
+    }
+    for mode in ("cheapest", "full"):
+        cfg = GateConfig(l1=L1Config(enabled=False), mode=mode, **NO_LLM)
+        g = Gate(cfg, ens, timeframe=bars.timeframe, symbol=bars.symbol)
+        for b in bars:
+            d = g.on_bar(b).to_dict()
+            layers = {v["name"]: v for v in d["layers"]}
+            assert layers["L2"] == off_l2
+            assert layers["L3"] == dict(off_l2, name="L3", threshold=L3Config().threshold)
+            assert layers["L1"]["reason"].startswith("disabled by config: nothing proposes")
+            assert layers["L1"]["latency_us"] > 0
+            assert d["first_veto"] == "L1"
