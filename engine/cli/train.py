@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from fxgate.engine.cli._options import load_kwargs, load_options
+from fxgate.engine.config import load_config
 from fxgate.engine.core.atomic import write_text
 from fxgate.training import datasets
 from fxgate.training.evaluate import evaluate, table
@@ -42,7 +43,15 @@ def train_group() -> None:
     help="Your own JSONL (Alpaca, chat messages, TRL prompt/chosen/rejected); repeat.",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--horizon", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The gate.toml the judge will be served with: its [l4] modules, [l2] template, horizon and budget "
+    "(default: the default config).",
+)
+@click.option("--horizon", type=click.IntRange(min=1), default=None, help="Bars ahead (default: the config's, 1).")
 @click.option("--spread", type=float, default=0.0, show_default=True, help="Price units, for bars without one.")
 @click.option("--val-frac", type=float, default=0.15, show_default=True)
 @click.option("--test-frac", type=float, default=0.15, show_default=True)
@@ -65,7 +74,8 @@ def train_data_cmd(
     bars: tuple[Path, ...],
     jsonl: tuple[Path, ...],
     out: Path,
-    horizon: int,
+    config_path: Path | None,
+    horizon: int | None,
     spread: float,
     val_frac: float,
     test_frac: float,
@@ -81,7 +91,17 @@ def train_data_cmd(
     decimal: str,
 ) -> None:
     """Build SFT/DPO/test sets from bar files with a leak-proof time split; write a manifest."""
-    spec = datasets.SplitSpec(horizon=horizon, spread=spread, val_frac=val_frac, test_frac=test_frac, embargo=embargo)
+    cfg = load_config(config_path)
+    spec = datasets.SplitSpec(
+        horizon=cfg.horizon if horizon is None else horizon,
+        spread=spread,
+        val_frac=val_frac,
+        test_frac=test_frac,
+        embargo=embargo,
+        n_ctx=cfg.llm.n_ctx,
+        think_budget=cfg.l2.think_budget,
+        answer_budget=cfg.l2.answer_budget,
+    )
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}")) as prog:
         tasks: dict[str, int] = {}
 
@@ -100,6 +120,8 @@ def train_data_cmd(
             progress=tick,
             tokenizer=tokenizer,
             load_kwargs=load_kwargs(fmt, tz, symbol, policy, encoding, decimal),
+            config=cfg if config_path is not None else None,
+            config_source=str(config_path) if config_path is not None else None,
         )
     con = Console()
     tb = Table(

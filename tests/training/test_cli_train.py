@@ -9,6 +9,8 @@ from click.testing import CliRunner
 
 from fxgate.engine import sample_bars
 from fxgate.engine.cli import cli
+from fxgate.engine.config import GateConfig, L4Config, dump_toml
+from fxgate.training.datasets.spec import l4_hash
 
 
 @pytest.mark.slow
@@ -98,3 +100,26 @@ def test_train_data_refuses_a_dated_import_before_writing(tmp_path):
     assert r.exit_code == 2, r.output
     assert "mine.jsonl:1: dated" in r.output and "validation cut" in r.output and "Traceback" not in r.output
     assert not out.exists()
+
+
+def test_train_data_builds_for_the_served_config(tmp_path):
+    """`--config gate.toml`: the prompts are built for its [l4] modules and its horizon, the manifest records its
+    [l4] section, and an explicit --horizon the served gate does not have is refused with the key and the fix."""
+    p = tmp_path / "EURUSD.csv"
+    sample_bars()[:1000].to_csv(p)
+    cfg = GateConfig(horizon=2, l4=L4Config(modules=("bocpd", "execution_cost"), params={"bocpd": {"threshold": 0.4}}))
+    g = tmp_path / "gate.toml"
+    g.write_text(dump_toml(cfg))
+    out = tmp_path / "data"
+    r = CliRunner().invoke(cli, ["train", "data", "--bars", str(p), "--out", str(out), "--config", str(g)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["horizon"] == 2 and m["serving"]["config"] == str(g)
+    assert m["serving"]["l4"]["modules"] == ["bocpd", "execution_cost"] and m["serving"]["l4_hash"] == l4_hash(cfg.l4)
+    row = json.loads((out / "test" / "scenarios.jsonl").read_text().splitlines()[0])
+    checks = [x.split()[0] for x in row["prompt"][1]["content"].split("\n") if x.split()[1:2] in (["pass"], ["FAIL"])]
+    assert checks == ["bocpd", "execution_cost"]
+    r = CliRunner().invoke(
+        cli, ["train", "data", "--bars", str(p), "--out", str(out), "--config", str(g), "--horizon", "3"]
+    )
+    assert r.exit_code != 0 and "horizon = 2" in r.output and "--horizon" in r.output

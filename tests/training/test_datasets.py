@@ -3,6 +3,7 @@ manifest is exact, completions are what the judge's grammar can produce, and cer
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -13,17 +14,29 @@ import pytest
 from llm_common import install_judge
 
 from fxgate.engine import Bars, sample_bars
-from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config
+from fxgate.engine.config import DEFAULT_MODULES, GateConfig, L1Config, L2Config, L4Config
 from fxgate.engine.gate import Gate
 from fxgate.engine.layers import PromptFacts
+from fxgate.engine.loader import load_bars
 from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
 from fxgate.models.labels import LabelSpec
 from fxgate.models.llm import JudgeVerdict
 from fxgate.models.prompt import formulas_of, load_template
-from fxgate.training.datasets import DatasetError, SplitSpec, build
+from fxgate.modules import REGISTRY
+from fxgate.training.datasets import SPLITS, DatasetError, SplitSpec, build, check_served_by
 from fxgate.training.datasets.layer1 import L1Model
 from fxgate.training.datasets.prompts import prompt_messages
-from fxgate.training.datasets.scenarios import DATASET_MODULES, rows_for
+from fxgate.training.datasets.scenarios import rows_for
+from fxgate.training.datasets.spec import l4_hash
+
+#: a served config without the slow modules, for the tests that build with a Layer-1 bundle (with one, SHAP in the
+#: default list costs tens of ms a bar); the default list's parity is tested on fewer bars below
+LIGHT = ("vpin", "bocpd", "regime", "uncertainty", "execution_cost", "adverse_selection", "robust_kelly")
+
+
+def light(horizon: int) -> GateConfig:
+    return GateConfig(horizon=horizon, l4=L4Config(modules=LIGHT))
+
 
 # the judge's GBNF grammar, restated as a regular expression
 NUM = r"(0(\.[0-9]{1,4})?|1(\.0{1,4})?)"
@@ -109,6 +122,15 @@ def test_manifest_is_exact(built):
     assert m["template"] == {"id": tpl.id, "sha256": tpl.sha256}
     for r in lines(out / "train" / "scenarios.jsonl")[:50]:
         assert list(r["values"]) == list(tpl.placeholders)  # what the template shows, nothing else
+    # no config given: the prompts are the default served gate's (its 18 modules, SHAP included)
+    d = GateConfig().l4
+    assert m["serving"] == {
+        "config": None,
+        "l4": {"enabled": True, "modules": list(d.modules), "params": {}},
+        "l4_hash": l4_hash(d),
+    }
+    assert len(d.modules) == 18 and "shap" in d.modules
+    check_served_by(m, GateConfig())
 
 
 def test_completions_are_grammar_answers_and_targets_are_base_rates(built):
@@ -167,11 +189,11 @@ def test_bundle_past_the_cut_is_refused_and_one_before_it_is_used(built, tmp_pat
     late.fit(bars[: a + 200], LabelSpec("next", 3), EnsembleConfig(n_estimators=10, folds=1), evaluate=False)
     late.save(tmp_path / "late")
     with pytest.raises(DatasetError, match="past the validation cut"):
-        build([src], tmp_path / "x", SplitSpec(horizon=3), bundle=tmp_path / "late")
+        build([src], tmp_path / "x", SplitSpec(horizon=3), bundle=tmp_path / "late", config=light(3))
     early = TreeEnsemble()
     early.fit(bars[: a - 100], LabelSpec("next", 3), EnsembleConfig(n_estimators=10, folds=1), evaluate=False)
     early.save(tmp_path / "early")
-    m2 = build([src], tmp_path / "y", SplitSpec(horizon=3), bundle=tmp_path / "early")
+    m2 = build([src], tmp_path / "y", SplitSpec(horizon=3), bundle=tmp_path / "early", config=light(3))
     rows = lines(tmp_path / "y" / "test" / "scenarios.jsonl")
     assert rows and all(set(r["meta"]["probs"]) == {"xgboost", "lightgbm", "catboost"} for r in rows)
     for r in rows:  # the proposal is Layer 1's candidate direction
@@ -179,7 +201,7 @@ def test_bundle_past_the_cut_is_refused_and_one_before_it_is_used(built, tmp_pat
         assert r["meta"]["proposal"] == ("BUY" if min(ps) >= 0.5 else "SELL") and (min(ps) >= 0.5 or max(ps) < 0.5)
     assert m2["bundle"]["sha256"] == early.bundle_hash
     with pytest.raises(DatasetError, match=r"predicts 3 bar\(s\) ahead, the scenarios ask about 1"):
-        build([src], tmp_path / "z", SplitSpec(horizon=1), bundle=tmp_path / "early")
+        build([src], tmp_path / "z", SplitSpec(horizon=1), bundle=tmp_path / "early", config=light(1))
 
 
 def test_bad_inputs_name_the_fix(tmp_path):
@@ -222,7 +244,7 @@ def _oof_build(bars, d, name):
     ens = TreeEnsemble()
     ens.fit(bars[: a - 50], LabelSpec("next", 3), EnsembleConfig(n_estimators=8, folds=2), evaluate=False)
     ens.save(d / f"{name}-bundle")
-    m = build([src], d / f"{name}-data", spec, bundle=d / f"{name}-bundle")
+    m = build([src], d / f"{name}-data", spec, bundle=d / f"{name}-bundle", config=light(3))
     return m, d / f"{name}-data", ens
 
 
@@ -431,28 +453,30 @@ V1_SIZE = (
     "judge.v1's proposal shows the size the served gate has sized (0 on a vetoed bar in full mode); the builder "
     "knows no size. judge.v2 does not show the judge a size (the risk manager is the one that cuts it)"
 )
-
-
-@pytest.mark.parametrize(
-    "template", [pytest.param("judge.v1", marks=pytest.mark.xfail(strict=True, reason=V1_SIZE)), "judge.v2"]
+#: a served config with its own module list and parameters (not a prefix of the default order)
+CUSTOM = GateConfig(
+    l4=L4Config(
+        modules=("execution_cost", "bocpd", "vpin", "robust_kelly"),
+        params={"vpin": {"quantile": 0.8}, "bocpd": {"threshold": 0.4}},
+    )
 )
-def test_the_builder_renders_the_prompt_the_gate_serves(template):
-    """Train/serve parity on real bars: the scenarios' judge prompt (rows_for -> prompt_values) is byte for byte
-    the prompt a gate with the same modules and Layer-1 model builds for its judge on the same bar, static prefix
-    (the configured modules' formula catalogue) included."""
-    bars = sample_bars()[:800]
+
+
+def _served_and_built(bars, serving, template, mode="full"):
+    """The builder's scenarios (rows_for with ``serving``) and the prompt values the served code path builds for
+    its judge on the same bars: a Gate of ``serving`` itself (Layer 2 on, its threshold 0 so that it decides as
+    the builder's gate does), with the gate's own PromptFacts recording what the judge is asked."""
     ens = TreeEnsemble()
     ens.fit(bars[:450], LabelSpec("next", 1), EnsembleConfig(n_estimators=10, max_depth=3), evaluate=False)
     spec = SplitSpec(horizon=1, spread=8e-5)
-    rows = rows_for(bars, 0, spec, [L1Model(0, ens, {"model": "bundle"})], True, None)
-    cfg = GateConfig(
-        horizon=1,
+    rows = rows_for(bars, 0, spec, [L1Model(0, ens, {"model": "bundle"})], True, None, serving)
+    cfg = dataclasses.replace(
+        serving,
         spread=8e-5,
-        mode="full",
-        l1=L1Config(enabled=True),
-        l2=L2Config(enabled=True, threshold=0.0),
-        l3=L3Config(enabled=False),
-        l4=L4Config(modules=DATASET_MODULES),
+        mode=mode,
+        l1=dataclasses.replace(serving.l1, enabled=True),
+        l2=dataclasses.replace(serving.l2, enabled=True, threshold=0.0, template=template),
+        l3=dataclasses.replace(serving.l3, enabled=False),
     )
     g = Gate(cfg, None, timeframe=bars.timeframe, symbol=bars.symbol)
     g.warm_up()
@@ -462,17 +486,125 @@ def test_the_builder_renders_the_prompt_the_gate_serves(template):
     for i in range(len(bars)):
         g.evaluate(bars[i])
     g.close()
-    tpl = load_template(template)
-    both = [r for r in rows if r.ts in facts.seen]
-    assert len(rows) >= 100 and len(both) == len(rows)  # every scenario is a bar the served judge is asked about
-    for r in both:
-        ours, served = prompt_messages(tpl, r.values), prompt_messages(tpl, facts.seen[r.ts])
+    return rows, facts.seen, g
+
+
+def _assert_same_prompts(tpl, rows, seen):
+    for r in rows:
+        ours, served = prompt_messages(tpl, r.values), prompt_messages(tpl, seen[r.ts])
         diff = [
             (a, b)
             for a, b in zip(ours[1]["content"].split("\n"), served[1]["content"].split("\n"), strict=True)
             if a != b
         ]
         assert ours == served, (np.datetime64(r.ts, "ns"), diff[:3])
+
+
+#: the default config with model_confidence_set judging Layer 1 without the judge's own past answers
+NO_LLM_MCS = GateConfig(l4=L4Config(params={"model_confidence_set": {"include_llm": False}}))
+
+
+@pytest.mark.parametrize(
+    ("serving", "template", "n"),
+    [
+        pytest.param(NO_LLM_MCS, "judge.v2", 900, id="default-modules-v2"),
+        pytest.param(CUSTOM, "judge.v2", 800, id="custom-v2"),
+        pytest.param(CUSTOM, "judge.v1", 800, id="custom-v1", marks=pytest.mark.xfail(strict=True, reason=V1_SIZE)),
+    ],
+)
+def test_the_builder_renders_the_prompt_the_gate_serves(serving, template, n):
+    """Train/serve parity on real bars: the scenarios' judge prompt (rows_for -> prompt_values) is byte for byte
+    the prompt a gate of the same serving config and Layer-1 model builds for its judge on the same bar, static
+    prefix (the configured modules' formula catalogue) included — for the default 18 modules (SHAP included) and
+    for a custom module list with its own parameters."""
+    bars = sample_bars()[:n]
+    rows, seen, g = _served_and_built(bars, serving, template)
+    assert [m.name for m in g.modules] == list(serving.l4.modules)
+    tpl = load_template(template)
+    both = [r for r in rows if r.ts in seen]
+    assert len(rows) >= 100 and len(both) == len(rows)  # every scenario is a bar the served judge is asked about
+    assert all([m.name for m in r.modules] == list(serving.l4.modules) for r in rows)
+    _assert_same_prompts(tpl, both, seen)
     if tpl.version >= 2:
         assert formulas_of(g.modules)  # the catalogue is shown, and the same on every bar
         assert len({prompt_messages(tpl, r.values)[1]["content"].split("## This bar")[0] for r in both}) == 1
+
+
+def test_the_default_config_differs_only_where_a_module_reads_the_judges_own_answers():
+    """The default config itself: model_confidence_set (include_llm = true) puts the served judge's past answers
+    in its test once min_rows (100) of its window's matured bars carry one. The builder has no judge, so until
+    then every prompt is the served one byte for byte, and after it every line but that module's still is."""
+    bars = sample_bars()[:900]
+    serving = GateConfig()
+    assert serving.l4.modules == DEFAULT_MODULES and "model_confidence_set" in serving.l4.modules
+    rows, seen, _ = _served_and_built(bars, serving, "judge.v2")
+    tpl = load_template("judge.v2")
+    assert len(rows) >= 150 and all(r.ts in seen for r in rows)
+    need = REGISTRY["model_confidence_set"].defaults["min_rows"]
+    _assert_same_prompts(tpl, rows[:need], seen)  # the judge has not answered on min_rows matured bars yet
+    for r in rows[need:]:
+        ours, served = prompt_messages(tpl, r.values), prompt_messages(tpl, seen[r.ts])
+        keep = [x for x in ours[1]["content"].split("\n") if not x.startswith("model_confidence_set ")]
+        assert keep == [x for x in served[1]["content"].split("\n") if not x.startswith("model_confidence_set ")]
+        assert ours[0] == served[0]
+
+
+def test_a_cheapest_mode_served_judge_sees_the_builders_prompt_on_the_bars_it_is_asked_about():
+    """A served gate in cheapest mode asks its judge only on bars where every module passed; on each of those the
+    builder (full mode) has a scenario with the same prompt. (The builder also has scenarios for the bars such a
+    gate vetoes before its judge: the README says so.)"""
+    bars = sample_bars()[:800]
+    serving = GateConfig(l1=L1Config(threshold=0.5), l4=L4Config(modules=("execution_cost", "bocpd")))
+    rows, seen, _ = _served_and_built(bars, serving, "judge.v2", mode="cheapest")
+    by_ts = {r.ts: r for r in rows}
+    asked = set(seen) - {int(bars.ts[-1])}  # the last bar has no outcome yet, so no scenario
+    assert 100 <= len(asked) < len(rows) and asked <= set(by_ts)  # some scenarios are bars it vetoed
+    _assert_same_prompts(load_template("judge.v2"), [by_ts[t] for t in sorted(asked)], seen)
+
+
+def test_build_stores_the_prompts_of_the_config_it_is_given_and_records_it(tmp_path):
+    """build(config=...) threads the serving config to every stored prompt: the module lines and the formula
+    catalogue are those of its modules (none of the default's others), equal to the scenarios of that config
+    (which the test above ties to the served prompt); the manifest records the [l4] section and its hash, and
+    check_served_by refuses a serving config with another [l4]."""
+    src = tmp_path / "EURUSD.csv"
+    sample_bars()[:1200].to_csv(src)
+    spec = SplitSpec(horizon=1, spread=8e-5)
+    m = build([src], tmp_path / "out", spec, config=CUSTOM, config_source="custom.toml")
+    assert m["serving"] == {
+        "config": "custom.toml",
+        "l4": {"enabled": True, "modules": list(CUSTOM.l4.modules), "params": CUSTOM.l4.params},
+        "l4_hash": l4_hash(CUSTOM.l4),
+    }
+    tpl = load_template(CUSTOM.l2.template)
+    rows = {r.ts: r for r in rows_for(load_bars(src), 0, spec, [], False, None, CUSTOM)}
+    stored = [x for s in SPLITS for x in lines(tmp_path / "out" / s / "scenarios.jsonl")]
+    assert len(stored) >= 300
+    formulas = formulas_of(Gate(CUSTOM, None, timeframe="H1").modules)
+    others = formulas_of(Gate(GateConfig(), None, timeframe="H1").modules)
+    for x in stored:
+        r = rows[x["meta"]["ts"]]
+        assert x["prompt"] == prompt_messages(tpl, {k: r.values[k] for k in tpl.placeholders})
+        text = x["prompt"][1]["content"]
+        assert all(f in text for f in formulas.values())
+        assert not any(f in text for n, f in others.items() if n not in CUSTOM.l4.modules)
+    check_served_by(m, CUSTOM)
+    check_served_by(m, dataclasses.replace(CUSTOM, horizon=1, spread=1e-4))  # only [l4] is compared
+    with pytest.raises(DatasetError, match=r"\[l4\] does not match.*trained on.*--config"):
+        check_served_by(m, GateConfig())
+    params = dataclasses.replace(CUSTOM.l4, params={"vpin": {"quantile": 0.7}})
+    with pytest.raises(DatasetError, match=r"\[l4\] params or enabled differ"):
+        check_served_by(m, dataclasses.replace(CUSTOM, l4=params))
+    with pytest.raises(DatasetError, match="records no serving"):
+        check_served_by({k: v for k, v in m.items() if k != "serving"}, CUSTOM)
+
+
+def test_a_config_for_another_judge_is_refused_before_anything_is_read(tmp_path):
+    src = tmp_path / "missing.csv"  # never read: the config is checked first
+    for cfg, key in (
+        (dataclasses.replace(CUSTOM, horizon=3), "horizon = 3"),
+        (dataclasses.replace(CUSTOM, llm=dataclasses.replace(CUSTOM.llm, n_ctx=8192)), r"\[llm\] n_ctx = 8192"),
+    ):
+        with pytest.raises(DatasetError, match=key + ".*Fix:"):
+            build([src], tmp_path / "o", SplitSpec(horizon=1), config=cfg)
+    assert not (tmp_path / "o").exists()

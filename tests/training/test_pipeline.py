@@ -16,9 +16,21 @@ from click.testing import CliRunner
 
 from fxgate.engine import sample_bars
 from fxgate.engine.cli import cli
+from fxgate.engine.config import GateConfig, L4Config
 from fxgate.training.datasets import SplitSpec, build
 from fxgate.training.pipeline import merge, verify, write_manifest, write_modelfile
 from fxgate.training.presets import get_preset
+
+EIGHT = (
+    "vpin",
+    "bocpd",
+    "regime",
+    "uncertainty",
+    "execution_cost",
+    "adverse_selection",
+    "robust_kelly",
+    "bayesian_sizing",
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +38,9 @@ def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
     p = d / "EURUSD.csv"
     sample_bars().to_csv(p)
-    build([p], d / "out", SplitSpec(horizon=1, spread=8e-5))
+    # the budget test below sizes its contexts for the eight-module formula section (the 18 default modules'
+    # catalogue alone is longer than its 700-token margin); the served-config parity is tested in test_datasets
+    build([p], d / "out", SplitSpec(horizon=1, spread=8e-5), config=GateConfig(l4=L4Config(modules=EIGHT)))
     return d / "out"
 
 

@@ -24,7 +24,13 @@ evidence that is actually there.
 training): ``train`` < T1 ≤ ``val`` < T2 ≤ ``test``. In every file a training example needs its label window (``i +
 horizon``) strictly before the first bar at or after T1; validation and test start ``embargo`` (≥ ``horizon``) bars
 after their cut. Features use past bars only. ``manifest.json`` records sources (sha256, bars, date ranges), the
-cuts, and counts per split, kind and source.
+cuts, counts per split, kind and source, and ``serving``: the ``[l4]`` section (modules, parameters) and its hash
+that the prompts were built for (:func:`check_served_by` compares it with a serving config).
+
+**The served gate's modules.** The scenarios' gate has the Layer-4 modules of the config the judge will be served
+with (``config`` / ``--config gate.toml``; default: the default config's 18), so a prompt's formula catalogue and
+module lines are the ones the served judge sees. It runs in full mode: scenarios exist for bars where a
+cheapest-mode served gate would have vetoed before asking its judge.
 
 **Layer 1 out of sample, in every split.** With a fitted bundle (``--bundle``, refused if its training labels
 reach T1, or if its timeframe or label horizon differ from the data's) the proposal a scenario asks about is Layer
@@ -62,6 +68,7 @@ from fxgate.training.datasets.spec import (
     KINDS,
     SPLITS,
     SplitSpec,
+    check_served_by,
     data_budget,
     is_data_manifest,
     prompt_budget_of,
@@ -80,6 +87,7 @@ __all__ = [
     "KINDS",
     "served_prompt",
     "data_budget",
+    "check_served_by",
     "prompt_budget_of",
     "oof_schedule",
     "is_data_manifest",

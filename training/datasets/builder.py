@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fxgate.engine.config import L2Config
+from fxgate.engine.config import GateConfig, check_modules
 from fxgate.engine.core.hashing import file_sha256
 from fxgate.engine.core.version import __version__
 from fxgate.engine.loader import load_bars
@@ -23,7 +23,7 @@ from fxgate.models.features import FEATURE_ENGINE_VERSION
 from fxgate.models.prompt import PromptTemplate, load_template
 from fxgate.training.datasets.layer1 import L1Model, oof_schedule
 from fxgate.training.datasets.prompts import ServedTokenizer, load_served_tokenizer, prompt_messages, served_prompt
-from fxgate.training.datasets.scenarios import Row, rows_for
+from fxgate.training.datasets.scenarios import Row, rows_for, scenario_config
 from fxgate.training.datasets.spec import (
     DATA_MANIFEST_KIND,
     KINDS,
@@ -32,6 +32,7 @@ from fxgate.training.datasets.spec import (
     is_data_manifest,
     prompt_budget_of,
     read_json,
+    serving_record,
 )
 from fxgate.training.datasets.text import certainty_table, completion, feature_example, rejected
 from fxgate.training.errors import DatasetError, DatasetWarning
@@ -53,6 +54,8 @@ def build(
     progress: Callable[[str, int, int], None] | None = None,
     tokenizer: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    config: GateConfig | None = None,
+    config_source: str | None = None,
 ) -> dict[str, Any]:
     """Write the three splits and ``manifest.json`` into ``out``; return the manifest. ``progress(file, bars done,
     bars in the file)`` is called as bars are processed.
@@ -62,8 +65,17 @@ def build(
     ``out`` exactly as it was. With ``tokenizer`` (the served model's GGUF or HF directory), each prompt is
     stored as the live judge would send it under ``spec``'s serving budget (sections dropped, least important
     first); without, every section is stored and SFT, DPO and ``fxgate train eval`` apply that budget with the
-    model's own tokenizer (every scenario carries its template ``values`` for that)."""
+    model's own tokenizer (every scenario carries its template ``values`` for that).
+
+    ``config``: the gate config the judge will be served with (``fxgate train data --config gate.toml``; None: the
+    default ``GateConfig()``). The prompts show its Layer-4 modules (``[l4]``: the formula catalogue and a line per
+    module, with its parameters) and use its ``[l2] template``; its ``horizon`` and serving budget (``[llm] n_ctx``,
+    ``[l2] think_budget``, ``answer_budget``) must be ``spec``'s. The manifest's ``serving`` records its ``[l4]``
+    section and hash (:func:`~fxgate.training.datasets.spec.l4_hash`); ``config_source`` names where it came from."""
     say = log or (lambda _msg: None)
+    serving = config if config is not None else GateConfig()
+    if config is not None:
+        _check_serving(serving, spec, config_source or "config")
     if not bar_files:
         raise DatasetError("no bar files given. Fix: --bars FILE (repeat for several pairs)")
     out = Path(out).absolute()
@@ -73,7 +85,7 @@ def build(
             f"Fix: a new directory, e.g. --out data/"
         )
     _check_out(out)
-    tpl = load_template(L2Config().template)  # the template the served judge renders by default
+    tpl = load_template(serving.l2.template)  # the template the served judge renders
     # -- read and check every input before any work ------------------------------------------------------------
     loaded = []
     seen: dict[str, Path] = {}
@@ -139,7 +151,7 @@ def build(
             models.append(
                 L1Model(a, ens, {"model": "bundle", "bundle_hash": ens.bundle_hash[:16], "fit_last_ts": last})
             )
-        rows = rows_for(bars, k, spec, models, ens is not None, tick)
+        rows = rows_for(bars, k, spec, models, ens is not None, tick, serving)
         counts = {}
         for split, lo, hi in (("train", 0, a), ("val", a + g, b), ("test", b + g, len(bars))):
             keep = [r for r in rows if lo <= r.i and r.i + h < hi]
@@ -191,6 +203,7 @@ def build(
             "fxgate_version": __version__,
             "feature_engine_version": FEATURE_ENGINE_VERSION,
             "template": {"id": tpl.id, "sha256": tpl.sha256},
+            "serving": serving_record(serving, config_source),
             "horizon": spec.horizon,
             "embargo_bars": spec.gap,
             "spread_default": spec.spread,
@@ -231,6 +244,25 @@ def build(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _check_serving(cfg: GateConfig, spec: SplitSpec, where: str) -> None:
+    """The serving config and the split specification must describe the same judge (its prompt shows the horizon;
+    the budget decides which sections it drops)."""
+    for key, served, ours, field in (
+        ("horizon", cfg.horizon, spec.horizon, "horizon"),
+        ("[llm] n_ctx", cfg.llm.n_ctx, spec.n_ctx, "n_ctx"),
+        ("[l2] think_budget", cfg.l2.think_budget, spec.think_budget, "think_budget"),
+        ("[l2] answer_budget", cfg.l2.answer_budget, spec.answer_budget, "answer_budget"),
+    ):
+        if served != ours:
+            cli = " (leave out --horizon)" if field == "horizon" else ""
+            raise DatasetError(
+                f"{where}: {key} = {served}, but the data is asked for {ours}; the judge would be served prompts "
+                f"for {key} = {served}. Fix: SplitSpec({field}={served}) (`fxgate train data --config` takes it "
+                f"from the config{cli}), or serve a config with {key} = {ours}"
+            )
+    check_modules(scenario_config(cfg, spec, False), where)
 
 
 def _check_out(out: Path) -> None:

@@ -1,6 +1,11 @@
 """The scenarios of one bar file: the gate the live judge sits behind, run over every bar, and what each bar it
 could ask the judge about carries — the prompt's template values, the key features, the module verdicts, the
-proposal, and the realized outcome that makes the target."""
+proposal, and the realized outcome that makes the target.
+
+The gate has the Layer-4 modules of the config the judge will be served with (its ``[l4]`` section: modules, their
+parameters, on or off; and the ``[certify]`` section the module settings read), so the prompt's formula catalogue
+and module lines are the served ones (:func:`scenario_config`). It runs in ``mode = "full"``: every bar gets every
+module's verdict, also bars a cheapest-mode served gate would have vetoed before its judge."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config, L4Config
+from fxgate.engine.config import GateConfig, L1Config, L2Config, L3Config
 from fxgate.engine.core.bars import Bars
 from fxgate.engine.core.records import ModelProbability, ModuleResult, candidate_direction
 from fxgate.engine.gate import Gate
@@ -21,19 +26,8 @@ from fxgate.training.datasets.layer1 import L1Model
 from fxgate.training.datasets.spec import SplitSpec
 from fxgate.training.errors import DatasetError
 
-__all__ = ["DATASET_MODULES", "Row", "rows_for"]
+__all__ = ["Row", "rows_for", "scenario_config"]
 
-#: modules whose verdicts the scenarios show (SHAP is left out: 20 ms per bar, and it explains Layer 1 only)
-DATASET_MODULES = (
-    "vpin",
-    "bocpd",
-    "regime",
-    "uncertainty",
-    "execution_cost",
-    "adverse_selection",
-    "robust_kelly",
-    "bayesian_sizing",
-)
 #: features whose window may legitimately be empty on a bar (a scenario needs the others finite)
 _MAY_BE_NAN = ("LM", "BNS_Z", "SPREAD_REL")
 
@@ -57,6 +51,22 @@ class Row:
     l1: dict[str, Any] | None  # which Layer-1 model produced ``probs`` and the last bar it saw
 
 
+def scenario_config(serving: GateConfig, spec: SplitSpec, with_l1: bool) -> GateConfig:
+    """The gate the scenarios are collected with: the serving config's ``[l4]`` (module list, parameters,
+    enabled) and ``[certify]`` (read by the module settings), the split's horizon and spread, ``mode = "full"``,
+    Layer 1 on only with a Layer-1 model, the LLM layers off (the builder writes what the judge would be asked)."""
+    return GateConfig(
+        horizon=spec.horizon,
+        spread=spec.spread,
+        mode="full",
+        l1=L1Config(enabled=with_l1),
+        l2=L2Config(enabled=False),
+        l3=L3Config(enabled=False),
+        l4=serving.l4,
+        certify=serving.certify,
+    )
+
+
 def rows_for(
     bars: Bars,
     src: int,
@@ -64,18 +74,12 @@ def rows_for(
     models: Sequence[L1Model],
     with_l1: bool,
     progress: Callable[[int], None] | None,
+    serving: GateConfig,
 ) -> list[Row]:
     """Run the gate over one file and collect the scenarios. ``models``: the Layer-1 model to switch to at each
-    start bar (none before the first: those bars get no scenario when ``with_l1``)."""
-    cfg = GateConfig(
-        horizon=spec.horizon,
-        spread=spec.spread,
-        mode="full",
-        l1=L1Config(enabled=with_l1),
-        l2=L2Config(enabled=False),
-        l3=L3Config(enabled=False),
-        l4=L4Config(modules=DATASET_MODULES),
-    )
+    start bar (none before the first: those bars get no scenario when ``with_l1``); ``serving``: the config the
+    judge will be served with (:func:`scenario_config` takes its Layer-4 modules)."""
+    cfg = scenario_config(serving, spec, with_l1)
     gate = Gate(cfg, None, timeframe=bars.timeframe, symbol=bars.symbol)
     formulas = formulas_of(gate.modules)  # the formula lines the served judge's prompt shows
     switches = {m.start: m for m in models}

@@ -4,12 +4,14 @@ recognised and read back."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fxgate.engine.config import L2Config, LlmConfig
+from fxgate.engine.config import GateConfig, L2Config, L4Config, LlmConfig
 from fxgate.models.prompt import prompt_budget
 from fxgate.training.errors import DatasetError
 
@@ -22,6 +24,9 @@ __all__ = [
     "read_json",
     "data_budget",
     "prompt_budget_of",
+    "l4_hash",
+    "serving_record",
+    "check_served_by",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -101,3 +106,43 @@ def data_budget(data: str | Path) -> dict[str, int]:
         "think_budget": int(b.get("think_budget", d.think_budget)),
         "answer_budget": int(b.get("answer_budget", d.answer_budget)),
     }
+
+
+def l4_hash(l4: L4Config) -> str:
+    """sha256 of the canonical JSON of an ``[l4]`` section (enabled, modules in order, parameters), first 16 hex
+    digits: what the prompts' formula catalogue and module lines depend on."""
+    blob = json.dumps(dataclasses.asdict(l4), sort_keys=True, default=list).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def serving_record(cfg: GateConfig, source: str | None) -> dict[str, Any]:
+    """The manifest's ``serving``: the ``[l4]`` section the prompts were built for, its hash, and where the config
+    came from (None: the default config)."""
+    return {
+        "config": source,
+        "l4": {"enabled": cfg.l4.enabled, "modules": list(cfg.l4.modules), "params": cfg.l4.params},
+        "l4_hash": l4_hash(cfg.l4),
+    }
+
+
+def check_served_by(manifest: dict[str, Any], cfg: GateConfig, where: str = "config") -> None:
+    """Raise :class:`DatasetError` unless the data a ``manifest`` describes was built for the ``[l4]`` section of
+    ``cfg`` (the config a model trained on it will be served with)."""
+    rec = manifest.get("serving")
+    if not isinstance(rec, dict) or "l4_hash" not in rec:
+        raise DatasetError(
+            f"{where}: the data manifest records no serving [l4] section (built before it was recorded, with the "
+            f"builder's own module list). Fix: rebuild it with `fxgate train data --config <the served gate.toml>`"
+        )
+    if rec["l4_hash"] != l4_hash(cfg.l4):
+        built, served = rec.get("l4", {}).get("modules"), list(cfg.l4.modules)
+        what = (
+            f"modules {built} were trained on, [l4] modules = {served} would be served"
+            if built != served
+            else "the [l4] params or enabled differ"
+        )
+        raise DatasetError(
+            f"{where}: [l4] does not match the data's (l4_hash {rec['l4_hash']} vs {l4_hash(cfg.l4)}): {what}; the "
+            f"served prompt would differ from every training prompt. Fix: rebuild the data with `fxgate train data "
+            f"--config <this gate.toml>`, or serve the [l4] section the data was built for"
+        )
