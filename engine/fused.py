@@ -148,10 +148,13 @@ def _gatherer(paths: list[tuple[int, str]], owners: list[Any]) -> Any:
     """A function returning, on each call, the value of every ``(owner index, attribute path)`` as the owners hold
     it now: generated Python whose body is the attribute reads themselves (``m0.a, m0.b, m1.c.d, ...``), so each
     read is one specialized ``LOAD_ATTR`` (about 3x faster than ``operator.attrgetter`` over dotted paths, which
-    looks each name up afresh). A path is checked to be dotted identifiers before it is written into the source."""
+    looks each name up afresh). A path is checked to be dotted ASCII identifiers before it is written into the
+    source."""
     for _, p in paths:
-        if not all(part.isidentifier() and not keyword.iskeyword(part) for part in p.split(".")):
-            raise ValueError(f"fused step: state path {p!r} is not a dotted attribute name")
+        if not all(
+            part.isascii() and part.isidentifier() and not keyword.iskeyword(part) for part in p.split(".")
+        ):  # ASCII: the compiler folds other identifiers (NFKC), so the read could name another attribute
+            raise ValueError(f"fused step: state path {p!r} is not a dotted ASCII attribute name")
     used = sorted({i for i, _ in paths})
     reads = "".join(f"m{i}.{p}, " for i, p in paths)
     src = f"def gather({''.join(f'm{i}=m{i}, ' for i in used)}):\n    return ({reads})\n"

@@ -526,7 +526,15 @@ class Gate:
         cfg = self.config
         spread = bar.spread if bar.spread is not None else cfg.spread
         in_sample = self._in_sample_until is not None and bar.ts <= self._in_sample_until
-        snap = self._tx_save()
+        try:
+            snap = self._tx_save()
+        except Exception as exc:  # noqa: BLE001 - nothing has changed yet: refuse the bar
+            return self._reject(
+                bar,
+                f"internal error while saving the state: {type(exc).__name__}: {exc}; the bar was not accepted "
+                "and the state is unchanged",
+                "internal",
+            )
         try:
             t0 = _NS()
             x = self.features.update(bar)

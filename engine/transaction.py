@@ -88,6 +88,8 @@ class _Owner:
         ):
             self.fallback = True  # aliased state arrays: one view each would split them
         declared = getattr(obj, "tx_rings", ())
+        if isinstance(declared, str):  # one key given bare: a key, not the substrings of one
+            declared = (declared,)
         #: the owner's ring arrays (declared, state arrays of at least one dimension), laid out after the rest
         self.rings = [k for k in self.arrays if k in declared and getattr(obj, k).ndim >= 1]
         if self.fallback or not callable(getattr(obj, "tx_rows", None)):
@@ -106,7 +108,8 @@ def _aligned(n: int) -> int:
 
 
 def _ref(i: int, k: str) -> str:
-    return f"o{i}.{k}" if k.isidentifier() and not keyword.iskeyword(k) else f"getattr(o{i}, {k!r})"
+    # ASCII only: the compiler folds other identifiers (NFKC), so ``o.k`` could read another attribute than k
+    return f"o{i}.{k}" if k.isascii() and k.isidentifier() and not keyword.iskeyword(k) else f"getattr(o{i}, {k!r})"
 
 
 def _generated(owners: list[_Owner]) -> tuple[Callable[[list[Any]], bool], Callable[[], tuple[Any, ...]]]:
@@ -211,7 +214,10 @@ class StateArena:
         twin[:p] = buf[:p]
         rows: list[tuple[int, int]] = []
         for ow in self._ringed:
-            declared = ow.obj.tx_rows()
+            try:
+                declared = ow.obj.tx_rows()
+            except Exception:  # noqa: BLE001 - a module that cannot say which rows it writes: copy all its rings
+                declared = None
             if declared is not None:
                 ring = ow.ring
                 got: list[tuple[int, int]] = []

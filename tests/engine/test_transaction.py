@@ -112,6 +112,39 @@ def test_a_refused_bar_restores_every_owner_exactly_with_all_modules(ens, trap):
     assert refused > 80 and a._tx.builds >= refused + 2  # each refusal and each rebind: laid out again
 
 
+def test_a_save_that_fails_refuses_the_bar_in_on_bar_and_warm_up(ens):
+    """The transaction's save runs before the gate's try: when it raises (here once, planted), ``on_bar`` answers
+    NONE with the reason and ``warm_up`` counts the bar refused, neither raises, nothing is accepted, and the bar
+    sent again is taken exactly as by a gate that never failed."""
+    cfg = GateConfig(l1=L1Config(threshold=0.5), l4=L4Config(params=SMALL), **NO_LLM)
+    bars = sample_bars()[1500:1700]
+    a, b = Gate(cfg, ens, timeframe="H1"), Gate(cfg, ens, timeframe="H1")
+    a.warm_up(bars[:100])
+    b.warm_up(bars[:100])
+    inner, fails = a._tx.save, []
+
+    def save():  # type: ignore[no-untyped-def]
+        if fails:
+            fails.pop()
+            raise MemoryError("planted")
+        return inner()
+
+    a._tx.save = save
+    fails.append(1)
+    before = a._snapshot()
+    d = a.on_bar(bars[100])
+    assert d.action == "NONE" and d.first_veto == "internal"
+    assert "while saving the state: MemoryError: planted" in d.to_dict()["layers"][0]["reason"]
+    _equal(a._snapshot(), before, "after the refused save")
+    fails.append(1)
+    assert a.warm_up(bars[100:101]) == 1  # refused, counted, not raised
+    _equal(a._snapshot(), before, "after the refused warm-up bar")
+    for x in bars[100:]:
+        da, db = a.on_bar(x), b.on_bar(x)
+        assert (da.action, da.first_veto, da.size) == (db.action, db.first_veto, db.size)
+    _equal(a._snapshot(), b._snapshot(), "after the run")
+
+
 def test_the_arena_holds_the_state_arrays_and_notices_a_rebind():
     """Owners' arrays become views of one buffer per dtype; a rebind (here: load_state_dict) is noticed at the next
     save, so no array is ever left out of the copy."""

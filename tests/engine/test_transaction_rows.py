@@ -307,6 +307,43 @@ def test_a_row_outside_the_ring_is_no_promise():
     assert len(spans) == 1 and spans[0][1] - spans[0][0] == 96 + 16 + 48  # every ring of the owner, not one row
 
 
+def test_a_tx_rows_that_raises_is_no_promise():
+    """An owner whose ``tx_rows()`` raises: the save copies its rings whole (it does not raise out of the save,
+    which runs before the gate's try), and the restore stays exact."""
+    own = _Ring()
+
+    def broken():  # type: ignore[no-untyped-def]
+        raise ZeroDivisionError("planted")
+
+    own.tx_rows = broken
+    arena = StateArena(lambda: [own])
+    for i in range(6):
+        before = own.state_dict()
+        saved = arena.save()
+        with pytest.raises(RuntimeError):
+            own.step(float(i + 1), fail=True)
+        arena.restore(saved)
+        _equal(own.state_dict(), before, f"step {i}")
+        own.step(float(i + 1), fail=False)
+    spans = arena.save()[1]
+    assert len(spans) == 1 and spans[0][1] - spans[0][0] == 96 + 16 + 48
+
+
+def test_a_bare_string_tx_rings_names_one_key_not_its_substrings():
+    """``tx_rings`` given as a string, not a tuple: it names that one key. ``"rings"`` must not make the key
+    ``"ring"`` (a substring of it) a ring; ``"tags"`` makes "tags" the owner's only ring."""
+    own = _Ring()
+    own.tx_rings = "rings"  # "ring" is a substring of "rings"; as a tuple it names no key at all
+    arena = StateArena(lambda: [own])
+    arena.save()
+    assert not arena._ringed  # no ring: "rings" is no state key
+    own2 = _Ring()
+    own2.tx_rings = "tags"
+    arena2 = StateArena(lambda: [own2])
+    arena2.save()
+    assert [list(ow.ring) for ow in arena2._ringed] == [["tags"]]
+
+
 def test_a_wrong_promise_is_what_the_contract_check_catches():
     """The toy ring that writes the row after the one it declared: its restore is wrong — which is why every
     module's declaration is checked on the whole sample above."""
