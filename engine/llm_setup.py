@@ -3,20 +3,23 @@
 One :class:`~fxgate.models.llm.LlmRuntime` per distinct model file (the judge and the three debate roles share one
 unless the config names role models), one verdict cache for all. A model that cannot be loaded raises, or — with
 ``[llm] on_load_error = "veto"`` — becomes a standing failure both LLM layers report on every bar (fail closed).
+A model from a ``fxgate train all`` run trained for another ``[l4]`` section than the gate's is refused the same way
+(:func:`trained_for`).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fxgate.engine.core.config import NANO_GGUF, GateConfig, cache_dir, nano_dir
+from fxgate.engine.core.config import NANO_GGUF, GateConfig, L4Config, cache_dir, nano_dir, serving_mismatch
 from fxgate.models.debate import Debate
 from fxgate.models.llm import Judge, LlmError, LlmRuntime, LlmSettings, ModelFileError, VerdictCache
 
-__all__ = ["LlmStack", "start_llm", "resolve_model"]
+__all__ = ["LlmStack", "start_llm", "resolve_model", "trained_for"]
 
 
 @dataclass
@@ -49,6 +52,26 @@ def resolve_model(path: str) -> str:
     return str(Path(path).expanduser())
 
 
+def trained_for(model: str, l4: L4Config) -> str | None:
+    """Why the GGUF file ``model`` should not be served with ``l4``, or None. A model from a ``fxgate train all``
+    run (a ``manifest.json`` beside it that lists the file) was trained on prompts built for one ``[l4]`` section,
+    which its data manifest records; served with another, every prompt it sees differs from the ones it learnt
+    (formula catalogue, module lines). A file outside such a run (the nano model, a downloaded GGUF) is not checked:
+    nothing records what it was trained on."""
+    f = Path(model)
+    try:
+        m = json.loads((f.parent / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # no run manifest beside it (an unreadable one is `fxgate train verify`'s to report)
+    if not (isinstance(m, dict) and "fxgate_manifest" in m and isinstance(m.get("files"), dict)):
+        return None
+    dm = m.get("data_manifest")
+    if f.name not in m["files"] or not isinstance(dm, dict):
+        return None
+    problem = serving_mismatch(dm.get("serving"), l4)
+    return None if problem is None else f"{f}: {problem}"
+
+
 def start_llm(c: GateConfig) -> LlmStack:
     lc = c.llm
     stack = LlmStack()
@@ -75,6 +98,9 @@ def start_llm(c: GateConfig) -> LlmStack:
         def runtime(model: str) -> Any:
             file = resolve_model(model or lc.model)
             if file not in stack.runtimes:
+                skew = trained_for(file, c.l4)
+                if skew is not None:  # the model trained is the model served, with the prompts it was trained on
+                    raise ModelFileError(skew)
                 s = LlmSettings(
                     model=file,
                     sha256=lc.sha256 if file == main else "",

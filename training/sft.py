@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fxgate.training import _optional
 from fxgate.training._trainer import has_gpu, jsonl_records, judge_renderer, lora_config, parser, render_messages, setup
+from fxgate.training.errors import DatasetWarning
 from fxgate.training.presets import Preset, get_preset
 
 __all__ = ["sft_examples", "train_sft", "main"]
@@ -51,6 +53,23 @@ def sft_examples(data: str | Path, tok: Any, limit: int | None = None, split: st
     if not out:
         raise ValueError(f"{d}: no training examples. Fix: `fxgate train data --out {Path(data)}` first")
     return out
+
+
+def _warn_truncated(examples: list[dict[str, str]], tok: Any, max_length: int, data: str | Path) -> int:
+    """Warn (:class:`DatasetWarning`) when examples are longer than the preset's ``max_length``: the trainer cuts
+    them from the right, so such an example loses its answer (all or part of the completion, the only tokens
+    with a loss) and the judge never learns to answer prompts that long. Returns how many are."""
+    n = [len(tok(e["prompt"] + e["completion"], add_special_tokens=False)["input_ids"]) for e in examples]
+    over = sum(x > max_length for x in n)
+    if over:
+        warnings.warn(
+            f"{data}: {over} of {len(n)} training examples are longer than max_length = {max_length} tokens "
+            f"(longest {max(n)}); their completions are cut off. Fix: a preset whose max_length covers the "
+            f"serving [llm] n_ctx, or a smaller serving budget",
+            DatasetWarning,
+            stacklevel=3,
+        )
+    return over
 
 
 def _fault_exit(step: int) -> Any:
@@ -80,7 +99,9 @@ def train_sft(
     trl = _optional.trl()
     out = Path(out)
     model, tok = setup(base, preset)
-    ds = _optional.hf_datasets().Dataset.from_list(sft_examples(data, tok, preset.max_train_examples))
+    examples = sft_examples(data, tok, preset.max_train_examples)
+    _warn_truncated(examples, tok, preset.max_length, data)
+    ds = _optional.hf_datasets().Dataset.from_list(examples)
     cfg = trl.SFTConfig(
         output_dir=str(out),
         num_train_epochs=preset.sft_epochs,

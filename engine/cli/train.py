@@ -210,14 +210,31 @@ def train_eval_cmd(
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fxgate-train"), show_default=True)
 @click.option("--bars", multiple=True, help="Bar files (default: the bundled EURUSD H1 sample).")
 @click.option("--base", default=None, help="Base model directory or hub id (default: the preset's).")
-def train_all_cmd(preset: str, out: Path, bars: tuple[str, ...], base: str | None) -> None:
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The gate.toml the model will be served with: the data's prompts are built for its [l4] modules, "
+    "horizon and budget (default: the default config). The gate refuses the model under another [l4].",
+)
+def train_all_cmd(preset: str, out: Path, bars: tuple[str, ...], base: str | None, config_path: Path | None) -> None:
     """Data, SFT, DPO, merge, GGUF F16 + Q8_0, parity check, Modelfile, evaluation, manifest, verify."""
     if preset == "nano":
         click.echo(
             "preset nano: a 2-layer model trained for minutes on CPU. It checks the pipeline, not a trading "
             "edge; its evaluation is printed next to the baselines so you can see that."
         )
-    m = run_all(preset, out, bars=list(bars) or None, base=base, log=click.echo)
+    cfg = load_config(config_path) if config_path is not None else None
+    m = run_all(
+        preset,
+        out,
+        bars=list(bars) or None,
+        base=base,
+        log=click.echo,
+        config=cfg,
+        config_source=str(config_path) if config_path is not None else None,
+    )
     click.echo(table({"model_scores": m["evaluation"]["model_scores"], "baselines": m["evaluation"]["baselines"]}))
     click.echo(f"parity: {m['parity']}")
 

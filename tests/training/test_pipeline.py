@@ -280,6 +280,20 @@ def test_train_all_nano_passes_parity_and_verify(tmp_path):
     # the parity check ran on >= 200 distinct validation prompts, F16 logits on >= 32 of them
     assert m["parity"]["prompts"] >= 200 and m["parity"]["f16_logit_prompts"] >= 32
     assert len(m["timings_s"]) >= 8  # every step's time is recorded; judging it is benchmarks/' job, not a test's
+    # the model trained is served with the [l4] its data was built for (the default config's), refused under another
+    from fxgate.engine.config import L2Config, L3Config, LlmConfig
+    from fxgate.engine.gate import Gate
+    from fxgate.models.llm import ModelFileError
+
+    assert m["data_manifest"]["serving"]["l4"]["modules"] == list(GateConfig().l4.modules)
+    served = GateConfig(llm=LlmConfig(model=str(out / "model-q8_0.gguf"), cache=""), l2=L2Config(), l3=L3Config())
+    g = Gate(served, None, timeframe="H1")
+    try:
+        assert g.llm.error is None and g.llm.judge is not None
+    finally:
+        g.close()
+    with pytest.raises(ModelFileError, match=r"\[l4\] does not match its training data"):
+        Gate(replace(served, l4=L4Config(modules=EIGHT)), None, timeframe="H1")
 
 
 @pytest.mark.parametrize("name", ["ddp.yaml", "fsdp.yaml"])
@@ -291,3 +305,28 @@ def test_accelerate_configs_load(name):
     c = ClusterConfig.from_yaml_file(str(Path(fxgate.training.__file__).parent / "accelerate" / name))
     assert c.num_processes == 8 and c.mixed_precision == "bf16"
     assert (c.distributed_type == "MULTI_GPU") if name == "ddp.yaml" else c.fsdp_config["fsdp_version"] == 2
+
+
+def test_examples_longer_than_max_length_are_warned_about_and_counted():
+    """An example longer than the preset's ``max_length`` (counted in the model's tokens: here one per word) loses
+    its completion to the trainer's truncation: warned, with the count; one exactly ``max_length`` long is not."""
+    from fxgate.training.errors import DatasetWarning
+    from fxgate.training.sft import _warn_truncated
+
+    def tok(text, add_special_tokens=False):  # one token per word
+        return {"input_ids": text.split()}
+
+    ex = [
+        {"prompt": "a b c ", "completion": "d e"},  # 5 tokens
+        {"prompt": "a b c d e f ", "completion": "g"},  # 7
+        {"prompt": "a ", "completion": "b"},  # 2
+    ]
+    with pytest.warns(DatasetWarning, match=r"1 of 3 training examples are longer than max_length = 6 .*longest 7"):
+        assert _warn_truncated(ex, tok, 6, "data") == 1
+    with pytest.warns(DatasetWarning, match="2 of 3"):
+        assert _warn_truncated(ex, tok, 4, "data") == 2
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _warn_truncated(ex, tok, 7, "data") == 0

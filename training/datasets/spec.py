@@ -4,14 +4,13 @@ recognised and read back."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fxgate.engine.config import GateConfig, L2Config, L4Config, LlmConfig
+from fxgate.engine.config import GateConfig, L2Config, LlmConfig
+from fxgate.engine.core.config import l4_hash, serving_mismatch
 from fxgate.models.prompt import prompt_budget
 from fxgate.training.errors import DatasetError
 
@@ -108,13 +107,6 @@ def data_budget(data: str | Path) -> dict[str, int]:
     }
 
 
-def l4_hash(l4: L4Config) -> str:
-    """sha256 of the canonical JSON of an ``[l4]`` section (enabled, modules in order, parameters), first 16 hex
-    digits: what the prompts' formula catalogue and module lines depend on."""
-    blob = json.dumps(dataclasses.asdict(l4), sort_keys=True, default=list).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def serving_record(cfg: GateConfig, source: str | None) -> dict[str, Any]:
     """The manifest's ``serving``: the ``[l4]`` section the prompts were built for, its hash, and where the config
     came from (None: the default config)."""
@@ -127,22 +119,8 @@ def serving_record(cfg: GateConfig, source: str | None) -> dict[str, Any]:
 
 def check_served_by(manifest: dict[str, Any], cfg: GateConfig, where: str = "config") -> None:
     """Raise :class:`DatasetError` unless the data a ``manifest`` describes was built for the ``[l4]`` section of
-    ``cfg`` (the config a model trained on it will be served with)."""
-    rec = manifest.get("serving")
-    if not isinstance(rec, dict) or "l4_hash" not in rec:
-        raise DatasetError(
-            f"{where}: the data manifest records no serving [l4] section (built before it was recorded, with the "
-            f"builder's own module list). Fix: rebuild it with `fxgate train data --config <the served gate.toml>`"
-        )
-    if rec["l4_hash"] != l4_hash(cfg.l4):
-        built, served = rec.get("l4", {}).get("modules"), list(cfg.l4.modules)
-        what = (
-            f"modules {built} were trained on, [l4] modules = {served} would be served"
-            if built != served
-            else "the [l4] params or enabled differ"
-        )
-        raise DatasetError(
-            f"{where}: [l4] does not match the data's (l4_hash {rec['l4_hash']} vs {l4_hash(cfg.l4)}): {what}; the "
-            f"served prompt would differ from every training prompt. Fix: rebuild the data with `fxgate train data "
-            f"--config <this gate.toml>`, or serve the [l4] section the data was built for"
-        )
+    ``cfg`` (the config a model trained on it will be served with). The gate makes the same check when it loads a
+    model from a ``fxgate train all`` run (:func:`~fxgate.engine.core.config.serving_mismatch`)."""
+    problem = serving_mismatch(manifest.get("serving"), cfg.l4)
+    if problem is not None:
+        raise DatasetError(f"{where}: a model trained on this data: {problem}")

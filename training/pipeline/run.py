@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from fxgate.engine.config import GateConfig
 from fxgate.engine.loader import sample_path
 from fxgate.training import _optional, datasets
 from fxgate.training.dpo import train_dpo
@@ -34,8 +35,12 @@ def run_all(
     base: str | None = None,
     log: Callable[[str], None] = print,
     eval_limit: int | None = None,
+    config: GateConfig | None = None,
+    config_source: str | None = None,
 ) -> dict[str, Any]:
-    """The whole pipeline into ``out`` (see the module docstring); returns the manifest."""
+    """The whole pipeline into ``out`` (see the module docstring); returns the manifest. ``config``: the gate config
+    the model will be served with (None: the default config); the data's prompts are built for its ``[l4]``
+    section, horizon and serving budget, and the gate refuses the model under another ``[l4]``."""
     p = get_preset(preset_name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,11 +54,20 @@ def run_all(
 
     done = step("data: fxgate train data (time split, manifest)")
     files = bars or [str(sample_path())]
+    served = config if config is not None else GateConfig()
     dm = datasets.build(
         files,
         out / "data",
-        datasets.SplitSpec(horizon=1, spread=0.00008),
+        datasets.SplitSpec(
+            horizon=served.horizon,
+            spread=0.00008,
+            n_ctx=served.llm.n_ctx,
+            think_budget=served.l2.think_budget,
+            answer_budget=served.l2.answer_budget,
+        ),
         load_kwargs={"symbol": "EURUSD"} if not bars else None,
+        config=config,
+        config_source=config_source,
     )
     done()
     if p.base == "nano" and base is None:
