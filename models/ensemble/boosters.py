@@ -6,6 +6,10 @@ arrays (:mod:`fxgate.models._trees`), save, load, and explain (the library's own
 XGBoost ``predict(pred_contribs=True)``, LightGBM ``predict(pred_contrib=True)``, CatBoost
 ``get_feature_importance(type="ShapValues")``). :data:`ADAPTERS` is the one enumeration of the models: the ensemble,
 its bundle and its explanations iterate it, and :data:`MODEL_NAMES` is read from it.
+
+Native predictions and explanations run on one thread. They serve one row, or a probe of a few, and a library's
+threads would stay with the gate's thread as OpenMP threads, which slows llama.cpp's own OpenMP barriers (see
+:meth:`~fxgate.models.ensemble.model.TreeEnsemble.load`). Training uses ``EnsembleConfig.threads``.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ class XGBoost:
         return xgb.train(self.params(cfg), xgb.DMatrix(x, label=y), cfg.n_estimators)
 
     def proba(self, model: xgb.Booster, x: np.ndarray) -> np.ndarray:
-        return model.predict(xgb.DMatrix(x))
+        return model.predict(xgb.DMatrix(x, nthread=1))
 
     def flatten(self, model: xgb.Booster) -> FlatForest:
         return from_xgboost(model)
@@ -93,7 +97,7 @@ class XGBoost:
         return b
 
     def explain(self, model: xgb.Booster, z: np.ndarray) -> Explanation:
-        row = xgb.DMatrix(np.asarray(z, dtype=np.float64)[None, :])
+        row = xgb.DMatrix(np.asarray(z, dtype=np.float64)[None, :], nthread=1)
         contrib = model.predict(row, pred_contribs=True)[0]
         margin = float(model.predict(row, output_margin=True)[0])
         # XGBoost sums its leaves and contributions in float32
@@ -126,7 +130,7 @@ class LightGBM:
         return lgb.train(self.params(cfg), lgb.Dataset(x, y), cfg.n_estimators)
 
     def proba(self, model: lgb.Booster, x: np.ndarray) -> np.ndarray:
-        return model.predict(x)
+        return model.predict(x, num_threads=1)
 
     def flatten(self, model: lgb.Booster) -> FlatForest:
         return from_lightgbm(model)
@@ -139,8 +143,8 @@ class LightGBM:
 
     def explain(self, model: lgb.Booster, z: np.ndarray) -> Explanation:
         row = np.asarray(z, dtype=np.float64)[None, :]
-        contrib = model.predict(row, pred_contrib=True)[0]
-        margin = float(model.predict(row, raw_score=True)[0])
+        contrib = model.predict(row, pred_contrib=True, num_threads=1)[0]
+        margin = float(model.predict(row, raw_score=True, num_threads=1)[0])
         return Explanation(self.name, contrib[:-1], float(contrib[-1]), margin, 1e-6)
 
 
@@ -166,7 +170,7 @@ class CatBoost:
         return cb.CatBoostClassifier(**self.params(cfg)).fit(x, y)
 
     def proba(self, model: cb.CatBoostClassifier, x: np.ndarray) -> np.ndarray:
-        return model.predict_proba(x)[:, 1]
+        return model.predict_proba(x, thread_count=1)[:, 1]
 
     def flatten(self, model: cb.CatBoostClassifier) -> FlatOblivious:
         with tempfile.TemporaryDirectory() as d:  # CatBoost exports its JSON dump only to a file
@@ -182,8 +186,8 @@ class CatBoost:
 
     def explain(self, model: cb.CatBoostClassifier, z: np.ndarray) -> Explanation:
         row = np.asarray(z, dtype=np.float64)[None, :]
-        contrib = model.get_feature_importance(cb.Pool(row), type="ShapValues")[0]
-        margin = float(model.predict(row, prediction_type="RawFormulaVal")[0])
+        contrib = model.get_feature_importance(cb.Pool(row), type="ShapValues", thread_count=1)[0]
+        margin = float(model.predict(row, prediction_type="RawFormulaVal", thread_count=1)[0])
         return Explanation(self.name, contrib[:-1], float(contrib[-1]), margin, 1e-6)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -71,6 +72,29 @@ class L1Verdict:
     reason: str
 
 
+def _on_passing_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on a new thread, waited for: the OpenMP threads XGBoost and LightGBM start stay with the thread
+    that called them, so they end with this one instead of staying with the caller's (the gate's, whose llama.cpp
+    barriers they would slow: :meth:`TreeEnsemble.load`). A daemon thread joined in short waits: Ctrl-C still
+    interrupts the caller."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append((True, fn(*args)))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            out.append((False, exc))
+
+    t = threading.Thread(target=run, name="fxgate-boosters", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.1)
+    ok, value = out[0]
+    if not ok:
+        raise value
+    return value
+
+
 class TreeEnsemble:
     """The calibrated boosters with their compiled evaluators (see the module docstring)."""
 
@@ -106,7 +130,18 @@ class TreeEnsemble:
     ) -> dict[str, Any]:
         """Walk-forward evaluation, then the final fit on all labelled bars. Returns the report (also kept in
         ``self.manifest['metrics']``). ``evaluate=False`` skips the walk-forward folds (replay refits, whose
-        out-of-sample figures come from the replay itself)."""
+        out-of-sample figures come from the replay itself). Runs on a thread that ends with it, so the libraries'
+        OpenMP threads end with it too (see :meth:`load`)."""
+        return _on_passing_thread(self._fit, bars, spec, cfg, progress, evaluate)
+
+    def _fit(
+        self,
+        bars: Bars,
+        spec: LabelSpec,
+        cfg: EnsembleConfig,
+        progress: Callable[[str], None] | None,
+        evaluate: bool,
+    ) -> dict[str, Any]:
         say = progress or (lambda _msg: None)
         self.timeframe, self.symbol, self.label_spec, self.config = bars.timeframe, bars.symbol, spec, cfg
         embargo = spec.horizon if cfg.embargo is None else cfg.embargo
@@ -321,8 +356,17 @@ class TreeEnsemble:
     def load(cls, directory: str | Path) -> TreeEnsemble:
         """Load and verify a bundle (:mod:`~fxgate.models.ensemble.bundle`): the manifest against its sidecar hash,
         its shape, every model file's sha256 (over the very bytes then loaded), the feature list and engine version,
-        and that native and compiled predictions reproduce the stored probe."""
-        d = Path(directory)
+        and that native and compiled predictions reproduce the stored probe.
+
+        It runs on a thread that ends with it. XGBoost's and LightGBM's model parsers start OpenMP threads that stay
+        with the calling thread. llama.cpp's CPU backend is OpenMP too, and libgomp barely spins at its barriers
+        once the process has more OpenMP threads than cores. On 2 cores, a bundle loaded on the gate's thread made
+        the LLM layers' debate 5x slower (908 against 174 ms per decision). The native predicts and explanations
+        run on one thread (:mod:`~fxgate.models.ensemble.boosters`), so they start none."""
+        return _on_passing_thread(cls._load, Path(directory))
+
+    @classmethod
+    def _load(cls, d: Path) -> TreeEnsemble:
         man, blobs = bundle.read(d)
         mpath = d / bundle.MANIFEST
         ens = cls()

@@ -150,7 +150,7 @@ class QuantileModels:
 
     def native(self, z: np.ndarray) -> np.ndarray:
         """``(n, 9)`` sorted quantiles of winsorized rows ``z`` from LightGBM's own ``predict``."""
-        return np.sort(np.column_stack([m.predict(np.atleast_2d(z)) for m in self.models]), axis=1)
+        return np.sort(np.column_stack([m.predict(np.atleast_2d(z), num_threads=1) for m in self.models]), axis=1)
 
     def kernel_args(self, winsor: MadWinsorizer) -> tuple:
         """What :func:`quantile_row` takes after the row: the winsorizer's clips and the nine forests packed on one
