@@ -17,6 +17,9 @@ one decision:
   prompts, bull then bear (prefix cache, no batching).
 * **parallel** — Debate(parallel=True) on a two-sequence runtime: bull and bear decode together.
 
+Each variant runs in its own phase (its context alone in the process, its llama.cpp calls on a thread that ends
+with the phase; the order rotates between repeats): see :func:`run_once` for why interleaving them misleads.
+
 Equal outputs: the reasoning and answer of every role in "plain" and "parallel, one after the other" are compared
 with "parallel" (greedy decoding: they must be equal token for token; "plain" only returns text, compared with
 fxgate's text less the U+FFFD that fxgate writes where llama-cpp-python drops an incomplete UTF-8 character — its
@@ -36,6 +39,7 @@ import platform
 import pstats
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -108,47 +112,89 @@ def outputs(v: Any) -> list[tuple[str, str]]:
     return [(t.generation.think, t.generation.answer) for t in v.transcript if t.generation is not None]
 
 
-def run_once(args: argparse.Namespace, model: Path, rep: int) -> dict[str, Any]:
+#: the variants, each timed in its own phase (see :func:`run_once`)
+VARIANTS = ("plain", "sequential", "parallel_one_after_other", "parallel")
+
+
+def _phase(name: str, args: argparse.Namespace, model: Path, kw: dict[str, Any], warm: Any, bars: list[Any]) -> Any:
+    """One variant alone: its llama.cpp context loaded, warmed up on ``warm``, timed on ``bars``, closed. Its
+    llama.cpp calls run on a thread that ends with the phase (the runtime's worker; plain's own executor), so no
+    other variant's OpenMP threads are alive while it is timed (see :func:`run_once`)."""
+
     def runtime(n_seq: int) -> LlmRuntime:
         return LlmRuntime(
             LlmSettings(model=str(model), n_ctx=4096, n_threads=args.threads, n_gpu_layers=args.gpu_layers, n_seq=n_seq)
         )
 
-    one, two = runtime(1), runtime(2)
-    kw = {"think_budget": args.think, "answer_budget": args.answer, "timeout_s": 600.0}
-    debates = {
-        "sequential": Debate(dict.fromkeys(ROLES, one), parallel=False, **kw),
-        "parallel_one_after_other": Debate(dict.fromkeys(ROLES, one), parallel=True, **kw),
-        "parallel": Debate(dict.fromkeys(ROLES, two), parallel=True, **kw),
-    }
-    plain = Plain(model, 4096, args.threads, args.gpu_layers, debates["parallel"])
-    rng = np.random.default_rng(1000 * rep)
-    warm = values(rng)
-    for d in debates.values():  # load pages, compile graphs, save the static prefixes
-        d.debate(warm, "BUY")
-    plain.debate(warm)
-    times: dict[str, list[float]] = {k: [] for k in ("plain", *debates)}
-    equal = {"plain_reasoning": 0, "plain_answer": 0, "parallel_one_after_other": 0}  # roles, decisions
-    failed = 0
-    for _ in range(args.n):
-        vals = values(rng)
-        t = time.perf_counter()
-        p_out = plain.debate(vals)
-        times["plain"].append(time.perf_counter() - t)
-        got = {}
-        for name, d in debates.items():
+    rt = runtime(2 if name in ("parallel", "plain") else 1)  # plain: only for its prompts (never decodes)
+    try:
+        d = Debate(dict.fromkeys(ROLES, rt), parallel=name != "sequential", **kw)
+        if name == "plain":
+            ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plain-llama")
+            try:
+                return ex.submit(_time_plain, model, args, d, warm, bars).result()
+            finally:
+                ex.shutdown(wait=True)  # the thread ends, and its OpenMP threads with it
+        d.debate(warm, "BUY")  # load pages, compile graphs, save the static prefixes
+        times, outs, failed = [], [], 0
+        for vals in bars:
             t = time.perf_counter()
             v = d.debate(vals, "BUY")
-            times[name].append(time.perf_counter() - t)
+            times.append(time.perf_counter() - t)
             failed += any(e.error is not None for e in v.transcript)
-            got[name] = outputs(v)
+            outs.append(outputs(v))
+        return times, outs, failed
+    finally:
+        rt.close()
+
+
+def _time_plain(model: Path, args: argparse.Namespace, d: Debate, warm: Any, bars: list[Any]) -> Any:
+    plain = Plain(model, 4096, args.threads, args.gpu_layers, d)
+    try:
+        plain.debate(warm)
+        times, outs = [], []
+        for vals in bars:
+            t = time.perf_counter()
+            outs.append(plain.debate(vals))
+            times.append(time.perf_counter() - t)
+        return times, outs, 0
+    finally:
+        plain.llm.close()
+
+
+def run_once(args: argparse.Namespace, model: Path, rep: int) -> dict[str, Any]:
+    """Every variant on the same ``args.n`` new bars, one phase each, in an order rotated by ``rep``.
+
+    Phases, not interleaved decisions: llama.cpp's CPU backend runs each graph in an OpenMP team of the calling
+    thread, and libgomp stops spinning at its barriers once the process has more OpenMP threads than cores (two
+    contexts driven from two threads, on 2 cores). Measured on this VM: the parallel debate took 172-181 ms per
+    decision alone and 780-926 ms once plain llama-cpp-python had run on another thread of the same process (its
+    OpenMP threads stay until that thread ends), so an interleaved run measured libgomp, not the debate. The gate
+    has one runtime (one worker thread) per model file."""
+    kw = {"think_budget": args.think, "answer_budget": args.answer, "timeout_s": 600.0}
+    rng = np.random.default_rng(1000 * rep)
+    warm = values(rng)
+    bars = [values(rng) for _ in range(args.n)]
+    order = VARIANTS[rep % len(VARIANTS) :] + VARIANTS[: rep % len(VARIANTS)]
+    times: dict[str, list[float]] = {}
+    got: dict[str, list[Any]] = {}
+    failed = 0
+    for name in order:
+        times[name], got[name], f = _phase(name, args, model, kw, warm, bars)
+        failed += f
+    equal = {"plain_reasoning": 0, "plain_answer": 0, "parallel_one_after_other": 0}  # roles, decisions
+    for i in range(args.n):
         # llama-cpp-python drops the bytes of an incomplete UTF-8 character from its text; fxgate shows U+FFFD
-        for (pt, pa), (ft, fa) in zip(p_out, got["parallel"], strict=True):
+        for (pt, pa), (ft, fa) in zip(got["plain"][i], got["parallel"][i], strict=True):
             equal["plain_reasoning"] += pt == ft.replace("\ufffd", "")
             equal["plain_answer"] += pa == fa
-        equal["parallel_one_after_other"] += got["parallel_one_after_other"] == got["parallel"]
+        equal["parallel_one_after_other"] += got["parallel_one_after_other"][i] == got["parallel"][i]
     # TTFT of the bull/bear pair: cold (empty context, no saved state) vs cached prefix (a new bar, warm runtime)
-    pair = debates["parallel"]
+    two = LlmRuntime(
+        LlmSettings(model=str(model), n_ctx=4096, n_threads=args.threads, n_gpu_layers=args.gpu_layers, n_seq=2)
+    )
+    pair = Debate(dict.fromkeys(ROLES, two), parallel=True, **kw)
+    pair.debate(warm, "BUY")
     cold, cached = [], []
     for _ in range(args.n):
         two.forget_prefixes()
@@ -166,9 +212,8 @@ def run_once(args: argparse.Namespace, model: Path, rep: int) -> dict[str, Any]:
         s = io.StringIO()
         pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(14)
         prof = s.getvalue()
-    one.close()
     two.close()
-    res = {k: pct(v) for k, v in times.items()}
+    res = {k: pct(times[k]) for k in VARIANTS}
     return {
         "decision": res,
         "ratio_plain_over_parallel_p50": res["plain"]["p50_ms"] / res["parallel"]["p50_ms"],
@@ -179,6 +224,7 @@ def run_once(args: argparse.Namespace, model: Path, rep: int) -> dict[str, Any]:
             "parallel_one_after_other": f"{equal['parallel_one_after_other']}/{args.n} debates",
         },
         "failed_debates": failed,
+        "phase_order": list(order),
         "pair_ttft_cold": pct(cold),
         "pair_ttft_cached_prefix": pct(cached),
         "profile": prof,
