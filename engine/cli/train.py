@@ -22,6 +22,18 @@ from fxgate.training.pipeline import run_all, verify
 __all__ = ["train_group"]
 
 
+#: ``--config``: the gate.toml the trained judge will be served with
+_serving_config = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The gate.toml the judge will be served with: the data's prompts are built for its [l4] modules, "
+    "[l2] template, horizon and budget (default: the default config). The gate refuses a model trained on them "
+    "under another [l4].",
+)
+
+
 @click.group("train")
 def train_group() -> None:
     """Training data, the formula catalogue, and the honest evaluation of a model."""
@@ -43,14 +55,7 @@ def train_group() -> None:
     help="Your own JSONL (Alpaca, chat messages, TRL prompt/chosen/rejected); repeat.",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The gate.toml the judge will be served with: its [l4] modules, [l2] template, horizon and budget "
-    "(default: the default config).",
-)
+@_serving_config
 @click.option("--horizon", type=click.IntRange(min=1), default=None, help="Bars ahead (default: the config's, 1).")
 @click.option("--spread", type=float, default=0.0, show_default=True, help="Price units, for bars without one.")
 @click.option("--val-frac", type=float, default=0.15, show_default=True)
@@ -210,14 +215,7 @@ def train_eval_cmd(
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fxgate-train"), show_default=True)
 @click.option("--bars", multiple=True, help="Bar files (default: the bundled EURUSD H1 sample).")
 @click.option("--base", default=None, help="Base model directory or hub id (default: the preset's).")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The gate.toml the model will be served with: the data's prompts are built for its [l4] modules, "
-    "horizon and budget (default: the default config). The gate refuses the model under another [l4].",
-)
+@_serving_config
 def train_all_cmd(preset: str, out: Path, bars: tuple[str, ...], base: str | None, config_path: Path | None) -> None:
     """Data, SFT, DPO, merge, GGUF F16 + Q8_0, parity check, Modelfile, evaluation, manifest, verify."""
     if preset == "nano":

@@ -16,21 +16,12 @@ from click.testing import CliRunner
 
 from fxgate.engine import sample_bars
 from fxgate.engine.cli import cli
-from fxgate.engine.config import GateConfig, L4Config
+from fxgate.engine.config import DEFAULT_MODULES, GateConfig, L4Config
 from fxgate.training.datasets import SplitSpec, build
 from fxgate.training.pipeline import merge, verify, write_manifest, write_modelfile
 from fxgate.training.presets import get_preset
 
-EIGHT = (
-    "vpin",
-    "bocpd",
-    "regime",
-    "uncertainty",
-    "execution_cost",
-    "adverse_selection",
-    "robust_kelly",
-    "bayesian_sizing",
-)
+EIGHT = DEFAULT_MODULES[:8]  # the data builder's fixed list before it took the serving config
 
 
 @pytest.fixture(scope="module")
