@@ -3,8 +3,9 @@
 One :class:`~fxgate.models.llm.LlmRuntime` per distinct model file (the judge and the three debate roles share one
 unless the config names role models), one verdict cache for all. A model that cannot be loaded raises, or — with
 ``[llm] on_load_error = "veto"`` — becomes a standing failure both LLM layers report on every bar (fail closed).
-A model from a ``fxgate train all`` run trained for another ``[l4]`` section than the gate's is refused the same way
-(:func:`trained_for`).
+:func:`trained_for` says whether a model from a ``fxgate train all`` run was trained for the gate's ``[l4]``; the gate
+does not refuse on it yet: ``fxgate calibrate`` writes a config whose ``[l4]`` always differs (it adds
+``precision_monitor`` and the certified thresholds), which would refuse every trained model it is meant to serve.
 """
 
 from __future__ import annotations
@@ -98,9 +99,6 @@ def start_llm(c: GateConfig) -> LlmStack:
         def runtime(model: str) -> Any:
             file = resolve_model(model or lc.model)
             if file not in stack.runtimes:
-                skew = trained_for(file, c.l4)
-                if skew is not None:  # the model trained is the model served, with the prompts it was trained on
-                    raise ModelFileError(skew)
                 s = LlmSettings(
                     model=file,
                     sha256=lc.sha256 if file == main else "",

@@ -79,7 +79,9 @@ class XGBoost:
         }
 
     def train(self, x: np.ndarray, y: np.ndarray, cfg: EnsembleConfig) -> xgb.Booster:
-        return xgb.train(self.params(cfg), xgb.DMatrix(x, label=y), cfg.n_estimators)
+        b = xgb.train(self.params(cfg), xgb.DMatrix(x, label=y), cfg.n_estimators)
+        b.set_param({"nthread": 1})  # its predictions and explanations: one thread (the module docstring)
+        return b
 
     def proba(self, model: xgb.Booster, x: np.ndarray) -> np.ndarray:
         return model.predict(xgb.DMatrix(x, nthread=1))

@@ -1,4 +1,4 @@
-"""The gate refuses a trained model under another ``[l4]`` section than its training data was built for
+"""Whether a trained model is served under the ``[l4]`` section its training data was built for
 (engine/llm_setup.py ``trained_for``; the record is written by training/datasets ``serving_record``).
 
 The hash is checked against its written definition (sha256 of the canonical JSON of ``[l4]``, sorted keys, first
@@ -10,14 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
 
-import pytest
-
-from fxgate.engine.config import DEFAULT_MODULES, GateConfig, L2Config, L3Config, L4Config, LlmConfig
-from fxgate.engine.gate import Gate
+from fxgate.engine.config import DEFAULT_MODULES, GateConfig, L4Config
 from fxgate.engine.llm_setup import trained_for
-from fxgate.models.llm import ModelFileError
 from fxgate.training.datasets.spec import check_served_by, serving_record
 
 EIGHT = DEFAULT_MODULES[:8]  # the data builder's fixed list before it took the serving config
@@ -68,28 +63,3 @@ def test_data_without_a_serving_record_is_refused_and_files_outside_a_run_are_no
     assert trained_for(str(lone / "m.gguf"), GateConfig().l4) is None
     (lone / "manifest.json").write_text("{not json")
     assert trained_for(str(lone / "m.gguf"), GateConfig().l4) is None
-
-
-def test_the_gate_fails_closed_or_raises_on_a_model_trained_for_other_modules(tmp_path, nano):
-    run = tmp_path / "run"
-    run.mkdir()
-    model = run / "model-q8_0.gguf"
-    shutil.copyfile(nano["q8"], model)
-    trained = GateConfig(l4=L4Config(modules=EIGHT))
-    dm = {"fxgate_data_manifest": 1, "serving": serving_record(trained, None)}
-    files = {
-        model.name: {"bytes": model.stat().st_size, "sha256": nano["manifest"]["files"]["nano-q8_0.gguf"]["sha256"]}
-    }
-    (run / "manifest.json").write_text(json.dumps({"fxgate_manifest": 1, "data_manifest": dm, "files": files}))
-    llm = LlmConfig(model=str(model), cache="", on_load_error="raise")
-    served = GateConfig(llm=llm, l2=L2Config(), l3=L3Config())  # the default 18 modules
-    with pytest.raises(ModelFileError, match=r"\[l4\] does not match its training data"):
-        Gate(served, None, timeframe="H1")
-    veto = Gate(dataclasses.replace(served, llm=dataclasses.replace(llm, on_load_error="veto")), None, timeframe="H1")
-    assert veto.llm.error is not None and "trained on" in veto.llm.error
-    ok = Gate(dataclasses.replace(served, l4=trained.l4), None, timeframe="H1")  # the [l4] it was trained for
-    try:
-        assert ok.llm.error is None and ok.llm.judge is not None
-    finally:
-        ok.close()
-        veto.close()
