@@ -164,7 +164,8 @@ def serving_mismatch(record: Any, l4: L4Config) -> str | None:
         )
     if record["l4_hash"] == l4_hash(l4):
         return None
-    built = (record.get("l4") or {}).get("modules") if isinstance(record.get("l4"), dict) else None
+    rec_l4 = record.get("l4")
+    built = rec_l4.get("modules") if isinstance(rec_l4, dict) else None
     served = list(l4.modules)
     what = (
         f"modules {built} were trained on, [l4] modules = {served} would be served"
