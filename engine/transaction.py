@@ -43,6 +43,7 @@ import copy
 import keyword
 from collections.abc import Callable
 from concurrent.futures import Future
+from operator import index
 from typing import Any
 
 import numpy as np
@@ -214,24 +215,26 @@ class StateArena:
         twin[:p] = buf[:p]
         rows: list[tuple[int, int]] = []
         for ow in self._ringed:
-            try:
+            got: list[tuple[int, int]] | None = None
+            try:  # everything read from tx_rows() is inside: a generator raising, a bad pair, key or row
                 declared = ow.obj.tx_rows()
+                if declared is not None:
+                    ring = ow.ring
+                    got = []
+                    for k, r in declared:
+                        o, step, n = ring.get(k, (0, 0, -1))
+                        if not 0 <= r < n:
+                            got = None  # not a row of a ring: no promise
+                            break
+                        a = o + index(r) * step  # a float row raises here, not in the copy below
+                        got.append((a, a + step))
             except Exception:  # noqa: BLE001 - a module that cannot say which rows it writes: copy all its rings
-                declared = None
-            if declared is not None:
-                ring = ow.ring
-                got: list[tuple[int, int]] = []
-                for k, r in declared:
-                    o, step, n = ring.get(k, (0, 0, -1))
-                    if not 0 <= r < n:
-                        break  # not a row of a ring: no promise
-                    a = o + r * step
-                    got.append((a, a + step))
-                else:
-                    for a, b in got:
-                        twin[a:b] = buf[a:b]
-                    rows += got
-                    continue
+                got = None
+            if got is not None:
+                for a, b in got:
+                    twin[a:b] = buf[a:b]
+                rows += got
+                continue
             a, b = ow.span
             twin[a:b] = buf[a:b]
             rows.append(ow.span)

@@ -313,15 +313,42 @@ def test_a_row_outside_the_ring_is_no_promise():
     assert len(spans) == 1 and spans[0][1] - spans[0][0] == 96 + 16 + 48  # every ring of the owner, not one row
 
 
-def test_a_tx_rows_that_raises_is_no_promise():
-    """An owner whose ``tx_rows()`` raises: the save copies its rings whole (it does not raise out of the save,
-    which runs before the gate's try), and the restore stays exact."""
+def _broken_raises(own):  # type: ignore[no-untyped-def]
+    raise ZeroDivisionError("planted")
+
+
+def _broken_generator(own):  # type: ignore[no-untyped-def]
+    yield ("ring", int(own.head[0]) % 4)
+    raise ZeroDivisionError("planted while iterated")
+
+
+def _broken_pair(own):  # type: ignore[no-untyped-def]
+    return (("ring", int(own.head[0]) % 4, 0),)  # three items, not (key, row)
+
+
+def _broken_key(own):  # type: ignore[no-untyped-def]
+    return ((["ring"], int(own.head[0]) % 4),)  # an unhashable key
+
+
+def _broken_row(own):  # type: ignore[no-untyped-def]
+    return (("ring", "0"),)  # a row that is not a number
+
+
+def _float_row(own):  # type: ignore[no-untyped-def]
+    return (("ring", 0.5),)  # in range, but no index
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [_broken_raises, _broken_generator, _broken_pair, _broken_key, _broken_row, _float_row],
+    ids=["raises", "generator raises while iterated", "not a pair", "unhashable key", "row not a number", "float row"],
+)
+def test_a_tx_rows_that_raises_is_no_promise(broken):
+    """An owner whose ``tx_rows()`` raises — when called, or while the save reads what it returned: a generator
+    that raises, an item that is not a (key, row) pair, an unhashable key, a row that is no integer — copies its
+    rings whole (nothing raises out of the save, which runs before the gate's try), and the restore stays exact."""
     own = _Ring()
-
-    def broken():  # type: ignore[no-untyped-def]
-        raise ZeroDivisionError("planted")
-
-    own.tx_rows = broken
+    own.tx_rows = lambda: broken(own)
     spans = _fail_and_restore(own)
     assert len(spans) == 1 and spans[0][1] - spans[0][0] == 96 + 16 + 48
 
