@@ -59,7 +59,15 @@ def _warn_truncated(examples: list[dict[str, str]], tok: Any, max_length: int, d
     """Warn (:class:`DatasetWarning`) when examples are longer than the preset's ``max_length``: the trainer cuts
     them from the right, so such an example loses its answer (all or part of the completion, the only tokens
     with a loss) and the judge never learns to answer prompts that long. Returns how many are."""
-    n = [len(tok(e["prompt"] + e["completion"], add_special_tokens=False)["input_ids"]) for e in examples]
+    # counted as TRL's SFTTrainer builds each sequence (trl 1.x, non-conversational prompt-completion): the EOS
+    # token appended to the completion, then prompt + completion tokenized with the tokenizer's special tokens
+    eos = getattr(tok, "eos_token", None) or ""
+
+    def text(e: dict[str, str]) -> str:
+        c = e["completion"]
+        return e["prompt"] + (c if c.endswith(eos) else c + eos)
+
+    n = [len(tok(text(e))["input_ids"]) for e in examples]
     over = sum(x > max_length for x in n)
     if over:
         warnings.warn(

@@ -291,25 +291,32 @@ def test_accelerate_configs_load(name):
 
 
 def test_examples_longer_than_max_length_are_warned_about_and_counted():
-    """An example longer than the preset's ``max_length`` (counted in the model's tokens: here one per word) loses
-    its completion to the trainer's truncation: warned, with the count; one exactly ``max_length`` long is not."""
+    """An example longer than the preset's ``max_length`` loses its completion to the trainer's truncation: warned,
+    with the count; one exactly ``max_length`` long is not. Counted as TRL builds the sequence: the tokenizer's
+    special tokens (here a BOS) and the EOS TRL appends to a completion that lacks it are tokens too."""
     from fxgate.training.errors import DatasetWarning
     from fxgate.training.sft import _warn_truncated
 
-    def tok(text, add_special_tokens=False):  # one token per word
-        return {"input_ids": text.split()}
+    class Tok:  # one token per word; a BOS in front unless add_special_tokens=False, as a Llama tokenizer
+        eos_token = "</s>"
 
+        def __call__(self, text, add_special_tokens=True):  # type: ignore[no-untyped-def]
+            return {"input_ids": ["<s>"] * add_special_tokens + text.replace("</s>", " </s>").split()}
+
+    tok = Tok()
     ex = [
-        {"prompt": "a b c ", "completion": "d e"},  # 5 tokens
-        {"prompt": "a b c d e f ", "completion": "g"},  # 7
-        {"prompt": "a ", "completion": "b"},  # 2
+        {"prompt": "a b c ", "completion": "d e"},  # 5 words: 7 tokens with BOS and EOS
+        {"prompt": "a b c d e f ", "completion": "g"},  # 7 words: 9 tokens
+        {"prompt": "a ", "completion": "b</s>"},  # already ends with its EOS: 4 tokens with BOS, not 5
     ]
-    with pytest.warns(DatasetWarning, match=r"1 of 3 training examples are longer than max_length = 6 .*longest 7"):
-        assert _warn_truncated(ex, tok, 6, "data") == 1
+    with pytest.warns(DatasetWarning, match=r"1 of 3 training examples are longer than max_length = 8 .*longest 9"):
+        assert _warn_truncated(ex, tok, 8, "data") == 1
     with pytest.warns(DatasetWarning, match="2 of 3"):
-        assert _warn_truncated(ex, tok, 4, "data") == 2
+        assert _warn_truncated(ex, tok, 6, "data") == 2
+    with pytest.warns(DatasetWarning, match="2 of 3"):
+        assert _warn_truncated(ex, tok, 4, "data") == 2  # the third is exactly 4: not over
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert _warn_truncated(ex, tok, 7, "data") == 0
+        assert _warn_truncated(ex, tok, 9, "data") == 0
