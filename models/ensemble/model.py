@@ -28,6 +28,7 @@ Serving
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import math
 import threading
@@ -72,23 +73,34 @@ class L1Verdict:
     reason: str
 
 
-def _on_passing_thread(fn: Callable[..., Any], *args: Any) -> Any:
+class _Abandoned(Exception):
+    """The caller of :func:`_on_passing_thread` stopped waiting (Ctrl-C): the work ends at its next check."""
+
+
+def _on_passing_thread(fn: Callable[..., Any], *args: Any, stop: threading.Event | None = None) -> Any:
     """``fn(*args)`` on a new thread, waited for: the OpenMP threads XGBoost and LightGBM start stay with the thread
     that called them, so they end with this one instead of staying with the caller's (the gate's, whose llama.cpp
-    barriers they would slow: :meth:`TreeEnsemble.load`). A daemon thread joined in short waits: Ctrl-C still
-    interrupts the caller."""
+    barriers they would slow: :meth:`TreeEnsemble.load`). It runs in a copy of the caller's context (contextvars).
+    A daemon thread joined in short waits, so Ctrl-C still interrupts the caller; ``stop`` is then set, and ``fn``
+    (which checks it) ends at its next check instead of computing on for a caller that is gone."""
     out: list[Any] = []
+    ctx = contextvars.copy_context()
 
     def run() -> None:
         try:
-            out.append((True, fn(*args)))
+            out.append((True, ctx.run(fn, *args)))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
             out.append((False, exc))
 
     t = threading.Thread(target=run, name="fxgate-boosters", daemon=True)
-    t.start()
-    while t.is_alive():
-        t.join(0.1)
+    try:
+        t.start()
+        while t.is_alive():
+            t.join(0.1)
+    except BaseException:
+        if stop is not None:
+            stop.set()
+        raise
     ok, value = out[0]
     if not ok:
         raise value
@@ -132,7 +144,8 @@ class TreeEnsemble:
         ``self.manifest['metrics']``). ``evaluate=False`` skips the walk-forward folds (replay refits, whose
         out-of-sample figures come from the replay itself). Runs on a thread that ends with it, so the libraries'
         OpenMP threads end with it too (see :meth:`load`)."""
-        return _on_passing_thread(self._fit, bars, spec, cfg, progress, evaluate)
+        stop = threading.Event()
+        return _on_passing_thread(self._fit, bars, spec, cfg, progress, evaluate, stop, stop=stop)
 
     def _fit(
         self,
@@ -141,9 +154,35 @@ class TreeEnsemble:
         cfg: EnsembleConfig,
         progress: Callable[[str], None] | None,
         evaluate: bool,
+        stop: threading.Event | None = None,
     ) -> dict[str, Any]:
-        say = progress or (lambda _msg: None)
+        def check() -> None:  # the caller was interrupted: end here, leaving ``self`` as it was
+            if stop is not None and stop.is_set():
+                raise _Abandoned("TreeEnsemble.fit abandoned: its caller was interrupted")
+
+        def say(msg: str) -> None:
+            check()
+            if progress is not None:
+                progress(msg)
+
+        check()
+        before = (self.timeframe, self.symbol, self.label_spec, self.config)
         self.timeframe, self.symbol, self.label_spec, self.config = bars.timeframe, bars.symbol, spec, cfg
+        try:
+            return self._fit_all(bars, spec, cfg, evaluate, say, check)
+        except BaseException:  # a fit that fails (or is abandoned) leaves the ensemble as it was
+            self.timeframe, self.symbol, self.label_spec, self.config = before
+            raise
+
+    def _fit_all(
+        self,
+        bars: Bars,
+        spec: LabelSpec,
+        cfg: EnsembleConfig,
+        evaluate: bool,
+        say: Callable[[str], None],
+        check: Callable[[], None],
+    ) -> dict[str, Any]:
         embargo = spec.horizon if cfg.embargo is None else cfg.embargo
         x = FeatureEngine(bars.timeframe).batch(bars)
         lab = make_labels(bars, spec)
@@ -185,15 +224,17 @@ class TreeEnsemble:
         say("final fit on all labelled bars")
         final_train = np.flatnonzero(usable)
         fitted = self._fit_on(x, lab, final_train, embargo)
-        self.models, self.calibrators, self.winsor = fitted.models, fitted.calibrators, fitted.winsor
         last_end = lab.last_end(final_train)  # max over the samples' label ends: triple-barrier ends are not monotone
-        self.quantiles = None
+        quantiles = None
         if cfg.quantiles:
             # the h-bar forward return of every usable row (not only the decisive ones the boosters learn from),
             # known by last_end: the bundle's last_label_end_ts still bounds every bar training looked at
             q_rows, q_ret = forward_returns(bars.close, final_train, spec.horizon, last_end)
             say(f"quantile models: {len(q_rows)} rows, tau 0.1..0.9")
-            self.quantiles = QuantileModels.fit(self.winsor.transform(x[q_rows]), q_ret, cfg)
+            quantiles = QuantileModels.fit(fitted.winsor.transform(x[q_rows]), q_ret, cfg)
+        check()  # past this point the fit is kept: the models are swapped in at once
+        self.models, self.calibrators, self.winsor = fitted.models, fitted.calibrators, fitted.winsor
+        self.quantiles = quantiles
         self._compile()
         report = {
             "folds": fold_reports,

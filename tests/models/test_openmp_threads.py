@@ -76,3 +76,41 @@ def test_bundle_load_native_calls_and_fit_leave_no_openmp_threads(tmp_path):
     assert after_load == base, f"the bundle load left {after_load - base} threads behind"
     assert after_calls == base, f"the native predictions left {after_calls - base} threads behind"
     assert after_fit == base, f"a fit left {after_fit - base} threads behind"
+
+
+def test_a_fit_whose_caller_is_interrupted_stops_at_its_next_step_and_leaves_the_ensemble_as_it_was():
+    """Ctrl-C while ``fit`` waits for its thread: the caller gets the KeyboardInterrupt at once, and the fit
+    thread ends at its next progress step (it does not run the remaining folds and the final fit for nobody);
+    the ensemble keeps its old state. The thread runs in the caller's context (a ContextVar set here is read in
+    the progress callback, which runs on the fit's thread)."""
+    import _thread
+    import contextvars
+    import threading
+    import time
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("fxgate_test_var", default="unset")
+    var.set("the caller's")
+    seen: list[tuple[str, str]] = []
+
+    released = threading.Event()
+
+    def progress(msg: str) -> None:
+        seen.append((msg, var.get()))
+        if len(seen) == 1:
+            _thread.interrupt_main()  # as Ctrl-C: raised in the main thread, which is waiting in fit
+            released.wait(60)  # until the caller has seen it: the fit's next step comes after, on any load
+
+    e = TreeEnsemble()
+    cfg = EnsembleConfig(n_estimators=20, max_depth=3, folds=4)
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            e.fit(sample_bars()[:2400], LabelSpec("next", 1), cfg, progress=progress)
+        finally:
+            released.set()
+    t0 = time.monotonic()
+    while any(t.name == "fxgate-boosters" for t in threading.enumerate()) and time.monotonic() - t0 < 60:
+        time.sleep(0.05)
+    assert not any(t.name == "fxgate-boosters" for t in threading.enumerate())
+    assert seen[0][0].startswith("fold 1/4: ") and seen[0][1] == "the caller's"
+    assert len(seen) == 1, f"the fit went on after its caller was interrupted: {seen}"
+    assert not e.fitted and e.timeframe == "" and e.config == EnsembleConfig()
