@@ -24,6 +24,8 @@ __all__ = [
     "init_toml",
     "module_reference",
     "dump_toml",
+    "prompt_l4",
+    "serving_mismatch",
 ]
 
 
@@ -66,6 +68,67 @@ def check_modules(cfg: GateConfig, where: str = "config") -> GateConfig:
             "`fxgate calibrate`, which writes both, or remove it from [l4] modules"
         )
     return cfg
+
+
+def _setting(v: Any) -> Any:
+    """A parameter value as JSON and TOML give it back: a tuple is a list (``1 == 1.0`` already)."""
+    if isinstance(v, list | tuple):
+        return [_setting(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _setting(x) for k, x in v.items()}
+    return v
+
+
+def prompt_l4(enabled: Any, modules: Any, params: Any) -> dict[str, Any]:
+    """What of an ``[l4]`` section shapes the LLM prompts: ``enabled``, the modules the prompts show
+    (``in_prompt``: not precision_monitor), in order, and each one's parameters with its defaults filled in (a
+    tuple as a list), without the threshold ``fxgate calibrate`` certifies (``certify_param``: a number
+    on the verdict's line, not the prompt's shape) and without those the gate sets (``gate_settings``: the
+    horizon). Two sections with the same value serve a judge the same prompts, bar for bar, up to those
+    thresholds."""
+    mods = [str(m) for m in modules or () if m not in REGISTRY or REGISTRY[m].in_prompt]
+    params = params if isinstance(params, dict) else {}
+    shaped: dict[str, Any] = {}
+    for m in mods:
+        cls = REGISTRY.get(m)
+        p: dict[str, Any] = dict(cls.defaults) if cls is not None else {}
+        p.update(params.get(m) or {})
+        if cls is not None:
+            for k in (cls.certify_param, *cls.gate_settings):
+                p.pop(k, None)
+        shaped[m] = {str(k): _setting(v) for k, v in p.items()}
+    return {"enabled": bool(enabled), "modules": mods, "params": shaped}
+
+
+def serving_mismatch(record: Any, l4: _core.L4Config) -> str | None:
+    """Why a model trained on data whose manifest's ``serving`` is ``record`` should not be served with ``l4``, or
+    None when both give the same :func:`prompt_l4` (the prompts it was trained on are the ones this ``[l4]``
+    serves: a config ``fxgate calibrate`` wrote from the training one passes)."""
+    rec = record.get("l4") if isinstance(record, dict) else None
+    if not (isinstance(rec, dict) and isinstance(rec.get("modules"), list)):
+        return (
+            "its training data records no serving [l4] section (built before fxgate recorded it, for the builder's "
+            "own eight modules), so the prompts it was trained on are not the ones this gate serves. Fix: rebuild "
+            "the data with `fxgate train data --config <the served gate.toml>` and train again"
+        )
+    built = prompt_l4(rec.get("enabled", True), rec["modules"], rec.get("params"))
+    served = prompt_l4(l4.enabled, l4.modules, l4.params)
+    if built == served:
+        return None
+    if built["modules"] != served["modules"]:
+        what = f"modules {built['modules']} were trained on, [l4] modules = {served['modules']} would be served"
+    elif built["enabled"] != served["enabled"]:
+        what = f"[l4] enabled = {str(built['enabled']).lower()} was trained on, {str(served['enabled']).lower()} served"
+    else:
+        m = next(m for m in built["modules"] if built["params"][m] != served["params"][m])
+        b, s = built["params"][m], served["params"][m]
+        k = next(k for k in sorted(set(b) | set(s)) if b.get(k) != s.get(k))
+        what = f"[l4.params.{m}] {k} = {b.get(k)!r} was trained on, {s.get(k)!r} would be served"
+    return (
+        f"[l4] does not match its training data's: {what}; the served prompts would differ from every training "
+        f"prompt. Fix: rebuild the data with `fxgate train data --config <this gate.toml>` and train again, or serve "
+        f"the [l4] section the data was built for"
+    )
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config") -> GateConfig:

@@ -29,7 +29,7 @@ from fxgate.engine.core.config import GateConfig, L2Config, L3Config
 from fxgate.engine.core.decision import LayerVerdict
 from fxgate.engine.core.records import ModelProbability, ModuleResult
 from fxgate.models.ensemble import MODEL_NAMES
-from fxgate.models.prompt import formulas_of, prompt_values
+from fxgate.models.prompt import formulas_of, prompt_values, shown_results
 from fxgate.modules import CertaintyModule
 
 __all__ = [
@@ -305,6 +305,7 @@ class PromptFacts:
         #: KV cache is reused), version 1 those of the modules a prompt shows
         self.formulas: Mapping[str, str] = formulas_of(modules)
         self.names = tuple(names)
+        self.modules = tuple(modules)  # which verdicts a prompt shows (``in_prompt``)
 
     def values(self, c: Candidate) -> dict[str, str]:
         """The prompt's placeholders for this bar, built once and kept on the candidate (each bar has its own)."""
@@ -327,7 +328,7 @@ class PromptFacts:
             horizon=self.horizon,
             probs=c.model_probabilities() or None,
             features=dict(zip(self.names, (float(x) for x in c.features), strict=True)),
-            modules=c.modules,
+            modules=shown_results(c.modules, self.modules),
             formulas=self.formulas,
             size=c.size,
         )

@@ -3,9 +3,9 @@
 One :class:`~fxgate.models.llm.LlmRuntime` per distinct model file (the judge and the three debate roles share one
 unless the config names role models), one verdict cache for all. A model that cannot be loaded raises, or — with
 ``[llm] on_load_error = "veto"`` — becomes a standing failure both LLM layers report on every bar (fail closed).
-:func:`trained_for` says whether a model from a ``fxgate train all`` run was trained for the gate's ``[l4]``; the gate
-does not refuse on it yet: ``fxgate calibrate`` writes a config whose ``[l4]`` always differs (it adds
-``precision_monitor`` and the certified thresholds), which would refuse every trained model it is meant to serve.
+A model from a ``fxgate train all`` run trained for another ``[l4]`` section than the gate's is refused the same way
+(:func:`trained_for`, which compares what shapes the prompts: a config ``fxgate calibrate`` wrote from the one the
+data was built for, with ``precision_monitor`` and the certified thresholds, serves the same prompts and passes).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fxgate.engine.core.config import NANO_GGUF, GateConfig, L4Config, cache_dir, nano_dir, serving_mismatch
+from fxgate.engine.config import serving_mismatch
+from fxgate.engine.core.config import NANO_GGUF, GateConfig, L4Config, cache_dir, nano_dir
 from fxgate.models.debate import Debate
 from fxgate.models.llm import Judge, LlmError, LlmRuntime, LlmSettings, ModelFileError, VerdictCache
 
@@ -99,6 +100,9 @@ def start_llm(c: GateConfig) -> LlmStack:
         def runtime(model: str) -> Any:
             file = resolve_model(model or lc.model)
             if file not in stack.runtimes:
+                skew = trained_for(file, c.l4)
+                if skew is not None:  # the model trained is the model served, with the prompts it was trained on
+                    raise ModelFileError(skew)
                 s = LlmSettings(
                     model=file,
                     sha256=lc.sha256 if file == main else "",

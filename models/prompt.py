@@ -58,6 +58,7 @@ __all__ = [
     "prompt_values",
     "fill_section",
     "formulas_of",
+    "shown_results",
     "catalogue_of",
     "STATIC_PLACEHOLDERS",
     "KEY_FEATURES",
@@ -388,9 +389,17 @@ def module_line(m: ModuleResult) -> str:
 
 def formulas_of(modules: Iterable[_Documented]) -> dict[str, str]:
     """The ``formulas`` argument of :func:`prompt_values` from the modules themselves: name -> "formula (citation)"
-    for each module that documents a formula. The gate and the training-data builders both build it here, so the
-    prompt a model is trained on shows the formulas the served one shows."""
-    return {m.name: f"{m.formula} ({m.citation})" for m in modules if m.formula}
+    for each module that documents a formula and that prompts show (``in_prompt``). The gate and the
+    training-data builders both build it here, so the prompt a model is trained on shows the formulas the served
+    one shows."""
+    return {m.name: f"{m.formula} ({m.citation})" for m in modules if m.formula and getattr(m, "in_prompt", True)}
+
+
+def shown_results(results: Sequence[ModuleResult], modules: Iterable[_Documented]) -> list[ModuleResult]:
+    """The verdicts of ``results`` that prompts show: those of the configured ``modules`` whose ``in_prompt`` is
+    true (the gate and the training-data builders both filter here)."""
+    hidden = {m.name for m in modules if not getattr(m, "in_prompt", True)}
+    return [r for r in results if r.name not in hidden] if hidden else list(results)
 
 
 def prompt_values(

@@ -219,6 +219,10 @@ class CertaintyModule(ABC):
     #: the parameter ``fxgate calibrate`` may certify (on ``[certify] path``): the module passes iff its verdict's
     #: score >= that parameter; None: the module has no certifiable threshold
     certify_param: ClassVar[str | None] = None
+    #: whether the LLM prompts show this module (its catalogue entry and its verdict's line). False for a gate-level
+    #: safeguard that says nothing about the bar (precision_monitor: ``fxgate calibrate`` adds it to a certified
+    #: config, so a judge trained on an uncalibrated config's prompts would otherwise see a line it never learnt)
+    in_prompt: ClassVar[bool] = True
     #: a replay's trace (``Gate(trace=True)``) evaluates this module alone on every ``trace_every``-th accepted bar
     #: where the gate did not reach it: 1 for every module whose verdict costs microseconds
     trace_every: ClassVar[int] = 1

@@ -43,6 +43,9 @@ class PrecisionMonitorModule(CertaintyModule):
     rule = "e-value of H0 'live precision >= [certify] target' < 1 / [certify] monitor_alpha (else halted)"
     defaults = {"half_life": 100.0, "horizon": 1, "certify_target": 0.0, "certify_alpha": 0.05}
     gate_settings = ("horizon", "certify_target", "certify_alpha")
+    #: the live record's halt is the gate's, not evidence about the bar: no prompt shows it (a cheapest-mode gate
+    #: asks its judge only after it passed), so a certified config serves the prompts of the uncertified one
+    in_prompt = False
     state_keys = ("ist", "fs")
 
     def reset(self) -> None:

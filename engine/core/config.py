@@ -27,7 +27,6 @@ __all__ = [
     "LlmConfig",
     "L4Config",
     "l4_hash",
-    "serving_mismatch",
     "SizingConfig",
     "ReplayConfig",
     "InputConfig",
@@ -148,35 +147,10 @@ class L4Config:
 def l4_hash(l4: L4Config) -> str:
     """sha256 of the canonical JSON of an ``[l4]`` section (enabled, modules in order, parameters), first 16 hex
     digits: what the judge's prompts (formula catalogue, module lines) depend on. The training data's manifest
-    records it (``serving.l4_hash``) and the gate compares it with its own when it loads a trained model."""
+    records it (``serving.l4_hash``) beside the section itself, which :func:`fxgate.engine.config.serving_mismatch`
+    compares with a served one."""
     blob = json.dumps(dataclasses.asdict(l4), sort_keys=True, default=list).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def serving_mismatch(record: Any, l4: L4Config) -> str | None:
-    """Why a model trained on data whose manifest's ``serving`` is ``record`` should not be served with ``l4``, or
-    None when the prompts it was trained on are the ones this ``[l4]`` serves (same :func:`l4_hash`)."""
-    if not isinstance(record, dict) or not isinstance(record.get("l4_hash"), str):
-        return (
-            "its training data records no serving [l4] section (built before fxgate recorded it, for the builder's "
-            "own eight modules), so the prompts it was trained on are not the ones this gate serves. Fix: rebuild "
-            "the data with `fxgate train data --config <the served gate.toml>` and train again"
-        )
-    if record["l4_hash"] == l4_hash(l4):
-        return None
-    rec_l4 = record.get("l4")
-    built = rec_l4.get("modules") if isinstance(rec_l4, dict) else None
-    served = list(l4.modules)
-    what = (
-        f"modules {built} were trained on, [l4] modules = {served} would be served"
-        if built != served
-        else "the [l4] params or enabled differ"
-    )
-    return (
-        f"[l4] does not match its training data's (l4_hash {record['l4_hash']} vs {l4_hash(l4)}): {what}; the "
-        f"served prompt would differ from every training prompt. Fix: rebuild the data with `fxgate train data "
-        f"--config <this gate.toml>` and train again, or serve the [l4] section the data was built for"
-    )
 
 
 @dataclass(frozen=True, kw_only=True)

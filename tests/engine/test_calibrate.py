@@ -99,6 +99,13 @@ def test_a_certified_config_carries_its_certificate_and_its_monitor(tmp_path, mo
     p.write_text(dump_toml(out, "a header"))
     back = load_config(p)
     assert back == out and back.hash == out.hash  # the file says everything that decides
+    # it serves the prompts of the config it was calibrated from: a judge trained for ``c`` is not refused under it
+    from fxgate.engine.config import serving_mismatch
+    from fxgate.training.datasets.spec import serving_record
+
+    record = json.loads(json.dumps(serving_record(c, None)))  # as the data manifest gives it back
+    assert serving_mismatch(record, back.l4) is None
+    assert serving_mismatch(record, replace(back.l4, modules=(MONITOR, "vpin"))) is not None
     d = Gate(back, cal.ensemble, timeframe="H1", symbol="SYNTH").on_bar(momentum[0])
     cert = d.to_dict()["certification"]
     assert cert["target"] == 0.6 and cert["thresholds"] == {"l1": cal.value} and cert["n_signals"] > 100

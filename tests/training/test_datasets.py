@@ -592,8 +592,10 @@ def test_build_stores_the_prompts_of_the_config_it_is_given_and_records_it(tmp_p
     check_served_by(m, dataclasses.replace(CUSTOM, horizon=1, spread=1e-4))  # only [l4] is compared
     with pytest.raises(DatasetError, match=r"\[l4\] does not match.*trained on.*--config"):
         check_served_by(m, GateConfig())
-    params = dataclasses.replace(CUSTOM.l4, params={"vpin": {"quantile": 0.7}})
-    with pytest.raises(DatasetError, match=r"\[l4\] params or enabled differ"):
+    params = dataclasses.replace(CUSTOM.l4, params={**CUSTOM.l4.params, "vpin": {"quantile": 0.7}})
+    with pytest.raises(
+        DatasetError, match=r"\[l4\.params\.vpin\] quantile = 0\.8 was trained on, 0\.7 would be served"
+    ):
         check_served_by(m, dataclasses.replace(CUSTOM, l4=params))
     with pytest.raises(DatasetError, match="records no serving"):
         check_served_by({k: v for k, v in m.items() if k != "serving"}, CUSTOM)

@@ -271,12 +271,20 @@ def test_train_all_nano_passes_parity_and_verify(tmp_path):
     # the parity check ran on >= 200 distinct validation prompts, F16 logits on >= 32 of them
     assert m["parity"]["prompts"] >= 200 and m["parity"]["f16_logit_prompts"] >= 32
     assert len(m["timings_s"]) >= 8  # every step's time is recorded; judging it is benchmarks/' job, not a test's
-    # the data records the [l4] it was built for (the default config's); trained_for compares a served one with it
-    from fxgate.engine.llm_setup import trained_for
+    # the model trained is served with the [l4] its data was built for (the default config's), refused under another
+    from fxgate.engine.config import L2Config, L3Config, LlmConfig
+    from fxgate.engine.gate import Gate
+    from fxgate.models.llm import ModelFileError
 
     assert m["data_manifest"]["serving"]["l4"]["modules"] == list(GateConfig().l4.modules)
-    assert trained_for(str(out / "model-q8_0.gguf"), GateConfig().l4) is None
-    assert "trained on" in (trained_for(str(out / "model-q8_0.gguf"), L4Config(modules=EIGHT)) or "")
+    served = GateConfig(llm=LlmConfig(model=str(out / "model-q8_0.gguf"), cache=""), l2=L2Config(), l3=L3Config())
+    g = Gate(served, None, timeframe="H1")
+    try:
+        assert g.llm.error is None and g.llm.judge is not None
+    finally:
+        g.close()
+    with pytest.raises(ModelFileError, match=r"\[l4\] does not match its training data"):
+        Gate(replace(served, l4=L4Config(modules=EIGHT)), None, timeframe="H1")
 
 
 @pytest.mark.parametrize("name", ["ddp.yaml", "fsdp.yaml"])

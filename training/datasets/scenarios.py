@@ -21,7 +21,7 @@ from fxgate.engine.core.bars import Bars
 from fxgate.engine.core.records import ModelProbability, ModuleResult, candidate_direction
 from fxgate.engine.gate import Gate
 from fxgate.models.ensemble import MODEL_NAMES
-from fxgate.models.prompt import KEY_FEATURES, formulas_of, prompt_values
+from fxgate.models.prompt import KEY_FEATURES, formulas_of, prompt_values, shown_results
 from fxgate.training.datasets.layer1 import L1Model
 from fxgate.training.datasets.spec import SplitSpec
 from fxgate.training.errors import DatasetError
@@ -124,6 +124,7 @@ def rows_for(
         spread = float(b.spread) if b.spread is not None else spec.spread
         move = float(close[i + h] - close[i])
         target = "BUY" if move > spread else ("SELL" if -move > spread else "NONE")
+        shown = shown_results(rec.modules, gate.modules)  # the verdicts the served prompt shows
         vals = prompt_values(
             symbol=bars.symbol,
             timeframe=bars.timeframe,
@@ -133,7 +134,7 @@ def rows_for(
             horizon=h,
             probs=probs or None,
             features=feats,
-            modules=rec.modules,
+            modules=shown,
             formulas=formulas,
         )
         rows.append(
@@ -144,7 +145,7 @@ def rows_for(
                 int(bars.ts[i + h]),
                 vals,
                 feats,
-                rec.modules,
+                tuple(shown),
                 proposal,
                 target,
                 move,

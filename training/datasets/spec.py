@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fxgate.engine.config import GateConfig, L2Config, LlmConfig
-from fxgate.engine.core.config import l4_hash, serving_mismatch
+from fxgate.engine.config import GateConfig, L2Config, LlmConfig, serving_mismatch
+from fxgate.engine.core.config import l4_hash
 from fxgate.models.prompt import prompt_budget
 from fxgate.training.errors import DatasetError
 
@@ -120,7 +120,7 @@ def serving_record(cfg: GateConfig, source: str | None) -> dict[str, Any]:
 def check_served_by(manifest: dict[str, Any], cfg: GateConfig, where: str = "config") -> None:
     """Raise :class:`DatasetError` unless the data a ``manifest`` describes was built for the ``[l4]`` section of
     ``cfg`` (the config a model trained on it will be served with). The gate makes the same check when it loads a
-    model from a ``fxgate train all`` run (:func:`~fxgate.engine.core.config.serving_mismatch`)."""
+    model from a ``fxgate train all`` run (:func:`~fxgate.engine.config.serving_mismatch`)."""
     problem = serving_mismatch(manifest.get("serving"), cfg.l4)
     if problem is not None:
         raise DatasetError(f"{where}: a model trained on this data: {problem}")
