@@ -10,6 +10,8 @@ wrapper that checks its inputs. The API is stable: other modules import it.
   :func:`stationary_indices` would give for the same (n, reps, block, seed), without materializing the index
   matrix: each block's sum comes from prefix sums (O(blocks · k) per resample instead of O(n · k)). Equal to
   ``bootstrap_means(x, stationary_indices(...))`` up to summation rounding (~1e-15 relative).
+* :func:`stationary_mean_batches` — the same means a batch of resamples at a time, for a test that stops once its
+  outcome is decided (edge_proof's SPA).
 * :func:`bootstrap_means` — column means of ``x[idx[r]]`` for every row r of an index matrix (any bootstrap: a
   reference library's own indices, for a test that must reproduce it to the last bit).
 * :func:`optimal_block_length` — Politis & White (2004) automatic block length with the correction of Patton,
@@ -23,8 +25,10 @@ How the stationary stream is drawn (the contract of ``seed``): with ``rng = defa
 λ = −log(1 − p), each block takes one standard exponential E_j and one uniform U_j, drawn in chunks
 (``rng.standard_exponential(C)`` then ``rng.random(C)``) and consumed in order: its length is L_j = ⌊E_j/λ⌋ + 1
 (Geometric(p) on {1, 2, …}, mean 1/p) and its start S_j = ⌊U_j n⌋ (uniform on {0, …, n−1}); resample r is filled
-left to right with S_j, S_j + 1, … (mod n) for min(L_j, room left) positions, then the next block. The first chunk
-holds C = ⌈1.1 · reps · (1 + (n − 1) p)⌉ + 64 blocks (the expected count plus a margin), later ones a tenth of that.
+left to right with S_j, S_j + 1, … (mod n) for min(L_j, room left) positions, then the next block. Every chunk
+holds C = ⌈1.1 · 256 · (1 + (n − 1) p)⌉ + 64 blocks (what 256 resamples need on average, plus a margin), whatever
+``reps``: resample r is the same in a run of any length, so a sequential test can stop early
+(:func:`stationary_mean_batches`).
 This is the law of arch's per-position construction (a new block starts at each position with probability p) with
 far fewer random draws (numpy's geometric sampler is slow, hence the exponential); the stream, not the law, differs
 from arch's, so tests that must reproduce arch bit for bit feed arch's own indices to :func:`bootstrap_means`.
@@ -41,6 +45,7 @@ from fxgate.engine.core.jit import kernel
 __all__ = [
     "stationary_indices",
     "stationary_means",
+    "stationary_mean_batches",
     "bootstrap_means",
     "optimal_block_length",
     "sb_variance",
@@ -48,16 +53,21 @@ __all__ = [
 
 #: slots of the resumable fill state (the kernels stop when a chunk of blocks runs out and resume on the next)
 FILL_REP, FILL_POS, FILL_USED = 0, 1, 2
+#: each chunk of the block stream holds the blocks this many resamples need on average (plus 10%): the stream does
+#: not depend on ``reps``, so the first l resamples of any run are the same, and a sequential test that stops
+#: after l of them has drawn about l resamples' worth of random numbers
+CHUNK_RESAMPLES = 256
 
 
-def _sb_fill_idx_py(out, e, u, lam, st):  # type: ignore[no-untyped-def]
-    """Fill ``out`` (reps, n) with stationary-bootstrap indices from the block draws ``e`` (standard exponential:
-    length floor(e / lam) + 1, Geometric(1 - exp(-lam))) and ``u`` (uniform: start floor(u n)), resuming at ``st``
-    (rep, position, draws used). Returns True when ``out`` is full, False when the draws ran out first."""
-    reps, n = out.shape
+def _sb_fill_idx_py(out, e, u, lam, st, rows):  # type: ignore[no-untyped-def]
+    """Fill rows up to ``rows`` of ``out`` (reps, n) with stationary-bootstrap indices from the block draws ``e``
+    (standard exponential: length floor(e / lam) + 1, Geometric(1 - exp(-lam))) and ``u`` (uniform: start
+    floor(u n)), resuming at ``st`` (rep, position, draws used). Returns True when row ``rows - 1`` is full, False
+    when the draws ran out first."""
+    n = out.shape[1]
     m = e.shape[0]
     r, i, j = st[FILL_REP], st[FILL_POS], st[FILL_USED]
-    while r < reps:
+    while r < rows:
         while i < n:
             if j >= m:
                 st[FILL_REP], st[FILL_POS], st[FILL_USED] = r, i, j
@@ -78,15 +88,14 @@ def _sb_fill_idx_py(out, e, u, lam, st):  # type: ignore[no-untyped-def]
     return True
 
 
-def _sb_fill_sums_py(out, csum, e, u, lam, st):  # type: ignore[no-untyped-def]
+def _sb_fill_sums_py(out, csum, e, u, lam, st, rows):  # type: ignore[no-untyped-def]
     """Same block draws as :func:`_sb_fill_idx_py`, but accumulate each resample's column sums into ``out``
     (reps, k) from the prefix sums ``csum`` (n + 1, k) instead of writing indices."""
-    reps = out.shape[0]
     k = out.shape[1]
     n = csum.shape[0] - 1
     m = e.shape[0]
     r, i, j = st[FILL_REP], st[FILL_POS], st[FILL_USED]
-    while r < reps:
+    while r < rows:
         while i < n:
             if j >= m:
                 st[FILL_REP], st[FILL_POS], st[FILL_USED] = r, i, j
@@ -223,16 +232,14 @@ def _check_stream(n: int, reps: int, block: float) -> tuple[int, int, float]:
     return n, reps, 1.0 / block
 
 
-def _chunks(rng: np.random.Generator, n: int, reps: int, p: float):  # type: ignore[no-untyped-def]
-    """The block stream of the module docstring: (exponentials, uniforms) chunks, first the expected count of
-    blocks plus 10%, then a tenth of that at a time."""
-    first = int(math.ceil(1.1 * reps * (1.0 + (n - 1) * p))) + 64
-    size = first
+def _chunks(rng: np.random.Generator, n: int, p: float):  # type: ignore[no-untyped-def]
+    """The block stream of the module docstring: (exponentials, uniforms) chunks of the blocks ``CHUNK_RESAMPLES``
+    resamples need on average, plus 10%."""
+    size = int(math.ceil(1.1 * CHUNK_RESAMPLES * (1.0 + (n - 1) * p))) + 64
     while True:
         e = rng.standard_exponential(size)
         u = rng.random(size)
         yield e, u
-        size = max(first // 10, 64)
 
 
 def _rate(p: float) -> float:
@@ -249,17 +256,18 @@ def stationary_indices(n: int, reps: int, block: float, seed: int) -> np.ndarray
     out = np.empty((reps, n), dtype=np.int64)
     st = np.zeros(3, dtype=np.int64)
     lam = _rate(p)
-    for e, u in _chunks(np.random.default_rng(seed), n, reps, p):
+    for e, u in _chunks(np.random.default_rng(seed), n, p):
         st[FILL_USED] = 0
-        if _sb_fill_idx(out, e, u, lam, st):
+        if _sb_fill_idx(out, e, u, lam, st, reps):
             return out
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def stationary_means(x: np.ndarray, reps: int, block: float, seed: int) -> np.ndarray:
-    """Bootstrap column means, float64 (reps, k), of ``x`` (n,) or (n, k) over the resamples
-    ``stationary_indices(n, reps, block, seed)`` — computed from prefix sums, without the index matrix. ``x``
-    must be finite (a NaN would spread through the prefix sums)."""
+def stationary_mean_batches(x: np.ndarray, reps: int, block: float, seed: int, batch: int = CHUNK_RESAMPLES):
+    """:func:`stationary_means` a batch of resamples at a time, in order: yields ``(lo, means)`` with ``means`` the
+    (hi − lo, k) bootstrap means of resamples lo..hi − 1 (``batch`` of them, fewer in the last batch), each
+    bit-identical to those rows of ``stationary_means(x, reps, block, seed)``. A caller that has seen enough
+    stops iterating: the resamples after it are never drawn (a sequential test's early stop)."""
     a = np.asarray(x, dtype=np.float64)
     if a.ndim == 1:
         a = a[:, None]
@@ -268,17 +276,33 @@ def stationary_means(x: np.ndarray, reps: int, block: float, seed: int) -> np.nd
     n, reps, p = _check_stream(a.shape[0], reps, block)
     if not np.all(np.isfinite(a)):
         raise ValueError("stationary_means needs finite data; drop or fill NaN/inf first")
+    if int(batch) < 1:
+        raise ValueError(f"stationary_mean_batches needs batch >= 1; got {batch}")
     csum = np.zeros((n + 1, a.shape[1]))
     np.cumsum(a, axis=0, out=csum[1:])
     out = np.zeros((reps, a.shape[1]))
     st = np.zeros(3, dtype=np.int64)
     lam = _rate(p)
-    for e, u in _chunks(np.random.default_rng(seed), n, reps, p):
-        st[FILL_USED] = 0
-        if _sb_fill_sums(out, csum, e, u, lam, st):
-            out /= n
-            return out
-    raise AssertionError("unreachable")  # pragma: no cover
+    chunks = _chunks(np.random.default_rng(seed), n, p)
+    e, u = next(chunks)
+    lo = 0
+    while lo < reps:
+        hi = min(lo + int(batch), reps)
+        while not _sb_fill_sums(out, csum, e, u, lam, st, hi):
+            e, u = next(chunks)
+            st[FILL_USED] = 0
+        got = out[lo:hi]
+        got /= n
+        yield lo, got
+        lo = hi
+
+
+def stationary_means(x: np.ndarray, reps: int, block: float, seed: int) -> np.ndarray:
+    """Bootstrap column means, float64 (reps, k), of ``x`` (n,) or (n, k) over the resamples
+    ``stationary_indices(n, reps, block, seed)`` — computed from prefix sums, without the index matrix. ``x``
+    must be finite (a NaN would spread through the prefix sums)."""
+    parts = [m for _, m in stationary_mean_batches(x, reps, block, seed, batch=max(int(reps), 1))]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def bootstrap_means(x: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -40,6 +40,15 @@ p-value floor. p counts bootstrap exceedances out of ``reps``: a reported 0 mean
 resolution near the threshold is 1/reps. A threshold is accepted only if it spans at least 10 exceedances
 (``p_threshold * reps >= 10``: p < 0.001 needs ≥ 10,000 reps, the default); a smaller one is a config error.
 
+Early stop (:func:`spa_sequential`; not with ``nested=True``). The resamples are drawn 256 at a time, and the test
+stops as soon as the chosen p-value's exceedances reach ``p_threshold · reps``: the full test would then fail
+whatever the rest said, so the verdict is the full test's, always (the stream of resamples does not depend on
+``reps``, so the first l are the full run's first l). A strategy without an edge has a large p and is decided in a
+few hundred resamples instead of 10,000 — the bootstrap was most of a replay's time. The p-values it then reports
+are those of the l resamples drawn (the chosen one is Besag & Clifford's sequential p-value h / l, valid, and
+>= ``p_threshold``); the reason says "stopped after l of reps resamples", and slot ``F_RESAMPLES`` holds l. A
+p-value below the threshold always comes from all ``reps``.
+
 Block length: ``block`` if set, else the Politis–White estimate on the window (NaN for a constant window), never
 below ``horizon`` (overlapping h-bar outcomes are dependent over h − 1 lags) nor above the window.
 
@@ -78,6 +87,7 @@ State (the slots are module-level ints)::
          F_SR           per-outcome Sharpe ratio (ddof 1)
          F_SKEW, F_KURT sample skewness and raw kurtosis of the window
          F_PSR, F_DSR   probabilistic and deflated Sharpe ratios
+         F_RESAMPLES    resamples the last SPA drew (``reps``, or fewer when it stopped early)
     error               the last applied recompute's error text ("" when it ran)
     jst, jres, jerr     the recompute in flight (``fxgate.modules._schedule``)
 """
@@ -92,16 +102,24 @@ import numpy as np
 from fxgate.engine.core.jit import kernel
 from fxgate.engine.core.sharpe import deflated_sharpe_from, probabilistic_sharpe_from, sharpe_moments
 from fxgate.modules._base import Context, ModuleResult, insufficient, register
-from fxgate.modules._bootstrap import optimal_block_length, sb_variance, stationary_means
+from fxgate.modules._bootstrap import (
+    CHUNK_RESAMPLES,
+    optimal_block_length,
+    sb_variance,
+    stationary_mean_batches,
+    stationary_means,
+)
 from fxgate.modules._fusion import O_DIRECTION, O_ENTRY, O_EXIT, O_SPREAD, FusedStep
 from fxgate.modules._schedule import FLAG_DUE, ScheduledModule, tick_count
 
-__all__ = ["EdgeProof", "SpaResult", "spa_pvalues", "spa_test"]
+__all__ = ["EdgeProof", "SpaResult", "spa_pvalues", "spa_sequential", "spa_test"]
 
 I_PUSHES, I_BARS, I_LAST_BAR, I_LAST_PUSHES, I_N, I_STATUS, I_RECOMPUTES = range(7)
 F_P_LOWER, F_P_CONSISTENT, F_P_UPPER, F_P_RC, F_BLOCK, F_MEAN, F_SR, F_SKEW, F_KURT, F_PSR, F_DSR = range(11)
+F_RESAMPLES = 11
 STATUS_NONE, STATUS_TESTED, STATUS_CONSTANT, STATUS_ERROR = 0, 1, 2, 3
 P_VALUES = {"lower": F_P_LOWER, "consistent": F_P_CONSISTENT, "upper": F_P_UPPER, "rc": F_P_RC}
+P_NAMES = ("lower", "consistent", "upper", "rc")  # SpaResult's order (and the slots')
 STATISTICS = ("hansen", "arch")
 #: a p threshold must span at least this many bootstrap exceedances (p_threshold * reps >= MIN_EXCEEDANCES)
 MIN_EXCEEDANCES = 10
@@ -119,6 +137,58 @@ class SpaResult:
     block: float
 
 
+class _Spa:
+    """The observed side of the SPA / Reality Check on ``x`` (T, k) with long-run variances ``var`` (k,): the
+    recentering of each p-value and its observed statistic (formulas: the module docstring), and
+    :meth:`counts`, the exceedances of any batch of bootstrap means."""
+
+    def __init__(self, x: np.ndarray, var: np.ndarray, statistic: str) -> None:
+        if statistic not in STATISTICS:
+            raise ValueError(f"SPA statistic {statistic!r} is not known; use one of {STATISTICS}")
+        t = x.shape[0]
+        self.mean = mean = x.mean(axis=0)
+        with np.errstate(invalid="ignore"):
+            valid = mean >= -np.sqrt(var / t * 2.0 * np.log(np.log(t)))
+        self.gs = (np.where(mean < 0, 0.0, mean), np.where(valid, mean, 0.0), mean)  # lower, consistent, upper
+        self.arch = statistic == "arch"
+        #: the three SPA p-values are known without resampling: NaN (a variance that is not positive: hansen
+        #: cannot studentize) or 1 (T^SPA = 0, the statistic's smallest value: no evidence against H0)
+        self.fixed: float | None = None
+        self.s = np.ones_like(mean)
+        self.obs = float(mean.max())
+        if not self.arch:
+            if not np.all(var > 0):
+                self.fixed = math.nan
+            else:
+                self.s = math.sqrt(t) / np.sqrt(var)
+                self.obs = float((mean * self.s).max())
+                if self.obs <= 0.0:
+                    # (Counting T* > 0 instead would reject whenever every model is far worse than the benchmark,
+                    # since the consistent/lower recentering then leaves all T* = 0 but a few.)
+                    self.fixed = 1.0
+
+    def counts(self, bm: np.ndarray) -> np.ndarray:
+        """Exceedances (lower, consistent, upper, Reality Check) among the bootstrap means ``bm`` (b, k)."""
+        mean = self.mean
+        out = np.zeros(4, dtype=np.int64)
+        out[3] = int(np.count_nonzero((bm - mean).max(axis=1) > mean.max()))
+        if self.fixed is None:
+            for j, g in enumerate(self.gs):
+                out[j] = int(np.count_nonzero(((bm - g) * self.s).max(axis=1) > self.obs))
+        return out
+
+    def pvalues(self, c: np.ndarray, reps: int, block: float) -> SpaResult:
+        rc = float(c[3]) / reps
+        if self.fixed is not None:
+            return SpaResult(self.fixed, self.fixed, self.fixed, rc, float(block))
+        return SpaResult(float(c[0]) / reps, float(c[1]) / reps, float(c[2]) / reps, rc, float(block))
+
+
+def _columns(d: np.ndarray) -> np.ndarray:
+    x = np.asarray(d, dtype=np.float64)
+    return x[:, None] if x.ndim == 1 else x
+
+
 def spa_pvalues(
     d: np.ndarray, boot_means: np.ndarray, block: float, *, nested: bool = False, statistic: str = "hansen"
 ) -> SpaResult:
@@ -129,37 +199,12 @@ def spa_pvalues(
     kernel, p = 1/block); ``nested=True`` takes the variance from the bootstrap means instead (arch's nested
     studentization: T · Var*(d̄*)). Formulas: the module docstring. NaN p-values when a variance is not positive
     (``statistic="hansen"`` cannot studentize a constant column)."""
-    x = np.asarray(d, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    bm = np.asarray(boot_means, dtype=np.float64)
-    if bm.ndim == 1:
-        bm = bm[:, None]
-    if statistic not in STATISTICS:
-        raise ValueError(f"SPA statistic {statistic!r} is not known; use one of {STATISTICS}")
+    x = _columns(d)
+    bm = _columns(boot_means)
     t = x.shape[0]
-    mean = x.mean(axis=0)
-    var = t * (bm - mean).var(axis=0) if nested else sb_variance(x, block)
-    with np.errstate(invalid="ignore"):
-        valid = mean >= -np.sqrt(var / t * 2.0 * np.log(np.log(t)))
-    g_lower = np.where(mean < 0, 0.0, mean)
-    g_consistent = np.where(valid, mean, 0.0)
-    rc = float(np.mean((bm - mean).max(axis=1) > mean.max()))
-    if statistic == "arch":
-        obs = mean.max()
-        p = [float(np.mean((bm - g).max(axis=1) > obs)) for g in (g_lower, g_consistent, mean)]
-    else:
-        if not np.all(var > 0):
-            return SpaResult(math.nan, math.nan, math.nan, rc, float(block))
-        s = math.sqrt(t) / np.sqrt(var)
-        obs = float((mean * s).max())
-        if obs <= 0.0:
-            # T^SPA = max(0, ...) = 0 is the smallest value the statistic takes: no evidence against H0, p = 1.
-            # (Counting T* > 0 instead would reject whenever every model is far worse than the benchmark, since
-            # the consistent/lower recentering then leaves all T* = 0 but a few.)
-            return SpaResult(1.0, 1.0, 1.0, rc, float(block))
-        p = [float(np.mean(((bm - g) * s).max(axis=1) > obs)) for g in (g_lower, g_consistent, mean)]
-    return SpaResult(p[0], p[1], p[2], rc, float(block))
+    var = t * (bm - x.mean(axis=0)).var(axis=0) if nested else sb_variance(x, block)
+    spa = _Spa(x, var, statistic)
+    return spa.pvalues(spa.counts(bm), bm.shape[0], block)
 
 
 def spa_test(
@@ -168,6 +213,40 @@ def spa_test(
     """:func:`spa_pvalues` with the numba stationary bootstrap (``reps`` resamples, mean block ``block``, stream
     seeded by ``seed``); ``d`` must be finite."""
     return spa_pvalues(d, stationary_means(d, reps, block, seed), block, nested=nested, statistic=statistic)
+
+
+def spa_sequential(
+    d: np.ndarray,
+    reps: int,
+    block: float,
+    seed: int,
+    *,
+    threshold: float,
+    p_value: str = "consistent",
+    statistic: str = "hansen",
+    batch: int = CHUNK_RESAMPLES,
+) -> tuple[SpaResult, int]:
+    """:func:`spa_test` (not nested) that stops once the test "``p_value`` < ``threshold``" is decided: returns the
+    p-values over the first ``l`` resamples and ``l``. It draws ``batch`` resamples at a time and stops when the
+    chosen p-value's exceedances reach ``threshold · reps`` (the full run's p would be >= ``threshold``: fails
+    whatever the remaining resamples say), or when that p-value needs no resampling (1 or NaN; one batch is still
+    drawn, for the Reality Check). So its outcome is always that of ``spa_test(d, reps, ...)``, whose resamples
+    are the same (the stream does not depend on ``reps``); with ``l = reps`` its p-values are those of the full
+    run, bit for bit, and when it stops early the chosen one is Besag & Clifford's (1991, *Sequential Monte Carlo
+    p-values*, Biometrika 78(2)) h / l, itself a valid p-value and >= ``threshold`` by construction. Where the
+    strategy has no edge, p is large and a few hundred resamples decide it (tests/modules/test_edge_proof.py)."""
+    x = _columns(d)
+    spa = _Spa(x, sb_variance(x, block), statistic)
+    which = P_NAMES.index(p_value)
+    need = float(threshold) * int(reps)
+    c = np.zeros(4, dtype=np.int64)
+    done = 0
+    for lo, bm in stationary_mean_batches(x, reps, block, seed, batch):
+        c += spa.counts(bm)
+        done = lo + bm.shape[0]
+        if (which < 3 and spa.fixed is not None) or c[which] >= need:
+            break
+    return spa.pvalues(c, done, block), done
 
 
 def _edge_push_py(pnl, ist, x):  # type: ignore[no-untyped-def]
@@ -223,7 +302,7 @@ class EdgeProof(ScheduledModule):
         " (0.95), over the last `window` outcomes"
     )
     gate_settings = ("horizon",)
-    result_size = 13  # status, T, then the 11 fs slots
+    result_size = 14  # status, T, then the 12 fs slots
     defaults = {
         "window": 500,
         "min_outcomes": 100,
@@ -249,7 +328,7 @@ class EdgeProof(ScheduledModule):
         self._check(p)
         self.pnl = np.zeros(int(p["window"]))
         self.ist = np.zeros(7, dtype=np.int64)
-        self.fs = np.full(11, math.nan)
+        self.fs = np.full(12, math.nan)
         self.error = ""  # the last recompute's error ("" when it ran)
         self._reset_job()
 
@@ -338,7 +417,14 @@ class EdgeProof(ScheduledModule):
             if not math.isfinite(block):
                 block = math.sqrt(n)
         block = min(max(block, float(p["horizon"]), 1.0), float(n))
-        res = spa_test(x, int(p["reps"]), block, seed, nested=p["nested"], statistic=p["statistic"])
+        reps = int(p["reps"])
+        if p["nested"]:  # the variance comes from all the resamples: no early stop
+            res, used = spa_test(x, reps, block, seed, nested=True, statistic=p["statistic"]), reps
+        else:
+            res, used = spa_sequential(
+                x, reps, block, seed, threshold=float(p["p_threshold"]), p_value=p["p_value"], statistic=p["statistic"]
+            )
+        fs[F_RESAMPLES] = used
         fs[F_P_LOWER], fs[F_P_CONSISTENT], fs[F_P_UPPER], fs[F_P_RC] = (
             res.lower,
             res.consistent,
@@ -390,12 +476,14 @@ class EdgeProof(ScheduledModule):
         pv, dsr = self.p_value, float(fs[F_DSR])
         if not (math.isfinite(pv) and math.isfinite(dsr)):
             return self._result(math.nan, False, thr, f"SPA p-value or DSR undefined over {ist[I_N]} outcomes")
-        reps = int(p["reps"])
+        reps, used = int(p["reps"]), int(fs[F_RESAMPLES])
         ok_p, ok_d = pv < thr, dsr >= float(p["dsr_threshold"])
         shown = f"< {1 / reps:.1g} (none of {reps} resamples)" if pv == 0 else f"= {pv:.4g}"
+        # a test decided before its last resample stops there (spa_sequential): its p-values come from fewer
+        early = f", stopped after {used} of {reps} resamples once p >= {thr:g} was certain" if used < reps else ""
         reason = (
             f"SPA {p['p_value']} p {shown} {'<' if ok_p else '>='} {thr:g} "
-            f"(lower {fs[F_P_LOWER]:.4g}, upper {fs[F_P_UPPER]:.4g}, RC {fs[F_P_RC]:.4g}); "
+            f"(lower {fs[F_P_LOWER]:.4g}, upper {fs[F_P_UPPER]:.4g}, RC {fs[F_P_RC]:.4g}{early}); "
             f"DSR {dsr:.3f} {'>=' if ok_d else '<'} {float(p['dsr_threshold']):g} (PSR {fs[F_PSR]:.3f}, "
             f"N={p['n_trials']}); mean {'net ' if p['costs'] else ''}P&L {fs[F_MEAN]:.3g}/outcome, "
             f"SR {fs[F_SR]:.3f}, {ist[I_N]} outcomes, block {fs[F_BLOCK]:.1f}"

@@ -106,6 +106,26 @@ def test_stationary_means_equal_means_over_the_index_matrix():
         np.testing.assert_allclose(stationary_means(x, reps, block, seed=9), ref, rtol=0, atol=1e-13)
 
 
+def test_batches_are_the_rows_of_the_whole_run_and_a_run_is_a_prefix_of_a_longer_one():
+    """The stream does not depend on ``reps`` or on the batching: the batches of a run, concatenated, are
+    bit-identical to the whole run's means, and the first 300 resamples of a 1,000-resample run are those of a
+    300-resample run (a sequential test that stops after 300 resamples reports what a 300-resample test would).
+    Checked against the means over the index matrix, computed by numpy indexing here."""
+    rng = np.random.default_rng(5)
+    for n, k, block in [(500, 1, 3.0), (80, 2, 12.0), (30, 1, 1.0)]:
+        x = rng.standard_normal((n, k))
+        whole = stationary_means(x, 1000, block, seed=4)
+        for batch in (1, 7, 256, 999, 5000):
+            got = list(B.stationary_mean_batches(x, 1000, block, 4, batch=batch))
+            assert [lo for lo, _ in got] == list(range(0, 1000, batch))
+            np.testing.assert_array_equal(np.concatenate([m for _, m in got]), whole)
+        np.testing.assert_array_equal(stationary_means(x, 300, block, seed=4), whole[:300])
+        ref = x[stationary_indices(n, 1000, block, seed=4)].mean(axis=1)
+        np.testing.assert_allclose(whole, ref, rtol=0, atol=1e-13)
+        short, long_ = stationary_indices(n, 300, block, seed=4), stationary_indices(n, 1000, block, seed=4)
+        np.testing.assert_array_equal(short, long_[:300])
+
+
 def test_bootstrap_means_reproduce_arch_resamples():
     x = np.random.default_rng(4).standard_normal((120, 2))
     bs = StationaryBootstrap(7, x, seed=12)
@@ -126,12 +146,12 @@ def test_twins_equal_kernels():
             st_ = np.zeros(3, dtype=np.int64)
             if fill == "idx":
                 out = np.zeros((20, 60), dtype=np.int64)
-                done = fn(out, e, u, lam, st_)
+                done = fn(out, e, u, lam, st_, 20)
             else:
                 csum = np.zeros((61, 2))
                 np.cumsum(x, axis=0, out=csum[1:])
                 out = np.zeros((20, 2))
-                done = fn(out, csum, e, u, lam, st_)
+                done = fn(out, csum, e, u, lam, st_, 20)
             outs.append((out, bool(done), st_.copy()))
         np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=0, atol=1e-13)
         assert outs[0][1:][0] == outs[1][1:][0]
@@ -153,14 +173,14 @@ def test_resumes_across_chunks():
     e, u, lam = rng.standard_exponential(2000), rng.random(2000), -math.log(1 - 0.25)
     whole = np.zeros((30, 40), dtype=np.int64)
     st_ = np.zeros(3, dtype=np.int64)
-    assert B._sb_fill_idx(whole, e, u, lam, st_)
+    assert B._sb_fill_idx(whole, e, u, lam, st_, 30)
     used = int(st_[B.FILL_USED])
     parts = np.zeros((30, 40), dtype=np.int64)
     st_ = np.zeros(3, dtype=np.int64)
     cut = 0
     for size in (7, 1, 50, 3, 10_000):
         st_[B.FILL_USED] = 0
-        done = B._sb_fill_idx(parts, e[cut : cut + size], u[cut : cut + size], lam, st_)
+        done = B._sb_fill_idx(parts, e[cut : cut + size], u[cut : cut + size], lam, st_, 30)
         cut += int(st_[B.FILL_USED])
         if done:
             break

@@ -24,6 +24,7 @@ from fxgate.modules import Context, Outcome, create
 from fxgate.modules._bootstrap import bootstrap_means, optimal_block_length, stationary_means
 from fxgate.modules.edge_proof import (
     F_P_CONSISTENT,
+    F_RESAMPLES,
     I_BARS,
     I_LAST_BAR,
     I_PUSHES,
@@ -33,6 +34,7 @@ from fxgate.modules.edge_proof import (
     _edge_push,
     _edge_push_py,
     spa_pvalues,
+    spa_sequential,
     spa_test,
 )
 
@@ -308,14 +310,22 @@ def test_module_pvalues_are_spa_test_on_its_window_with_the_documented_seed():
     # lag = 0: the recompute inside the due bar's update (tests/modules/test_schedule.py checks that the default,
     # deferred one is this result applied lag bars later)
     m = create("edge_proof", **SMALL, seed=11, lag=0)
+    full = early = 0
     for ctx in outcome_stream(rng.standard_normal(400) * 1e-4 + 2e-5):
         m.update(ctx)
         if m.ist[I_LAST_BAR] == m.ist[I_BARS]:  # a recompute ran on this bar
             x = m.values()
             b = min(max(optimal_block_length(x), 1.0), len(x))
-            want = spa_test(x, 1000, b, 11 + int(m.ist[I_PUSHES]))
-            assert m.fs[F_P_CONSISTENT] == want.consistent
-    assert m.ist[I_RECOMPUTES] >= 10
+            seed = 11 + int(m.ist[I_PUSHES])
+            want = spa_test(x, 1000, b, seed)
+            used = int(m.fs[F_RESAMPLES])
+            if used == 1000:  # run to the end: the full test's p
+                assert m.fs[F_P_CONSISTENT] == want.consistent
+                full += 1
+            else:  # stopped once p >= 0.01 was certain: what a test of its resamples gives, and the full one fails
+                assert m.fs[F_P_CONSISTENT] == spa_test(x, used, b, seed).consistent >= 0.01 and want.consistent >= 0.01
+                early += 1
+    assert m.ist[I_RECOMPUTES] >= 10 and full and early, (full, early)
 
 
 def test_recompute_schedule():
@@ -441,3 +451,36 @@ def test_no_model_beating_the_benchmark_is_p_one():
     r = spa_test(d, 500, 3.0, 0)
     assert (r.lower, r.consistent, r.upper) == (1.0, 1.0, 1.0)
     assert r.reality_check > 0.5
+
+
+@pytest.mark.parametrize("statistic", ["hansen", "arch"])
+@pytest.mark.parametrize("p_value", ["consistent", "lower", "upper", "rc"])
+def test_the_early_stop_never_changes_the_outcome_of_the_full_test(statistic, p_value):
+    """spa_sequential against the full spa_test on the same stream, over 60 windows from no edge to a strong one
+    (most near the threshold): the outcome "p < threshold" is the full test's every time; a test run to the end
+    reports the full test's p-values bit for bit; one stopped after l resamples reports exactly what a run of l
+    resamples gives (spa_pvalues over stationary_means(x, l, ...)), its chosen p is >= the threshold, and the full
+    test's is too. Losing windows stop within two batches."""
+    reps, thr = 2000, 0.05
+    outcomes = {"early": 0, "full": 0, "pass": 0}
+    for i in range(60):
+        rng = np.random.default_rng(1000 + i)
+        shift = (-0.1, 0.0, 0.05, 0.08, 0.1, 0.12, 0.3)[i % 7]
+        x = ar1(300, 0.1, rng) + shift
+        b = min(max(optimal_block_length(x), 1.0), len(x))
+        full = spa_test(x, reps, b, seed=i, statistic=statistic)
+        seq, used = spa_sequential(x, reps, b, seed=i, threshold=thr, p_value=p_value, statistic=statistic)
+        field = "reality_check" if p_value == "rc" else p_value
+        want, got = getattr(full, field), getattr(seq, field)
+        assert (got < thr) == (want < thr), (i, got, want, used)
+        if used == reps:
+            assert seq == full, i
+            outcomes["full"] += 1
+        else:
+            assert used % 256 == 0 and got >= thr and want >= thr, (i, got, want, used)
+            assert seq == spa_pvalues(x, stationary_means(x, used, b, seed=i), b, statistic=statistic), i
+            outcomes["early"] += 1
+        outcomes["pass"] += want < thr
+        if shift < 0.0:  # a losing strategy
+            assert used <= 512, (i, used)
+    assert outcomes["early"] >= 20 and outcomes["full"] >= 5 and outcomes["pass"] >= 5, outcomes
