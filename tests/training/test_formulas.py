@@ -380,7 +380,9 @@ def test_certainty_module_entries_are_read_from_the_modules():
     for name, cls in ours.items():
         f = entries[cls.title]
         assert (f.formula, f.citation, f.compute.__name__) == (cls.formula, cls.citation, f"create_{name}")
-        assert formulas_of([cls]) == {name: f"{f.formula} ({f.citation})"}
+        # the prompt shows it unless it is a gate-level safeguard (precision_monitor: in_prompt = False)
+        assert formulas_of([cls]) == ({name: f"{f.formula} ({f.citation})"} if cls.in_prompt else {})
+    assert [n for n, c in ours.items() if not c.in_prompt] == ["precision_monitor"]
 
 
 def test_listing_shows_every_entry_with_its_formula_citation_and_status():
