@@ -82,10 +82,10 @@ def _setting(v: Any) -> Any:
 def prompt_l4(enabled: Any, modules: Any, params: Any) -> dict[str, Any]:
     """What of an ``[l4]`` section shapes the LLM prompts: ``enabled``, the modules the prompts show
     (``in_prompt``: not precision_monitor), in order, and each one's parameters with its defaults filled in (a
-    tuple as a list), without the threshold ``fxgate calibrate`` certifies (``certify_param``: a number
-    on the verdict's line, not the prompt's shape) and without those the gate sets (``gate_settings``: the
-    horizon). Two sections with the same value serve a judge the same prompts, bar for bar, up to those
-    thresholds."""
+    tuple as a list), without the threshold ``fxgate calibrate`` certifies (``certify_param``: it shows on the
+    module's line, and can flip its pass/FAIL, but it is accepted: the certificate is measured with it) and
+    without those the gate sets (``gate_settings``: the horizon). Two sections with the same value serve a judge
+    the same prompts, bar for bar, except where those thresholds differ."""
     mods = [str(m) for m in modules or () if m not in REGISTRY or REGISTRY[m].in_prompt]
     params = params if isinstance(params, dict) else {}
     shaped: dict[str, Any] = {}

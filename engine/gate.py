@@ -380,7 +380,7 @@ class Gate:
             dict(self.model_hashes),
             self.timeframe,
             self.symbol,
-            tuple(m.name for m in self.modules),
+            tuple(m.state_name() for m in self.modules),
         )
 
     def snapshot(self, path: str | Path) -> Path:
@@ -437,7 +437,7 @@ class Gate:
             config_hash=cfg.hash,
             timeframe=tf,
             symbol=sym,
-            modules=cfg.l4.modules if cfg.l4.enabled else (),
+            modules=tuple(REGISTRY[m].state_name() for m in cfg.l4.modules) if cfg.l4.enabled else (),
         )
         gate = cls(cfg, ensemble, timeframe=tf, symbol=sym, llm=llm, fused=fused)
         try:

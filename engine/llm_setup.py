@@ -4,8 +4,9 @@ One :class:`~fxgate.models.llm.LlmRuntime` per distinct model file (the judge an
 unless the config names role models), one verdict cache for all. A model that cannot be loaded raises, or — with
 ``[llm] on_load_error = "veto"`` — becomes a standing failure both LLM layers report on every bar (fail closed).
 A model from a ``fxgate train all`` run trained for another ``[l4]`` section than the gate's is refused the same way
-(:func:`trained_for`, which compares what shapes the prompts: a config ``fxgate calibrate`` wrote from the one the
-data was built for, with ``precision_monitor`` and the certified thresholds, serves the same prompts and passes).
+(:func:`trained_for`, which compares the ``[l4]`` that shapes the prompts: a config ``fxgate calibrate`` wrote from
+the one the data was built for passes — ``precision_monitor`` is in no prompt, and the certified thresholds, which
+do show in the module lines, are accepted because the certificate is measured with them).
 """
 
 from __future__ import annotations

@@ -223,7 +223,7 @@ class StateArena:
                     got = []
                     for k, r in declared:
                         o, step, n = ring.get(k, (0, 0, -1))
-                        if not 0 <= r < n:
+                        if isinstance(r, bool) or not 0 <= r < n:
                             got = None  # not a row of a ring: no promise
                             break
                         a = o + index(r) * step  # a float row raises here, not in the copy below

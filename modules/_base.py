@@ -223,6 +223,15 @@ class CertaintyModule(ABC):
     #: safeguard that says nothing about the bar (precision_monitor: ``fxgate calibrate`` adds it to a certified
     #: config, so a judge trained on an uncalibrated config's prompts would otherwise see a line it never learnt)
     in_prompt: ClassVar[bool] = True
+    #: the layout of the module's state (its arrays' sizes and slots); raised when it changes, so a snapshot of the
+    #: old layout is refused as another gate's (``Gate.identity`` lists it as ``name@version``) instead of loaded
+    state_version: ClassVar[int] = 1
+
+    @classmethod
+    def state_name(cls) -> str:
+        """The module as a snapshot's identity lists it: its name, and ``@version`` once its state layout changed."""
+        return cls.name if cls.state_version == 1 else f"{cls.name}@{cls.state_version}"
+
     #: a replay's trace (``Gate(trace=True)``) evaluates this module alone on every ``trace_every``-th accepted bar
     #: where the gate did not reach it: 1 for every module whose verdict costs microseconds
     trace_every: ClassVar[int] = 1

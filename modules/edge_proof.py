@@ -41,12 +41,13 @@ resolution near the threshold is 1/reps. A threshold is accepted only if it span
 (``p_threshold * reps >= 10``: p < 0.001 needs ≥ 10,000 reps, the default); a smaller one is a config error.
 
 Early stop (:func:`spa_sequential`; not with ``nested=True``). The resamples are drawn 256 at a time, and the test
-stops as soon as the chosen p-value's exceedances reach ``p_threshold · reps``: the full test would then fail
-whatever the rest said, so the verdict is the full test's, always (the stream of resamples does not depend on
+stops at the resample that brings the chosen p-value's exceedances to ``p_threshold · reps``: the full test would
+then fail whatever the rest said, so the verdict is the full test's, always (the stream of resamples does not depend on
 ``reps``, so the first l are the full run's first l). A strategy without an edge has a large p and is decided in a
 few hundred resamples instead of 10,000 — the bootstrap was most of a replay's time. The p-values it then reports
-are those of the l resamples drawn (the chosen one is Besag & Clifford's sequential p-value h / l, valid, and
->= ``p_threshold``); the reason says "stopped after l of reps resamples", and slot ``F_RESAMPLES`` holds l. A
+are those of the first l resamples (the chosen one is Besag & Clifford's sequential p-value h / l, stopped at the
+h-th exceedance: valid, and >= ``p_threshold``); the reason says "of the first l of reps resamples", and slot
+``F_RESAMPLES`` holds l. A
 p-value below the threshold always comes from all ``reps``.
 
 Block length: ``block`` if set, else the Politis–White estimate on the window (NaN for a constant window), never
@@ -167,15 +168,18 @@ class _Spa:
                     # since the consistent/lower recentering then leaves all T* = 0 but a few.)
                     self.fixed = 1.0
 
+    def exceeds(self, bm: np.ndarray, j: int) -> np.ndarray:
+        """Which resamples of ``bm`` (b, k) exceed the observed statistic of p-value ``j`` (0 lower, 1 consistent,
+        2 upper, 3 Reality Check); all False for a fixed SPA p-value."""
+        if j == 3:
+            return (bm - self.mean).max(axis=1) > self.mean.max()
+        if self.fixed is not None:
+            return np.zeros(bm.shape[0], dtype=bool)
+        return ((bm - self.gs[j]) * self.s).max(axis=1) > self.obs
+
     def counts(self, bm: np.ndarray) -> np.ndarray:
         """Exceedances (lower, consistent, upper, Reality Check) among the bootstrap means ``bm`` (b, k)."""
-        mean = self.mean
-        out = np.zeros(4, dtype=np.int64)
-        out[3] = int(np.count_nonzero((bm - mean).max(axis=1) > mean.max()))
-        if self.fixed is None:
-            for j, g in enumerate(self.gs):
-                out[j] = int(np.count_nonzero(((bm - g) * self.s).max(axis=1) > self.obs))
-        return out
+        return np.array([int(np.count_nonzero(self.exceeds(bm, j))) for j in range(4)], dtype=np.int64)
 
     def pvalues(self, c: np.ndarray, reps: int, block: float) -> SpaResult:
         rc = float(c[3]) / reps
@@ -227,24 +231,38 @@ def spa_sequential(
     batch: int = CHUNK_RESAMPLES,
 ) -> tuple[SpaResult, int]:
     """:func:`spa_test` (not nested) that stops once the test "``p_value`` < ``threshold``" is decided: returns the
-    p-values over the first ``l`` resamples and ``l``. It draws ``batch`` resamples at a time and stops when the
-    chosen p-value's exceedances reach ``threshold · reps`` (the full run's p would be >= ``threshold``: fails
-    whatever the remaining resamples say), or when that p-value needs no resampling (1 or NaN; one batch is still
-    drawn, for the Reality Check). So its outcome is always that of ``spa_test(d, reps, ...)``, whose resamples
-    are the same (the stream does not depend on ``reps``); with ``l = reps`` its p-values are those of the full
-    run, bit for bit, and when it stops early the chosen one is Besag & Clifford's (1991, *Sequential Monte Carlo
-    p-values*, Biometrika 78(2)) h / l, itself a valid p-value and >= ``threshold`` by construction. Where the
-    strategy has no edge, p is large and a few hundred resamples decide it (tests/modules/test_edge_proof.py)."""
+    p-values over the first ``l`` resamples and ``l``. With h the smallest count for which h / reps >= threshold
+    (the full run's p would then be >= ``threshold`` whatever the remaining resamples say), it stops at the
+    resample that brings the chosen p-value's exceedances to h, drawing ``batch`` resamples at a time; or after
+    one batch when that p-value needs no resampling (1 or NaN; the batch is for the Reality Check). So its outcome
+    is always that of ``spa_test(d, reps, ...)``, whose resamples are the same (the stream does not depend on
+    ``reps``); with ``l = reps`` its p-values are those of the full run, bit for bit, and when it stops early the
+    chosen one is h / l, Besag & Clifford's (1991, *Sequential Monte Carlo p-values*, Biometrika 78(2)) sequential
+    p-value (stopped at the h-th exceedance), >= ``threshold`` by construction; the others are the Monte Carlo
+    p-values of those l resamples. Where the strategy has no edge, p is large and a few hundred resamples decide it
+    (tests/modules/test_edge_proof.py)."""
     x = _columns(d)
     spa = _Spa(x, sb_variance(x, block), statistic)
     which = P_NAMES.index(p_value)
-    need = float(threshold) * int(reps)
+    reps, thr = int(reps), float(threshold)
+    h = max(1, math.ceil(thr * reps))  # the verdict compares h / reps with the threshold: match its rounding
+    while h > 1 and (h - 1) / reps >= thr:
+        h -= 1
+    while h / reps < thr:
+        h += 1
     c = np.zeros(4, dtype=np.int64)
     done = 0
     for lo, bm in stationary_mean_batches(x, reps, block, seed, batch):
+        if which < 3 and spa.fixed is not None:
+            c += spa.counts(bm)
+            done = lo + bm.shape[0]
+            break
+        hit = np.flatnonzero(spa.exceeds(bm, which))
+        if c[which] + hit.size >= h:  # the h-th exceedance is in this batch: stop on it
+            bm = bm[: hit[h - c[which] - 1] + 1]
         c += spa.counts(bm)
         done = lo + bm.shape[0]
-        if (which < 3 and spa.fixed is not None) or c[which] >= need:
+        if c[which] >= h:
             break
     return spa.pvalues(c, done, block), done
 
@@ -322,6 +340,7 @@ class EdgeProof(ScheduledModule):
         "horizon": 1,
     }
     state_keys = ("pnl", "ist", "fs", "error", "jst", "jres", "jerr")
+    state_version = 2  # 2: fs gained F_RESAMPLES (12 slots, results of 14)
 
     def reset(self) -> None:
         p = self.params
@@ -479,11 +498,12 @@ class EdgeProof(ScheduledModule):
         reps, used = int(p["reps"]), int(fs[F_RESAMPLES])
         ok_p, ok_d = pv < thr, dsr >= float(p["dsr_threshold"])
         shown = f"< {1 / reps:.1g} (none of {reps} resamples)" if pv == 0 else f"= {pv:.4g}"
-        # a test decided before its last resample stops there (spa_sequential): its p-values come from fewer
-        early = f", stopped after {used} of {reps} resamples once p >= {thr:g} was certain" if used < reps else ""
+        # a test decided before its last resample stops there (spa_sequential): its p-values are those of fewer
+        if used < reps:
+            shown += f" (of the first {used} of {reps} resamples: the test stopped once p >= {thr:g} was certain)"
         reason = (
             f"SPA {p['p_value']} p {shown} {'<' if ok_p else '>='} {thr:g} "
-            f"(lower {fs[F_P_LOWER]:.4g}, upper {fs[F_P_UPPER]:.4g}, RC {fs[F_P_RC]:.4g}{early}); "
+            f"(lower {fs[F_P_LOWER]:.4g}, upper {fs[F_P_UPPER]:.4g}, RC {fs[F_P_RC]:.4g}); "
             f"DSR {dsr:.3f} {'>=' if ok_d else '<'} {float(p['dsr_threshold']):g} (PSR {fs[F_PSR]:.3f}, "
             f"N={p['n_trials']}); mean {'net ' if p['costs'] else ''}P&L {fs[F_MEAN]:.3g}/outcome, "
             f"SR {fs[F_SR]:.3f}, {ist[I_N]} outcomes, block {fs[F_BLOCK]:.1f}"

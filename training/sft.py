@@ -72,7 +72,8 @@ def _warn_truncated(examples: list[dict[str, str]], tok: Any, max_length: int, d
     if over:
         warnings.warn(
             f"{data}: {over} of {len(n)} training examples are longer than max_length = {max_length} tokens "
-            f"(longest {max(n)}); their completions are cut off. Fix: a preset whose max_length covers the "
+            f"(longest {max(n)}); their completions are cut off (the whole example is dropped when its prompt "
+            f"alone fills max_length). Fix: a preset whose max_length covers the "
             f"serving [llm] n_ctx, or a smaller serving budget",
             DatasetWarning,
             stacklevel=3,

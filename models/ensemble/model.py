@@ -81,26 +81,36 @@ def _on_passing_thread(fn: Callable[..., Any], *args: Any, stop: threading.Event
     """``fn(*args)`` on a new thread, waited for: the OpenMP threads XGBoost and LightGBM start stay with the thread
     that called them, so they end with this one instead of staying with the caller's (the gate's, whose llama.cpp
     barriers they would slow: :meth:`TreeEnsemble.load`). It runs in a copy of the caller's context (contextvars).
-    A daemon thread joined in short waits, so Ctrl-C still interrupts the caller; ``stop`` is then set, and ``fn``
-    (which checks it) ends at its next check instead of computing on for a caller that is gone."""
+    A daemon thread joined in short waits, so Ctrl-C still interrupts the caller; ``stop`` is then set, ``fn``
+    (which checks it) ends at its next check instead of computing on for a caller that is gone, and the caller
+    waits for that before the interrupt propagates (so nothing of ``fn`` runs after it; a second Ctrl-C stops the
+    wait and leaves the thread to end on its own)."""
     out: list[Any] = []
     ctx = contextvars.copy_context()
+    # waited for with an Event, not Thread.join: on Python 3.11 a KeyboardInterrupt inside join(timeout) can mark
+    # the thread stopped while it runs on (CPython gh-90882), and is_alive() then lies
+    finished = threading.Event()
 
     def run() -> None:
         try:
             out.append((True, ctx.run(fn, *args)))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
             out.append((False, exc))
+        finally:
+            finished.set()
 
     t = threading.Thread(target=run, name="fxgate-boosters", daemon=True)
     try:
         t.start()
-        while t.is_alive():
-            t.join(0.1)
+        while not finished.wait(0.1):
+            pass
     except BaseException:
         if stop is not None:
             stop.set()
+            while not finished.wait(0.1):
+                pass
         raise
+    t.join()  # it has returned from run: only its exit is left
     ok, value = out[0]
     if not ok:
         raise value
@@ -145,7 +155,13 @@ class TreeEnsemble:
         out-of-sample figures come from the replay itself). Runs on a thread that ends with it, so the libraries'
         OpenMP threads end with it too (see :meth:`load`)."""
         stop = threading.Event()
-        return _on_passing_thread(self._fit, bars, spec, cfg, progress, evaluate, stop, stop=stop)
+        before = dict(self.__dict__)  # the fit assigns attributes, it mutates none in place
+        try:
+            return _on_passing_thread(self._fit, bars, spec, cfg, progress, evaluate, stop, stop=stop)
+        except BaseException:  # failed or interrupted: the ensemble as it was, all of it (its thread has ended)
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
 
     def _fit(
         self,
@@ -166,23 +182,7 @@ class TreeEnsemble:
                 progress(msg)
 
         check()
-        before = (self.timeframe, self.symbol, self.label_spec, self.config)
         self.timeframe, self.symbol, self.label_spec, self.config = bars.timeframe, bars.symbol, spec, cfg
-        try:
-            return self._fit_all(bars, spec, cfg, evaluate, say, check)
-        except BaseException:  # a fit that fails (or is abandoned) leaves the ensemble as it was
-            self.timeframe, self.symbol, self.label_spec, self.config = before
-            raise
-
-    def _fit_all(
-        self,
-        bars: Bars,
-        spec: LabelSpec,
-        cfg: EnsembleConfig,
-        evaluate: bool,
-        say: Callable[[str], None],
-        check: Callable[[], None],
-    ) -> dict[str, Any]:
         embargo = spec.horizon if cfg.embargo is None else cfg.embargo
         x = FeatureEngine(bars.timeframe).batch(bars)
         lab = make_labels(bars, spec)
@@ -232,7 +232,7 @@ class TreeEnsemble:
             q_rows, q_ret = forward_returns(bars.close, final_train, spec.horizon, last_end)
             say(f"quantile models: {len(q_rows)} rows, tau 0.1..0.9")
             quantiles = QuantileModels.fit(fitted.winsor.transform(x[q_rows]), q_ret, cfg)
-        check()  # past this point the fit is kept: the models are swapped in at once
+        check()  # the last step: an interrupt from here on is undone by fit, which restores the ensemble
         self.models, self.calibrators, self.winsor = fitted.models, fitted.calibrators, fitted.winsor
         self.quantiles = quantiles
         self._compile()

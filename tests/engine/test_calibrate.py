@@ -99,7 +99,7 @@ def test_a_certified_config_carries_its_certificate_and_its_monitor(tmp_path, mo
     p.write_text(dump_toml(out, "a header"))
     back = load_config(p)
     assert back == out and back.hash == out.hash  # the file says everything that decides
-    # it serves the prompts of the config it was calibrated from: a judge trained for ``c`` is not refused under it
+    # a judge trained for the config it was calibrated from is not refused under it (here the path is l1 only)
     from fxgate.engine.config import serving_mismatch
     from fxgate.training.datasets.spec import serving_record
 

@@ -324,3 +324,17 @@ def test_a_slow_judge_on_one_symbol_never_stops_another(ens):
 
 def _prices():
     return (BARS.open * 1.2, BARS.high * 1.2, BARS.low * 1.2, BARS.close * 1.2, BARS.volume)
+
+
+def test_a_snapshot_of_an_older_module_state_layout_is_refused(ens, snap, tmp_path):
+    """edge_proof's state gained a slot (state_version 2): a snapshot that lists it as the old layout (plain
+    "edge_proof", as a gate before the change wrote it) is refused as another gate's, naming the modules, instead of
+    being loaded into arrays of the wrong size."""
+    s = read(snap)
+    assert "edge_proof@2" in s.identity.modules
+    old = tuple("edge_proof" if m == "edge_proof@2" else m for m in s.identity.modules)
+    edited = tmp_path / "old-layout"
+    write(edited, replace(s.identity, modules=old), s.bars, s.last_ts, s.state)
+    with pytest.raises(SnapshotMismatch) as ei:
+        Gate.restore(edited, CFG, ens, timeframe="H1", symbol="EURUSD")
+    assert ei.value.field == "modules" and "edge_proof@2" in str(ei.value)
