@@ -44,8 +44,9 @@ __all__ = [
     "leaf",
 ]
 
-#: ``FlatForest.rule``: whose split and accumulation conventions a forest follows (the module docstring)
-XGB, LGBM = 0, 1
+#: ``FlatForest.rule``: whose split and accumulation conventions a forest follows (the module docstring); CB: a
+#: CatBoost split walked as a binary node (``fxgate.models._treeshap``)
+XGB, LGBM, CB = 0, 1, 2
 #: ``FlatForest.missing``: LightGBM's ``missing_type`` per node (XGBoost nodes carry ``MISSING_NONE``)
 MISSING_NONE, MISSING_ZERO, MISSING_NAN = 0, 1, 2
 #: LightGBM's ``kZeroThreshold`` (``1e-35f``, a float): a dense row's |x| <= it is read as 0.0 before any tree
@@ -70,6 +71,8 @@ class FlatForest:
     base: np.ndarray
     n_class: int
     n_features: int
+    #: each node's cover, what TreeSHAP weighs its children by (XGBoost's ``sum_hessian``, LightGBM's data count)
+    cover: np.ndarray | None = None
 
     def margins(self, x: np.ndarray, *, twin: bool = False) -> np.ndarray:
         x = _as_2d(x, self.n_features)
@@ -107,6 +110,8 @@ class FlatOblivious:
     bias: np.ndarray
     n_class: int
     n_features: int
+    #: the training rows (sample weight) of each leaf, what TreeSHAP weighs a split's sides by
+    leaf_weights: np.ndarray | None = None
 
     def margins(self, x: np.ndarray, *, twin: bool = False) -> np.ndarray:
         x = _as_2d(x, self.n_features)
@@ -138,27 +143,35 @@ def _as_2d(x: np.ndarray, n_features: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------------------
 # Kernels
 # ------------------------------------------------------------------------------------------------------------------
+def _go_left_py(v, threshold, default_left, missing, rule):  # type: ignore[no-untyped-def]
+    """Whether the value ``v`` goes left at a split (rules in the module docstring): XGBoost (``rule`` XGB),
+    LightGBM (LGBM), or a CatBoost split walked as a binary node (CB: right iff the bit is set, i.e.
+    ``float32(v) > threshold``; NaN left iff ``default_left``)."""
+    if rule == XGB:
+        if np.isnan(v):
+            return default_left
+        return np.float32(v) < threshold
+    if rule == CB:
+        if np.isnan(v):
+            return default_left
+        return not np.float32(v) > threshold
+    if abs(v) <= LGBM_ZERO or (np.isnan(v) and missing != MISSING_NAN):
+        v = 0.0
+    if (missing == MISSING_ZERO and v == 0.0) or (missing == MISSING_NAN and np.isnan(v)):
+        return default_left
+    return v <= threshold
+
+
+go_left = kernel(_go_left_py, fastmath=False)
+
+
 def _leaf_py(x, node, feature, threshold, left, right, default_left, missing, rule):  # type: ignore[no-untyped-def]
     """Walk one tree from ``node`` for feature row ``x`` and return the leaf's index (rules in the module docstring)."""
     while left[node] >= 0:
-        v = x[feature[node]]
-        if rule == XGB:
-            if np.isnan(v):
-                node = left[node] if default_left[node] else right[node]
-            elif np.float32(v) < threshold[node]:
-                node = left[node]
-            else:
-                node = right[node]
+        if go_left(x[feature[node]], threshold[node], default_left[node], missing[node], rule):
+            node = left[node]
         else:
-            mt = missing[node]
-            if abs(v) <= LGBM_ZERO or (np.isnan(v) and mt != MISSING_NAN):
-                v = 0.0
-            if (mt == MISSING_ZERO and v == 0.0) or (mt == MISSING_NAN and np.isnan(v)):
-                node = left[node] if default_left[node] else right[node]
-            elif v <= threshold[node]:
-                node = left[node]
-            else:
-                node = right[node]
+            node = right[node]
     return node
 
 
@@ -247,7 +260,7 @@ def from_xgboost(booster: Any) -> FlatForest:
     elif len(base) == 1:
         base = np.full(n_class, base[0])
     model = learner["gradient_booster"]["model"]
-    feats, thr, lft, rgt, dl, val, roots = [], [], [], [], [], [], []
+    feats, thr, lft, rgt, dl, val, roots, cov = [], [], [], [], [], [], [], []
     offset = 0
     for tree in model["trees"]:
         if any(tree["split_type"]):
@@ -263,6 +276,7 @@ def from_xgboost(booster: Any) -> FlatForest:
         lft.append(np.where(leaf, -1, left + offset))
         rgt.append(np.where(leaf, -1, right + offset))
         dl.append(np.array(tree["default_left"], dtype=bool))
+        cov.append(np.array(tree["sum_hessian"], dtype=np.float64))
         offset += len(left)
     n_features = int(param["num_feature"])
     cat = np.concatenate
@@ -280,6 +294,7 @@ def from_xgboost(booster: Any) -> FlatForest:
         base,
         n_class,
         n_features,
+        cat(cov),
     )
 
 
@@ -299,6 +314,7 @@ def from_lightgbm(booster: Any) -> FlatForest:
     dl: list[bool] = []
     miss: list[int] = []
     val: list[float] = []
+    cov: list[float] = []
     roots: list[int] = []
     classes: list[int] = []
 
@@ -311,6 +327,8 @@ def from_lightgbm(booster: Any) -> FlatForest:
         dl.append(False)
         miss.append(0)
         val.append(0.0)
+        # a one-leaf tree's root carries no count: it is never split, and TreeSHAP gives it no attribution
+        cov.append(float(node.get("leaf_count", node.get("internal_count", 0))))
         if "leaf_value" in node and "split_feature" not in node:
             val[i] = float(node["leaf_value"])
             return i
@@ -344,6 +362,7 @@ def from_lightgbm(booster: Any) -> FlatForest:
         np.zeros(n_class),
         n_class,
         int(d["max_feature_idx"]) + 1,
+        np.array(cov),
     )
 
 
@@ -370,6 +389,7 @@ def from_catboost(model: Any, path_json: str) -> FlatOblivious:
     border: list[float] = []
     leaf_off = [0]
     leaves: list[float] = []
+    weights: list[float] = []
     for t in trees:
         for s in t["splits"]:
             if s["split_type"] != "FloatFeature":
@@ -382,6 +402,7 @@ def from_catboost(model: Any, path_json: str) -> FlatOblivious:
             raise ValueError("unexpected CatBoost leaf layout")
         leaves.extend(float(v) for v in lv)
         leaf_off.append(len(leaves))
+        weights.extend(float(w) for w in t.get("leaf_weights", [math.nan] * (1 << len(t["splits"]))))
     return FlatOblivious(
         np.array(split_off, np.int64),
         np.array(sf, np.int64),
@@ -393,6 +414,7 @@ def from_catboost(model: Any, path_json: str) -> FlatOblivious:
         bias,
         n_class,
         n_features,
+        np.array(weights),
     )
 
 

@@ -58,10 +58,12 @@ def cache_dir() -> str:
     return _cache_dir(tuple(SOURCE_ROOTS))
 
 
-def kernel(fn: F | None = None, *, fastmath: bool = True) -> Any:
+def kernel(fn: F | None = None, *, fastmath: bool = True, inline: bool = False) -> Any:
     """Compile ``fn`` with fxgate's numba settings: ``njit(cache=True, nogil=True)`` and :data:`FASTMATH`.
 
-    The undecorated function stays importable as the pure-Python twin: write ``_x = kernel(_x_py)``.
+    The undecorated function stays importable as the pure-Python twin: write ``_x = kernel(_x_py)``. ``inline``:
+    numba inlines the function into every kernel that calls it (``inline="always"``: a small helper called in an
+    inner loop, where a call's cost, which includes a reference-count update per array argument, would dominate).
     """
 
     def wrap(f: F) -> Any:
@@ -70,7 +72,13 @@ def kernel(fn: F | None = None, *, fastmath: bool = True) -> Any:
         old = numba.config.CACHE_DIR
         numba.config.CACHE_DIR = cache_dir()
         try:
-            return numba.njit(f, cache=True, nogil=True, fastmath=set(FASTMATH) if fastmath else False)
+            return numba.njit(
+                f,
+                cache=True,
+                nogil=True,
+                fastmath=set(FASTMATH) if fastmath else False,
+                inline="always" if inline else "never",
+            )
         finally:
             numba.config.CACHE_DIR = old
 

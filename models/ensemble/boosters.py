@@ -4,8 +4,9 @@ An adapter is the only place that calls its library: train, native P(up), flatte
 arrays (:mod:`fxgate.models._trees`), save, load, and explain (the library's own TreeSHAP, Lundberg et al. 2020,
 *From local explanations to global understanding with explainable AI for trees*, Nat. Mach. Intell. 2:
 XGBoost ``predict(pred_contribs=True)``, LightGBM ``predict(pred_contrib=True)``, CatBoost
-``get_feature_importance(type="ShapValues")``). :data:`ADAPTERS` is the one enumeration of the models: the ensemble,
-its bundle and its explanations iterate it, and :data:`MODEL_NAMES` is read from it.
+``get_feature_importance(type="ShapValues")``; the gate's explanations come from the compiled trees instead,
+:mod:`fxgate.models._treeshap`, and these are its references). :data:`ADAPTERS` is the one enumeration of the
+models: the ensemble, its bundle and its explanations iterate it, and :data:`MODEL_NAMES` is read from it.
 
 Native predictions and explanations run on one thread. They serve one row, or a probe of a few, and a library's
 threads would stay with the gate's thread as OpenMP threads, which slows llama.cpp's own OpenMP barriers (see
@@ -50,6 +51,7 @@ class Booster(Protocol):
     name: str  # the model's name in verdicts, manifests and reports
     file: str  # its file in a bundle (fixed by fxgate: a manifest cannot choose it)
     version: str  # the installed library's version, recorded in the manifest
+    shap_tolerance: float  # how far TreeSHAP's additivity may miss against the compiled margin
 
     def train(self, x: np.ndarray, y: np.ndarray, cfg: EnsembleConfig) -> Any: ...
     def proba(self, model: Any, x: np.ndarray) -> np.ndarray: ...
@@ -63,6 +65,7 @@ class XGBoost:
     name = "xgboost"
     file = "xgboost.json"
     version = xgb.__version__
+    shap_tolerance = 1e-5  # its margin sums float32 leaves in float32; TreeSHAP's sum is in float64
 
     @staticmethod
     def params(cfg: EnsembleConfig) -> dict[str, Any]:
@@ -110,6 +113,7 @@ class LightGBM:
     name = "lightgbm"
     file = "lightgbm.txt"
     version = lgb.__version__
+    shap_tolerance = 1e-6
 
     @staticmethod
     def params(cfg: EnsembleConfig) -> dict[str, Any]:
@@ -154,6 +158,7 @@ class CatBoost:
     name = "catboost"
     file = "catboost.cbm"
     version = cb.__version__
+    shap_tolerance = 1e-6
 
     @staticmethod
     def params(cfg: EnsembleConfig) -> dict[str, Any]:

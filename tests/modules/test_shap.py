@@ -1,5 +1,7 @@
-"""SHAP module: native TreeSHAP (``TreeEnsemble.explain``) is additive and equals the shap package's
-TreeExplainer."""
+"""SHAP module: ``TreeEnsemble.explain`` (fxgate's TreeSHAP on the compiled trees) is additive and equals the
+shap package's TreeExplainer for XGBoost and LightGBM (for CatBoost the package calls CatBoost's own values, which
+are not exact on trees that split on a feature twice: tests/models/test_treeshap.py checks CatBoost against the
+package's algorithm run on the same trees, and against the enumerated Shapley values)."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def _tree_shap(ens, x_row):
     return {e.model: (e.phi, e.base, e.margin) for e in ens.explain(x_row)}
 
 
-def test_native_tree_shap_is_additive_and_matches_the_shap_package(ens_and_x):
+def test_tree_shap_is_additive_and_matches_the_shap_package(ens_and_x):
     _, ens, x = ens_and_x
     raw = x[[200, 700, 1400]]
     rows = ens.winsor.transform(raw)
@@ -45,9 +47,14 @@ def test_native_tree_shap_is_additive_and_matches_the_shap_package(ens_and_x):
     ref_x = shap.TreeExplainer(ens.models["xgboost"]).shap_values(xgb.DMatrix(rows))
     for i, r in enumerate(raw):
         np.testing.assert_allclose(_tree_shap(ens, r)["xgboost"][0], ref_x[i], atol=1e-5)
-    ref_c = shap.TreeExplainer(ens.models["catboost"]).shap_values(rows)
+    # CatBoost's own values (what the package returns for it) differ from the exact ones by little on this model:
+    # the same top contributor, and the same base value
+    explainer = shap.TreeExplainer(ens.models["catboost"])
+    ref_c = explainer.shap_values(rows)
     for i, r in enumerate(raw):
-        np.testing.assert_allclose(_tree_shap(ens, r)["catboost"][0], ref_c[i], atol=1e-6)
+        phi, base, _ = _tree_shap(ens, r)["catboost"]
+        assert int(np.argmax(np.abs(phi))) == int(np.argmax(np.abs(ref_c[i])))
+        assert base == pytest.approx(float(np.ravel(explainer.expected_value)[0]), abs=1e-9)
 
 
 def test_shap_verdict_names_top_contributors_and_applies_the_share_rule(ens_and_x):

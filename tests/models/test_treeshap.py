@@ -1,0 +1,330 @@
+"""Exact TreeSHAP on the compiled trees (``models/_treeshap.py``) against independent references:
+
+* XGBoost's and LightGBM's own TreeSHAP (``pred_contribs``, ``pred_contrib``) on the same rows;
+* the shap package's TreeSHAP (its own C++) on the binary form of CatBoost's oblivious trees — CatBoost's own
+  ``ShapValues`` are not the exact values on trees that split on a feature twice (shown here);
+* the definition: Shapley values by enumeration of every coalition of the path-dependent value function, computed
+  here from the model dumps (for CatBoost from the oblivious trees' leaf bits, not from their binary form).
+
+Every check runs both ways a row can be explained: from the flattened leaf paths (CatBoost: its leaf-index table)
+and by the tree walk.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import pickle
+
+import catboost as cb
+import lightgbm as lgb
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from fxgate.models import _treeshap
+from fxgate.models._trees import FlatOblivious, from_lightgbm, go_left
+from fxgate.models._treeshap import shap_trees, tree_shap
+from fxgate.models.ensemble.boosters import ADAPTERS
+
+WAYS = [pytest.param(False, id="leaves"), pytest.param(True, id="walk")]
+
+
+def _data(n: int = 900, k: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, k))
+    y = (x[:, 0] + 0.7 * x[:, 1] * x[:, 2] - 0.5 * x[:, 0] ** 2 + 0.3 * x[:, 3] + rng.normal(size=n) > 0).astype(int)
+    x[rng.random((n, k)) < 0.05] = np.nan
+    x[rng.random((n, k)) < 0.03] = 0.0
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    return _data()
+
+
+@pytest.fixture(scope="module")
+def xgb_model(data):
+    x, y = data
+    return xgb.train(
+        {"objective": "binary:logistic", "max_depth": 5, "eta": 0.3, "nthread": 1, "seed": 1},
+        xgb.DMatrix(x, label=y),
+        40,
+    )
+
+
+@pytest.fixture(scope="module", params=["nan", "zero"])
+def lgb_model(data, request):
+    x, y = data
+    params = {
+        "objective": "binary",
+        "num_leaves": 24,
+        "verbose": -1,
+        "num_threads": 1,
+        "seed": 1,
+        "min_data_in_leaf": 5,
+        "zero_as_missing": request.param == "zero",
+    }
+    return lgb.train(params, lgb.Dataset(x, y), 40)
+
+
+@pytest.fixture(scope="module", params=["Min", "Max"])
+def cb_model(data, request):
+    x, y = data
+    return cb.CatBoostClassifier(
+        iterations=30,
+        depth=5,
+        verbose=0,
+        allow_writing_files=False,
+        thread_count=1,
+        random_seed=1,
+        nan_mode=request.param,
+    ).fit(x, y)
+
+
+def _flat_cb(model) -> FlatOblivious:
+    return ADAPTERS[2].flatten(model)
+
+
+@pytest.mark.parametrize("walk", WAYS)
+def test_xgboost_equals_its_own_tree_shap(data, xgb_model, walk):
+    x, _ = data
+    t = shap_trees(ADAPTERS[0].flatten(xgb_model))
+    rows = x[:80]
+    ref = xgb_model.predict(xgb.DMatrix(rows), pred_contribs=True)  # float32: its leaves and sums are float32
+    for i, r in enumerate(rows):
+        np.testing.assert_allclose(tree_shap(t, r, walk=walk), ref[i, :-1], rtol=0, atol=2e-6)
+    assert t.expected == pytest.approx(float(ref[0, -1]), abs=2e-6)
+
+
+@pytest.mark.parametrize("walk", WAYS)
+def test_lightgbm_equals_its_own_tree_shap(data, lgb_model, walk):
+    x, _ = data
+    flat = from_lightgbm(lgb_model)
+    t = shap_trees(flat)
+    rows = x[:80]
+    ref = lgb_model.predict(rows, pred_contrib=True, num_threads=1)
+    for i, r in enumerate(rows):
+        np.testing.assert_allclose(tree_shap(t, r, walk=walk), ref[i, :-1], rtol=0, atol=1e-10)
+    assert t.expected == pytest.approx(float(ref[0, -1]), abs=1e-10)
+
+
+def _shap_package(t: _treeshap.ShapTrees, rows: np.ndarray) -> np.ndarray:
+    """The shap package's path-dependent TreeSHAP (its C++) on the binary trees of ``t``. It refuses a model with a
+    leaf no training row reached; such a leaf gets a weight of 1e-200 here (its share of every node's cover stays
+    zero in float64)."""
+    import shap
+
+    ends = [*t.roots.tolist(), len(t.left)]
+    trees = []
+    for a, b in itertools.pairwise(ends):
+        left, right = t.left[a:b], t.right[a:b]
+        cl, cr = np.where(left >= 0, left - a, -1), np.where(right >= 0, right - a, -1)
+        trees.append(
+            {
+                "children_left": cl,
+                "children_right": cr,
+                "children_default": np.where(t.default_left[a:b], cl, cr),
+                "features": np.where(left >= 0, t.feature[a:b], -2),
+                "thresholds": t.threshold[a:b],
+                "values": t.value[a:b].reshape(-1, 1),
+                "node_sample_weight": np.maximum(t.cover[a:b], 1e-200),
+            }
+        )
+    explainer = shap.TreeExplainer({"trees": trees, "base_offset": t.base})
+    # CatBoost compares float32(x) with its border: rows rounded to float32 make the package's x <= t the same test
+    return explainer.shap_values(np.float32(rows).astype(np.float64))
+
+
+@pytest.mark.parametrize("walk", WAYS)
+def test_catboost_equals_the_shap_package_on_the_same_trees(data, cb_model, walk):
+    x, _ = data
+    t = shap_trees(_flat_cb(cb_model))
+    rows = x[:60]
+    ref = _shap_package(t, rows)
+    for i, r in enumerate(rows):
+        np.testing.assert_allclose(tree_shap(t, r, walk=walk), ref[i], rtol=0, atol=1e-10)
+    margins = cb_model.predict(rows, prediction_type="RawFormulaVal")
+    for i, r in enumerate(rows):  # and they add up to CatBoost's own margin
+        assert tree_shap(t, r, walk=walk).sum() + t.expected == pytest.approx(margins[i], abs=1e-9)
+
+
+# -- the definition ------------------------------------------------------------------------------------------------
+def _shapley(value, k: int) -> np.ndarray:
+    """Shapley values of the k players of the set function ``value`` (a frozenset -> float), by enumeration."""
+    phi = np.zeros(k)
+    for i in range(k):
+        others = [j for j in range(k) if j != i]
+        for size in range(k):
+            w = math.factorial(size) * math.factorial(k - size - 1) / math.factorial(k)
+            for s in itertools.combinations(others, size):
+                phi[i] += w * (value(frozenset(s) | {i}) - value(frozenset(s)))
+    return phi
+
+
+def _forest_value(flat, x: np.ndarray):
+    """v(S) of a binary forest (XGBoost / LightGBM dump): a split on a feature of S follows the row, any other
+    split averages its children by cover."""
+
+    def ev(node: int, s: frozenset) -> float:
+        if flat.left[node] < 0:
+            return float(flat.value[node])
+        a, b = int(flat.left[node]), int(flat.right[node])
+        f = int(flat.feature[node])
+        if f in s:
+            gl = go_left(x[f], flat.threshold[node], flat.default_left[node], flat.missing[node], flat.rule)
+            return ev(a if gl else b, s)
+        c = float(flat.cover[node])
+        if c == 0.0:
+            return 0.0  # no row reaches it: it weighs nothing in its parent's average
+        return sum(float(flat.cover[ch]) * ev(ch, s) for ch in (a, b) if flat.cover[ch] > 0.0) / c
+
+    return lambda s: sum(ev(int(r), s) for r in flat.roots)
+
+
+def _oblivious_value(m: FlatOblivious, x: np.ndarray):
+    """v(S) of CatBoost's oblivious trees from their leaf bits: at level j the row sets bit j when its feature is
+    in S (float32(x) > border, NaN by the feature's nan treatment), else both bits are averaged by the leaf weights
+    below them. A side with no weight carries none."""
+
+    def tree(t: int, s: frozenset) -> float:
+        s0, d, lo = int(m.split_off[t]), int(m.split_off[t + 1] - m.split_off[t]), int(m.leaf_off[t])
+
+        def weight(level: int, idx: int) -> float:  # the leaf weight under the bits 0..level-1 of idx
+            return sum(float(m.leaf_weights[lo + idx + (rest << level)]) for rest in range(1 << (d - level)))
+
+        def ev(level: int, idx: int) -> float:
+            if level == d:
+                return float(m.scale) * float(m.leaf_values[lo + idx])
+            f = int(m.split_feature[s0 + level])
+            if f in s:
+                v = x[f]
+                bit = bool(m.nan_true[f]) if np.isnan(v) else bool(np.float32(v) > m.border[s0 + level])
+                return ev(level + 1, idx | (int(bit) << level))
+            w0, w1 = weight(level + 1, idx), weight(level + 1, idx | (1 << level))
+            if w0 + w1 == 0.0:
+                return 0.0
+            return (
+                w0 * (ev(level + 1, idx) if w0 else 0.0) + w1 * (ev(level + 1, idx | (1 << level)) if w1 else 0.0)
+            ) / (w0 + w1)
+
+        return ev(0, 0)
+
+    return lambda s: sum(tree(t, s) for t in range(len(m.split_off) - 1))
+
+
+@pytest.mark.parametrize("walk", WAYS)
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm", "catboost"])
+def test_values_are_the_shapley_values_of_the_path_dependent_game(library, walk):
+    """Four features, trees of depth 3 that reuse features on a path and (CatBoost) leave leaves empty."""
+    x, y = _data(n=600, k=4, seed=3)
+    if library == "xgboost":
+        model = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1}, xgb.DMatrix(x, label=y), 4)
+    elif library == "lightgbm":
+        model = lgb.train(
+            {"objective": "binary", "num_leaves": 7, "verbose": -1, "num_threads": 1, "min_data_in_leaf": 5},
+            lgb.Dataset(x, y),
+            4,
+        )
+    else:
+        model = cb.CatBoostClassifier(
+            iterations=4, depth=3, verbose=0, allow_writing_files=False, thread_count=1, random_seed=2
+        ).fit(x, y)
+    flat = {a.name: a for a in ADAPTERS}[library].flatten(model)
+    if library == "catboost":
+        assert (flat.leaf_weights == 0).any()  # the case CatBoost's own values get wrong
+    t = shap_trees(flat)
+    for r in x[:12]:
+        value = _oblivious_value(flat, r) if library == "catboost" else _forest_value(flat, r)
+        ref = _shapley(value, 4)
+        np.testing.assert_allclose(tree_shap(t, r, walk=walk), ref, rtol=0, atol=1e-12)
+        assert value(frozenset()) == pytest.approx(t.expected - t.base, abs=1e-12)
+
+
+def test_a_side_no_training_row_reached_weighs_nothing():
+    """A hand-made forest (XGBoost's rule) whose trees reuse a feature and have leaves and a whole subtree of
+    cover 0: the tables and the walk equal the enumerated Shapley values, with no division by a zero cover."""
+    from fxgate.models._trees import XGB, FlatForest
+
+    # tree 0 (nodes 0-8): x0 < 0 ? (x1 < 1 ? 1.0 : 5.0 [cover 0]) : (x0 < 2 ? -1.0 : (x2 < 0 ? 2.0 [cover 0] : 3.0))
+    # tree 1 (nodes 9-15): x2 < 0.5 ? (x2 < -1 ? [a subtree of cover 0: x1 < 0 ? 4.0 : 6.0] : 0.5) : -0.5
+    left = [1, 3, 5, -1, -1, -1, 7, -1, -1, 10, 12, -1, 13, -1, -1, -1]
+    right = [2, 4, 6, -1, -1, -1, 8, -1, -1, 15, 11, -1, 14, -1, -1, -1]
+    feature = [0, 1, 0, 0, 0, 0, 2, 0, 0, 2, 2, 0, 1, 0, 0, 0]
+    threshold = [0.0, 1.0, 2.0, 0, 0, 0, 0.0, 0, 0, 0.5, -1.0, 0, 0.0, 0, 0, 0]
+    value = [0, 0, 0, 1.0, 5.0, -1.0, 0, 2.0, 3.0, 0, 0, 0.5, 0, 4.0, 6.0, -0.5]
+    cover = [100, 60, 40, 60, 0, 25, 15, 0, 15, 80, 30, 30, 0, 0, 0, 50]
+    n = len(left)
+    flat = FlatForest(
+        XGB,
+        np.array(feature),
+        np.array(threshold, float),
+        np.array(left),
+        np.array(right),
+        np.zeros(n, bool),
+        np.zeros(n, np.int8),
+        np.array(value, float),
+        np.array([0, 9]),
+        np.zeros(2, np.int64),
+        np.zeros(1),
+        1,
+        3,
+        np.array(cover, float),
+    )
+    t = shap_trees(flat)
+    assert t.leaves is not None
+    rng = np.random.default_rng(4)
+    for r in [np.array([-1.0, 2.0, -2.0]), np.array([3.0, 0.0, -0.5]), *rng.normal(0, 2, (20, 3))]:
+        ref = _shapley(_forest_value(flat, r), 3)
+        for walk in (False, True):
+            np.testing.assert_allclose(tree_shap(t, r, walk=walk), ref, rtol=0, atol=1e-12)
+
+
+def test_catboosts_own_values_are_not_exact_on_a_tree_that_splits_a_feature_twice():
+    """What the CatBoost docstring note rests on: on a small model whose trees reuse a feature and leave a leaf
+    empty, CatBoost's ShapValues miss the enumerated Shapley values (ours equal them, test above)."""
+    x, y = _data(n=600, k=4, seed=3)
+    model = cb.CatBoostClassifier(
+        iterations=4, depth=3, verbose=0, allow_writing_files=False, thread_count=1, random_seed=2
+    ).fit(x, y)
+    flat = _flat_cb(model)
+    own = model.get_feature_importance(cb.Pool(x[:12]), type="ShapValues", thread_count=1)[:, :-1]
+    exact = np.array([_shapley(_oblivious_value(flat, r), 4) for r in x[:12]])
+    assert np.abs(own - exact).max() > 1e-4
+
+
+def test_refused_inputs_name_the_problem(data, xgb_model):
+    t = shap_trees(ADAPTERS[0].flatten(xgb_model))
+    with pytest.raises(ValueError, match="row of 8 features; got 7"):
+        tree_shap(t, data[0][0, :7])
+    flat = ADAPTERS[0].flatten(xgb_model)
+    flat.cover = None
+    with pytest.raises(ValueError, match="no node covers"):
+        shap_trees(flat)
+
+
+def test_ensemble_explains_with_the_compiled_trees_and_rebuilds_after_a_refit():
+    """TreeEnsemble.explain: the tables are built on the first call, dropped by pickling (they are rebuilt where
+    the ensemble lands) and by a new fit; XGBoost and LightGBM equal their own TreeSHAP on the sample."""
+    from fxgate.engine import sample_bars
+    from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
+    from fxgate.models.features import FeatureEngine
+    from fxgate.models.labels import LabelSpec
+
+    bars = sample_bars()[:1500]
+    ens = TreeEnsemble()
+    cfg = EnsembleConfig(n_estimators=30, max_depth=4, folds=1, test_frac=0.2)
+    ens.fit(bars, LabelSpec("next", 1), cfg, evaluate=False)
+    x = FeatureEngine(bars.timeframe).batch(bars)
+    for r in x[[300, 900, 1400]]:
+        ours, native = ens.explain(r), ens.explain_native(r)
+        for o, n in zip(ours, native, strict=True):
+            assert abs(o.phi.sum() + o.base - o.margin) <= o.tolerance * max(1.0, abs(o.margin))
+            assert o.margin == pytest.approx(n.margin, abs=1e-6)
+            if o.model != "catboost":
+                np.testing.assert_allclose(o.phi, n.phi, rtol=0, atol=1e-5)
+    assert ens._shap is not None
+    assert pickle.loads(pickle.dumps(ens))._shap is None
+    ens.fit(bars[:1200], LabelSpec("next", 1), cfg, evaluate=False)
+    assert ens._shap is None
