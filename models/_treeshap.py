@@ -388,10 +388,13 @@ _unwind = kernel(_unwind_py, fastmath=False, inline=True)
 _unwound_sum = kernel(_unwound_sum_py, fastmath=False, inline=True)
 
 
-def _tree_py(root, hot_left, left, right, feature, value, cover, pd, pz, po, pw, step, sn, sphase, snode, sz, phi, r):  # type: ignore[no-untyped-def]
+def _tree_py(root, hot_left, trees, bufs, phi):  # type: ignore[no-untyped-def]
     """RECURSE over one tree, with an explicit stack (level k: its node ``snode[k]``, its path's length ``sn[k]``
     after the unwind of a repeated feature, the fractions that feature had ``sz[k, :]``, and whether its hot child
-    (``sphase[k]`` 1) or both (2) are done). A child is entered with (z, o) and the path of its parent."""
+    (``sphase[k]`` 1) or both (2) are done). A child is entered with (z, o) and the path of its parent. ``trees``:
+    (left, right, feature, value, cover); ``bufs``: :func:`_buffers`."""
+    left, right, feature, value, cover = trees
+    step, pd, pz, po, pw, sn, sphase, snode, sz, r = bufs
     # enter the root: an empty path extended by the dummy entry (feature -1, z = o = 1)
     k = 0
     node = root
@@ -486,30 +489,11 @@ _hot_left = kernel(_hot_left_py, fastmath=False)
 def _shap_py(x, feature, threshold, left, right, default_left, missing, value, cover, roots, rule, depth, phi):  # type: ignore[no-untyped-def]
     hot_left = np.zeros(left.shape[0], dtype=np.bool_)
     _hot_left(x, feature, threshold, left, default_left, missing, rule, hot_left)
-    step, pd, pz, po, pw, sn, sphase, snode, sz, ratios = _buffers(depth)
+    bufs = _buffers(depth)
     for t in range(roots.shape[0]):
         root = roots[t]
         if left[root] >= 0 and cover[root] > 0.0:
-            _tree(
-                root,
-                hot_left,
-                left,
-                right,
-                feature,
-                value,
-                cover,
-                pd,
-                pz,
-                po,
-                pw,
-                step,
-                sn,
-                sphase,
-                snode,
-                sz,
-                phi,
-                ratios,
-            )
+            _tree(root, hot_left, (left, right, feature, value, cover), bufs, phi)
 
 
 _shap = kernel(_shap_py, fastmath=False)
@@ -521,7 +505,7 @@ def _oblivious_table_py(
     """Fill ``table`` (ShapTrees.table): for every tree and every leaf index, the walk above with the hot child of
     each level-j node the side bit j of the index says. In an oblivious tree a row's hot side at a level is the same
     at every node of it, so the index alone decides the tree's attributions."""
-    step, pd, pz, po, pw, sn, sphase, snode, sz, ratios = _buffers(depth)
+    bufs = _buffers(depth)
     hot_left = np.zeros(left.shape[0], dtype=np.bool_)
     phi = np.zeros(n_features)
     n_trees = roots.shape[0]
@@ -535,26 +519,7 @@ def _oblivious_table_py(
             for node in range(root, end):
                 if left[node] >= 0:
                     hot_left[node] = ((leaf >> level[node]) & 1) == 0
-            _tree(
-                root,
-                hot_left,
-                left,
-                right,
-                feature,
-                value,
-                cover,
-                pd,
-                pz,
-                po,
-                pw,
-                step,
-                sn,
-                sphase,
-                snode,
-                sz,
-                phi,
-                ratios,
-            )
+            _tree(root, hot_left, (left, right, feature, value, cover), bufs, phi)
             base = table_off[t] + leaf * d
             for j in range(d):
                 f = split_feature[split_off[t] + j]
