@@ -10,12 +10,11 @@ single-threaded, methods alternating by round:
   ``get_feature_importance(type="ShapValues")`` (the adapters' ``explain``, each with its margin call);
 * ours: :func:`fxgate.models._treeshap.tree_shap` (CatBoost's leaf-index table, the other two leaf by leaf from
   their flattened paths); ours, walk: the same with ``walk=True`` (the tree walk);
-* three models: ``TreeEnsemble.explain`` (what the SHAP module calls: ours and the compiled margins) against
+* three models: ``TreeEnsemble.explain`` (what the SHAP module calls: ours and the float64 margins) against
   ``TreeEnsemble.explain_native``.
 
-Also: each layout's build time (the first explanation's) and size per model, and max |ours − native| (XGBoost
-and LightGBM; CatBoost's own values are not the exact ones, see models/_treeshap.py, so its column is the
-difference, not an error).
+Also: each layout's build time (``TreeEnsemble.prepare_explain``'s, per model) and size, and max |ours − native|
+over every 10th row.
 """
 
 from __future__ import annotations

@@ -250,6 +250,9 @@ class Gate:
                 f"{ensemble.timeframe}"
             )
         self.ensemble = ensemble
+        prepare = getattr(ensemble, "prepare_explain", None)
+        if prepare is not None and any(m.explains for m in self.modules):
+            prepare()  # its TreeSHAP layouts now, not on the first bar that asks
         self.certification = certification_of(self.config, ensemble, self.symbol or None, self.timeframe)
         # bars up to the end of the last training label are in sample for these models
         tw = (ensemble.manifest or {}).get("training_window", {}) if ensemble is not None else {}

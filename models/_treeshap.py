@@ -12,9 +12,12 @@ The covers, read from each library's dump (``fxgate.models._trees``):
 
 * **XGBoost**: ``sum_hessian`` per node (its JSON model: XGBoost's ``cover``);
 * **LightGBM**: ``internal_count`` / ``leaf_count`` (``Tree::data_count``, what its own TreeSHAP weighs by);
-* **CatBoost**: ``leaf_weights`` (the training rows per leaf). An oblivious tree is the full binary tree whose
-  level ``j`` is split ``j`` (a right turn sets bit ``j`` of the leaf index); a node's cover is the sum of its
-  leaves'. Attributions and expected value are on CatBoost's raw scale (``scale · sum + bias``).
+* **CatBoost**: ``leaf_weights`` (the training rows per leaf). An oblivious tree is walked as a full binary tree
+  the way CatBoost's own TreeSHAP walks it: the root splits on the tree's last split, each level on the one before
+  (a right turn at split ``j`` sets bit ``j`` of the leaf index); a node's cover is the sum of its leaves'. The
+  order matters: path-dependent TreeSHAP is defined on a binary tree, and the same oblivious tree with its levels
+  in another order is another value function with other Shapley values. Attributions and expected value are on
+  CatBoost's raw scale (``scale · sum + bias``).
 
 A split's *hot* child (where the row goes) follows the library's rule, the one the compiled evaluator uses
 (:func:`fxgate.models._trees.go_left`). A side no training row reached weighs nothing: it is not entered (its
@@ -32,12 +35,9 @@ its first explanation) skip it:
   tables of each leaf's shares for every such set were tried: 24 MB for the sample's two forests, 2x faster on a
   warm cache but no faster than the walk inside a replay, where they miss the cache.)
 
-The values match XGBoost's and LightGBM's own TreeSHAP (to float32 rounding for XGBoost, whose own sums are
-float32) and, for CatBoost, the shap package's TreeSHAP run on the same binary trees and the Shapley values by
-enumeration. CatBoost's own ``ShapValues`` are **not** these on trees that split on one feature twice and leave a
-leaf empty (on the sample's 300-tree model they differ by up to 0.1 in a feature's attribution): this module is
-the exact definition for all three libraries. ``tests/models/test_treeshap.py`` has all the references; the speed
-against the libraries is in ``benchmarks/bench_trees.py --shap``.
+The values equal each library's own TreeSHAP (XGBoost's to float32 rounding: its own sums are float32), the shap
+package's TreeSHAP run on the same binary trees, and the Shapley values by enumeration of the value function:
+``tests/models/test_treeshap.py``. The speed against the libraries is in ``benchmarks/bench_shap.py``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import numpy as np
 from fxgate.engine.core.jit import kernel
 from fxgate.models._trees import CB, FlatForest, FlatOblivious, go_left
 
-__all__ = ["ShapTrees", "shap_trees", "tree_shap"]
+__all__ = ["ShapTrees", "margin", "shap_trees", "tree_shap"]
 
 
 @dataclass
@@ -72,11 +72,12 @@ class ShapTrees:
     expected: float  # base + each tree's expected leaf value under its covers: the attributions' reference point
     depth: int
     n_features: int
-    #: CatBoost: the oblivious trees themselves, each node's level, and every tree's attributions by leaf index
+    #: CatBoost: the oblivious trees themselves, the split each node tests (its index in the tree, the leaf index's
+    #: bit it sets), and every tree's attributions by leaf index
     #: (``table[table_off[t] + leaf · d + j]``: what tree t gives the feature of its split j when the row falls in
     #: ``leaf``; a feature split on twice has its whole share at its first split)
     oblivious: FlatOblivious | None = None
-    level: np.ndarray | None = None
+    bit: np.ndarray | None = None
     table: np.ndarray | None = None
     table_off: np.ndarray | None = None
     #: XGBoost and LightGBM: every leaf's path, flattened (:class:`LeafPaths`)
@@ -149,8 +150,11 @@ def shap_trees(m: FlatForest | FlatOblivious) -> ShapTrees:
     if m.n_class != 1:
         raise ValueError(f"TreeSHAP here explains one-margin (binary) models; this one has {m.n_class} classes")
     if isinstance(m, FlatForest):
-        if m.cover is None:
-            raise ValueError("this compiled model has no node covers (built without them): rebuild it")
+        if m.cover is None or not np.all(np.isfinite(m.cover)) or np.any(m.cover < 0):
+            raise ValueError(
+                "this compiled model has no (or invalid) node covers, which TreeSHAP needs: it was flattened from "
+                "a dump without them. Fix: flatten it again from the booster (fxgate.models._trees)"
+            )
         d = _depth(m.left, m.right, m.roots)
         base = float(m.base[0])
         t = ShapTrees(
@@ -173,7 +177,7 @@ def shap_trees(m: FlatForest | FlatOblivious) -> ShapTrees:
         t = _oblivious_as_binary(m)
     t.expected = t.base + float(_expected(t.value, t.cover, t.left, t.right, t.roots))
     if t.oblivious is None:
-        t.leaves = _leaf_paths(t)
+        t.leaves = _leaf_paths(t)  # None on a path of more than MAX_PATH_FEATURES distinct features: rows walk
     else:
         sizes = np.diff(t.oblivious.split_off) << np.diff(t.oblivious.split_off)  # d · 2^d per tree
         t.table_off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -185,7 +189,7 @@ def shap_trees(m: FlatForest | FlatOblivious) -> ShapTrees:
             t.value,
             t.cover,
             t.roots,
-            t.level,
+            t.bit,
             t.oblivious.split_off,
             t.oblivious.split_feature,
             t.depth,
@@ -196,8 +200,14 @@ def shap_trees(m: FlatForest | FlatOblivious) -> ShapTrees:
     return t
 
 
-def _leaf_paths(t: ShapTrees) -> LeafPaths:
-    """Enumerate every leaf's path (:class:`LeafPaths`)."""
+#: a leaf's agreement pattern is a bit set of its distinct path features in an int64: a forest with a longer path
+#: (an unlimited-depth LightGBM or XGBoost model) is explained by the walk
+MAX_PATH_FEATURES = 62
+
+
+def _leaf_paths(t: ShapTrees) -> LeafPaths | None:
+    """Enumerate every leaf's path (:class:`LeafPaths`); None when one has more than ``MAX_PATH_FEATURES``
+    distinct features."""
     path_off, path_node, path_left, path_slot = [0], [], [], []
     u_off, u_feat, u_z, leaf_value = [0], [], [], []
     left, right, feature, cover = t.left.tolist(), t.right.tolist(), t.feature.tolist(), t.cover.tolist()
@@ -225,6 +235,8 @@ def _leaf_paths(t: ShapTrees) -> LeafPaths:
                 path_node.append(nd)
                 path_left.append(went_left)
                 path_slot.append(feats.index(f))
+            if len(feats) > MAX_PATH_FEATURES:
+                return None
             path_off.append(len(path_node))
             u_feat += feats
             u_z += zs
@@ -243,10 +255,16 @@ def _leaf_paths(t: ShapTrees) -> LeafPaths:
 
 
 def _oblivious_as_binary(m: FlatOblivious) -> ShapTrees:
-    """CatBoost's oblivious trees as full binary trees: level j splits on split j; the leaf reached by bits
-    b_0..b_{d-1} (right = bit set) is leaf index Σ b_j 2^j; covers are sums of the leaf weights below."""
-    if m.leaf_weights is None:
-        raise ValueError("this compiled CatBoost model has no leaf weights (built without them): rebuild it")
+    """CatBoost's oblivious trees as full binary trees, CatBoost's way: the root splits on the tree's last split
+    (d − 1) and level ℓ on split d − 1 − ℓ; a right turn at split j sets bit j of the leaf index Σ b_j 2^j; covers
+    are sums of the leaf weights below. (Path-dependent TreeSHAP depends on the binary form: the same oblivious
+    tree with its levels in another order is another value function, with other Shapley values. This is the order
+    CatBoost's own ``ShapValues`` walk, which these values equal.)"""
+    if m.leaf_weights is None or not np.all(np.isfinite(m.leaf_weights)) or np.any(m.leaf_weights < 0):
+        raise ValueError(
+            "this compiled CatBoost model has no (or invalid) leaf weights, which TreeSHAP needs: its JSON export "
+            "carried none. Fix: refit it with a CatBoost that exports leaf_weights (1.0 and later do)"
+        )
     feats: list[int] = []
     thr: list[float] = []
     lft: list[int] = []
@@ -254,7 +272,7 @@ def _oblivious_as_binary(m: FlatOblivious) -> ShapTrees:
     dl: list[bool] = []
     val: list[float] = []
     cov: list[float] = []
-    lev: list[int] = []
+    bit: list[int] = []
     roots: list[int] = []
     depth = 0
     for t in range(len(m.split_off) - 1):
@@ -272,17 +290,18 @@ def _oblivious_as_binary(m: FlatOblivious) -> ShapTrees:
             dl.append(True)
             val.append(0.0)
             cov.append(0.0)
-            lev.append(level)
+            bit.append(d - 1 - level)
             if level == d:
                 val[i] = float(m.scale) * float(m.leaf_values[lo + idx])
                 cov[i] = float(m.leaf_weights[(lo // m.n_class) + idx])
                 return i
-            f = int(m.split_feature[s0 + level])
+            j = d - 1 - level
+            f = int(m.split_feature[s0 + j])
             feats[i] = f
-            thr[i] = float(m.border[s0 + level])
+            thr[i] = float(m.border[s0 + j])
             dl[i] = not bool(m.nan_true[f])  # NaN sets the bit (goes right) iff the feature's NaN is "true"
             a = add(level + 1, idx)
-            b = add(level + 1, idx | (1 << level))
+            b = add(level + 1, idx | (1 << j))
             lft[i], rgt[i] = a, b
             cov[i] = cov[a] + cov[b]
             return i
@@ -305,7 +324,7 @@ def _oblivious_as_binary(m: FlatOblivious) -> ShapTrees:
         depth,
         m.n_features,
         m,
-        np.array(lev, np.int64),
+        np.array(bit, np.int64),
     )
 
 
@@ -500,11 +519,11 @@ _shap = kernel(_shap_py, fastmath=False)
 
 
 def _oblivious_table_py(
-    left, right, feature, value, cover, roots, level, split_off, split_feature, depth, n_features, table, table_off
+    left, right, feature, value, cover, roots, bit, split_off, split_feature, depth, n_features, table, table_off
 ):  # type: ignore[no-untyped-def]
     """Fill ``table`` (ShapTrees.table): for every tree and every leaf index, the walk above with the hot child of
-    each level-j node the side bit j of the index says. In an oblivious tree a row's hot side at a level is the same
-    at every node of it, so the index alone decides the tree's attributions."""
+    each node the side its split's bit of the index says. In an oblivious tree a row's hot side at a level is the
+    same at every node of it, so the index alone decides the tree's attributions."""
     bufs = _buffers(depth)
     hot_left = np.zeros(left.shape[0], dtype=np.bool_)
     phi = np.zeros(n_features)
@@ -518,7 +537,7 @@ def _oblivious_table_py(
         for leaf in range(1 << d):
             for node in range(root, end):
                 if left[node] >= 0:
-                    hot_left[node] = ((leaf >> level[node]) & 1) == 0
+                    hot_left[node] = ((leaf >> bit[node]) & 1) == 0
             _tree(root, hot_left, (left, right, feature, value, cover), bufs, phi)
             base = table_off[t] + leaf * d
             for j in range(d):
@@ -581,6 +600,33 @@ def _oblivious_shap_py(x, split_off, split_feature, border, nan_true, table, tab
 
 
 _oblivious_shap = kernel(_oblivious_shap_py, fastmath=False)
+
+
+def _leaf_sum_py(x, feature, threshold, left, right, default_left, missing, value, roots, rule):  # type: ignore[no-untyped-def]
+    """Σ over trees of the value of the leaf the row reaches, in float64."""
+    total = 0.0
+    for t in range(roots.shape[0]):
+        node = roots[t]
+        while left[node] >= 0:
+            if go_left(x[feature[node]], threshold[node], default_left[node], missing[node], rule):
+                node = left[node]
+            else:
+                node = right[node]
+        total += value[node]
+    return total
+
+
+_leaf_sum = kernel(_leaf_sum_py, fastmath=False)
+
+
+def margin(t: ShapTrees, x: np.ndarray) -> float:
+    """The model's raw margin on the row as TreeSHAP's trees hold it: ``base`` plus the row's leaves summed in
+    float64 (XGBoost's own margin sums its float32 leaves in float32, so it differs by float32 rounding). The
+    attributions of :func:`tree_shap` add up to it minus ``t.expected`` to float64 rounding."""
+    z = np.ascontiguousarray(x, dtype=np.float64).ravel()
+    return t.base + float(
+        _leaf_sum(z, t.feature, t.threshold, t.left, t.right, t.default_left, t.missing, t.value, t.roots, t.rule)
+    )
 
 
 def tree_shap(t: ShapTrees, x: np.ndarray, *, walk: bool = False) -> np.ndarray:

@@ -214,6 +214,9 @@ class CertaintyModule(ABC):
     rule: ClassVar[str] = ""
     #: True for a module whose verdict comes from a periodic ``recompute()`` (a bootstrap) rather than per bar
     scheduled: ClassVar[bool] = False
+    #: the module asks the Layer-1 ensemble to explain rows (``ctx.ensemble.explain``): the gate has the ensemble
+    #: build its TreeSHAP layouts before the first bar (``TreeEnsemble.prepare_explain``)
+    explains: ClassVar[bool] = False
     #: gate-level settings (keys of ``GateConfig.module_settings``) this module's parameters take from the gate
     gate_settings: ClassVar[tuple[str, ...]] = ()
     #: the parameter ``fxgate calibrate`` may certify (on ``[certify] path``): the module passes iff its verdict's

@@ -1,13 +1,11 @@
 """SHAP — which features drive the Layer-1 models on this bar, by TreeSHAP (Lundberg et al. 2020, *From local
 explanations to global understanding with explainable AI for trees*, Nat. Mach. Intell. 2).
 
-Attributions come from fxgate's exact TreeSHAP on the compiled trees (``fxgate.models._treeshap``: XGBoost's and
-LightGBM's own values; for CatBoost the exact ones, which its own ``ShapValues`` are not on trees that split on a
-feature twice), through the Layer-1 ensemble the gate puts in the Context (``ctx.ensemble.explain(features)``: one
-explanation per model, on the winsorized row the models saw; this module knows no booster library). Additivity is
-checked on every call: attributions + base value = the compiled model's raw margin, to the tolerance each
-explanation carries (1e-5 for XGBoost, whose margins are float32 sums, 1e-6 for the others); a violation fails the
-module.
+Attributions come from fxgate's exact TreeSHAP on the compiled trees (``fxgate.models._treeshap``: each library's
+own TreeSHAP values, without calling it), through the Layer-1 ensemble the gate puts in the Context
+(``ctx.ensemble.explain(features)``: one explanation per model, on the winsorized row the models saw; this module
+knows no booster library). Additivity is checked on every call: attributions + base value = the row's leaves
+summed (float64), to 1e-9 relative; a violation fails the module.
 
 Attributions are computed in :meth:`verdict`, i.e. only on bars the gate asks about (the gate evaluates layers
 cheapest first): about 1.5 ms for the three 300-tree models (``benchmarks/bench_shap.py``; the libraries' own take
@@ -33,6 +31,7 @@ class Shap(CertaintyModule):
     citation = "Lundberg et al. (2020), Nat. Mach. Intell. 2"
     rule = "no feature carries > `max_share` (0.5) of any model's |attribution|; no `blacklist` feature on top"
     cost = "scheduled"
+    explains = True
     #: TreeSHAP of three 300-tree models on one row costs about 1.5 ms, ten times a bar's other work, so a
     #: replay's trace evaluates it alone on one accepted bar in 10 (a fixed sample: every 10th bar)
     trace_every = 10

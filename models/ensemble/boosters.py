@@ -51,7 +51,6 @@ class Booster(Protocol):
     name: str  # the model's name in verdicts, manifests and reports
     file: str  # its file in a bundle (fixed by fxgate: a manifest cannot choose it)
     version: str  # the installed library's version, recorded in the manifest
-    shap_tolerance: float  # how far TreeSHAP's additivity may miss against the compiled margin
 
     def train(self, x: np.ndarray, y: np.ndarray, cfg: EnsembleConfig) -> Any: ...
     def proba(self, model: Any, x: np.ndarray) -> np.ndarray: ...
@@ -65,7 +64,6 @@ class XGBoost:
     name = "xgboost"
     file = "xgboost.json"
     version = xgb.__version__
-    shap_tolerance = 1e-5  # its margin sums float32 leaves in float32; TreeSHAP's sum is in float64
 
     @staticmethod
     def params(cfg: EnsembleConfig) -> dict[str, Any]:
@@ -113,7 +111,6 @@ class LightGBM:
     name = "lightgbm"
     file = "lightgbm.txt"
     version = lgb.__version__
-    shap_tolerance = 1e-6
 
     @staticmethod
     def params(cfg: EnsembleConfig) -> dict[str, Any]:
@@ -158,7 +155,6 @@ class CatBoost:
     name = "catboost"
     file = "catboost.cbm"
     version = cb.__version__
-    shap_tolerance = 1e-6
 
     @staticmethod
     def params(cfg: EnsembleConfig) -> dict[str, Any]:
