@@ -249,10 +249,10 @@ class Gate:
                 f"bundle fitted on {self.timeframe} bars (fxgate fit), or resample the bars to "
                 f"{ensemble.timeframe}"
             )
-        self.ensemble = ensemble
         prepare = getattr(ensemble, "prepare_explain", None)
         if prepare is not None and any(m.explains for m in self.modules):
-            prepare()  # its TreeSHAP layouts now, not on the first bar that asks
+            prepare()  # its TreeSHAP layouts now, not on the first bar that asks; raises before anything is swapped
+        self.ensemble = ensemble
         self.certification = certification_of(self.config, ensemble, self.symbol or None, self.timeframe)
         # bars up to the end of the last training label are in sample for these models
         tw = (ensemble.manifest or {}).get("training_window", {}) if ensemble is not None else {}

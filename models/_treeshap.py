@@ -23,8 +23,8 @@ A split's *hot* child (where the row goes) follows the library's rule, the one t
 (:func:`fxgate.models._trees.go_left`). A side no training row reached weighs nothing: it is not entered (its
 terms are all zero, and entering it would divide 0 by 0).
 
-**Without the walk.** A walk visits every node and copies the path at each; two layouts built once per model (on
-its first explanation) skip it:
+**Without the walk.** A walk visits every node and copies the path at each; two layouts, built once per model
+(:func:`shap_trees`), skip it:
 
 * CatBoost: in an oblivious tree the row's hot side is the same at every node of a level, so the leaf index alone
   decides the tree's attributions: ``table`` holds them for every tree and index (d · 2^d floats a tree, 0.9 MB
@@ -175,6 +175,12 @@ def shap_trees(m: FlatForest | FlatOblivious) -> ShapTrees:
         )
     else:
         t = _oblivious_as_binary(m)
+    split = t.left[t.roots] >= 0
+    if np.any(split & ~(t.cover[t.roots] > 0.0)):
+        raise ValueError(
+            "a tree of this model has no cover at its root (its dump carried no counts or hessians), so TreeSHAP "
+            "cannot weigh its splits. Fix: flatten it again from the booster (fxgate.models._trees)"
+        )
     t.expected = t.base + float(_expected(t.value, t.cover, t.left, t.right, t.roots))
     if t.oblivious is None:
         t.leaves = _leaf_paths(t)  # None on a path of more than MAX_PATH_FEATURES distinct features: rows walk
@@ -619,11 +625,18 @@ def _leaf_sum_py(x, feature, threshold, left, right, default_left, missing, valu
 _leaf_sum = kernel(_leaf_sum_py, fastmath=False)
 
 
+def _row(t: ShapTrees, x: np.ndarray) -> np.ndarray:
+    z = np.ascontiguousarray(x, dtype=np.float64).ravel()
+    if z.shape[0] != t.n_features:  # the kernels index the row by feature, unchecked
+        raise ValueError(f"TreeSHAP needs a row of {t.n_features} features; got {z.shape[0]}")
+    return z
+
+
 def margin(t: ShapTrees, x: np.ndarray) -> float:
     """The model's raw margin on the row as TreeSHAP's trees hold it: ``base`` plus the row's leaves summed in
     float64 (XGBoost's own margin sums its float32 leaves in float32, so it differs by float32 rounding). The
     attributions of :func:`tree_shap` add up to it minus ``t.expected`` to float64 rounding."""
-    z = np.ascontiguousarray(x, dtype=np.float64).ravel()
+    z = _row(t, x)
     return t.base + float(
         _leaf_sum(z, t.feature, t.threshold, t.left, t.right, t.default_left, t.missing, t.value, t.roots, t.rule)
     )
@@ -632,9 +645,7 @@ def margin(t: ShapTrees, x: np.ndarray) -> float:
 def tree_shap(t: ShapTrees, x: np.ndarray, *, walk: bool = False) -> np.ndarray:
     """The TreeSHAP attributions (float64, one per feature) of the row ``x`` (the features the model sees): they add
     up to the model's margin minus ``t.expected``."""
-    z = np.ascontiguousarray(x, dtype=np.float64).ravel()
-    if z.shape[0] != t.n_features:
-        raise ValueError(f"TreeSHAP needs a row of {t.n_features} features; got {z.shape[0]}")
+    z = _row(t, x)
     phi = np.zeros(t.n_features)
     if t.table is not None and not walk:
         o = t.oblivious

@@ -42,7 +42,7 @@ class Explanation:
     phi: np.ndarray  # one attribution per feature, in the margin's (log-odds) units
     base: float  # the expected margin
     margin: float  # the model's raw margin on the row
-    tolerance: float  # how far additivity may miss for this library's arithmetic
+    tolerance: float  # how far additivity may miss (relative), for the arithmetic that produced it
 
 
 class Booster(Protocol):

@@ -140,7 +140,7 @@ class TreeEnsemble:
         self.quantiles: QuantileModels | None = None  # the return quantile models (None: not fitted / old bundle)
         self._q_args: tuple = ()  # QuantileModels.kernel_args(), for the one-row quantile kernel
         self.directory: Path | None = None  # the bundle directory it was loaded from
-        self._shap: dict[str, ShapTrees] | None = None  # TreeSHAP layouts, built on the first explain()
+        self._shap: dict[str, ShapTrees] | None = None  # TreeSHAP layouts (prepare_explain)
 
     @property
     def fitted(self) -> bool:
@@ -295,7 +295,7 @@ class TreeEnsemble:
 
     def _compile(self) -> None:
         self.compiled = {a.name: a.flatten(self.models[a.name]) for a in ADAPTERS}
-        self._shap = None  # the models changed: their TreeSHAP tables are built again when asked for
+        self._shap = None  # the models changed: their TreeSHAP layouts are built again (prepare_explain)
         self._row_args = L1Row.build(
             self.winsor, [self.compiled[m] for m in MODEL_NAMES], [self.calibrators[m] for m in MODEL_NAMES]
         ).kernel_args()
@@ -342,12 +342,18 @@ class TreeEnsemble:
             cols.append(self.calibrators[m](1.0 / (1.0 + np.exp(-marg))))
         return np.column_stack(cols)
 
-    def prepare_explain(self) -> None:
-        """Build the TreeSHAP layouts now (:meth:`explain` builds them on its first call otherwise): 0.2 s and
-        3.6 MB for the three 300-tree, depth-6 models (``benchmarks/bench_shap.py``). The gate calls it at warm-up
-        and on every new bundle when a configured module explains (the SHAP module), so that no bar pays it."""
-        if getattr(self, "_shap", None) is None and self.compiled:
-            self._shap = {a.name: shap_trees(self.compiled[a.name]) for a in ADAPTERS}
+    def prepare_explain(self) -> dict[str, ShapTrees]:
+        """The TreeSHAP layouts, built now if they are not yet (:meth:`explain` builds them on its first call
+        otherwise): 0.2 s and about 6 MB for the three 300-tree, depth-6 models (``benchmarks/bench_shap.py``).
+        ``Gate.set_ensemble`` (the constructor's too) calls it when a configured module explains (the SHAP
+        module), so that no bar pays for it. Raises ValueError for a model that cannot be explained, or none."""
+        layouts = getattr(self, "_shap", None)  # an ensemble pickled before this attribute existed has none
+        if layouts is None:
+            if not self.compiled:
+                raise ValueError("this ensemble has no fitted models to explain. Fix: fit or load it first")
+            layouts = {a.name: shap_trees(self.compiled[a.name]) for a in ADAPTERS}
+            self._shap = layouts
+        return layouts
 
     def explain(self, x: np.ndarray) -> tuple[Explanation, ...]:
         """Each model's exact TreeSHAP attributions for one feature vector (winsorized as the models see it), in
@@ -355,9 +361,7 @@ class TreeEnsemble:
         XGBoost's to its float32 rounding). About 1.5 ms for the three 300-tree models. ``margin`` is the sum of the
         row's leaves in float64 (the attributions add up to it to float64 rounding: the tolerance 1e-9)."""
         z = self.winsor.transform(np.asarray(x, dtype=np.float64)[None, :])[0]
-        self.prepare_explain()
-        layouts = self._shap  # one read: a refit on another thread swaps the whole dict
-        assert layouts is not None
+        layouts = self.prepare_explain()
         return tuple(
             Explanation(a.name, tree_shap(t, z), t.expected, margin(t, z), SHAP_TOLERANCE)
             for a in ADAPTERS

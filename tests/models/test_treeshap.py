@@ -349,13 +349,20 @@ def test_a_side_no_training_row_reached_weighs_nothing():
         assert margin(t, r) == pytest.approx(value_of(frozenset({0, 1, 2})), abs=1e-12)
 
 
-def test_refused_inputs_name_the_problem(data, xgb_model, cb_model):
+def test_refused_inputs_name_the_problem(data, xgb_model, lgb_model, cb_model):
     t = shap_trees(ADAPTERS[0].flatten(xgb_model))
-    with pytest.raises(ValueError, match="row of 8 features; got 7"):
-        tree_shap(t, data[0][0, :7])
+    for short in (data[0][0, :7], np.zeros(9)):
+        with pytest.raises(ValueError, match=f"row of 8 features; got {short.shape[0]}"):
+            tree_shap(t, short)
+        with pytest.raises(ValueError, match=f"row of 8 features; got {short.shape[0]}"):
+            margin(t, short)
     flat = ADAPTERS[0].flatten(xgb_model)
     flat.cover = None
     with pytest.raises(ValueError, match="no \\(or invalid\\) node covers"):
+        shap_trees(flat)
+    flat = from_lightgbm(lgb_model)
+    flat.cover = np.zeros_like(flat.cover)  # a dump without counts
+    with pytest.raises(ValueError, match="no cover at its root"):
         shap_trees(flat)
     flat = _flat_cb(cb_model)
     flat.leaf_weights = np.full_like(flat.leaf_weights, np.nan)  # an export without them (from_catboost: NaN)
@@ -377,7 +384,7 @@ def test_ensemble_explains_with_the_compiled_trees_and_rebuilds_after_a_refit():
     """TreeEnsemble.explain on the sample equals each library's own TreeSHAP; the layouts are built once, and again
     for a new fit; a gate whose modules explain builds them with its models, before any bar."""
     from fxgate.engine import sample_bars
-    from fxgate.engine.config import GateConfig
+    from fxgate.engine.config import GateConfig, L4Config
     from fxgate.engine.gate import Gate
     from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
     from fxgate.models.features import FeatureEngine
@@ -402,3 +409,32 @@ def test_ensemble_explains_with_the_compiled_trees_and_rebuilds_after_a_refit():
     assert ens._shap is layouts
     ens.fit(bars[:1200], LabelSpec("next", 1), cfg, evaluate=False)
     assert ens._shap is None
+    no_shap = GateConfig(l4=L4Config(modules=tuple(m for m in GateConfig().l4.modules if m != "shap")))
+    Gate(no_shap, ens, timeframe=bars.timeframe, symbol=bars.symbol)
+    assert ens._shap is None  # no module explains: nothing built
+
+
+def test_a_bundle_that_cannot_be_explained_is_refused_before_the_swap():
+    """set_ensemble builds the layouts first: a model without covers is refused with the fix, and the gate keeps
+    its models, hashes and certification."""
+    import copy
+
+    from fxgate.engine import sample_bars
+    from fxgate.engine.config import GateConfig
+    from fxgate.engine.gate import Gate
+    from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
+    from fxgate.models.labels import LabelSpec
+
+    bars = sample_bars()[:1200]
+    ens = TreeEnsemble()
+    ens.fit(bars, LabelSpec("next", 1), EnsembleConfig(n_estimators=10, max_depth=3, folds=1), evaluate=False)
+    gate = Gate(GateConfig(), ens, timeframe=bars.timeframe, symbol=bars.symbol)
+    bad = copy.copy(ens)
+    bad.compiled = dict(ens.compiled)
+    bad.compiled["xgboost"] = copy.copy(ens.compiled["xgboost"])
+    bad.compiled["xgboost"].cover = None
+    bad._shap = None
+    before = (gate.ensemble, dict(gate.model_hashes), gate.certification, gate.layers)
+    with pytest.raises(ValueError, match="node covers"):
+        gate.set_ensemble(bad)
+    assert (gate.ensemble, dict(gate.model_hashes), gate.certification, gate.layers) == before
