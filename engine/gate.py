@@ -250,7 +250,7 @@ class Gate:
                 f"{ensemble.timeframe}"
             )
         prepare = getattr(ensemble, "prepare_explain", None)
-        if prepare is not None and any(m.explains for m in self.modules):
+        if prepare is not None and getattr(ensemble, "fitted", False) and any(m.explains for m in self.modules):
             prepare()  # its TreeSHAP layouts now, not on the first bar that asks; raises before anything is swapped
         self.ensemble = ensemble
         self.certification = certification_of(self.config, ensemble, self.symbol or None, self.timeframe)
