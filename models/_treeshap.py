@@ -48,6 +48,7 @@ import numpy as np
 
 from fxgate.engine.core.jit import kernel
 from fxgate.models._trees import CB, FlatForest, FlatOblivious, go_left
+from fxgate.models._trees import leaf as leaf_of
 
 __all__ = ["ShapTrees", "margin", "shap_trees", "tree_shap"]
 
@@ -612,13 +613,7 @@ def _leaf_sum_py(x, feature, threshold, left, right, default_left, missing, valu
     """Σ over trees of the value of the leaf the row reaches, in float64."""
     total = 0.0
     for t in range(roots.shape[0]):
-        node = roots[t]
-        while left[node] >= 0:
-            if go_left(x[feature[node]], threshold[node], default_left[node], missing[node], rule):
-                node = left[node]
-            else:
-                node = right[node]
-        total += value[node]
+        total += value[leaf_of(x, roots[t], feature, threshold, left, right, default_left, missing, rule)]
     return total
 
 
