@@ -4,7 +4,9 @@ Every module follows one shape (shared/DESIGN.md):
 
 * ``update(ctx)`` runs on every bar, whatever the verdicts, in O(1) or O(window);
 * ``verdict()`` returns a :class:`~fxgate.engine.core.records.ModuleResult` — score, pass/fail, threshold and a
-  reason a trader can read; a module with too little data fails closed ("insufficient data: 12/50 bars");
+  reason a trader can read; a module with too little data fails closed ("insufficient data: 12/50 bars"). The reason
+  may be handed as a function that formats it when first read (most are never read): it holds copies of the
+  verdict's numbers, never the module or its state arrays (``ModuleResult``);
 * ``state_dict()``/``load_state_dict()`` snapshot and restore the state exactly;
 * ``warm_up()`` compiles the module's kernels (called at gate start, never on the first live bar);
 * ``scheduled`` modules (bootstraps: edge_proof, model_confidence_set) keep O(1) streaming state per bar and run
@@ -47,6 +49,7 @@ from __future__ import annotations
 import difflib
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -162,7 +165,8 @@ class Context:
 
 
 def insufficient(name: str, have: int, need: int, threshold: float, what: str = "bars") -> ModuleResult:
-    return ModuleResult(name, math.nan, False, threshold, f"insufficient data: {have}/{need} {what}")
+    have, need = int(have), int(need)  # copies: the reason is formatted when read
+    return ModuleResult(name, math.nan, False, threshold, lambda: f"insufficient data: {have}/{need} {what}")
 
 
 REGISTRY: dict[str, type[CertaintyModule]] = {}
@@ -312,5 +316,7 @@ class CertaintyModule(ABC):
             v = state[k]
             setattr(self, k, v.copy() if isinstance(v, np.ndarray) else v)
 
-    def _result(self, score: float, passed: bool, threshold: float, reason: str) -> ModuleResult:
+    def _result(self, score: float, passed: bool, threshold: float, reason: str | Callable[[], str]) -> ModuleResult:
+        """The verdict; ``reason`` a string, or a function formatting it when it is read (``ModuleResult``: it must
+        hold copies of the numbers, not the module or its state arrays)."""
         return ModuleResult(self.name, float(score), bool(passed), float(threshold), reason)

@@ -120,12 +120,12 @@ class AdverseSelection(CertaintyModule):
         n = int(self.ist[I_SEEN])
         if n < self.params["min_outcomes"]:
             return insufficient(self.name, n, int(self.params["min_outcomes"]), thr, "outcomes")
-        v = self.net_markout()
+        v = float(self.net_markout())
         ok = v >= thr
+        k = min(n, len(self.mark))
         return self._result(
             v,
             ok,
             thr,
-            f"mean markout after the spread {v:+.6f} {'>=' if ok else '<'} {thr} over "
-            f"the last {min(n, len(self.mark))} outcomes",
+            lambda: f"mean markout after the spread {v:+.6f} {'>=' if ok else '<'} {thr} over the last {k} outcomes",
         )

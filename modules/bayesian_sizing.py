@@ -100,13 +100,19 @@ class BayesianSizing(OutcomeWindowState, CertaintyModule):
             return insufficient(self.name, n, need, thr, "outcomes")
         post = self.posterior()
         if not math.isfinite(post["payoff"]):
+            n_post = post["n"]
             return self._result(
-                math.nan, False, thr, f"payoff ratio undefined ({post['n']} outcomes, no wins or no losses)"
+                math.nan, False, thr, lambda: f"payoff ratio undefined ({n_post} outcomes, no wins or no losses)"
             )
         pe = self.prob_edge(post)
         ok = pe >= thr
-        msg = (
-            f"P(edge > {self.params['cost']} | data) = {pe:.3f} {'>=' if ok else '<'} {thr}; posterior win rate "
-            f"{post['mean']:.3f}, size {self.size(post):.4f}"
+        cost, mean, size = self.params["cost"], post["mean"], self.size(post)
+        return self._result(
+            pe,
+            ok,
+            thr,
+            lambda: (
+                f"P(edge > {cost} | data) = {pe:.3f} {'>=' if ok else '<'} {thr}; posterior win rate "
+                f"{mean:.3f}, size {size:.4f}"
+            ),
         )
-        return self._result(pe, ok, thr, msg)

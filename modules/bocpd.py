@@ -254,8 +254,10 @@ class Bocpd(CertaintyModule):
             short,
             ok,
             p["threshold"],
-            f"P(changepoint in last {p['k']} bars) = {short:.3f} {'<=' if ok else '>'} "
-            f"{p['threshold']}; most likely run length {mode} bars",
+            lambda: (
+                f"P(changepoint in last {p['k']} bars) = {short:.3f} {'<=' if ok else '>'} "
+                f"{p['threshold']}; most likely run length {mode} bars"
+            ),
         )
 
     def warm_up(self) -> None:

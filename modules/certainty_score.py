@@ -240,15 +240,18 @@ class CertaintyScore(CertaintyModule):
         icir = per.fs.tolist()[_ic.F_ICIR]
         p_edge = _ic.phi(-pnl.fs.tolist()[_ic.F_T])
         score = certainty(t_ic, icir, k, p_edge, w_ic, w_icir, w_edge)
-        detail = (
-            f"t_IC {t_ic:+.2f}, ICIR {icir:+.3f} over {k} periods, p_edge {p_edge:.4f} "
-            f"(weights {w_ic:g}/{w_icir:g}/{w_edge:g}); threshold {thr} is an uncertified default until the "
-            f"calibration issue (#17) certifies it"
-        )
+
+        def detail() -> str:
+            return (
+                f"t_IC {t_ic:+.2f}, ICIR {icir:+.3f} over {k} periods, p_edge {p_edge:.4f} "
+                f"(weights {w_ic:g}/{w_icir:g}/{w_edge:g}); threshold {thr} is an uncertified default until the "
+                f"calibration issue (#17) certifies it"
+            )
+
         if not math.isfinite(score):
-            return self._result(math.nan, False, thr, f"C undefined (a constant series): {detail}")
+            return self._result(math.nan, False, thr, lambda: f"C undefined (a constant series): {detail()}")
         ok = score >= thr
-        return self._result(score, ok, thr, f"C {score:.3f} {'>=' if ok else '<'} {thr}: {detail}")
+        return self._result(score, ok, thr, lambda: f"C {score:.3f} {'>=' if ok else '<'} {thr}: {detail()}")
 
     def warm_up(self) -> None:
         _ic.warm_up()

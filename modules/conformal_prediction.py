@@ -365,25 +365,42 @@ class ConformalPrediction(CertaintyModule):
         if math.isnan(y):
             return self._result(math.nan, False, thr, "no interval on this bar: no model probabilities (or a bad bar)")
         a = float(fs[F_ALPHA_T]) if p["method"] == "aci" else float(p["alpha"])
-        lvl = f"{p['method'].upper()} level 1-a_t = {1 - a:.3f}" if p["method"] == "aci" else f"level {1 - a:.0%}"
-        iv = f"interval [{lo:+.6f}, {hi:+.6f}] ({lvl}, {n} scores"
         t = int(ist[I_CHECKED])
-        iv += f", coverage {self.coverage():.3f} over {t})" if t else ")"
+        cov = self.coverage()
+
+        def iv() -> str:
+            lvl = f"{p['method'].upper()} level 1-a_t = {1 - a:.3f}" if p["method"] == "aci" else f"level {1 - a:.0%}"
+            return f"interval [{lo:+.6f}, {hi:+.6f}] ({lvl}, {n} scores" + (
+                f", coverage {cov:.3f} over {t})" if t else ")"
+            )
+
         if d == 0:
-            return self._result(math.nan, False, thr, f"no candidate on this bar; {iv}")
+            return self._result(math.nan, False, thr, lambda: f"no candidate on this bar; {iv()}")
         if not math.isfinite(cost):
-            return self._result(math.nan, False, thr, f"spread unknown: no cost to clear; {iv}")
+            return self._result(math.nan, False, thr, lambda: f"spread unknown: no cost to clear; {iv()}")
         if lo > hi:
-            return self._result(math.nan, False, thr, f"empty prediction set (a_t >= 1); {iv}")
+            return self._result(math.nan, False, thr, lambda: f"empty prediction set (a_t >= 1); {iv()}")
         if d > 0:
             margin = lo - cost
             ok = margin > thr
-            rule = f"long: lower bound {lo:+.6f} - cost {cost:.6f} = {margin:+.6f} {'>' if ok else '<='} {thr}"
-        else:
-            margin = -cost - hi
-            ok = margin > thr
-            rule = f"short: -cost {-cost:.6f} - upper bound {hi:+.6f} = {margin:+.6f} {'>' if ok else '<='} {thr}"
-        return self._result(margin, ok, thr, f"{rule}; {iv}")
+            return self._result(
+                margin,
+                ok,
+                thr,
+                lambda: (
+                    f"long: lower bound {lo:+.6f} - cost {cost:.6f} = {margin:+.6f} {'>' if ok else '<='} {thr}; {iv()}"
+                ),
+            )
+        margin = -cost - hi
+        ok = margin > thr
+        return self._result(
+            margin,
+            ok,
+            thr,
+            lambda: (
+                f"short: -cost {-cost:.6f} - upper bound {hi:+.6f} = {margin:+.6f} {'>' if ok else '<='} {thr}; {iv()}"
+            ),
+        )
 
     def warm_up(self) -> None:
         cap, w = 2, 4

@@ -733,7 +733,10 @@ class DoubleAdapt(CertaintyModule):
         psi = self.psi
         w = float(self.afs[ADW_WIDTH])
         mean_loss = float(self.afs[ADW_TOTAL]) / w if w > 0 else math.nan
-        loss_txt = f"ADWIN window {int(w)} losses, mean {p['loss']} {mean_loss:.4f}"
+
+        def loss_txt() -> str:
+            return f"ADWIN window {int(w)} losses, mean {p['loss']} {mean_loss:.4f}"
+
         if self.drift_flagged():
             ago = int(ist[I_BARS]) - int(ist[I_LAST_DRIFT])
             who = {1: "ADWIN", 2: "Page-Hinkley", 3: "ADWIN and Page-Hinkley"}[int(ist[I_LAST_DETECTOR])]
@@ -741,19 +744,23 @@ class DoubleAdapt(CertaintyModule):
                 psi,
                 False,
                 thr,
-                f"loss drift flagged by {who} {ago} bar(s) ago (veto for {p['hold']} bars; refit recommended); "
-                f"{loss_txt}",
+                lambda: (
+                    f"loss drift flagged by {who} {ago} bar(s) ago (veto for {p['hold']} bars; refit "
+                    f"recommended); {loss_txt()}"
+                ),
             )
         if not math.isfinite(psi):
             return self._result(psi, False, thr, "PSI undefined: no feature has enough finite values")
         ok = psi <= thr
-        f = int(ist[I_PSI_FEATURE])
+        f, largest = int(ist[I_PSI_FEATURE]), float(self.fs[F_PSI_MAX])
         return self._result(
             psi,
             ok,
             thr,
-            f"no loss drift in the last {p['hold']} bars ({loss_txt}); PSI {p['psi_aggregate']} {psi:.3f} "
-            f"{'<=' if ok else '>'} {thr} (largest: feature {f}, {float(self.fs[F_PSI_MAX]):.3f})",
+            lambda: (
+                f"no loss drift in the last {p['hold']} bars ({loss_txt()}); PSI {p['psi_aggregate']} {psi:.3f} "
+                f"{'<=' if ok else '>'} {thr} (largest: feature {f}, {largest:.3f})"
+            ),
         )
 
     def warm_up(self) -> None:

@@ -490,24 +490,31 @@ class EdgeProof(ScheduledModule):
             )
         if status == STATUS_ERROR:
             return self._result(math.nan, False, thr, f"the last SPA recompute failed: {self.error}")
+        n_test = int(ist[I_N])
         if status == STATUS_CONSTANT:
-            return self._result(math.nan, False, thr, f"constant P&L over the last {ist[I_N]} outcomes: no test")
+            return self._result(math.nan, False, thr, lambda: f"constant P&L over the last {n_test} outcomes: no test")
         pv, dsr = self.p_value, float(fs[F_DSR])
         if not (math.isfinite(pv) and math.isfinite(dsr)):
-            return self._result(math.nan, False, thr, f"SPA p-value or DSR undefined over {ist[I_N]} outcomes")
+            return self._result(math.nan, False, thr, lambda: f"SPA p-value or DSR undefined over {n_test} outcomes")
         reps, used = int(p["reps"]), int(fs[F_RESAMPLES])
         ok_p, ok_d = pv < thr, dsr >= float(p["dsr_threshold"])
-        shown = f"< {1 / reps:.1g} (none of {reps} resamples)" if pv == 0 else f"= {pv:.4g}"
-        # a test decided before its last resample stops there (spa_sequential): its p-values are those of fewer
-        if used < reps:
-            shown += f" (of the first {used} of {reps} resamples: the test stopped once p >= {thr:g} was certain)"
-        reason = (
-            f"SPA {p['p_value']} p {shown} {'<' if ok_p else '>='} {thr:g} "
-            f"(lower {fs[F_P_LOWER]:.4g}, upper {fs[F_P_UPPER]:.4g}, RC {fs[F_P_RC]:.4g}); "
-            f"DSR {dsr:.3f} {'>=' if ok_d else '<'} {float(p['dsr_threshold']):g} (PSR {fs[F_PSR]:.3f}, "
-            f"N={p['n_trials']}); mean {'net ' if p['costs'] else ''}P&L {fs[F_MEAN]:.3g}/outcome, "
-            f"SR {fs[F_SR]:.3f}, {ist[I_N]} outcomes, block {fs[F_BLOCK]:.1f}"
-        )
+        lower, upper, rc, psr, mean, sr, block = fs[
+            [F_P_LOWER, F_P_UPPER, F_P_RC, F_PSR, F_MEAN, F_SR, F_BLOCK]
+        ].tolist()
+
+        def reason() -> str:
+            shown = f"< {1 / reps:.1g} (none of {reps} resamples)" if pv == 0 else f"= {pv:.4g}"
+            # a test decided before its last resample stops there (spa_sequential): its p-values are those of fewer
+            if used < reps:
+                shown += f" (of the first {used} of {reps} resamples: the test stopped once p >= {thr:g} was certain)"
+            return (
+                f"SPA {p['p_value']} p {shown} {'<' if ok_p else '>='} {thr:g} "
+                f"(lower {lower:.4g}, upper {upper:.4g}, RC {rc:.4g}); "
+                f"DSR {dsr:.3f} {'>=' if ok_d else '<'} {float(p['dsr_threshold']):g} (PSR {psr:.3f}, "
+                f"N={p['n_trials']}); mean {'net ' if p['costs'] else ''}P&L {mean:.3g}/outcome, "
+                f"SR {sr:.3f}, {n_test} outcomes, block {block:.1f}"
+            )
+
         return self._result(pv, ok_p and ok_d, thr, reason)
 
     def warm_up(self) -> None:

@@ -268,10 +268,13 @@ class ExecutionCost(CertaintyModule):
         hurdle = est["cost"] + float(p["z"]) * est["cost_sd"]
         target = float(p["k_edge"]) * est["edge"]
         ok = hurdle < target
+        cost, cost_sd, edge = est["cost"], est["cost_sd"], est["edge"]
         return self._result(
             target - hurdle,
             ok,
             0.0,
-            f"round-trip cost {est['cost']:.6f} + {p['z']}·sd {est['cost_sd']:.6f} "
-            f"{'<' if ok else '>='} {p['k_edge']}·edge {est['edge']:.6f}",
+            lambda: (
+                f"round-trip cost {cost:.6f} + {p['z']}·sd {cost_sd:.6f} "
+                f"{'<' if ok else '>='} {p['k_edge']}·edge {edge:.6f}"
+            ),
         )

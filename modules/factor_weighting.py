@@ -627,19 +627,22 @@ class FactorWeighting(CertaintyModule):
             )
         beats = best_i < 0 or ic_b >= best + margin
         ok = beats and ic_b > min_ic
-        plus = f" + {margin}" if margin else ""
-        if best_i < 0:
-            vs = "no single factor has an IC"
-        else:
-            vs = f"{'>=' if beats else '<'} best single {best:+.3f} ({self.labels[best_i]}){plus}"
-        pos = f"{'>' if ic_b > min_ic else '<='} {min_ic}"
+        label = self.labels[best_i] if best_i >= 0 else ""
         rho = float(self.fs[F_SHRINK])
-        return self._result(
-            ic_b,
-            ok,
-            thr,
-            f"blend OOS IC {ic_b:+.3f} {vs}, {pos}, over the last {n} matured bars (Ledoit-Wolf shrinkage {rho:.2f})",
-        )
+
+        def reason() -> str:
+            plus = f" + {margin}" if margin else ""
+            if best_i < 0:
+                vs = "no single factor has an IC"
+            else:
+                vs = f"{'>=' if beats else '<'} best single {best:+.3f} ({label}){plus}"
+            pos = f"{'>' if ic_b > min_ic else '<='} {min_ic}"
+            return (
+                f"blend OOS IC {ic_b:+.3f} {vs}, {pos}, over the last {n} matured bars (Ledoit-Wolf shrinkage "
+                f"{rho:.2f})"
+            )
+
+        return self._result(ic_b, ok, thr, reason)
 
     def warm_up(self) -> None:
         tmp = FactorWeighting(factors=(0, 1), include_signal=True, min_fit=2, z_min=2, window=4, min_outcomes=2)

@@ -101,15 +101,21 @@ class Icir(CertaintyModule):
         k, need = self.st.n, int(p["min_periods"])
         if k < need:
             return insufficient(self.name, k, need, thr, "periods")
-        fs = self.fs
-        v = float(fs[F_ICIR])
-        detail = (
-            f"mean IC {fs[F_IC_MEAN]:+.4f}, sd {fs[F_IC_SD]:.4f} over the last {k} periods of {p['period']} forecasts"
-        )
+        fs = self.fs.tolist()  # copies: the reason is formatted when read
+        v = fs[F_ICIR]
+
+        def detail() -> str:
+            return (
+                f"mean IC {fs[F_IC_MEAN]:+.4f}, sd {fs[F_IC_SD]:.4f} over the last {k} periods of {p['period']} "
+                "forecasts"
+            )
+
         if not math.isfinite(v):
-            return self._result(math.nan, False, thr, f"ICIR undefined (the period ICs do not vary): {detail}")
+            return self._result(
+                math.nan, False, thr, lambda: f"ICIR undefined (the period ICs do not vary): {detail()}"
+            )
         ok = v >= thr
-        return self._result(v, ok, thr, f"ICIR {v:+.3f} {'>=' if ok else '<'} {thr}: {detail}")
+        return self._result(v, ok, thr, lambda: f"ICIR {v:+.3f} {'>=' if ok else '<'} {thr}: {detail()}")
 
     def warm_up(self) -> None:
         _ic.warm_up()

@@ -165,15 +165,18 @@ class InformationEdge(CertaintyModule):
         if n < need:
             return insufficient(self.name, n, need, t_min, "forecasts")
         fs = win.fs.tolist()  # Python floats: cheaper to index and format than numpy scalars (same digits)
-        ic, t = fs[F_IC], fs[F_NW_T]
-        detail = (
-            f"IC {ic:+.4f} (RankIC {fs[F_RANK_IC]:+.4f}, EWMA {fs[F_EW_IC]:+.4f}) over the last {n} forecasts, "
-            f"Newey-West t {t:+.2f} ({self._lags} lags)"
-        )
+        ic, t, lags = fs[F_IC], fs[F_NW_T], self._lags
+
+        def detail() -> str:
+            return (
+                f"IC {ic:+.4f} (RankIC {fs[F_RANK_IC]:+.4f}, EWMA {fs[F_EW_IC]:+.4f}) over the last {n} forecasts, "
+                f"Newey-West t {t:+.2f} ({lags} lags)"
+            )
+
         if not (math.isfinite(ic) and math.isfinite(t)):
-            return self._result(math.nan, False, t_min, f"IC undefined (constant signal or move): {detail}")
+            return self._result(math.nan, False, t_min, lambda: f"IC undefined (constant signal or move): {detail()}")
         ok = ic > 0 and t >= t_min
-        return self._result(t, ok, t_min, f"{detail} {'>=' if t >= t_min else '<'} {t_min}")
+        return self._result(t, ok, t_min, lambda: f"{detail()} {'>=' if t >= t_min else '<'} {t_min}")
 
     def warm_up(self) -> None:
         _ic.warm_up()

@@ -529,17 +529,20 @@ class ModelConfidenceSet(ScheduledModule):
             return insufficient(self.name, n, need, size, "loss rows")
         pe = float(self.pvals[C_ENSEMBLE])
         ok = pe > size
-        inside = [c for c, v in zip(COLUMNS, self.pvals, strict=True) if math.isfinite(v) and v > size]
-        level = f"{100 * (1 - size):g}%"
-        llm = "" if self.ist[I_USED_LLM] else "; llm left out (too few answers)" if p["include_llm"] else ""
-        return self._result(
-            pe,
-            ok,
-            size,
-            f"ensemble {'in' if ok else 'not in'} the {level} MCS (p = {pe:.3f} {'>' if ok else '<='} {size}); "
-            f"set: {', '.join(inside)}; {p['method']} method, {p['reps']} reps, block {self.fs[F_BLOCK]:.1f}, "
-            f"{int(self.ist[I_USED_ROWS])} rows{llm}",
-        )
+        pvals, block = self.pvals.tolist(), float(self.fs[F_BLOCK])  # copies: the reason is formatted when read
+        used_rows, used_llm = int(self.ist[I_USED_ROWS]), int(self.ist[I_USED_LLM])
+
+        def reason() -> str:
+            inside = [c for c, v in zip(COLUMNS, pvals, strict=True) if math.isfinite(v) and v > size]
+            level = f"{100 * (1 - size):g}%"
+            llm = "" if used_llm else "; llm left out (too few answers)" if p["include_llm"] else ""
+            return (
+                f"ensemble {'in' if ok else 'not in'} the {level} MCS (p = {pe:.3f} {'>' if ok else '<='} {size}); "
+                f"set: {', '.join(inside)}; {p['method']} method, {p['reps']} reps, block {block:.1f}, "
+                f"{used_rows} rows{llm}"
+            )
+
+        return self._result(pe, ok, size, reason)
 
     def warm_up(self) -> None:
         losses = np.full((4, N_COLS), np.nan)

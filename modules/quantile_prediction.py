@@ -351,14 +351,14 @@ class QuantilePrediction(CertaintyModule):
         d = int(self.ist[I_DIRECTION])
         if d == 0:
             return self._result(math.nan, False, 0.0, "no direction (no candidate, models at 0.5) to judge")
-        if d > 0:
-            q = float(self.last[T_LONG])
-            margin = q - cost
-            rel = ">" if margin > 0 else "<="
-            why = f"long: q_0.2 {q:+.6f} {rel} cost {cost:.6f}"
-        else:
-            q = float(self.last[T_SHORT])
-            margin = -cost - q
-            rel = "<" if margin > 0 else ">="
-            why = f"short: q_0.8 {q:+.6f} {rel} -cost {-cost:.6f}"
-        return self._result(margin, margin > 0, 0.0, why + (f"; {calib_note}" if calib_note else ""))
+        q = float(self.last[T_LONG if d > 0 else T_SHORT])
+        margin = q - cost if d > 0 else -cost - q
+
+        def why() -> str:
+            if d > 0:
+                text = f"long: q_0.2 {q:+.6f} {'>' if margin > 0 else '<='} cost {cost:.6f}"
+            else:
+                text = f"short: q_0.8 {q:+.6f} {'<' if margin > 0 else '>='} -cost {-cost:.6f}"
+            return text + (f"; {calib_note}" if calib_note else "")
+
+        return self._result(margin, margin > 0, 0.0, why)

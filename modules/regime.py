@@ -222,8 +222,10 @@ class RegimeDetection(CertaintyModule):
             pf,
             ok,
             thr,
-            f"P(favourable regime {fav}) = {pf:.3f} {'>=' if ok else '<'} {thr}; "
-            f"most likely state {state} (0 = calmest)",
+            lambda: (
+                f"P(favourable regime {fav}) = {pf:.3f} {'>=' if ok else '<'} {thr}; "
+                f"most likely state {state} (0 = calmest)"
+            ),
         )
 
     def warm_up(self) -> None:

@@ -87,14 +87,19 @@ class RobustKelly(OutcomeWindowState, CertaintyModule):
         need = int(self.params["min_outcomes"])
         if n < need:
             return insufficient(self.name, n, need, 0.0, "outcomes")
-        e = self.estimate()
+        e = self.estimate()  # a new dict of Python numbers: the reason may keep it
         if not math.isfinite(e["fraction"]):
-            return self._result(math.nan, False, 0.0, f"no losing outcomes among {e['n']}: payoff ratio undefined")
+            return self._result(
+                math.nan, False, 0.0, lambda: f"no losing outcomes among {e['n']}: payoff ratio undefined"
+            )
         ok = e["fraction"] > 0
+        method = self.params["method"]
         return self._result(
             e["fraction"],
             ok,
             0.0,
-            f"win rate {e['p']:.3f}, payoff {e['b']:.3f}, Kelly {e['kelly']:+.4f}, shrunk "
-            f"({self.params['method']}) {e['fraction']:+.4f} {'>' if ok else '<='} 0",
+            lambda: (
+                f"win rate {e['p']:.3f}, payoff {e['b']:.3f}, Kelly {e['kelly']:+.4f}, shrunk "
+                f"({method}) {e['fraction']:+.4f} {'>' if ok else '<='} 0"
+            ),
         )

@@ -129,11 +129,16 @@ class UncertaintyDecomposition(CertaintyModule):
         if not math.isfinite(e):
             return self._result(math.nan, False, q, "no model probabilities on this bar")
         ok = e <= q
-        msg = (
-            f"epistemic {e:.5f} nats {'<=' if ok else '>'} rolling {p['quantile']:.0%} quantile {q:.5f} "
-            f"(total {self.fs[F_TOTAL]:.4f}, aleatoric {self.fs[F_ALEATORIC]:.4f})"
+        total, aleatoric = float(self.fs[F_TOTAL]), float(self.fs[F_ALEATORIC])
+        return self._result(
+            e,
+            ok,
+            q,
+            lambda: (
+                f"epistemic {e:.5f} nats {'<=' if ok else '>'} rolling {p['quantile']:.0%} quantile {q:.5f} "
+                f"(total {total:.4f}, aleatoric {aleatoric:.4f})"
+            ),
         )
-        return self._result(e, ok, q, msg)
 
     def warm_up(self) -> None:
         ist = np.zeros(2, np.int64)

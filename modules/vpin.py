@@ -220,7 +220,7 @@ class Vpin(CertaintyModule):
                 return insufficient(self.name, nb, p["n_buckets"], p["absolute"], "volume buckets")
             v = self.value
             ok = v < p["absolute"]
-            return self._result(v, ok, p["absolute"], f"VPIN {v:.3f} {'<' if ok else '>='} {p['absolute']}")
+            return self._result(v, ok, p["absolute"], lambda: f"VPIN {v:.3f} {'<' if ok else '>='} {p['absolute']}")
         have = int(self.ist[I_HISTORY]) - 1  # values before the current one
         if have < p["min_history"]:
             return insufficient(self.name, max(0, have), p["min_history"], math.nan, "VPIN buckets of history")
@@ -230,7 +230,10 @@ class Vpin(CertaintyModule):
             v,
             ok,
             q,
-            f"VPIN {v:.3f} {'<=' if ok else '>'} its rolling {p['quantile']:.0%} quantile {q:.3f} (tick-volume proxy)",
+            lambda: (
+                f"VPIN {v:.3f} {'<=' if ok else '>'} its rolling {p['quantile']:.0%} quantile {q:.3f} "
+                "(tick-volume proxy)"
+            ),
         )
 
     def warm_up(self) -> None:

@@ -1,8 +1,8 @@
 """The typed records layers hand each other, and the one candidate rule.
 
 A record crosses a layer boundary (a module's result read by the gate, the prompt and the report; Layer 1's
-per-model probabilities read by the prompt, the dataset builder and the report), so it is a frozen dataclass with
-named fields, not a dict read by string key in several files. Each has ``to_dict()`` for JSON (the Decision
+per-model probabilities read by the prompt, the dataset builder and the report), so it is an immutable record
+with named fields, not a dict read by string key in several files. Each has ``to_dict()`` for JSON (the Decision
 schema's ``details`` items). Records produced and consumed inside one package live there (the judge's answer in
 :mod:`fxgate.models.llm`); the ones that cross from ``modules``/``models`` to each other live here, below both.
 """
@@ -10,7 +10,7 @@ schema's ``details`` items). Records produced and consumed inside one package li
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,16 +50,72 @@ class ModelProbability:
         return {"model": self.model, "p_up": json_number(self.p_up)}
 
 
-@dataclass(frozen=True, slots=True)
 class ModuleResult:
     """One Layer-4 module's verdict on a bar: its score against its threshold, and why (fails closed on too
-    little data: ``reason`` says how much is missing)."""
+    little data: ``reason`` says how much is missing).
+
+    ``reason`` is given as a string or as a function of no arguments that returns it. A function is called the
+    first time ``reason`` is read, and its string kept: most verdicts' reasons are never read (a cheapest-mode
+    veto reports one; a replay's trace keeps only the numbers), and formatting a dozen numbers costs more than the
+    verdict's arithmetic for some modules. Such a function must hold **copies** of the numbers it formats (locals
+    of the verdict: Python or numpy scalars, strings, the module's parameter dict), never the module or its state
+    arrays, which the next bar changes; ``tests/modules/test_lazy_reasons.py`` reads every module's reasons many
+    bars late on the sample and compares them with the same verdict's reason read at once. A function that raises
+    gives a reason saying so instead of propagating into whoever reads it (a response, a file being written): the
+    verdict's numbers are not affected.
+
+    Immutable, compared and hashed by its five values (the reason as read); pickling formats the reason first."""
+
+    __slots__ = ("name", "score", "passed", "threshold", "_reason")
 
     name: str
     score: float
     passed: bool
     threshold: float
-    reason: str
+
+    def __init__(self, name: str, score: float, passed: bool, threshold: float, reason: str | Callable[[], str]):
+        set_ = object.__setattr__
+        set_(self, "name", name)
+        set_(self, "score", score)
+        set_(self, "passed", passed)
+        set_(self, "threshold", threshold)
+        set_(self, "_reason", reason)
+
+    @property
+    def reason(self) -> str:
+        r = self._reason
+        if r.__class__ is str:
+            return r  # type: ignore[return-value]
+        try:
+            r = str(r())  # type: ignore[operator]
+        except Exception as exc:  # noqa: BLE001 - a reason is text about numbers already decided
+            r = f"(the reason could not be formatted: {type(exc).__name__}: {exc})"
+        object.__setattr__(self, "_reason", r)
+        return r
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"ModuleResult is immutable (cannot set {key!r})")
+
+    def __delattr__(self, key: str) -> None:
+        raise AttributeError(f"ModuleResult is immutable (cannot delete {key!r})")
+
+    def _values(self) -> tuple[str, float, bool, float, str]:
+        return (self.name, self.score, self.passed, self.threshold, self.reason)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not ModuleResult:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        n, s, p, t, r = self._values()
+        return f"ModuleResult(name={n!r}, score={s!r}, passed={p!r}, threshold={t!r}, reason={r!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ModuleResult, self._values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
