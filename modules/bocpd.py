@@ -141,6 +141,23 @@ def _bocpd_fused_py(
 _bocpd_fused = kernel(_bocpd_fused_py, fastmath=False)
 
 
+def _bocpd_summary_py(rl, logp, n, k):  # type: ignore[no-untyped-def]
+    """What the verdict reads from the posterior: P(r_t < k), the sum of exp(logp) over the ``n`` active run lengths
+    below k, and the most probable run length (the first slot of largest log-probability). One compiled pass
+    instead of seven numpy calls on a 100-slot array (tested against the exact recursion: test_references.py)."""
+    short = 0.0
+    best = 0
+    for i in range(n):
+        if rl[i] < k:
+            short += math.exp(logp[i])
+        if logp[i] > logp[best]:
+            best = i
+    return short, rl[best]
+
+
+_bocpd_summary = kernel(_bocpd_summary_py, fastmath=False)
+
+
 @register("bocpd")
 class Bocpd(CertaintyModule):
     title = "BOCPD"
@@ -245,11 +262,8 @@ class Bocpd(CertaintyModule):
         need = int(p["calib_bars"]) + int(p["k"])
         if seen < need:
             return insufficient(self.name, seen, need, p["threshold"], "returns")
-        n = int(self.ist[I_ACTIVE])
-        lp, rl = self.logp[:n], self.rl[:n]
-        short = float(np.exp(lp[rl < int(p["k"])]).sum())
+        short, mode = _bocpd_summary(self.rl, self.logp, int(self.ist[I_ACTIVE]), int(p["k"]))
         ok = short <= p["threshold"]
-        mode = int(rl[int(np.argmax(lp))])
         return self._result(
             short,
             ok,
@@ -264,3 +278,4 @@ class Bocpd(CertaintyModule):
         tmp = Bocpd(max_run=2)
         for v in (0.1, -0.2, 0.3):
             tmp.observe(v)
+        _bocpd_summary(tmp.rl, tmp.logp, int(tmp.ist[I_ACTIVE]), 1)

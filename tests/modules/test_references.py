@@ -14,7 +14,7 @@ from fxgate.engine import Bar, sample_bars
 from fxgate.modules import Context, Outcome, create
 from fxgate.modules._common import sw_push, sw_quantile
 from fxgate.modules.adverse_selection import AdverseSelection
-from fxgate.modules.bocpd import Bocpd
+from fxgate.modules.bocpd import I_SEEN, Bocpd
 from fxgate.modules.execution_cost import ac_cost, ac_trajectory
 from fxgate.modules.regime import F_SCALE, RegimeDetection
 from fxgate.modules.robust_kelly import baker_mchale_factor, kelly_fraction
@@ -118,6 +118,21 @@ def test_bocpd_untruncated_equals_exact_recursion(returns):
         m.observe(xt)
         np.testing.assert_allclose(m.run_length_probs(), ref[t], rtol=1e-9, atol=1e-300)
     assert m.truncated_mass == 0.0
+
+
+def test_bocpd_verdict_reads_p_short_run_and_the_mode_from_the_exact_posterior(returns):
+    """The verdict's score is P(r_t < k) and its reason the most probable run length, on every bar of the untruncated
+    recursion, against the exact run-length distribution (tests/naive.py)."""
+    x = returns[:250]
+    ref = bocpd_naive(x)
+    m = Bocpd(max_run=300, k=5)
+    for t, xt in enumerate(x):
+        m.observe(xt)
+        m.ist[I_SEEN] = 10**6  # observe() skips the calibration count: the verdict's data requirement is met
+        r = m.verdict()
+        assert r.score == pytest.approx(ref[t][:5].sum(), rel=1e-9, abs=1e-300)
+        assert r.passed == (r.score <= 0.5)
+        assert f"most likely run length {int(np.argmax(ref[t]))} bars" in r.reason
 
 
 @pytest.mark.parametrize(("max_run", "max_tv"), [(100, 0.15), (300, 0.02)])
