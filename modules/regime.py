@@ -215,9 +215,10 @@ class RegimeDetection(CertaintyModule):
         if self.ist[I_FILTERED] == 0:
             return insufficient(self.name, 0, 1, thr, "filtered bars")
         fav = self.favourable()
-        pf = float(sum(float(self.alpha[i]) for i in fav))
+        al = self.alpha.tolist()  # Python floats: the same sum, in the same order, without numpy per element
+        pf = float(sum(al[i] for i in fav))
         ok = pf >= thr
-        state = int(np.argmax(self.alpha))
+        state = al.index(max(al))  # np.argmax's first largest (the filter's probabilities are finite)
         return self._result(
             pf,
             ok,
