@@ -54,7 +54,7 @@ __all__ = ["StateArena"]
 #: the feature engine's timeframe and layout version)
 _CONSTANT = ("name", "params", "timeframe", "version")
 #: values of non-array state kept as they are (immutable, or a Future that is never mutated by the gate)
-_AS_IS = (type(None), bool, int, float, str, np.generic)
+_AS_IS = (type(None), bool, int, float, str, np.generic, Future)
 #: the exact types of values kept as they are without a look at each (a fast path of :func:`_kept`)
 _KEPT_TYPES = frozenset((type(None), bool, int, float, str, Future))
 #: byte alignment of each array in the buffer (the largest item size of a kept dtype: complex128)
@@ -147,8 +147,11 @@ def _generated(owners: list[_Owner]) -> tuple[Callable[[list[Any]], bool], Calla
 
 
 def _kept(v: Any) -> Any:
-    """A non-array state value as the copy keeps it: as it is when immutable or a Future, else a deep copy."""
-    return v if isinstance(v, _AS_IS) or hasattr(v, "add_done_callback") else copy.deepcopy(v)
+    """A non-array state value as the copy keeps it: as it is when immutable, a future (anything with
+    ``add_done_callback``) or of a type declaring ``state_copy_as_is`` (a scheduled module's split recompute:
+    ``fxgate.modules._schedule.Parts``), else a deep copy."""
+    as_is = isinstance(v, _AS_IS) or hasattr(v, "add_done_callback") or getattr(type(v), "state_copy_as_is", False)
+    return v if as_is else copy.deepcopy(v)
 
 
 class StateArena:

@@ -165,7 +165,6 @@ class Context:
 
 
 def insufficient(name: str, have: int, need: int, threshold: float, what: str = "bars") -> ModuleResult:
-    have, need = int(have), int(need)  # copies: the reason is formatted when read
     return ModuleResult(name, math.nan, False, threshold, lambda: f"insufficient data: {have}/{need} {what}")
 
 

@@ -20,10 +20,15 @@ recompute slowed down on purpose changes no verdict). ``lag = 0`` runs the recom
 A recompute that raises is applied as a failed result: the verdict fails closed with the error until the next one.
 
 State. The countdown and the applied-but-unread result are numpy state like the rest (``jst``, ``jres``, ``jerr``
-among ``state_keys``); the in-flight job itself is a :class:`concurrent.futures.Future`, kept in ``state_dict()``
+among ``state_keys``); the in-flight job itself is a :class:`concurrent.futures.Future` (or, for a recompute split
+into parts, a :class:`Parts`), kept in ``state_dict()``
 under ``"future"`` so the gate's per-bar transaction (a state copy taken before the updates, restored if one
 raises) neither waits for it nor loses it. :meth:`ScheduledModule.settle` waits for the job and stores its result
 in ``jres``; the gate settles every module before it writes a snapshot file, which holds plain data only.
+
+A recompute may be split (:meth:`ScheduledModule.split`: the MCS's four bootstrap streams) into independent parts;
+the bar that must apply it runs the parts no worker has started itself (:class:`Parts`), so that a back-to-back
+replay shares it across cores instead of waiting idle for one worker.
 
 The workers. ``WORKERS`` threads per process (the cores but one; created on first use, and again in a forked child,
 whose copy of the parent's threads does not run): the recomputes of every gate in the process share them, oldest
@@ -38,6 +43,7 @@ import math
 import os
 import threading
 from abc import abstractmethod
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
 
@@ -98,6 +104,52 @@ def _run(fn: Any, inputs: Any) -> tuple[np.ndarray | None, str]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
+def _part(fn: Callable[[], Any]) -> tuple[Any, str]:
+    try:
+        return fn(), ""
+    except Exception as exc:  # noqa: BLE001 - the whole recompute fails with it (see Parts.result)
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+class Parts:
+    """A recompute split into independent parts (:meth:`ScheduledModule.split`), submitted to the workers
+    together. The thread that needs the result (:meth:`result`: the bar applying it, or ``settle``) first runs
+    itself every part no worker has started, from the last one back (the workers take them from the first one on),
+    then waits for the rest, and combines the parts' results in part order. In a replay a bar otherwise waits
+    idle for the whole recompute on the one worker a 2-core machine has; this way both cores work on it. Each part is
+    a pure function of inputs captured at submission, so the result does not depend on which thread ran which part.
+    A part that raises fails the whole recompute with its error (the first in part order).
+
+    Stands in for the :class:`concurrent.futures.Future` of an unsplit recompute: ``result()`` gives the same
+    ``(result, error)`` pair. The gate's per-bar state copy keeps it as it is, like a Future (``state_copy_as_is``:
+    the gate never mutates a job, and a copy could not share its threads' work)."""
+
+    state_copy_as_is: ClassVar[bool] = True
+
+    def __init__(self, parts: list[Callable[[], Any]], combine: Callable[[list[Any]], np.ndarray]) -> None:
+        pool = worker()
+        self._parts = list(parts)
+        self._combine = combine
+        self._futures = [pool.submit(_part, f) for f in self._parts]
+        self._lock = threading.Lock()
+        self._out: tuple[np.ndarray | None, str] | None = None
+        #: how many parts the thread that asked for the result ran itself (tests; a diagnostic)
+        self.ran_here = 0
+
+    def result(self) -> tuple[np.ndarray | None, str]:
+        with self._lock:
+            if self._out is None:
+                got: list[tuple[Any, str] | None] = [None] * len(self._futures)
+                for i in range(len(self._futures) - 1, -1, -1):
+                    if self._futures[i].cancel():  # not started by a worker: run it in this thread
+                        got[i] = _part(self._parts[i])
+                        self.ran_here += 1
+                outs = [g if g is not None else f.result() for g, f in zip(got, self._futures, strict=True)]
+                err = next((e for _, e in outs if e), "")
+                self._out = (None, err) if err else _run(self._combine, [r for r, _ in outs])
+            return self._out
+
+
 class ScheduledModule(CertaintyModule):
     """A module whose verdict comes from a periodic recompute run off the bar's critical path (module docstring).
 
@@ -124,7 +176,7 @@ class ScheduledModule(CertaintyModule):
         self.jst = np.array([-1, 0], dtype=np.int64)
         self.jres = np.full(self.result_size, math.nan)
         self.jerr = ""
-        self.future: Future[tuple[np.ndarray | None, str]] | None = None
+        self.future: Future[tuple[np.ndarray | None, str]] | Parts | None = None
 
     # -- subclass hooks --------------------------------------------------------------------------------------------
     @abstractmethod
@@ -139,6 +191,14 @@ class ScheduledModule(CertaintyModule):
     @abstractmethod
     def apply(self, result: np.ndarray | None, error: str) -> None:
         """Write a result (or a failed recompute's ``error``, ``result`` None) into the state the verdict reads."""
+
+    @staticmethod
+    def split(inputs: Any) -> tuple[list[Callable[[], Any]], Callable[[list[Any]], np.ndarray]] | None:
+        """Optionally, ``compute(inputs)`` as independent parts (pure functions of no argument, inputs bound) and
+        the function that combines their results, in part order, into ``compute(inputs)``'s result; the scheduled
+        path then runs them as :class:`Parts`. A subclass that splits defines ``compute`` through it, so that
+        ``lag = 0`` and the workers compute the same thing. None (the default): not split."""
+        return None
 
     # -- the schedule ----------------------------------------------------------------------------------------------
     def recompute(self) -> None:
@@ -169,7 +229,9 @@ class ScheduledModule(CertaintyModule):
             return
         if self.jst[J_LEFT] >= 0:  # the previous result is not applied yet (lag == every): it goes first
             self._apply_pending()
-        self.future = worker().submit(_run, self.compute, self.inputs())
+        inputs = self.inputs()
+        split = self.split(inputs)
+        self.future = worker().submit(_run, self.compute, inputs) if split is None else Parts(*split)
         self.jst[J_LEFT], self.jst[J_SETTLED] = lag, 0
 
     def _apply_pending(self) -> None:
@@ -213,4 +275,4 @@ class ScheduledModule(CertaintyModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         f = state.get("future")
-        self.future = f if isinstance(f, Future) else None
+        self.future = f if isinstance(f, Future | Parts) else None

@@ -50,11 +50,14 @@ benchmark only.
 ``every`` new rows (one per out-of-sample bar) it calls :meth:`ModelConfidenceSet.recompute`: a stationary bootstrap
 with ``reps`` resamples, mean block ``block`` (0: Politis–White's estimate on the loss differentials against the
 ensemble, at least ``horizon`` because h-bar forecasts overlap), method ``method`` ("R", HLN's default, or "max").
-The resamples are ``_bootstrap.stationary_means`` (prefix sums over the stationary stream, no index matrix), seeded
-by ``seed`` + the number of rows pushed, so a replay and a restored snapshot draw the same resamples. The recompute
-runs off the bar's critical path (``fxgate.modules._schedule``): submitted to a background thread on the due bar
-and applied at the start of the ``lag``-th update after it (default 1: the next bar; ``lag = 0``: inside the due
-bar's update). The verdict reads the last applied recompute; a failed one (``error``) fails it closed.
+The resamples are ``_bootstrap.stationary_means`` (prefix sums over the stationary stream, no index matrix) in
+``PARTS`` = 4 independent streams of ``reps``/4 resamples each, stream s seeded by (``seed`` + the number of rows
+pushed, s), so a replay and a restored snapshot draw the same resamples on any machine. The recompute runs off the
+bar's critical path (``fxgate.modules._schedule``): its four parts are submitted to the background threads on the
+due bar and the result is applied at the start of the ``lag``-th update after it (default 1: the next bar;
+``lag = 0``: inside the due bar's update); a bar that must apply it before the workers are done runs the parts
+they have not started itself, so in a replay two cores share the bootstrap instead of one. The verdict reads the
+last applied recompute; a failed one (``error``) fails it closed.
 
 State (``losses`` is a ring of the last ``window`` loss rows, six columns; slots are module-level ints)::
 
@@ -77,6 +80,9 @@ State (``losses`` is a ring of the last ``window`` loss rows, six columns; slots
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -353,10 +359,50 @@ def mcs_pvalues(losses: np.ndarray, boot_means: np.ndarray, method: str = "R") -
     return out
 
 
-def mcs(losses: np.ndarray, reps: int, block: float, seed: int, method: str = "R") -> np.ndarray:
+#: the MCS recompute's parts (``ModelConfidenceSet.split``): a fixed count, so the resamples, and the p-values, are
+#: the same on every machine; up to this many cores share one recompute
+PARTS = 4
+
+
+def part_seed(seed: int, s: int) -> int:
+    """The seed of part ``s`` of a recompute seeded ``seed``: distinct streams for distinct (seed, s) (numpy's
+    SeedSequence hashes the pair)."""
+    return int(np.random.SeedSequence([int(seed), int(s)]).generate_state(1, np.uint64)[0])
+
+
+def part_reps(reps: int, parts: int) -> list[int]:
+    """How many of ``reps`` resamples each of ``parts`` streams draws (the first ones take the remainder last)."""
+    cut = [reps * s // parts for s in range(parts + 1)]
+    return [cut[s + 1] - cut[s] for s in range(parts)]
+
+
+def mcs(losses: np.ndarray, reps: int, block: float, seed: int, method: str = "R", parts: int = 1) -> np.ndarray:
     """MCS p-values of the columns of ``losses`` (T×k, finite) from ``reps`` stationary-bootstrap resamples with
-    mean block ``block``, drawn from ``seed`` (``_bootstrap``'s stream, means from prefix sums)."""
-    return mcs_pvalues(losses, stationary_means(losses, reps, block, seed), method)
+    mean block ``block``, drawn from ``seed`` (``_bootstrap``'s stream, means from prefix sums). ``parts`` > 1: the
+    resamples are that many streams, stream s seeded :func:`part_seed` (seed, s), one after the other in one thread
+    (what the module's recompute draws with ``parts = PARTS``)."""
+    if parts == 1:
+        return mcs_pvalues(losses, stationary_means(losses, reps, block, seed), method)
+    means = [stationary_means(losses, r, block, part_seed(seed, s)) for s, r in enumerate(part_reps(reps, parts)) if r]
+    return mcs_pvalues(losses, np.concatenate(means), method)
+
+
+def _mcs_part(lw: np.ndarray, p: dict, reps: int, seed: int) -> tuple[float, np.ndarray]:
+    """One part of the recompute: (block length, the column means of ``reps`` resamples from ``seed``)."""
+    b = ModelConfidenceSet.block_length_of(lw, p)
+    return b, stationary_means(lw, reps, b, seed)
+
+
+def _mcs_result(lw: np.ndarray, with_llm: bool, p: dict, parts: list[tuple[float, np.ndarray]]) -> np.ndarray:
+    """The parts' resamples combined into the recompute's result (``ModelConfidenceSet.compute``)."""
+    out = np.full(ModelConfidenceSet.result_size, np.nan)
+    out[1], out[2] = lw.shape[0], float(with_llm)
+    if not parts:  # too few rows: nothing was drawn
+        return out
+    out[0] = parts[0][0]
+    means = np.concatenate([m for _, m in parts])
+    out[3 : 3 + lw.shape[1]] = mcs_pvalues(lw, means, str(p["method"]))
+    return out
 
 
 @register("model_confidence_set")
@@ -489,16 +535,25 @@ class ModelConfidenceSet(ScheduledModule):
 
     @staticmethod
     def compute(inputs: tuple[np.ndarray, bool, dict, int]) -> np.ndarray:
-        """[block, rows used, llm used, MCS p-value per column (NaN: not in the design)]."""
+        """[block, rows used, llm used, MCS p-value per column (NaN: not in the design)]: :meth:`split`'s parts
+        run one after the other and combined (the scheduled path runs the same parts on the workers)."""
+        parts, combine = ModelConfidenceSet.split(inputs)
+        return combine([f() for f in parts])
+
+    @staticmethod
+    def split(inputs: tuple[np.ndarray, bool, dict, int]) -> tuple[list[Callable[[], Any]], Callable[..., np.ndarray]]:
+        """The recompute as :data:`PARTS` independent parts: part s draws its share of the ``reps`` resamples
+        (``reps`` · s / PARTS onwards) from its own stream, seeded by (seed, s), and each computes the block length
+        itself (the same number: a pure function of the losses), so that no part waits for another. Together they
+        are ``reps`` independent stationary-bootstrap resamples; the p-values come from all of them at once
+        (tests/modules/test_model_confidence_set.py: the module's p-values equal ``mcs(..., parts=PARTS)`` and the
+        MCS of the four streams rebuilt as index matrices; ``mcs_pvalues`` on given resamples equals arch's)."""
         lw, with_llm, p, seed = inputs
-        out = np.full(ModelConfidenceSet.result_size, np.nan)
-        out[1], out[2] = lw.shape[0], float(with_llm)
         if lw.shape[0] < int(p["min_rows"]):
-            return out
-        b = ModelConfidenceSet.block_length_of(lw, p)
-        out[0] = b
-        out[3 : 3 + lw.shape[1]] = mcs(lw, int(p["reps"]), b, seed, str(p["method"]))
-        return out
+            return [], partial(_mcs_result, lw, with_llm, p)
+        reps = part_reps(int(p["reps"]), PARTS)
+        parts = [partial(_mcs_part, lw, p, r, part_seed(seed, s)) for s, r in enumerate(reps) if r]
+        return parts, partial(_mcs_result, lw, with_llm, p)
 
     def apply(self, result: np.ndarray | None, error: str) -> None:
         """Make a recompute's result the one the verdict reads (a failed one fails the verdict closed)."""

@@ -86,10 +86,13 @@ class ModuleResult:
         r = self._reason
         if r.__class__ is str:
             return r  # type: ignore[return-value]
-        try:
-            r = str(r())  # type: ignore[operator]
-        except Exception as exc:  # noqa: BLE001 - a reason is text about numbers already decided
-            r = f"(the reason could not be formatted: {type(exc).__name__}: {exc})"
+        if not callable(r):  # a str subclass (np.str_), or any other value: its text
+            r = str(r)
+        else:
+            try:
+                r = str(r())
+            except Exception as exc:  # noqa: BLE001 - a reason is text about numbers already decided
+                r = f"(the reason could not be formatted: {type(exc).__name__}: {exc})"
         object.__setattr__(self, "_reason", r)
         return r
 

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import types
+from concurrent.futures import Future
 from dataclasses import replace
 
 import numpy as np
@@ -28,6 +29,7 @@ from fxgate.models.ensemble import EnsembleConfig, TreeEnsemble
 from fxgate.models.labels import LabelSpec
 from fxgate.modules import REGISTRY, CertaintyModule, Context, Matured, create
 from fxgate.modules._fusion import FusedStep
+from fxgate.modules._schedule import Parts
 
 NO_LLM = {"l2": L2Config(enabled=False), "l3": L3Config(enabled=False)}
 SMALL = {
@@ -65,7 +67,7 @@ def _equal(a, b, where=""):
             _equal(x, y, f"{where}[{i}]")
     elif isinstance(a, float) and math.isnan(a):
         assert isinstance(b, float) and math.isnan(b), where
-    elif hasattr(a, "add_done_callback"):
+    elif isinstance(a, Future | Parts):
         pass  # a scheduled module's in-flight job (lag 0 here: none)
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"

@@ -23,6 +23,7 @@ from fxgate.modules.model_confidence_set import (
     I_ROWS,
     I_USED_LLM,
     I_USED_ROWS,
+    PARTS,
     _mcs,
     _mcs_count,
     _mcs_count_py,
@@ -33,6 +34,7 @@ from fxgate.modules.model_confidence_set import (
     _mcs_snapshot_py,
     mcs,
     mcs_pvalues,
+    part_seed,
 )
 
 H = 3_600_000_000_000  # one hour in ns
@@ -275,13 +277,17 @@ def test_recompute_is_scheduled_seeded_by_rows_and_restores_exactly():
             assert a.verdict() == b.verdict()
         last.append(int(a.ist[I_RECOMPUTED]))
     assert sorted(set(last)) == [-1, *range(100, 501, 40)]  # first at min_rows, then every 40 rows
-    # the last recompute is the MCS of the window with the documented seed (seed + rows pushed) and block
+    # the last recompute is the MCS of the window with the documented seed (seed + rows pushed) and block: its
+    # resamples are PARTS streams of 75 each, part s seeded part_seed(seed, s); rebuilt here as index matrices
     lw = a.window_losses()[:, :C_LLM]
-    want = mcs(lw, 300, a.block_length(lw), 0 + 500, "R")
-    np.testing.assert_array_equal(a.pvals[:C_LLM], want)
+    b_len = a.block_length(lw)
+    idx = np.vstack([stationary_indices(200, 75, b_len, part_seed(500, s)) for s in range(PARTS)])
+    want = mcs_pvalues(lw, bootstrap_means(lw, idx), "R")
+    np.testing.assert_allclose(a.pvals[:C_LLM], want, rtol=0, atol=1e-12)
     assert int(a.ist[I_USED_ROWS]) == 200 and a.rows == 500
+    got = a.pvals.copy()
     a.recompute()  # the same count, the same seed: the same resamples
-    np.testing.assert_array_equal(a.pvals[:C_LLM], want)
+    np.testing.assert_array_equal(a.pvals, got)
     c = create("model_confidence_set", **kw, seed=1)
     for ctx in ctxs:
         c.update(ctx)
@@ -303,7 +309,7 @@ def test_llm_joins_only_with_min_rows_answers_and_then_on_its_rows_only():
     lw = many.window_losses()
     sub = lw[np.isfinite(lw[:, C_LLM])]
     assert many.ist[I_USED_LLM] == 1 and int(many.ist[I_USED_ROWS]) == len(sub) == 75
-    want = mcs(sub, 200, many.block_length(sub), many.rows, "R")
+    want = mcs(sub, 200, many.block_length(sub), many.rows, "R", parts=PARTS)
     np.testing.assert_array_equal(many.pvals, want)
     off = create("model_confidence_set", **kw, include_llm=False)
     for c in ctxs:

@@ -14,7 +14,7 @@ from fxgate.engine import Bar, sample_bars
 from fxgate.modules import Context, Outcome, create
 from fxgate.modules._common import sw_push, sw_quantile
 from fxgate.modules.adverse_selection import AdverseSelection
-from fxgate.modules.bocpd import I_SEEN, Bocpd
+from fxgate.modules.bocpd import I_ACTIVE, I_SEEN, Bocpd, _bocpd_summary, _bocpd_summary_py
 from fxgate.modules.execution_cost import ac_cost, ac_trajectory
 from fxgate.modules.regime import F_SCALE, RegimeDetection
 from fxgate.modules.robust_kelly import baker_mchale_factor, kelly_fraction
@@ -133,6 +133,25 @@ def test_bocpd_verdict_reads_p_short_run_and_the_mode_from_the_exact_posterior(r
         assert r.score == pytest.approx(ref[t][:5].sum(), rel=1e-9, abs=1e-300)
         assert r.passed == (r.score <= 0.5)
         assert f"most likely run length {int(np.argmax(ref[t]))} bars" in r.reason
+
+
+def test_bocpd_verdict_kernel_equals_the_numpy_expression_and_its_twin_with_truncation(returns):
+    """The whole sample at the default 100 run lengths (slots dropped and reused): the compiled summary equals the
+    numpy expression the verdict used before it (glibc's exp against numpy's: equal to a few ulps) and its
+    pure-Python twin exactly; the most probable run length is the same on every bar."""
+    m = Bocpd(k=5)
+    worst = 0.0
+    for t, xt in enumerate(returns):
+        m.observe(xt)
+        n = int(m.ist[I_ACTIVE])
+        lp, rl = m.logp[:n], m.rl[:n]
+        short, mode = _bocpd_summary(m.rl, m.logp, n, 5)
+        assert (short, mode) == _bocpd_summary_py(m.rl, m.logp, n, 5), t
+        ref = float(np.exp(lp[rl < 5]).sum())
+        worst = max(worst, abs(short - ref) / ref)
+        assert mode == int(rl[int(np.argmax(lp))]), t
+    assert n == 100 and m.truncated_mass > 0  # the truncation was exercised
+    assert worst <= 8 * np.finfo(float).eps
 
 
 @pytest.mark.parametrize(("max_run", "max_tv"), [(100, 0.15), (300, 0.02)])

@@ -19,7 +19,8 @@ import pytest
 from fxgate.engine import Bar
 from fxgate.engine.snapshot import Identity, decode, encode
 from fxgate.modules import Context, Matured, Outcome, create
-from fxgate.modules._schedule import worker
+from fxgate.modules import model_confidence_set as mcs_module
+from fxgate.modules._schedule import WORKERS, Parts, worker
 from fxgate.modules.edge_proof import I_BARS, I_RECOMPUTES, EdgeProof
 from fxgate.modules.model_confidence_set import I_RECOMPUTED, ModelConfidenceSet
 
@@ -130,6 +131,17 @@ def test_the_verdicts_do_not_depend_on_how_long_a_recompute_takes(name, kw, stre
         return orig(inputs)
 
     monkeypatch.setattr(cls, "compute", staticmethod(slow))
+    split = cls.split  # a split recompute (the MCS): each part slowed, so the parts finish in any order
+
+    def slow_split(inputs):
+        got = split(inputs)
+        if got is None:
+            return None
+        parts, combine = got
+        waits = [next(delays) for _ in parts]
+        return [lambda f=f, d=d: (time.sleep(d), f())[1] for f, d in zip(parts, waits, strict=True)], combine
+
+    monkeypatch.setattr(cls, "split", staticmethod(slow_split))
     m = create(name, **kw, lag=2)
     for i, c in enumerate(ctxs):
         m.update(c)
@@ -216,15 +228,26 @@ def test_lag_is_checked_and_lag_zero_never_uses_the_worker(monkeypatch):
             return base(inputs)
 
         monkeypatch.setattr(cls, "compute", staticmethod(record))
+    base_part = mcs_module._mcs_part  # the MCS's scheduled path runs its split parts, not compute
+
+    def part(*args):
+        threads.append(threading.current_thread().name)
+        return base_part(*args)
+
+    monkeypatch.setattr(mcs_module, "_mcs_part", part)
+    main = threading.current_thread().name
     for name, kw, stream in CASES:
+        threads.clear()
         m = create(name, **kw, lag=0)
         for c in stream(80):
             m.update(c)
+        assert threads and set(threads) == {main}, name  # lag 0: every recompute inside the bar's own update
+        threads.clear()
         d = create(name, **kw, lag=1)
         for c in stream(80):
             d.update(c)
-    main = threading.current_thread().name
-    assert main in threads and any(t.startswith("fxgate-recompute") for t in threads)
+            time.sleep(0.002)  # bars apart, as live: the workers start the recompute before the next bar
+        assert any(t.startswith("fxgate-recompute") for t in threads), name
     assert worker() is worker()
 
 
@@ -263,3 +286,80 @@ def test_a_result_that_cannot_be_applied_fails_the_verdict_closed_and_the_next_b
 
     monkeypatch.setattr(EdgeProof, "apply", bad_once)
     _fails_closed_then_recovers(m, ctxs, "could not be applied: IndexError: planted")
+
+
+# -- a split recompute (Parts) ----------------------------------------------------------------------------------------
+def _busy_worker():
+    """Occupy every recompute thread until the returned event is set (so no worker starts a part meanwhile)."""
+    go, started = threading.Event(), []
+    for _ in range(WORKERS):
+        started.append(threading.Event())
+        worker().submit(lambda s=started[-1]: (s.set(), go.wait(10)))
+    for s in started:
+        assert s.wait(10)
+    return go
+
+
+def test_parts_the_workers_have_not_started_run_in_the_asking_thread_and_combine_in_part_order():
+    go = _busy_worker()
+    try:
+        ran = []
+        job = Parts([lambda i=i: ran.append((i, threading.current_thread())) or i for i in range(5)], lambda rs: rs)
+        res, err = job.result()
+    finally:
+        go.set()
+    assert err == "" and res.tolist() == [0, 1, 2, 3, 4] and job.ran_here == 5
+    assert ran == [(i, threading.current_thread()) for i in (4, 3, 2, 1, 0)]  # here, from the last part back
+    assert job.result() is job.result()  # combined once
+
+
+def test_parts_shared_with_a_free_worker_give_the_sequential_result():
+    def part(i):
+        time.sleep(0.01)
+        return np.full(3, float(i))
+
+    for _ in range(3):
+        job = Parts([lambda i=i: part(i) for i in range(4)], lambda rs: np.concatenate(rs))
+        res, err = job.result()
+        assert err == "" and res.tolist() == [float(i) for i in range(4) for _ in range(3)]
+
+
+def test_a_part_that_raises_fails_the_whole_recompute_with_the_first_error_in_part_order():
+    def boom(msg):
+        raise ValueError(msg)
+
+    go = _busy_worker()
+    try:
+        job = Parts([lambda: 1.0, lambda: boom("second"), lambda: boom("third")], lambda rs: np.asarray(rs))
+        res, err = job.result()
+    finally:
+        go.set()
+    assert res is None and err == "ValueError: second"
+    bad = Parts([lambda: 1.0], lambda rs: boom("combine"))
+    assert bad.result() == (None, "ValueError: combine")
+
+
+def test_the_mcs_recompute_split_equals_it_run_whole_and_uses_every_resample():
+    ctxs = mcs_stream(120, seed=2)
+    m = create("model_confidence_set", **MCS, lag=0)
+    for c in ctxs:
+        m.update(c)
+    inputs = m.inputs()
+    whole = ModelConfidenceSet.compute(inputs)
+    parts, combine = ModelConfidenceSet.split(inputs)
+    assert len(parts) == 4  # 200 resamples in 4 streams of 50
+    on_workers = Parts(parts, combine)  # every part run by the workers: waited for before asking
+    for f in on_workers._futures:
+        f.result()
+    res, err = on_workers.result()
+    assert err == "" and on_workers.ran_here == 0 and np.array_equal(res, whole, equal_nan=True)
+    go = _busy_worker()
+    try:
+        here = Parts(parts, combine)  # every part run by the asking thread
+        res_here, err = here.result()
+    finally:
+        go.set()
+    assert err == "" and here.ran_here == 4 and np.array_equal(res_here, whole, equal_nan=True)
+    seen = [f() for f in parts]
+    assert [len(mb) for _, mb in seen] == [50, 50, 50, 50]
+    assert len({mb.tobytes() for _, mb in seen}) == 4  # four distinct streams, not one drawn four times
