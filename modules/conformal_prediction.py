@@ -380,27 +380,18 @@ class ConformalPrediction(CertaintyModule):
             return self._result(math.nan, False, thr, lambda: f"spread unknown: no cost to clear; {iv()}")
         if lo > hi:
             return self._result(math.nan, False, thr, lambda: f"empty prediction set (a_t >= 1); {iv()}")
-        if d > 0:
-            margin = lo - cost
-            ok = margin > thr
-            return self._result(
-                margin,
-                ok,
-                thr,
-                lambda: (
-                    f"long: lower bound {lo:+.6f} - cost {cost:.6f} = {margin:+.6f} {'>' if ok else '<='} {thr}; {iv()}"
-                ),
-            )
-        margin = -cost - hi
+        margin = lo - cost if d > 0 else -cost - hi
         ok = margin > thr
-        return self._result(
-            margin,
-            ok,
-            thr,
-            lambda: (
-                f"short: -cost {-cost:.6f} - upper bound {hi:+.6f} = {margin:+.6f} {'>' if ok else '<='} {thr}; {iv()}"
-            ),
-        )
+
+        def reason() -> str:
+            rel = ">" if ok else "<="
+            if d > 0:
+                rule = f"long: lower bound {lo:+.6f} - cost {cost:.6f} = {margin:+.6f} {rel} {thr}"
+            else:
+                rule = f"short: -cost {-cost:.6f} - upper bound {hi:+.6f} = {margin:+.6f} {rel} {thr}"
+            return f"{rule}; {iv()}"
+
+        return self._result(margin, ok, thr, reason)
 
     def warm_up(self) -> None:
         cap, w = 2, 4
