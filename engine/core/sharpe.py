@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 __all__ = ["probabilistic_sharpe_from", "deflated_sharpe_from", "expected_max_sharpe", "sharpe_moments"]
 
@@ -60,4 +60,13 @@ def sharpe_moments(returns: np.ndarray) -> tuple[float, int, float, float] | Non
     r = np.asarray(returns, dtype=float)
     if len(r) < 3 or np.ptp(r) == 0 or np.std(r, ddof=1) == 0:
         return None
-    return (float(np.mean(r) / np.std(r, ddof=1)), len(r), float(stats.skew(r)), float(stats.kurtosis(r, fisher=False)))
+    # the biased central moments, as scipy.stats.skew / kurtosis(fisher=False) compute them, without their wrappers'
+    # per-call cost (0.7 ms each: a third of an EdgeProof recompute); NaN where scipy's would be, when the variance
+    # is a rounding residue of the mean (its test, scipy.stats._stats_py.skew)
+    mu = float(np.mean(r))
+    dev = r - mu
+    sq = dev * dev
+    m2, m3, m4 = float(np.mean(sq)), float(np.mean(sq * dev)), float(np.mean(sq * sq))
+    if m2 <= (np.finfo(float).resolution * mu) ** 2:
+        return float(mu / np.std(r, ddof=1)), len(r), math.nan, math.nan
+    return float(mu / np.std(r, ddof=1)), len(r), m3 / m2**1.5, m4 / m2**2

@@ -211,6 +211,19 @@ def test_psr_is_the_closed_form_with_raw_kurtosis():
     assert sharpe_moments(np.ones(10)) is None and sharpe_moments(r[:2]) is None
 
 
+def test_sharpe_moments_equal_scipys_skew_and_kurtosis_and_are_nan_where_scipys_are():
+    rng = np.random.default_rng(7)
+    for r in (rng.standard_t(3, 500) * 1e-4 + 1e-5, rng.normal(0, 1, 40), rng.exponential(1.0, 1000) - 1.0):
+        got = sharpe_moments(r)
+        assert got is not None
+        assert got[2] == stats.skew(r) and got[3] == stats.kurtosis(r, fisher=False)
+    near = 1.0 + np.array([0.0, 1e-17, 2e-16, 0.0, 0.0, 2.2e-16])  # a variance that is the mean's rounding residue
+    got = sharpe_moments(near)
+    with pytest.warns(RuntimeWarning, match="catastrophic cancellation"):
+        assert math.isnan(stats.skew(near)) and math.isnan(stats.kurtosis(near, fisher=False))
+    assert got is not None and math.isnan(got[2]) and math.isnan(got[3])
+
+
 # -- size and power -------------------------------------------------------------------------------------------------
 def _reject_rate(gen, sims: int, alpha: float, reps: int, horizon: int = 1, seed: int = 2024) -> float:
     rng = np.random.default_rng(seed)
