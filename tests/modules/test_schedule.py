@@ -214,6 +214,22 @@ def test_a_failed_recompute_fails_the_verdict_closed_until_the_next_one(monkeypa
     _fails_closed_then_recovers(m, ctxs, "failed: FloatingPointError: planted")
 
 
+def test_a_failed_part_of_the_mcs_recompute_fails_the_verdict_closed_until_the_next_one(monkeypatch):
+    base = mcs_module._mcs_part
+    calls = {"n": 0}
+
+    def flaky(*args):
+        calls["n"] += 1
+        if calls["n"] == 10:  # one part of the third recompute (four parts each)
+            raise FloatingPointError("planted")
+        return base(*args)
+
+    monkeypatch.setattr(mcs_module, "_mcs_part", flaky)
+    m = create("model_confidence_set", **MCS, lag=1)
+    _fails_closed_then_recovers(m, mcs_stream(200, seed=2), "failed: FloatingPointError: planted")
+    assert calls["n"] > 12
+
+
 def test_lag_is_checked_and_lag_zero_never_uses_the_worker(monkeypatch):
     with pytest.raises(ValueError, match="'lag' parameter of edge_proof must be an integer between 0"):
         create("edge_proof", **EDGE, lag=11)
