@@ -112,13 +112,14 @@ def _part(fn: Callable[[], Any]) -> tuple[Any, str]:
 
 
 class Parts:
-    """A recompute split into independent parts (:meth:`ScheduledModule.split`), submitted to the workers
-    together. The thread that needs the result (:meth:`result`: the bar applying it, or ``settle``) first runs
-    itself every part no worker has started, from the last one back (the workers take them from the first one on),
-    then waits for the rest, and combines the parts' results in part order. In a replay a bar otherwise waits
-    idle for the whole recompute on the one worker a 2-core machine has; this way both cores work on it. Each part is
-    a pure function of inputs captured at submission, so the result does not depend on which thread ran which part.
-    A part that raises fails the whole recompute with its error (the first in part order).
+    """A recompute split into independent parts (:meth:`ScheduledModule.split`), shared between the workers and
+    the thread that needs the result. On submission, one task per worker (as many as there are parts, at most
+    ``WORKERS``) starts taking parts from the first one on. The thread that needs the result (:meth:`result`: the
+    bar applying it, or ``settle``) takes the parts no one has taken yet from the last one back and runs them
+    itself, then waits for the parts still running, and combines the results in part order. In a replay a bar
+    otherwise waits idle for the whole recompute on the one worker a 2-core machine has; this way both cores work
+    on it. Each part is a pure function of inputs captured at submission, so the result does not depend on which
+    thread ran which part. A part that raises fails the whole recompute with its error (the first in part order).
 
     Stands in for the :class:`concurrent.futures.Future` of an unsplit recompute: ``result()`` gives the same
     ``(result, error)`` pair. The gate's per-bar state copy keeps it as it is, like a Future (``state_copy_as_is``:
@@ -127,24 +128,65 @@ class Parts:
     state_copy_as_is: ClassVar[bool] = True
 
     def __init__(self, parts: list[Callable[[], Any]], combine: Callable[[list[Any]], np.ndarray]) -> None:
-        pool = worker()
         self._parts = list(parts)
         self._combine = combine
-        self._futures = [pool.submit(_part, f) for f in self._parts]
-        self._lock = threading.Lock()
+        n = len(self._parts)
+        self._got: list[tuple[Any, str] | None] = [None] * n
+        self._next, self._last = 0, n  # parts [next, last) are not taken: workers take next, the asker last - 1
+        self._left = n  # parts not finished
+        self._lock = threading.Lock()  # guards the five fields above (only the asker moves _last)
+        self._finished = threading.Event()
+        if n == 0:
+            self._finished.set()
+        self._asking = threading.Lock()  # one asker at a time; the combined result is kept
         self._out: tuple[np.ndarray | None, str] | None = None
         #: how many parts the thread that asked for the result ran itself (tests; a diagnostic)
         self.ran_here = 0
+        pool = worker()
+        for _ in range(min(WORKERS, n)):
+            pool.submit(self._drain)
+
+    def _take_first(self) -> int:
+        with self._lock:
+            if self._next >= self._last:
+                return -1
+            self._next += 1
+            return self._next - 1
+
+    def _run_part(self, i: int) -> None:
+        r = _part(self._parts[i])
+        with self._lock:
+            self._got[i] = r
+            self._left -= 1
+            if self._left == 0:
+                self._finished.set()
+
+    def _drain(self) -> None:
+        while (i := self._take_first()) >= 0:
+            self._run_part(i)
+
+    def done(self) -> bool:
+        """Every part has finished (the result can be combined without running or waiting for any)."""
+        return self._finished.is_set()
 
     def result(self) -> tuple[np.ndarray | None, str]:
-        with self._lock:
+        with self._asking:
             if self._out is None:
-                got: list[tuple[Any, str] | None] = [None] * len(self._futures)
-                for i in range(len(self._futures) - 1, -1, -1):
-                    if self._futures[i].cancel():  # not started by a worker: run it in this thread
-                        got[i] = _part(self._parts[i])
-                        self.ran_here += 1
-                outs = [g if g is not None else f.result() for g, f in zip(got, self._futures, strict=True)]
+                while True:
+                    with self._lock:
+                        if self._next >= self._last:
+                            break
+                        self._last -= 1
+                        i = self._last
+                    try:
+                        self._run_part(i)
+                    except BaseException:  # KeyboardInterrupt mid-part: give it back, so a later call runs it
+                        with self._lock:
+                            self._last = i + 1
+                        raise
+                    self.ran_here += 1
+                self._finished.wait()
+                outs = [g for g in self._got if g is not None]  # all of them: every part has finished
                 err = next((e for _, e in outs if e), "")
                 self._out = (None, err) if err else _run(self._combine, [r for r, _ in outs])
             return self._out

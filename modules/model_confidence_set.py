@@ -387,10 +387,11 @@ def mcs(losses: np.ndarray, reps: int, block: float, seed: int, method: str = "R
     return mcs_pvalues(losses, np.concatenate(means), method)
 
 
-def _mcs_part(lw: np.ndarray, p: dict, reps: int, seed: int) -> tuple[float, np.ndarray]:
-    """One part of the recompute: (block length, the column means of ``reps`` resamples from ``seed``)."""
+def _mcs_part(lw: np.ndarray, p: dict, reps: int, seed: int, s: int) -> tuple[float, np.ndarray]:
+    """Part ``s`` of the recompute seeded ``seed``: (block length, the column means of its ``reps`` resamples, from
+    the stream :func:`part_seed` (seed, s); derived here, on the worker, not on the bar that submits it)."""
     b = ModelConfidenceSet.block_length_of(lw, p)
-    return b, stationary_means(lw, reps, b, seed)
+    return b, stationary_means(lw, reps, b, part_seed(seed, s))
 
 
 def _mcs_result(lw: np.ndarray, with_llm: bool, p: dict, parts: list[tuple[float, np.ndarray]]) -> np.ndarray:
@@ -552,7 +553,7 @@ class ModelConfidenceSet(ScheduledModule):
         if lw.shape[0] < int(p["min_rows"]):
             return [], partial(_mcs_result, lw, with_llm, p)
         reps = part_reps(int(p["reps"]), PARTS)
-        parts = [partial(_mcs_part, lw, p, r, part_seed(seed, s)) for s, r in enumerate(reps) if r]
+        parts = [partial(_mcs_part, lw, p, r, seed, s) for s, r in enumerate(reps) if r]
         return parts, partial(_mcs_result, lw, with_llm, p)
 
     def apply(self, result: np.ndarray | None, error: str) -> None:

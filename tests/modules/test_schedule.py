@@ -365,8 +365,10 @@ def test_the_mcs_recompute_split_equals_it_run_whole_and_uses_every_resample():
     parts, combine = ModelConfidenceSet.split(inputs)
     assert len(parts) == 4  # 200 resamples in 4 streams of 50
     on_workers = Parts(parts, combine)  # every part run by the workers: waited for before asking
-    for f in on_workers._futures:
-        f.result()
+    for _ in range(2000):
+        if on_workers.done():
+            break
+        time.sleep(0.005)
     res, err = on_workers.result()
     assert err == "" and on_workers.ran_here == 0 and np.array_equal(res, whole, equal_nan=True)
     go = _busy_worker()
