@@ -133,18 +133,31 @@ class Parts:
         n = len(self._parts)
         self._got: list[tuple[Any, str] | None] = [None] * n
         self._next, self._last = 0, n  # parts [next, last) are not taken: workers take next, the asker last - 1
-        self._left = n  # parts not finished
-        self._lock = threading.Lock()  # guards the five fields above (only the asker moves _last)
-        self._finished = threading.Event()
-        if n == 0:
-            self._finished.set()
+        self._left = n  # parts not recorded
+        self._mine = -1  # the part the asker took and has not recorded (an interrupt left it: run it again)
+        self._lock = threading.Lock()  # guards the fields above; only the asker moves _last and _mine
+        self._cond = threading.Condition(self._lock)
         self._asking = threading.Lock()  # one asker at a time; the combined result is kept
         self._out: tuple[np.ndarray | None, str] | None = None
+        self._pid = os.getpid()
         #: how many parts the thread that asked for the result ran itself (tests; a diagnostic)
         self.ran_here = 0
-        pool = worker()
-        for _ in range(min(WORKERS, n)):
-            pool.submit(self._drain)
+        if n:
+            pool = worker()
+            for _ in range(min(WORKERS, n)):
+                pool.submit(self._drain)
+
+    def _record(self, i: int, r: tuple[Any, str]) -> None:
+        """Part ``i``'s result; a part recorded twice (re-run after an interrupt that came after its first record)
+        counts once."""
+        with self._lock:
+            if self._got[i] is None:
+                self._got[i] = r
+                self._left -= 1
+            if self._mine == i:
+                self._mine = -1
+            if self._left == 0:
+                self._cond.notify_all()
 
     def _take_first(self) -> int:
         with self._lock:
@@ -153,42 +166,58 @@ class Parts:
             self._next += 1
             return self._next - 1
 
-    def _run_part(self, i: int) -> None:
-        r = _part(self._parts[i])
+    def _take_last(self) -> int:
+        """The asker's next part: the one an interrupt left unrecorded, else the last untaken one (-1: none). Taken
+        and remembered in one locked step, so no interrupt can fall between the two."""
         with self._lock:
-            self._got[i] = r
-            self._left -= 1
-            if self._left == 0:
-                self._finished.set()
+            if self._mine < 0 and self._next < self._last:
+                self._last -= 1
+                self._mine = self._last
+            return self._mine
 
     def _drain(self) -> None:
         while (i := self._take_first()) >= 0:
-            self._run_part(i)
+            try:
+                r = _part(self._parts[i])
+            except BaseException as exc:  # noqa: BLE001 - SystemExit in a worker: a failed part, not a lost one
+                r = (None, f"{type(exc).__name__}: {exc}")
+            self._record(i, r)
 
     def done(self) -> bool:
         """Every part has finished (the result can be combined without running or waiting for any)."""
-        return self._finished.is_set()
+        with self._lock:
+            return self._left == 0
+
+    def _adopt(self) -> None:
+        """In a forked child: the parent's workers (and any lock they held) are not here. Fresh locks, and every
+        part not recorded is run in this thread."""
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._asking = threading.Lock()
+        self._pid = os.getpid()
+        for i, g in enumerate(self._got):
+            if g is None:
+                self._got[i] = _part(self._parts[i])
+                self._left -= 1
+                self.ran_here += 1
+        self._next, self._last, self._mine = 0, 0, -1
 
     def result(self) -> tuple[np.ndarray | None, str]:
+        if self._pid != os.getpid():
+            self._adopt()
         with self._asking:
             if self._out is None:
-                while True:
-                    with self._lock:
-                        if self._next >= self._last:
-                            break
-                        self._last -= 1
-                        i = self._last
-                    try:
-                        self._run_part(i)
-                    except BaseException:  # KeyboardInterrupt mid-part: give it back, so a later call runs it
-                        with self._lock:
-                            self._last = i + 1
-                        raise
+                while (i := self._take_last()) >= 0:
+                    self._record(i, _part(self._parts[i]))  # an interrupt here leaves it in _mine: run again
                     self.ran_here += 1
-                self._finished.wait()
-                outs = [g for g in self._got if g is not None]  # all of them: every part has finished
-                err = next((e for _, e in outs if e), "")
-                self._out = (None, err) if err else _run(self._combine, [r for r, _ in outs])
+                with self._cond:
+                    self._cond.wait_for(lambda: self._left == 0)
+                outs = self._got
+                if any(g is None for g in outs):  # cannot happen: every part is recorded before _left reaches 0
+                    self._out = (None, "a part of the recompute was lost")
+                else:
+                    err = next((e for _, e in outs if e), "")  # type: ignore[misc]
+                    self._out = (None, err) if err else _run(self._combine, [r for r, _ in outs])  # type: ignore[misc]
             return self._out
 
 

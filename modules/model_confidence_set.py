@@ -371,7 +371,8 @@ def part_seed(seed: int, s: int) -> int:
 
 
 def part_reps(reps: int, parts: int) -> list[int]:
-    """How many of ``reps`` resamples each of ``parts`` streams draws (the first ones take the remainder last)."""
+    """How many of ``reps`` resamples each of ``parts`` streams draws: reps · (s + 1) // parts − reps · s // parts for
+    stream s (a stream with none is skipped)."""
     cut = [reps * s // parts for s in range(parts + 1)]
     return [cut[s + 1] - cut[s] for s in range(parts)]
 

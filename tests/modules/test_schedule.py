@@ -216,11 +216,13 @@ def test_a_failed_recompute_fails_the_verdict_closed_until_the_next_one(monkeypa
 
 def test_a_failed_part_of_the_mcs_recompute_fails_the_verdict_closed_until_the_next_one(monkeypatch):
     base = mcs_module._mcs_part
-    calls = {"n": 0}
+    calls, lock = {"n": 0}, threading.Lock()
 
     def flaky(*args):
-        calls["n"] += 1
-        if calls["n"] == 10:  # one part of the third recompute (four parts each)
+        with lock:  # parts run on several threads
+            calls["n"] += 1
+            n = calls["n"]
+        if n == 10:  # one part of the third recompute (four parts each)
             raise FloatingPointError("planted")
         return base(*args)
 
@@ -329,15 +331,71 @@ def test_parts_the_workers_have_not_started_run_in_the_asking_thread_and_combine
     assert job.result() is job.result()  # combined once
 
 
-def test_parts_shared_with_a_free_worker_give_the_sequential_result():
+def _result_within(job, seconds=20.0):
+    """``job.result()`` in another thread: a hang fails the test instead of blocking it."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(job.result()), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert out, "Parts.result() hung"
+    return out[0]
+
+
+def test_parts_shared_with_a_free_worker_give_the_sequential_result_each_part_run_once():
+    runs, lock = [], threading.Lock()
+
     def part(i):
         time.sleep(0.01)
+        with lock:
+            runs.append((i, threading.current_thread()))
         return np.full(3, float(i))
 
     for _ in range(3):
+        runs.clear()
         job = Parts([lambda i=i: part(i) for i in range(4)], lambda rs: np.concatenate(rs))
-        res, err = job.result()
+        res, err = _result_within(job)
         assert err == "" and res.tolist() == [float(i) for i in range(4) for _ in range(3)]
+        assert sorted(i for i, _ in runs) == [0, 1, 2, 3]  # every part once, whoever ran it
+        asker = [t for _, t in runs if not t.name.startswith("fxgate-recompute")]
+        assert job.ran_here == len(asker) and job.done()
+
+
+def test_an_interrupt_in_a_part_the_asker_runs_leaves_it_to_the_next_call():
+    calls = [0] * 4
+
+    def part(i):
+        calls[i] += 1
+        if i == 1 and calls[i] == 1:
+            raise KeyboardInterrupt
+        return float(i)
+
+    go = _busy_worker()
+    try:
+        job = Parts([lambda i=i: part(i) for i in range(4)], lambda rs: rs)
+        with pytest.raises(KeyboardInterrupt):
+            job.result()
+        res, err = _result_within(job, 5.0)
+    finally:
+        go.set()
+    assert err == "" and res.tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert calls == [1, 2, 1, 1]  # the interrupted part again, the others once
+
+
+def test_a_base_exception_in_a_workers_part_fails_the_recompute_instead_of_hanging_it():
+    release = threading.Event()
+
+    def first():
+        release.wait(10)
+        raise SystemExit("planted")
+
+    job = Parts([first, lambda: 1.0, lambda: 2.0], lambda rs: np.asarray(rs))
+    for _ in range(2000):  # a worker holds part 0
+        if job._next > 0:
+            break
+        time.sleep(0.001)
+    assert job._next > 0
+    release.set()
+    assert _result_within(job) == (None, "SystemExit: planted")
 
 
 def test_a_part_that_raises_fails_the_whole_recompute_with_the_first_error_in_part_order():
@@ -369,6 +427,7 @@ def test_the_mcs_recompute_split_equals_it_run_whole_and_uses_every_resample():
         if on_workers.done():
             break
         time.sleep(0.005)
+    assert on_workers.done()
     res, err = on_workers.result()
     assert err == "" and on_workers.ran_here == 0 and np.array_equal(res, whole, equal_nan=True)
     go = _busy_worker()
