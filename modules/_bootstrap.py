@@ -5,7 +5,7 @@ wrapper that checks its inputs. The API is stable: other modules import it.
 
 * :func:`stationary_indices` — Politis & Romano (1994) stationary bootstrap indices, shape (reps, n): blocks of
   consecutive indices (mod n, wrap-around) whose lengths are geometric with mean ``block``, each starting at a
-  uniform index. The random stream comes from ``numpy.random.default_rng(seed)``, so a seed gives one matrix.
+  uniform index. The random stream comes from ``seed`` (how: below), so a seed gives one matrix.
 * :func:`stationary_means` — the bootstrap means of the columns of ``x`` over exactly the resamples
   :func:`stationary_indices` would give for the same (n, reps, block, seed), without materializing the index
   matrix: each block's sum comes from prefix sums (O(blocks · k) per resample instead of O(n · k)). Equal to
@@ -21,17 +21,21 @@ wrapper that checks its inputs. The API is stable: other modules import it.
   ``block`` (Hansen 2005, eq. 9's kernel κ(n, i) = (1 − i/n)(1 − p)^i + (i/n)(1 − p)^(n−i), p = 1/block; the
   estimator ``arch.bootstrap.SPA`` uses when ``nested=False``).
 
-How the stationary stream is drawn (the contract of ``seed``): with ``rng = default_rng(seed)``, p = 1/block and
-λ = −log(1 − p), each block takes one standard exponential E_j and one uniform U_j, drawn in chunks
-(``rng.standard_exponential(C)`` then ``rng.random(C)``) and consumed in order: its length is L_j = ⌊E_j/λ⌋ + 1
-(Geometric(p) on {1, 2, …}, mean 1/p) and its start S_j = ⌊U_j n⌋ (uniform on {0, …, n−1}); resample r is filled
-left to right with S_j, S_j + 1, … (mod n) for min(L_j, room left) positions, then the next block. Every chunk
-holds C = ⌈1.1 · 256 · (1 + (n − 1) p)⌉ + 64 blocks (what 256 resamples need on average, plus a margin), whatever
-``reps``: resample r is the same in a run of any length, so a sequential test can stop early
-(:func:`stationary_mean_batches`).
-This is the law of arch's per-position construction (a new block starts at each position with probability p) with
-far fewer random draws (numpy's geometric sampler is slow, hence the exponential); the stream, not the law, differs
-from arch's, so tests that must reproduce arch bit for bit feed arch's own indices to :func:`bootstrap_means`.
+How the stationary stream is drawn (the contract of ``seed``): the two children of
+``numpy.random.SeedSequence(seed).spawn(2)`` seed two generators (``default_rng``), one for the block lengths and
+one for the block starts. With p = 1/block and λ = −log(1 − p), block j takes the j-th standard exponential E_j of
+the first (``standard_exponential``) and the j-th uniform U_j of the second (``random``): its length is
+L_j = ⌊E_j/λ⌋ + 1 (Geometric(p) on {1, 2, …}, mean 1/p) and its start S_j = ⌊U_j n⌋ (uniform on {0, …, n−1});
+resample r is filled left to right with S_j, S_j + 1, … (mod n) for min(L_j, room left) positions, then the next
+block. numpy draws each variate from its own generator's words in order, so how many are drawn at a time does not
+change them: the draws are made as the resamples need them (a chunk sized for the resamples asked for, at most
+``CHUNK_RESAMPLES`` of them, plus a margin), resample r is the same in a run of any length, and a sequential test
+that stops after l resamples has drawn about l resamples' worth of random numbers
+(:func:`stationary_mean_batches`; ``tests/modules/test_bootstrap.py`` rebuilds the stream one scalar draw at a
+time). This is the law of arch's per-position construction (a new block starts at each position with
+probability p) with far fewer random draws (numpy's geometric sampler is slow, hence the exponential); the stream,
+not the law, differs from arch's, so tests that must reproduce arch bit for bit feed arch's own indices to
+:func:`bootstrap_means`.
 """
 
 from __future__ import annotations
@@ -53,9 +57,8 @@ __all__ = [
 
 #: slots of the resumable fill state (the kernels stop when a chunk of blocks runs out and resume on the next)
 FILL_REP, FILL_POS, FILL_USED = 0, 1, 2
-#: each chunk of the block stream holds the blocks this many resamples need on average (plus 10%): the stream does
-#: not depend on ``reps``, so the first l resamples of any run are the same, and a sequential test that stops
-#: after l of them has drawn about l resamples' worth of random numbers
+#: the most resamples one chunk of block draws is sized for (memory: ~1.1 MB of draws for 256 resamples of 500 rows
+#: with mean block 2); a smaller request draws less. The chunking does not change the stream.
 CHUNK_RESAMPLES = 256
 
 
@@ -232,14 +235,30 @@ def _check_stream(n: int, reps: int, block: float) -> tuple[int, int, float]:
     return n, reps, 1.0 / block
 
 
-def _chunks(rng: np.random.Generator, n: int, p: float):  # type: ignore[no-untyped-def]
-    """The block stream of the module docstring: (exponentials, uniforms) chunks of the blocks ``CHUNK_RESAMPLES``
-    resamples need on average, plus 10%."""
-    size = int(math.ceil(1.1 * CHUNK_RESAMPLES * (1.0 + (n - 1) * p))) + 64
-    while True:
-        e = rng.standard_exponential(size)
-        u = rng.random(size)
-        yield e, u
+class _Stream:
+    """The block stream of the module docstring for ``n`` rows, mean block 1/``p``, and the resumable fill state:
+    :meth:`fill_sums` and :meth:`fill_idx` fill resamples up to a row, drawing chunks of blocks as they run out,
+    each sized for the resamples still to fill (at most ``CHUNK_RESAMPLES``) plus 10% and 64 blocks."""
+
+    def __init__(self, seed: int, n: int, p: float) -> None:
+        self.lengths, self.starts = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+        self.n, self.blocks, self.lam = n, 1.0 + (n - 1) * p, _rate(p)
+        self.st = np.zeros(3, dtype=np.int64)
+        self.e = self.u = np.empty(0)
+
+    def _draw(self, rows: int) -> None:
+        want = min(max(rows - int(self.st[FILL_REP]), 1), CHUNK_RESAMPLES)
+        m = int(math.ceil(1.1 * want * self.blocks)) + 64
+        self.e, self.u = self.lengths.standard_exponential(m), self.starts.random(m)
+        self.st[FILL_USED] = 0
+
+    def fill_sums(self, out: np.ndarray, csum: np.ndarray, rows: int) -> None:
+        while not _sb_fill_sums(out, csum, self.e, self.u, self.lam, self.st, rows):
+            self._draw(rows)
+
+    def fill_idx(self, out: np.ndarray, rows: int) -> None:
+        while not _sb_fill_idx(out, self.e, self.u, self.lam, self.st, rows):
+            self._draw(rows)
 
 
 def _rate(p: float) -> float:
@@ -254,20 +273,19 @@ def stationary_indices(n: int, reps: int, block: float, seed: int) -> np.ndarray
     the same (n, reps, block, seed) gives the same matrix (stream: the module docstring)."""
     n, reps, p = _check_stream(n, reps, block)
     out = np.empty((reps, n), dtype=np.int64)
-    st = np.zeros(3, dtype=np.int64)
-    lam = _rate(p)
-    for e, u in _chunks(np.random.default_rng(seed), n, p):
-        st[FILL_USED] = 0
-        if _sb_fill_idx(out, e, u, lam, st, reps):
-            return out
-    raise AssertionError("unreachable")  # pragma: no cover
+    _Stream(seed, n, p).fill_idx(out, reps)
+    return out
 
 
-def stationary_mean_batches(x: np.ndarray, reps: int, block: float, seed: int, batch: int = CHUNK_RESAMPLES):
+def stationary_mean_batches(
+    x: np.ndarray, reps: int, block: float, seed: int, batch: int = CHUNK_RESAMPLES, most: int | None = None
+):
     """:func:`stationary_means` a batch of resamples at a time, in order: yields ``(lo, means)`` with ``means`` the
-    (hi − lo, k) bootstrap means of resamples lo..hi − 1 (``batch`` of them, fewer in the last batch), each
-    bit-identical to those rows of ``stationary_means(x, reps, block, seed)``. A caller that has seen enough
-    stops iterating: the resamples after it are never drawn (a sequential test's early stop)."""
+    (hi − lo, k) bootstrap means of resamples lo..hi − 1, each bit-identical to those rows of
+    ``stationary_means(x, reps, block, seed)``. The first batch holds ``batch`` resamples and each next one twice
+    the last, up to ``most`` (default ``batch``: every batch the same size; the last one may be smaller). A caller
+    that has seen enough stops iterating: the resamples after it are never drawn (a sequential test's early
+    stop)."""
     a = np.asarray(x, dtype=np.float64)
     if a.ndim == 1:
         a = a[:, None]
@@ -276,25 +294,21 @@ def stationary_mean_batches(x: np.ndarray, reps: int, block: float, seed: int, b
     n, reps, p = _check_stream(a.shape[0], reps, block)
     if not np.all(np.isfinite(a)):
         raise ValueError("stationary_means needs finite data; drop or fill NaN/inf first")
-    if int(batch) < 1:
-        raise ValueError(f"stationary_mean_batches needs batch >= 1; got {batch}")
+    b, most = int(batch), int(batch) if most is None else int(most)
+    if b < 1 or most < b:
+        raise ValueError(f"stationary_mean_batches needs 1 <= batch <= most; got batch={batch}, most={most}")
     csum = np.zeros((n + 1, a.shape[1]))
     np.cumsum(a, axis=0, out=csum[1:])
     out = np.zeros((reps, a.shape[1]))
-    st = np.zeros(3, dtype=np.int64)
-    lam = _rate(p)
-    chunks = _chunks(np.random.default_rng(seed), n, p)
-    e, u = next(chunks)
+    stream = _Stream(seed, n, p)
     lo = 0
     while lo < reps:
-        hi = min(lo + int(batch), reps)
-        while not _sb_fill_sums(out, csum, e, u, lam, st, hi):
-            e, u = next(chunks)
-            st[FILL_USED] = 0
+        hi = min(lo + b, reps)
+        stream.fill_sums(out, csum, hi)
         got = out[lo:hi]
         got /= n
         yield lo, got
-        lo = hi
+        lo, b = hi, min(2 * b, most)
 
 
 def stationary_means(x: np.ndarray, reps: int, block: float, seed: int) -> np.ndarray:

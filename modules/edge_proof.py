@@ -40,7 +40,8 @@ p-value floor. p counts bootstrap exceedances out of ``reps``: a reported 0 mean
 resolution near the threshold is 1/reps. A threshold is accepted only if it spans at least 10 exceedances
 (``p_threshold * reps >= 10``: p < 0.001 needs ≥ 10,000 reps, the default); a smaller one is a config error.
 
-Early stop (:func:`spa_sequential`; not with ``nested=True``). The resamples are drawn 256 at a time, and the test
+Early stop (:func:`spa_sequential`; not with ``nested=True``). The resamples are drawn 16, then 32, 64, … (at most
+1,024) at a time, and the test
 stops at the resample that brings the chosen p-value's exceedances to ``p_threshold · reps``: the full test would
 then fail whatever the rest said, so the verdict is the full test's, always (the stream of resamples does not depend on
 ``reps``, so the first l are the full run's first l). A strategy without an edge has a large p and is decided in a
@@ -104,7 +105,6 @@ from fxgate.engine.core.jit import kernel
 from fxgate.engine.core.sharpe import deflated_sharpe_from, probabilistic_sharpe_from, sharpe_moments
 from fxgate.modules._base import Context, ModuleResult, insufficient, register
 from fxgate.modules._bootstrap import (
-    CHUNK_RESAMPLES,
     optimal_block_length,
     sb_variance,
     stationary_mean_batches,
@@ -228,13 +228,15 @@ def spa_sequential(
     threshold: float,
     p_value: str = "consistent",
     statistic: str = "hansen",
-    batch: int = CHUNK_RESAMPLES,
+    batch: int = 16,
+    most: int = 1024,
 ) -> tuple[SpaResult, int]:
     """:func:`spa_test` (not nested) that stops once the test "``p_value`` < ``threshold``" is decided: returns the
     p-values over the first ``l`` resamples and ``l``. With h the smallest count for which h / reps >= threshold
     (the full run's p would then be >= ``threshold`` whatever the remaining resamples say), it stops at the
-    resample that brings the chosen p-value's exceedances to h, drawing ``batch`` resamples at a time; or after
-    one batch when that p-value needs no resampling (1 or NaN; the batch is for the Reality Check). So its outcome
+    resample that brings the chosen p-value's exceedances to h, drawing ``batch`` resamples first, then twice as
+    many each time up to ``most``; or after one batch when that p-value needs no resampling (1 or NaN; the batch
+    is for the Reality Check). So its outcome
     is always that of ``spa_test(d, reps, ...)``, whose resamples are the same (the stream does not depend on
     ``reps``); with ``l = reps`` its p-values are those of the full run, bit for bit, and when it stops early the
     chosen one is h / l, Besag & Clifford's (1991, *Sequential Monte Carlo p-values*, Biometrika 78(2)) sequential
@@ -252,7 +254,7 @@ def spa_sequential(
         h += 1
     c = np.zeros(4, dtype=np.int64)
     done = 0
-    for lo, bm in stationary_mean_batches(x, reps, block, seed, batch):
+    for lo, bm in stationary_mean_batches(x, reps, block, seed, batch, most):
         if which < 3 and spa.fixed is not None:
             c += spa.counts(bm)
             done = lo + bm.shape[0]

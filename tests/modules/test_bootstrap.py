@@ -115,15 +115,41 @@ def test_batches_are_the_rows_of_the_whole_run_and_a_run_is_a_prefix_of_a_longer
     for n, k, block in [(500, 1, 3.0), (80, 2, 12.0), (30, 1, 1.0)]:
         x = rng.standard_normal((n, k))
         whole = stationary_means(x, 1000, block, seed=4)
-        for batch in (1, 7, 256, 999, 5000):
-            got = list(B.stationary_mean_batches(x, 1000, block, 4, batch=batch))
-            assert [lo for lo, _ in got] == list(range(0, 1000, batch))
+        for batch, most in ((1, None), (7, None), (256, None), (999, None), (5000, None), (16, 1024), (3, 5)):
+            got = list(B.stationary_mean_batches(x, 1000, block, 4, batch=batch, most=most))
+            los, lo, b = [], 0, batch  # batch, then doubling up to most (most=None: every batch the same)
+            while lo < 1000:
+                los.append(lo)
+                lo, b = lo + b, min(2 * b, most or batch)
+            assert [lo for lo, _ in got] == los
             np.testing.assert_array_equal(np.concatenate([m for _, m in got]), whole)
         np.testing.assert_array_equal(stationary_means(x, 300, block, seed=4), whole[:300])
         ref = x[stationary_indices(n, 1000, block, seed=4)].mean(axis=1)
         np.testing.assert_allclose(whole, ref, rtol=0, atol=1e-13)
         short, long_ = stationary_indices(n, 300, block, seed=4), stationary_indices(n, 1000, block, seed=4)
         np.testing.assert_array_equal(short, long_[:300])
+
+
+def test_the_stream_is_the_documented_one_drawn_one_scalar_at_a_time():
+    """The contract of ``seed`` (the module docstring), rebuilt here one scalar draw per block: lengths from the
+    first generator of ``SeedSequence(seed).spawn(2)``, starts from the second. The module draws them in chunks
+    sized by how many resamples are asked for; the matrix must not depend on that."""
+    for n, reps, block, seed in [(50, 40, 3.0, 7), (500, 300, 2.0, 11), (13, 700, 1.0, 0), (30, 20, 30.0, 123456789)]:
+        lengths, starts = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+        p = 1.0 / block
+        lam = -math.log(1.0 - p) if p < 1.0 else math.inf
+        ref = np.empty((reps, n), dtype=np.int64)
+        for r in range(reps):
+            i = 0
+            while i < n:
+                length = int(lengths.standard_exponential() / lam) + 1
+                s = min(int(starts.random() * n), n - 1)
+                for _ in range(min(length, n - i)):
+                    ref[r, i] = s
+                    s = (s + 1) % n
+                    i += 1
+        np.testing.assert_array_equal(stationary_indices(n, reps, block, seed), ref)
+        np.testing.assert_array_equal(stationary_indices(n, reps // 3, block, seed), ref[: reps // 3])
 
 
 def test_bootstrap_means_reproduce_arch_resamples():
